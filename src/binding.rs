@@ -1,0 +1,461 @@
+//! The N-API edge: `PierWorker` and `PierClient` for JavaScript. Every core error is mapped to a
+//! JS error here, once; JS callbacks are thread-safe functions awaited from Rust.
+
+use crate::config::Config;
+use crate::error::{one_line, ErrorCode, JobError, PierError};
+use crate::handler::{handler_error_code, HandlerResult, JobHandler, JobInput};
+use crate::log::{Level, Logger, SharedLogger};
+use crate::publisher::{PublishOptions, Publisher};
+use crate::stats::StatsSnapshot;
+use crate::worker::{Worker, WorkerStatus};
+use futures_util::future::BoxFuture;
+use napi::bindgen_prelude::{Either3, FnArgs, Promise};
+use napi::threadsafe_function::{
+    ThreadsafeFunction, ThreadsafeFunctionCallMode, UnknownReturnValue,
+};
+use napi_derive::napi;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// A job as the JS handler receives it.
+#[napi(object)]
+pub struct Job {
+    pub id: String,
+    pub task: String,
+    pub system_prompt: Option<String>,
+    /// Milliseconds left before the worker answers TIMEOUT.
+    pub timeout_ms: f64,
+    pub meta: Value,
+    pub sender: Option<String>,
+}
+
+#[napi(object, object_to_js = false)]
+pub struct WorkerOptions {
+    /// `(level, message)`; level is `debug`, `info`, `warn` or `error`.
+    #[napi(ts_type = "(level: string, message: string) => void")]
+    pub logger: Option<LogFn>,
+    /// Called with `(jobId, reason)` when the worker gives up on a job (`TIMEOUT` or
+    /// `SHUTTING_DOWN`), so the handler can abort its work.
+    #[napi(ts_type = "(jobId: string, reason: string) => void")]
+    pub on_cancel: Option<LogFn>,
+}
+
+#[napi(object, object_to_js = false)]
+pub struct ClientOptions {
+    #[napi(ts_type = "(level: string, message: string) => void")]
+    pub logger: Option<LogFn>,
+}
+
+#[napi(object)]
+pub struct PublishRequestOptions {
+    pub system_prompt: Option<String>,
+    pub timeout_ms: Option<f64>,
+    pub meta: Option<Value>,
+}
+
+#[napi(object, js_name = "WorkerStats")]
+pub struct JsStats {
+    pub received: f64,
+    pub completed: f64,
+    pub failed: f64,
+    pub rejected: f64,
+    pub timed_out: f64,
+    pub in_flight: f64,
+    pub no_reply: f64,
+    pub reply_failures: f64,
+    pub errors_by_code: HashMap<String, f64>,
+    pub disconnects: f64,
+    pub reconnects: f64,
+    pub slow_consumer_events: f64,
+    pub server_errors: f64,
+}
+
+#[napi(object, js_name = "WorkerStatus")]
+pub struct JsWorkerStatus {
+    /// `stopped`, `connecting`, `connected`, `disconnected` or `stopping`.
+    pub state: String,
+    pub servers: String,
+    pub server_name: Option<String>,
+    pub server_version: Option<String>,
+    pub subject: String,
+    pub queue_group: String,
+    pub publish_subject: String,
+    pub worker_id: String,
+    pub wallet_address: Option<String>,
+    pub max_concurrent_jobs: u32,
+    pub started_at_ms: Option<f64>,
+    pub uptime_ms: Option<f64>,
+    pub stats: JsStats,
+}
+
+/// What a handler may resolve to instead of a string, to answer with a chosen error code
+/// (`RUNTIME_UNAVAILABLE`, `EXECUTION_FAILED`, `UNAUTHORIZED` or `INVALID_REQUEST`).
+#[napi(object)]
+#[allow(dead_code)] // declared for index.d.ts; JS builds and reads these shapes
+pub struct HandlerError {
+    pub error: ReplyError,
+}
+
+#[napi(object)]
+#[allow(dead_code)] // declared for index.d.ts; JS builds and reads these shapes
+pub struct ReplyError {
+    pub code: String,
+    pub message: String,
+}
+
+#[napi(object)]
+#[allow(dead_code)] // declared for index.d.ts; JS builds and reads these shapes
+pub struct ReplyWorker {
+    pub id: String,
+    pub wallet: Option<String>,
+}
+
+/// A `task_result` (`ok: true`) or `task_error` (`ok: false`) as received by a publisher.
+#[napi(object)]
+#[allow(dead_code)] // declared for index.d.ts; JS builds and reads these shapes
+pub struct TaskReply {
+    pub version: String,
+    pub id: Option<String>,
+    #[napi(js_name = "type")]
+    pub kind: String,
+    pub ok: bool,
+    pub result: Option<String>,
+    pub latency_ms: Option<f64>,
+    pub error: Option<ReplyError>,
+    pub worker: ReplyWorker,
+}
+
+type LogFn = ThreadsafeFunction<
+    FnArgs<(String, String)>,
+    UnknownReturnValue,
+    FnArgs<(String, String)>,
+    napi::Status,
+    false,
+    true,
+>;
+type HandlerReturn = Either3<Promise<Value>, String, UnknownReturnValue>;
+type HandlerFn = ThreadsafeFunction<Job, HandlerReturn, Job, napi::Status, false, true>;
+
+/// A Pier worker: takes jobs from NATS and runs each through `handler`, which returns (or
+/// resolves to) the result text, or `{ error: { code, message } }` to choose the error code.
+#[napi]
+pub struct PierWorker {
+    worker: Arc<Worker>,
+    logger: SharedLogger,
+}
+
+#[napi]
+impl PierWorker {
+    #[napi(constructor)]
+    pub fn new(
+        config: Value,
+        #[napi(ts_arg_type = "(job: Job) => Promise<string | HandlerError> | string")]
+        handler: HandlerFn,
+        options: Option<WorkerOptions>,
+    ) -> napi::Result<Self> {
+        let config = Config::from_value(config).map_err(to_js_error)?;
+        let (logger, on_cancel) = match options {
+            Some(o) => (o.logger, o.on_cancel),
+            None => (None, None),
+        };
+        let logger = js_logger(logger);
+        let handler = Arc::new(JsHandler {
+            handler: Arc::new(handler),
+            on_cancel: on_cancel.map(Arc::new),
+        });
+        Ok(PierWorker {
+            worker: Arc::new(Worker::new(config, handler, logger.clone())),
+            logger,
+        })
+    }
+
+    /// Connects and subscribes; resolves once jobs can arrive.
+    #[napi]
+    pub async fn start(&self) -> napi::Result<()> {
+        self.worker.start().await.map_err(to_js_error)
+    }
+
+    /// Drains in-flight jobs (up to `drainTimeoutMs`) and disconnects; resolves when done.
+    #[napi]
+    pub async fn stop(&self) -> napi::Result<()> {
+        self.worker.stop().await;
+        Ok(())
+    }
+
+    #[napi]
+    pub fn status(&self) -> JsWorkerStatus {
+        status_to_js(self.worker.status())
+    }
+
+    /// Publishes a task over this worker's connection (the worker must be running).
+    #[napi(ts_return_type = "Promise<TaskReply>")]
+    pub async fn publish(
+        &self,
+        task: String,
+        options: Option<PublishRequestOptions>,
+    ) -> napi::Result<Value> {
+        let client = self.worker.client().ok_or_else(|| {
+            napi::Error::new(
+                napi::Status::GenericFailure,
+                "PIER_NOT_RUNNING: the worker is not running; start it before publishing",
+            )
+        })?;
+        let publisher = Publisher::with_client(client, self.worker.config());
+        publisher
+            .publish(&task, publish_options(options))
+            .await
+            .map_err(to_js_error)
+    }
+
+    #[napi(getter)]
+    pub fn running(&self) -> bool {
+        self.worker.client().is_some()
+    }
+
+    /// Logs through the worker's logger (used by the CLI and the OpenClaw shim).
+    #[napi]
+    pub fn log(&self, level: String, message: String) {
+        self.logger.log(parse_level(&level), &message);
+    }
+}
+
+/// A publisher with its own connection, opened on first use.
+#[napi]
+pub struct PierClient {
+    config: Config,
+    logger: SharedLogger,
+    publisher: tokio::sync::Mutex<Option<Arc<Publisher>>>,
+}
+
+#[napi]
+impl PierClient {
+    #[napi(constructor)]
+    pub fn new(config: Value, options: Option<ClientOptions>) -> napi::Result<Self> {
+        Ok(PierClient {
+            config: Config::from_value(config).map_err(to_js_error)?,
+            logger: js_logger(options.and_then(|o| o.logger)),
+            publisher: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    /// Sends a `task_request` to `publishSubject` and resolves to the parsed reply
+    /// (`task_result` or `task_error`). Rejects with `PIER_TIMEOUT` or `PIER_NO_RESPONDERS`.
+    #[napi(ts_return_type = "Promise<TaskReply>")]
+    pub async fn publish(
+        &self,
+        task: String,
+        options: Option<PublishRequestOptions>,
+    ) -> napi::Result<Value> {
+        let publisher = {
+            let mut slot = self.publisher.lock().await;
+            match slot.as_ref() {
+                Some(p) => p.clone(),
+                None => {
+                    let p = Arc::new(
+                        Publisher::connect(&self.config, self.logger.clone())
+                            .await
+                            .map_err(to_js_error)?,
+                    );
+                    *slot = Some(p.clone());
+                    p
+                }
+            }
+        };
+        publisher
+            .publish(&task, publish_options(options))
+            .await
+            .map_err(to_js_error)
+    }
+
+    #[napi]
+    pub async fn close(&self) -> napi::Result<()> {
+        let taken = self.publisher.lock().await.take();
+        if let Some(publisher) = taken.and_then(|p| Arc::try_unwrap(p).ok()) {
+            publisher.close().await;
+        }
+        Ok(())
+    }
+}
+
+struct JsHandler {
+    handler: Arc<HandlerFn>,
+    on_cancel: Option<Arc<LogFn>>,
+}
+
+impl JobHandler for JsHandler {
+    fn run(&self, job: JobInput) -> BoxFuture<'static, HandlerResult> {
+        let handler = self.handler.clone();
+        Box::pin(async move {
+            let job = Job {
+                id: job.id,
+                task: job.task,
+                system_prompt: job.system_prompt,
+                timeout_ms: job.timeout_ms as f64,
+                meta: Value::Object(job.meta),
+                sender: job.sender,
+            };
+            match handler.call_async_catch(job).await {
+                Ok(Either3::A(promise)) => match promise.await {
+                    Ok(value) => handler_value(value),
+                    Err(e) => Err(js_failure(e)),
+                },
+                Ok(Either3::B(text)) => Ok(text),
+                Ok(Either3::C(_)) => Err(JobError::new(
+                    ErrorCode::ExecutionFailed,
+                    "the handler returned neither a string nor a Promise",
+                )),
+                Err(e) => Err(js_failure(e)),
+            }
+        })
+    }
+
+    fn cancel(&self, job_id: &str, reason: ErrorCode) {
+        if let Some(on_cancel) = &self.on_cancel {
+            on_cancel.call(
+                (job_id.to_string(), reason.as_str().to_string()).into(),
+                ThreadsafeFunctionCallMode::NonBlocking,
+            );
+        }
+    }
+}
+
+fn handler_value(value: Value) -> HandlerResult {
+    match value {
+        Value::String(text) => Ok(text),
+        Value::Object(mut object) => match object.remove("error") {
+            Some(Value::Object(error)) => Err(JobError::new(
+                handler_error_code(error.get("code").and_then(Value::as_str)),
+                error
+                    .get("message")
+                    .and_then(Value::as_str)
+                    .unwrap_or("the agent turn failed"),
+            )),
+            _ => Err(JobError::new(
+                ErrorCode::ExecutionFailed,
+                "the handler must return a string or { error: { code, message } }",
+            )),
+        },
+        _ => Err(JobError::new(
+            ErrorCode::ExecutionFailed,
+            "the handler must return a string",
+        )),
+    }
+}
+
+fn js_failure(error: napi::Error) -> JobError {
+    if error.status == napi::Status::Closing {
+        return JobError::new(
+            ErrorCode::RuntimeUnavailable,
+            "the JavaScript runtime is shutting down",
+        );
+    }
+    let message = one_line(&error.reason);
+    JobError::new(
+        ErrorCode::ExecutionFailed,
+        if message.is_empty() {
+            "the agent turn failed".to_string()
+        } else {
+            message
+        },
+    )
+}
+
+fn publish_options(options: Option<PublishRequestOptions>) -> PublishOptions {
+    options
+        .map(|o| PublishOptions {
+            system_prompt: o.system_prompt,
+            timeout_ms: o
+                .timeout_ms
+                .filter(|t| t.is_finite() && *t >= 1.0)
+                .map(|t| t as u64),
+            meta: o.meta,
+        })
+        .unwrap_or_default()
+}
+
+/// One place where core errors become JS errors: the message starts with the stable code.
+fn to_js_error(error: PierError) -> napi::Error {
+    napi::Error::new(
+        napi::Status::GenericFailure,
+        format!("{}: {}", error.code(), error),
+    )
+}
+
+struct JsLogger(LogFn);
+
+impl Logger for JsLogger {
+    fn log(&self, level: Level, message: &str) {
+        self.0.call(
+            (level.as_str().to_string(), message.to_string()).into(),
+            ThreadsafeFunctionCallMode::NonBlocking,
+        );
+    }
+}
+
+/// Without a JS logger, warnings and errors still reach stderr.
+struct StderrLogger;
+
+impl Logger for StderrLogger {
+    fn log(&self, level: Level, message: &str) {
+        if level >= Level::Warn {
+            eprintln!("{} {message}", level.as_str());
+        }
+    }
+}
+
+fn js_logger(logger: Option<LogFn>) -> SharedLogger {
+    match logger {
+        Some(f) => Arc::new(JsLogger(f)),
+        None => Arc::new(StderrLogger),
+    }
+}
+
+fn parse_level(level: &str) -> Level {
+    match level {
+        "debug" => Level::Debug,
+        "warn" => Level::Warn,
+        "error" => Level::Error,
+        _ => Level::Info,
+    }
+}
+
+fn status_to_js(s: WorkerStatus) -> JsWorkerStatus {
+    JsWorkerStatus {
+        state: s.state.to_string(),
+        servers: s.servers,
+        server_name: s.server_name,
+        server_version: s.server_version,
+        subject: s.subject,
+        queue_group: s.queue_group,
+        publish_subject: s.publish_subject,
+        worker_id: s.worker_id,
+        wallet_address: s.wallet_address,
+        max_concurrent_jobs: s.max_concurrent_jobs,
+        started_at_ms: s.started_at_ms.map(|v| v as f64),
+        uptime_ms: s.uptime_ms.map(|v| v as f64),
+        stats: stats_to_js(s.stats),
+    }
+}
+
+fn stats_to_js(s: StatsSnapshot) -> JsStats {
+    JsStats {
+        received: s.received as f64,
+        completed: s.completed as f64,
+        failed: s.failed as f64,
+        rejected: s.rejected as f64,
+        timed_out: s.timed_out as f64,
+        in_flight: s.in_flight as f64,
+        no_reply: s.no_reply as f64,
+        reply_failures: s.reply_failures as f64,
+        errors_by_code: s
+            .errors_by_code
+            .into_iter()
+            .map(|(k, v)| (k, v as f64))
+            .collect(),
+        disconnects: s.disconnects as f64,
+        reconnects: s.reconnects as f64,
+        slow_consumer_events: s.slow_consumer_events as f64,
+        server_errors: s.server_errors as f64,
+    }
+}

@@ -1,0 +1,355 @@
+//! The plugin config (`plugins.entries["pier-connector"].config`): one typed struct with the
+//! original plugin's defaults, strict about unknown and ill-typed fields, and secrets that never
+//! print.
+
+use crate::error::PierError;
+use serde::Deserialize;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub const DEFAULT_NATS_URL: &str = "wss://pier.gholl.com/nexus";
+pub const ANONYMOUS_WORKER: &str = "anonymous-worker";
+
+/// A credential. Its `Debug` and `Display` print `[redacted]`, so no log line or error built
+/// from a config can carry it.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+const SECRET_FIELDS: [&str; 3] = ["token", "password", "nkeySeed"];
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct Config {
+    /// One URL, or several separated by commas.
+    pub nats_url: String,
+    /// An explicit server list; when set it replaces `natsUrl`.
+    pub servers: Vec<String>,
+    pub subject: String,
+    pub publish_subject: String,
+    pub queue_group: String,
+    pub worker_id: String,
+    pub wallet_address: String,
+
+    pub job_timeout_ms: u64,
+    pub max_job_timeout_ms: u64,
+    pub max_concurrent_jobs: u32,
+    pub max_payload_bytes: usize,
+    pub drain_timeout_ms: u64,
+    pub connect_timeout_ms: u64,
+    /// When set, only jobs whose `meta.sender` is listed are run; others get `UNAUTHORIZED`.
+    pub allowed_senders: Option<Vec<String>>,
+
+    pub token: Option<Secret>,
+    pub user: Option<String>,
+    pub password: Option<Secret>,
+    pub nkey_seed: Option<Secret>,
+    pub creds_file: Option<PathBuf>,
+    pub tls_ca_file: Option<PathBuf>,
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    pub tls_required: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            nats_url: DEFAULT_NATS_URL.to_string(),
+            servers: Vec::new(),
+            subject: "jobs.worker".to_string(),
+            publish_subject: "jobs.submit".to_string(),
+            queue_group: "openclaw-workers".to_string(),
+            worker_id: String::new(),
+            wallet_address: String::new(),
+            job_timeout_ms: 60_000,
+            max_job_timeout_ms: 600_000,
+            max_concurrent_jobs: 4,
+            max_payload_bytes: 1024 * 1024,
+            drain_timeout_ms: 10_000,
+            connect_timeout_ms: 10_000,
+            allowed_senders: None,
+            token: None,
+            user: None,
+            password: None,
+            nkey_seed: None,
+            creds_file: None,
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_required: false,
+        }
+    }
+}
+
+impl Config {
+    /// Reads a config from a JSON value. `null` means "all defaults".
+    pub fn from_value(value: serde_json::Value) -> Result<Config, PierError> {
+        let value = match value {
+            serde_json::Value::Null => serde_json::Value::Object(Default::default()),
+            other => other,
+        };
+        let config: Config = serde_path_to_error::deserialize(value).map_err(|err| {
+            let path = err.path().to_string();
+            let inner = err.into_inner().to_string();
+            let detail = if SECRET_FIELDS.iter().any(|f| path.starts_with(f)) {
+                // serde's message may quote the offending value: for a secret, say only what is wanted.
+                "must be a string".to_string()
+            } else {
+                strip_position(&inner)
+            };
+            if path == "." {
+                PierError::Config(detail)
+            } else {
+                PierError::Config(format!("{path}: {detail}"))
+            }
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn from_json(text: &str) -> Result<Config, PierError> {
+        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
+            PierError::Config(format!("not JSON: {}", strip_position(&e.to_string())))
+        })?;
+        Config::from_value(value)
+    }
+
+    fn validate(&self) -> Result<(), PierError> {
+        let bad = |m: String| Err(PierError::Config(m));
+        for (name, subject) in [
+            ("subject", &self.subject),
+            ("publishSubject", &self.publish_subject),
+            ("queueGroup", &self.queue_group),
+        ] {
+            if subject.is_empty() || subject.chars().any(char::is_whitespace) {
+                return bad(format!(
+                    "{name}: must be a non-empty NATS subject without spaces"
+                ));
+            }
+        }
+        if self.max_concurrent_jobs == 0 {
+            return bad("maxConcurrentJobs: must be at least 1".into());
+        }
+        if self.job_timeout_ms == 0 || self.max_job_timeout_ms == 0 {
+            return bad("jobTimeoutMs and maxJobTimeoutMs: must be at least 1".into());
+        }
+        if self.max_payload_bytes == 0 {
+            return bad("maxPayloadBytes: must be at least 1".into());
+        }
+        if self.user.is_some() != self.password.is_some() {
+            return bad("user and password: set both or neither".into());
+        }
+        if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
+            return bad("tlsCertFile and tlsKeyFile: set both or neither".into());
+        }
+        let methods = [
+            self.token.is_some(),
+            self.user.is_some(),
+            self.nkey_seed.is_some(),
+            self.creds_file.is_some(),
+        ];
+        if methods.iter().filter(|m| **m).count() > 1 {
+            return bad("token, user/password, nkeySeed and credsFile: choose one".into());
+        }
+        for url in self.server_urls() {
+            let scheme = url.split("://").next().unwrap_or_default();
+            if !url.contains("://") || !matches!(scheme, "nats" | "tls" | "ws" | "wss") {
+                return bad(format!(
+                    "server URL {:?}: must start with nats://, tls://, ws:// or wss://",
+                    redact_url(&url)
+                ));
+            }
+        }
+        if self.server_urls().is_empty() {
+            return bad("natsUrl: no server given".into());
+        }
+        Ok(())
+    }
+
+    /// The servers to use, in order: `servers` when set, else the comma list in `natsUrl`.
+    pub fn server_urls(&self) -> Vec<String> {
+        let list: Vec<String> = if self.servers.is_empty() {
+            self.nats_url.split(',').map(str::to_string).collect()
+        } else {
+            self.servers.clone()
+        };
+        list.into_iter()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect()
+    }
+
+    /// The server list for logs and status, with any `user:pass@` part removed.
+    pub fn servers_for_display(&self) -> String {
+        self.server_urls()
+            .iter()
+            .map(|u| redact_url(u))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// A job's time budget: the request's own `timeoutMs` (or `jobTimeoutMs`), never above
+    /// `maxJobTimeoutMs`.
+    pub fn job_deadline(&self, requested_ms: Option<u64>) -> Duration {
+        let ms = requested_ms
+            .unwrap_or(self.job_timeout_ms)
+            .min(self.max_job_timeout_ms);
+        Duration::from_millis(ms)
+    }
+
+    pub fn worker_identity(&self) -> WorkerIdentity {
+        WorkerIdentity {
+            id: if self.worker_id.is_empty() {
+                ANONYMOUS_WORKER.to_string()
+            } else {
+                self.worker_id.clone()
+            },
+            wallet: (!self.wallet_address.is_empty()).then(|| self.wallet_address.clone()),
+        }
+    }
+}
+
+/// `worker` in every reply.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct WorkerIdentity {
+    pub id: String,
+    pub wallet: Option<String>,
+}
+
+/// Removes credentials embedded in a URL (`nats://user:pass@host`).
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            format!("{}://[redacted]@{}", &url[..scheme_end], &url[at + 1..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+fn strip_position(message: &str) -> String {
+    match message.find(" at line ") {
+        Some(i) => message[..i].to_string(),
+        None => message.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn empty_config_has_the_original_defaults() {
+        let c = Config::from_value(json!({})).unwrap();
+        assert_eq!(c.nats_url, "wss://pier.gholl.com/nexus");
+        assert_eq!(c.subject, "jobs.worker");
+        assert_eq!(c.publish_subject, "jobs.submit");
+        assert_eq!(c.queue_group, "openclaw-workers");
+        assert_eq!(c.job_timeout_ms, 60_000);
+        assert_eq!(c.max_concurrent_jobs, 4);
+        assert_eq!(Config::from_value(json!(null)).unwrap(), c);
+    }
+
+    #[test]
+    fn unknown_field_is_named() {
+        let err = Config::from_value(json!({ "natsURL": "nats://x" })).unwrap_err();
+        assert!(err.to_string().contains("natsURL"), "{err}");
+    }
+
+    #[test]
+    fn ill_typed_field_is_named() {
+        let err = Config::from_value(json!({ "maxConcurrentJobs": "many" })).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("maxConcurrentJobs"), "{text}");
+        assert!(!text.contains("line"), "{text}");
+    }
+
+    #[test]
+    fn ill_typed_secret_is_named_without_its_value() {
+        let err = Config::from_value(json!({ "token": 123456789 })).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("token"), "{text}");
+        assert!(!text.contains("123456789"), "{text}");
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let c = Config::from_value(json!({
+            "token": "tok-SECRET-1", "nkeySeed": null
+        }))
+        .unwrap();
+        let debug = format!("{c:?}");
+        assert!(!debug.contains("tok-SECRET-1"), "{debug}");
+        assert!(debug.contains("[redacted]"));
+        let c = Config::from_value(json!({ "user": "u", "password": "pw-SECRET-2" })).unwrap();
+        assert!(!format!("{c:?}").contains("pw-SECRET-2"));
+    }
+
+    #[test]
+    fn half_credentials_are_rejected() {
+        assert!(Config::from_value(json!({ "user": "u" })).is_err());
+        assert!(Config::from_value(json!({ "tlsCertFile": "/c" })).is_err());
+        assert!(Config::from_value(json!({ "token": "a", "nkeySeed": "b" })).is_err());
+    }
+
+    #[test]
+    fn server_lists_and_schemes() {
+        let c = Config::from_value(json!({ "natsUrl": "nats://a:1, ws://b:2" })).unwrap();
+        assert_eq!(c.server_urls(), vec!["nats://a:1", "ws://b:2"]);
+        let c = Config::from_value(json!({ "natsUrl": "x", "servers": ["tls://c:3"] })).unwrap();
+        assert_eq!(c.server_urls(), vec!["tls://c:3"]);
+        let err = Config::from_value(json!({ "natsUrl": "http://a" })).unwrap_err();
+        assert!(err.to_string().contains("http://a"));
+    }
+
+    #[test]
+    fn urls_with_credentials_are_redacted() {
+        let c = Config::from_value(json!({ "natsUrl": "nats://bob:hunter2@h:4222" })).unwrap();
+        assert_eq!(c.servers_for_display(), "nats://[redacted]@h:4222");
+        let err = Config::from_value(json!({ "natsUrl": "http://bob:hunter2@h" })).unwrap_err();
+        assert!(!err.to_string().contains("hunter2"));
+    }
+
+    #[test]
+    fn deadline_is_the_request_timeout_capped_by_the_max() {
+        let c =
+            Config::from_value(json!({ "jobTimeoutMs": 1000, "maxJobTimeoutMs": 5000 })).unwrap();
+        assert_eq!(c.job_deadline(None), Duration::from_millis(1000));
+        assert_eq!(c.job_deadline(Some(3000)), Duration::from_millis(3000));
+        assert_eq!(c.job_deadline(Some(90_000)), Duration::from_millis(5000));
+    }
+
+    #[test]
+    fn identity_defaults() {
+        let c = Config::default();
+        assert_eq!(
+            c.worker_identity(),
+            WorkerIdentity {
+                id: "anonymous-worker".into(),
+                wallet: None
+            }
+        );
+    }
+}

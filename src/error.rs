@@ -1,0 +1,179 @@
+//! Error values: the protocol's job error codes, and the errors the worker and publisher
+//! return to their callers. Every message is one line and carries no secret.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// The `error.code` of a `task_error` reply (protocol.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ErrorCode {
+    ParseError,
+    InvalidRequest,
+    RuntimeUnavailable,
+    ExecutionFailed,
+    PayloadTooLarge,
+    Timeout,
+    Overloaded,
+    ShuttingDown,
+    Unauthorized,
+}
+
+impl ErrorCode {
+    pub const ALL: [ErrorCode; 9] = [
+        ErrorCode::ParseError,
+        ErrorCode::InvalidRequest,
+        ErrorCode::RuntimeUnavailable,
+        ErrorCode::ExecutionFailed,
+        ErrorCode::PayloadTooLarge,
+        ErrorCode::Timeout,
+        ErrorCode::Overloaded,
+        ErrorCode::ShuttingDown,
+        ErrorCode::Unauthorized,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::ParseError => "PARSE_ERROR",
+            ErrorCode::InvalidRequest => "INVALID_REQUEST",
+            ErrorCode::RuntimeUnavailable => "RUNTIME_UNAVAILABLE",
+            ErrorCode::ExecutionFailed => "EXECUTION_FAILED",
+            ErrorCode::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            ErrorCode::Timeout => "TIMEOUT",
+            ErrorCode::Overloaded => "OVERLOADED",
+            ErrorCode::ShuttingDown => "SHUTTING_DOWN",
+            ErrorCode::Unauthorized => "UNAUTHORIZED",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ErrorCode> {
+        ErrorCode::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why one job was not answered with a result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl JobError {
+    pub fn new(code: ErrorCode, message: impl AsRef<str>) -> Self {
+        JobError {
+            code,
+            message: one_line(message.as_ref()),
+        }
+    }
+}
+
+impl fmt::Display for JobError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+const MAX_MESSAGE_CHARS: usize = 300;
+
+/// The first line of `text`, without control characters, cut to a readable length: error
+/// messages cross to other clients and must never carry a stack trace.
+pub fn one_line(text: &str) -> String {
+    let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+    let mut out: String = first
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_MESSAGE_CHARS)
+        .collect();
+    if first.chars().count() > MAX_MESSAGE_CHARS {
+        out.push('…');
+    }
+    out.trim().to_string()
+}
+
+/// Errors of the worker and the publisher, each with a stable code for JS callers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PierError {
+    Config(String),
+    Connect { servers: String, reason: String },
+    AlreadyRunning,
+    Timeout { subject: String, timeout_ms: u64 },
+    NoResponders { subject: String },
+    Request(String),
+    InvalidReply(String),
+    InvalidTask(String),
+}
+
+impl PierError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            PierError::Config(_) => "PIER_CONFIG",
+            PierError::Connect { .. } => "PIER_CONNECT",
+            PierError::AlreadyRunning => "PIER_ALREADY_RUNNING",
+            PierError::Timeout { .. } => "PIER_TIMEOUT",
+            PierError::NoResponders { .. } => "PIER_NO_RESPONDERS",
+            PierError::Request(_) => "PIER_REQUEST",
+            PierError::InvalidReply(_) => "PIER_INVALID_REPLY",
+            PierError::InvalidTask(_) => "PIER_INVALID_TASK",
+        }
+    }
+}
+
+impl fmt::Display for PierError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PierError::Config(m) => write!(f, "invalid pier-connector config: {m}"),
+            PierError::Connect { servers, reason } => {
+                write!(f, "could not connect to NATS at {servers}: {reason}")
+            }
+            PierError::AlreadyRunning => write!(f, "the worker is already running"),
+            PierError::Timeout {
+                subject,
+                timeout_ms,
+            } => write!(f, "no reply on {subject} within {timeout_ms} ms"),
+            PierError::NoResponders { subject } => {
+                write!(f, "no worker is listening on {subject} (no responders)")
+            }
+            PierError::Request(m) => write!(f, "request failed: {m}"),
+            PierError::InvalidReply(m) => write!(f, "the reply is not valid JSON: {m}"),
+            PierError::InvalidTask(m) => write!(f, "invalid task: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for PierError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_round_trip_through_their_names() {
+        for code in ErrorCode::ALL {
+            assert_eq!(ErrorCode::parse(code.as_str()), Some(code));
+            assert_eq!(
+                serde_json::to_string(&code).unwrap(),
+                format!("\"{}\"", code.as_str())
+            );
+        }
+        assert_eq!(ErrorCode::parse("NOPE"), None);
+    }
+
+    #[test]
+    fn one_line_drops_stack_traces_and_controls() {
+        let msg = "Error: boom\u{7}\n    at foo (file.js:1:2)\n    at bar";
+        assert_eq!(one_line(msg), "Error: boom");
+        assert_eq!(one_line("\n\n  second  \nthird"), "second");
+        let long = "x".repeat(1000);
+        assert_eq!(one_line(&long).chars().count(), MAX_MESSAGE_CHARS + 1);
+    }
+}

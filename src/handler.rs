@@ -1,0 +1,54 @@
+//! The boundary between the worker and whatever runs a job: an OpenClaw agent turn (through
+//! the binding), a command, or a test double.
+
+use crate::error::{ErrorCode, JobError};
+use futures_util::future::BoxFuture;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+/// What a handler gets for one job.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobInput {
+    pub id: String,
+    pub task: String,
+    pub system_prompt: Option<String>,
+    /// Time left for this job when the handler is called; the worker answers TIMEOUT after it.
+    pub timeout_ms: u64,
+    pub meta: Map<String, Value>,
+    pub sender: Option<String>,
+}
+
+pub type HandlerResult = Result<String, JobError>;
+
+pub trait JobHandler: Send + Sync + 'static {
+    /// Runs one job. The future is dropped when the job's deadline passes or the worker shuts
+    /// down, so it must not rely on running to completion.
+    fn run(&self, job: JobInput) -> BoxFuture<'static, HandlerResult>;
+
+    /// Told when the worker gave up on a job (TIMEOUT or SHUTTING_DOWN), so the handler can
+    /// stop the work it started.
+    fn cancel(&self, _job_id: &str, _reason: ErrorCode) {}
+}
+
+/// Codes a handler may choose itself; the worker owns the others.
+pub fn handler_error_code(code: Option<&str>) -> ErrorCode {
+    match code.and_then(ErrorCode::parse) {
+        Some(
+            c @ (ErrorCode::RuntimeUnavailable
+            | ErrorCode::ExecutionFailed
+            | ErrorCode::Unauthorized
+            | ErrorCode::InvalidRequest),
+        ) => c,
+        _ => ErrorCode::ExecutionFailed,
+    }
+}
+
+/// Answers every job with its own task: the `--echo` worker and the benchmarks' instant handler.
+pub struct EchoHandler;
+
+impl JobHandler for EchoHandler {
+    fn run(&self, job: JobInput) -> BoxFuture<'static, HandlerResult> {
+        Box::pin(std::future::ready(Ok(job.task)))
+    }
+}

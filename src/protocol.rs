@@ -1,0 +1,465 @@
+//! Pier wire protocol v1.0 (shared/docs/protocol.md): reading inbound jobs, v1 and legacy, and
+//! writing `task_request`, `task_result` and `task_error`. Pure functions, no I/O.
+
+use crate::config::WorkerIdentity;
+use crate::error::{ErrorCode, JobError};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+pub const PROTOCOL_VERSION: &str = "1.0";
+
+/// One job as the worker runs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Job {
+    pub id: String,
+    pub task: String,
+    pub system_prompt: Option<String>,
+    pub timeout_ms: Option<u64>,
+    pub meta: Map<String, Value>,
+}
+
+impl Job {
+    /// `meta.sender`, when it is a string.
+    pub fn sender(&self) -> Option<&str> {
+        self.meta.get("sender").and_then(Value::as_str)
+    }
+}
+
+/// A message that cannot become a job: the error to answer, and the request's id when it
+/// could be read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejection {
+    pub id: Option<String>,
+    pub error: JobError,
+}
+
+impl Rejection {
+    fn new(id: Option<String>, code: ErrorCode, message: impl AsRef<str>) -> Self {
+        Rejection {
+            id,
+            error: JobError::new(code, message),
+        }
+    }
+}
+
+/// Reads one inbound payload. Never panics, whatever the bytes.
+pub fn parse_job(payload: &[u8], max_bytes: usize) -> Result<Job, Rejection> {
+    if payload.len() > max_bytes {
+        return Err(Rejection::new(
+            None,
+            ErrorCode::PayloadTooLarge,
+            format!(
+                "payload is {} bytes; this worker accepts at most {max_bytes}",
+                payload.len()
+            ),
+        ));
+    }
+    let text = std::str::from_utf8(payload)
+        .map_err(|_| Rejection::new(None, ErrorCode::ParseError, "payload is not valid UTF-8"))?;
+    let value: Value = serde_json::from_str(text).map_err(|e| {
+        Rejection::new(
+            None,
+            ErrorCode::ParseError,
+            format!("payload is not valid JSON: {e}"),
+        )
+    })?;
+    let Value::Object(object) = value else {
+        return Err(Rejection::new(
+            None,
+            ErrorCode::ParseError,
+            format!("payload must be a JSON object, not {}", kind_of(&value)),
+        ));
+    };
+    normalize(object)
+}
+
+fn normalize(mut object: Map<String, Value>) -> Result<Job, Rejection> {
+    let id = match object.remove("id") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s.is_empty() => None,
+        Some(Value::String(s)) => Some(s),
+        Some(other) => {
+            return Err(Rejection::new(
+                None,
+                ErrorCode::InvalidRequest,
+                format!("id must be a string, not {}", kind_of(&other)),
+            ))
+        }
+    };
+    let invalid = |message: String| Rejection::new(id.clone(), ErrorCode::InvalidRequest, message);
+
+    let task = match object.get("type") {
+        Some(Value::String(t)) if t == "task_request" => match object.get("task") {
+            Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
+            None | Some(Value::Null) => return Err(invalid("task_request has no task".into())),
+            Some(Value::String(_)) => return Err(invalid("task is empty".into())),
+            Some(other) => {
+                return Err(invalid(format!(
+                    "task must be a string, not {}",
+                    kind_of(other)
+                )))
+            }
+        },
+        Some(Value::String(t)) => {
+            return Err(invalid(format!(
+                "type {:?} is not a task_request",
+                crate::error::one_line(t)
+            )))
+        }
+        Some(Value::Null) | None => legacy_task(&object).ok_or_else(|| {
+            invalid("no task: expected a non-empty string in task, prompt or content".into())
+        })?,
+        Some(other) => {
+            return Err(invalid(format!(
+                "type must be a string, not {}",
+                kind_of(other)
+            )))
+        }
+    };
+
+    let system_prompt = match object.get("systemPrompt") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s.is_empty() => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(other) => {
+            return Err(invalid(format!(
+                "systemPrompt must be a string, not {}",
+                kind_of(other)
+            )))
+        }
+    };
+    let timeout_ms = match object.get("timeoutMs") {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) => match n.as_u64() {
+            Some(ms) if ms > 0 => Some(ms),
+            _ => match n.as_f64() {
+                Some(f) if f >= 1.0 && f.is_finite() => Some(f as u64),
+                _ => return Err(invalid("timeoutMs must be a positive number".into())),
+            },
+        },
+        Some(other) => {
+            return Err(invalid(format!(
+                "timeoutMs must be a number, not {}",
+                kind_of(other)
+            )))
+        }
+    };
+    let meta = match object.remove("meta") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(m)) => m,
+        Some(other) => {
+            return Err(invalid(format!(
+                "meta must be an object, not {}",
+                kind_of(&other)
+            )))
+        }
+    };
+    if let Some(v) = object.get("version") {
+        if !v.is_string() && !v.is_null() {
+            return Err(invalid(format!(
+                "version must be a string, not {}",
+                kind_of(v)
+            )));
+        }
+    }
+
+    Ok(Job {
+        id: id.unwrap_or_else(new_id),
+        task,
+        system_prompt,
+        timeout_ms,
+        meta,
+    })
+}
+
+/// Legacy payloads have no `type`: the first non-empty string of `task`, `prompt`, `content`.
+fn legacy_task(object: &Map<String, Value>) -> Option<String> {
+    ["task", "prompt", "content"]
+        .iter()
+        .filter_map(|key| object.get(*key).and_then(Value::as_str))
+        .find(|s| !s.trim().is_empty())
+        .map(str::to_string)
+}
+
+fn kind_of(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+pub fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TaskRequest<'a> {
+    version: &'static str,
+    id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    task: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    system_prompt: Option<&'a str>,
+    timeout_ms: u64,
+    meta: &'a Value,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TaskResult<'a> {
+    version: &'static str,
+    id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    ok: bool,
+    result: &'a str,
+    latency_ms: u64,
+    worker: &'a WorkerIdentity,
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    code: ErrorCode,
+    message: &'a str,
+}
+
+#[derive(Serialize)]
+struct TaskError<'a> {
+    version: &'static str,
+    id: Option<&'a str>,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    ok: bool,
+    error: ErrorBody<'a>,
+    worker: &'a WorkerIdentity,
+}
+
+fn to_bytes<T: Serialize>(value: &T) -> Vec<u8> {
+    // Serializing these structs of strings and numbers cannot fail.
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+/// A `task_request` with the given id.
+pub fn encode_request(
+    id: &str,
+    task: &str,
+    system_prompt: Option<&str>,
+    timeout_ms: u64,
+    meta: &Value,
+) -> Vec<u8> {
+    to_bytes(&TaskRequest {
+        version: PROTOCOL_VERSION,
+        id,
+        kind: "task_request",
+        task,
+        system_prompt,
+        timeout_ms,
+        meta,
+    })
+}
+
+pub fn encode_result(id: &str, result: &str, latency_ms: u64, worker: &WorkerIdentity) -> Vec<u8> {
+    to_bytes(&TaskResult {
+        version: PROTOCOL_VERSION,
+        id,
+        kind: "task_result",
+        ok: true,
+        result,
+        latency_ms,
+        worker,
+    })
+}
+
+pub fn encode_error(id: Option<&str>, error: &JobError, worker: &WorkerIdentity) -> Vec<u8> {
+    to_bytes(&TaskError {
+        version: PROTOCOL_VERSION,
+        id,
+        kind: "task_error",
+        ok: false,
+        error: ErrorBody {
+            code: error.code,
+            message: &error.message,
+        },
+        worker,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const MAX: usize = 1 << 20;
+
+    fn parse(v: Value) -> Result<Job, Rejection> {
+        parse_job(v.to_string().as_bytes(), MAX)
+    }
+
+    fn code_of(bytes: &[u8]) -> (Option<String>, ErrorCode) {
+        let r = parse_job(bytes, MAX).unwrap_err();
+        (r.id, r.error.code)
+    }
+
+    #[test]
+    fn v1_request_is_read_whole() {
+        let job = parse(json!({
+            "version": "1.0", "id": "j1", "type": "task_request", "task": "hi",
+            "systemPrompt": "be brief", "timeoutMs": 1500, "meta": { "sender": "u1", "price": 5 }
+        }))
+        .unwrap();
+        assert_eq!(job.id, "j1");
+        assert_eq!(job.task, "hi");
+        assert_eq!(job.system_prompt.as_deref(), Some("be brief"));
+        assert_eq!(job.timeout_ms, Some(1500));
+        assert_eq!(job.sender(), Some("u1"));
+    }
+
+    #[test]
+    fn legacy_takes_the_first_non_empty_of_task_prompt_content() {
+        assert_eq!(parse(json!({ "prompt": "p" })).unwrap().task, "p");
+        assert_eq!(
+            parse(json!({ "task": "", "prompt": 3, "content": "c" }))
+                .unwrap()
+                .task,
+            "c"
+        );
+        assert_eq!(
+            parse(json!({ "task": "t", "prompt": "p" })).unwrap().task,
+            "t"
+        );
+    }
+
+    #[test]
+    fn missing_id_gets_a_uuid() {
+        let job = parse(json!({ "task": "x" })).unwrap();
+        assert!(uuid::Uuid::parse_str(&job.id).is_ok());
+    }
+
+    #[test]
+    fn unreadable_payloads_are_parse_errors_with_null_id() {
+        for bytes in [
+            &b"null"[..],
+            b"[]",
+            b"\"x\"",
+            b"42",
+            b"{",
+            b"",
+            b"\xff\xfe{}",
+        ] {
+            assert_eq!(code_of(bytes), (None, ErrorCode::ParseError), "{bytes:?}");
+        }
+    }
+
+    #[test]
+    fn empty_object_is_an_invalid_request() {
+        assert_eq!(code_of(b"{}"), (None, ErrorCode::InvalidRequest));
+    }
+
+    #[test]
+    fn wrong_field_types_are_invalid_requests_keeping_the_id() {
+        for v in [
+            json!({ "id": "a", "type": "task_request", "task": 5 }),
+            json!({ "id": "a", "task": "t", "timeoutMs": "soon" }),
+            json!({ "id": "a", "task": "t", "timeoutMs": -1 }),
+            json!({ "id": "a", "task": "t", "meta": [1] }),
+            json!({ "id": "a", "task": "t", "systemPrompt": {} }),
+            json!({ "id": "a", "type": 7, "task": "t" }),
+            json!({ "id": "a", "type": "task_result", "task": "t" }),
+        ] {
+            let r = parse(v.clone()).unwrap_err();
+            assert_eq!(
+                (r.id.as_deref(), r.error.code),
+                (Some("a"), ErrorCode::InvalidRequest),
+                "{v}"
+            );
+        }
+        let r = parse(json!({ "id": 12, "task": "t" })).unwrap_err();
+        assert_eq!((r.id, r.error.code), (None, ErrorCode::InvalidRequest));
+    }
+
+    #[test]
+    fn oversized_payload_is_rejected_before_parsing() {
+        let big = vec![b'x'; 100];
+        let r = parse_job(&big, 99).unwrap_err();
+        assert_eq!(r.error.code, ErrorCode::PayloadTooLarge);
+        assert_eq!(r.id, None);
+    }
+
+    #[test]
+    fn deep_nesting_is_a_parse_error_not_a_crash() {
+        let deep = "[".repeat(100_000);
+        assert_eq!(code_of(deep.as_bytes()).1, ErrorCode::ParseError);
+        let deep_obj = format!("{{\"task\":\"t\",\"meta\":{}}}", "{\"a\":".repeat(10_000));
+        assert_eq!(code_of(deep_obj.as_bytes()).1, ErrorCode::ParseError);
+    }
+
+    #[test]
+    fn replies_match_the_protocol_shapes() {
+        let w = WorkerIdentity {
+            id: "agent-001".into(),
+            wallet: Some("0xABC".into()),
+        };
+        let v: Value = serde_json::from_slice(&encode_result("j", "out", 12, &w)).unwrap();
+        assert_eq!(
+            v,
+            json!({ "version": "1.0", "id": "j", "type": "task_result", "ok": true,
+                    "result": "out", "latencyMs": 12, "worker": { "id": "agent-001", "wallet": "0xABC" } })
+        );
+        let e = JobError::new(ErrorCode::Timeout, "too slow");
+        let anon = WorkerIdentity {
+            id: "anonymous-worker".into(),
+            wallet: None,
+        };
+        let v: Value = serde_json::from_slice(&encode_error(None, &e, &anon)).unwrap();
+        assert_eq!(
+            v,
+            json!({ "version": "1.0", "id": null, "type": "task_error", "ok": false,
+                    "error": { "code": "TIMEOUT", "message": "too slow" },
+                    "worker": { "id": "anonymous-worker", "wallet": null } })
+        );
+        let v: Value =
+            serde_json::from_slice(&encode_request("r", "t", None, 500, &json!({}))).unwrap();
+        assert_eq!(
+            v,
+            json!({ "version": "1.0", "id": "r", "type": "task_request", "task": "t",
+                    "timeoutMs": 500, "meta": {} })
+        );
+    }
+
+    mod never_panics {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2000))]
+            #[test]
+            fn any_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+                let _ = parse_job(&bytes, MAX);
+            }
+
+            #[test]
+            fn json_shaped_text(text in r#"[\{\}\[\]":,a-z0-9 \\nult-]{0,200}"#) {
+                let _ = parse_job(text.as_bytes(), MAX);
+            }
+
+            #[test]
+            fn objects_with_arbitrary_field_values(
+                id in any::<Option<String>>(),
+                task in prop_oneof![Just(json!(null)), any::<String>().prop_map(Value::from), any::<f64>().prop_map(|f| json!(f)), Just(json!([]))],
+                timeout in prop_oneof![Just(json!(null)), any::<i64>().prop_map(Value::from), any::<f64>().prop_map(|f| json!(f)), any::<String>().prop_map(Value::from)],
+            ) {
+                let v = json!({ "id": id, "type": "task_request", "task": task, "timeoutMs": timeout });
+                match parse(v) {
+                    Ok(job) => prop_assert!(!job.task.trim().is_empty()),
+                    Err(r) => prop_assert!(matches!(r.error.code, ErrorCode::InvalidRequest | ErrorCode::ParseError)),
+                }
+            }
+        }
+    }
+}

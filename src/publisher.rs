@@ -1,0 +1,90 @@
+//! Sending a `task_request` and waiting for its reply: the `pier_publish` tool and the CLI's
+//! `publish`.
+
+use crate::config::Config;
+use crate::connection;
+use crate::error::PierError;
+use crate::log::SharedLogger;
+use crate::protocol;
+use crate::stats::Stats;
+use async_nats::{Client, RequestErrorKind};
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Default)]
+pub struct PublishOptions {
+    pub system_prompt: Option<String>,
+    pub timeout_ms: Option<u64>,
+    pub meta: Option<Value>,
+}
+
+pub struct Publisher {
+    client: Client,
+    subject: String,
+    default_timeout_ms: u64,
+}
+
+impl Publisher {
+    pub async fn connect(config: &Config, logger: SharedLogger) -> Result<Publisher, PierError> {
+        let client =
+            connection::connect(config, logger, Arc::new(Stats::default()), "pier-publisher")
+                .await?;
+        Ok(Publisher::with_client(client, config))
+    }
+
+    pub fn with_client(client: Client, config: &Config) -> Publisher {
+        Publisher {
+            client,
+            subject: config.publish_subject.clone(),
+            default_timeout_ms: config.job_timeout_ms,
+        }
+    }
+
+    /// Sends one task and returns the reply, parsed. A `task_error` reply is a reply, not an
+    /// error: the caller reads `ok`.
+    pub async fn publish(&self, task: &str, options: PublishOptions) -> Result<Value, PierError> {
+        if task.trim().is_empty() {
+            return Err(PierError::InvalidTask(
+                "task must be a non-empty string".into(),
+            ));
+        }
+        let meta = match options.meta {
+            None | Some(Value::Null) => Value::Object(Default::default()),
+            Some(m @ Value::Object(_)) => m,
+            Some(_) => return Err(PierError::InvalidTask("meta must be an object".into())),
+        };
+        let timeout_ms = options.timeout_ms.unwrap_or(self.default_timeout_ms).max(1);
+        let id = protocol::new_id();
+        let payload = protocol::encode_request(
+            &id,
+            task,
+            options.system_prompt.as_deref(),
+            timeout_ms,
+            &meta,
+        );
+        let request = async_nats::Request::new()
+            .payload(payload.into())
+            .timeout(Some(Duration::from_millis(timeout_ms)));
+        let reply = self
+            .client
+            .send_request(self.subject.clone(), request)
+            .await
+            .map_err(|e| match e.kind() {
+                RequestErrorKind::TimedOut => PierError::Timeout {
+                    subject: self.subject.clone(),
+                    timeout_ms,
+                },
+                RequestErrorKind::NoResponders => PierError::NoResponders {
+                    subject: self.subject.clone(),
+                },
+                _ => PierError::Request(crate::error::one_line(&e.to_string())),
+            })?;
+        serde_json::from_slice(&reply.payload)
+            .map_err(|e| PierError::InvalidReply(crate::error::one_line(&e.to_string())))
+    }
+
+    pub async fn close(self) {
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.client.drain()).await;
+    }
+}

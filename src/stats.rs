@@ -1,0 +1,161 @@
+//! Job and connection counters, shared lock-free between the receive loop, job tasks and the
+//! connection's event callback.
+
+use crate::error::ErrorCode;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+#[derive(Default)]
+pub struct Stats {
+    received: AtomicU64,
+    completed: AtomicU64,
+    failed: AtomicU64,
+    rejected: AtomicU64,
+    timed_out: AtomicU64,
+    in_flight: AtomicU64,
+    no_reply: AtomicU64,
+    reply_failures: AtomicU64,
+    by_code: [AtomicU64; ErrorCode::ALL.len()],
+    disconnects: AtomicU64,
+    reconnects: AtomicU64,
+    slow_consumer_events: AtomicU64,
+    server_errors: AtomicU64,
+}
+
+/// How a job ended, for counting. Every received message ends in exactly one of these (or is
+/// still in flight), so `received == completed + failed + rejected + timedOut + inFlight + noReply`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Completed,
+    Errored(ErrorCode),
+    NoReply,
+}
+
+impl Stats {
+    pub fn received(&self) {
+        self.received.fetch_add(1, Relaxed);
+    }
+    pub fn job_started(&self) {
+        self.in_flight.fetch_add(1, Relaxed);
+    }
+    pub fn job_finished(&self) {
+        self.in_flight.fetch_sub(1, Relaxed);
+    }
+    pub fn reply_failed(&self) {
+        self.reply_failures.fetch_add(1, Relaxed);
+    }
+    pub fn disconnected(&self) {
+        self.disconnects.fetch_add(1, Relaxed);
+    }
+    pub fn reconnected(&self) {
+        self.reconnects.fetch_add(1, Relaxed);
+    }
+    pub fn slow_consumer(&self) {
+        self.slow_consumer_events.fetch_add(1, Relaxed);
+    }
+    pub fn server_error(&self) {
+        self.server_errors.fetch_add(1, Relaxed);
+    }
+
+    pub fn record(&self, outcome: Outcome) {
+        match outcome {
+            Outcome::Completed => {
+                self.completed.fetch_add(1, Relaxed);
+            }
+            Outcome::NoReply => {
+                self.no_reply.fetch_add(1, Relaxed);
+            }
+            Outcome::Errored(code) => {
+                self.by_code[code.index()].fetch_add(1, Relaxed);
+                let bucket = match code {
+                    ErrorCode::Timeout => &self.timed_out,
+                    ErrorCode::Overloaded | ErrorCode::ShuttingDown => &self.rejected,
+                    _ => &self.failed,
+                };
+                bucket.fetch_add(1, Relaxed);
+            }
+        }
+    }
+
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let by_code = ErrorCode::ALL
+            .iter()
+            .map(|c| {
+                (
+                    c.as_str().to_string(),
+                    self.by_code[c.index()].load(Relaxed),
+                )
+            })
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        StatsSnapshot {
+            received: self.received.load(Relaxed),
+            completed: self.completed.load(Relaxed),
+            failed: self.failed.load(Relaxed),
+            rejected: self.rejected.load(Relaxed),
+            timed_out: self.timed_out.load(Relaxed),
+            in_flight: self.in_flight.load(Relaxed),
+            no_reply: self.no_reply.load(Relaxed),
+            reply_failures: self.reply_failures.load(Relaxed),
+            errors_by_code: by_code,
+            disconnects: self.disconnects.load(Relaxed),
+            reconnects: self.reconnects.load(Relaxed),
+            slow_consumer_events: self.slow_consumer_events.load(Relaxed),
+            server_errors: self.server_errors.load(Relaxed),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatsSnapshot {
+    pub received: u64,
+    pub completed: u64,
+    /// task_errors other than TIMEOUT, OVERLOADED and SHUTTING_DOWN.
+    pub failed: u64,
+    /// OVERLOADED and SHUTTING_DOWN: refused without running.
+    pub rejected: u64,
+    pub timed_out: u64,
+    pub in_flight: u64,
+    /// Messages without a reply subject: counted, never run.
+    pub no_reply: u64,
+    /// Replies the connection refused to send.
+    pub reply_failures: u64,
+    pub errors_by_code: BTreeMap<String, u64>,
+    pub disconnects: u64,
+    pub reconnects: u64,
+    pub slow_consumer_events: u64,
+    pub server_errors: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcomes_land_in_their_buckets() {
+        let s = Stats::default();
+        for _ in 0..6 {
+            s.received();
+        }
+        s.record(Outcome::Completed);
+        s.record(Outcome::Errored(ErrorCode::ParseError));
+        s.record(Outcome::Errored(ErrorCode::Timeout));
+        s.record(Outcome::Errored(ErrorCode::Overloaded));
+        s.record(Outcome::NoReply);
+        s.job_started();
+        let snap = s.snapshot();
+        assert_eq!(
+            snap.received,
+            snap.completed
+                + snap.failed
+                + snap.rejected
+                + snap.timed_out
+                + snap.in_flight
+                + snap.no_reply
+        );
+        assert_eq!(snap.errors_by_code.get("PARSE_ERROR"), Some(&1));
+        assert_eq!(snap.errors_by_code.get("EXECUTION_FAILED"), None);
+    }
+}

@@ -1,0 +1,453 @@
+//! The worker: a queue subscription whose messages become jobs, each run by the handler under
+//! its deadline, at most `maxConcurrentJobs` at once, each answered exactly once.
+
+use crate::config::{Config, WorkerIdentity};
+use crate::connection;
+use crate::error::{ErrorCode, JobError, PierError};
+use crate::handler::{JobHandler, JobInput};
+use crate::log::{Level, SharedLogger};
+use crate::protocol::{self, Job};
+use crate::stats::{Outcome, Stats, StatsSnapshot};
+use async_nats::{Client, Message, Subject, Subscriber};
+use futures_util::StreamExt;
+use serde::Serialize;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// How long jobs cancelled at shutdown get to send their SHUTTING_DOWN replies, and the
+/// connection to flush them.
+const FINAL_FLUSH: Duration = Duration::from_secs(2);
+
+pub struct Worker {
+    shared: Arc<Shared>,
+    lifecycle: tokio::sync::Mutex<Option<Running>>,
+    view: Mutex<Option<RunningView>>,
+}
+
+struct Shared {
+    config: Arc<Config>,
+    handler: Arc<dyn JobHandler>,
+    logger: SharedLogger,
+    stats: Arc<Stats>,
+    identity: WorkerIdentity,
+}
+
+struct Running {
+    stop: oneshot::Sender<()>,
+    receive_loop: JoinHandle<()>,
+}
+
+#[derive(Clone)]
+struct RunningView {
+    client: Client,
+    started: Instant,
+    started_at_ms: u64,
+    stopping: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerStatus {
+    /// `stopped`, `connecting`, `connected`, `disconnected` or `stopping`.
+    pub state: &'static str,
+    pub servers: String,
+    pub server_name: Option<String>,
+    pub server_version: Option<String>,
+    pub subject: String,
+    pub queue_group: String,
+    pub publish_subject: String,
+    pub worker_id: String,
+    pub wallet_address: Option<String>,
+    pub max_concurrent_jobs: u32,
+    pub started_at_ms: Option<u64>,
+    pub uptime_ms: Option<u64>,
+    pub stats: StatsSnapshot,
+}
+
+impl Worker {
+    pub fn new(config: Config, handler: Arc<dyn JobHandler>, logger: SharedLogger) -> Worker {
+        let identity = config.worker_identity();
+        Worker {
+            shared: Arc::new(Shared {
+                config: Arc::new(config),
+                handler,
+                logger,
+                stats: Arc::new(Stats::default()),
+                identity,
+            }),
+            lifecycle: tokio::sync::Mutex::new(None),
+            view: Mutex::new(None),
+        }
+    }
+
+    /// Connects, subscribes and starts taking jobs. Resolves once the subscription is
+    /// registered with the server.
+    pub async fn start(&self) -> Result<(), PierError> {
+        let mut lifecycle = self.lifecycle.lock().await;
+        if lifecycle.is_some() {
+            return Err(PierError::AlreadyRunning);
+        }
+        let shared = &self.shared;
+        let config = &shared.config;
+        let client = connection::connect(
+            config,
+            shared.logger.clone(),
+            shared.stats.clone(),
+            &format!("pier-worker {}", shared.identity.id),
+        )
+        .await?;
+        let subscription = client
+            .queue_subscribe(config.subject.clone(), config.queue_group.clone())
+            .await
+            .map_err(|e| PierError::Request(format!("subscribe failed: {e}")))?;
+        client
+            .flush()
+            .await
+            .map_err(|e| PierError::Request(format!("subscribe was not confirmed: {e}")))?;
+        shared.logger.log(
+            Level::Info,
+            &format!(
+                "[pier-connector] worker {} subscribed to {} (queue {}), up to {} jobs at once",
+                shared.identity.id, config.subject, config.queue_group, config.max_concurrent_jobs
+            ),
+        );
+
+        let (stop, stop_rx) = oneshot::channel();
+        let receive_loop = tokio::spawn(receive_loop(
+            shared.clone(),
+            client.clone(),
+            subscription,
+            stop_rx,
+        ));
+        *self.lock_view() = Some(RunningView {
+            client,
+            started: Instant::now(),
+            started_at_ms: unix_ms(),
+            stopping: false,
+        });
+        *lifecycle = Some(Running { stop, receive_loop });
+        Ok(())
+    }
+
+    /// Stops taking jobs, lets in-flight jobs finish within `drainTimeoutMs`, answers the rest
+    /// SHUTTING_DOWN and closes the connection. Resolves when all of that is done; a no-op when
+    /// not running.
+    pub async fn stop(&self) {
+        let mut lifecycle = self.lifecycle.lock().await;
+        let Some(running) = lifecycle.take() else {
+            return;
+        };
+        if let Some(view) = self.lock_view().as_mut() {
+            view.stopping = true;
+        }
+        let _ = running.stop.send(());
+        if let Err(e) = running.receive_loop.await {
+            self.shared.logger.log(
+                Level::Error,
+                &format!("[pier-connector] receive loop ended abnormally: {e}"),
+            );
+        }
+        *self.lock_view() = None;
+        self.shared
+            .logger
+            .log(Level::Info, "[pier-connector] worker stopped");
+    }
+
+    pub fn status(&self) -> WorkerStatus {
+        let view = self.lock_view().clone();
+        let config = &self.shared.config;
+        let (state, info) = match &view {
+            None => ("stopped", None),
+            Some(v) if v.stopping => ("stopping", Some(v.client.server_info())),
+            Some(v) => (
+                match v.client.connection_state() {
+                    async_nats::connection::State::Connected => "connected",
+                    async_nats::connection::State::Disconnected => "disconnected",
+                    async_nats::connection::State::Pending => "connecting",
+                },
+                Some(v.client.server_info()),
+            ),
+        };
+        WorkerStatus {
+            state,
+            servers: config.servers_for_display(),
+            server_name: info.as_ref().map(|i| i.server_name.clone()),
+            server_version: info.as_ref().map(|i| i.version.clone()),
+            subject: config.subject.clone(),
+            queue_group: config.queue_group.clone(),
+            publish_subject: config.publish_subject.clone(),
+            worker_id: self.shared.identity.id.clone(),
+            wallet_address: self.shared.identity.wallet.clone(),
+            max_concurrent_jobs: config.max_concurrent_jobs,
+            started_at_ms: view.as_ref().map(|v| v.started_at_ms),
+            uptime_ms: view
+                .as_ref()
+                .map(|v| v.started.elapsed().as_millis() as u64),
+            stats: self.shared.stats.snapshot(),
+        }
+    }
+
+    /// The worker's connection while it runs, so a publisher can share it.
+    pub fn client(&self) -> Option<Client> {
+        self.lock_view().as_ref().map(|v| v.client.clone())
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    fn lock_view(&self) -> std::sync::MutexGuard<'_, Option<RunningView>> {
+        // The view holds plain data; a panic elsewhere cannot leave it half-written.
+        self.view
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+async fn receive_loop(
+    shared: Arc<Shared>,
+    client: Client,
+    mut subscription: Subscriber,
+    mut stop: oneshot::Receiver<()>,
+) {
+    let permits = Arc::new(Semaphore::new(shared.config.max_concurrent_jobs as usize));
+    let jobs = TaskTracker::new();
+    let cancel = CancellationToken::new();
+    let ctx = JobContext {
+        shared: shared.clone(),
+        client: client.clone(),
+    };
+
+    loop {
+        tokio::select! {
+            biased;
+            _ = &mut stop => break,
+            message = subscription.next() => match message {
+                Some(message) => ctx.dispatch(message, &permits, &jobs, &cancel).await,
+                None => {
+                    shared.logger.log(Level::Warn, "[pier-connector] subscription ended");
+                    break;
+                }
+            },
+        }
+    }
+
+    // Messages the server sent before it saw the unsubscribe still arrive: refuse them.
+    let drain_timeout = Duration::from_millis(shared.config.drain_timeout_ms);
+    if subscription.drain().await.is_ok() {
+        let refuse_rest = async {
+            while let Some(message) = subscription.next().await {
+                ctx.refuse_without_running(
+                    message,
+                    ErrorCode::ShuttingDown,
+                    "the worker is shutting down",
+                )
+                .await;
+            }
+        };
+        let _ = tokio::time::timeout(FINAL_FLUSH, refuse_rest).await;
+    }
+    drop(subscription);
+
+    jobs.close();
+    if tokio::time::timeout(drain_timeout, jobs.wait())
+        .await
+        .is_err()
+    {
+        shared.logger.log(
+            Level::Warn,
+            &format!(
+                "[pier-connector] {} job(s) still running after {} ms: answering SHUTTING_DOWN",
+                jobs.len(),
+                drain_timeout.as_millis()
+            ),
+        );
+        cancel.cancel();
+        let _ = tokio::time::timeout(FINAL_FLUSH, jobs.wait()).await;
+    }
+    let _ = tokio::time::timeout(FINAL_FLUSH, client.flush()).await;
+    let _ = tokio::time::timeout(FINAL_FLUSH, client.drain()).await;
+}
+
+#[derive(Clone)]
+struct JobContext {
+    shared: Arc<Shared>,
+    client: Client,
+}
+
+impl JobContext {
+    async fn dispatch(
+        &self,
+        message: Message,
+        permits: &Arc<Semaphore>,
+        jobs: &TaskTracker,
+        cancel: &CancellationToken,
+    ) {
+        let received_at = Instant::now();
+        let shared = &self.shared;
+        shared.stats.received();
+        let Some(reply) = message.reply.clone() else {
+            shared.stats.record(Outcome::NoReply);
+            shared.logger.log(
+                Level::Warn,
+                &format!(
+                    "[pier-connector] message on {} has no reply subject: not run",
+                    message.subject
+                ),
+            );
+            return;
+        };
+        let job = match protocol::parse_job(&message.payload, shared.config.max_payload_bytes) {
+            Ok(job) => job,
+            Err(rejection) => {
+                self.answer_error(reply, rejection.id.as_deref(), rejection.error)
+                    .await;
+                return;
+            }
+        };
+        if let Some(allowed) = &shared.config.allowed_senders {
+            if !job.sender().is_some_and(|s| allowed.iter().any(|a| a == s)) {
+                let error = JobError::new(
+                    ErrorCode::Unauthorized,
+                    "this worker does not take jobs from this sender",
+                );
+                self.answer_error(reply, Some(&job.id), error).await;
+                return;
+            }
+        }
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            let error = JobError::new(
+                ErrorCode::Overloaded,
+                format!(
+                    "worker is running its limit of {} jobs; retry on another worker",
+                    shared.config.max_concurrent_jobs
+                ),
+            );
+            self.answer_error(reply, Some(&job.id), error).await;
+            return;
+        };
+        shared.stats.job_started();
+        let ctx = self.clone();
+        let cancel = cancel.child_token();
+        jobs.spawn(async move {
+            ctx.run(job, reply, received_at, permit, cancel).await;
+        });
+    }
+
+    async fn run(
+        &self,
+        job: Job,
+        reply: Subject,
+        received_at: Instant,
+        _permit: OwnedSemaphorePermit,
+        cancel: CancellationToken,
+    ) {
+        let shared = &self.shared;
+        let budget = shared.config.job_deadline(job.timeout_ms);
+        let deadline = received_at + budget;
+        let id = job.id.clone();
+        let input = JobInput {
+            sender: job.sender().map(str::to_string),
+            id: job.id,
+            task: job.task,
+            system_prompt: job.system_prompt,
+            timeout_ms: deadline
+                .saturating_duration_since(Instant::now())
+                .as_millis() as u64,
+            meta: job.meta,
+        };
+        shared.logger.log(
+            Level::Debug,
+            &format!(
+                "[pier-connector] job {id} started ({} chars, {} ms budget)",
+                input.task.chars().count(),
+                budget.as_millis()
+            ),
+        );
+
+        let outcome = tokio::select! {
+            result = shared.handler.run(input) => result,
+            _ = tokio::time::sleep_until(deadline.into()) => Err(JobError::new(
+                ErrorCode::Timeout,
+                format!("the job did not finish within its {} ms deadline", budget.as_millis()),
+            )),
+            _ = cancel.cancelled() => Err(JobError::new(
+                ErrorCode::ShuttingDown,
+                "the worker shut down before the job finished",
+            )),
+        };
+        if let Err(error) = &outcome {
+            if matches!(error.code, ErrorCode::Timeout | ErrorCode::ShuttingDown) {
+                shared.handler.cancel(&id, error.code);
+            }
+        }
+        let latency_ms = received_at.elapsed().as_millis() as u64;
+        match outcome {
+            Ok(result) => {
+                let bytes = protocol::encode_result(&id, &result, latency_ms, &shared.identity);
+                self.send(reply, bytes).await;
+                shared.stats.record(Outcome::Completed);
+                shared.logger.log(
+                    Level::Info,
+                    &format!("[pier-connector] job {id} completed in {latency_ms} ms"),
+                );
+            }
+            Err(error) => self.answer_error(reply, Some(&id), error).await,
+        }
+        shared.stats.job_finished();
+    }
+
+    async fn refuse_without_running(&self, message: Message, code: ErrorCode, why: &str) {
+        self.shared.stats.received();
+        let Some(reply) = message.reply else {
+            self.shared.stats.record(Outcome::NoReply);
+            return;
+        };
+        // The id is worth reading so the requester can match the refusal to its request.
+        let id = protocol::parse_job(&message.payload, self.shared.config.max_payload_bytes)
+            .ok()
+            .map(|job| job.id);
+        self.answer_error(reply, id.as_deref(), JobError::new(code, why))
+            .await;
+    }
+
+    async fn answer_error(&self, reply: Subject, id: Option<&str>, error: JobError) {
+        let bytes = protocol::encode_error(id, &error, &self.shared.identity);
+        self.send(reply, bytes).await;
+        self.shared.stats.record(Outcome::Errored(error.code));
+        let level = match error.code {
+            ErrorCode::ExecutionFailed | ErrorCode::RuntimeUnavailable => Level::Error,
+            _ => Level::Warn,
+        };
+        self.shared.logger.log(
+            level,
+            &format!(
+                "[pier-connector] job {} answered {}: {}",
+                id.unwrap_or("(no id)"),
+                error.code,
+                error.message
+            ),
+        );
+    }
+
+    async fn send(&self, reply: Subject, bytes: Vec<u8>) {
+        if let Err(e) = self.client.publish(reply, bytes.into()).await {
+            self.shared.stats.reply_failed();
+            self.shared.logger.log(
+                Level::Error,
+                &format!("[pier-connector] could not send a reply: {e}"),
+            );
+        }
+    }
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
+}
