@@ -17,6 +17,8 @@ export declare class PierClient {
    * (`task_result` or `task_error`). Rejects with `PIER_TIMEOUT` or `PIER_NO_RESPONDERS`.
    */
   publish(task: string, options?: PublishRequestOptions | undefined | null): Promise<TaskReply>
+  /** Connects (if needed) and reports the server, subjects and a measured round trip. */
+  serverStatus(): Promise<ServerStatus>
   close(): Promise<void>
 }
 
@@ -75,6 +77,17 @@ export interface ReplyError {
 export interface ReplyWorker {
   id: string
   wallet?: string
+}
+
+export interface ServerStatus {
+  state: string
+  servers: string
+  serverName: string
+  serverVersion: string
+  rttMs: number
+  subject: string
+  publishSubject: string
+  queueGroup: string
 }
 
 /** A `task_result` (`ok: true`) or `task_error` (`ok: false`) as received by a publisher. */

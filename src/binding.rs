@@ -126,6 +126,18 @@ pub struct TaskReply {
     pub worker: ReplyWorker,
 }
 
+#[napi(object)]
+pub struct ServerStatus {
+    pub state: String,
+    pub servers: String,
+    pub server_name: String,
+    pub server_version: String,
+    pub rtt_ms: f64,
+    pub subject: String,
+    pub publish_subject: String,
+    pub queue_group: String,
+}
+
 type LogFn = ThreadsafeFunction<
     FnArgs<(String, String)>,
     UnknownReturnValue,
@@ -247,25 +259,37 @@ impl PierClient {
         task: String,
         options: Option<PublishRequestOptions>,
     ) -> napi::Result<Value> {
-        let publisher = {
-            let mut slot = self.publisher.lock().await;
-            match slot.as_ref() {
-                Some(p) => p.clone(),
-                None => {
-                    let p = Arc::new(
-                        Publisher::connect(&self.config, self.logger.clone())
-                            .await
-                            .map_err(to_js_error)?,
-                    );
-                    *slot = Some(p.clone());
-                    p
-                }
-            }
-        };
+        let publisher = self.publisher().await?;
         publisher
             .publish(&task, publish_options(options))
             .await
             .map_err(to_js_error)
+    }
+
+    /// Connects (if needed) and reports the server, subjects and a measured round trip.
+    #[napi]
+    pub async fn server_status(&self) -> napi::Result<ServerStatus> {
+        let report = self
+            .publisher()
+            .await?
+            .connection_report()
+            .await
+            .map_err(to_js_error)?;
+        Ok(ServerStatus {
+            state: if report.connected {
+                "connected"
+            } else {
+                "disconnected"
+            }
+            .to_string(),
+            servers: self.config.servers_for_display(),
+            server_name: report.server_name,
+            server_version: report.server_version,
+            rtt_ms: report.rtt_ms,
+            subject: self.config.subject.clone(),
+            publish_subject: self.config.publish_subject.clone(),
+            queue_group: self.config.queue_group.clone(),
+        })
     }
 
     #[napi]
@@ -275,6 +299,22 @@ impl PierClient {
             publisher.close().await;
         }
         Ok(())
+    }
+}
+
+impl PierClient {
+    async fn publisher(&self) -> napi::Result<Arc<Publisher>> {
+        let mut slot = self.publisher.lock().await;
+        if let Some(publisher) = slot.as_ref() {
+            return Ok(publisher.clone());
+        }
+        let publisher = Arc::new(
+            Publisher::connect(&self.config, self.logger.clone())
+                .await
+                .map_err(to_js_error)?,
+        );
+        *slot = Some(publisher.clone());
+        Ok(publisher)
     }
 }
 

@@ -12,11 +12,23 @@ use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// How much longer than the job's own `timeoutMs` the publisher waits, so a worker's TIMEOUT
+/// reply, sent at the deadline, still arrives.
+pub const REPLY_GRACE_MS: u64 = 1000;
+
 #[derive(Debug, Clone, Default)]
 pub struct PublishOptions {
     pub system_prompt: Option<String>,
     pub timeout_ms: Option<u64>,
     pub meta: Option<Value>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ConnectionReport {
+    pub connected: bool,
+    pub server_name: String,
+    pub server_version: String,
+    pub rtt_ms: f64,
 }
 
 pub struct Publisher {
@@ -63,9 +75,10 @@ impl Publisher {
             timeout_ms,
             &meta,
         );
+        let wait_ms = timeout_ms.saturating_add(REPLY_GRACE_MS);
         let request = async_nats::Request::new()
             .payload(payload.into())
-            .timeout(Some(Duration::from_millis(timeout_ms)));
+            .timeout(Some(Duration::from_millis(wait_ms)));
         let reply = self
             .client
             .send_request(self.subject.clone(), request)
@@ -73,7 +86,7 @@ impl Publisher {
             .map_err(|e| match e.kind() {
                 RequestErrorKind::TimedOut => PierError::Timeout {
                     subject: self.subject.clone(),
-                    timeout_ms,
+                    timeout_ms: wait_ms,
                 },
                 RequestErrorKind::NoResponders => PierError::NoResponders {
                     subject: self.subject.clone(),
@@ -82,6 +95,26 @@ impl Publisher {
             })?;
         serde_json::from_slice(&reply.payload)
             .map_err(|e| PierError::InvalidReply(crate::error::one_line(&e.to_string())))
+    }
+
+    /// The connection as seen from here: state, server and a measured round trip.
+    pub async fn connection_report(&self) -> Result<ConnectionReport, PierError> {
+        let start = std::time::Instant::now();
+        self.client
+            .flush()
+            .await
+            .map_err(|e| PierError::Request(crate::error::one_line(&e.to_string())))?;
+        let rtt = start.elapsed();
+        let info = self.client.server_info();
+        Ok(ConnectionReport {
+            connected: matches!(
+                self.client.connection_state(),
+                async_nats::connection::State::Connected
+            ),
+            server_name: info.server_name,
+            server_version: info.version,
+            rtt_ms: rtt.as_secs_f64() * 1000.0,
+        })
     }
 
     pub async fn close(self) {

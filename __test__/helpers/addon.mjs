@@ -1,0 +1,54 @@
+// The addon under test, a raw NATS client for sending arbitrary bytes, and small waits.
+import { createRequire } from 'node:module'
+import { connect } from '@nats-io/transport-node'
+
+const require = createRequire(import.meta.url)
+export const { PierWorker, PierClient } = require('../../index.js')
+
+/** A logger that keeps every line, so tests can assert what was logged. */
+export function memoryLogger() {
+  const lines = []
+  const logger = (level, message) => lines.push(`${level} ${message}`)
+  logger.lines = lines
+  logger.text = () => lines.join('\n')
+  return logger
+}
+
+export async function rawClient(url, options = {}) {
+  return connect({ servers: url, ...options })
+}
+
+const encoder = new TextEncoder()
+const decoder = new TextDecoder()
+
+/** Sends `payload` (string, bytes or JSON value) as a request and returns the parsed reply. */
+export async function request(nc, subject, payload, timeout = 5000) {
+  const data =
+    payload instanceof Uint8Array ? payload : encoder.encode(typeof payload === 'string' ? payload : JSON.stringify(payload))
+  const reply = await nc.request(subject, data, { timeout })
+  return JSON.parse(decoder.decode(reply.data))
+}
+
+export async function waitFor(predicate, { timeout = 5000, interval = 10 } = {}) {
+  const start = Date.now()
+  for (;;) {
+    const value = await predicate()
+    if (value) return value
+    if (Date.now() - start > timeout) throw new Error(`condition not met within ${timeout} ms`)
+    await new Promise((r) => setTimeout(r, interval))
+  }
+}
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
+
+/** A handler whose jobs wait until released, to hold jobs in flight. */
+export function gatedHandler() {
+  const waiting = []
+  const handler = (job) =>
+    new Promise((resolve) => {
+      waiting.push(() => resolve(`done:${job.task}`))
+    })
+  handler.waiting = waiting
+  handler.releaseAll = () => waiting.splice(0).forEach((release) => release())
+  return handler
+}

