@@ -6,6 +6,7 @@ use crate::error::PierError;
 use crate::log::{Level, SharedLogger};
 use crate::stats::Stats;
 use async_nats::{Client, ConnectOptions, Event, ServerAddr};
+use futures_util::StreamExt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -155,5 +156,32 @@ fn nkeys_seed_looks_valid(seed: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err("nkeySeed is not a user nkey seed (expected 58 characters starting with SU)".into())
+    }
+}
+
+/// Waits until the server has processed everything this client sent before, and returns the
+/// time it took. `Client::flush` only empties the local write buffer; a message sent to a
+/// private inbox and received back is a true round trip, since the server handles one
+/// connection's commands in order.
+pub async fn round_trip(client: &Client, timeout: Duration) -> Result<Duration, PierError> {
+    let failed =
+        |why: String| PierError::Request(format!("round trip to the server failed: {why}"));
+    let start = std::time::Instant::now();
+    let inbox = client.new_inbox();
+    let mut echo = client
+        .subscribe(inbox.clone())
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    client
+        .publish(inbox, bytes::Bytes::new())
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    match tokio::time::timeout(timeout, echo.next()).await {
+        Ok(Some(_)) => Ok(start.elapsed()),
+        Ok(None) => Err(failed("connection closed".into())),
+        Err(_) => Err(failed(format!(
+            "no answer within {} ms",
+            timeout.as_millis()
+        ))),
     }
 }

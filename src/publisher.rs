@@ -99,12 +99,7 @@ impl Publisher {
 
     /// The connection as seen from here: state, server and a measured round trip.
     pub async fn connection_report(&self) -> Result<ConnectionReport, PierError> {
-        let start = std::time::Instant::now();
-        self.client
-            .flush()
-            .await
-            .map_err(|e| PierError::Request(crate::error::one_line(&e.to_string())))?;
-        let rtt = start.elapsed();
+        let rtt = connection::round_trip(&self.client, Duration::from_secs(5)).await?;
         let info = self.client.server_info();
         Ok(ConnectionReport {
             connected: matches!(

@@ -104,10 +104,7 @@ impl Worker {
             .queue_subscribe(config.subject.clone(), config.queue_group.clone())
             .await
             .map_err(|e| PierError::Request(format!("subscribe failed: {e}")))?;
-        client
-            .flush()
-            .await
-            .map_err(|e| PierError::Request(format!("subscribe was not confirmed: {e}")))?;
+        connection::round_trip(&client, Duration::from_millis(config.connect_timeout_ms)).await?;
         shared.logger.log(
             Level::Info,
             &format!(
