@@ -1,0 +1,192 @@
+//! The Rust worker against a real nats-server on a random loopback port, without Node.
+
+use futures_util::future::BoxFuture;
+use pier_connector::config::Config;
+use pier_connector::error::ErrorCode;
+use pier_connector::handler::{EchoHandler, HandlerResult, JobHandler, JobInput};
+use pier_connector::log::{Level, MemoryLogger};
+use pier_connector::worker::Worker;
+use serde_json::{json, Value};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+struct NatsServer {
+    child: Child,
+    url: String,
+}
+
+impl NatsServer {
+    async fn start() -> NatsServer {
+        let bin = std::env::var("NATS_SERVER_BIN").unwrap_or_else(|_| "nats-server".to_string());
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let mut child = Command::new(&bin)
+            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {bin} (run scripts/setup.sh): {e}"));
+        let url = format!("nats://127.0.0.1:{port}");
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return NatsServer { child, url };
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("nats-server did not listen on {port}");
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn config(url: &str, extra: Value) -> Config {
+    let mut base = json!({ "natsUrl": url, "subject": "jobs.rust", "workerId": "rust-1" });
+    if let (Some(base), Some(extra)) = (base.as_object_mut(), extra.as_object()) {
+        base.extend(extra.clone());
+    }
+    Config::from_value(base).expect("valid config")
+}
+
+async fn ask(client: &async_nats::Client, payload: impl Into<bytes::Bytes>) -> Value {
+    let reply = tokio::time::timeout(
+        Duration::from_secs(5),
+        client.request("jobs.rust", payload.into()),
+    )
+    .await
+    .expect("a reply in time")
+    .expect("a reply");
+    serde_json::from_slice(&reply.payload).expect("JSON reply")
+}
+
+/// Sleeps for the task's number of milliseconds, then echoes it.
+struct SleepyHandler;
+
+impl JobHandler for SleepyHandler {
+    fn run(&self, job: JobInput) -> BoxFuture<'static, HandlerResult> {
+        Box::pin(async move {
+            let ms: u64 = job.task.parse().unwrap_or(0);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Ok(job.task)
+        })
+    }
+}
+
+#[tokio::test]
+async fn bad_payloads_get_task_errors_and_the_worker_keeps_serving() {
+    let server = NatsServer::start().await;
+    let logger = Arc::new(MemoryLogger::default());
+    let worker = Worker::new(
+        config(&server.url, json!({ "maxPayloadBytes": 1000 })),
+        Arc::new(EchoHandler),
+        logger.clone(),
+    );
+    worker.start().await.expect("worker starts");
+    let client = async_nats::connect(&server.url).await.unwrap();
+
+    let cases: [(&[u8], &str); 7] = [
+        (b"null", "PARSE_ERROR"),
+        (b"[]", "PARSE_ERROR"),
+        (b"\"x\"", "PARSE_ERROR"),
+        (b"42", "PARSE_ERROR"),
+        (b"\xff\xfe", "PARSE_ERROR"),
+        (b"{}", "INVALID_REQUEST"),
+        (&[b' '; 2000], "PAYLOAD_TOO_LARGE"),
+    ];
+    for (payload, code) in cases {
+        let reply = ask(&client, payload.to_vec()).await;
+        assert_eq!(reply["type"], "task_error", "{payload:?}");
+        assert_eq!(reply["id"], Value::Null);
+        assert_eq!(reply["error"]["code"], code, "{payload:?}");
+    }
+    let ok = ask(&client, json!({ "id": "r1", "task": "fine" }).to_string()).await;
+    assert_eq!(ok["result"], "fine");
+    assert_eq!(ok["worker"]["id"], "rust-1");
+
+    let stats = worker.status().stats;
+    assert_eq!(stats.received, 8);
+    assert_eq!(stats.completed, 1);
+    assert_eq!(stats.failed, 7);
+    let warnings = logger
+        .lines()
+        .iter()
+        .filter(|(level, _)| *level == Level::Warn)
+        .count();
+    assert_eq!(warnings, 7, "one line per bad payload");
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn excess_jobs_are_overloaded_and_stop_drains_the_rest() {
+    let server = NatsServer::start().await;
+    let worker = Arc::new(Worker::new(
+        config(
+            &server.url,
+            json!({ "maxConcurrentJobs": 2, "drainTimeoutMs": 5000 }),
+        ),
+        Arc::new(SleepyHandler),
+        Arc::new(MemoryLogger::default()),
+    ));
+    worker.start().await.expect("worker starts");
+    let client = async_nats::connect(&server.url).await.unwrap();
+
+    let slow: Vec<_> = (0..2)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move { ask(&client, json!({ "task": "400" }).to_string()).await })
+        })
+        .collect();
+    while worker.status().stats.in_flight < 2 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let refused = ask(&client, json!({ "id": "x", "task": "1" }).to_string()).await;
+    assert_eq!(refused["error"]["code"], ErrorCode::Overloaded.as_str());
+    assert_eq!(refused["id"], "x");
+
+    worker.stop().await;
+    for handle in slow {
+        assert_eq!(
+            handle.await.unwrap()["result"],
+            "400",
+            "drained, not cut off"
+        );
+    }
+    let stats = worker.status().stats;
+    assert_eq!(
+        (stats.completed, stats.rejected, stats.in_flight),
+        (2, 1, 0)
+    );
+    assert_eq!(worker.status().state, "stopped");
+}
+
+#[tokio::test]
+async fn a_job_past_its_deadline_gets_timeout() {
+    let server = NatsServer::start().await;
+    let worker = Worker::new(
+        config(&server.url, json!({})),
+        Arc::new(SleepyHandler),
+        Arc::new(MemoryLogger::default()),
+    );
+    worker.start().await.expect("worker starts");
+    let client = async_nats::connect(&server.url).await.unwrap();
+    let reply = ask(
+        &client,
+        json!({ "id": "t", "type": "task_request", "task": "3000", "timeoutMs": 100 }).to_string(),
+    )
+    .await;
+    assert_eq!(reply["error"]["code"], "TIMEOUT");
+    assert_eq!(worker.status().stats.timed_out, 1);
+    worker.stop().await;
+}
