@@ -46,7 +46,7 @@ export interface ClientOptions {
 
 /**
  * What a handler may resolve to instead of a string, to answer with a chosen error code
- * (`RUNTIME_UNAVAILABLE`, `EXECUTION_FAILED`, `UNAUTHORIZED` or `INVALID_REQUEST`).
+ * (`RUNTIME_UNAVAILABLE`, `EXECUTION_FAILED`, `UNAUTHORIZED`, `INVALID_REQUEST` or `TIMEOUT`).
  */
 export interface HandlerError {
   error: ReplyError

@@ -179,6 +179,13 @@ describe('handler outcomes', () => {
     await worker.stop()
   })
 
+  it('TIMEOUT when the handler reports its host cut the turn off', async () => {
+    const { worker, subject } = await startWorker({}, async () => ({ error: { code: 'TIMEOUT', message: 'turn cut off' } }))
+    assert.equal((await request(nc, subject, { task: 't' })).error.code, 'TIMEOUT')
+    assert.equal(worker.status().stats.timedOut, 1)
+    await worker.stop()
+  })
+
   it('a handler cannot claim a worker-owned code such as OVERLOADED', async () => {
     const { worker, subject } = await startWorker({}, async () => ({ error: { code: 'OVERLOADED', message: 'x' } }))
     assert.equal((await request(nc, subject, { task: 't' })).error.code, 'EXECUTION_FAILED')

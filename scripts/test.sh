@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# The whole test suite: formatting, lints, Rust unit tests, then the Node tests of the addon
-# and the CLI against real nats-server processes on loopback.
+# The whole test suite: formatting, lints, Rust tests, then the Node tests of the addon, the
+# CLI and the OpenClaw plugin against real nats-server processes on loopback, including the
+# end-to-end test in a real OpenClaw gateway (__test__/e2e/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+bash scripts/setup-e2e.sh
 export NATS_SERVER_BIN="$(command -v nats-server)"
 
 echo "== cargo fmt --check"

@@ -90,7 +90,7 @@ pub struct JsWorkerStatus {
 }
 
 /// What a handler may resolve to instead of a string, to answer with a chosen error code
-/// (`RUNTIME_UNAVAILABLE`, `EXECUTION_FAILED`, `UNAUTHORIZED` or `INVALID_REQUEST`).
+/// (`RUNTIME_UNAVAILABLE`, `EXECUTION_FAILED`, `UNAUTHORIZED`, `INVALID_REQUEST` or `TIMEOUT`).
 #[napi(object)]
 #[allow(dead_code)] // declared for index.d.ts; JS builds and reads these shapes
 pub struct HandlerError {

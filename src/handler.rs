@@ -31,14 +31,16 @@ pub trait JobHandler: Send + Sync + 'static {
     fn cancel(&self, _job_id: &str, _reason: ErrorCode) {}
 }
 
-/// Codes a handler may choose itself; the worker owns the others.
+/// Codes a handler may choose itself (TIMEOUT for a turn its host cut off at the deadline);
+/// the worker owns the others.
 pub fn handler_error_code(code: Option<&str>) -> ErrorCode {
     match code.and_then(ErrorCode::parse) {
         Some(
             c @ (ErrorCode::RuntimeUnavailable
             | ErrorCode::ExecutionFailed
             | ErrorCode::Unauthorized
-            | ErrorCode::InvalidRequest),
+            | ErrorCode::InvalidRequest
+            | ErrorCode::Timeout),
         ) => c,
         _ => ErrorCode::ExecutionFailed,
     }

@@ -1,0 +1,104 @@
+// A real OpenClaw (openclaw@2026.9.6 on Node 24) in a temporary home, for end-to-end tests.
+// scripts/setup-e2e.sh puts Node 24 and OpenClaw in the cache directory used here.
+import { spawn, execFile } from 'node:child_process'
+import { promisify } from 'node:util'
+import { mkdtempSync, writeFileSync, readFileSync, rmSync, mkdirSync } from 'node:fs'
+import { tmpdir, homedir } from 'node:os'
+import { join } from 'node:path'
+import { createServer } from 'node:net'
+
+const run = promisify(execFile)
+
+export const E2E_CACHE = process.env.PIER_E2E_CACHE ?? join(homedir(), '.cache', 'pier-e2e')
+export const NODE24_BIN = join(E2E_CACHE, 'node24', 'bin')
+export const OPENCLAW = join(E2E_CACHE, 'openclaw', 'node_modules', '.bin', 'openclaw')
+
+export async function freePort() {
+  const server = createServer()
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const { port } = server.address()
+  await new Promise((resolve) => server.close(resolve))
+  return port
+}
+
+/**
+ * @param {object} options
+ * @param {string} options.modelBaseUrl the fake model's `/v1` URL
+ * @param {string} options.registryUrl where the binary package's scope resolves
+ */
+export async function createOpenClawHome({ modelBaseUrl, registryUrl }) {
+  const dir = mkdtempSync(join(tmpdir(), 'pier-openclaw-'))
+  const stateDir = join(dir, 'state')
+  mkdirSync(stateDir)
+  const configPath = join(dir, 'openclaw.json')
+  const npmrc = join(dir, 'npmrc')
+  writeFileSync(npmrc, `@pier-connector:registry=${registryUrl}\nfund=false\naudit=false\n`)
+  const port = await freePort()
+  const env = {
+    ...process.env,
+    PATH: `${NODE24_BIN}:${process.env.PATH}`,
+    OPENCLAW_STATE_DIR: stateDir,
+    OPENCLAW_CONFIG_PATH: configPath,
+    NPM_CONFIG_USERCONFIG: npmrc,
+    NO_COLOR: '1',
+  }
+  const config = {
+    gateway: { mode: 'local', port, bind: 'loopback', auth: { mode: 'none' } },
+    models: {
+      providers: {
+        vllm: {
+          baseUrl: modelBaseUrl,
+          apiKey: 'local',
+          api: 'openai-completions',
+          models: [
+            {
+              id: 'fake-model', name: 'Fake', reasoning: false, input: ['text'],
+              cost: { input: 0, output: 0, cacheRead: 0, cacheWrite: 0 }, contextWindow: 32000, maxTokens: 1024,
+            },
+          ],
+        },
+      },
+    },
+    agents: { defaults: { model: { primary: 'vllm/fake-model' } } },
+  }
+  writeFileSync(configPath, JSON.stringify(config, null, 2))
+
+  const home = {
+    dir,
+    port,
+    env,
+    configPath,
+    readConfig: () => JSON.parse(readFileSync(configPath, 'utf8')),
+    writeConfig: (c) => writeFileSync(configPath, JSON.stringify(c, null, 2)),
+    /** Runs `openclaw ...args` and returns its stdout. */
+    async cli(args, { timeout = 120_000 } = {}) {
+      const { stdout } = await run(OPENCLAW, args, { env, timeout, maxBuffer: 64 * 1024 * 1024 })
+      return stdout
+    },
+    /** Starts `openclaw gateway run` and resolves once it logs that it is ready. */
+    async startGateway() {
+      const child = spawn(OPENCLAW, ['gateway', 'run', '--port', String(port)], { env, stdio: ['ignore', 'pipe', 'pipe'] })
+      let log = ''
+      child.stdout.on('data', (c) => (log += c))
+      child.stderr.on('data', (c) => (log += c))
+      const exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })))
+      const deadline = Date.now() + 90_000
+      while (!/\bready\b/i.test(log)) {
+        if (child.exitCode !== null) throw new Error(`gateway exited early:\n${log}`)
+        if (Date.now() > deadline) throw new Error(`gateway not ready:\n${log}`)
+        await new Promise((r) => setTimeout(r, 100))
+      }
+      return {
+        child,
+        exited,
+        log: () => log,
+        async stop() {
+          if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM')
+          return exited
+        },
+      }
+    },
+    cleanup: () => rmSync(dir, { recursive: true, force: true }),
+  }
+  return home
+}

@@ -1,0 +1,69 @@
+// Runs one Pier job as one real OpenClaw agent turn, in a session of its own.
+import { randomUUID } from 'node:crypto'
+import { openJobs } from './jobs.mjs'
+
+/** Text of a turn's final reply: visible payload text, else the final assistant text. */
+export function replyText(result) {
+  const parts = (result?.payloads ?? [])
+    .filter((p) => p && typeof p.text === 'string' && !p.isError && !p.isReasoning && !p.isCommentary)
+    .map((p) => p.text)
+  const text = parts.join('\n').trim()
+  return text || String(result?.meta?.finalAssistantVisibleText ?? '').trim()
+}
+
+export function sessionIdsFor(agentId, jobId) {
+  return { sessionId: `pier-${jobId}`, sessionKey: `agent:${agentId}:pier:${jobId}` }
+}
+
+const fail = (code, message) => ({ error: { code, message } })
+
+/**
+ * The addon's job handler. `running` maps job ids to AbortControllers so the worker's
+ * cancel notice (TIMEOUT, SHUTTING_DOWN) aborts the turn.
+ */
+export function createAgentTurnHandler(api, agentId, running) {
+  return async (job) => {
+    const agent = api.runtime?.agent
+    if (typeof agent?.runEmbeddedAgent !== 'function') {
+      return fail('RUNTIME_UNAVAILABLE', 'the OpenClaw agent runtime is not available')
+    }
+    const cfg = api.runtime.config?.current?.() ?? api.config
+    const abort = new AbortController()
+    running.set(job.id, abort)
+    // A message sent on the `pier` channel to this job id answers it before the turn ends.
+    const channelAnswer = new Promise((resolve) => openJobs.set(job.id, { id: job.id, answer: resolve }))
+    const started = Date.now()
+    try {
+      const turn = agent.runEmbeddedAgent({
+        agentId,
+        ...sessionIdsFor(agentId, job.id),
+        runId: randomUUID(),
+        workspaceDir: agent.resolveAgentWorkspaceDir(cfg, agentId),
+        prompt: job.task,
+        ...(job.systemPrompt ? { extraSystemPrompt: job.systemPrompt } : {}),
+        timeoutMs: job.timeoutMs,
+        abortSignal: abort.signal,
+        terminalReplyExpectation: 'required',
+      })
+      const answered = await Promise.race([turn.then((result) => ({ result })), channelAnswer.then((text) => ({ text }))])
+      if (answered.text !== undefined) {
+        abort.abort(new Error('answered on the pier channel'))
+        return answered.text
+      }
+      const { result } = answered
+      const text = replyText(result)
+      if (text) return text
+      // A turn cut off by its timeout resolves with no text: that is a TIMEOUT, never an
+      // empty result somebody would pay for.
+      if (abort.signal.aborted || result?.meta?.aborted || Date.now() - started >= job.timeoutMs - 50) {
+        return fail('TIMEOUT', `the agent turn did not finish within ${job.timeoutMs} ms`)
+      }
+      return fail('EXECUTION_FAILED', 'the agent turn produced no reply')
+    } catch (error) {
+      return fail('EXECUTION_FAILED', `the agent turn failed: ${error?.message ?? error}`)
+    } finally {
+      running.delete(job.id)
+      openJobs.delete(job.id)
+    }
+  }
+}
