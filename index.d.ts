@@ -28,6 +28,11 @@ export declare class PierClient {
  */
 export declare class PierWorker {
   constructor(config: any, handler: (job: Job) => Promise<string | HandlerError> | string, options?: WorkerOptions | undefined | null)
+  /**
+   * A worker that answers every job with its own task, entirely in Rust (no JS call per job):
+   * for connectivity checks and benchmarks.
+   */
+  static echo(config: any, options?: WorkerOptions | undefined | null): PierWorker
   /** Connects and subscribes; resolves once jobs can arrive. */
   start(): Promise<void>
   /** Drains in-flight jobs (up to `drainTimeoutMs`) and disconnects; resolves when done. */
@@ -42,6 +47,7 @@ export declare class PierWorker {
 
 export interface ClientOptions {
   logger?: (level: string, message: string) => void
+  logLevel?: string
 }
 
 /**
@@ -110,6 +116,11 @@ export interface WorkerOptions {
    * `SHUTTING_DOWN`), so the handler can abort its work.
    */
   onCancel?: (jobId: string, reason: string) => void
+  /**
+   * Lowest level passed to `logger`: `debug`, `info` (default), `warn` or `error`.
+   * Per-job success lines are `debug`.
+   */
+  logLevel?: string
 }
 
 export interface WorkerStats {

@@ -21,11 +21,19 @@ after(async () => {
   await server.stop()
 })
 
+const children = new Set()
+after(() => {
+  // A failed assertion must not leave a worker process holding the test run open.
+  for (const child of children) child.kill('SIGKILL')
+})
+
 /** Starts `pier-connector worker ...` and resolves once it has subscribed. */
 async function startCliWorker(args) {
   const child = spawn(process.execPath, [CLI, 'worker', '--nats-url', server.url, ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
   })
+  children.add(child)
+  child.once('exit', () => children.delete(child))
   let stderr = ''
   let stdout = ''
   child.stderr.on('data', (c) => (stderr += c))

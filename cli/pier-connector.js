@@ -99,10 +99,10 @@ function usageError(message) {
   return error
 }
 
-function makeLogger(verbose) {
-  return (level, message) => {
-    if (level === 'debug' && !verbose) return
-    process.stderr.write(`${new Date().toISOString()} ${level} ${message}\n`)
+function logOptions(verbose) {
+  return {
+    logger: (level, message) => process.stderr.write(`${new Date().toISOString()} ${level} ${message}\n`),
+    logLevel: verbose ? 'debug' : 'info',
   }
 }
 
@@ -151,11 +151,13 @@ async function runWorker(values, config) {
     throw usageError('worker needs exactly one of --echo or --exec CMD')
   }
   const running = new Map()
-  const handler = values.echo ? async (job) => job.task : execHandler(values.exec, running)
-  const worker = new PierWorker(config, handler, {
-    logger: makeLogger(values.verbose),
-    onCancel: (jobId) => running.get(jobId)?.kill('SIGTERM'),
-  })
+  const log = logOptions(values.verbose)
+  const worker = values.echo
+    ? PierWorker.echo(config, log)
+    : new PierWorker(config, execHandler(values.exec, running), {
+        ...log,
+        onCancel: (jobId) => running.get(jobId)?.kill('SIGTERM'),
+      })
   await worker.start()
   // The addon's callbacks do not hold the event loop open; this timer does until stop.
   const keepAlive = setInterval(() => {}, 1 << 30)
@@ -184,7 +186,7 @@ async function runPublish(values, positionals, config) {
     }
   }
   const timeoutMs = values['timeout-ms'] === undefined ? undefined : Number(values['timeout-ms'])
-  const client = new PierClient(config, { logger: makeLogger(values.verbose) })
+  const client = new PierClient(config, logOptions(values.verbose))
   try {
     const reply = await client.publish(task, { systemPrompt: values['system-prompt'], timeoutMs, meta })
     process.stdout.write(JSON.stringify(reply) + '\n')
@@ -198,7 +200,7 @@ async function runPublish(values, positionals, config) {
 }
 
 async function runStatus(values, config) {
-  const client = new PierClient(config, { logger: makeLogger(values.verbose) })
+  const client = new PierClient(config, logOptions(values.verbose))
   try {
     process.stdout.write(JSON.stringify(await client.serverStatus(), null, 2) + '\n')
   } finally {

@@ -14,3 +14,8 @@ pub mod stats;
 pub mod worker;
 
 mod binding;
+
+// The worker allocates small buffers on several tokio threads at once; glibc malloc's arena
+// locking showed up as the top cost under load (see bench/RESULTS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -329,7 +329,7 @@ impl JobContext {
         };
         shared.stats.job_started();
         let ctx = self.clone();
-        let cancel = cancel.child_token();
+        let cancel = cancel.clone();
         jobs.spawn(async move {
             ctx.run(job, reply, received_at, permit, cancel).await;
         });
@@ -340,7 +340,7 @@ impl JobContext {
         job: Job,
         reply: Subject,
         received_at: Instant,
-        _permit: OwnedSemaphorePermit,
+        permit: OwnedSemaphorePermit,
         cancel: CancellationToken,
     ) {
         let shared = &self.shared;
@@ -357,14 +357,16 @@ impl JobContext {
                 .as_millis() as u64,
             meta: job.meta,
         };
-        shared.logger.log(
-            Level::Debug,
-            &format!(
-                "[pier-connector] job {id} started ({} chars, {} ms budget)",
-                input.task.chars().count(),
-                budget.as_millis()
-            ),
-        );
+        if shared.logger.enabled(Level::Debug) {
+            shared.logger.log(
+                Level::Debug,
+                &format!(
+                    "[pier-connector] job {id} started ({} chars, {} ms budget)",
+                    input.task.chars().count(),
+                    budget.as_millis()
+                ),
+            );
+        }
 
         let outcome = tokio::select! {
             result = shared.handler.run(input) => result,
@@ -377,6 +379,9 @@ impl JobContext {
                 "the worker shut down before the job finished",
             )),
         };
+        // The slot frees before the reply goes out, so a requester that sends its next job on
+        // receiving this reply never finds the worker still full.
+        drop(permit);
         if let Err(error) = &outcome {
             if matches!(error.code, ErrorCode::Timeout | ErrorCode::ShuttingDown) {
                 shared.handler.cancel(&id, error.code);
@@ -388,10 +393,12 @@ impl JobContext {
                 let bytes = protocol::encode_result(&id, &result, latency_ms, &shared.identity);
                 self.send(reply, bytes).await;
                 shared.stats.record(Outcome::Completed);
-                shared.logger.log(
-                    Level::Info,
-                    &format!("[pier-connector] job {id} completed in {latency_ms} ms"),
-                );
+                if shared.logger.enabled(Level::Debug) {
+                    shared.logger.log(
+                        Level::Debug,
+                        &format!("[pier-connector] job {id} completed in {latency_ms} ms"),
+                    );
+                }
             }
             Err(error) => self.answer_error(reply, Some(&id), error).await,
         }

@@ -1,18 +1,21 @@
 //! The N-API edge: `PierWorker` and `PierClient` for JavaScript. Every core error is mapped to a
 //! JS error here, once; JS callbacks are thread-safe functions awaited from Rust.
 
+mod js_handler;
+
 use crate::config::Config;
-use crate::error::{one_line, ErrorCode, JobError, PierError};
-use crate::handler::{handler_error_code, HandlerResult, JobHandler, JobInput};
-use crate::log::{Level, Logger, SharedLogger};
+use crate::error::PierError;
+use crate::handler::EchoHandler;
+use crate::log::{Level, LevelFilter, Logger, SharedLogger};
 use crate::publisher::{PublishOptions, Publisher};
 use crate::stats::StatsSnapshot;
 use crate::worker::{Worker, WorkerStatus};
-use futures_util::future::BoxFuture;
-use napi::bindgen_prelude::{Either3, FnArgs, Promise};
+use js_handler::JsHandler;
+use napi::bindgen_prelude::{FnArgs, Unknown};
 use napi::threadsafe_function::{
     ThreadsafeFunction, ThreadsafeFunctionCallMode, UnknownReturnValue,
 };
+use napi::Env;
 use napi_derive::napi;
 use serde_json::Value;
 use std::collections::HashMap;
@@ -39,12 +42,16 @@ pub struct WorkerOptions {
     /// `SHUTTING_DOWN`), so the handler can abort its work.
     #[napi(ts_type = "(jobId: string, reason: string) => void")]
     pub on_cancel: Option<LogFn>,
+    /// Lowest level passed to `logger`: `debug`, `info` (default), `warn` or `error`.
+    /// Per-job success lines are `debug`.
+    pub log_level: Option<String>,
 }
 
 #[napi(object, object_to_js = false)]
 pub struct ClientOptions {
     #[napi(ts_type = "(level: string, message: string) => void")]
     pub logger: Option<LogFn>,
+    pub log_level: Option<String>,
 }
 
 #[napi(object)]
@@ -146,8 +153,6 @@ type LogFn = ThreadsafeFunction<
     false,
     true,
 >;
-type HandlerReturn = Either3<Promise<Value>, String, UnknownReturnValue>;
-type HandlerFn = ThreadsafeFunction<Job, HandlerReturn, Job, napi::Status, false, true>;
 
 /// A Pier worker: takes jobs from NATS and runs each through `handler`, which returns (or
 /// resolves to) the result text, or `{ error: { code, message } }` to choose the error code.
@@ -161,23 +166,39 @@ pub struct PierWorker {
 impl PierWorker {
     #[napi(constructor)]
     pub fn new(
+        env: Env,
         config: Value,
         #[napi(ts_arg_type = "(job: Job) => Promise<string | HandlerError> | string")]
-        handler: HandlerFn,
+        handler: Unknown<'_>,
         options: Option<WorkerOptions>,
     ) -> napi::Result<Self> {
+        if handler.get_type()? != napi::ValueType::Function {
+            return Err(to_js_error(PierError::Config(
+                "the job handler must be a function".into(),
+            )));
+        }
         let config = Config::from_value(config).map_err(to_js_error)?;
-        let (logger, on_cancel) = match options {
-            Some(o) => (o.logger, o.on_cancel),
-            None => (None, None),
+        let (logger, on_cancel, level) = match options {
+            Some(o) => (o.logger, o.on_cancel, o.log_level),
+            None => (None, None, None),
         };
-        let logger = js_logger(logger);
-        let handler = Arc::new(JsHandler {
-            handler: Arc::new(handler),
-            on_cancel: on_cancel.map(Arc::new),
-        });
+        let logger = js_logger(logger, level.as_deref())?;
+        let handler = Arc::new(JsHandler::new(&env, handler, on_cancel)?);
         Ok(PierWorker {
             worker: Arc::new(Worker::new(config, handler, logger.clone())),
+            logger,
+        })
+    }
+
+    /// A worker that answers every job with its own task, entirely in Rust (no JS call per job):
+    /// for connectivity checks and benchmarks.
+    #[napi(factory)]
+    pub fn echo(config: Value, options: Option<WorkerOptions>) -> napi::Result<Self> {
+        let config = Config::from_value(config).map_err(to_js_error)?;
+        let (logger, level) = options.map(|o| (o.logger, o.log_level)).unwrap_or_default();
+        let logger = js_logger(logger, level.as_deref())?;
+        Ok(PierWorker {
+            worker: Arc::new(Worker::new(config, Arc::new(EchoHandler), logger.clone())),
             logger,
         })
     }
@@ -246,7 +267,10 @@ impl PierClient {
     pub fn new(config: Value, options: Option<ClientOptions>) -> napi::Result<Self> {
         Ok(PierClient {
             config: Config::from_value(config).map_err(to_js_error)?,
-            logger: js_logger(options.and_then(|o| o.logger)),
+            logger: {
+                let (logger, level) = options.map(|o| (o.logger, o.log_level)).unwrap_or_default();
+                js_logger(logger, level.as_deref())?
+            },
             publisher: tokio::sync::Mutex::new(None),
         })
     }
@@ -318,89 +342,6 @@ impl PierClient {
     }
 }
 
-struct JsHandler {
-    handler: Arc<HandlerFn>,
-    on_cancel: Option<Arc<LogFn>>,
-}
-
-impl JobHandler for JsHandler {
-    fn run(&self, job: JobInput) -> BoxFuture<'static, HandlerResult> {
-        let handler = self.handler.clone();
-        Box::pin(async move {
-            let job = Job {
-                id: job.id,
-                task: job.task,
-                system_prompt: job.system_prompt,
-                timeout_ms: job.timeout_ms as f64,
-                meta: Value::Object(job.meta),
-                sender: job.sender,
-            };
-            match handler.call_async_catch(job).await {
-                Ok(Either3::A(promise)) => match promise.await {
-                    Ok(value) => handler_value(value),
-                    Err(e) => Err(js_failure(e)),
-                },
-                Ok(Either3::B(text)) => Ok(text),
-                Ok(Either3::C(_)) => Err(JobError::new(
-                    ErrorCode::ExecutionFailed,
-                    "the handler returned neither a string nor a Promise",
-                )),
-                Err(e) => Err(js_failure(e)),
-            }
-        })
-    }
-
-    fn cancel(&self, job_id: &str, reason: ErrorCode) {
-        if let Some(on_cancel) = &self.on_cancel {
-            on_cancel.call(
-                (job_id.to_string(), reason.as_str().to_string()).into(),
-                ThreadsafeFunctionCallMode::NonBlocking,
-            );
-        }
-    }
-}
-
-fn handler_value(value: Value) -> HandlerResult {
-    match value {
-        Value::String(text) => Ok(text),
-        Value::Object(mut object) => match object.remove("error") {
-            Some(Value::Object(error)) => Err(JobError::new(
-                handler_error_code(error.get("code").and_then(Value::as_str)),
-                error
-                    .get("message")
-                    .and_then(Value::as_str)
-                    .unwrap_or("the agent turn failed"),
-            )),
-            _ => Err(JobError::new(
-                ErrorCode::ExecutionFailed,
-                "the handler must return a string or { error: { code, message } }",
-            )),
-        },
-        _ => Err(JobError::new(
-            ErrorCode::ExecutionFailed,
-            "the handler must return a string",
-        )),
-    }
-}
-
-fn js_failure(error: napi::Error) -> JobError {
-    if error.status == napi::Status::Closing {
-        return JobError::new(
-            ErrorCode::RuntimeUnavailable,
-            "the JavaScript runtime is shutting down",
-        );
-    }
-    let message = one_line(&error.reason);
-    JobError::new(
-        ErrorCode::ExecutionFailed,
-        if message.is_empty() {
-            "the agent turn failed".to_string()
-        } else {
-            message
-        },
-    )
-}
-
 fn publish_options(options: Option<PublishRequestOptions>) -> PublishOptions {
     options
         .map(|o| PublishOptions {
@@ -438,26 +379,33 @@ struct StderrLogger;
 
 impl Logger for StderrLogger {
     fn log(&self, level: Level, message: &str) {
-        if level >= Level::Warn {
-            eprintln!("{} {message}", level.as_str());
-        }
+        eprintln!("{} {message}", level.as_str());
     }
 }
 
-fn js_logger(logger: Option<LogFn>) -> SharedLogger {
-    match logger {
-        Some(f) => Arc::new(JsLogger(f)),
-        None => Arc::new(StderrLogger),
-    }
+fn js_logger(logger: Option<LogFn>, level: Option<&str>) -> napi::Result<SharedLogger> {
+    let min = match level {
+        None => Level::Info,
+        Some(name) => Level::parse(name).ok_or_else(|| {
+            to_js_error(PierError::Config(format!(
+                "logLevel: {name:?} is not one of debug, info, warn, error"
+            )))
+        })?,
+    };
+    Ok(match logger {
+        Some(f) => Arc::new(LevelFilter {
+            min,
+            inner: JsLogger(f),
+        }),
+        None => Arc::new(LevelFilter {
+            min: min.max(Level::Warn),
+            inner: StderrLogger,
+        }),
+    })
 }
 
 fn parse_level(level: &str) -> Level {
-    match level {
-        "debug" => Level::Debug,
-        "warn" => Level::Warn,
-        "error" => Level::Error,
-        _ => Level::Info,
-    }
+    Level::parse(level).unwrap_or(Level::Info)
 }
 
 fn status_to_js(s: WorkerStatus) -> JsWorkerStatus {

@@ -1,0 +1,26 @@
+// Benchmark contender: this project's native worker with a JS handler.
+import { createRequire } from 'node:module'
+import { workerOptions, blockEventLoop, onTerminate } from './worker-options.mjs'
+
+const { PierWorker } = createRequire(import.meta.url)('../index.js')
+const options = workerOptions()
+const config = {
+  natsUrl: options.url,
+  subject: options.subject,
+  workerId: 'addon',
+  maxConcurrentJobs: options.maxConcurrent,
+  jobTimeoutMs: 60_000,
+}
+// --native: the worker's own Rust echo handler, to separate the worker's cost from the JS call.
+const worker = options.native
+  ? PierWorker.echo(config, { logger: () => {} })
+  : new PierWorker(config, (job) => options.handler(job.task), { logger: () => {} })
+await worker.start()
+setInterval(() => {}, 1 << 30)
+if (options.blockEventLoop) blockEventLoop()
+onTerminate(async () => {
+  const { stats } = worker.status()
+  await worker.stop()
+  return { disconnects: stats.disconnects, slowConsumerEvents: stats.slowConsumerEvents }
+})
+console.log('ready')
