@@ -33,7 +33,10 @@ export declare class PierWorker {
    * for connectivity checks and benchmarks.
    */
   static echo(config: any, options?: WorkerOptions | undefined | null): PierWorker
-  /** Connects and subscribes; resolves once jobs can arrive. */
+  /**
+   * Connects and subscribes; resolves once jobs can arrive. While the worker runs it keeps
+   * the Node process alive, like a listening server does.
+   */
   start(): Promise<void>
   /** Drains in-flight jobs (up to `drainTimeoutMs`) and disconnects; resolves when done. */
   stop(): Promise<void>

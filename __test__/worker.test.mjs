@@ -14,7 +14,10 @@ before(async () => {
   nc = await rawClient(server.url)
 })
 
+const workers = []
 after(async () => {
+  // A failed assertion must not leave a running worker holding the process open.
+  await Promise.all(workers.map((w) => w.stop()))
   await nc?.close()
   await server?.stop()
 })
@@ -28,6 +31,7 @@ async function startWorker(config = {}, handler = async (job) => `echo:${job.tas
     handler,
     { logger, ...options },
   )
+  workers.push(worker)
   await worker.start()
   return { worker, subject, logger }
 }
@@ -325,6 +329,7 @@ describe('lifecycle', () => {
     const b = new PierWorker({ natsUrl: server.url, subject: a.subject, workerId: 'b' }, async (job) => `echo:${job.task}`, {
       logger: () => {},
     })
+    workers.push(b)
     await b.start()
     const replies = await Promise.all(Array.from({ length: 40 }, (_, i) => request(nc, a.subject, { task: `q${i}` })))
     const byWorker = new Set(replies.map((r) => r.worker.id))

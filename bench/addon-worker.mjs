@@ -16,7 +16,6 @@ const worker = options.native
   ? PierWorker.echo(config, { logger: () => {} })
   : new PierWorker(config, (job) => options.handler(job.task), { logger: () => {} })
 await worker.start()
-setInterval(() => {}, 1 << 30)
 if (options.blockEventLoop) blockEventLoop()
 onTerminate(async () => {
   const { stats } = worker.status()

@@ -159,14 +159,11 @@ async function runWorker(values, config) {
         onCancel: (jobId) => running.get(jobId)?.kill('SIGTERM'),
       })
   await worker.start()
-  // The addon's callbacks do not hold the event loop open; this timer does until stop.
-  const keepAlive = setInterval(() => {}, 1 << 30)
   const shutdown = async (signal) => {
     process.removeAllListeners('SIGINT')
     process.removeAllListeners('SIGTERM')
     worker.log('info', `[pier-connector] ${signal}: stopping`)
     await worker.stop()
-    clearInterval(keepAlive)
     process.stdout.write(JSON.stringify(worker.status()) + '\n')
   }
   process.once('SIGINT', () => shutdown('SIGINT'))

@@ -14,6 +14,10 @@ echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --quiet --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --quiet
+echo "== fuzz the inbound parser (cargo fuzz, ${PIER_FUZZ_SECONDS:-20} s)"
+# cargo fuzz needs nightly compiler flags (sanitizers); this machine has the stable toolchain
+# only, and RUSTC_BOOTSTRAP=1 lets stable accept them for this build.
+RUSTC_BOOTSTRAP=1 cargo fuzz run parse_job -- -max_total_time="${PIER_FUZZ_SECONDS:-20}" -max_len=4096 2>&1 | tail -n 2
 echo "== build the addon (release)"
 bash scripts/build.sh
 git diff --exit-code --quiet -- index.d.ts index.js 2>/dev/null || {
@@ -22,4 +26,4 @@ git diff --exit-code --quiet -- index.d.ts index.js 2>/dev/null || {
   exit 1
 }
 echo "== node --test __test__/"
-node --test --test-concurrency=1 __test__/
+node --test --test-concurrency=1 --test-timeout=300000 __test__/

@@ -141,11 +141,13 @@ async fn auth_options(config: &Config) -> Result<ConnectOptions, String> {
     }
     if let Some(path) = &config.creds_file {
         options = options.credentials_file(path).await.map_err(|e| {
-            format!(
-                "cannot read credsFile {}: {}",
-                path.display(),
-                e.kind().to_string().to_lowercase()
-            )
+            // A parse error could quote the file, which holds a seed: describe it instead.
+            let why = if e.kind() == std::io::ErrorKind::InvalidData {
+                "not a valid NATS credentials file".to_string()
+            } else {
+                crate::error::one_line(&e.to_string())
+            };
+            format!("cannot read credsFile {}: {why}", path.display())
         })?;
     }
     Ok(options)

@@ -3,6 +3,16 @@ import { spawn, execFileSync } from 'node:child_process'
 import { mkdtempSync, writeFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { createServer } from 'node:net'
+
+/** A TCP port that was free a moment ago, for servers that must keep their port. */
+export async function freePort() {
+  const server = createServer()
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const { port } = server.address()
+  await new Promise((resolve) => server.close(resolve))
+  return port
+}
 
 export function natsServerBinary() {
   if (process.env.NATS_SERVER_BIN) return process.env.NATS_SERVER_BIN
@@ -19,6 +29,7 @@ export function natsServerBinary() {
  * @param {boolean} [options.websocket] also listen for websocket clients
  * @param {number} [options.port] fixed client port (restart on the same port)
  * @param {number} [options.wsPort] fixed websocket port
+ * @param {{ port: number, routes: number[] }} [options.cluster] cluster listen port and peers
  */
 export async function startNatsServer(options = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'pier-nats-'))
@@ -31,6 +42,10 @@ export async function startNatsServer(options = {}) {
   ]
   if (options.websocket) {
     lines.push(`websocket { host: 127.0.0.1, port: ${options.wsPort ?? -1}, no_tls: true }`)
+  }
+  if (options.cluster) {
+    const routes = options.cluster.routes.map((p) => `nats-route://127.0.0.1:${p}`).join(', ')
+    lines.push(`cluster { name: pier, host: 127.0.0.1, port: ${options.cluster.port}, routes: [${routes}] }`)
   }
   if (options.extra) lines.push(options.extra)
   writeFileSync(conf, lines.join('\n') + '\n')
@@ -69,4 +84,20 @@ export async function startNatsServer(options = {}) {
       rmSync(dir, { recursive: true, force: true })
     },
   }
+}
+
+/** Starts `size` clustered servers (each with websocket), routed to one another. */
+export async function startNatsCluster(size = 3) {
+  const clusterPorts = []
+  for (let i = 0; i < size; i++) clusterPorts.push(await freePort())
+  const nodes = await Promise.all(
+    clusterPorts.map((port, i) =>
+      startNatsServer({
+        name: `n${i + 1}`,
+        websocket: true,
+        cluster: { port, routes: clusterPorts.filter((p) => p !== port) },
+      }),
+    ),
+  )
+  return { nodes, stop: () => Promise.all(nodes.map((n) => n.stop())) }
 }

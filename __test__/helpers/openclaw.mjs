@@ -5,21 +5,13 @@ import { promisify } from 'node:util'
 import { mkdtempSync, writeFileSync, readFileSync, rmSync, mkdirSync } from 'node:fs'
 import { tmpdir, homedir } from 'node:os'
 import { join } from 'node:path'
-import { createServer } from 'node:net'
+import { freePort } from './nats-server.mjs'
 
 const run = promisify(execFile)
 
 export const E2E_CACHE = process.env.PIER_E2E_CACHE ?? join(homedir(), '.cache', 'pier-e2e')
 export const NODE24_BIN = join(E2E_CACHE, 'node24', 'bin')
 export const OPENCLAW = join(E2E_CACHE, 'openclaw', 'node_modules', '.bin', 'openclaw')
-
-export async function freePort() {
-  const server = createServer()
-  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
-  const { port } = server.address()
-  await new Promise((resolve) => server.close(resolve))
-  return port
-}
 
 /**
  * @param {object} options

@@ -11,7 +11,7 @@ use crate::publisher::{PublishOptions, Publisher};
 use crate::stats::StatsSnapshot;
 use crate::worker::{Worker, WorkerStatus};
 use js_handler::JsHandler;
-use napi::bindgen_prelude::{FnArgs, Unknown};
+use napi::bindgen_prelude::{FnArgs, PromiseRaw, Unknown};
 use napi::threadsafe_function::{
     ThreadsafeFunction, ThreadsafeFunctionCallMode, UnknownReturnValue,
 };
@@ -19,7 +19,7 @@ use napi::Env;
 use napi_derive::napi;
 use serde_json::Value;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// A job as the JS handler receives it.
 #[napi(object)]
@@ -160,7 +160,11 @@ type LogFn = ThreadsafeFunction<
 pub struct PierWorker {
     worker: Arc<Worker>,
     logger: SharedLogger,
+    keep_alive: Arc<Mutex<Option<KeepAlive>>>,
 }
+
+/// A non-weak thread-safe function that is never called: holding it keeps the event loop alive.
+type KeepAlive = ThreadsafeFunction<(), (), (), napi::Status, false, false>;
 
 #[napi]
 impl PierWorker {
@@ -187,6 +191,7 @@ impl PierWorker {
         Ok(PierWorker {
             worker: Arc::new(Worker::new(config, handler, logger.clone())),
             logger,
+            keep_alive: Arc::default(),
         })
     }
 
@@ -200,19 +205,39 @@ impl PierWorker {
         Ok(PierWorker {
             worker: Arc::new(Worker::new(config, Arc::new(EchoHandler), logger.clone())),
             logger,
+            keep_alive: Arc::default(),
         })
     }
 
-    /// Connects and subscribes; resolves once jobs can arrive.
-    #[napi]
-    pub async fn start(&self) -> napi::Result<()> {
-        self.worker.start().await.map_err(to_js_error)
+    /// Connects and subscribes; resolves once jobs can arrive. While the worker runs it keeps
+    /// the Node process alive, like a listening server does.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn start<'env>(&self, env: &'env Env) -> napi::Result<PromiseRaw<'env, ()>> {
+        let keep_alive = self.keep_alive.clone();
+        {
+            let mut slot = lock(&keep_alive);
+            if slot.is_none() {
+                let noop =
+                    env.create_function_from_closure::<(), (), _>("pierKeepAlive", |_| Ok(()))?;
+                *slot = Some(noop.build_threadsafe_function::<()>().build()?);
+            }
+        }
+        let worker = self.worker.clone();
+        env.spawn_future(async move {
+            let started = worker.start().await;
+            if started.is_err() && worker.client().is_none() {
+                lock(&keep_alive).take();
+            }
+            started.map_err(to_js_error)
+        })
     }
 
     /// Drains in-flight jobs (up to `drainTimeoutMs`) and disconnects; resolves when done.
     #[napi]
     pub async fn stop(&self) -> napi::Result<()> {
         self.worker.stop().await;
+        // Releasing the keep-alive handle lets the process exit once nothing else holds it.
+        lock(&self.keep_alive).take();
         Ok(())
     }
 
@@ -446,4 +471,10 @@ fn stats_to_js(s: StatsSnapshot) -> JsStats {
         slow_consumer_events: s.slow_consumer_events as f64,
         server_errors: s.server_errors as f64,
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
