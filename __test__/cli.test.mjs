@@ -1,25 +1,15 @@
 // The CLI as a user runs it: a worker process (--echo, --exec), publish and status.
-import { describe, it, before, after } from 'node:test'
+import { describe, it, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { spawn, execFile } from 'node:child_process'
 import { promisify } from 'node:util'
 import { fileURLToPath } from 'node:url'
-import { startNatsServer } from './helpers/nats-server.mjs'
-import { rawClient, request, waitFor } from './helpers/addon.mjs'
+import { useNats, request, waitFor } from './helpers/addon.mjs'
 
 const CLI = fileURLToPath(new URL('../cli/pier-connector.js', import.meta.url))
 const run = promisify(execFile)
 
-let server
-let nc
-before(async () => {
-  server = await startNatsServer()
-  nc = await rawClient(server.url)
-})
-after(async () => {
-  await nc.close()
-  await server.stop()
-})
+const nats = useNats()
 
 const children = new Set()
 after(() => {
@@ -29,7 +19,7 @@ after(() => {
 
 /** Starts `pier-connector worker ...` and resolves once it has subscribed. */
 async function startCliWorker(args) {
-  const child = spawn(process.execPath, [CLI, 'worker', '--nats-url', server.url, ...args], {
+  const child = spawn(process.execPath, [CLI, 'worker', '--nats-url', nats.server.url, ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
   })
   children.add(child)
@@ -47,7 +37,7 @@ async function startCliWorker(args) {
 describe('pier-connector worker', () => {
   it('--echo answers jobs, and SIGTERM drains, prints the final status and exits 0', async () => {
     const worker = await startCliWorker(['--echo', '--subject', 'jobs.cli.echo', '--worker-id', 'cli-1'])
-    const reply = await request(nc, 'jobs.cli.echo', { type: 'task_request', id: 'e1', task: 'ping' })
+    const reply = await request(nats.nc, 'jobs.cli.echo', { type: 'task_request', id: 'e1', task: 'ping' })
     assert.equal(reply.result, 'ping')
     assert.equal(reply.worker.id, 'cli-1')
     worker.child.kill('SIGTERM')
@@ -62,9 +52,9 @@ describe('pier-connector worker', () => {
       '--exec', 'if [ "$PIER_JOB_ID" = fail ]; then echo "bad input" >&2; exit 3; fi; tr a-z A-Z',
       '--subject', 'jobs.cli.exec',
     ])
-    const ok = await request(nc, 'jobs.cli.exec', { id: 'x1', task: 'shout this' })
+    const ok = await request(nats.nc, 'jobs.cli.exec', { id: 'x1', task: 'shout this' })
     assert.equal(ok.result, 'SHOUT THIS')
-    const failed = await request(nc, 'jobs.cli.exec', { id: 'fail', task: 'x' })
+    const failed = await request(nats.nc, 'jobs.cli.exec', { id: 'fail', task: 'x' })
     assert.equal(failed.error.code, 'EXECUTION_FAILED')
     assert.equal(failed.error.message, 'the command exited with code 3: bad input')
     worker.child.kill('SIGINT')
@@ -74,7 +64,7 @@ describe('pier-connector worker', () => {
   it('--exec kills a command that outlives the job deadline', async () => {
     const worker = await startCliWorker(['--exec', 'sleep 30', '--subject', 'jobs.cli.slow', '--job-timeout-ms', '300'])
     const start = Date.now()
-    const reply = await request(nc, 'jobs.cli.slow', { id: 's1', task: 'x' })
+    const reply = await request(nats.nc, 'jobs.cli.slow', { id: 's1', task: 'x' })
     assert.equal(reply.error.code, 'TIMEOUT')
     assert.ok(Date.now() - start < 3000)
     worker.child.kill('SIGTERM')
@@ -82,7 +72,7 @@ describe('pier-connector worker', () => {
   })
 
   it('refuses to start without a handler choice', async () => {
-    await assert.rejects(run(process.execPath, [CLI, 'worker', '--nats-url', server.url]), (e) => {
+    await assert.rejects(run(process.execPath, [CLI, 'worker', '--nats-url', nats.server.url]), (e) => {
       assert.equal(e.code, 2)
       assert.match(e.stderr, /exactly one of --echo or --exec/)
       return true
@@ -94,7 +84,7 @@ describe('pier-connector publish and status', () => {
   it('publish prints the reply JSON and exits 0 on task_result', async () => {
     const worker = await startCliWorker(['--echo', '--subject', 'jobs.cli.pub'])
     const { stdout } = await run(process.execPath, [
-      CLI, 'publish', 'hello', 'world', '--nats-url', server.url, '--publish-subject', 'jobs.cli.pub',
+      CLI, 'publish', 'hello', 'world', '--nats-url', nats.server.url, '--publish-subject', 'jobs.cli.pub',
       '--timeout-ms', '3000', '--meta', '{"price":5}',
     ])
     const reply = JSON.parse(stdout)
@@ -106,7 +96,7 @@ describe('pier-connector publish and status', () => {
 
   it('publish exits 2 with a clear message when nobody listens', async () => {
     await assert.rejects(
-      run(process.execPath, [CLI, 'publish', 'x', '--nats-url', server.url, '--publish-subject', 'jobs.cli.none']),
+      run(process.execPath, [CLI, 'publish', 'x', '--nats-url', nats.server.url, '--publish-subject', 'jobs.cli.none']),
       (e) => {
         assert.equal(e.code, 2)
         assert.match(e.stderr, /PIER_NO_RESPONDERS/)
@@ -116,7 +106,7 @@ describe('pier-connector publish and status', () => {
   })
 
   it('status reports the server and subjects', async () => {
-    const { stdout } = await run(process.execPath, [CLI, 'status', '--nats-url', server.url, '--subject', 'jobs.s'])
+    const { stdout } = await run(process.execPath, [CLI, 'status', '--nats-url', nats.server.url, '--subject', 'jobs.s'])
     const status = JSON.parse(stdout)
     assert.equal(status.state, 'connected')
     assert.equal(status.serverName, 'pier-test')

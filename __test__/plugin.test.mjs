@@ -1,9 +1,8 @@
 // The OpenClaw shim with a stub host API (the real gateway is in e2e/): what it registers,
 // how a job becomes an agent turn, and how turn outcomes map to protocol codes.
-import { describe, it, before, after } from 'node:test'
+import { describe, it } from 'node:test'
 import assert from 'node:assert/strict'
-import { startNatsServer } from './helpers/nats-server.mjs'
-import { rawClient, request } from './helpers/addon.mjs'
+import { useNats, request } from './helpers/addon.mjs'
 import { registerPier } from '../plugin/register.mjs'
 import { createAgentTurnHandler, replyText } from '../plugin/agent-turn.mjs'
 import { sendJobReply } from '../plugin/channel.mjs'
@@ -105,20 +104,12 @@ describe('agent turn', () => {
 })
 
 describe('registered surfaces with a real nats-server', () => {
-  let server, nc
-  before(async () => {
-    server = await startNatsServer()
-    nc = await rawClient(server.url)
-  })
-  after(async () => {
-    await nc.close()
-    await server.stop()
-  })
+  const nats = useNats()
 
   it('service, tool and command work together and the service restarts', async () => {
     const turns = []
     const { api, registered, lines } = stubApi({
-      pluginConfig: { natsUrl: server.url, subject: 'jobs.shim', publishSubject: 'jobs.shim', workerId: 'shim-1', token: undefined },
+      pluginConfig: { natsUrl: nats.server.url, subject: 'jobs.shim', publishSubject: 'jobs.shim', workerId: 'shim-1', token: undefined },
       runEmbeddedAgent: async ({ prompt, sessionId }) => {
         turns.push(sessionId)
         return { payloads: [{ text: `agent says ${prompt}` }] }
@@ -136,7 +127,7 @@ describe('registered surfaces with a real nats-server', () => {
     const health = []
     const ctx = { serviceHealth: { clearFailure: () => health.push('clear'), reportFailure: (e) => health.push(e.message) } }
     await service.start(ctx)
-    const reply = await request(nc, 'jobs.shim', { type: 'task_request', id: 's1', task: 'hi' })
+    const reply = await request(nats.nc, 'jobs.shim', { type: 'task_request', id: 's1', task: 'hi' })
     assert.equal(reply.result, 'agent says hi')
     assert.deepEqual(turns, ['pier-s1'])
 
@@ -152,7 +143,7 @@ describe('registered surfaces with a real nats-server', () => {
     await service.stop()
     assert.match(command.handler().text, /connection: stopped/)
     await service.start(ctx)
-    assert.equal((await request(nc, 'jobs.shim', { task: 'again' })).result, 'agent says again')
+    assert.equal((await request(nats.nc, 'jobs.shim', { task: 'again' })).result, 'agent says again')
     await service.stop()
     assert.deepEqual(health, ['clear', 'clear'])
     assert.ok(lines.every((l) => l.includes('[pier-connector]')), 'every line prefixed')
@@ -171,14 +162,14 @@ describe('registered surfaces with a real nats-server', () => {
   })
 
   it('pier_publish explains timeouts and missing workers in its result text', async () => {
-    const { api, registered } = stubApi({ pluginConfig: { natsUrl: server.url, publishSubject: 'jobs.nobody' } })
+    const { api, registered } = stubApi({ pluginConfig: { natsUrl: nats.server.url, publishSubject: 'jobs.nobody' } })
     registerPier(api)
     const tool = registered.tools[0]
     const result = await tool.execute('c', { task: 'anyone?' })
     assert.match(result.content[0].text, /pier_publish failed: PIER_NO_RESPONDERS/)
-    nc.subscribe('jobs.deaf', { callback: () => {} })
-    await nc.flush()
-    const { api: api2, registered: reg2 } = stubApi({ pluginConfig: { natsUrl: server.url, publishSubject: 'jobs.deaf' } })
+    nats.nc.subscribe('jobs.deaf', { callback: () => {} })
+    await nats.nc.flush()
+    const { api: api2, registered: reg2 } = stubApi({ pluginConfig: { natsUrl: nats.server.url, publishSubject: 'jobs.deaf' } })
     registerPier(api2)
     const timedOut = await reg2.tools[0].execute('c', { task: 'hello?', timeoutMs: 100 })
     assert.match(timedOut.content[0].text, /pier_publish failed: PIER_TIMEOUT/)

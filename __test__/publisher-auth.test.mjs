@@ -3,26 +3,17 @@ import { describe, it, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { createUser } from '@nats-io/nkeys'
 import { startNatsServer } from './helpers/nats-server.mjs'
-import { PierWorker, PierClient, rawClient, memoryLogger } from './helpers/addon.mjs'
+import { PierWorker, PierClient, useNats, memoryLogger } from './helpers/addon.mjs'
 
 describe('publisher', () => {
-  let server
-  let nc
-  before(async () => {
-    server = await startNatsServer()
-    nc = await rawClient(server.url)
-  })
-  after(async () => {
-    await nc.close()
-    await server.stop()
-  })
+  const nats = useNats()
 
   it('receives a worker TIMEOUT reply sent at the job deadline', async () => {
-    const worker = new PierWorker({ natsUrl: server.url, subject: 'jobs.deadline' }, () => new Promise(() => {}), {
+    const worker = new PierWorker({ natsUrl: nats.server.url, subject: 'jobs.deadline' }, () => new Promise(() => {}), {
       logger: () => {},
     })
     await worker.start()
-    const client = new PierClient({ natsUrl: server.url, publishSubject: 'jobs.deadline' })
+    const client = new PierClient({ natsUrl: nats.server.url, publishSubject: 'jobs.deadline' })
     const reply = await client.publish('slow', { timeoutMs: 200 })
     assert.equal(reply.error.code, 'TIMEOUT')
     await client.close()
@@ -31,14 +22,14 @@ describe('publisher', () => {
 
   it('sends a v1 task_request and resolves to the worker reply', async () => {
     const seen = []
-    nc.subscribe('jobs.pub1', {
+    nats.nc.subscribe('jobs.pub1', {
       callback: (_err, msg) => {
         seen.push(JSON.parse(new TextDecoder().decode(msg.data)))
         msg.respond(JSON.stringify({ version: '1.0', id: seen[0].id, type: 'task_result', ok: true, result: 'r' }))
       },
     })
-    await nc.flush()
-    const client = new PierClient({ natsUrl: server.url, publishSubject: 'jobs.pub1' })
+    await nats.nc.flush()
+    const client = new PierClient({ natsUrl: nats.server.url, publishSubject: 'jobs.pub1' })
     const reply = await client.publish('do it', { systemPrompt: 'sp', timeoutMs: 2000, meta: { price: 5 } })
     assert.equal(reply.result, 'r')
     assert.equal(seen[0].type, 'task_request')
@@ -52,7 +43,7 @@ describe('publisher', () => {
   })
 
   it('rejects with PIER_NO_RESPONDERS when nobody listens', async () => {
-    const client = new PierClient({ natsUrl: server.url, publishSubject: 'jobs.nobody' })
+    const client = new PierClient({ natsUrl: nats.server.url, publishSubject: 'jobs.nobody' })
     const start = Date.now()
     await assert.rejects(client.publish('x', { timeoutMs: 5000 }), /^Error: PIER_NO_RESPONDERS: no worker is listening on jobs\.nobody/)
     assert.ok(Date.now() - start < 2000, 'no responders is immediate, not a timeout')
@@ -60,9 +51,9 @@ describe('publisher', () => {
   })
 
   it('rejects with PIER_TIMEOUT when a listener never answers', async () => {
-    nc.subscribe('jobs.silent', { callback: () => {} })
-    await nc.flush()
-    const client = new PierClient({ natsUrl: server.url, publishSubject: 'jobs.silent' })
+    nats.nc.subscribe('jobs.silent', { callback: () => {} })
+    await nats.nc.flush()
+    const client = new PierClient({ natsUrl: nats.server.url, publishSubject: 'jobs.silent' })
     const start = Date.now()
     // The publisher waits the job's timeout plus a grace second for a worker's TIMEOUT reply.
     await assert.rejects(client.publish('x', { timeoutMs: 300 }), /^Error: PIER_TIMEOUT: no reply on jobs\.silent within 1300 ms/)
@@ -71,14 +62,14 @@ describe('publisher', () => {
   })
 
   it('rejects an empty task before sending', async () => {
-    const client = new PierClient({ natsUrl: server.url })
+    const client = new PierClient({ natsUrl: nats.server.url })
     await assert.rejects(client.publish('  '), /PIER_INVALID_TASK/)
     await client.close()
   })
 
   it('a running worker publishes over its own connection', async () => {
     const worker = new PierWorker(
-      { natsUrl: server.url, subject: 'jobs.loop', publishSubject: 'jobs.loop' },
+      { natsUrl: nats.server.url, subject: 'jobs.loop', publishSubject: 'jobs.loop' },
       async (job) => `seen:${job.task}`,
       { logger: () => {} },
     )

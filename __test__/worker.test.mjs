@@ -1,33 +1,23 @@
 // The worker against a real nats-server: protocol behaviour, every error code, deadlines,
 // backpressure, drain and restart.
-import { describe, it, before, after } from 'node:test'
+import { describe, it, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { startNatsServer } from './helpers/nats-server.mjs'
-import { PierWorker, rawClient, request, waitFor, sleep, gatedHandler, memoryLogger } from './helpers/addon.mjs'
-
-let server
-let nc
-let subjectSeq = 0
-
-before(async () => {
-  server = await startNatsServer({ websocket: true, maxPayload: 4 * 1024 * 1024 })
-  nc = await rawClient(server.url)
-})
+import { PierWorker, useNats, request, waitFor, sleep, gatedHandler, memoryLogger } from './helpers/addon.mjs'
 
 const workers = []
 after(async () => {
   // A failed assertion must not leave a running worker holding the process open.
   await Promise.all(workers.map((w) => w.stop()))
-  await nc?.close()
-  await server?.stop()
 })
+const nats = useNats({ websocket: true, maxPayload: 4 * 1024 * 1024 })
+let subjectSeq = 0
 
 /** Each test gets its own subject so workers of different tests never share jobs. */
 async function startWorker(config = {}, handler = async (job) => `echo:${job.task}`, options = {}) {
   const subject = `jobs.test${++subjectSeq}`
   const logger = memoryLogger()
   const worker = new PierWorker(
-    { natsUrl: server.url, subject, workerId: 'agent-001', walletAddress: '0xABC123', ...config },
+    { natsUrl: nats.server.url, subject, workerId: 'agent-001', walletAddress: '0xABC123', ...config },
     handler,
     { logger, ...options },
   )
@@ -43,7 +33,7 @@ describe('task_request v1', () => {
       seen.push(job)
       return `echo:${job.task}`
     })
-    const reply = await request(nc, subject, {
+    const reply = await request(nats.nc, subject, {
       version: '1.0', id: 'job-1', type: 'task_request', task: 'hello',
       systemPrompt: 'be brief', timeoutMs: 3000, meta: { sender: 'user123', price: 50 },
     })
@@ -64,14 +54,14 @@ describe('task_request v1', () => {
 
   it('defaults worker id and wallet like the original plugin', async () => {
     const { worker, subject } = await startWorker({ workerId: '', walletAddress: '' })
-    const reply = await request(nc, subject, { type: 'task_request', id: 'x', task: 't' })
+    const reply = await request(nats.nc, subject, { type: 'task_request', id: 'x', task: 't' })
     assert.deepEqual(reply.worker, { id: 'anonymous-worker', wallet: null })
     await worker.stop()
   })
 
   it('accepts a handler that returns a string synchronously', async () => {
     const { worker, subject } = await startWorker({}, (job) => job.task.toUpperCase())
-    const reply = await request(nc, subject, { task: 'abc' })
+    const reply = await request(nats.nc, subject, { task: 'abc' })
     assert.equal(reply.result, 'ABC')
     await worker.stop()
   })
@@ -85,12 +75,12 @@ describe('legacy payloads', () => {
       [{ content: 'from content' }, 'from content'],
       [{ task: '', prompt: 42, content: 'third' }, 'third'],
     ]) {
-      const reply = await request(nc, subject, payload)
+      const reply = await request(nats.nc, subject, payload)
       assert.equal(reply.type, 'task_result')
       assert.equal(reply.result, `echo:${task}`)
       assert.match(reply.id, /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/)
     }
-    const reply = await request(nc, subject, { id: 'legacy-1', task: 'kept id' })
+    const reply = await request(nats.nc, subject, { id: 'legacy-1', task: 'kept id' })
     assert.equal(reply.id, 'legacy-1')
     await worker.stop()
   })
@@ -115,7 +105,7 @@ describe('malformed input never stops the worker', () => {
       [JSON.stringify({ id: 'big', task: 'x'.repeat(2 * 1024 * 1024) }), null, 'PAYLOAD_TOO_LARGE'],
     ]
     for (const [payload, id, code] of cases) {
-      const reply = await request(nc, subject, payload)
+      const reply = await request(nats.nc, subject, payload)
       const label = typeof payload === 'string' ? payload.slice(0, 40) : 'bytes'
       assert.equal(reply.type, 'task_error', label)
       assert.equal(reply.ok, false, label)
@@ -125,7 +115,7 @@ describe('malformed input never stops the worker', () => {
       assert.ok(!reply.error.message.includes('\n'), 'one-line message')
       assert.deepEqual(reply.worker, { id: 'agent-001', wallet: '0xABC123' })
     }
-    const ok = await request(nc, subject, { type: 'task_request', id: 'after', task: 'still alive' })
+    const ok = await request(nats.nc, subject, { type: 'task_request', id: 'after', task: 'still alive' })
     assert.equal(ok.result, 'echo:still alive')
     const { stats } = worker.status()
     assert.equal(stats.received, cases.length + 1)
@@ -142,7 +132,7 @@ describe('malformed input never stops the worker', () => {
       ran++
       return 'x'
     })
-    nc.publish(subject, JSON.stringify({ task: 'nobody listens' }))
+    nats.nc.publish(subject, JSON.stringify({ task: 'nobody listens' }))
     await waitFor(() => worker.status().stats.noReply === 1)
     assert.equal(ran, 0)
     assert.match(logger.text(), /no reply subject/)
@@ -155,7 +145,7 @@ describe('handler outcomes', () => {
     const { worker, subject } = await startWorker({}, async () => {
       throw new Error('model exploded\n    at secretFunction (/home/x/app.js:1:1)')
     })
-    const reply = await request(nc, subject, { id: 'f1', task: 't' })
+    const reply = await request(nats.nc, subject, { id: 'f1', task: 't' })
     assert.equal(reply.error.code, 'EXECUTION_FAILED')
     assert.equal(reply.id, 'f1')
     assert.match(reply.error.message, /model exploded/)
@@ -168,9 +158,9 @@ describe('handler outcomes', () => {
       if (job.task === 'throw') throw new Error('sync boom')
       return Promise.resolve(42)
     })
-    assert.equal((await request(nc, subject, { task: 'throw' })).error.code, 'EXECUTION_FAILED')
-    assert.equal((await request(nc, subject, { task: 'number' })).error.code, 'EXECUTION_FAILED')
-    assert.equal((await request(nc, subject, { task: 'ok?' })).type, 'task_error')
+    assert.equal((await request(nats.nc, subject, { task: 'throw' })).error.code, 'EXECUTION_FAILED')
+    assert.equal((await request(nats.nc, subject, { task: 'number' })).error.code, 'EXECUTION_FAILED')
+    assert.equal((await request(nats.nc, subject, { task: 'ok?' })).type, 'task_error')
     await worker.stop()
   })
 
@@ -178,31 +168,31 @@ describe('handler outcomes', () => {
     const { worker, subject } = await startWorker({}, async () => ({
       error: { code: 'RUNTIME_UNAVAILABLE', message: 'no agent runtime' },
     }))
-    const reply = await request(nc, subject, { id: 'r1', task: 't' })
+    const reply = await request(nats.nc, subject, { id: 'r1', task: 't' })
     assert.deepEqual(reply.error, { code: 'RUNTIME_UNAVAILABLE', message: 'no agent runtime' })
     await worker.stop()
   })
 
   it('TIMEOUT when the handler reports its host cut the turn off', async () => {
     const { worker, subject } = await startWorker({}, async () => ({ error: { code: 'TIMEOUT', message: 'turn cut off' } }))
-    assert.equal((await request(nc, subject, { task: 't' })).error.code, 'TIMEOUT')
+    assert.equal((await request(nats.nc, subject, { task: 't' })).error.code, 'TIMEOUT')
     assert.equal(worker.status().stats.timedOut, 1)
     await worker.stop()
   })
 
   it('a handler cannot claim a worker-owned code such as OVERLOADED', async () => {
     const { worker, subject } = await startWorker({}, async () => ({ error: { code: 'OVERLOADED', message: 'x' } }))
-    assert.equal((await request(nc, subject, { task: 't' })).error.code, 'EXECUTION_FAILED')
+    assert.equal((await request(nats.nc, subject, { task: 't' })).error.code, 'EXECUTION_FAILED')
     await worker.stop()
   })
 
   it('UNAUTHORIZED for senders outside allowedSenders', async () => {
     const { worker, subject } = await startWorker({ allowedSenders: ['alice'] })
-    const denied = await request(nc, subject, { id: 'u1', task: 't', meta: { sender: 'mallory' } })
+    const denied = await request(nats.nc, subject, { id: 'u1', task: 't', meta: { sender: 'mallory' } })
     assert.equal(denied.error.code, 'UNAUTHORIZED')
     assert.equal(denied.id, 'u1')
-    assert.equal((await request(nc, subject, { task: 't' })).error.code, 'UNAUTHORIZED')
-    assert.equal((await request(nc, subject, { task: 't', meta: { sender: 'alice' } })).result, 'echo:t')
+    assert.equal((await request(nats.nc, subject, { task: 't' })).error.code, 'UNAUTHORIZED')
+    assert.equal((await request(nats.nc, subject, { task: 't', meta: { sender: 'alice' } })).result, 'echo:t')
     await worker.stop()
   })
 })
@@ -214,7 +204,7 @@ describe('deadlines', () => {
       onCancel: (id, reason) => cancelled.push([id, reason]),
     })
     const start = Date.now()
-    const reply = await request(nc, subject, { id: 't1', type: 'task_request', task: 'slow', timeoutMs: 300 })
+    const reply = await request(nats.nc, subject, { id: 't1', type: 'task_request', task: 'slow', timeoutMs: 300 })
     const elapsed = Date.now() - start
     assert.equal(reply.error.code, 'TIMEOUT')
     assert.equal(reply.id, 't1')
@@ -232,10 +222,10 @@ describe('deadlines', () => {
       return new Promise(() => {})
     })
     let start = Date.now()
-    assert.equal((await request(nc, subject, { task: 'a' })).error.code, 'TIMEOUT')
+    assert.equal((await request(nats.nc, subject, { task: 'a' })).error.code, 'TIMEOUT')
     assert.ok(Date.now() - start < 1500)
     start = Date.now()
-    assert.equal((await request(nc, subject, { task: 'b', timeoutMs: 60_000 })).error.code, 'TIMEOUT')
+    assert.equal((await request(nats.nc, subject, { task: 'b', timeoutMs: 60_000 })).error.code, 'TIMEOUT')
     const capped = Date.now() - start
     assert.ok(capped >= 390 && capped < 2000, `capped ${capped}`)
     assert.ok(budgets[0] <= 200 && budgets[1] <= 400, `${budgets}`)
@@ -247,10 +237,10 @@ describe('concurrency', () => {
   it('runs up to maxConcurrentJobs at once and answers OVERLOADED beyond that', async () => {
     const handler = gatedHandler()
     const { worker, subject } = await startWorker({ maxConcurrentJobs: 3 }, handler)
-    const running = [1, 2, 3].map((i) => request(nc, subject, { id: `c${i}`, task: `t${i}` }))
+    const running = [1, 2, 3].map((i) => request(nats.nc, subject, { id: `c${i}`, task: `t${i}` }))
     await waitFor(() => handler.waiting.length === 3)
     const start = Date.now()
-    const overloaded = await request(nc, subject, { id: 'c4', task: 't4' })
+    const overloaded = await request(nats.nc, subject, { id: 'c4', task: 't4' })
     assert.equal(overloaded.error.code, 'OVERLOADED')
     assert.equal(overloaded.id, 'c4')
     assert.ok(Date.now() - start < 1000, 'refused at once')
@@ -269,7 +259,7 @@ describe('lifecycle', () => {
       await sleep(300)
       return `slow:${job.task}`
     })
-    const pending = [1, 2].map((i) => request(nc, subject, { task: `d${i}` }))
+    const pending = [1, 2].map((i) => request(nats.nc, subject, { task: `d${i}` }))
     await waitFor(() => worker.status().stats.inFlight === 2)
     await worker.stop()
     const results = await Promise.all(pending)
@@ -282,7 +272,7 @@ describe('lifecycle', () => {
     const { worker, subject } = await startWorker({ drainTimeoutMs: 200 }, () => new Promise(() => {}), {
       onCancel: (id, reason) => cancelled.push(reason),
     })
-    const pending = request(nc, subject, { id: 's1', task: 'forever', timeoutMs: 60_000 })
+    const pending = request(nats.nc, subject, { id: 's1', task: 'forever', timeoutMs: 60_000 })
     await waitFor(() => worker.status().stats.inFlight === 1)
     const start = Date.now()
     await worker.stop()
@@ -302,23 +292,23 @@ describe('lifecycle', () => {
     await worker.stop()
     await worker.stop() // idempotent
     await worker.start()
-    assert.equal((await request(nc, subject, { task: 'again' })).result, 'echo:again')
+    assert.equal((await request(nats.nc, subject, { task: 'again' })).result, 'echo:again')
     assert.equal(worker.status().state, 'connected')
     await worker.stop()
   })
 
   it('status() reports connection, server, subjects and uptime', async () => {
-    const { worker, subject } = await startWorker({ natsUrl: server.wsUrl })
+    const { worker, subject } = await startWorker({ natsUrl: nats.server.wsUrl })
     const status = worker.status()
     assert.equal(status.state, 'connected')
-    assert.equal(status.servers, server.wsUrl)
+    assert.equal(status.servers, nats.server.wsUrl)
     assert.equal(status.serverName, 'pier-test')
     assert.equal(status.subject, subject)
     assert.equal(status.queueGroup, 'openclaw-workers')
     assert.equal(status.publishSubject, 'jobs.submit')
     assert.equal(status.workerId, 'agent-001')
     assert.ok(status.uptimeMs >= 0)
-    assert.equal((await request(nc, subject, { task: 'over ws' })).result, 'echo:over ws')
+    assert.equal((await request(nats.nc, subject, { task: 'over ws' })).result, 'echo:over ws')
     await worker.stop()
     assert.equal(worker.status().state, 'stopped')
     assert.equal(worker.status().uptimeMs, undefined)
@@ -326,12 +316,12 @@ describe('lifecycle', () => {
 
   it('queue group spreads jobs over two workers', async () => {
     const a = await startWorker({ workerId: 'a' })
-    const b = new PierWorker({ natsUrl: server.url, subject: a.subject, workerId: 'b' }, async (job) => `echo:${job.task}`, {
+    const b = new PierWorker({ natsUrl: nats.server.url, subject: a.subject, workerId: 'b' }, async (job) => `echo:${job.task}`, {
       logger: () => {},
     })
     workers.push(b)
     await b.start()
-    const replies = await Promise.all(Array.from({ length: 40 }, (_, i) => request(nc, a.subject, { task: `q${i}` })))
+    const replies = await Promise.all(Array.from({ length: 40 }, (_, i) => request(nats.nc, a.subject, { task: `q${i}` })))
     const byWorker = new Set(replies.map((r) => r.worker.id))
     assert.deepEqual([...byWorker].sort(), ['a', 'b'])
     await Promise.all([a.worker.stop(), b.stop()])

@@ -106,6 +106,7 @@ pub enum PierError {
     Config(String),
     Connect { servers: String, reason: String },
     AlreadyRunning,
+    NotRunning,
     Timeout { subject: String, timeout_ms: u64 },
     NoResponders { subject: String },
     Request(String),
@@ -119,6 +120,7 @@ impl PierError {
             PierError::Config(_) => "PIER_CONFIG",
             PierError::Connect { .. } => "PIER_CONNECT",
             PierError::AlreadyRunning => "PIER_ALREADY_RUNNING",
+            PierError::NotRunning => "PIER_NOT_RUNNING",
             PierError::Timeout { .. } => "PIER_TIMEOUT",
             PierError::NoResponders { .. } => "PIER_NO_RESPONDERS",
             PierError::Request(_) => "PIER_REQUEST",
@@ -136,6 +138,9 @@ impl fmt::Display for PierError {
                 write!(f, "could not connect to NATS at {servers}: {reason}")
             }
             PierError::AlreadyRunning => write!(f, "the worker is already running"),
+            PierError::NotRunning => {
+                write!(f, "the worker is not running; start it before publishing")
+            }
             PierError::Timeout {
                 subject,
                 timeout_ms,

@@ -1,6 +1,8 @@
 // The addon under test, a raw NATS client for sending arbitrary bytes, and small waits.
 import { createRequire } from 'node:module'
+import { before, after } from 'node:test'
 import { connect } from '@nats-io/transport-node'
+import { startNatsServer } from './nats-server.mjs'
 
 const require = createRequire(import.meta.url)
 export const { PierWorker, PierClient } = require('../../index.js')
@@ -16,6 +18,23 @@ export function memoryLogger() {
 
 export async function rawClient(url, options = {}) {
   return connect({ servers: url, ...options })
+}
+
+/**
+ * A nats-server and a raw client for the enclosing suite (or file): started before its tests,
+ * stopped after. Read `.server` and `.nc` inside tests.
+ */
+export function useNats(options) {
+  const nats = {}
+  before(async () => {
+    nats.server = await startNatsServer(options)
+    nats.nc = await rawClient(nats.server.url)
+  })
+  after(async () => {
+    await nats.nc?.close()
+    await nats.server?.stop()
+  })
+  return nats
 }
 
 const encoder = new TextEncoder()

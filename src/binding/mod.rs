@@ -253,12 +253,10 @@ impl PierWorker {
         task: String,
         options: Option<PublishRequestOptions>,
     ) -> napi::Result<Value> {
-        let client = self.worker.client().ok_or_else(|| {
-            napi::Error::new(
-                napi::Status::GenericFailure,
-                "PIER_NOT_RUNNING: the worker is not running; start it before publishing",
-            )
-        })?;
+        let client = self
+            .worker
+            .client()
+            .ok_or_else(|| to_js_error(PierError::NotRunning))?;
         let publisher = Publisher::with_client(client, self.worker.config());
         publisher
             .publish(&task, publish_options(options))
