@@ -361,7 +361,8 @@ impl JobContext {
             shared.logger.log(
                 Level::Debug,
                 &format!(
-                    "[pier-connector] job {id} started ({} chars, {} ms budget)",
+                    "[pier-connector] job {} started ({} chars, {} ms budget)",
+                    loggable(&id),
                     input.task.chars().count(),
                     budget.as_millis()
                 ),
@@ -396,7 +397,10 @@ impl JobContext {
                 if shared.logger.enabled(Level::Debug) {
                     shared.logger.log(
                         Level::Debug,
-                        &format!("[pier-connector] job {id} completed in {latency_ms} ms"),
+                        &format!(
+                            "[pier-connector] job {} completed in {latency_ms} ms",
+                            loggable(&id)
+                        ),
                     );
                 }
             }
@@ -431,7 +435,7 @@ impl JobContext {
             level,
             &format!(
                 "[pier-connector] job {} answered {}: {}",
-                id.unwrap_or("(no id)"),
+                id.map_or_else(|| "(no id)".to_string(), loggable),
                 error.code,
                 error.message
             ),
@@ -449,9 +453,31 @@ impl JobContext {
     }
 }
 
+/// A requester-chosen id as it may appear in a log line: one line, bounded.
+fn loggable(id: &str) -> String {
+    let mut line: String = crate::error::one_line(id).chars().take(80).collect();
+    if line.is_empty() {
+        line.push_str("(blank id)");
+    }
+    line
+}
+
 fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::loggable;
+
+    #[test]
+    fn requester_ids_cannot_forge_log_lines() {
+        assert_eq!(loggable("abc\n[pier-connector] fake line"), "abc");
+        assert_eq!(loggable(&"x".repeat(500)).chars().count(), 80);
+        assert_eq!(loggable("\u{1b}[31mred"), "[31mred");
+        assert_eq!(loggable(" \n "), "(blank id)");
+    }
 }
