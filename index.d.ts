@@ -11,7 +11,7 @@ export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-was
 
 /** A publisher with its own connection, opened on first use. */
 export declare class PierClient {
-  constructor(config: any, options?: ClientOptions | undefined | null)
+  constructor(config: PierConfig, options?: ClientOptions | undefined | null)
   /**
    * Sends a `task_request` to `publishSubject` and resolves to the parsed reply
    * (`task_result` or `task_error`). Rejects with `PIER_TIMEOUT` or `PIER_NO_RESPONDERS`.
@@ -27,12 +27,12 @@ export declare class PierClient {
  * resolves to) the result text, or `{ error: { code, message } }` to choose the error code.
  */
 export declare class PierWorker {
-  constructor(config: any, handler: (job: Job) => Promise<string | HandlerError> | string, options?: WorkerOptions | undefined | null)
+  constructor(config: PierConfig, handler: (job: Job) => Promise<string | HandlerError> | string, options?: WorkerOptions | undefined | null)
   /**
    * A worker that answers every job with its own task, entirely in Rust (no JS call per job):
    * for connectivity checks and benchmarks.
    */
-  static echo(config: any, options?: WorkerOptions | undefined | null): PierWorker
+  static echo(config: PierConfig, options?: WorkerOptions | undefined | null): PierWorker
   /**
    * Connects and subscribes; resolves once jobs can arrive. While the worker runs it keeps
    * the Node process alive, like a listening server does.
@@ -70,6 +70,36 @@ export interface Job {
   timeoutMs: number
   meta: any
   sender?: string
+}
+
+/**
+ * `plugins.entries["pier-connector"].config`: every key is optional (README, Configuration).
+ * Read and validated in Rust (`Config`); unknown or ill-typed keys are a `PIER_CONFIG` error.
+ */
+export interface PierConfig {
+  natsUrl?: string
+  servers?: Array<string>
+  subject?: string
+  publishSubject?: string
+  queueGroup?: string
+  workerId?: string
+  walletAddress?: string
+  jobTimeoutMs?: number
+  maxJobTimeoutMs?: number
+  maxConcurrentJobs?: number
+  maxPayloadBytes?: number
+  drainTimeoutMs?: number
+  connectTimeoutMs?: number
+  allowedSenders?: Array<string>
+  token?: string
+  user?: string
+  password?: string
+  nkeySeed?: string
+  credsFile?: string
+  tlsCaFile?: string
+  tlsCertFile?: string
+  tlsKeyFile?: string
+  tlsRequired?: boolean
 }
 
 export interface PublishRequestOptions {

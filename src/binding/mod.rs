@@ -21,6 +21,36 @@ use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+/// `plugins.entries["pier-connector"].config`: every key is optional (README, Configuration).
+/// Read and validated in Rust (`Config`); unknown or ill-typed keys are a `PIER_CONFIG` error.
+#[napi(object)]
+#[allow(dead_code)] // declared for index.d.ts; the config crosses as JSON into `Config`
+pub struct PierConfig {
+    pub nats_url: Option<String>,
+    pub servers: Option<Vec<String>>,
+    pub subject: Option<String>,
+    pub publish_subject: Option<String>,
+    pub queue_group: Option<String>,
+    pub worker_id: Option<String>,
+    pub wallet_address: Option<String>,
+    pub job_timeout_ms: Option<u32>,
+    pub max_job_timeout_ms: Option<u32>,
+    pub max_concurrent_jobs: Option<u32>,
+    pub max_payload_bytes: Option<u32>,
+    pub drain_timeout_ms: Option<u32>,
+    pub connect_timeout_ms: Option<u32>,
+    pub allowed_senders: Option<Vec<String>>,
+    pub token: Option<String>,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub nkey_seed: Option<String>,
+    pub creds_file: Option<String>,
+    pub tls_ca_file: Option<String>,
+    pub tls_cert_file: Option<String>,
+    pub tls_key_file: Option<String>,
+    pub tls_required: Option<bool>,
+}
+
 /// A job as the JS handler receives it.
 #[napi(object)]
 pub struct Job {
@@ -171,7 +201,7 @@ impl PierWorker {
     #[napi(constructor)]
     pub fn new(
         env: Env,
-        config: Value,
+        #[napi(ts_arg_type = "PierConfig")] config: Value,
         #[napi(ts_arg_type = "(job: Job) => Promise<string | HandlerError> | string")]
         handler: Unknown<'_>,
         options: Option<WorkerOptions>,
@@ -198,7 +228,10 @@ impl PierWorker {
     /// A worker that answers every job with its own task, entirely in Rust (no JS call per job):
     /// for connectivity checks and benchmarks.
     #[napi(factory)]
-    pub fn echo(config: Value, options: Option<WorkerOptions>) -> napi::Result<Self> {
+    pub fn echo(
+        #[napi(ts_arg_type = "PierConfig")] config: Value,
+        options: Option<WorkerOptions>,
+    ) -> napi::Result<Self> {
         let config = Config::from_value(config).map_err(to_js_error)?;
         let (logger, level) = options.map(|o| (o.logger, o.log_level)).unwrap_or_default();
         let logger = js_logger(logger, level.as_deref())?;
@@ -287,7 +320,10 @@ pub struct PierClient {
 #[napi]
 impl PierClient {
     #[napi(constructor)]
-    pub fn new(config: Value, options: Option<ClientOptions>) -> napi::Result<Self> {
+    pub fn new(
+        #[napi(ts_arg_type = "PierConfig")] config: Value,
+        options: Option<ClientOptions>,
+    ) -> napi::Result<Self> {
         Ok(PierClient {
             config: Config::from_value(config).map_err(to_js_error)?,
             logger: {

@@ -1,0 +1,31 @@
+// The config keys are declared three times for three readers (Rust `Config`, the manifest's
+// configSchema for OpenClaw, `PierConfig` in index.d.ts): this keeps them one list.
+import { it } from 'node:test'
+import assert from 'node:assert/strict'
+import { readFileSync } from 'node:fs'
+import { PierWorker } from './helpers/addon.mjs'
+
+const root = new URL('../', import.meta.url)
+const manifest = JSON.parse(readFileSync(new URL('openclaw.plugin.json', root), 'utf8'))
+const dts = readFileSync(new URL('index.d.ts', root), 'utf8')
+const SHIM_ONLY = ['agentId']
+
+const schemaKeys = Object.keys(manifest.configSchema.properties).filter((k) => !SHIM_ONLY.includes(k)).sort()
+const typeKeys = [.../export interface PierConfig \{([^}]*)\}/.exec(dts)[1].matchAll(/^\s+(\w+)\?:/gm)].map((m) => m[1]).sort()
+
+it('index.d.ts PierConfig and the manifest configSchema list the same keys', () => {
+  assert.deepEqual(typeKeys, schemaKeys)
+})
+
+it('the Rust config accepts every key the manifest declares, with its schema type', () => {
+  const sample = { string: 'x', integer: 5, boolean: false, array: ['a'] }
+  for (const key of schemaKeys) {
+    const { type } = manifest.configSchema.properties[key]
+    let value = sample[type]
+    if (key === 'natsUrl') value = 'nats://127.0.0.1:4222'
+    if (key === 'servers') value = ['nats://127.0.0.1:4222']
+    const extra = { user: { password: 'p' }, password: { user: 'u' }, tlsCertFile: { tlsKeyFile: 'k' }, tlsKeyFile: { tlsCertFile: 'c' } }[key]
+    assert.doesNotThrow(() => new PierWorker({ [key]: value, ...extra }, async () => ''), key)
+  }
+  assert.throws(() => new PierWorker({ notAKey: 1 }, async () => ''), /PIER_CONFIG: invalid pier-connector config: notAKey: unknown field/)
+})
