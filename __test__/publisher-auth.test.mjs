@@ -2,6 +2,9 @@
 import { describe, it, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { createUser } from '@nats-io/nkeys'
+import { execFile } from 'node:child_process'
+import { promisify } from 'node:util'
+import { fileURLToPath } from 'node:url'
 import { startNatsServer } from './helpers/nats-server.mjs'
 import { PierWorker, PierClient, useNats, memoryLogger } from './helpers/addon.mjs'
 
@@ -81,6 +84,7 @@ describe('publisher', () => {
   })
 })
 
+const run = promisify(execFile)
 const TOKEN = 'tok-9f8e7d6c5b4a-SECRET'
 const PASSWORD = 'pw-0a1b2c3d4e5f-SECRET'
 const nkeyUser = createUser()
@@ -149,6 +153,17 @@ for (const auth of authCases) {
       }
       assert.equal(worker.status().state, 'stopped')
     })
+
+    if (auth.name === 'token') {
+      it('the CLI takes the token from PIER_TOKEN and never prints it', async () => {
+        const cli = fileURLToPath(new URL('../cli/pier-connector.js', import.meta.url))
+        const { stdout, stderr } = await run(process.execPath, [cli, 'status', '--nats-url', server.url], {
+          env: { ...process.env, PIER_TOKEN: TOKEN },
+        })
+        assert.equal(JSON.parse(stdout).state, 'connected')
+        assert.ok(!stdout.includes(TOKEN) && !stderr.includes(TOKEN))
+      })
+    }
 
     it('without any credential the server refuses', async () => {
       const worker = new PierWorker({ natsUrl: server.url, connectTimeoutMs: 3000 }, async () => '', { logger: () => {} })

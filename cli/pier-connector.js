@@ -35,7 +35,11 @@ const CONFIG_FLAGS = {
 }
 
 // Secrets can come from the environment so they stay out of `ps` output and shell history.
-const SECRET_ENV = { token: 'PIER_TOKEN', password: 'PIER_PASSWORD', nkeySeed: 'PIER_NKEY_SEED' }
+const SECRET_ENV = [
+  ['token', 'PIER_TOKEN'],
+  ['password', 'PIER_PASSWORD'],
+  ['nkeySeed', 'PIER_NKEY_SEED'],
+]
 
 const USAGE = `Usage:
   pier-connector worker (--echo | --exec CMD) [options]
@@ -74,7 +78,7 @@ function parse(argv) {
 
 function buildConfig(values) {
   const config = values.config ? JSON.parse(readFileSync(values.config, 'utf8')) : {}
-  for (const [key, variable] of Object.entries(SECRET_ENV)) {
+  for (const [key, variable] of SECRET_ENV) {
     if (process.env[variable]) config[key] = process.env[variable]
   }
   for (const [flag, [key, type]] of Object.entries(CONFIG_FLAGS)) {
