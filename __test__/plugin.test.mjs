@@ -78,11 +78,15 @@ describe('agent turn', () => {
   it('a pier channel message addressed to the job answers it and aborts the turn', async () => {
     let signal
     const { api } = stubApi({
+      // Like a real turn, this one rejects once aborted: that rejection must stay handled.
       runEmbeddedAgent: ({ abortSignal }) => {
         signal = abortSignal
-        return new Promise(() => {})
+        return new Promise((_, reject) => abortSignal.addEventListener('abort', () => reject(new Error('aborted'))))
       },
     })
+    const unhandled = []
+    const onUnhandled = (reason) => unhandled.push(reason)
+    process.on('unhandledRejection', onUnhandled)
     const handler = createAgentTurnHandler(api, 'main', new Map())
     const pending = handler(job({ id: 'chan-1' }))
     await new Promise((r) => setImmediate(r))
@@ -90,6 +94,9 @@ describe('agent turn', () => {
     assert.equal(await pending, 'sent on the channel')
     assert.equal(signal.aborted, true)
     await assert.rejects(sendJobReply({ to: 'chan-1', text: 'late' }), /no open Pier job/)
+    await new Promise((r) => setTimeout(r, 20))
+    process.off('unhandledRejection', onUnhandled)
+    assert.deepEqual(unhandled, [])
   })
 
   it('replyText falls back to the final assistant text', () => {

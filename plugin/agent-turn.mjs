@@ -45,11 +45,17 @@ export function createAgentTurnHandler(api, agentId, running) {
         abortSignal: abort.signal,
         terminalReplyExpectation: 'required',
       })
-      const answered = await Promise.race([turn.then((result) => ({ result })), channelAnswer.then((text) => ({ text }))])
+      // The turn's rejection is handled here even when the channel answered first, so an
+      // aborted turn can never surface as an unhandled rejection in the gateway.
+      const answered = await Promise.race([
+        turn.then((result) => ({ result }), (error) => ({ error })),
+        channelAnswer.then((text) => ({ text })),
+      ])
       if (answered.text !== undefined) {
         abort.abort(new Error('answered on the pier channel'))
         return answered.text
       }
+      if (answered.error) throw answered.error
       const { result } = answered
       const text = replyText(result)
       if (text) return text
