@@ -19,6 +19,12 @@ export declare class PierClient {
   publish(task: string, options?: PublishRequestOptions | undefined | null): Promise<TaskReply>
   /** Connects (if needed) and reports the server, subjects and a measured round trip. */
   serverStatus(): Promise<ServerStatus>
+  /**
+   * Lists live workers through NATS service discovery: one `$SRV.STATS` answer per worker
+   * (id, metadata.workerId, endpoints[0].num_requests / num_errors / data = live counters),
+   * gathered for `waitMs` (default 500).
+   */
+  workers(waitMs?: number | undefined | null): Promise<Array<Record<string, any>>>
   close(): Promise<void>
 }
 
@@ -91,6 +97,7 @@ export interface PierConfig {
   drainTimeoutMs?: number
   connectTimeoutMs?: number
   allowedSenders?: Array<string>
+  discovery?: boolean
   token?: string
   user?: string
   password?: string

@@ -23,6 +23,7 @@ const CONFIG_FLAGS = {
   'drain-timeout-ms': ['drainTimeoutMs', 'number'],
   'connect-timeout-ms': ['connectTimeoutMs', 'number'],
   'allowed-senders': ['allowedSenders', 'list'],
+  'no-discovery': ['discovery', 'negated'],
   token: ['token', 'string'],
   user: ['user', 'string'],
   password: ['password', 'string'],
@@ -50,11 +51,13 @@ const USAGE = `Usage:
       Exit 0 for task_result, 1 for task_error, 2 when no reply came.
   pier-connector status [options]
       Connect and print the server and subjects this config would use, as JSON.
+  pier-connector workers [--wait-ms N] [options]
+      List live workers (NATS service discovery, $SRV.STATS.pier-worker) with their counters.
 
 Options (each mirrors a config key of plugins.entries["pier-connector"].config):
   --config FILE                  read a JSON config first; flags override it
 ${Object.entries(CONFIG_FLAGS)
-  .map(([flag, [key, type]]) => `  --${flag}${type === 'boolean' ? '' : ' VALUE'}`.padEnd(33) + key)
+  .map(([flag, [key, type]]) => `  --${flag}${type === 'boolean' || type === 'negated' ? '' : ' VALUE'}`.padEnd(33) + (type === 'negated' ? `${key}: false` : key))
   .join('\n')}
   --verbose                      log debug lines too
 Secrets may also come from PIER_TOKEN, PIER_PASSWORD and PIER_NKEY_SEED.`
@@ -66,12 +69,13 @@ function parse(argv) {
     exec: { type: 'string' },
     'system-prompt': { type: 'string' },
     'timeout-ms': { type: 'string' },
+    'wait-ms': { type: 'string' },
     meta: { type: 'string' },
     verbose: { type: 'boolean' },
     help: { type: 'boolean', short: 'h' },
   }
   for (const [flag, [, type]] of Object.entries(CONFIG_FLAGS)) {
-    options[flag] = { type: type === 'boolean' ? 'boolean' : 'string' }
+    options[flag] = { type: type === 'boolean' || type === 'negated' ? 'boolean' : 'string' }
   }
   return parseArgs({ args: argv, options, allowPositionals: true, strict: true })
 }
@@ -88,6 +92,8 @@ function buildConfig(values) {
       const n = Number(raw)
       if (!Number.isFinite(n)) throw usageError(`--${flag} must be a number`)
       config[key] = n
+    } else if (type === 'negated') {
+      config[key] = !raw
     } else if (type === 'list') {
       config[key] = raw.split(',').map((s) => s.trim()).filter(Boolean)
     } else {
@@ -209,6 +215,16 @@ async function runStatus(values, config) {
   }
 }
 
+async function runWorkers(values, config) {
+  const client = new PierClient(config, logOptions(values.verbose))
+  try {
+    const waitMs = values['wait-ms'] === undefined ? undefined : Number(values['wait-ms'])
+    process.stdout.write(JSON.stringify(await client.workers(waitMs), null, 2) + '\n')
+  } finally {
+    await client.close()
+  }
+}
+
 async function main(argv) {
   const { values, positionals } = parse(argv)
   const [command, ...rest] = positionals
@@ -224,6 +240,8 @@ async function main(argv) {
       return runPublish(values, rest, config)
     case 'status':
       return runStatus(values, config)
+    case 'workers':
+      return runWorkers(values, config)
     default:
       throw usageError(`unknown command ${JSON.stringify(command)}`)
   }

@@ -61,6 +61,8 @@ pub struct Config {
     pub connect_timeout_ms: u64,
     /// When set, only jobs whose `meta.sender` is listed are run; others get `UNAUTHORIZED`.
     pub allowed_senders: Option<Vec<String>>,
+    /// Answer `$SRV.PING|INFO|STATS` as service `pier-worker` (NATS service discovery).
+    pub discovery: bool,
 
     pub token: Option<Secret>,
     pub user: Option<String>,
@@ -90,6 +92,7 @@ impl Default for Config {
             drain_timeout_ms: 10_000,
             connect_timeout_ms: 10_000,
             allowed_senders: None,
+            discovery: true,
             token: None,
             user: None,
             password: None,

@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod connection;
+pub mod discovery;
 pub mod error;
 pub mod handler;
 pub mod log;

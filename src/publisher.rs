@@ -112,6 +112,11 @@ impl Publisher {
         })
     }
 
+    /// The live workers (`$SRV.STATS.pier-worker` answers within `wait`).
+    pub async fn workers(&self, wait: Duration) -> Result<Vec<Value>, PierError> {
+        crate::discovery::discover(&self.client, wait).await
+    }
+
     pub async fn close(self) {
         let _ = tokio::time::timeout(Duration::from_secs(2), self.client.drain()).await;
     }

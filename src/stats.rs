@@ -21,6 +21,8 @@ pub struct Stats {
     reconnects: AtomicU64,
     slow_consumer_events: AtomicU64,
     server_errors: AtomicU64,
+    processing_nanos: AtomicU64,
+    last_error: std::sync::Mutex<Option<String>>,
 }
 
 /// How a job ended, for counting. Every received message ends in exactly one of these (or is
@@ -56,6 +58,28 @@ impl Stats {
     }
     pub fn server_error(&self) {
         self.server_errors.fetch_add(1, Relaxed);
+    }
+
+    /// Time from receipt to reply of one answered job, for discovery's STATS.
+    pub fn processed(&self, took: std::time::Duration) {
+        self.processing_nanos
+            .fetch_add(took.as_nanos() as u64, Relaxed);
+    }
+
+    pub fn processing_nanos(&self) -> u64 {
+        self.processing_nanos.load(Relaxed)
+    }
+
+    /// Records a task_error and keeps it as the last error discovery reports.
+    pub fn record_error(&self, code: ErrorCode, message: &str) {
+        self.record(Outcome::Errored(code));
+        if let Ok(mut last) = self.last_error.lock() {
+            *last = Some(format!("{code}: {message}"));
+        }
+    }
+
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().ok().and_then(|l| l.clone())
     }
 
     pub fn record(&self, outcome: Outcome) {

@@ -3,6 +3,7 @@
 
 use crate::config::{Config, WorkerIdentity};
 use crate::connection;
+use crate::discovery;
 use crate::error::{ErrorCode, JobError, PierError};
 use crate::handler::{JobHandler, JobInput};
 use crate::log::{Level, SharedLogger};
@@ -39,6 +40,7 @@ struct Shared {
 struct Running {
     stop: oneshot::Sender<()>,
     receive_loop: JoinHandle<()>,
+    discovery: Option<(CancellationToken, JoinHandle<()>)>,
 }
 
 #[derive(Clone)]
@@ -113,6 +115,30 @@ impl Worker {
             ),
         );
 
+        let discovery = config.discovery.then(|| {
+            let stop = CancellationToken::new();
+            let identity = discovery::ServiceIdentity {
+                id: protocol::new_id(),
+                worker_id: shared.identity.id.clone(),
+                wallet: shared.identity.wallet.clone(),
+                subject: config.subject.clone(),
+                queue_group: config.queue_group.clone(),
+                started: SystemTime::now(),
+            };
+            let (client, stats, logger, token) = (
+                client.clone(),
+                shared.stats.clone(),
+                shared.logger.clone(),
+                stop.clone(),
+            );
+            let task = tokio::spawn(async move {
+                if let Err(e) = discovery::serve(client, identity, stats, token).await {
+                    logger.log(Level::Warn, &format!("[pier-connector] {e}"));
+                }
+            });
+            (stop, task)
+        });
+
         let (stop, stop_rx) = oneshot::channel();
         let receive_loop = tokio::spawn(receive_loop(
             shared.clone(),
@@ -126,7 +152,11 @@ impl Worker {
             started_at_ms: unix_ms(),
             stopping: false,
         });
-        *lifecycle = Some(Running { stop, receive_loop });
+        *lifecycle = Some(Running {
+            stop,
+            receive_loop,
+            discovery,
+        });
         Ok(())
     }
 
@@ -140,6 +170,10 @@ impl Worker {
         };
         if let Some(view) = self.lock_view().as_mut() {
             view.stopping = true;
+        }
+        if let Some((stop, task)) = running.discovery {
+            stop.cancel();
+            let _ = task.await;
         }
         let _ = running.stop.send(());
         if let Err(e) = running.receive_loop.await {
@@ -392,8 +426,9 @@ impl JobContext {
         match outcome {
             Ok(result) => {
                 let bytes = protocol::encode_result(&id, &result, latency_ms, &shared.identity);
-                self.send(reply, bytes).await;
+                self.send(reply, bytes, None).await;
                 shared.stats.record(Outcome::Completed);
+                shared.stats.processed(received_at.elapsed());
                 if shared.logger.enabled(Level::Debug) {
                     shared.logger.log(
                         Level::Debug,
@@ -425,8 +460,9 @@ impl JobContext {
 
     async fn answer_error(&self, reply: Subject, id: Option<&str>, error: JobError) {
         let bytes = protocol::encode_error(id, &error, &self.shared.identity);
-        self.send(reply, bytes).await;
-        self.shared.stats.record(Outcome::Errored(error.code));
+        let headers = discovery::error_headers(error.code, &error.message);
+        self.send(reply, bytes, Some(headers)).await;
+        self.shared.stats.record_error(error.code, &error.message);
         let level = match error.code {
             ErrorCode::ExecutionFailed | ErrorCode::RuntimeUnavailable => Level::Error,
             _ => Level::Warn,
@@ -442,8 +478,16 @@ impl JobContext {
         );
     }
 
-    async fn send(&self, reply: Subject, bytes: Vec<u8>) {
-        if let Err(e) = self.client.publish(reply, bytes.into()).await {
+    async fn send(&self, reply: Subject, bytes: Vec<u8>, headers: Option<async_nats::HeaderMap>) {
+        let sent = match headers {
+            Some(headers) => {
+                self.client
+                    .publish_with_headers(reply, headers, bytes.into())
+                    .await
+            }
+            None => self.client.publish(reply, bytes.into()).await,
+        };
+        if let Err(e) = sent {
             self.shared.stats.reply_failed();
             self.shared.logger.log(
                 Level::Error,

@@ -40,6 +40,7 @@ pub struct PierConfig {
     pub drain_timeout_ms: Option<u32>,
     pub connect_timeout_ms: Option<u32>,
     pub allowed_senders: Option<Vec<String>>,
+    pub discovery: Option<bool>,
     pub token: Option<String>,
     pub user: Option<String>,
     pub password: Option<String>,
@@ -373,6 +374,19 @@ impl PierClient {
             publish_subject: self.config.publish_subject.clone(),
             queue_group: self.config.queue_group.clone(),
         })
+    }
+
+    /// Lists live workers through NATS service discovery: one `$SRV.STATS` answer per worker
+    /// (id, metadata.workerId, endpoints[0].num_requests / num_errors / data = live counters),
+    /// gathered for `waitMs` (default 500).
+    #[napi(ts_return_type = "Promise<Array<Record<string, any>>>")]
+    pub async fn workers(&self, wait_ms: Option<u32>) -> napi::Result<Vec<Value>> {
+        let wait = std::time::Duration::from_millis(u64::from(wait_ms.unwrap_or(500)));
+        self.publisher()
+            .await?
+            .workers(wait)
+            .await
+            .map_err(to_js_error)
     }
 
     #[napi]

@@ -1,0 +1,259 @@
+//! NATS service discovery (the `$SRV` micro protocol, v1): a running worker answers
+//! `$SRV.PING|INFO|STATS`, `…​.pier-worker` and `…​.pier-worker.<id>` with its identity and live
+//! counters, so operators can list the workers that are alive. Implemented here rather than
+//! with async-nats' service API because a Pier error reply must carry both the service error
+//! headers and the `task_error` body.
+
+use crate::error::{ErrorCode, PierError};
+use crate::stats::Stats;
+use async_nats::{Client, HeaderMap, Subject};
+use futures_util::stream::{select_all, StreamExt};
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio_util::sync::CancellationToken;
+
+pub const SERVICE_NAME: &str = "pier-worker";
+pub const SERVICE_VERSION: &str = env!("CARGO_PKG_VERSION");
+const VERBS: [&str; 3] = ["PING", "INFO", "STATS"];
+
+/// Who this worker is, as discovery reports it.
+#[derive(Debug, Clone)]
+pub struct ServiceIdentity {
+    /// Unique per worker start.
+    pub id: String,
+    pub worker_id: String,
+    pub wallet: Option<String>,
+    pub subject: String,
+    pub queue_group: String,
+    pub started: SystemTime,
+}
+
+impl ServiceIdentity {
+    fn metadata(&self) -> Value {
+        json!({ "workerId": self.worker_id, "wallet": self.wallet.clone().unwrap_or_default() })
+    }
+
+    fn base(&self, kind: &str) -> serde_json::Map<String, Value> {
+        let mut base = serde_json::Map::new();
+        base.insert(
+            "type".into(),
+            json!(format!("io.nats.micro.v1.{kind}_response")),
+        );
+        base.insert("name".into(), json!(SERVICE_NAME));
+        base.insert("id".into(), json!(self.id));
+        base.insert("version".into(), json!(SERVICE_VERSION));
+        base.insert("metadata".into(), self.metadata());
+        base
+    }
+
+    /// The response to one verb, from the current counters.
+    pub fn response(&self, verb: &str, stats: &Stats) -> Value {
+        let endpoint =
+            json!({ "name": "jobs", "subject": self.subject, "queue_group": self.queue_group });
+        let body = match verb {
+            "INFO" => {
+                let mut b = self.base("info");
+                b.insert(
+                    "description".into(),
+                    json!("Pier marketplace worker (pier-connector)"),
+                );
+                b.insert("endpoints".into(), json!([endpoint]));
+                b
+            }
+            "STATS" => {
+                let s = stats.snapshot();
+                let errors = s.failed + s.rejected + s.timed_out;
+                let answered = s.completed + errors;
+                let processing = stats.processing_nanos();
+                let mut endpoint = endpoint;
+                if let Value::Object(e) = &mut endpoint {
+                    e.insert("num_requests".into(), json!(s.received));
+                    e.insert("num_errors".into(), json!(errors));
+                    e.insert(
+                        "last_error".into(),
+                        json!(stats.last_error().unwrap_or_default()),
+                    );
+                    e.insert("processing_time".into(), json!(processing));
+                    e.insert(
+                        "average_processing_time".into(),
+                        json!(processing.checked_div(answered).unwrap_or(0)),
+                    );
+                    e.insert(
+                        "data".into(),
+                        serde_json::to_value(&s).unwrap_or(Value::Null),
+                    );
+                }
+                let mut b = self.base("stats");
+                b.insert("started".into(), json!(rfc3339(self.started)));
+                b.insert("endpoints".into(), json!([endpoint]));
+                b
+            }
+            _ => self.base("ping"),
+        };
+        Value::Object(body)
+    }
+}
+
+/// Answers discovery requests until `stop` is cancelled.
+pub async fn serve(
+    client: Client,
+    me: ServiceIdentity,
+    stats: Arc<Stats>,
+    stop: CancellationToken,
+) -> Result<(), PierError> {
+    let mut subscriptions = Vec::new();
+    for verb in VERBS {
+        for subject in [
+            format!("$SRV.{verb}"),
+            format!("$SRV.{verb}.{SERVICE_NAME}"),
+            format!("$SRV.{verb}.{SERVICE_NAME}.{}", me.id),
+        ] {
+            let sub = client
+                .subscribe(subject)
+                .await
+                .map_err(|e| PierError::Request(format!("discovery subscribe failed: {e}")))?;
+            subscriptions.push(sub.map(move |m| (verb, m)));
+        }
+    }
+    let mut requests = select_all(subscriptions);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            next = requests.next() => {
+                let Some((verb, message)) = next else { break };
+                if let Some(reply) = message.reply {
+                    let body = serde_json::to_vec(&me.response(verb, &stats)).unwrap_or_default();
+                    let _ = client.publish(reply, body.into()).await;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The micro-protocol error headers for a `task_error` reply, so discovery clients count it.
+pub fn error_headers(code: ErrorCode, message: &str) -> HeaderMap {
+    let status = match code {
+        ErrorCode::ParseError | ErrorCode::InvalidRequest => 400,
+        ErrorCode::Unauthorized => 403,
+        ErrorCode::PayloadTooLarge => 413,
+        ErrorCode::ExecutionFailed => 500,
+        ErrorCode::RuntimeUnavailable | ErrorCode::Overloaded | ErrorCode::ShuttingDown => 503,
+        ErrorCode::Timeout => 504,
+    };
+    let mut headers = HeaderMap::new();
+    headers.insert("Nats-Service-Error", format!("{code}: {message}").as_str());
+    headers.insert("Nats-Service-Error-Code", status.to_string().as_str());
+    headers
+}
+
+/// Sends `$SRV.STATS.pier-worker` and gathers every answer that arrives within `wait`.
+pub async fn discover(client: &Client, wait: Duration) -> Result<Vec<Value>, PierError> {
+    let failed = |e: String| PierError::Request(format!("discovery failed: {e}"));
+    let inbox = client.new_inbox();
+    let mut answers = client
+        .subscribe(inbox.clone())
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    client
+        .publish_with_reply(
+            Subject::from(format!("$SRV.STATS.{SERVICE_NAME}")),
+            inbox,
+            bytes::Bytes::new(),
+        )
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    let mut found = Vec::new();
+    let deadline = tokio::time::Instant::now() + wait;
+    while let Ok(Some(message)) = tokio::time::timeout_at(deadline, answers.next()).await {
+        if let Ok(value) = serde_json::from_slice::<Value>(&message.payload) {
+            found.push(value);
+        }
+    }
+    found.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+    Ok(found)
+}
+
+/// `SystemTime` as RFC 3339 UTC (civil-from-days; no date library needed for one field).
+fn rfc3339(time: SystemTime) -> String {
+    let secs = time
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0) as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_formats_known_instants() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
+        let t = UNIX_EPOCH + Duration::from_secs(1_795_606_062);
+        assert_eq!(rfc3339(t), "2026-11-25T11:27:42Z");
+        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400);
+        assert_eq!(rfc3339(leap), "2000-02-29T00:00:00Z");
+    }
+
+    #[test]
+    fn stats_response_reports_live_counters() {
+        let me = ServiceIdentity {
+            id: "abc".into(),
+            worker_id: "w1".into(),
+            wallet: None,
+            subject: "jobs.worker".into(),
+            queue_group: "openclaw-workers".into(),
+            started: UNIX_EPOCH,
+        };
+        let stats = Stats::default();
+        stats.received();
+        stats.received();
+        stats.record(crate::stats::Outcome::Completed);
+        stats.record_error(ErrorCode::Timeout, "too slow");
+        let v = me.response("STATS", &stats);
+        assert_eq!(v["type"], "io.nats.micro.v1.stats_response");
+        assert_eq!(v["name"], "pier-worker");
+        assert_eq!(v["metadata"]["workerId"], "w1");
+        assert_eq!(v["endpoints"][0]["num_requests"], 2);
+        assert_eq!(v["endpoints"][0]["num_errors"], 1);
+        assert_eq!(v["endpoints"][0]["last_error"], "TIMEOUT: too slow");
+        assert_eq!(
+            me.response("PING", &stats)["type"],
+            "io.nats.micro.v1.ping_response"
+        );
+        assert_eq!(
+            me.response("INFO", &stats)["endpoints"][0]["subject"],
+            "jobs.worker"
+        );
+    }
+
+    #[test]
+    fn error_headers_carry_code_and_status() {
+        let h = error_headers(ErrorCode::Overloaded, "full");
+        assert_eq!(
+            h.get("Nats-Service-Error").map(|v| v.as_str()),
+            Some("OVERLOADED: full")
+        );
+        assert_eq!(
+            h.get("Nats-Service-Error-Code").map(|v| v.as_str()),
+            Some("503")
+        );
+    }
+}
