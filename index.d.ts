@@ -98,6 +98,12 @@ export interface PierConfig {
   connectTimeoutMs?: number
   allowedSenders?: Array<string>
   discovery?: boolean
+  delivery?: 'core' | 'jetstream'
+  streamName?: string
+  consumerName?: string
+  resultSubject?: string
+  maxDeliver?: number
+  ackWaitMs?: number
   token?: string
   user?: string
   password?: string

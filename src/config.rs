@@ -63,6 +63,14 @@ pub struct Config {
     pub allowed_senders: Option<Vec<String>>,
     /// Answer `$SRV.PING|INFO|STATS` as service `pier-worker` (NATS service discovery).
     pub discovery: bool,
+    /// `core` (request/reply, the default) or `jetstream` (at-least-once, see README).
+    pub delivery: Delivery,
+    pub stream_name: String,
+    pub consumer_name: String,
+    /// JetStream mode: where results go when a job names no reply subject (`<prefix>.<jobId>`).
+    pub result_subject: Option<String>,
+    pub max_deliver: i64,
+    pub ack_wait_ms: u64,
 
     pub token: Option<Secret>,
     pub user: Option<String>,
@@ -93,6 +101,12 @@ impl Default for Config {
             connect_timeout_ms: 10_000,
             allowed_senders: None,
             discovery: true,
+            delivery: Delivery::Core,
+            stream_name: "PIER_JOBS".to_string(),
+            consumer_name: "pier-workers".to_string(),
+            result_subject: None,
+            max_deliver: 5,
+            ack_wait_ms: 30_000,
             token: None,
             user: None,
             password: None,
@@ -232,6 +246,13 @@ impl Config {
             wallet: (!self.wallet_address.is_empty()).then(|| self.wallet_address.clone()),
         }
     }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Delivery {
+    Core,
+    Jetstream,
 }
 
 /// `worker` in every reply.

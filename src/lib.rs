@@ -8,6 +8,7 @@ pub mod connection;
 pub mod discovery;
 pub mod error;
 pub mod handler;
+pub mod jetstream;
 pub mod log;
 pub mod protocol;
 pub mod publisher;

@@ -35,6 +35,7 @@ pub struct Publisher {
     client: Client,
     subject: String,
     default_timeout_ms: u64,
+    delivery: crate::config::Delivery,
 }
 
 impl Publisher {
@@ -50,6 +51,7 @@ impl Publisher {
             client,
             subject: config.publish_subject.clone(),
             default_timeout_ms: config.job_timeout_ms,
+            delivery: config.delivery,
         }
     }
 
@@ -76,6 +78,18 @@ impl Publisher {
             &meta,
         );
         let wait_ms = timeout_ms.saturating_add(REPLY_GRACE_MS);
+        if self.delivery == crate::config::Delivery::Jetstream {
+            let reply = crate::jetstream::publish_and_wait(
+                &self.client,
+                &self.subject,
+                &id,
+                payload,
+                Duration::from_millis(wait_ms),
+            )
+            .await?;
+            return serde_json::from_slice(&reply.payload)
+                .map_err(|e| PierError::InvalidReply(crate::error::one_line(&e.to_string())));
+        }
         let request = async_nats::Request::new()
             .payload(payload.into())
             .timeout(Some(Duration::from_millis(wait_ms)));

@@ -1,11 +1,12 @@
 //! The worker: a queue subscription whose messages become jobs, each run by the handler under
 //! its deadline, at most `maxConcurrentJobs` at once, each answered exactly once.
 
-use crate::config::{Config, WorkerIdentity};
+use crate::config::{Config, Delivery, WorkerIdentity};
 use crate::connection;
 use crate::discovery;
 use crate::error::{ErrorCode, JobError, PierError};
 use crate::handler::{JobHandler, JobInput};
+use crate::jetstream;
 use crate::log::{Level, SharedLogger};
 use crate::protocol::{self, Job};
 use crate::stats::{Outcome, Stats, StatsSnapshot};
@@ -35,6 +36,11 @@ struct Shared {
     logger: SharedLogger,
     stats: Arc<Stats>,
     identity: WorkerIdentity,
+}
+
+enum JobSource {
+    Core(Subscriber),
+    Jetstream(Box<async_nats::jetstream::consumer::PullConsumer>),
 }
 
 struct Running {
@@ -102,11 +108,20 @@ impl Worker {
             &format!("pier-worker {}", shared.identity.id),
         )
         .await?;
-        let subscription = client
-            .queue_subscribe(config.subject.clone(), config.queue_group.clone())
-            .await
-            .map_err(|e| PierError::Request(format!("subscribe failed: {e}")))?;
-        connection::round_trip(&client, Duration::from_millis(config.connect_timeout_ms)).await?;
+        let source = match config.delivery {
+            Delivery::Core => {
+                let subscription = client
+                    .queue_subscribe(config.subject.clone(), config.queue_group.clone())
+                    .await
+                    .map_err(|e| PierError::Request(format!("subscribe failed: {e}")))?;
+                connection::round_trip(&client, Duration::from_millis(config.connect_timeout_ms))
+                    .await?;
+                JobSource::Core(subscription)
+            }
+            Delivery::Jetstream => {
+                JobSource::Jetstream(Box::new(jetstream::consumer(&client, config).await?))
+            }
+        };
         shared.logger.log(
             Level::Info,
             &format!(
@@ -140,12 +155,21 @@ impl Worker {
         });
 
         let (stop, stop_rx) = oneshot::channel();
-        let receive_loop = tokio::spawn(receive_loop(
-            shared.clone(),
-            client.clone(),
-            subscription,
-            stop_rx,
-        ));
+        let receive_loop = match source {
+            JobSource::Core(subscription) => tokio::spawn(receive_loop(
+                shared.clone(),
+                client.clone(),
+                subscription,
+                stop_rx,
+            )),
+            JobSource::Jetstream(consumer) => {
+                let ctx = JobContext {
+                    shared: shared.clone(),
+                    client: client.clone(),
+                };
+                tokio::spawn(jetstream::receive_loop(ctx, *consumer, stop_rx))
+            }
+        };
         *self.lock_view() = Some(RunningView {
             client,
             started: Instant::now(),
@@ -305,12 +329,24 @@ async fn receive_loop(
 }
 
 #[derive(Clone)]
-struct JobContext {
+pub(crate) struct JobContext {
     shared: Arc<Shared>,
     client: Client,
 }
 
 impl JobContext {
+    pub(crate) fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    pub(crate) fn stats(&self) -> &Stats {
+        &self.shared.stats
+    }
+
+    pub(crate) async fn flush(&self) {
+        let _ = tokio::time::timeout(FINAL_FLUSH, self.client.flush()).await;
+    }
+
     async fn dispatch(
         &self,
         message: Message,
@@ -335,7 +371,7 @@ impl JobContext {
         let job = match protocol::parse_job(&message.payload, shared.config.max_payload_bytes) {
             Ok(job) => job,
             Err(rejection) => {
-                self.answer_error(reply, rejection.id.as_deref(), rejection.error)
+                self.answer_error(Some(reply), rejection.id.as_deref(), rejection.error)
                     .await;
                 return;
             }
@@ -346,7 +382,7 @@ impl JobContext {
                     ErrorCode::Unauthorized,
                     "this worker does not take jobs from this sender",
                 );
-                self.answer_error(reply, Some(&job.id), error).await;
+                self.answer_error(Some(reply), Some(&job.id), error).await;
                 return;
             }
         }
@@ -358,7 +394,7 @@ impl JobContext {
                     shared.config.max_concurrent_jobs
                 ),
             );
-            self.answer_error(reply, Some(&job.id), error).await;
+            self.answer_error(Some(reply), Some(&job.id), error).await;
             return;
         };
         shared.stats.job_started();
@@ -377,6 +413,19 @@ impl JobContext {
         permit: OwnedSemaphorePermit,
         cancel: CancellationToken,
     ) {
+        let (id, outcome) = self.execute(job, received_at, permit, cancel).await;
+        self.answer(Some(reply), &id, received_at, outcome).await;
+        self.shared.stats.job_finished();
+    }
+
+    /// Runs the handler under the job's deadline; frees the concurrency slot when it ends.
+    pub(crate) async fn execute(
+        &self,
+        job: Job,
+        received_at: Instant,
+        permit: OwnedSemaphorePermit,
+        cancel: CancellationToken,
+    ) -> (String, crate::handler::HandlerResult) {
         let shared = &self.shared;
         let budget = shared.config.job_deadline(job.timeout_ms);
         let deadline = received_at + budget;
@@ -422,11 +471,25 @@ impl JobContext {
                 shared.handler.cancel(&id, error.code);
             }
         }
+        (id, outcome)
+    }
+
+    /// Sends the job's reply (when there is somewhere to send it) and counts the outcome.
+    pub(crate) async fn answer(
+        &self,
+        reply: Option<Subject>,
+        id: &str,
+        received_at: Instant,
+        outcome: crate::handler::HandlerResult,
+    ) {
+        let shared = &self.shared;
         let latency_ms = received_at.elapsed().as_millis() as u64;
         match outcome {
             Ok(result) => {
-                let bytes = protocol::encode_result(&id, &result, latency_ms, &shared.identity);
-                self.send(reply, bytes, None).await;
+                if let Some(reply) = reply {
+                    let bytes = protocol::encode_result(id, &result, latency_ms, &shared.identity);
+                    self.send(reply, bytes, None).await;
+                }
                 shared.stats.record(Outcome::Completed);
                 shared.stats.processed(received_at.elapsed());
                 if shared.logger.enabled(Level::Debug) {
@@ -434,14 +497,13 @@ impl JobContext {
                         Level::Debug,
                         &format!(
                             "[pier-connector] job {} completed in {latency_ms} ms",
-                            loggable(&id)
+                            loggable(id)
                         ),
                     );
                 }
             }
-            Err(error) => self.answer_error(reply, Some(&id), error).await,
+            Err(error) => self.answer_error(reply, Some(id), error).await,
         }
-        shared.stats.job_finished();
     }
 
     async fn refuse_without_running(&self, message: Message, code: ErrorCode, why: &str) {
@@ -454,14 +516,21 @@ impl JobContext {
         let id = protocol::parse_job(&message.payload, self.shared.config.max_payload_bytes)
             .ok()
             .map(|job| job.id);
-        self.answer_error(reply, id.as_deref(), JobError::new(code, why))
+        self.answer_error(Some(reply), id.as_deref(), JobError::new(code, why))
             .await;
     }
 
-    async fn answer_error(&self, reply: Subject, id: Option<&str>, error: JobError) {
-        let bytes = protocol::encode_error(id, &error, &self.shared.identity);
-        let headers = discovery::error_headers(error.code, &error.message);
-        self.send(reply, bytes, Some(headers)).await;
+    pub(crate) async fn answer_error(
+        &self,
+        reply: Option<Subject>,
+        id: Option<&str>,
+        error: JobError,
+    ) {
+        if let Some(reply) = reply {
+            let bytes = protocol::encode_error(id, &error, &self.shared.identity);
+            let headers = discovery::error_headers(error.code, &error.message);
+            self.send(reply, bytes, Some(headers)).await;
+        }
         self.shared.stats.record_error(error.code, &error.message);
         let level = match error.code {
             ErrorCode::ExecutionFailed | ErrorCode::RuntimeUnavailable => Level::Error,

@@ -30,6 +30,7 @@ export function natsServerBinary() {
  * @param {number} [options.port] fixed client port (restart on the same port)
  * @param {number} [options.wsPort] fixed websocket port
  * @param {{ port: number, routes: number[] }} [options.cluster] cluster listen port and peers
+ * @param {boolean} [options.jetstream] enable JetStream (file store in `storeDir`, or a temp dir)
  */
 export async function startNatsServer(options = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'pier-nats-'))
@@ -43,6 +44,7 @@ export async function startNatsServer(options = {}) {
   if (options.websocket) {
     lines.push(`websocket { host: 127.0.0.1, port: ${options.wsPort ?? -1}, no_tls: true }`)
   }
+  if (options.jetstream) lines.push(`jetstream { store_dir: "${options.storeDir ?? join(dir, 'js')}" }`)
   if (options.cluster) {
     const routes = options.cluster.routes.map((p) => `nats-route://127.0.0.1:${p}`).join(', ')
     lines.push(`cluster { name: pier, host: 127.0.0.1, port: ${options.cluster.port}, routes: [${routes}] }`)

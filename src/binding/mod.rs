@@ -41,6 +41,13 @@ pub struct PierConfig {
     pub connect_timeout_ms: Option<u32>,
     pub allowed_senders: Option<Vec<String>>,
     pub discovery: Option<bool>,
+    #[napi(ts_type = "'core' | 'jetstream'")]
+    pub delivery: Option<String>,
+    pub stream_name: Option<String>,
+    pub consumer_name: Option<String>,
+    pub result_subject: Option<String>,
+    pub max_deliver: Option<u32>,
+    pub ack_wait_ms: Option<u32>,
     pub token: Option<String>,
     pub user: Option<String>,
     pub password: Option<String>,
