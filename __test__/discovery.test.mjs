@@ -3,11 +3,13 @@
 import { it, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { execFile } from 'node:child_process'
+import { readFileSync } from 'node:fs'
 import { promisify } from 'node:util'
 import { fileURLToPath } from 'node:url'
 import { createInbox } from '@nats-io/transport-node'
 import { PierWorker, PierClient, useNats, request, sleep } from './helpers/addon.mjs'
 
+const PACKAGE_VERSION = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')).version
 const nats = useNats()
 const workers = []
 after(() => Promise.all(workers.map((w) => w.stop())))
@@ -49,7 +51,7 @@ it('two running workers are discovered by $SRV.PING and report live STATS', asyn
   for (const p of pings) {
     assert.equal(p.type, 'io.nats.micro.v1.ping_response')
     assert.equal(p.name, 'pier-worker')
-    assert.match(p.version, /^\d+\.\d+\.\d+$/)
+    assert.equal(p.version, PACKAGE_VERSION, 'the service version is the package version')
   }
   assert.deepEqual(pings.map((p) => p.metadata.workerId).sort(), ['alpha', 'beta'])
 
