@@ -209,7 +209,7 @@ describe('graceful shutdown under load', () => {
 })
 
 describe('hostile payloads', () => {
-  it('answers 3x10^4 malformed payloads with well-formed task_errors, stays up, memory flat', async (t) => {
+  it('answers 4x10^4 malformed payloads with well-formed task_errors, stays up, memory flat', async (t) => {
     const server = await startNatsServer({ maxPayload: 4 * 1024 * 1024 })
     cleanups.push(() => server.stop())
     const nc = await rawClient(server.url)
@@ -241,14 +241,16 @@ describe('hostile payloads', () => {
     await pass()
     assert.equal(Object.values(codes).reduce((a, b) => a + b, 0), 10_000)
     assert.ok(codes.PARSE_ERROR > 0 && codes.INVALID_REQUEST > 0 && codes.PAYLOAD_TOO_LARGE > 0, JSON.stringify(codes))
-    // Memory is flat once allocators and buffers are warm (two passes): a third pass of the same
-    // 10^4 payloads adds nothing.
+    // Memory is flat once allocators and buffers are warm (two passes): two more passes of the
+    // same 10^4 payloads stay within GC and allocator noise (~10 MB seen here). A leak of even
+    // 1 KB per message would add 20 MB; keeping any 1 MiB payload would add gigabytes.
     await pass()
     const warm = rss()
     await pass()
+    await pass()
     const end = rss()
-    t.diagnostic(`codes: ${JSON.stringify(codes)}; RSS ${warm.toFixed(1)} MB after 2x10^4, ${end.toFixed(1)} MB after 3x10^4`)
-    assert.ok(end - warm < 10, `RSS grew from ${warm} to ${end} MB`)
+    t.diagnostic(`codes: ${JSON.stringify(codes)}; RSS ${warm.toFixed(1)} MB after 2x10^4, ${end.toFixed(1)} MB after 4x10^4`)
+    assert.ok(end - warm < 20, `RSS grew from ${warm} to ${end} MB`)
     const alive = await request(nc, 'jobs.fuzz', { task: 'still here' })
     assert.equal(alive.result, 'still here')
     assert.equal(child.exitCode, null, 'the worker process never died')
