@@ -199,36 +199,37 @@ async function runPublish(values, positionals, config) {
     }
   }
   const timeoutMs = values['timeout-ms'] === undefined ? undefined : Number(values['timeout-ms'])
+  await withClient(values, config, async (client) => {
+    try {
+      const reply = await client.publish(task, { systemPrompt: values['system-prompt'], timeoutMs, meta })
+      process.stdout.write(JSON.stringify(reply) + '\n')
+      process.exitCode = reply && reply.ok === true ? 0 : 1
+    } catch (error) {
+      process.stderr.write(`${error.message}\n`)
+      process.exitCode = 2
+    }
+  })
+}
+
+/** Runs `use` with a client for this config and always closes it. */
+async function withClient(values, config, use) {
   const client = new PierClient(config, logOptions(values.verbose))
   try {
-    const reply = await client.publish(task, { systemPrompt: values['system-prompt'], timeoutMs, meta })
-    process.stdout.write(JSON.stringify(reply) + '\n')
-    process.exitCode = reply && reply.ok === true ? 0 : 1
-  } catch (error) {
-    process.stderr.write(`${error.message}\n`)
-    process.exitCode = 2
+    return await use(client)
   } finally {
     await client.close()
   }
 }
 
-async function runStatus(values, config) {
-  const client = new PierClient(config, logOptions(values.verbose))
-  try {
-    process.stdout.write(JSON.stringify(await client.serverStatus(), null, 2) + '\n')
-  } finally {
-    await client.close()
-  }
+const printJson = (value) => process.stdout.write(JSON.stringify(value, null, 2) + '\n')
+
+function runStatus(values, config) {
+  return withClient(values, config, async (client) => printJson(await client.serverStatus()))
 }
 
-async function runWorkers(values, config) {
-  const client = new PierClient(config, logOptions(values.verbose))
-  try {
-    const waitMs = values['wait-ms'] === undefined ? undefined : Number(values['wait-ms'])
-    process.stdout.write(JSON.stringify(await client.workers(waitMs), null, 2) + '\n')
-  } finally {
-    await client.close()
-  }
+function runWorkers(values, config) {
+  const waitMs = values['wait-ms'] === undefined ? undefined : Number(values['wait-ms'])
+  return withClient(values, config, async (client) => printJson(await client.workers(waitMs)))
 }
 
 async function main(argv) {

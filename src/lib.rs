@@ -13,6 +13,7 @@ pub mod log;
 pub mod protocol;
 pub mod publisher;
 pub mod stats;
+mod sync;
 pub mod worker;
 
 mod binding;

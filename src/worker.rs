@@ -256,10 +256,7 @@ impl Worker {
     }
 
     fn lock_view(&self) -> std::sync::MutexGuard<'_, Option<RunningView>> {
-        // The view holds plain data; a panic elsewhere cannot leave it half-written.
-        self.view
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::sync::lock(&self.view)
     }
 }
 

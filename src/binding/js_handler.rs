@@ -5,6 +5,7 @@
 use super::Job;
 use crate::error::{one_line, ErrorCode, JobError};
 use crate::handler::{handler_error_code, HandlerResult, JobHandler, JobInput};
+use crate::sync::lock;
 use futures_util::future::BoxFuture;
 use napi::bindgen_prelude::JsObjectValue;
 use napi::bindgen_prelude::{FnArgs, Function, FunctionCallContext, Unknown};
@@ -240,10 +241,4 @@ fn failure_of(value: Unknown) -> JobError {
             message
         },
     )
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

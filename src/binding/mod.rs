@@ -9,6 +9,7 @@ use crate::handler::EchoHandler;
 use crate::log::{Level, LevelFilter, Logger, SharedLogger};
 use crate::publisher::{PublishOptions, Publisher};
 use crate::stats::StatsSnapshot;
+use crate::sync::lock;
 use crate::worker::{Worker, WorkerStatus};
 use js_handler::JsHandler;
 use napi::bindgen_prelude::{FnArgs, PromiseRaw, Unknown};
@@ -526,10 +527,4 @@ fn stats_to_js(s: StatsSnapshot) -> JsStats {
         slow_consumer_events: s.slow_consumer_events as f64,
         server_errors: s.server_errors as f64,
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
