@@ -13,7 +13,9 @@ use crate::stats::{Outcome, Stats, StatsSnapshot};
 use async_nats::{Client, Message, Subject, Subscriber};
 use futures_util::StreamExt;
 use serde::Serialize;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
@@ -397,9 +399,17 @@ impl JobContext {
         shared.stats.job_started();
         let ctx = self.clone();
         let cancel = cancel.clone();
-        jobs.spawn(async move {
+        let mut run = Box::pin(async move {
             ctx.run(job, reply, received_at, permit, cancel).await;
         });
+        // A handler that answers at once (echo, cached, refused) finishes on this first poll and
+        // costs no task of its own; only jobs that wait for something are spawned.
+        if std::future::poll_fn(|cx| Poll::Ready(run.as_mut().poll(cx)))
+            .await
+            .is_pending()
+        {
+            jobs.spawn(run);
+        }
     }
 
     async fn run(
@@ -450,6 +460,8 @@ impl JobContext {
         }
 
         let outcome = tokio::select! {
+            // The handler first: one that is ready at once never arms the deadline timer.
+            biased;
             result = shared.handler.run(input) => result,
             _ = tokio::time::sleep_until(deadline.into()) => Err(JobError::new(
                 ErrorCode::Timeout,
