@@ -67,7 +67,7 @@ export interface HandlerError {
   error: ReplyError
 }
 
-/** A job as the JS handler receives it. */
+/** A job as the JS handler receives it; optional fields that are not set are absent. */
 export interface Job {
   id: string
   task: string

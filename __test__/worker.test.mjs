@@ -52,6 +52,25 @@ describe('task_request v1', () => {
     await worker.stop()
   })
 
+  it('hands the job over with unset fields absent and meta keys as plain data', async () => {
+    const seen = []
+    const { worker, subject } = await startWorker({}, (job) => {
+      seen.push(job)
+      return 'ok'
+    })
+    const payload = '{"id":"j2","task":"t \\u2028 \\ud83d\\ude00","meta":{"__proto__":{"polluted":true},"n":[1,{"k":null}]}}'
+    assert.equal((await request(nats.nc, subject, payload)).result, 'ok')
+    const [job] = seen
+    assert.deepEqual(Object.keys(job).sort(), ['id', 'meta', 'task', 'timeoutMs'])
+    assert.equal(job.task, 't \u2028 \u{1F600}')
+    assert.equal(Object.getPrototypeOf(job.meta), Object.prototype)
+    assert.equal(job.meta.polluted, undefined)
+    assert.deepEqual(Object.getOwnPropertyDescriptor(job.meta, '__proto__').value, { polluted: true })
+    assert.deepEqual(job.meta.n, [1, { k: null }])
+    assert.equal({}.polluted, undefined)
+    await worker.stop()
+  })
+
   it('defaults worker id and wallet like the original plugin', async () => {
     const { worker, subject } = await startWorker({ workerId: '', walletAddress: '' })
     const reply = await request(nats.nc, subject, { type: 'task_request', id: 'x', task: 't' })

@@ -60,15 +60,20 @@ pub struct PierConfig {
     pub tls_required: Option<bool>,
 }
 
-/// A job as the JS handler receives it.
-#[napi(object)]
+/// A job as the JS handler receives it; optional fields that are not set are absent.
+// Jobs cross to JS as this struct's JSON (see js_handler), hence the serde attributes.
+#[napi(object, object_to_js = false, object_from_js = false)]
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Job {
     pub id: String,
     pub task: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub system_prompt: Option<String>,
     /// Milliseconds left before the worker answers TIMEOUT.
     pub timeout_ms: f64,
     pub meta: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub sender: Option<String>,
 }
 
