@@ -183,6 +183,34 @@ describe('handler outcomes', () => {
     await worker.stop()
   })
 
+  it('reads any value a handler returns or throws, without spoiling the other jobs of its batch', async () => {
+    const cyclic = { code: 'RUNTIME_UNAVAILABLE' }
+    cyclic.self = cyclic
+    const cases = {
+      'rejects a string': [() => Promise.reject('plain words\nsecond line'), 'EXECUTION_FAILED', 'plain words'],
+      'rejects null': [() => Promise.reject(null), 'EXECUTION_FAILED', 'the agent turn failed'],
+      'throws a trap': [() => { throw { get message() { throw new Error('trap') } } }, 'EXECUTION_FAILED', 'the agent turn failed'],
+      'error getter throws': [() => ({ get error() { throw new Error('trap') } }), 'EXECUTION_FAILED', /must return a string/],
+      'cyclic error': [async () => ({ error: cyclic }), 'RUNTIME_UNAVAILABLE', 'the agent turn failed'],
+      'bigint': [() => 10n, 'EXECUTION_FAILED', /must return a string/],
+      'array error': [() => ({ error: ['x'] }), 'EXECUTION_FAILED', /must return a string/],
+      'ok': [() => 'fine'],
+    }
+    const { worker, subject } = await startWorker({ maxConcurrentJobs: 16 }, (job) => cases[job.task][0]())
+    const replies = await Promise.all(Object.keys(cases).map((task) => request(nats.nc, subject, { id: task, task })))
+    for (const reply of replies) {
+      const [, code, message] = cases[reply.id]
+      if (!code) {
+        assert.equal(reply.result, 'fine')
+        continue
+      }
+      assert.equal(reply.error.code, code, reply.id)
+      if (message instanceof RegExp) assert.match(reply.error.message, message, reply.id)
+      else assert.equal(reply.error.message, message, reply.id)
+    }
+    await worker.stop()
+  })
+
   it('RUNTIME_UNAVAILABLE when the handler says so', async () => {
     const { worker, subject } = await startWorker({}, async () => ({
       error: { code: 'RUNTIME_UNAVAILABLE', message: 'no agent runtime' },

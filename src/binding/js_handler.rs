@@ -1,28 +1,55 @@
 //! The JS job handler, called in batches: jobs that arrive while the event loop is busy are
-//! handed over in one thread-safe call as one JSON text (V8's `JSON.parse` builds the job
-//! objects far faster than one N-API call per property), and a small JS driver settles each
-//! job through one native `settle` function, so a job costs no N-API function or reference of
-//! its own.
+//! handed over in one thread-safe call as one JSON text, which the JS side parses (one string
+//! crossing instead of an N-API call per property), and a small JS driver settles each job
+//! through one native `settle` function with plain values, so a job costs no N-API function or
+//! reference of its own.
 
 use super::Job;
 use crate::error::{one_line, ErrorCode, JobError};
 use crate::handler::{handler_error_code, HandlerResult, JobHandler, JobInput};
 use crate::sync::lock;
 use futures_util::future::BoxFuture;
-use napi::bindgen_prelude::JsObjectValue;
 use napi::bindgen_prelude::{FnArgs, Function, FunctionCallContext, Unknown};
 use napi::threadsafe_function::{
     ThreadsafeFunction, ThreadsafeFunctionCallMode, UnknownReturnValue,
 };
-use napi::{Env, JsValue, ValueType};
+use napi::Env;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 
-/// Calls `handler` for each job of a batch and reports each outcome to `settle(seq, ok, value)`.
+/// Calls `handler` for each job of a batch and reports each outcome to `settle(seq, kind, a, b)`
+/// (see `Outcome`) as soon as it is known. What a handler returned or threw is reduced to
+/// strings here, in JS, so that no getter or `toString` of the host's runs inside native code.
 const DRIVER: &str = r#"(function pierDriver(handler, settle) {
+  const text = (v) => {
+    try {
+      return typeof v === 'string' ? v : v === undefined || v === null ? null : String(v)
+    } catch {
+      return null
+    }
+  }
+  const resolved = (seq, value) => {
+    if (typeof value === 'string') return settle(seq, 0, value, null)
+    try {
+      const error = value !== null && typeof value === 'object' ? value.error : undefined
+      if (error !== null && typeof error === 'object' && !Array.isArray(error)) {
+        const code = typeof error.code === 'string' ? error.code : null
+        const message = typeof error.message === 'string' ? error.message : null
+        return settle(seq, 1, code, message)
+      }
+    } catch {}
+    settle(seq, 2, null, null)
+  }
+  const rejected = (seq, error) => {
+    let message = null
+    try {
+      message = text(error !== null && typeof error === 'object' ? error.message : error)
+    } catch {}
+    settle(seq, 3, message, null)
+  }
   return function pierDispatch(batch) {
     const jobs = JSON.parse(batch)
     for (let i = 0; i < jobs.length; i += 2) {
@@ -31,18 +58,52 @@ const DRIVER: &str = r#"(function pierDriver(handler, settle) {
       try {
         result = handler(jobs[i + 1])
       } catch (error) {
-        settle(seq, false, error)
+        rejected(seq, error)
         continue
       }
-      if (typeof result === 'string') settle(seq, true, result)
-      else Promise.resolve(result).then((v) => settle(seq, true, v), (e) => settle(seq, false, e))
+      if (typeof result === 'string') settle(seq, 0, result, null)
+      else Promise.resolve(result).then((v) => resolved(seq, v), (e) => rejected(seq, e))
     }
   }
 })"#;
 
+/// One job's outcome as the driver reports it: `(seq, 0, result)`, `(seq, 1, code, message)`
+/// for a returned `{ error }`, `(seq, 2)` for any other value, `(seq, 3, message)` for a throw
+/// or rejection (each padded with nulls to four arguments).
+struct Outcome(u32, u32, Option<String>, Option<String>);
+
+impl Outcome {
+    fn into_result(self) -> (u32, HandlerResult) {
+        let Outcome(seq, kind, a, b) = self;
+        let result = match kind {
+            0 => Ok(a.unwrap_or_default()),
+            1 => Err(JobError::new(
+                handler_error_code(a.as_deref()),
+                b.unwrap_or_else(|| "the agent turn failed".to_string()),
+            )),
+            3 => {
+                let message = one_line(a.as_deref().unwrap_or_default());
+                Err(JobError::new(
+                    ErrorCode::ExecutionFailed,
+                    if message.is_empty() {
+                        "the agent turn failed".to_string()
+                    } else {
+                        message
+                    },
+                ))
+            }
+            _ => Err(JobError::new(
+                ErrorCode::ExecutionFailed,
+                "the handler must return a string or { error: { code, message } }",
+            )),
+        };
+        (seq, result)
+    }
+}
+
 /// `[seq, job, seq, job, …]` as JSON.
 type Batch = String;
-type SettleFn<'a> = Function<'a, FnArgs<(u32, bool, Unknown<'a>)>, ()>;
+type SettleFn<'a> = Function<'a, FnArgs<(u32, u32, Option<String>, Option<String>)>, ()>;
 type DriverFn<'a> =
     Function<'a, FnArgs<(Unknown<'a>, SettleFn<'a>)>, Function<'a, Batch, UnknownReturnValue>>;
 type DispatchFn = ThreadsafeFunction<(), UnknownReturnValue, Batch, napi::Status, false, true>;
@@ -76,10 +137,12 @@ struct Shared {
 }
 
 impl Shared {
-    fn settle(&self, seq: u32, outcome: HandlerResult) {
-        let sender = lock(&self.pending).remove(&seq);
-        if let Some(sender) = sender {
-            let _ = sender.send(outcome);
+    fn settle_all(&self, outcomes: impl Iterator<Item = (u32, HandlerResult)>) {
+        let mut pending = lock(&self.pending);
+        for (seq, outcome) in outcomes {
+            if let Some(sender) = pending.remove(&seq) {
+                let _ = sender.send(outcome);
+            }
         }
     }
 }
@@ -101,15 +164,8 @@ impl JsHandler {
         let settle = env.create_function_from_closure(
             "pierSettle",
             move |ctx: FunctionCallContext| -> napi::Result<()> {
-                let seq: u32 = ctx.get(0)?;
-                let ok: bool = ctx.get(1)?;
-                let value: Unknown = ctx.get(2)?;
-                let outcome = if ok {
-                    result_of(value)
-                } else {
-                    Err(failure_of(value))
-                };
-                for_settle.settle(seq, outcome);
+                let outcome = Outcome(ctx.get(0)?, ctx.get(1)?, ctx.get(2)?, ctx.get(3)?);
+                for_settle.settle_all(std::iter::once(outcome.into_result()));
                 Ok(())
             },
         )?;
@@ -162,9 +218,12 @@ impl JobHandler for JsHandler {
                 let status = dispatch.call((), ThreadsafeFunctionCallMode::NonBlocking);
                 if status != napi::Status::Ok {
                     let unsent = std::mem::take(&mut *lock(&shared.queue));
-                    for seq in unsent.seqs {
-                        shared.settle(seq, Err(runtime_gone()));
-                    }
+                    shared.settle_all(
+                        unsent
+                            .seqs
+                            .into_iter()
+                            .map(|seq| (seq, Err(runtime_gone()))),
+                    );
                 }
             }
             receiver.await.unwrap_or_else(|_| Err(runtime_gone()))
@@ -207,69 +266,5 @@ fn runtime_gone() -> JobError {
     JobError::new(
         ErrorCode::RuntimeUnavailable,
         "the JavaScript runtime is shutting down",
-    )
-}
-
-/// A resolved handler value: the result string, or `{ error: { code, message } }`.
-fn result_of(value: Unknown) -> HandlerResult {
-    let not_a_string = || {
-        JobError::new(
-            ErrorCode::ExecutionFailed,
-            "the handler must return a string or { error: { code, message } }",
-        )
-    };
-    match value.get_type() {
-        Ok(ValueType::String) => value
-            .coerce_to_string()
-            .and_then(|s| s.into_utf8())
-            .and_then(|s| s.into_owned())
-            .map_err(|_| not_a_string()),
-        Ok(ValueType::Object) => {
-            let raw = value.value();
-            let value: Value = unsafe {
-                napi::bindgen_prelude::FromNapiValue::from_napi_value(raw.env, raw.value)
-            }
-            .map_err(|_| not_a_string())?;
-            match value.get("error") {
-                Some(Value::Object(error)) => Err(JobError::new(
-                    handler_error_code(error.get("code").and_then(Value::as_str)),
-                    error
-                        .get("message")
-                        .and_then(Value::as_str)
-                        .unwrap_or("the agent turn failed"),
-                )),
-                _ => Err(not_a_string()),
-            }
-        }
-        _ => Err(not_a_string()),
-    }
-}
-
-/// A thrown or rejected value: its message's first line, never its stack.
-fn failure_of(value: Unknown) -> JobError {
-    let text = |v: &Unknown| -> Option<String> {
-        v.coerce_to_string()
-            .ok()?
-            .into_utf8()
-            .ok()?
-            .into_owned()
-            .ok()
-    };
-    let message = match value.get_type() {
-        Ok(ValueType::Object) => value
-            .coerce_to_object()
-            .ok()
-            .and_then(|o| o.get_named_property::<Unknown>("message").ok())
-            .and_then(|m| text(&m)),
-        _ => text(&value),
-    };
-    let message = one_line(&message.unwrap_or_default());
-    JobError::new(
-        ErrorCode::ExecutionFailed,
-        if message.is_empty() {
-            "the agent turn failed".to_string()
-        } else {
-            message
-        },
     )
 }
