@@ -26,6 +26,14 @@ pub trait JobHandler: Send + Sync + 'static {
     /// down, so it must not rely on running to completion.
     fn run(&self, job: JobInput) -> BoxFuture<'static, HandlerResult>;
 
+    /// True for a handler whose `run` is ready on its first poll (no I/O, no other thread):
+    /// the worker then runs the job inline instead of spawning a task for it. A handler that
+    /// waits for another thread is better off spawned, so that its set-up runs in parallel with
+    /// the worker's receive loop.
+    fn answers_at_once(&self) -> bool {
+        false
+    }
+
     /// Told when the worker gave up on a job (TIMEOUT or SHUTTING_DOWN), so the handler can
     /// stop the work it started.
     fn cancel(&self, _job_id: &str, _reason: ErrorCode) {}
@@ -52,5 +60,9 @@ pub struct EchoHandler;
 impl JobHandler for EchoHandler {
     fn run(&self, job: JobInput) -> BoxFuture<'static, HandlerResult> {
         Box::pin(std::future::ready(Ok(job.task)))
+    }
+
+    fn answers_at_once(&self) -> bool {
+        true
     }
 }

@@ -399,11 +399,16 @@ impl JobContext {
         shared.stats.job_started();
         let ctx = self.clone();
         let cancel = cancel.clone();
-        let mut run = Box::pin(async move {
+        let run = async move {
             ctx.run(job, reply, received_at, permit, cancel).await;
-        });
-        // A handler that answers at once (echo, cached, refused) finishes on this first poll and
-        // costs no task of its own; only jobs that wait for something are spawned.
+        };
+        if !shared.handler.answers_at_once() {
+            jobs.spawn(run);
+            return;
+        }
+        // Such a handler finishes on this first poll and costs no task of its own; a job that
+        // waits for something after all is spawned.
+        let mut run = Box::pin(run);
         if std::future::poll_fn(|cx| Poll::Ready(run.as_mut().poll(cx)))
             .await
             .is_pending()

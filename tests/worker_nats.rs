@@ -190,3 +190,61 @@ async fn a_job_past_its_deadline_gets_timeout() {
     assert_eq!(worker.status().stats.timed_out, 1);
     worker.stop().await;
 }
+
+/// A handler that claims to answer at once (so the worker polls it inline) but then waits for
+/// `task` jobs to have started, or sleeps when the task is "sleep".
+#[derive(Default)]
+struct InlineButWaiting {
+    started: Arc<tokio::sync::watch::Sender<usize>>,
+}
+
+impl JobHandler for InlineButWaiting {
+    fn run(&self, job: JobInput) -> BoxFuture<'static, HandlerResult> {
+        let started = self.started.clone();
+        Box::pin(async move {
+            if job.task == "sleep" {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+            let wanted: usize = job.task.parse().unwrap_or(0);
+            started.send_modify(|n| *n += 1);
+            let mut seen = started.subscribe();
+            let _ = seen.wait_for(|n| *n >= wanted).await;
+            Ok(job.task)
+        })
+    }
+
+    fn answers_at_once(&self) -> bool {
+        true
+    }
+}
+
+#[tokio::test]
+async fn an_inline_handler_that_waits_does_not_hold_up_other_jobs_or_its_deadline() {
+    let server = NatsServer::start().await;
+    let worker = Worker::new(
+        config(&server.url, json!({ "maxConcurrentJobs": 4 })),
+        Arc::new(InlineButWaiting::default()),
+        Arc::new(MemoryLogger::default()),
+    );
+    worker.start().await.expect("worker starts");
+    let client = async_nats::connect(&server.url).await.unwrap();
+
+    // Each job finishes only once all three have started: one left waiting inline would
+    // keep the others from starting, and all would end in TIMEOUT.
+    let replies = futures_util::future::join_all((0..3).map(|i| {
+        ask(
+            &client,
+            json!({ "id": format!("w{i}"), "task": "3" }).to_string(),
+        )
+    }))
+    .await;
+    assert!(replies.iter().all(|r| r["result"] == "3"), "{replies:?}");
+
+    let late = ask(
+        &client,
+        json!({ "id": "late", "task": "sleep", "timeoutMs": 200 }).to_string(),
+    )
+    .await;
+    assert_eq!(late["error"]["code"], "TIMEOUT");
+    worker.stop().await;
+}
