@@ -10,6 +10,7 @@ pub mod error;
 pub mod handler;
 pub mod jetstream;
 pub mod log;
+mod outbox;
 pub mod protocol;
 pub mod publisher;
 pub mod stats;

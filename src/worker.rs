@@ -8,6 +8,7 @@ use crate::error::{ErrorCode, JobError, PierError};
 use crate::handler::{JobHandler, JobInput};
 use crate::jetstream;
 use crate::log::{Level, SharedLogger};
+use crate::outbox::{self, Outbox, Reply};
 use crate::protocol::{self, Job};
 use crate::stats::{Outcome, Stats, StatsSnapshot};
 use async_nats::{Client, Message, Subject, Subscriber};
@@ -38,6 +39,16 @@ struct Shared {
     logger: SharedLogger,
     stats: Arc<Stats>,
     identity: WorkerIdentity,
+}
+
+impl Shared {
+    fn reply_failed(&self, error: &dyn std::fmt::Display) {
+        self.stats.reply_failed();
+        self.logger.log(
+            Level::Error,
+            &format!("[pier-connector] could not send a reply: {error}"),
+        );
+    }
 }
 
 enum JobSource {
@@ -168,6 +179,7 @@ impl Worker {
                 let ctx = JobContext {
                     shared: shared.clone(),
                     client: client.clone(),
+                    outbox: None,
                 };
                 tokio::spawn(jetstream::receive_loop(ctx, *consumer, stop_rx))
             }
@@ -274,14 +286,19 @@ async fn receive_loop(
     let ctx = JobContext {
         shared: shared.clone(),
         client: client.clone(),
+        outbox: None,
     };
+    let (outbox, publisher) = Outbox::start(client.clone(), {
+        let shared = shared.clone();
+        move |e| shared.reply_failed(&e)
+    });
 
     loop {
         tokio::select! {
             biased;
             _ = &mut stop => break,
             message = subscription.next() => match message {
-                Some(message) => ctx.dispatch(message, &permits, &jobs, &cancel).await,
+                Some(message) => ctx.dispatch(message, &permits, &jobs, &cancel, &outbox).await,
                 None => {
                     shared.logger.log(Level::Warn, "[pier-connector] subscription ended");
                     break;
@@ -323,6 +340,8 @@ async fn receive_loop(
         cancel.cancel();
         let _ = tokio::time::timeout(FINAL_FLUSH, jobs.wait()).await;
     }
+    outbox.close();
+    let _ = tokio::time::timeout(FINAL_FLUSH, publisher).await;
     let _ = tokio::time::timeout(FINAL_FLUSH, client.flush()).await;
     let _ = tokio::time::timeout(FINAL_FLUSH, client.drain()).await;
 }
@@ -331,6 +350,9 @@ async fn receive_loop(
 pub(crate) struct JobContext {
     shared: Arc<Shared>,
     client: Client,
+    /// Where replies go when they are not published at once (jobs in their own tasks, core
+    /// delivery only: JetStream acks must follow their own publish).
+    outbox: Option<Arc<Outbox>>,
 }
 
 impl JobContext {
@@ -352,6 +374,7 @@ impl JobContext {
         permits: &Arc<Semaphore>,
         jobs: &TaskTracker,
         cancel: &CancellationToken,
+        outbox: &Arc<Outbox>,
     ) {
         let received_at = Instant::now();
         let shared = &self.shared;
@@ -397,15 +420,19 @@ impl JobContext {
             return;
         };
         shared.stats.job_started();
-        let ctx = self.clone();
         let cancel = cancel.clone();
+        if !shared.handler.answers_at_once() {
+            let ctx = JobContext {
+                outbox: Some(outbox.clone()),
+                ..self.clone()
+            };
+            jobs.spawn(async move { ctx.run(job, reply, received_at, permit, cancel).await });
+            return;
+        }
+        let ctx = self.clone();
         let run = async move {
             ctx.run(job, reply, received_at, permit, cancel).await;
         };
-        if !shared.handler.answers_at_once() {
-            jobs.spawn(run);
-            return;
-        }
         // Such a handler finishes on this first poll and costs no task of its own; a job that
         // waits for something after all is spawned.
         let mut run = Box::pin(run);
@@ -562,20 +589,20 @@ impl JobContext {
     }
 
     async fn send(&self, reply: Subject, bytes: Vec<u8>, headers: Option<async_nats::HeaderMap>) {
-        let sent = match headers {
-            Some(headers) => {
-                self.client
-                    .publish_with_headers(reply, headers, bytes.into())
-                    .await
-            }
-            None => self.client.publish(reply, bytes.into()).await,
+        let reply = Reply {
+            subject: reply,
+            payload: bytes.into(),
+            headers,
         };
-        if let Err(e) = sent {
-            self.shared.stats.reply_failed();
-            self.shared.logger.log(
-                Level::Error,
-                &format!("[pier-connector] could not send a reply: {e}"),
-            );
+        let reply = match &self.outbox {
+            Some(outbox) => match outbox.push(reply) {
+                Ok(()) => return,
+                Err(closed) => closed,
+            },
+            None => reply,
+        };
+        if let Err(e) = outbox::publish(&self.client, reply).await {
+            self.shared.reply_failed(&e);
         }
     }
 }
