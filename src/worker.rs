@@ -421,18 +421,17 @@ impl JobContext {
         };
         shared.stats.job_started();
         let cancel = cancel.clone();
-        if !shared.handler.answers_at_once() {
-            let ctx = JobContext {
-                outbox: Some(outbox.clone()),
-                ..self.clone()
-            };
-            jobs.spawn(async move { ctx.run(job, reply, received_at, permit, cancel).await });
+        let inline = shared.handler.answers_at_once();
+        // A job run inline replies at once, in the same burst as the receive loop's other work.
+        let ctx = JobContext {
+            outbox: (!inline).then(|| outbox.clone()),
+            ..self.clone()
+        };
+        let run = async move { ctx.run(job, reply, received_at, permit, cancel).await };
+        if !inline {
+            jobs.spawn(run);
             return;
         }
-        let ctx = self.clone();
-        let run = async move {
-            ctx.run(job, reply, received_at, permit, cancel).await;
-        };
         // Such a handler finishes on this first poll and costs no task of its own; a job that
         // waits for something after all is spawned.
         let mut run = Box::pin(run);
