@@ -9,7 +9,7 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { createInbox } from '@nats-io/transport-node'
 import { startNatsServer, freePort } from './helpers/nats-server.mjs'
-import { PierClient, PierWorker, rawClient, waitFor, sleep } from './helpers/addon.mjs'
+import { PierClient, PierWorker, rawClient, startNatsWithClient, waitFor, sleep } from './helpers/addon.mjs'
 
 const FIXTURE = fileURLToPath(new URL('./fixtures/jetstream-worker.mjs', import.meta.url))
 const cleanups = []
@@ -39,10 +39,7 @@ async function publishJobs(nc, ids, task, replyPrefix) {
 }
 
 it('a job is redelivered after its worker is killed mid-turn, and answered exactly once', async () => {
-  const server = await startNatsServer({ jetstream: true })
-  cleanups.push(() => server.stop())
-  const nc = await rawClient(server.url)
-  cleanups.push(() => nc.close())
+  const { server, nc } = await startNatsWithClient(cleanups, { jetstream: true })
   const a = startWorkerProcess(server.url, 'A')
   await a.ready
   const prefix = createInbox()
@@ -62,10 +59,7 @@ it('a job is redelivered after its worker is killed mid-turn, and answered exact
 })
 
 it('1000 jobs, one of two workers killed mid-run: none lost; a second answer only for work done but not acked', async (t) => {
-  const server = await startNatsServer({ jetstream: true })
-  cleanups.push(() => server.stop())
-  const nc = await rawClient(server.url)
-  cleanups.push(() => nc.close())
+  const { server, nc } = await startNatsWithClient(cleanups, { jetstream: true })
   const [a, b] = [startWorkerProcess(server.url, 'A'), startWorkerProcess(server.url, 'B')]
   await Promise.all([a.ready, b.ready])
   const prefix = createInbox()
@@ -133,10 +127,7 @@ it('PierClient publishes through JetStream and gets the result; duplicates by jo
 })
 
 it('a failing turn is retried with backoff; an unreadable job is terminated with a task_error', async () => {
-  const server = await startNatsServer({ jetstream: true })
-  cleanups.push(() => server.stop())
-  const nc = await rawClient(server.url)
-  cleanups.push(() => nc.close())
+  const { server, nc } = await startNatsWithClient(cleanups, { jetstream: true })
   const attempts = {}
   const worker = new PierWorker(
     { natsUrl: server.url, subject: 'jobs.js', delivery: 'jetstream', maxDeliver: 5, ackWaitMs: 2000 },

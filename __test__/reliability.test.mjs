@@ -6,7 +6,7 @@ import { spawn } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { startNatsServer, startNatsCluster, freePort } from './helpers/nats-server.mjs'
-import { PierWorker, rawClient, request, waitFor, sleep, gatedHandler, memoryLogger } from './helpers/addon.mjs'
+import { PierWorker, rawClient, startNatsWithClient, request, waitFor, sleep, gatedHandler, memoryLogger } from './helpers/addon.mjs'
 import { malformedPayloads } from './helpers/malformed.mjs'
 
 const CLI = fileURLToPath(new URL('../cli/pier-connector.js', import.meta.url))
@@ -128,10 +128,7 @@ describe('cluster failover over websocket', () => {
 
 describe('overload and slow handlers', () => {
   it('a burst of 10x maxConcurrentJobs runs the limit and refuses the rest at once', async () => {
-    const server = await startNatsServer()
-    cleanups.push(() => server.stop())
-    const nc = await rawClient(server.url)
-    cleanups.push(() => nc.close())
+    const { server, nc } = await startNatsWithClient(cleanups)
     const handler = gatedHandler()
     const worker = new PierWorker({ natsUrl: server.url, subject: 'jobs.burst', maxConcurrentJobs: 4 }, handler, {
       logger: () => {},
@@ -150,10 +147,7 @@ describe('overload and slow handlers', () => {
   })
 
   it('handlers slower than the deadline get TIMEOUT and are told to cancel', async () => {
-    const server = await startNatsServer()
-    cleanups.push(() => server.stop())
-    const nc = await rawClient(server.url)
-    cleanups.push(() => nc.close())
+    const { server, nc } = await startNatsWithClient(cleanups)
     const aborted = []
     const controllers = new Map()
     const worker = new PierWorker(
@@ -182,10 +176,7 @@ describe('overload and slow handlers', () => {
 
 describe('graceful shutdown under load', () => {
   it('finishes in-flight jobs, refuses the rest, resolves stop, and the process exits by itself', async () => {
-    const server = await startNatsServer()
-    cleanups.push(() => server.stop())
-    const nc = await rawClient(server.url)
-    cleanups.push(() => nc.close())
+    const { server, nc } = await startNatsWithClient(cleanups)
     const child = spawn(process.execPath, [fileURLToPath(new URL('./fixtures/shutdown-worker.mjs', import.meta.url)), server.url], {
       stdio: ['ignore', 'pipe', 'inherit'],
     })
@@ -211,10 +202,7 @@ describe('graceful shutdown under load', () => {
 
 describe('hostile payloads', () => {
   it('answers 5x10^4 malformed payloads with well-formed task_errors, stays up, memory flat', async (t) => {
-    const server = await startNatsServer({ maxPayload: 4 * 1024 * 1024 })
-    cleanups.push(() => server.stop())
-    const nc = await rawClient(server.url)
-    cleanups.push(() => nc.close())
+    const { server, nc } = await startNatsWithClient(cleanups, { maxPayload: 4 * 1024 * 1024 })
     const child = spawn(process.execPath, [CLI, 'worker', '--echo', '--nats-url', server.url, '--subject', 'jobs.fuzz', '--max-concurrent-jobs', '64'], {
       stdio: ['ignore', 'ignore', 'pipe'],
     })

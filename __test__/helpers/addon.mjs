@@ -20,6 +20,15 @@ export async function rawClient(url, options = {}) {
   return connect({ servers: url, ...options })
 }
 
+/** A nats-server and a raw client for one test; `cleanups` gets what stops them. */
+export async function startNatsWithClient(cleanups, options) {
+  const server = await startNatsServer(options)
+  cleanups.push(() => server.stop())
+  const nc = await rawClient(server.url)
+  cleanups.push(() => nc.close())
+  return { server, nc }
+}
+
 /**
  * A nats-server and a raw client for the enclosing suite (or file): started before its tests,
  * stopped after. Read `.server` and `.nc` inside tests.
