@@ -40,8 +40,11 @@ export declare class PierWorker {
    */
   static echo(config: PierConfig, options?: WorkerOptions | undefined | null): PierWorker
   /**
-   * Connects and subscribes; resolves once jobs can arrive. While the worker runs it keeps
-   * the Node process alive, like a listening server does.
+   * Connects and subscribes; resolves once jobs can arrive. While no server answers it
+   * keeps trying with backoff (`status().state` is `connecting`) up to `maxConnectAttempts`
+   * (0, the default: until `stop()`, which makes it reject with `PIER_STOPPED`);
+   * authorization and TLS failures reject at once with `PIER_CONNECT`. While the worker runs
+   * it keeps the Node process alive, like a listening server does.
    */
   start(): Promise<void>
   /** Drains in-flight jobs (up to `drainTimeoutMs`) and disconnects; resolves when done. */
@@ -79,39 +82,140 @@ export interface Job {
 }
 
 /**
- * `plugins.entries["pier-connector"].config`: every key is optional (README, Configuration).
- * Read and validated in Rust (`Config`); unknown or ill-typed keys are a `PIER_CONFIG` error.
+ * The worker's and client's config: every key is optional. Unknown or ill-typed keys are a
+ * `PIER_CONFIG` error naming the key.
  */
 export interface PierConfig {
+  /**
+   * NATS URL: Server URL, or several separated by commas (nats://, tls://, ws://, wss://). User-info in the URL (nats://TOKEN@host, nats://user:password@host) is used as credentials.
+   * Default: `"wss://pier.gholl.com/nexus"`.
+   */
   natsUrl?: string
+  /** Server list: An explicit server list; when set it replaces natsUrl. */
   servers?: Array<string>
+  /**
+   * Job subject: Subject the worker takes jobs from.
+   * Default: `"jobs.worker"`.
+   */
   subject?: string
+  /**
+   * Publish subject: Subject pier_publish and the CLI's publish send tasks to.
+   * Default: `"jobs.submit"`.
+   */
   publishSubject?: string
+  /**
+   * Queue group: Queue group the workers share (core delivery).
+   * Default: `"openclaw-workers"`.
+   */
   queueGroup?: string
+  /** Worker ID: This worker's id in replies (empty: anonymous-worker). */
   workerId?: string
+  /** Wallet address: Wallet address or account that receives rewards (empty: null in replies). */
   walletAddress?: string
+  /**
+   * Agent: OpenClaw only: The agent whose turns answer jobs.
+   * Default: `"main"`.
+   */
+  agentId?: string
+  /**
+   * Job timeout (ms): Deadline for jobs that name none.
+   * Default: `60000`.
+   */
   jobTimeoutMs?: number
+  /**
+   * Max job timeout (ms): Cap on any job's deadline.
+   * Default: `600000`.
+   */
   maxJobTimeoutMs?: number
+  /**
+   * Concurrent jobs: Jobs run at once; more are answered OVERLOADED (JetStream: left in the stream).
+   * Default: `4`.
+   */
   maxConcurrentJobs?: number
+  /**
+   * Max payload (bytes): Larger requests are answered PAYLOAD_TOO_LARGE.
+   * Default: `1048576`.
+   */
   maxPayloadBytes?: number
+  /**
+   * Drain timeout (ms): How long stopping waits for in-flight jobs before answering them SHUTTING_DOWN.
+   * Default: `10000`.
+   */
   drainTimeoutMs?: number
+  /**
+   * Connect timeout (ms): Per connection attempt.
+   * Default: `10000`.
+   */
   connectTimeoutMs?: number
+  /**
+   * Max connect attempts: Worker start: connection attempts while no server answers before start fails (0: keep trying with backoff until stopped). Publishers try once.
+   * Default: `0`.
+   */
+  maxConnectAttempts?: number
+  /** Allowed senders: When set, only jobs whose meta.sender is listed run; others get UNAUTHORIZED. */
   allowedSenders?: Array<string>
+  /**
+   * Service discovery: Answer NATS service discovery ($SRV.PING|INFO|STATS) as service pier-worker.
+   * Default: `true`.
+   */
   discovery?: boolean
+  /**
+   * Delivery: core (request/reply) or jetstream (at-least-once from a durable pull consumer).
+   * Default: `"core"`.
+   */
   delivery?: 'core' | 'jetstream'
+  /**
+   * Stream name: JetStream mode: the work-queue stream over the job subject.
+   * Default: `"PIER_JOBS"`.
+   */
   streamName?: string
+  /**
+   * Consumer name: JetStream mode: the durable pull consumer the workers share.
+   * Default: `"pier-workers"`.
+   */
   consumerName?: string
+  /** Result subject: JetStream mode: results of jobs without a usable Pier-Reply-To header go to <resultSubject>.<jobId>. */
   resultSubject?: string
+  /**
+   * Max deliveries: JetStream mode: attempts of a failing job before it is answered.
+   * Default: `5`.
+   */
   maxDeliver?: number
+  /**
+   * Ack wait (ms): JetStream mode: redelivery delay of a job without ack or heartbeat.
+   * Default: `30000`.
+   */
   ackWaitMs?: number
+  /**
+   * Max publish price: OpenClaw only: The pier_publish tool refuses a task whose meta.price is above this (0: only unpaid tasks).
+   * Default: `0`.
+   */
+  maxPublishPrice?: number
+  /**
+   * Kept job sessions: OpenClaw only: How many finished job sessions to keep for debugging; older ones are deleted once their job is answered.
+   * Default: `0`.
+   */
+  keepSessions?: number
+  /** NATS token: Token auth. */
   token?: string
+  /** NATS user: User/password auth: the user. */
   user?: string
+  /** NATS password: User/password auth: the password. */
   password?: string
+  /** NATS nkey seed: Nkey auth with a user seed (SU...). */
   nkeySeed?: string
+  /** NATS creds file: Path to a .creds file (JWT and nkey seed). */
   credsFile?: string
+  /** TLS CA file: CA certificate(s) to verify the server with. */
   tlsCaFile?: string
+  /** TLS client certificate: Client certificate file, for servers that require one (with tlsKeyFile). */
   tlsCertFile?: string
+  /** TLS client key: Client key file (with tlsCertFile). */
   tlsKeyFile?: string
+  /**
+   * Require TLS: Refuse servers that do not offer TLS.
+   * Default: `false`.
+   */
   tlsRequired?: boolean
 }
 
@@ -199,5 +303,7 @@ export interface WorkerStatus {
   maxConcurrentJobs: number
   startedAtMs?: number
   uptimeMs?: number
+  /** The last error: a failed connection attempt, a NATS server error or a job's task_error. */
+  lastError?: string
   stats: WorkerStats
 }

@@ -1,5 +1,6 @@
-// The config keys are declared three times for three readers (Rust `Config`, the manifest's
-// configSchema for OpenClaw, `PierConfig` in index.d.ts): this keeps them one list.
+// The config keys have three readers (Rust `Config`, the manifest's configSchema for OpenClaw,
+// `PierConfig` in index.d.ts), all generated from the Rust `Config` (scripts/gen-config.mjs):
+// this checks the generated outputs agree with the Rust reader.
 import { it } from 'node:test'
 import assert from 'node:assert/strict'
 import { readFileSync } from 'node:fs'
@@ -8,7 +9,7 @@ import { PierWorker } from './helpers/addon.mjs'
 const root = new URL('../', import.meta.url)
 const manifest = JSON.parse(readFileSync(new URL('openclaw.plugin.json', root), 'utf8'))
 const dts = readFileSync(new URL('index.d.ts', root), 'utf8')
-const SHIM_ONLY = ['agentId']
+const SHIM_ONLY = []
 
 const schemaKeys = Object.keys(manifest.configSchema.properties).filter((k) => !SHIM_ONLY.includes(k)).sort()
 const typeKeys = [.../export interface PierConfig \{([^}]*)\}/.exec(dts)[1].matchAll(/^\s+(\w+)\?:/gm)].map((m) => m[1]).sort()
@@ -17,10 +18,29 @@ it('index.d.ts PierConfig and the manifest configSchema list the same keys', () 
   assert.deepEqual(typeKeys, schemaKeys)
 })
 
+it('errors are Error objects whose code property is the stable code (message keeps it as prefix)', async () => {
+  const error = (() => {
+    try {
+      new PierWorker({ maxConcurrentJobs: 'many' }, async () => '')
+    } catch (e) {
+      return e
+    }
+  })()
+  assert.ok(error instanceof Error)
+  assert.equal(error.code, 'PIER_CONFIG')
+  assert.match(error.message, /^PIER_CONFIG: .*maxConcurrentJobs/)
+  const worker = new PierWorker({}, async () => '')
+  const rejected = await worker.publish('x').catch((e) => e)
+  assert.ok(rejected instanceof Error)
+  assert.equal(rejected.code, 'PIER_NOT_RUNNING')
+  assert.match(rejected.message, /^PIER_NOT_RUNNING: /)
+})
+
 it('the Rust config accepts every key the manifest declares, with its schema type', () => {
-  const sample = { string: 'x', integer: 5, boolean: false, array: ['a'] }
+  const sample = { string: 'x', integer: 5, number: 1.5, boolean: false, array: ['a'] }
   for (const key of schemaKeys) {
-    const { type } = manifest.configSchema.properties[key]
+    // A secret is a string or an OpenClaw SecretRef (anyOf); the addon takes the string.
+    const { type = 'string' } = manifest.configSchema.properties[key]
     let value = sample[type]
     if (key === 'natsUrl') value = 'nats://127.0.0.1:4222'
     if (key === 'servers') value = ['nats://127.0.0.1:4222']

@@ -57,7 +57,8 @@ it('two running workers are discovered by $SRV.PING and report live STATS', asyn
 
   const info = await gather(`$SRV.INFO.pier-worker.${pings[0].id}`)
   assert.equal(info.length, 1, 'addressed by id, one worker answers')
-  assert.deepEqual(info[0].endpoints[0], { name: 'jobs', subject: 'jobs.disc', queue_group: 'openclaw-workers' })
+  // ADR-32: every INFO endpoint carries metadata (nats.py's EndpointInfo.from_dict requires the key).
+  assert.deepEqual(info[0].endpoints[0], { name: 'jobs', subject: 'jobs.disc', queue_group: 'openclaw-workers', metadata: {} })
 
   const client = new PierClient({ natsUrl: nats.server.url })
   const stats = await client.workers(300)
@@ -70,7 +71,7 @@ it('two running workers are discovered by $SRV.PING and report live STATS', asyn
     assert.equal(byWorker[id].type, 'io.nats.micro.v1.stats_response')
     assert.equal(endpoint.num_requests, local[id].received)
     assert.equal(endpoint.data.completed, local[id].completed)
-    assert.match(byWorker[id].started, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/)
+    assert.match(byWorker[id].started, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/)
   }
   const total = (k) => stats.reduce((sum, s) => sum + s.endpoints[0][k], 0)
   assert.equal(total('num_requests'), 7 - workers[2].status().stats.received)

@@ -157,7 +157,7 @@ describe('registered surfaces with a real nats-server', () => {
   })
 
   it('a failed start is reported to service health with a clear error', async () => {
-    const { api, registered } = stubApi({ pluginConfig: { natsUrl: 'nats://127.0.0.1:1', connectTimeoutMs: 500 } })
+    const { api, registered } = stubApi({ pluginConfig: { natsUrl: 'nats://127.0.0.1:1', connectTimeoutMs: 500, maxConnectAttempts: 1 } })
     registerPier(api)
     const health = []
     await assert.rejects(
@@ -174,6 +174,7 @@ describe('registered surfaces with a real nats-server', () => {
     const tool = registered.tools[0]
     const result = await tool.execute('c', { task: 'anyone?' })
     assert.match(result.content[0].text, /pier_publish failed: PIER_NO_RESPONDERS/)
+    assert.equal(result.details.error.code, 'PIER_NO_RESPONDERS', 'the code travels as a field')
     nats.nc.subscribe('jobs.deaf', { callback: () => {} })
     await nats.nc.flush()
     const { api: api2, registered: reg2 } = stubApi({ pluginConfig: { natsUrl: nats.server.url, publishSubject: 'jobs.deaf' } })

@@ -78,7 +78,8 @@ describe('TLS', () => {
   })
 
   it('refuses to connect without the client certificate the server requires', async () => {
-    const worker = new PierWorker({ ...base(), tlsCaFile: file('ca.pem') }, async () => '', { logger: capture(memoryLogger()) })
+    // The server drops the connection after the handshake, which looks like an outage: one attempt.
+    const worker = new PierWorker({ ...base(), tlsCaFile: file('ca.pem'), maxConnectAttempts: 1 }, async () => '', { logger: capture(memoryLogger()) })
     const error = await worker.start().catch((e) => e)
     captured.push(error.message)
     assert.match(error.message, /^PIER_CONNECT/)
@@ -189,7 +190,7 @@ describe('secrets in URLs', () => {
     const secret = 'url-pass-SECRET-7788'
     secrets.add(secret)
     const logger = capture(memoryLogger())
-    const worker = new PierWorker({ natsUrl: `nats://bob:${secret}@127.0.0.1:1`, connectTimeoutMs: 500 }, async () => '', { logger })
+    const worker = new PierWorker({ natsUrl: `nats://bob:${secret}@127.0.0.1:1`, connectTimeoutMs: 500, maxConnectAttempts: 1 }, async () => '', { logger })
     const error = await worker.start().catch((e) => e)
     captured.push(error.message, String(error.stack), JSON.stringify(worker.status()))
     assert.match(error.message, /nats:\/\/\[redacted\]@127\.0\.0\.1:1/)

@@ -7,39 +7,9 @@ const { readFileSync } = require('node:fs')
 const { spawn } = require('node:child_process')
 const { PierWorker, PierClient } = require('../index.js')
 
-// Flags that mirror config keys; the value type decides how the flag is parsed.
-const CONFIG_FLAGS = {
-  'nats-url': ['natsUrl', 'string'],
-  servers: ['servers', 'list'],
-  subject: ['subject', 'string'],
-  'publish-subject': ['publishSubject', 'string'],
-  'queue-group': ['queueGroup', 'string'],
-  'worker-id': ['workerId', 'string'],
-  'wallet-address': ['walletAddress', 'string'],
-  'job-timeout-ms': ['jobTimeoutMs', 'number'],
-  'max-job-timeout-ms': ['maxJobTimeoutMs', 'number'],
-  'max-concurrent-jobs': ['maxConcurrentJobs', 'number'],
-  'max-payload-bytes': ['maxPayloadBytes', 'number'],
-  'drain-timeout-ms': ['drainTimeoutMs', 'number'],
-  'connect-timeout-ms': ['connectTimeoutMs', 'number'],
-  'allowed-senders': ['allowedSenders', 'list'],
-  'no-discovery': ['discovery', 'negated'],
-  delivery: ['delivery', 'string'],
-  'stream-name': ['streamName', 'string'],
-  'consumer-name': ['consumerName', 'string'],
-  'result-subject': ['resultSubject', 'string'],
-  'max-deliver': ['maxDeliver', 'number'],
-  'ack-wait-ms': ['ackWaitMs', 'number'],
-  token: ['token', 'string'],
-  user: ['user', 'string'],
-  password: ['password', 'string'],
-  'nkey-seed': ['nkeySeed', 'string'],
-  'creds-file': ['credsFile', 'string'],
-  'tls-ca-file': ['tlsCaFile', 'string'],
-  'tls-cert-file': ['tlsCertFile', 'string'],
-  'tls-key-file': ['tlsKeyFile', 'string'],
-  'tls-required': ['tlsRequired', 'boolean'],
-}
+// Flags that mirror config keys, generated from the Rust config (scripts/gen-config.mjs):
+// `kind` decides how a flag is parsed.
+const CONFIG_FLAGS = require('./config-flags.json')
 
 // Secrets can come from the environment so they stay out of `ps` output and shell history.
 const SECRET_ENV = [
@@ -62,9 +32,7 @@ const USAGE = `Usage:
 
 Options (each mirrors a config key of plugins.entries["pier-connector"].config):
   --config FILE                  read a JSON config first; flags override it
-${Object.entries(CONFIG_FLAGS)
-  .map(([flag, [key, type]]) => `  --${flag}${type === 'boolean' || type === 'negated' ? '' : ' VALUE'}`.padEnd(33) + (type === 'negated' ? `${key}: false` : key))
-  .join('\n')}
+${CONFIG_FLAGS.map(({ flag, key, kind }) => `  --${flag}${kind === 'boolean' || kind === 'negated' ? '' : ' VALUE'}`.padEnd(33) + (kind === 'negated' ? `${key}: false` : key)).join('\n')}
   --verbose                      log debug lines too
 Secrets may also come from PIER_TOKEN, PIER_PASSWORD and PIER_NKEY_SEED.`
 
@@ -80,8 +48,8 @@ function parse(argv) {
     verbose: { type: 'boolean' },
     help: { type: 'boolean', short: 'h' },
   }
-  for (const [flag, [, type]] of Object.entries(CONFIG_FLAGS)) {
-    options[flag] = { type: type === 'boolean' || type === 'negated' ? 'boolean' : 'string' }
+  for (const { flag, kind } of CONFIG_FLAGS) {
+    options[flag] = { type: kind === 'boolean' || kind === 'negated' ? 'boolean' : 'string' }
   }
   return parseArgs({ args: argv, options, allowPositionals: true, strict: true })
 }
@@ -91,7 +59,7 @@ function buildConfig(values) {
   for (const [key, variable] of SECRET_ENV) {
     if (process.env[variable]) config[key] = process.env[variable]
   }
-  for (const [flag, [key, type]] of Object.entries(CONFIG_FLAGS)) {
+  for (const { flag, key, kind: type } of CONFIG_FLAGS) {
     const raw = values[flag]
     if (raw === undefined) continue
     if (type === 'number') {

@@ -36,7 +36,9 @@ export function createPublishTool(runtime, { addonConfig }, log) {
         return textResult(reply)
       } catch (error) {
         log.warn(`pier_publish failed: ${error.message}`)
-        return textResult({ ok: false, error: { message: `pier_publish failed: ${error.message}` } })
+        // The addon's errors carry their stable code as a property (PIER_TIMEOUT, ...).
+        const code = typeof error?.code === 'string' && error.code.startsWith('PIER_') ? error.code : 'PIER_REQUEST'
+        return textResult({ ok: false, error: { code, message: `pier_publish failed: ${error.message}` } })
       }
     },
     async close() {

@@ -38,48 +38,208 @@ impl fmt::Display for Secret {
     }
 }
 
+// For the schema dump only: a secret serializes (as a default) redacted, and its schema marks
+// it sensitive.
+#[cfg(test)]
+impl serde::Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str("[redacted]")
+    }
+}
+
+#[cfg(test)]
+impl schemars::JsonSchema for Secret {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Secret".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({ "type": "string", "x-sensitive": true })
+    }
+}
+
 const SECRET_FIELDS: [&str; 3] = ["token", "password", "nkeySeed"];
 
+/// The one declaration of the config. `config.schema.json` is generated from it (a unit test
+/// in `config_schema.rs` fails when it is stale), and `scripts/gen-config.mjs` derives from that
+/// the manifest's `configSchema` and `uiHints`, the `PierConfig` type of `index.d.ts`, the CLI
+/// flags and the README table. On each field: the first doc line is its label, the rest its
+/// help; `x-advanced` marks tuning keys, `x-host` keys only the OpenClaw shim reads.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
+#[cfg_attr(test, derive(serde::Serialize, schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct Config {
-    /// One URL, or several separated by commas.
+    /// NATS URL
+    ///
+    /// Server URL, or several separated by commas (nats://, tls://, ws://, wss://). User-info
+    /// in the URL (nats://TOKEN@host, nats://user:password@host) is used as credentials.
+    #[cfg_attr(test, schemars(example = "wss://pier.gholl.com/nexus"))]
     pub nats_url: String,
-    /// An explicit server list; when set it replaces `natsUrl`.
+    /// Server list
+    ///
+    /// An explicit server list; when set it replaces natsUrl.
+    #[cfg_attr(test, schemars(extend("x-advanced" = true)))]
     pub servers: Vec<String>,
+    /// Job subject
+    ///
+    /// Subject the worker takes jobs from.
+    #[cfg_attr(test, schemars(example = "jobs.worker"))]
     pub subject: String,
+    /// Publish subject
+    ///
+    /// Subject pier_publish and the CLI's publish send tasks to.
+    #[cfg_attr(test, schemars(example = "jobs.submit"))]
     pub publish_subject: String,
+    /// Queue group
+    ///
+    /// Queue group the workers share (core delivery).
+    #[cfg_attr(test, schemars(extend("x-advanced" = true)))]
     pub queue_group: String,
+    /// Worker ID
+    ///
+    /// This worker's id in replies (empty: anonymous-worker).
+    #[cfg_attr(test, schemars(example = "agent-001"))]
     pub worker_id: String,
+    /// Wallet address
+    ///
+    /// Wallet address or account that receives rewards (empty: null in replies).
+    #[cfg_attr(test, schemars(example = "0xABC123"))]
     pub wallet_address: String,
+    /// Agent
+    ///
+    /// The agent whose turns answer jobs.
+    #[cfg_attr(test, schemars(extend("x-host" = true)))]
+    pub agent_id: String,
 
+    /// Job timeout (ms)
+    ///
+    /// Deadline for jobs that name none.
+    #[cfg_attr(test, schemars(range(min = 1)))]
     pub job_timeout_ms: u64,
+    /// Max job timeout (ms)
+    ///
+    /// Cap on any job's deadline.
+    #[cfg_attr(test, schemars(range(min = 1), extend("x-advanced" = true)))]
     pub max_job_timeout_ms: u64,
+    /// Concurrent jobs
+    ///
+    /// Jobs run at once; more are answered OVERLOADED (JetStream: left in the stream).
+    #[cfg_attr(test, schemars(range(min = 1)))]
     pub max_concurrent_jobs: u32,
+    /// Max payload (bytes)
+    ///
+    /// Larger requests are answered PAYLOAD_TOO_LARGE.
+    #[cfg_attr(test, schemars(range(min = 1), extend("x-advanced" = true)))]
     pub max_payload_bytes: usize,
+    /// Drain timeout (ms)
+    ///
+    /// How long stopping waits for in-flight jobs before answering them SHUTTING_DOWN.
+    #[cfg_attr(test, schemars(extend("x-advanced" = true)))]
     pub drain_timeout_ms: u64,
+    /// Connect timeout (ms)
+    ///
+    /// Per connection attempt.
+    #[cfg_attr(test, schemars(extend("x-advanced" = true)))]
     pub connect_timeout_ms: u64,
-    /// When set, only jobs whose `meta.sender` is listed are run; others get `UNAUTHORIZED`.
+    /// Max connect attempts
+    ///
+    /// Worker start: connection attempts while no server answers before start fails (0: keep
+    /// trying with backoff until stopped). Publishers try once.
+    #[cfg_attr(test, schemars(extend("x-advanced" = true)))]
+    pub max_connect_attempts: u32,
+    /// Allowed senders
+    ///
+    /// When set, only jobs whose meta.sender is listed run; others get UNAUTHORIZED.
     pub allowed_senders: Option<Vec<String>>,
-    /// Answer `$SRV.PING|INFO|STATS` as service `pier-worker` (NATS service discovery).
+    /// Service discovery
+    ///
+    /// Answer NATS service discovery ($SRV.PING|INFO|STATS) as service pier-worker.
+    #[cfg_attr(test, schemars(extend("x-advanced" = true)))]
     pub discovery: bool,
-    /// `core` (request/reply, the default) or `jetstream` (at-least-once, see README).
+    /// Delivery
+    ///
+    /// core (request/reply) or jetstream (at-least-once from a durable pull consumer).
     pub delivery: Delivery,
+    /// Stream name
+    ///
+    /// JetStream mode: the work-queue stream over the job subject.
+    #[cfg_attr(test, schemars(extend("x-advanced" = true)))]
     pub stream_name: String,
+    /// Consumer name
+    ///
+    /// JetStream mode: the durable pull consumer the workers share.
+    #[cfg_attr(test, schemars(extend("x-advanced" = true)))]
     pub consumer_name: String,
-    /// JetStream mode: where results go when a job names no reply subject (`<prefix>.<jobId>`).
+    /// Result subject
+    ///
+    /// JetStream mode: results of jobs without a usable Pier-Reply-To header go to
+    /// <resultSubject>.<jobId>.
+    #[cfg_attr(test, schemars(extend("x-advanced" = true)))]
     pub result_subject: Option<String>,
+    /// Max deliveries
+    ///
+    /// JetStream mode: attempts of a failing job before it is answered.
+    #[cfg_attr(test, schemars(range(min = 1), extend("x-advanced" = true)))]
     pub max_deliver: i64,
+    /// Ack wait (ms)
+    ///
+    /// JetStream mode: redelivery delay of a job without ack or heartbeat.
+    #[cfg_attr(test, schemars(range(min = 1), extend("x-advanced" = true)))]
     pub ack_wait_ms: u64,
 
+    /// Max publish price
+    ///
+    /// The pier_publish tool refuses a task whose meta.price is above this (0: only
+    /// unpaid tasks).
+    #[cfg_attr(test, schemars(range(min = 0.0), extend("x-host" = true)))]
+    pub max_publish_price: f64,
+    /// Kept job sessions
+    ///
+    /// How many finished job sessions to keep for debugging; older ones are deleted once
+    /// their job is answered.
+    #[cfg_attr(test, schemars(extend("x-host" = true, "x-advanced" = true)))]
+    pub keep_sessions: u32,
+
+    /// NATS token
+    ///
+    /// Token auth.
     pub token: Option<Secret>,
+    /// NATS user
+    ///
+    /// User/password auth: the user.
     pub user: Option<String>,
+    /// NATS password
+    ///
+    /// User/password auth: the password.
     pub password: Option<Secret>,
+    /// NATS nkey seed
+    ///
+    /// Nkey auth with a user seed (SU...).
     pub nkey_seed: Option<Secret>,
+    /// NATS creds file
+    ///
+    /// Path to a .creds file (JWT and nkey seed).
+    #[cfg_attr(test, schemars(example = "/path/to/user.creds"))]
     pub creds_file: Option<PathBuf>,
+    /// TLS CA file
+    ///
+    /// CA certificate(s) to verify the server with.
+    #[cfg_attr(test, schemars(extend("x-advanced" = true)))]
     pub tls_ca_file: Option<PathBuf>,
+    /// TLS client certificate
+    ///
+    /// Client certificate file, for servers that require one (with tlsKeyFile).
+    #[cfg_attr(test, schemars(extend("x-advanced" = true)))]
     pub tls_cert_file: Option<PathBuf>,
+    /// TLS client key
+    ///
+    /// Client key file (with tlsCertFile).
+    #[cfg_attr(test, schemars(extend("x-advanced" = true)))]
     pub tls_key_file: Option<PathBuf>,
+    /// Require TLS
+    ///
+    /// Refuse servers that do not offer TLS.
+    #[cfg_attr(test, schemars(extend("x-advanced" = true)))]
     pub tls_required: bool,
 }
 
@@ -93,12 +253,14 @@ impl Default for Config {
             queue_group: "openclaw-workers".to_string(),
             worker_id: String::new(),
             wallet_address: String::new(),
+            agent_id: "main".to_string(),
             job_timeout_ms: 60_000,
             max_job_timeout_ms: 600_000,
             max_concurrent_jobs: 4,
             max_payload_bytes: 1024 * 1024,
             drain_timeout_ms: 10_000,
             connect_timeout_ms: 10_000,
+            max_connect_attempts: 0,
             allowed_senders: None,
             discovery: true,
             delivery: Delivery::Core,
@@ -107,6 +269,8 @@ impl Default for Config {
             result_subject: None,
             max_deliver: 5,
             ack_wait_ms: 30_000,
+            max_publish_price: 0.0,
+            keep_sessions: 0,
             token: None,
             user: None,
             password: None,
@@ -165,6 +329,20 @@ impl Config {
                     "{name}: must be a non-empty NATS subject without spaces"
                 ));
             }
+        }
+        if let Some(prefix) = &self.result_subject {
+            if !crate::subject::is_publish_subject(prefix) {
+                return bad(
+                    "resultSubject: must be a subject one can publish to (no spaces, no wildcards)"
+                        .into(),
+                );
+            }
+        }
+        if self.max_deliver < 1 {
+            return bad("maxDeliver: must be at least 1".into());
+        }
+        if !(self.max_publish_price.is_finite() && self.max_publish_price >= 0.0) {
+            return bad("maxPublishPrice: must be a number of at least 0".into());
         }
         if self.max_concurrent_jobs == 0 {
             return bad("maxConcurrentJobs: must be at least 1".into());
@@ -249,6 +427,7 @@ impl Config {
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[cfg_attr(test, derive(serde::Serialize, schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Delivery {
     Core,

@@ -1,8 +1,9 @@
-//! Opening a NATS connection from the config: server list, auth, TLS, and connection events
-//! turned into log lines and counters.
+//! Opening a NATS connection from the config: server list, auth (also from URL user-info),
+//! TLS, retries with backoff while no server answers, and connection events turned into log
+//! lines and counters.
 
 use crate::config::{redact_url, Config};
-use crate::error::PierError;
+use crate::error::{one_line, PierError, RequestOp};
 use crate::log::{Level, SharedLogger};
 use crate::stats::Stats;
 use async_nats::{Client, ConnectOptions, Event, ServerAddr};
@@ -14,7 +15,80 @@ use std::time::Duration;
 /// two seconds while a long outage does not hammer the servers.
 const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(2);
 
+/// The longest wait between two attempts of a first connection.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
+
+/// How many times a first connection is tried before the error is returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attempts {
+    Once,
+    AtMost(u32),
+    /// Until it succeeds, or the caller drops the future.
+    Unlimited,
+}
+
+impl Attempts {
+    /// `maxConnectAttempts`: 0 is unlimited.
+    pub fn from_config(max: u32) -> Attempts {
+        match max {
+            0 => Attempts::Unlimited,
+            1 => Attempts::Once,
+            n => Attempts::AtMost(n),
+        }
+    }
+
+    fn allows(self, attempt: u32) -> bool {
+        match self {
+            Attempts::Once => attempt < 1,
+            Attempts::AtMost(n) => attempt < n,
+            Attempts::Unlimited => true,
+        }
+    }
+}
+
+/// Connects, retrying with backoff (250 ms doubling to 5 s) while the failure is one a retry
+/// can cure (no server reachable, a timeout); authorization, TLS and address errors are
+/// returned at once.
 pub async fn connect(
+    config: &Config,
+    logger: SharedLogger,
+    stats: Arc<Stats>,
+    name: &str,
+    attempts: Attempts,
+) -> Result<Client, PierError> {
+    let mut attempt = 0u32;
+    loop {
+        match connect_once(config, logger.clone(), stats.clone(), name).await {
+            Ok(client) => return Ok(client),
+            Err(error) => {
+                attempt += 1;
+                let retry = matches!(
+                    &error,
+                    PierError::Connect {
+                        permanent: false,
+                        ..
+                    }
+                ) && attempts.allows(attempt);
+                if !retry {
+                    return Err(error);
+                }
+                let delay = (Duration::from_millis(250) * 2u32.pow(attempt.min(5) - 1))
+                    .min(MAX_RETRY_DELAY);
+                stats.set_last_error(&format!("PIER_CONNECT: {error}"));
+                logger.log(
+                    Level::Warn,
+                    &format!(
+                        "[pier-connector] {error}; retrying in {} ms (attempt {attempt})",
+                        delay.as_millis()
+                    ),
+                );
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}
+
+async fn connect_once(
     config: &Config,
     logger: SharedLogger,
     stats: Arc<Stats>,
@@ -24,6 +98,8 @@ pub async fn connect(
     let connect_error = |reason: String| PierError::Connect {
         servers: servers_display.clone(),
         reason,
+        permanent: true,
+        source: None,
     };
     let urls = config.server_urls();
     let addrs = urls
@@ -34,7 +110,7 @@ pub async fn connect(
         })
         .collect::<Result<Vec<_>, _>>()?;
 
-    let mut options = auth_options(config).await.map_err(connect_error)?;
+    let mut options = auth_options(config, &urls).await.map_err(connect_error)?;
     options = options
         .name(name)
         .connection_timeout(Duration::from_millis(config.connect_timeout_ms))
@@ -119,14 +195,95 @@ pub async fn connect(
         Level::Info,
         &format!("[pier-connector] connecting to {servers_display}"),
     );
-    options
-        .connect(addrs)
-        .await
-        .map_err(|e| connect_error(crate::error::one_line(&e.to_string())))
+    options.connect(addrs).await.map_err(|e| {
+        let reason = one_line(&redact_secrets(&e.to_string(), config));
+        PierError::Connect {
+            servers: servers_display.clone(),
+            permanent: !retry_may_cure(&e, &reason),
+            reason,
+            source: Some(Box::new(e)),
+        }
+    })
 }
 
-async fn auth_options(config: &Config) -> Result<ConnectOptions, String> {
+/// Whether a failed connection looks like an outage (no server, a timeout) rather than a
+/// setting a retry cannot fix. A certificate rejected during the TLS handshake arrives as an
+/// I/O error, so its text is looked at too.
+fn retry_may_cure(error: &async_nats::ConnectError, reason: &str) -> bool {
+    use async_nats::ConnectErrorKind as Kind;
+    let text = reason.to_ascii_lowercase();
+    matches!(error.kind(), Kind::Io | Kind::TimedOut | Kind::Dns)
+        && !["certificate", "tls", "handshake"]
+            .iter()
+            .any(|word| text.contains(word))
+}
+
+/// Error texts from the client may quote a URL with its user-info: never let it through.
+fn redact_secrets(text: &str, config: &Config) -> String {
+    let mut text = text.to_string();
+    for url in config.server_urls() {
+        if let Some(auth) = url_credentials(&url) {
+            for secret in [auth.0, auth.1.unwrap_or_default()] {
+                if !secret.is_empty() {
+                    text = text.replace(&secret, "[redacted]");
+                }
+            }
+        }
+    }
+    text
+}
+
+/// The user-info of a server URL: `(token, None)` for `nats://TOKEN@host`, `(user,
+/// Some(password))` for `nats://user:password@host`, percent-decoded. As in nats.py and
+/// nats.js, so the same URL works with every Pier client.
+fn url_credentials(url: &str) -> Option<(String, Option<String>)> {
+    let rest = &url[url.find("://")? + 3..];
+    let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
+    let (userinfo, _) = authority.rsplit_once('@')?;
+    Some(match userinfo.split_once(':') {
+        Some((user, password)) => (percent_decode(user), Some(percent_decode(password))),
+        None => (percent_decode(userinfo), None),
+    })
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = (bytes[i] == b'%')
+            .then(|| text.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match hex {
+            Some(b) => {
+                out.push(b);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+async fn auth_options(config: &Config, urls: &[String]) -> Result<ConnectOptions, String> {
     let mut options = ConnectOptions::new();
+    let explicit = config.token.is_some()
+        || config.user.is_some()
+        || config.nkey_seed.is_some()
+        || config.creds_file.is_some();
+    // Credentials in a URL apply when the config names none (explicit settings win).
+    if let Some((user, password)) = urls.iter().find_map(|u| url_credentials(u)) {
+        if !explicit {
+            options = match password {
+                Some(password) => options.user_and_password(user, password),
+                None => options.token(user),
+            };
+        }
+    }
     if let Some(token) = &config.token {
         options = options.token(token.expose().to_string());
     }
@@ -167,23 +324,47 @@ fn nkeys_seed_looks_valid(seed: &str) -> Result<(), String> {
 /// connection's commands in order.
 pub async fn round_trip(client: &Client, timeout: Duration) -> Result<Duration, PierError> {
     let failed =
-        |why: String| PierError::Request(format!("round trip to the server failed: {why}"));
+        |e: Box<dyn std::error::Error + Send + Sync>| PierError::request(RequestOp::RoundTrip, e);
     let start = std::time::Instant::now();
     let inbox = client.new_inbox();
     let mut echo = client
         .subscribe(inbox.clone())
         .await
-        .map_err(|e| failed(e.to_string()))?;
+        .map_err(|e| failed(e.into()))?;
     client
         .publish(inbox, bytes::Bytes::new())
         .await
-        .map_err(|e| failed(e.to_string()))?;
+        .map_err(|e| failed(e.into()))?;
     match tokio::time::timeout(timeout, echo.next()).await {
         Ok(Some(_)) => Ok(start.elapsed()),
         Ok(None) => Err(failed("connection closed".into())),
-        Err(_) => Err(failed(format!(
-            "no answer within {} ms",
-            timeout.as_millis()
-        ))),
+        Err(_) => Err(failed(
+            format!("no answer within {} ms", timeout.as_millis()).into(),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_user_info_is_a_token_or_user_and_password() {
+        assert_eq!(
+            url_credentials("nats://s3cr%40t@h:4222"),
+            Some(("s3cr@t".to_string(), None))
+        );
+        assert_eq!(
+            url_credentials("tls://bob:pw:x@h:4222/path@x"),
+            Some(("bob".to_string(), Some("pw:x".to_string())))
+        );
+        assert_eq!(url_credentials("nats://h:4222"), None);
+    }
+
+    #[test]
+    fn only_curable_failures_are_retried() {
+        assert!(Attempts::Unlimited.allows(1_000));
+        assert!(!Attempts::Once.allows(1));
+        assert!(Attempts::AtMost(3).allows(2) && !Attempts::AtMost(3).allows(3));
     }
 }

@@ -1,10 +1,13 @@
 //! NATS service discovery (the `$SRV` micro protocol, v1): a running worker answers
 //! `$SRV.PING|INFO|STATS`, `…​.pier-worker` and `…​.pier-worker.<id>` with its identity and live
-//! counters, so operators can list the workers that are alive. Implemented here rather than
-//! with async-nats' service API because a Pier error reply must carry both the service error
-//! headers and the `task_error` body.
+//! counters, so operators can list the workers that are alive. The shapes follow ADR-32 as
+//! nats.py's `from_dict` and @nats-io/services read them (every key present, `started` with
+//! milliseconds). Implemented here rather than with async-nats' service API because a Pier
+//! error reply must carry both the service error headers and the `task_error` body (the
+//! service API counts such a reply as a success), JetStream mode has no queue group, and its
+//! STATS lack the `metadata` and `data` keys and `started` precision nats.py requires.
 
-use crate::error::{ErrorCode, PierError};
+use crate::error::{ErrorCode, PierError, RequestOp};
 use crate::stats::Stats;
 use async_nats::{Client, HeaderMap, Subject};
 use futures_util::stream::{select_all, StreamExt};
@@ -25,7 +28,8 @@ pub struct ServiceIdentity {
     pub worker_id: String,
     pub wallet: Option<String>,
     pub subject: String,
-    pub queue_group: String,
+    /// `None` in JetStream mode (a pull consumer): reported as `""`.
+    pub queue_group: Option<String>,
     pub started: SystemTime,
 }
 
@@ -49,8 +53,11 @@ impl ServiceIdentity {
 
     /// The response to one verb, from the current counters.
     pub fn response(&self, verb: &str, stats: &Stats) -> Value {
-        let endpoint =
-            json!({ "name": "jobs", "subject": self.subject, "queue_group": self.queue_group });
+        let endpoint = json!({
+            "name": "jobs",
+            "subject": self.subject,
+            "queue_group": self.queue_group.as_deref().unwrap_or_default(),
+        });
         let body = match verb {
             "INFO" => {
                 let mut b = self.base("info");
@@ -58,13 +65,14 @@ impl ServiceIdentity {
                     "description".into(),
                     json!("Pier marketplace worker (pier-connector)"),
                 );
+                let mut endpoint = endpoint;
+                endpoint["metadata"] = json!({});
                 b.insert("endpoints".into(), json!([endpoint]));
                 b
             }
             "STATS" => {
                 let s = stats.snapshot();
                 let errors = s.failed + s.rejected + s.timed_out;
-                let answered = s.completed + errors;
                 let processing = stats.processing_nanos();
                 let mut endpoint = endpoint;
                 if let Value::Object(e) = &mut endpoint {
@@ -77,7 +85,7 @@ impl ServiceIdentity {
                     e.insert("processing_time".into(), json!(processing));
                     e.insert(
                         "average_processing_time".into(),
-                        json!(processing.checked_div(answered).unwrap_or(0)),
+                        json!(processing.checked_div(s.received).unwrap_or(0)),
                     );
                     e.insert(
                         "data".into(),
@@ -112,7 +120,7 @@ pub async fn serve(
             let sub = client
                 .subscribe(subject)
                 .await
-                .map_err(|e| PierError::Request(format!("discovery subscribe failed: {e}")))?;
+                .map_err(|e| PierError::request(RequestOp::Discovery, e))?;
             subscriptions.push(sub.map(move |m| (verb, m)));
         }
     }
@@ -138,7 +146,7 @@ pub fn error_headers(code: ErrorCode, message: &str) -> HeaderMap {
         ErrorCode::ParseError | ErrorCode::InvalidRequest => 400,
         ErrorCode::Unauthorized => 403,
         ErrorCode::PayloadTooLarge => 413,
-        ErrorCode::ExecutionFailed => 500,
+        ErrorCode::ExecutionFailed | ErrorCode::ResultTooLarge => 500,
         ErrorCode::RuntimeUnavailable | ErrorCode::Overloaded | ErrorCode::ShuttingDown => 503,
         ErrorCode::Timeout => 504,
     };
@@ -150,12 +158,13 @@ pub fn error_headers(code: ErrorCode, message: &str) -> HeaderMap {
 
 /// Sends `$SRV.STATS.pier-worker` and gathers every answer that arrives within `wait`.
 pub async fn discover(client: &Client, wait: Duration) -> Result<Vec<Value>, PierError> {
-    let failed = |e: String| PierError::Request(format!("discovery failed: {e}"));
+    let failed =
+        |e: Box<dyn std::error::Error + Send + Sync>| PierError::request(RequestOp::Discovery, e);
     let inbox = client.new_inbox();
     let mut answers = client
         .subscribe(inbox.clone())
         .await
-        .map_err(|e| failed(e.to_string()))?;
+        .map_err(|e| failed(e.into()))?;
     client
         .publish_with_reply(
             Subject::from(format!("$SRV.STATS.{SERVICE_NAME}")),
@@ -163,7 +172,7 @@ pub async fn discover(client: &Client, wait: Duration) -> Result<Vec<Value>, Pie
             bytes::Bytes::new(),
         )
         .await
-        .map_err(|e| failed(e.to_string()))?;
+        .map_err(|e| failed(e.into()))?;
     let mut found = Vec::new();
     let deadline = tokio::time::Instant::now() + wait;
     while let Ok(Some(message)) = tokio::time::timeout_at(deadline, answers.next()).await {
@@ -175,12 +184,11 @@ pub async fn discover(client: &Client, wait: Duration) -> Result<Vec<Value>, Pie
     Ok(found)
 }
 
-/// `SystemTime` as RFC 3339 UTC (civil-from-days; no date library needed for one field).
+/// `SystemTime` as RFC 3339 UTC with milliseconds, `YYYY-MM-DDTHH:MM:SS.mmmZ`, the form
+/// nats.js writes and nats.py parses (civil-from-days; no date library needed for one field).
 fn rfc3339(time: SystemTime) -> String {
-    let secs = time
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0) as i64;
+    let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs() as i64;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
@@ -192,10 +200,11 @@ fn rfc3339(time: SystemTime) -> String {
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
     format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
         rem / 3600,
         rem % 3600 / 60,
-        rem % 60
+        rem % 60,
+        since.subsec_millis()
     )
 }
 
@@ -205,11 +214,11 @@ mod tests {
 
     #[test]
     fn rfc3339_formats_known_instants() {
-        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
-        let t = UNIX_EPOCH + Duration::from_secs(1_795_606_062);
-        assert_eq!(rfc3339(t), "2026-11-25T11:27:42Z");
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        let t = UNIX_EPOCH + Duration::from_millis(1_795_606_062_042);
+        assert_eq!(rfc3339(t), "2026-11-25T11:27:42.042Z");
         let leap = UNIX_EPOCH + Duration::from_secs(951_782_400);
-        assert_eq!(rfc3339(leap), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(leap), "2000-02-29T00:00:00.000Z");
     }
 
     #[test]
@@ -219,7 +228,7 @@ mod tests {
             worker_id: "w1".into(),
             wallet: None,
             subject: "jobs.worker".into(),
-            queue_group: "openclaw-workers".into(),
+            queue_group: Some("openclaw-workers".into()),
             started: UNIX_EPOCH,
         };
         let stats = Stats::default();

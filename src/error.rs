@@ -17,10 +17,11 @@ pub enum ErrorCode {
     Overloaded,
     ShuttingDown,
     Unauthorized,
+    ResultTooLarge,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 9] = [
+    pub const ALL: [ErrorCode; 10] = [
         ErrorCode::ParseError,
         ErrorCode::InvalidRequest,
         ErrorCode::RuntimeUnavailable,
@@ -30,6 +31,7 @@ impl ErrorCode {
         ErrorCode::Overloaded,
         ErrorCode::ShuttingDown,
         ErrorCode::Unauthorized,
+        ErrorCode::ResultTooLarge,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -43,6 +45,7 @@ impl ErrorCode {
             ErrorCode::Overloaded => "OVERLOADED",
             ErrorCode::ShuttingDown => "SHUTTING_DOWN",
             ErrorCode::Unauthorized => "UNAUTHORIZED",
+            ErrorCode::ResultTooLarge => "RESULT_TOO_LARGE",
         }
     }
 
@@ -100,32 +103,96 @@ pub fn one_line(text: &str) -> String {
     out.trim().to_string()
 }
 
-/// Errors of the worker and the publisher, each with a stable code for JS callers.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A failure's cause, kept for `Error::source`.
+pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// What the worker or publisher was doing when a NATS request failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestOp {
+    Subscribe,
+    RoundTrip,
+    JetStreamStream,
+    JetStreamConsumer,
+    JetStreamConsumerUpdate,
+    JetStreamPublish,
+    Publish,
+    Discovery,
+}
+
+impl fmt::Display for RequestOp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RequestOp::Subscribe => "subscribe",
+            RequestOp::RoundTrip => "round trip to the server",
+            RequestOp::JetStreamStream => "JetStream stream",
+            RequestOp::JetStreamConsumer => "JetStream consumer",
+            RequestOp::JetStreamConsumerUpdate => {
+                "JetStream consumer update to the configured ackWaitMs/maxDeliver"
+            }
+            RequestOp::JetStreamPublish => "JetStream publish",
+            RequestOp::Publish => "publish",
+            RequestOp::Discovery => "discovery",
+        })
+    }
+}
+
+/// Errors of the worker and the publisher, each with a stable code for JS callers. Causes
+/// from async-nats and serde are kept (`source()`); `Display` is one line without secrets.
+#[derive(Debug)]
 pub enum PierError {
     Config(String),
-    Connect { servers: String, reason: String },
+    Connect {
+        servers: String,
+        /// One line, credentials removed.
+        reason: String,
+        /// A retry cannot help (authorization, TLS, a bad address).
+        permanent: bool,
+        source: Option<Cause>,
+    },
     AlreadyRunning,
     NotRunning,
-    Timeout { subject: String, timeout_ms: u64 },
-    NoResponders { subject: String },
-    Request(String),
-    InvalidReply(String),
+    /// `stop()` was called while `start()` still waited for a server.
+    Stopped,
+    Timeout {
+        subject: String,
+        timeout_ms: u64,
+    },
+    NoResponders {
+        subject: String,
+    },
+    Request {
+        op: RequestOp,
+        source: Cause,
+    },
+    InvalidReply(serde_json::Error),
     InvalidTask(String),
+    /// The task is larger than the server accepts in one message.
+    TaskTooLarge {
+        bytes: usize,
+        max_payload: usize,
+    },
 }
 
 impl PierError {
+    pub fn request(op: RequestOp, source: impl Into<Cause>) -> PierError {
+        PierError::Request {
+            op,
+            source: source.into(),
+        }
+    }
+
     pub fn code(&self) -> &'static str {
         match self {
             PierError::Config(_) => "PIER_CONFIG",
             PierError::Connect { .. } => "PIER_CONNECT",
             PierError::AlreadyRunning => "PIER_ALREADY_RUNNING",
             PierError::NotRunning => "PIER_NOT_RUNNING",
+            PierError::Stopped => "PIER_STOPPED",
             PierError::Timeout { .. } => "PIER_TIMEOUT",
             PierError::NoResponders { .. } => "PIER_NO_RESPONDERS",
-            PierError::Request(_) => "PIER_REQUEST",
+            PierError::Request { .. } => "PIER_REQUEST",
             PierError::InvalidReply(_) => "PIER_INVALID_REPLY",
-            PierError::InvalidTask(_) => "PIER_INVALID_TASK",
+            PierError::InvalidTask(_) | PierError::TaskTooLarge { .. } => "PIER_INVALID_TASK",
         }
     }
 }
@@ -134,13 +201,16 @@ impl fmt::Display for PierError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             PierError::Config(m) => write!(f, "invalid pier-connector config: {m}"),
-            PierError::Connect { servers, reason } => {
+            PierError::Connect {
+                servers, reason, ..
+            } => {
                 write!(f, "could not connect to NATS at {servers}: {reason}")
             }
             PierError::AlreadyRunning => write!(f, "the worker is already running"),
             PierError::NotRunning => {
                 write!(f, "the worker is not running; start it before publishing")
             }
+            PierError::Stopped => write!(f, "the worker was stopped before it connected"),
             PierError::Timeout {
                 subject,
                 timeout_ms,
@@ -148,14 +218,33 @@ impl fmt::Display for PierError {
             PierError::NoResponders { subject } => {
                 write!(f, "no worker is listening on {subject} (no responders)")
             }
-            PierError::Request(m) => write!(f, "request failed: {m}"),
-            PierError::InvalidReply(m) => write!(f, "the reply is not valid JSON: {m}"),
+            PierError::Request { op, source } => {
+                write!(f, "request failed: {op}: {}", one_line(&source.to_string()))
+            }
+            PierError::InvalidReply(e) => {
+                write!(f, "the reply is not valid JSON: {}", one_line(&e.to_string()))
+            }
             PierError::InvalidTask(m) => write!(f, "invalid task: {m}"),
+            PierError::TaskTooLarge { bytes, max_payload } => write!(
+                f,
+                "invalid task: the request is {bytes} bytes; the NATS server accepts at most {max_payload}"
+            ),
         }
     }
 }
 
-impl std::error::Error for PierError {}
+impl std::error::Error for PierError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            PierError::Connect {
+                source: Some(s), ..
+            } => Some(s.as_ref()),
+            PierError::Request { source, .. } => Some(source.as_ref()),
+            PierError::InvalidReply(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {

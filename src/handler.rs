@@ -30,7 +30,7 @@ pub trait JobHandler: Send + Sync + 'static {
     /// the worker then runs the job inline instead of spawning a task for it. A handler that
     /// waits for another thread is better off spawned, so that its set-up runs in parallel with
     /// the worker's receive loop.
-    fn answers_at_once(&self) -> bool {
+    fn ready_on_first_poll(&self) -> bool {
         false
     }
 
@@ -62,7 +62,7 @@ impl JobHandler for EchoHandler {
         Box::pin(std::future::ready(Ok(job.task)))
     }
 
-    fn answers_at_once(&self) -> bool {
+    fn ready_on_first_poll(&self) -> bool {
         true
     }
 }

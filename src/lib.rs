@@ -1,19 +1,25 @@
 //! pier-connector: turns an OpenClaw agent into a worker on the Pier job marketplace.
 //!
-//! The core (config, protocol, connection, worker, publisher, stats) is plain Rust; `binding`
-//! is the only module that knows about N-API.
+//! The core is plain Rust: `config`, `protocol` (the wire format), `connection`, `pipeline`
+//! (admits and answers every job), `delivery` (the sources that feed it: core NATS and
+//! JetStream), `worker` (lifecycle), `publisher`, `discovery`, `stats`. `binding` is the only
+//! module that knows about N-API.
 
 pub mod config;
+#[cfg(test)]
+mod config_schema;
 pub mod connection;
+mod delivery;
 pub mod discovery;
 pub mod error;
 pub mod handler;
-pub mod jetstream;
 pub mod log;
 mod outbox;
+mod pipeline;
 pub mod protocol;
 pub mod publisher;
 pub mod stats;
+pub mod subject;
 mod sync;
 pub mod worker;
 

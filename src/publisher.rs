@@ -1,13 +1,14 @@
 //! Sending a `task_request` and waiting for its reply: the `pier_publish` tool and the CLI's
 //! `publish`.
 
-use crate::config::Config;
-use crate::connection;
-use crate::error::PierError;
+use crate::config::{Config, Delivery};
+use crate::connection::{self, Attempts};
+use crate::error::{PierError, RequestOp};
 use crate::log::SharedLogger;
-use crate::protocol;
+use crate::protocol::{self, REPLY_HEADER};
 use crate::stats::Stats;
-use async_nats::{Client, RequestErrorKind};
+use async_nats::{Client, HeaderMap, RequestErrorKind};
+use futures_util::StreamExt;
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,14 +36,20 @@ pub struct Publisher {
     client: Client,
     subject: String,
     default_timeout_ms: u64,
-    delivery: crate::config::Delivery,
+    delivery: Delivery,
 }
 
 impl Publisher {
     pub async fn connect(config: &Config, logger: SharedLogger) -> Result<Publisher, PierError> {
-        let client =
-            connection::connect(config, logger, Arc::new(Stats::default()), "pier-publisher")
-                .await?;
+        // A publisher tries once: a script that publishes wants an answer, not a wait.
+        let client = connection::connect(
+            config,
+            logger,
+            Arc::new(Stats::default()),
+            "pier-publisher",
+            Attempts::Once,
+        )
+        .await?;
         Ok(Publisher::with_client(client, config))
     }
 
@@ -77,18 +84,19 @@ impl Publisher {
             timeout_ms,
             &meta,
         );
+        let max_payload = self.client.max_payload();
+        if payload.len() > max_payload {
+            return Err(PierError::TaskTooLarge {
+                bytes: payload.len(),
+                max_payload,
+            });
+        }
         let wait_ms = timeout_ms.saturating_add(REPLY_GRACE_MS);
-        if self.delivery == crate::config::Delivery::Jetstream {
-            let reply = crate::jetstream::publish_and_wait(
-                &self.client,
-                &self.subject,
-                &id,
-                payload,
-                Duration::from_millis(wait_ms),
-            )
-            .await?;
-            return serde_json::from_slice(&reply.payload)
-                .map_err(|e| PierError::InvalidReply(crate::error::one_line(&e.to_string())));
+        if self.delivery == Delivery::Jetstream {
+            let reply = self
+                .publish_to_stream(&id, payload, Duration::from_millis(wait_ms))
+                .await?;
+            return serde_json::from_slice(&reply.payload).map_err(PierError::InvalidReply);
         }
         let request = async_nats::Request::new()
             .payload(payload.into())
@@ -105,10 +113,45 @@ impl Publisher {
                 RequestErrorKind::NoResponders => PierError::NoResponders {
                     subject: self.subject.clone(),
                 },
-                _ => PierError::Request(crate::error::one_line(&e.to_string())),
+                _ => PierError::request(RequestOp::Publish, e),
             })?;
-        serde_json::from_slice(&reply.payload)
-            .map_err(|e| PierError::InvalidReply(crate::error::one_line(&e.to_string())))
+        serde_json::from_slice(&reply.payload).map_err(PierError::InvalidReply)
+    }
+
+    /// JetStream mode: publishes the request into the stream (deduplicated by job id, the
+    /// reply inbox in `Pier-Reply-To`) and waits for its reply.
+    async fn publish_to_stream(
+        &self,
+        id: &str,
+        payload: Vec<u8>,
+        wait: Duration,
+    ) -> Result<async_nats::Message, PierError> {
+        let failed = |e: Box<dyn std::error::Error + Send + Sync>| {
+            PierError::request(RequestOp::JetStreamPublish, e)
+        };
+        let inbox = self.client.new_inbox();
+        let mut replies = self
+            .client
+            .subscribe(inbox.clone())
+            .await
+            .map_err(|e| failed(e.into()))?;
+        let mut headers = HeaderMap::new();
+        headers.insert("Nats-Msg-Id", id);
+        headers.insert(REPLY_HEADER, inbox.as_str());
+        async_nats::jetstream::new(self.client.clone())
+            .publish_with_headers(self.subject.clone(), headers, payload.into())
+            .await
+            .map_err(|e| failed(e.into()))?
+            .await
+            .map_err(|e| failed(e.into()))?;
+        match tokio::time::timeout(wait, replies.next()).await {
+            Ok(Some(reply)) => Ok(reply),
+            Ok(None) => Err(failed("connection closed".into())),
+            Err(_) => Err(PierError::Timeout {
+                subject: self.subject.clone(),
+                timeout_ms: wait.as_millis() as u64,
+            }),
+        }
     }
 
     /// The connection as seen from here: state, server and a measured round trip.

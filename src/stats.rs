@@ -73,8 +73,13 @@ impl Stats {
     /// Records a task_error and keeps it as the last error discovery reports.
     pub fn record_error(&self, code: ErrorCode, message: &str) {
         self.record(Outcome::Errored(code));
+        self.set_last_error(&format!("{code}: {message}"));
+    }
+
+    /// Keeps `error` (one line, no secrets) as the last error status and discovery report.
+    pub fn set_last_error(&self, error: &str) {
         if let Ok(mut last) = self.last_error.lock() {
-            *last = Some(format!("{code}: {message}"));
+            *last = Some(error.to_string());
         }
     }
 

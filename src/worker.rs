@@ -1,73 +1,58 @@
-//! The worker: a queue subscription whose messages become jobs, each run by the handler under
-//! its deadline, at most `maxConcurrentJobs` at once, each answered exactly once.
+//! The worker's lifecycle: connect (retrying through an outage), open the configured delivery
+//! source, feed its jobs to the pipeline, answer service discovery, and stop once, draining.
 
-use crate::config::{Config, Delivery, WorkerIdentity};
-use crate::connection;
+use crate::config::{Config, WorkerIdentity};
+use crate::connection::{self, Attempts};
+use crate::delivery::Source;
 use crate::discovery;
-use crate::error::{ErrorCode, JobError, PierError};
-use crate::handler::{JobHandler, JobInput};
-use crate::jetstream;
+use crate::error::PierError;
+use crate::handler::JobHandler;
 use crate::log::{Level, SharedLogger};
-use crate::outbox::{self, Outbox, Reply};
-use crate::protocol::{self, Job};
-use crate::stats::{Outcome, Stats, StatsSnapshot};
-use async_nats::{Client, Message, Subject, Subscriber};
-use futures_util::StreamExt;
+use crate::pipeline::{Pipeline, PipelineParts, FINAL_FLUSH};
+use crate::protocol;
+use crate::stats::{Stats, StatsSnapshot};
+use crate::sync::lock;
+use async_nats::Client;
 use serde::Serialize;
-use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::task::Poll;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
-
-/// How long jobs cancelled at shutdown get to send their SHUTTING_DOWN replies, and the
-/// connection to flush them.
-const FINAL_FLUSH: Duration = Duration::from_secs(2);
 
 pub struct Worker {
-    shared: Arc<Shared>,
-    lifecycle: tokio::sync::Mutex<Option<Running>>,
-    view: Mutex<Option<RunningView>>,
-}
-
-struct Shared {
     config: Arc<Config>,
     handler: Arc<dyn JobHandler>,
     logger: SharedLogger,
     stats: Arc<Stats>,
     identity: WorkerIdentity,
+    /// Held by `start` and `stop` for their whole run, so they never interleave.
+    lifecycle: tokio::sync::Mutex<Option<Running>>,
+    /// What `status()` reads without waiting for a lifecycle change to finish.
+    phase: Mutex<Phase>,
+    /// Cancelled by `stop()` to end a `start()` still waiting for a server.
+    abort_start: Mutex<Option<CancellationToken>>,
 }
 
-impl Shared {
-    fn reply_failed(&self, error: &dyn std::fmt::Display) {
-        self.stats.reply_failed();
-        self.logger.log(
-            Level::Error,
-            &format!("[pier-connector] could not send a reply: {error}"),
-        );
-    }
-}
-
-enum JobSource {
-    Core(Subscriber),
-    Jetstream(Box<async_nats::jetstream::consumer::PullConsumer>),
-}
-
+/// The tasks of a running worker.
 struct Running {
     stop: oneshot::Sender<()>,
-    receive_loop: JoinHandle<()>,
+    jobs: JoinHandle<()>,
     discovery: Option<(CancellationToken, JoinHandle<()>)>,
 }
 
 #[derive(Clone)]
-struct RunningView {
-    client: Client,
-    started: Instant,
-    started_at_ms: u64,
-    stopping: bool,
+enum Phase {
+    Stopped,
+    Connecting,
+    Running {
+        client: Client,
+        started: Instant,
+        started_at_ms: u64,
+    },
+    Stopping {
+        client: Client,
+    },
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -86,161 +71,199 @@ pub struct WorkerStatus {
     pub max_concurrent_jobs: u32,
     pub started_at_ms: Option<u64>,
     pub uptime_ms: Option<u64>,
+    /// The last error the worker met: a failed connection attempt, a NATS server error or a
+    /// job's `task_error` (`CODE: message`).
+    pub last_error: Option<String>,
     pub stats: StatsSnapshot,
 }
 
 impl Worker {
     pub fn new(config: Config, handler: Arc<dyn JobHandler>, logger: SharedLogger) -> Worker {
-        let identity = config.worker_identity();
         Worker {
-            shared: Arc::new(Shared {
-                config: Arc::new(config),
-                handler,
-                logger,
-                stats: Arc::new(Stats::default()),
-                identity,
-            }),
+            identity: config.worker_identity(),
+            config: Arc::new(config),
+            handler,
+            logger,
+            stats: Arc::new(Stats::default()),
             lifecycle: tokio::sync::Mutex::new(None),
-            view: Mutex::new(None),
+            phase: Mutex::new(Phase::Stopped),
+            abort_start: Mutex::new(None),
         }
     }
 
-    /// Connects, subscribes and starts taking jobs. Resolves once the subscription is
-    /// registered with the server.
+    /// Connects, opens the delivery source and starts taking jobs; resolves once jobs can
+    /// arrive. While no server answers it keeps trying with backoff (state `connecting`), up
+    /// to `maxConnectAttempts` (0: until `stop()`).
     pub async fn start(&self) -> Result<(), PierError> {
         let mut lifecycle = self.lifecycle.lock().await;
         if lifecycle.is_some() {
             return Err(PierError::AlreadyRunning);
         }
-        let shared = &self.shared;
-        let config = &shared.config;
-        let client = connection::connect(
-            config,
-            shared.logger.clone(),
-            shared.stats.clone(),
-            &format!("pier-worker {}", shared.identity.id),
-        )
-        .await?;
-        let source = match config.delivery {
-            Delivery::Core => {
-                let subscription = client
-                    .queue_subscribe(config.subject.clone(), config.queue_group.clone())
-                    .await
-                    .map_err(|e| PierError::Request(format!("subscribe failed: {e}")))?;
-                connection::round_trip(&client, Duration::from_millis(config.connect_timeout_ms))
-                    .await?;
-                JobSource::Core(subscription)
-            }
-            Delivery::Jetstream => {
-                JobSource::Jetstream(Box::new(jetstream::consumer(&client, config).await?))
+        let abort = CancellationToken::new();
+        *lock(&self.abort_start) = Some(abort.clone());
+        *lock(&self.phase) = Phase::Connecting;
+        let opened = tokio::select! {
+            opened = self.open() => opened,
+            _ = abort.cancelled() => Err(PierError::Stopped),
+        };
+        lock(&self.abort_start).take();
+        let (client, source) = match opened {
+            Ok(opened) => opened,
+            Err(error) => {
+                *lock(&self.phase) = Phase::Stopped;
+                self.stats.set_last_error(&error.to_string());
+                return Err(error);
             }
         };
-        shared.logger.log(
+        let config = &self.config;
+        self.logger.log(
             Level::Info,
             &format!(
-                "[pier-connector] worker {} subscribed to {} (queue {}), up to {} jobs at once",
-                shared.identity.id, config.subject, config.queue_group, config.max_concurrent_jobs
+                "[pier-connector] worker {} subscribed to {} ({}), up to {} jobs at once",
+                self.identity.id,
+                config.subject,
+                match config.delivery {
+                    crate::config::Delivery::Core => format!("queue {}", config.queue_group),
+                    crate::config::Delivery::Jetstream =>
+                        format!("JetStream consumer {}", config.consumer_name),
+                },
+                config.max_concurrent_jobs
             ),
         );
-
-        let discovery = config.discovery.then(|| {
-            let stop = CancellationToken::new();
-            let identity = discovery::ServiceIdentity {
-                id: protocol::new_id(),
-                worker_id: shared.identity.id.clone(),
-                wallet: shared.identity.wallet.clone(),
-                subject: config.subject.clone(),
-                queue_group: config.queue_group.clone(),
-                started: SystemTime::now(),
-            };
-            let (client, stats, logger, token) = (
-                client.clone(),
-                shared.stats.clone(),
-                shared.logger.clone(),
-                stop.clone(),
-            );
-            let task = tokio::spawn(async move {
-                if let Err(e) = discovery::serve(client, identity, stats, token).await {
-                    logger.log(Level::Warn, &format!("[pier-connector] {e}"));
-                }
-            });
-            (stop, task)
-        });
-
+        let discovery = config.discovery.then(|| self.serve_discovery(&client));
+        let pipeline = Pipeline::new(
+            PipelineParts {
+                config: self.config.clone(),
+                handler: self.handler.clone(),
+                logger: self.logger.clone(),
+                stats: self.stats.clone(),
+                identity: self.identity.clone(),
+            },
+            client.clone(),
+        );
         let (stop, stop_rx) = oneshot::channel();
-        let receive_loop = match source {
-            JobSource::Core(subscription) => tokio::spawn(receive_loop(
-                shared.clone(),
-                client.clone(),
-                subscription,
-                stop_rx,
-            )),
-            JobSource::Jetstream(consumer) => {
-                let ctx = JobContext {
-                    shared: shared.clone(),
-                    client: client.clone(),
-                    outbox: None,
-                };
-                tokio::spawn(jetstream::receive_loop(ctx, *consumer, stop_rx))
-            }
+        let jobs = {
+            let client = client.clone();
+            tokio::spawn(async move {
+                source.run(pipeline.clone(), stop_rx).await;
+                pipeline.finish().await;
+                let _ = tokio::time::timeout(FINAL_FLUSH, client.drain()).await;
+            })
         };
-        *self.lock_view() = Some(RunningView {
+        *lock(&self.phase) = Phase::Running {
             client,
             started: Instant::now(),
             started_at_ms: unix_ms(),
-            stopping: false,
-        });
+        };
         *lifecycle = Some(Running {
             stop,
-            receive_loop,
+            jobs,
             discovery,
         });
         Ok(())
     }
 
+    async fn open(&self) -> Result<(Client, Source), PierError> {
+        let client = connection::connect(
+            &self.config,
+            self.logger.clone(),
+            self.stats.clone(),
+            &format!("pier-worker {}", self.identity.id),
+            Attempts::from_config(self.config.max_connect_attempts),
+        )
+        .await?;
+        match Source::open(&client, &self.config).await {
+            Ok(source) => Ok((client, source)),
+            Err(error) => {
+                let _ = tokio::time::timeout(FINAL_FLUSH, client.drain()).await;
+                Err(error)
+            }
+        }
+    }
+
+    fn serve_discovery(&self, client: &Client) -> (CancellationToken, JoinHandle<()>) {
+        let stop = CancellationToken::new();
+        let config = &self.config;
+        let identity = discovery::ServiceIdentity {
+            id: protocol::new_id(),
+            worker_id: self.identity.id.clone(),
+            wallet: self.identity.wallet.clone(),
+            subject: config.subject.clone(),
+            queue_group: (config.delivery == crate::config::Delivery::Core)
+                .then(|| config.queue_group.clone()),
+            started: SystemTime::now(),
+        };
+        let (client, stats, logger, token) = (
+            client.clone(),
+            self.stats.clone(),
+            self.logger.clone(),
+            stop.clone(),
+        );
+        let task = tokio::spawn(async move {
+            if let Err(e) = discovery::serve(client, identity, stats, token).await {
+                logger.log(Level::Warn, &format!("[pier-connector] {e}"));
+            }
+        });
+        (stop, task)
+    }
+
     /// Stops taking jobs, lets in-flight jobs finish within `drainTimeoutMs`, answers the rest
-    /// SHUTTING_DOWN and closes the connection. Resolves when all of that is done; a no-op when
-    /// not running.
+    /// SHUTTING_DOWN and closes the connection. Resolves when all of that is done; ends a
+    /// `start()` still waiting for a server; a no-op when not running.
     pub async fn stop(&self) {
+        if let Some(abort) = lock(&self.abort_start).take() {
+            abort.cancel();
+        }
         let mut lifecycle = self.lifecycle.lock().await;
         let Some(running) = lifecycle.take() else {
             return;
         };
-        if let Some(view) = self.lock_view().as_mut() {
-            view.stopping = true;
+        {
+            let mut phase = lock(&self.phase);
+            if let Phase::Running { client, .. } = &*phase {
+                *phase = Phase::Stopping {
+                    client: client.clone(),
+                };
+            }
         }
         if let Some((stop, task)) = running.discovery {
             stop.cancel();
             let _ = task.await;
         }
         let _ = running.stop.send(());
-        if let Err(e) = running.receive_loop.await {
-            self.shared.logger.log(
+        if let Err(e) = running.jobs.await {
+            self.logger.log(
                 Level::Error,
                 &format!("[pier-connector] receive loop ended abnormally: {e}"),
             );
         }
-        *self.lock_view() = None;
-        self.shared
-            .logger
+        *lock(&self.phase) = Phase::Stopped;
+        self.logger
             .log(Level::Info, "[pier-connector] worker stopped");
     }
 
     pub fn status(&self) -> WorkerStatus {
-        let view = self.lock_view().clone();
-        let config = &self.shared.config;
-        let (state, info) = match &view {
-            None => ("stopped", None),
-            Some(v) if v.stopping => ("stopping", Some(v.client.server_info())),
-            Some(v) => (
-                match v.client.connection_state() {
+        let phase = lock(&self.phase).clone();
+        let config = &self.config;
+        let (state, client, since) = match &phase {
+            Phase::Stopped => ("stopped", None, None),
+            Phase::Connecting => ("connecting", None, None),
+            Phase::Stopping { client } => ("stopping", Some(client), None),
+            Phase::Running {
+                client,
+                started,
+                started_at_ms,
+            } => (
+                match client.connection_state() {
                     async_nats::connection::State::Connected => "connected",
                     async_nats::connection::State::Disconnected => "disconnected",
                     async_nats::connection::State::Pending => "connecting",
                 },
-                Some(v.client.server_info()),
+                Some(client),
+                Some((started, *started_at_ms)),
             ),
         };
+        let info = client.map(Client::server_info);
         WorkerStatus {
             state,
             servers: config.servers_for_display(),
@@ -249,370 +272,27 @@ impl Worker {
             subject: config.subject.clone(),
             queue_group: config.queue_group.clone(),
             publish_subject: config.publish_subject.clone(),
-            worker_id: self.shared.identity.id.clone(),
-            wallet_address: self.shared.identity.wallet.clone(),
+            worker_id: self.identity.id.clone(),
+            wallet_address: self.identity.wallet.clone(),
             max_concurrent_jobs: config.max_concurrent_jobs,
-            started_at_ms: view.as_ref().map(|v| v.started_at_ms),
-            uptime_ms: view
-                .as_ref()
-                .map(|v| v.started.elapsed().as_millis() as u64),
-            stats: self.shared.stats.snapshot(),
+            started_at_ms: since.map(|(_, ms)| ms),
+            uptime_ms: since.map(|(started, _)| started.elapsed().as_millis() as u64),
+            last_error: self.stats.last_error(),
+            stats: self.stats.snapshot(),
         }
     }
 
     /// The worker's connection while it runs, so a publisher can share it.
     pub fn client(&self) -> Option<Client> {
-        self.lock_view().as_ref().map(|v| v.client.clone())
+        match &*lock(&self.phase) {
+            Phase::Running { client, .. } => Some(client.clone()),
+            _ => None,
+        }
     }
 
     pub fn config(&self) -> &Config {
-        &self.shared.config
+        &self.config
     }
-
-    fn lock_view(&self) -> std::sync::MutexGuard<'_, Option<RunningView>> {
-        crate::sync::lock(&self.view)
-    }
-}
-
-async fn receive_loop(
-    shared: Arc<Shared>,
-    client: Client,
-    mut subscription: Subscriber,
-    mut stop: oneshot::Receiver<()>,
-) {
-    let permits = Arc::new(Semaphore::new(shared.config.max_concurrent_jobs as usize));
-    let jobs = TaskTracker::new();
-    let cancel = CancellationToken::new();
-    let ctx = JobContext {
-        shared: shared.clone(),
-        client: client.clone(),
-        outbox: None,
-    };
-    let (outbox, publisher) = Outbox::start(client.clone(), {
-        let shared = shared.clone();
-        move |e| shared.reply_failed(&e)
-    });
-
-    loop {
-        tokio::select! {
-            biased;
-            _ = &mut stop => break,
-            message = subscription.next() => match message {
-                Some(message) => ctx.dispatch(message, &permits, &jobs, &cancel, &outbox).await,
-                None => {
-                    shared.logger.log(Level::Warn, "[pier-connector] subscription ended");
-                    break;
-                }
-            },
-        }
-    }
-
-    // Messages the server sent before it saw the unsubscribe still arrive: refuse them.
-    let drain_timeout = Duration::from_millis(shared.config.drain_timeout_ms);
-    if subscription.drain().await.is_ok() {
-        let refuse_rest = async {
-            while let Some(message) = subscription.next().await {
-                ctx.refuse_without_running(
-                    message,
-                    ErrorCode::ShuttingDown,
-                    "the worker is shutting down",
-                )
-                .await;
-            }
-        };
-        let _ = tokio::time::timeout(FINAL_FLUSH, refuse_rest).await;
-    }
-    drop(subscription);
-
-    jobs.close();
-    if tokio::time::timeout(drain_timeout, jobs.wait())
-        .await
-        .is_err()
-    {
-        shared.logger.log(
-            Level::Warn,
-            &format!(
-                "[pier-connector] {} job(s) still running after {} ms: answering SHUTTING_DOWN",
-                jobs.len(),
-                drain_timeout.as_millis()
-            ),
-        );
-        cancel.cancel();
-        let _ = tokio::time::timeout(FINAL_FLUSH, jobs.wait()).await;
-    }
-    outbox.close();
-    let _ = tokio::time::timeout(FINAL_FLUSH, publisher).await;
-    let _ = tokio::time::timeout(FINAL_FLUSH, client.flush()).await;
-    let _ = tokio::time::timeout(FINAL_FLUSH, client.drain()).await;
-}
-
-#[derive(Clone)]
-pub(crate) struct JobContext {
-    shared: Arc<Shared>,
-    client: Client,
-    /// Where replies go when they are not published at once (jobs in their own tasks, core
-    /// delivery only: JetStream acks must follow their own publish).
-    outbox: Option<Arc<Outbox>>,
-}
-
-impl JobContext {
-    pub(crate) fn config(&self) -> &Config {
-        &self.shared.config
-    }
-
-    pub(crate) fn stats(&self) -> &Stats {
-        &self.shared.stats
-    }
-
-    pub(crate) async fn flush(&self) {
-        let _ = tokio::time::timeout(FINAL_FLUSH, self.client.flush()).await;
-    }
-
-    async fn dispatch(
-        &self,
-        message: Message,
-        permits: &Arc<Semaphore>,
-        jobs: &TaskTracker,
-        cancel: &CancellationToken,
-        outbox: &Arc<Outbox>,
-    ) {
-        let received_at = Instant::now();
-        let shared = &self.shared;
-        shared.stats.received();
-        let Some(reply) = message.reply.clone() else {
-            shared.stats.record(Outcome::NoReply);
-            shared.logger.log(
-                Level::Warn,
-                &format!(
-                    "[pier-connector] message on {} has no reply subject: not run",
-                    message.subject
-                ),
-            );
-            return;
-        };
-        let job = match protocol::parse_job(&message.payload, shared.config.max_payload_bytes) {
-            Ok(job) => job,
-            Err(rejection) => {
-                self.answer_error(Some(reply), rejection.id.as_deref(), rejection.error)
-                    .await;
-                return;
-            }
-        };
-        if let Some(allowed) = &shared.config.allowed_senders {
-            if !job.sender().is_some_and(|s| allowed.iter().any(|a| a == s)) {
-                let error = JobError::new(
-                    ErrorCode::Unauthorized,
-                    "this worker does not take jobs from this sender",
-                );
-                self.answer_error(Some(reply), Some(&job.id), error).await;
-                return;
-            }
-        }
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            let error = JobError::new(
-                ErrorCode::Overloaded,
-                format!(
-                    "worker is running its limit of {} jobs; retry on another worker",
-                    shared.config.max_concurrent_jobs
-                ),
-            );
-            self.answer_error(Some(reply), Some(&job.id), error).await;
-            return;
-        };
-        shared.stats.job_started();
-        let cancel = cancel.clone();
-        let inline = shared.handler.answers_at_once();
-        // A job run inline replies at once, in the same burst as the receive loop's other work.
-        let ctx = JobContext {
-            outbox: (!inline).then(|| outbox.clone()),
-            ..self.clone()
-        };
-        let run = async move { ctx.run(job, reply, received_at, permit, cancel).await };
-        if !inline {
-            jobs.spawn(run);
-            return;
-        }
-        // Such a handler finishes on this first poll and costs no task of its own; a job that
-        // waits for something after all is spawned.
-        let mut run = Box::pin(run);
-        if std::future::poll_fn(|cx| Poll::Ready(run.as_mut().poll(cx)))
-            .await
-            .is_pending()
-        {
-            jobs.spawn(run);
-        }
-    }
-
-    async fn run(
-        &self,
-        job: Job,
-        reply: Subject,
-        received_at: Instant,
-        permit: OwnedSemaphorePermit,
-        cancel: CancellationToken,
-    ) {
-        let (id, outcome) = self.execute(job, received_at, permit, cancel).await;
-        self.answer(Some(reply), &id, received_at, outcome).await;
-        self.shared.stats.job_finished();
-    }
-
-    /// Runs the handler under the job's deadline; frees the concurrency slot when it ends.
-    pub(crate) async fn execute(
-        &self,
-        job: Job,
-        received_at: Instant,
-        permit: OwnedSemaphorePermit,
-        cancel: CancellationToken,
-    ) -> (String, crate::handler::HandlerResult) {
-        let shared = &self.shared;
-        let budget = shared.config.job_deadline(job.timeout_ms);
-        let deadline = received_at + budget;
-        let id = job.id.clone();
-        let input = JobInput {
-            sender: job.sender().map(str::to_string),
-            id: job.id,
-            task: job.task,
-            system_prompt: job.system_prompt,
-            timeout_ms: deadline
-                .saturating_duration_since(Instant::now())
-                .as_millis() as u64,
-            meta: job.meta,
-        };
-        if shared.logger.enabled(Level::Debug) {
-            shared.logger.log(
-                Level::Debug,
-                &format!(
-                    "[pier-connector] job {} started ({} chars, {} ms budget)",
-                    loggable(&id),
-                    input.task.chars().count(),
-                    budget.as_millis()
-                ),
-            );
-        }
-
-        let outcome = tokio::select! {
-            // The handler first: one that is ready at once never arms the deadline timer.
-            biased;
-            result = shared.handler.run(input) => result,
-            _ = tokio::time::sleep_until(deadline.into()) => Err(JobError::new(
-                ErrorCode::Timeout,
-                format!("the job did not finish within its {} ms deadline", budget.as_millis()),
-            )),
-            _ = cancel.cancelled() => Err(JobError::new(
-                ErrorCode::ShuttingDown,
-                "the worker shut down before the job finished",
-            )),
-        };
-        // The slot frees before the reply goes out, so a requester that sends its next job on
-        // receiving this reply never finds the worker still full.
-        drop(permit);
-        if let Err(error) = &outcome {
-            if matches!(error.code, ErrorCode::Timeout | ErrorCode::ShuttingDown) {
-                shared.handler.cancel(&id, error.code);
-            }
-        }
-        (id, outcome)
-    }
-
-    /// Sends the job's reply (when there is somewhere to send it) and counts the outcome.
-    pub(crate) async fn answer(
-        &self,
-        reply: Option<Subject>,
-        id: &str,
-        received_at: Instant,
-        outcome: crate::handler::HandlerResult,
-    ) {
-        let shared = &self.shared;
-        let latency_ms = received_at.elapsed().as_millis() as u64;
-        match outcome {
-            Ok(result) => {
-                if let Some(reply) = reply {
-                    let bytes = protocol::encode_result(id, &result, latency_ms, &shared.identity);
-                    self.send(reply, bytes, None).await;
-                }
-                shared.stats.record(Outcome::Completed);
-                shared.stats.processed(received_at.elapsed());
-                if shared.logger.enabled(Level::Debug) {
-                    shared.logger.log(
-                        Level::Debug,
-                        &format!(
-                            "[pier-connector] job {} completed in {latency_ms} ms",
-                            loggable(id)
-                        ),
-                    );
-                }
-            }
-            Err(error) => self.answer_error(reply, Some(id), error).await,
-        }
-    }
-
-    async fn refuse_without_running(&self, message: Message, code: ErrorCode, why: &str) {
-        self.shared.stats.received();
-        let Some(reply) = message.reply else {
-            self.shared.stats.record(Outcome::NoReply);
-            return;
-        };
-        // The id is worth reading so the requester can match the refusal to its request.
-        let id = protocol::parse_job(&message.payload, self.shared.config.max_payload_bytes)
-            .ok()
-            .map(|job| job.id);
-        self.answer_error(Some(reply), id.as_deref(), JobError::new(code, why))
-            .await;
-    }
-
-    pub(crate) async fn answer_error(
-        &self,
-        reply: Option<Subject>,
-        id: Option<&str>,
-        error: JobError,
-    ) {
-        if let Some(reply) = reply {
-            let bytes = protocol::encode_error(id, &error, &self.shared.identity);
-            let headers = discovery::error_headers(error.code, &error.message);
-            self.send(reply, bytes, Some(headers)).await;
-        }
-        self.shared.stats.record_error(error.code, &error.message);
-        let level = match error.code {
-            ErrorCode::ExecutionFailed | ErrorCode::RuntimeUnavailable => Level::Error,
-            _ => Level::Warn,
-        };
-        self.shared.logger.log(
-            level,
-            &format!(
-                "[pier-connector] job {} answered {}: {}",
-                id.map_or_else(|| "(no id)".to_string(), loggable),
-                error.code,
-                error.message
-            ),
-        );
-    }
-
-    async fn send(&self, reply: Subject, bytes: Vec<u8>, headers: Option<async_nats::HeaderMap>) {
-        let reply = Reply {
-            subject: reply,
-            payload: bytes.into(),
-            headers,
-        };
-        let reply = match &self.outbox {
-            Some(outbox) => match outbox.push(reply) {
-                Ok(()) => return,
-                Err(closed) => closed,
-            },
-            None => reply,
-        };
-        if let Err(e) = outbox::publish(&self.client, reply).await {
-            self.shared.reply_failed(&e);
-        }
-    }
-}
-
-/// A requester-chosen id as it may appear in a log line: one line, bounded.
-fn loggable(id: &str) -> String {
-    let mut line: String = crate::error::one_line(id).chars().take(80).collect();
-    if line.is_empty() {
-        line.push_str("(blank id)");
-    }
-    line
 }
 
 fn unix_ms() -> u64 {
@@ -620,17 +300,4 @@ fn unix_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or_default()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::loggable;
-
-    #[test]
-    fn requester_ids_cannot_forge_log_lines() {
-        assert_eq!(loggable("abc\n[pier-connector] fake line"), "abc");
-        assert_eq!(loggable(&"x".repeat(500)).chars().count(), 80);
-        assert_eq!(loggable("\u{1b}[31mred"), "[31mred");
-        assert_eq!(loggable(" \n "), "(blank id)");
-    }
 }

@@ -1,64 +1,16 @@
 //! The Rust worker against a real nats-server on a random loopback port, without Node.
 
+mod common;
+
+use common::{config, NatsServer};
 use futures_util::future::BoxFuture;
-use pier_connector::config::Config;
 use pier_connector::error::ErrorCode;
 use pier_connector::handler::{EchoHandler, HandlerResult, JobHandler, JobInput};
 use pier_connector::log::{Level, MemoryLogger};
 use pier_connector::worker::Worker;
 use serde_json::{json, Value};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
-
-struct NatsServer {
-    child: Child,
-    url: String,
-}
-
-impl NatsServer {
-    async fn start() -> NatsServer {
-        let bin = std::env::var("NATS_SERVER_BIN").unwrap_or_else(|_| "nats-server".to_string());
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let mut child = Command::new(&bin)
-            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {bin} (run scripts/setup.sh): {e}"));
-        let url = format!("nats://127.0.0.1:{port}");
-        for _ in 0..200 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
-                return NatsServer { child, url };
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("nats-server did not listen on {port}");
-    }
-}
-
-impl Drop for NatsServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn config(url: &str, extra: Value) -> Config {
-    let mut base = json!({ "natsUrl": url, "subject": "jobs.rust", "workerId": "rust-1" });
-    if let (Some(base), Some(extra)) = (base.as_object_mut(), extra.as_object()) {
-        base.extend(extra.clone());
-    }
-    Config::from_value(base).expect("valid config")
-}
 
 async fn ask(client: &async_nats::Client, payload: impl Into<bytes::Bytes>) -> Value {
     let reply = tokio::time::timeout(
@@ -213,7 +165,7 @@ impl JobHandler for InlineButWaiting {
         })
     }
 
-    fn answers_at_once(&self) -> bool {
+    fn ready_on_first_poll(&self) -> bool {
         true
     }
 }

@@ -21,60 +21,17 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 
 /// Calls `handler` for each job of a batch and reports each outcome to `settle(seq, kind, a, b)`
-/// (see `Outcome`) as soon as it is known. What a handler returned or threw is reduced to
-/// strings here, in JS, so that no getter or `toString` of the host's runs inside native code.
-const DRIVER: &str = r#"(function pierDriver(handler, settle) {
-  const text = (v) => {
-    try {
-      return typeof v === 'string' ? v : v === undefined || v === null ? null : String(v)
-    } catch {
-      return null
-    }
-  }
-  const resolved = (seq, value) => {
-    if (typeof value === 'string') return settle(seq, 0, value, null)
-    try {
-      const error = value !== null && typeof value === 'object' ? value.error : undefined
-      if (error !== null && typeof error === 'object' && !Array.isArray(error)) {
-        const code = typeof error.code === 'string' ? error.code : null
-        const message = typeof error.message === 'string' ? error.message : null
-        return settle(seq, 1, code, message)
-      }
-    } catch {}
-    settle(seq, 2, null, null)
-  }
-  const rejected = (seq, error) => {
-    let message = null
-    try {
-      message = text(error !== null && typeof error === 'object' ? error.message : error)
-    } catch {}
-    settle(seq, 3, message, null)
-  }
-  return function pierDispatch(batch) {
-    const jobs = JSON.parse(batch)
-    for (let i = 0; i < jobs.length; i += 2) {
-      const seq = jobs[i]
-      let result
-      try {
-        result = handler(jobs[i + 1])
-      } catch (error) {
-        rejected(seq, error)
-        continue
-      }
-      if (typeof result === 'string') settle(seq, 0, result, null)
-      else Promise.resolve(result).then((v) => resolved(seq, v), (e) => rejected(seq, e))
-    }
-  }
-})"#;
+/// (see `Settlement`) as soon as it is known; its own file so it is linted as JavaScript.
+const DRIVER: &str = include_str!("driver.js");
 
 /// One job's outcome as the driver reports it: `(seq, 0, result)`, `(seq, 1, code, message)`
 /// for a returned `{ error }`, `(seq, 2)` for any other value, `(seq, 3, message)` for a throw
 /// or rejection (each padded with nulls to four arguments).
-struct Outcome(u32, u32, Option<String>, Option<String>);
+struct Settlement(u32, u32, Option<String>, Option<String>);
 
-impl Outcome {
+impl Settlement {
     fn into_result(self) -> (u32, HandlerResult) {
-        let Outcome(seq, kind, a, b) = self;
+        let Settlement(seq, kind, a, b) = self;
         let result = match kind {
             0 => Ok(a.unwrap_or_default()),
             1 => Err(JobError::new(
@@ -112,12 +69,12 @@ type CancelFn = super::LogFn;
 /// The batch being written: `[seq,job,seq,job…` as JSON without its closing bracket, and its
 /// seqs, to settle them if the batch can no longer be sent.
 #[derive(Default)]
-struct Queue {
+struct BatchBuffer {
     json: Vec<u8>,
     seqs: Vec<u32>,
 }
 
-impl Queue {
+impl BatchBuffer {
     fn push(&mut self, seq: u32, job: &Job) -> serde_json::Result<()> {
         let mark = self.json.len();
         self.json.push(if mark == 0 { b'[' } else { b',' });
@@ -130,13 +87,13 @@ impl Queue {
 }
 
 #[derive(Default)]
-struct Shared {
-    queue: Mutex<Queue>,
+struct BatchState {
+    queue: Mutex<BatchBuffer>,
     pending: Mutex<HashMap<u32, oneshot::Sender<HandlerResult>>>,
     next_seq: AtomicU32,
 }
 
-impl Shared {
+impl BatchState {
     fn settle_all(&self, outcomes: impl Iterator<Item = (u32, HandlerResult)>) {
         let mut pending = lock(&self.pending);
         for (seq, outcome) in outcomes {
@@ -148,7 +105,7 @@ impl Shared {
 }
 
 pub struct JsHandler {
-    shared: Arc<Shared>,
+    shared: Arc<BatchState>,
     dispatch: Arc<DispatchFn>,
     on_cancel: Option<Arc<CancelFn>>,
 }
@@ -159,12 +116,12 @@ impl JsHandler {
         handler: Unknown<'_>,
         on_cancel: Option<CancelFn>,
     ) -> napi::Result<JsHandler> {
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(BatchState::default());
         let for_settle = shared.clone();
         let settle = env.create_function_from_closure(
             "pierSettle",
             move |ctx: FunctionCallContext| -> napi::Result<()> {
-                let outcome = Outcome(ctx.get(0)?, ctx.get(1)?, ctx.get(2)?, ctx.get(3)?);
+                let outcome = Settlement(ctx.get(0)?, ctx.get(1)?, ctx.get(2)?, ctx.get(3)?);
                 for_settle.settle_all(std::iter::once(outcome.into_result()));
                 Ok(())
             },
@@ -199,7 +156,7 @@ impl JobHandler for JsHandler {
             let (sender, receiver) = oneshot::channel();
             lock(&shared.pending).insert(seq, sender);
             // Forget the job if the worker gives up on it, whatever JS does later.
-            let _forget = Forget {
+            let _forget = ForgetOnDrop {
                 shared: &shared,
                 seq,
             };
@@ -240,12 +197,12 @@ impl JobHandler for JsHandler {
     }
 }
 
-struct Forget<'a> {
-    shared: &'a Shared,
+struct ForgetOnDrop<'a> {
+    shared: &'a BatchState,
     seq: u32,
 }
 
-impl Drop for Forget<'_> {
+impl Drop for ForgetOnDrop<'_> {
     fn drop(&mut self) {
         lock(&self.shared.pending).remove(&self.seq);
     }

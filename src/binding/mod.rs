@@ -1,7 +1,9 @@
 //! The N-API edge: `PierWorker` and `PierClient` for JavaScript. Every core error is mapped to a
-//! JS error here, once; JS callbacks are thread-safe functions awaited from Rust.
+//! JS `Error` here, once (`js_error`: `code` property, message prefixed with the code); JS
+//! callbacks are thread-safe functions awaited from Rust.
 
 mod js_handler;
+mod pier_config;
 
 use crate::config::Config;
 use crate::error::PierError;
@@ -12,7 +14,7 @@ use crate::stats::StatsSnapshot;
 use crate::sync::lock;
 use crate::worker::{Worker, WorkerStatus};
 use js_handler::JsHandler;
-use napi::bindgen_prelude::{FnArgs, PromiseRaw, Unknown};
+use napi::bindgen_prelude::{FnArgs, PromiseRaw, ToNapiValue, Unknown};
 use napi::threadsafe_function::{
     ThreadsafeFunction, ThreadsafeFunctionCallMode, UnknownReturnValue,
 };
@@ -20,45 +22,8 @@ use napi::Env;
 use napi_derive::napi;
 use serde_json::Value;
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
-
-/// `plugins.entries["pier-connector"].config`: every key is optional (README, Configuration).
-/// Read and validated in Rust (`Config`); unknown or ill-typed keys are a `PIER_CONFIG` error.
-#[napi(object)]
-#[allow(dead_code)] // declared for index.d.ts; the config crosses as JSON into `Config`
-pub struct PierConfig {
-    pub nats_url: Option<String>,
-    pub servers: Option<Vec<String>>,
-    pub subject: Option<String>,
-    pub publish_subject: Option<String>,
-    pub queue_group: Option<String>,
-    pub worker_id: Option<String>,
-    pub wallet_address: Option<String>,
-    pub job_timeout_ms: Option<u32>,
-    pub max_job_timeout_ms: Option<u32>,
-    pub max_concurrent_jobs: Option<u32>,
-    pub max_payload_bytes: Option<u32>,
-    pub drain_timeout_ms: Option<u32>,
-    pub connect_timeout_ms: Option<u32>,
-    pub allowed_senders: Option<Vec<String>>,
-    pub discovery: Option<bool>,
-    #[napi(ts_type = "'core' | 'jetstream'")]
-    pub delivery: Option<String>,
-    pub stream_name: Option<String>,
-    pub consumer_name: Option<String>,
-    pub result_subject: Option<String>,
-    pub max_deliver: Option<u32>,
-    pub ack_wait_ms: Option<u32>,
-    pub token: Option<String>,
-    pub user: Option<String>,
-    pub password: Option<String>,
-    pub nkey_seed: Option<String>,
-    pub creds_file: Option<String>,
-    pub tls_ca_file: Option<String>,
-    pub tls_cert_file: Option<String>,
-    pub tls_key_file: Option<String>,
-    pub tls_required: Option<bool>,
-}
 
 /// A job as the JS handler receives it; optional fields that are not set are absent.
 // Jobs cross to JS as this struct's JSON (see js_handler), hence the serde attributes.
@@ -137,6 +102,8 @@ pub struct JsWorkerStatus {
     pub max_concurrent_jobs: u32,
     pub started_at_ms: Option<f64>,
     pub uptime_ms: Option<f64>,
+    /// The last error: a failed connection attempt, a NATS server error or a job's task_error.
+    pub last_error: Option<String>,
     pub stats: JsStats,
 }
 
@@ -221,16 +188,17 @@ impl PierWorker {
         options: Option<WorkerOptions>,
     ) -> napi::Result<Self> {
         if handler.get_type()? != napi::ValueType::Function {
-            return Err(to_js_error(PierError::Config(
-                "the job handler must be a function".into(),
-            )));
+            return Err(js_error(
+                &env,
+                PierError::Config("the job handler must be a function".into()),
+            ));
         }
-        let config = Config::from_value(config).map_err(to_js_error)?;
+        let config = Config::from_value(config).map_err(|e| js_error(&env, e))?;
         let (logger, on_cancel, level) = match options {
             Some(o) => (o.logger, o.on_cancel, o.log_level),
             None => (None, None, None),
         };
-        let logger = js_logger(logger, level.as_deref())?;
+        let logger = js_logger(logger, level.as_deref()).map_err(|e| js_error(&env, e))?;
         let handler = Arc::new(JsHandler::new(&env, handler, on_cancel)?);
         Ok(PierWorker {
             worker: Arc::new(Worker::new(config, handler, logger.clone())),
@@ -243,12 +211,13 @@ impl PierWorker {
     /// for connectivity checks and benchmarks.
     #[napi(factory)]
     pub fn echo(
+        env: Env,
         #[napi(ts_arg_type = "PierConfig")] config: Value,
         options: Option<WorkerOptions>,
     ) -> napi::Result<Self> {
-        let config = Config::from_value(config).map_err(to_js_error)?;
+        let config = Config::from_value(config).map_err(|e| js_error(&env, e))?;
         let (logger, level) = options.map(|o| (o.logger, o.log_level)).unwrap_or_default();
-        let logger = js_logger(logger, level.as_deref())?;
+        let logger = js_logger(logger, level.as_deref()).map_err(|e| js_error(&env, e))?;
         Ok(PierWorker {
             worker: Arc::new(Worker::new(config, Arc::new(EchoHandler), logger.clone())),
             logger,
@@ -256,8 +225,11 @@ impl PierWorker {
         })
     }
 
-    /// Connects and subscribes; resolves once jobs can arrive. While the worker runs it keeps
-    /// the Node process alive, like a listening server does.
+    /// Connects and subscribes; resolves once jobs can arrive. While no server answers it
+    /// keeps trying with backoff (`status().state` is `connecting`) up to `maxConnectAttempts`
+    /// (0, the default: until `stop()`, which makes it reject with `PIER_STOPPED`);
+    /// authorization and TLS failures reject at once with `PIER_CONNECT`. While the worker runs
+    /// it keeps the Node process alive, like a listening server does.
     #[napi(ts_return_type = "Promise<void>")]
     pub fn start<'env>(&self, env: &'env Env) -> napi::Result<PromiseRaw<'env, ()>> {
         let keep_alive = self.keep_alive.clone();
@@ -270,12 +242,12 @@ impl PierWorker {
             }
         }
         let worker = self.worker.clone();
-        env.spawn_future(async move {
+        promise(env, async move {
             let started = worker.start().await;
             if started.is_err() && worker.client().is_none() {
                 lock(&keep_alive).take();
             }
-            started.map_err(to_js_error)
+            started
         })
     }
 
@@ -295,20 +267,22 @@ impl PierWorker {
 
     /// Publishes a task over this worker's connection (the worker must be running).
     #[napi(ts_return_type = "Promise<TaskReply>")]
-    pub async fn publish(
+    pub fn publish<'env>(
         &self,
+        env: &'env Env,
         task: String,
         options: Option<PublishRequestOptions>,
-    ) -> napi::Result<Value> {
-        let client = self
+    ) -> napi::Result<PromiseRaw<'env, Value>> {
+        let publisher = self
             .worker
             .client()
-            .ok_or_else(|| to_js_error(PierError::NotRunning))?;
-        let publisher = Publisher::with_client(client, self.worker.config());
-        publisher
-            .publish(&task, publish_options(options))
-            .await
-            .map_err(to_js_error)
+            .map(|client| Publisher::with_client(client, self.worker.config()));
+        promise(env, async move {
+            publisher
+                .ok_or(PierError::NotRunning)?
+                .publish(&task, publish_options(options))
+                .await
+        })
     }
 
     #[napi(getter)]
@@ -326,6 +300,10 @@ impl PierWorker {
 /// A publisher with its own connection, opened on first use.
 #[napi]
 pub struct PierClient {
+    shared: Arc<ClientState>,
+}
+
+struct ClientState {
     config: Config,
     logger: SharedLogger,
     publisher: tokio::sync::Mutex<Option<Arc<Publisher>>>,
@@ -335,43 +313,76 @@ pub struct PierClient {
 impl PierClient {
     #[napi(constructor)]
     pub fn new(
+        env: Env,
         #[napi(ts_arg_type = "PierConfig")] config: Value,
         options: Option<ClientOptions>,
     ) -> napi::Result<Self> {
+        let (logger, level) = options.map(|o| (o.logger, o.log_level)).unwrap_or_default();
         Ok(PierClient {
-            config: Config::from_value(config).map_err(to_js_error)?,
-            logger: {
-                let (logger, level) = options.map(|o| (o.logger, o.log_level)).unwrap_or_default();
-                js_logger(logger, level.as_deref())?
-            },
-            publisher: tokio::sync::Mutex::new(None),
+            shared: Arc::new(ClientState {
+                config: Config::from_value(config).map_err(|e| js_error(&env, e))?,
+                logger: js_logger(logger, level.as_deref()).map_err(|e| js_error(&env, e))?,
+                publisher: tokio::sync::Mutex::new(None),
+            }),
         })
     }
 
     /// Sends a `task_request` to `publishSubject` and resolves to the parsed reply
     /// (`task_result` or `task_error`). Rejects with `PIER_TIMEOUT` or `PIER_NO_RESPONDERS`.
     #[napi(ts_return_type = "Promise<TaskReply>")]
-    pub async fn publish(
+    pub fn publish<'env>(
         &self,
+        env: &'env Env,
         task: String,
         options: Option<PublishRequestOptions>,
-    ) -> napi::Result<Value> {
-        let publisher = self.publisher().await?;
-        publisher
-            .publish(&task, publish_options(options))
-            .await
-            .map_err(to_js_error)
+    ) -> napi::Result<PromiseRaw<'env, Value>> {
+        let shared = self.shared.clone();
+        promise(env, async move {
+            let publisher = shared.publisher().await?;
+            publisher.publish(&task, publish_options(options)).await
+        })
     }
 
     /// Connects (if needed) and reports the server, subjects and a measured round trip.
+    #[napi(ts_return_type = "Promise<ServerStatus>")]
+    pub fn server_status<'env>(
+        &self,
+        env: &'env Env,
+    ) -> napi::Result<PromiseRaw<'env, ServerStatus>> {
+        let shared = self.shared.clone();
+        promise(env, async move { shared.server_status().await })
+    }
+
+    /// Lists live workers through NATS service discovery: one `$SRV.STATS` answer per worker
+    /// (id, metadata.workerId, endpoints[0].num_requests / num_errors / data = live counters),
+    /// gathered for `waitMs` (default 500).
+    #[napi(ts_return_type = "Promise<Array<Record<string, any>>>")]
+    pub fn workers<'env>(
+        &self,
+        env: &'env Env,
+        wait_ms: Option<u32>,
+    ) -> napi::Result<PromiseRaw<'env, Vec<Value>>> {
+        let shared = self.shared.clone();
+        let wait = std::time::Duration::from_millis(u64::from(wait_ms.unwrap_or(500)));
+        promise(
+            env,
+            async move { shared.publisher().await?.workers(wait).await },
+        )
+    }
+
     #[napi]
-    pub async fn server_status(&self) -> napi::Result<ServerStatus> {
-        let report = self
-            .publisher()
-            .await?
-            .connection_report()
-            .await
-            .map_err(to_js_error)?;
+    pub async fn close(&self) -> napi::Result<()> {
+        let taken = self.shared.publisher.lock().await.take();
+        if let Some(publisher) = taken.and_then(|p| Arc::try_unwrap(p).ok()) {
+            publisher.close().await;
+        }
+        Ok(())
+    }
+}
+
+impl ClientState {
+    async fn server_status(&self) -> Result<ServerStatus, PierError> {
+        let report = self.publisher().await?.connection_report().await?;
         Ok(ServerStatus {
             state: if report.connected {
                 "connected"
@@ -389,40 +400,12 @@ impl PierClient {
         })
     }
 
-    /// Lists live workers through NATS service discovery: one `$SRV.STATS` answer per worker
-    /// (id, metadata.workerId, endpoints[0].num_requests / num_errors / data = live counters),
-    /// gathered for `waitMs` (default 500).
-    #[napi(ts_return_type = "Promise<Array<Record<string, any>>>")]
-    pub async fn workers(&self, wait_ms: Option<u32>) -> napi::Result<Vec<Value>> {
-        let wait = std::time::Duration::from_millis(u64::from(wait_ms.unwrap_or(500)));
-        self.publisher()
-            .await?
-            .workers(wait)
-            .await
-            .map_err(to_js_error)
-    }
-
-    #[napi]
-    pub async fn close(&self) -> napi::Result<()> {
-        let taken = self.publisher.lock().await.take();
-        if let Some(publisher) = taken.and_then(|p| Arc::try_unwrap(p).ok()) {
-            publisher.close().await;
-        }
-        Ok(())
-    }
-}
-
-impl PierClient {
-    async fn publisher(&self) -> napi::Result<Arc<Publisher>> {
+    async fn publisher(&self) -> Result<Arc<Publisher>, PierError> {
         let mut slot = self.publisher.lock().await;
         if let Some(publisher) = slot.as_ref() {
             return Ok(publisher.clone());
         }
-        let publisher = Arc::new(
-            Publisher::connect(&self.config, self.logger.clone())
-                .await
-                .map_err(to_js_error)?,
-        );
+        let publisher = Arc::new(Publisher::connect(&self.config, self.logger.clone()).await?);
         *slot = Some(publisher.clone());
         Ok(publisher)
     }
@@ -441,12 +424,23 @@ fn publish_options(options: Option<PublishRequestOptions>) -> PublishOptions {
         .unwrap_or_default()
 }
 
-/// One place where core errors become JS errors: the message starts with the stable code.
-fn to_js_error(error: PierError) -> napi::Error {
-    napi::Error::new(
-        napi::Status::GenericFailure,
-        format!("{}: {}", error.code(), error),
-    )
+/// The one place where core errors become JS errors: an `Error` whose `code` property is the
+/// stable code, and whose message starts with it (as before `code` existed).
+fn js_error(env: &Env, error: PierError) -> napi::Error {
+    let code = error.code();
+    let js = napi::JsError::from(napi::Error::new(code, format!("{code}: {error}")));
+    napi::Error::from(js.into_unknown(*env))
+}
+
+/// A Promise for `work`, settled on the JS thread so a failure can reject with a coded error.
+fn promise<'env, T, F>(env: &'env Env, work: F) -> napi::Result<PromiseRaw<'env, T>>
+where
+    T: ToNapiValue + Send + 'static,
+    F: Future<Output = Result<T, PierError>> + Send + 'static,
+{
+    env.spawn_future_with_callback(async move { Ok(work.await) }, |env, outcome| {
+        outcome.map_err(|error| js_error(env, error))
+    })
 }
 
 struct JsLogger(LogFn);
@@ -469,13 +463,13 @@ impl Logger for StderrLogger {
     }
 }
 
-fn js_logger(logger: Option<LogFn>, level: Option<&str>) -> napi::Result<SharedLogger> {
+fn js_logger(logger: Option<LogFn>, level: Option<&str>) -> Result<SharedLogger, PierError> {
     let min = match level {
         None => Level::Info,
         Some(name) => Level::parse(name).ok_or_else(|| {
-            to_js_error(PierError::Config(format!(
+            PierError::Config(format!(
                 "logLevel: {name:?} is not one of debug, info, warn, error"
-            )))
+            ))
         })?,
     };
     Ok(match logger {
@@ -508,6 +502,7 @@ fn status_to_js(s: WorkerStatus) -> JsWorkerStatus {
         max_concurrent_jobs: s.max_concurrent_jobs,
         started_at_ms: s.started_at_ms.map(|v| v as f64),
         uptime_ms: s.uptime_ms.map(|v| v as f64),
+        last_error: s.last_error,
         stats: stats_to_js(s.stats),
     }
 }

@@ -1,196 +1,20 @@
-//! Pier wire protocol v1.0 (shared/docs/protocol.md): reading inbound jobs, v1 and legacy, and
-//! writing `task_request`, `task_result` and `task_error`. Pure functions, no I/O.
+//! Pier wire protocol v1.0 (shared/docs/protocol.md): reading inbound jobs (`inbound`), v1 and
+//! legacy, and writing `task_request`, `task_result` and `task_error`. Pure functions, no I/O.
+
+mod inbound;
+mod scan;
+
+pub use inbound::{parse_job, JobRequest, Rejection, MAX_NESTING_DEPTH};
 
 use crate::config::WorkerIdentity;
 use crate::error::{ErrorCode, JobError};
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 pub const PROTOCOL_VERSION: &str = "1.0";
 
-/// One job as the worker runs it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Job {
-    pub id: String,
-    pub task: String,
-    pub system_prompt: Option<String>,
-    pub timeout_ms: Option<u64>,
-    pub meta: Map<String, Value>,
-}
-
-impl Job {
-    /// `meta.sender`, when it is a string.
-    pub fn sender(&self) -> Option<&str> {
-        self.meta.get("sender").and_then(Value::as_str)
-    }
-}
-
-/// A message that cannot become a job: the error to answer, and the request's id when it
-/// could be read.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Rejection {
-    pub id: Option<String>,
-    pub error: JobError,
-}
-
-impl Rejection {
-    fn new(id: Option<String>, code: ErrorCode, message: impl AsRef<str>) -> Self {
-        Rejection {
-            id,
-            error: JobError::new(code, message),
-        }
-    }
-}
-
-/// Reads one inbound payload. Never panics, whatever the bytes.
-pub fn parse_job(payload: &[u8], max_bytes: usize) -> Result<Job, Rejection> {
-    if payload.len() > max_bytes {
-        return Err(Rejection::new(
-            None,
-            ErrorCode::PayloadTooLarge,
-            format!(
-                "payload is {} bytes; this worker accepts at most {max_bytes}",
-                payload.len()
-            ),
-        ));
-    }
-    let text = std::str::from_utf8(payload)
-        .map_err(|_| Rejection::new(None, ErrorCode::ParseError, "payload is not valid UTF-8"))?;
-    let value: Value = serde_json::from_str(text).map_err(|e| {
-        Rejection::new(
-            None,
-            ErrorCode::ParseError,
-            format!("payload is not valid JSON: {e}"),
-        )
-    })?;
-    let Value::Object(object) = value else {
-        return Err(Rejection::new(
-            None,
-            ErrorCode::ParseError,
-            format!("payload must be a JSON object, not {}", kind_of(&value)),
-        ));
-    };
-    normalize(object)
-}
-
-fn normalize(mut object: Map<String, Value>) -> Result<Job, Rejection> {
-    let id = match object.remove("id") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) if s.is_empty() => None,
-        Some(Value::String(s)) => Some(s),
-        Some(other) => {
-            return Err(Rejection::new(
-                None,
-                ErrorCode::InvalidRequest,
-                format!("id must be a string, not {}", kind_of(&other)),
-            ))
-        }
-    };
-    let invalid = |message: String| Rejection::new(id.clone(), ErrorCode::InvalidRequest, message);
-
-    let task = match object.get("type") {
-        Some(Value::String(t)) if t == "task_request" => match object.get("task") {
-            Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
-            None | Some(Value::Null) => return Err(invalid("task_request has no task".into())),
-            Some(Value::String(_)) => return Err(invalid("task is empty".into())),
-            Some(other) => {
-                return Err(invalid(format!(
-                    "task must be a string, not {}",
-                    kind_of(other)
-                )))
-            }
-        },
-        Some(Value::String(t)) => {
-            return Err(invalid(format!(
-                "type {:?} is not a task_request",
-                crate::error::one_line(t)
-            )))
-        }
-        Some(Value::Null) | None => legacy_task(&object).ok_or_else(|| {
-            invalid("no task: expected a non-empty string in task, prompt or content".into())
-        })?,
-        Some(other) => {
-            return Err(invalid(format!(
-                "type must be a string, not {}",
-                kind_of(other)
-            )))
-        }
-    };
-
-    let system_prompt = match object.get("systemPrompt") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) if s.is_empty() => None,
-        Some(Value::String(s)) => Some(s.clone()),
-        Some(other) => {
-            return Err(invalid(format!(
-                "systemPrompt must be a string, not {}",
-                kind_of(other)
-            )))
-        }
-    };
-    let timeout_ms = match object.get("timeoutMs") {
-        None | Some(Value::Null) => None,
-        Some(Value::Number(n)) => match n.as_u64() {
-            Some(ms) if ms > 0 => Some(ms),
-            _ => match n.as_f64() {
-                Some(f) if f >= 1.0 && f.is_finite() => Some(f as u64),
-                _ => return Err(invalid("timeoutMs must be a positive number".into())),
-            },
-        },
-        Some(other) => {
-            return Err(invalid(format!(
-                "timeoutMs must be a number, not {}",
-                kind_of(other)
-            )))
-        }
-    };
-    let meta = match object.remove("meta") {
-        None | Some(Value::Null) => Map::new(),
-        Some(Value::Object(m)) => m,
-        Some(other) => {
-            return Err(invalid(format!(
-                "meta must be an object, not {}",
-                kind_of(&other)
-            )))
-        }
-    };
-    if let Some(v) = object.get("version") {
-        if !v.is_string() && !v.is_null() {
-            return Err(invalid(format!(
-                "version must be a string, not {}",
-                kind_of(v)
-            )));
-        }
-    }
-
-    Ok(Job {
-        id: id.unwrap_or_else(new_id),
-        task,
-        system_prompt,
-        timeout_ms,
-        meta,
-    })
-}
-
-/// Legacy payloads have no `type`: the first non-empty string of `task`, `prompt`, `content`.
-fn legacy_task(object: &Map<String, Value>) -> Option<String> {
-    ["task", "prompt", "content"]
-        .iter()
-        .filter_map(|key| object.get(*key).and_then(Value::as_str))
-        .find(|s| !s.trim().is_empty())
-        .map(str::to_string)
-}
-
-fn kind_of(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
+/// JetStream mode: the header a request names its reply subject in.
+pub const REPLY_HEADER: &str = "Pier-Reply-To";
 
 pub fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()
@@ -297,7 +121,7 @@ mod tests {
 
     const MAX: usize = 1 << 20;
 
-    fn parse(v: Value) -> Result<Job, Rejection> {
+    fn parse(v: Value) -> Result<JobRequest, Rejection> {
         parse_job(v.to_string().as_bytes(), MAX)
     }
 
@@ -397,6 +221,64 @@ mod tests {
         assert_eq!(code_of(deep.as_bytes()).1, ErrorCode::ParseError);
         let deep_obj = format!("{{\"task\":\"t\",\"meta\":{}}}", "{\"a\":".repeat(10_000));
         assert_eq!(code_of(deep_obj.as_bytes()).1, ErrorCode::ParseError);
+    }
+
+    #[test]
+    fn nesting_is_accepted_to_the_documented_depth_with_the_id_echoed() {
+        let nested = |levels: usize| {
+            format!(
+                r#"{{"id":"deep","task":"t","meta":{}1{}}}"#,
+                r#"{"a":"#.repeat(levels),
+                "}".repeat(levels)
+            )
+        };
+        let job = parse_job(nested(129).as_bytes(), MAX).unwrap();
+        assert_eq!((job.id.as_str(), job.task.as_str()), ("deep", "t"));
+        assert!(parse_job(nested(MAX_NESTING_DEPTH - 1).as_bytes(), MAX).is_ok());
+        let r = parse_job(nested(MAX_NESTING_DEPTH + 1).as_bytes(), MAX).unwrap_err();
+        assert_eq!(
+            (r.id.as_deref(), r.error.code),
+            (Some("deep"), ErrorCode::ParseError)
+        );
+    }
+
+    #[test]
+    fn numbers_beyond_a_double_are_invalid_requests_naming_the_field() {
+        let r = parse_job(br#"{"id":"n1","task":"t","timeoutMs":1e309}"#, MAX).unwrap_err();
+        assert_eq!(
+            (r.id.as_deref(), r.error.code),
+            (Some("n1"), ErrorCode::InvalidRequest)
+        );
+        assert!(
+            r.error.message.starts_with("timeoutMs:"),
+            "{}",
+            r.error.message
+        );
+        let r = parse_job(br#"{"task":"t","meta":{"price":-1e400},"id":"n2"}"#, MAX).unwrap_err();
+        assert_eq!(r.id.as_deref(), Some("n2"));
+        assert!(r.error.message.starts_with("meta:"), "{}", r.error.message);
+    }
+
+    #[test]
+    fn lone_surrogate_escapes_are_replaced() {
+        let job = parse_job(
+            br#"{"id":"s1","task":"a\ud800b","meta":{"x":"\udc00"}}"#,
+            MAX,
+        )
+        .unwrap();
+        assert_eq!(job.task, "a\u{fffd}b");
+        assert_eq!(job.meta["x"], "\u{fffd}");
+        let pair = parse_job(br#"{"task":"\ud83d\ude00"}"#, MAX).unwrap();
+        assert_eq!(pair.task, "\u{1f600}");
+    }
+
+    #[test]
+    fn the_id_is_echoed_when_a_later_field_breaks_the_json() {
+        let r = parse_job(br#"{"id":"e1","task":"t","meta":{"a":}}"#, MAX).unwrap_err();
+        assert_eq!(
+            (r.id.as_deref(), r.error.code),
+            (Some("e1"), ErrorCode::ParseError)
+        );
     }
 
     #[test]

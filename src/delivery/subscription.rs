@@ -1,0 +1,93 @@
+//! `delivery: "core"`: jobs are NATS requests on `subject`, shared by the queue group
+//! `queueGroup`. A job arriving while every slot is taken is answered OVERLOADED at once, so
+//! the requester can retry on another worker.
+
+use crate::config::Config;
+use crate::connection;
+use crate::error::{ErrorCode, PierError, RequestOp};
+use crate::log::Level;
+use crate::pipeline::{Inbound, Pipeline, ReplyTarget, Settle, FINAL_FLUSH};
+use crate::subject;
+use async_nats::{Client, Message, Subscriber};
+use futures_util::StreamExt;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+pub(crate) struct QueueSubscription {
+    subscriber: Subscriber,
+}
+
+impl QueueSubscription {
+    /// Subscribes, and returns once the server has registered the subscription.
+    pub(crate) async fn open(client: &Client, config: &Config) -> Result<Self, PierError> {
+        let subscriber = client
+            .queue_subscribe(config.subject.clone(), config.queue_group.clone())
+            .await
+            .map_err(|e| PierError::request(RequestOp::Subscribe, e))?;
+        connection::round_trip(client, Duration::from_millis(config.connect_timeout_ms)).await?;
+        Ok(QueueSubscription { subscriber })
+    }
+
+    /// Admits every message until `stop`, then unsubscribes and answers SHUTTING_DOWN to the
+    /// messages the server had already sent.
+    pub(crate) async fn run(mut self, pipeline: Arc<Pipeline>, mut stop: oneshot::Receiver<()>) {
+        loop {
+            tokio::select! {
+                biased;
+                _ = &mut stop => break,
+                message = self.subscriber.next() => match message {
+                    Some(message) => pipeline.admit(CoreMessage(message), None).await,
+                    None => {
+                        pipeline.logger().log(Level::Warn, "[pier-connector] subscription ended");
+                        break;
+                    }
+                },
+            }
+        }
+        if self.subscriber.drain().await.is_ok() {
+            let refuse_rest = async {
+                while let Some(message) = self.subscriber.next().await {
+                    pipeline
+                        .refuse_unrun(
+                            CoreMessage(message),
+                            ErrorCode::ShuttingDown,
+                            "the worker is shutting down",
+                        )
+                        .await;
+                }
+            };
+            let _ = tokio::time::timeout(FINAL_FLUSH, refuse_rest).await;
+        }
+    }
+}
+
+/// A core NATS request: answered on its reply subject.
+struct CoreMessage(Message);
+
+impl Inbound for CoreMessage {
+    const BATCHED_REPLIES: bool = true;
+
+    fn payload(&self) -> &[u8] {
+        &self.0.payload
+    }
+
+    fn reply_target(&self, _job_id: Option<&str>) -> ReplyTarget {
+        match &self.0.reply {
+            Some(reply) if subject::is_publish_subject(reply) => {
+                ReplyTarget::Subject(reply.clone())
+            }
+            Some(_) => ReplyTarget::Nowhere {
+                why: "its reply subject is not a subject one can publish to".into(),
+            },
+            None => ReplyTarget::Nowhere {
+                why: format!(
+                    "the message on {} has no reply subject",
+                    crate::pipeline::loggable(&self.0.subject)
+                ),
+            },
+        }
+    }
+
+    async fn settle(self, _how: Settle) {}
+}

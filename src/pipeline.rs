@@ -1,0 +1,549 @@
+//! The one place a job is admitted and answered, whatever delivered it.
+//!
+//! A delivery source (`delivery::subscription` for core NATS, `delivery::jetstream` for a pull
+//! consumer) hands each message to [`Pipeline::admit`] as an [`Inbound`]. Admission is the same
+//! for every source, in this order: the payload is read (`protocol::parse_job`), the reply
+//! target is resolved and validated, the sender is checked against `allowedSenders`, and a
+//! concurrency slot is taken. An admitted job runs under its deadline and is answered exactly
+//! once; the source is then told how it ended ([`Settle`]), which is where JetStream acks.
+
+use crate::config::{Config, WorkerIdentity};
+use crate::discovery;
+use crate::error::{one_line, ErrorCode, JobError};
+use crate::handler::{HandlerResult, JobHandler, JobInput};
+use crate::log::{Level, SharedLogger};
+use crate::outbox::{self, Outbox, Reply};
+use crate::protocol::{self, JobRequest};
+use crate::stats::{Outcome, Stats};
+use async_nats::{Client, HeaderMap, Subject};
+use std::future::Future;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// How long jobs cancelled at shutdown get to send their SHUTTING_DOWN replies, and the
+/// connection to flush them.
+pub(crate) const FINAL_FLUSH: Duration = Duration::from_secs(2);
+
+/// Room left in a message for the protocol line and the error headers, so a reply judged to
+/// fit does fit under the server's `max_payload`.
+const REPLY_OVERHEAD: usize = 1024;
+
+/// Where a job's answer can go.
+pub(crate) enum ReplyTarget {
+    /// A subject that may be published to.
+    Subject(Subject),
+    /// Nowhere: the message named no usable reply subject. `why` is logged.
+    Nowhere { why: String },
+}
+
+/// How a job ended, as its delivery source needs to know it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Settle {
+    /// Answered with a `task_result` (`ok`) or a final `task_error`, and the answer was handed
+    /// to the connection.
+    Answered { ok: bool },
+    /// Nobody could be answered (no usable reply target): not run.
+    Unanswerable,
+    /// The answer could not be sent: the job must not count as done.
+    Undelivered,
+    /// Give the job back for another attempt, after `delay` when set.
+    Retry { delay: Option<Duration> },
+}
+
+/// One delivered message, as a delivery source presents it to the pipeline.
+pub(crate) trait Inbound: Send + Sync + 'static {
+    /// Whether replies may wait in the outbox to leave in one write with others. A source
+    /// that must act after its reply was sent (JetStream acks) says no.
+    const BATCHED_REPLIES: bool;
+
+    fn payload(&self) -> &[u8];
+
+    /// Where the answer goes; `job_id` is the request's id when it could be read.
+    fn reply_target(&self, job_id: Option<&str>) -> ReplyTarget;
+
+    /// A run that failed with `error` goes back to the source for another attempt, instead of
+    /// being answered, when this returns the retry to settle with.
+    fn retry(&self, _error: &JobError) -> Option<Settle> {
+        None
+    }
+
+    /// What to do with a job admitted while every slot is taken: `None` answers OVERLOADED.
+    fn when_full(&self) -> Option<Settle> {
+        None
+    }
+
+    /// Work that keeps a long job's message alive while it runs (JetStream in-progress acks);
+    /// aborted when the job ends.
+    fn keep_alive(&self) -> Option<JoinHandle<()>> {
+        None
+    }
+
+    /// Told how the job ended, after its answer (if any) went to the connection.
+    fn settle(self, how: Settle) -> impl Future<Output = ()> + Send;
+}
+
+/// Everything a job needs, shared by the receive loop and every job task.
+pub(crate) struct Pipeline {
+    config: Arc<Config>,
+    handler: Arc<dyn JobHandler>,
+    logger: SharedLogger,
+    stats: Arc<Stats>,
+    identity: WorkerIdentity,
+    client: Client,
+    slots: Arc<Semaphore>,
+    jobs: TaskTracker,
+    cancel: CancellationToken,
+    outbox: Arc<Outbox>,
+    outbox_task: std::sync::Mutex<Option<JoinHandle<()>>>,
+}
+
+/// The parts of a worker a pipeline is built from.
+pub(crate) struct PipelineParts {
+    pub config: Arc<Config>,
+    pub handler: Arc<dyn JobHandler>,
+    pub logger: SharedLogger,
+    pub stats: Arc<Stats>,
+    pub identity: WorkerIdentity,
+}
+
+impl Pipeline {
+    /// Must be called inside the tokio runtime: it starts the outbox's publishing task.
+    pub(crate) fn new(parts: PipelineParts, client: Client) -> Arc<Pipeline> {
+        let PipelineParts {
+            config,
+            handler,
+            logger,
+            stats,
+            identity,
+        } = parts;
+        let (outbox, outbox_task) = Outbox::start(client.clone(), {
+            let (stats, logger) = (stats.clone(), logger.clone());
+            move |e| reply_failed(&stats, &logger, &e)
+        });
+        Arc::new(Pipeline {
+            slots: Arc::new(Semaphore::new(config.max_concurrent_jobs as usize)),
+            config,
+            handler,
+            logger,
+            stats,
+            identity,
+            client,
+            jobs: TaskTracker::new(),
+            cancel: CancellationToken::new(),
+            outbox,
+            outbox_task: std::sync::Mutex::new(Some(outbox_task)),
+        })
+    }
+
+    pub(crate) fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub(crate) fn logger(&self) -> &SharedLogger {
+        &self.logger
+    }
+
+    /// The concurrency slots, for sources that take one before they fetch a message.
+    pub(crate) fn slots(&self) -> &Arc<Semaphore> {
+        &self.slots
+    }
+
+    /// Admits one message: reads it, resolves its reply target, checks its sender, takes a
+    /// slot (`slot` when the source already holds one), then runs it in its own task, or
+    /// inline when the handler answers on its first poll. Every refusal is answered here.
+    pub(crate) async fn admit<I: Inbound>(
+        self: &Arc<Self>,
+        inbound: I,
+        slot: Option<OwnedSemaphorePermit>,
+    ) {
+        let received_at = Instant::now();
+        self.stats.received();
+        let parsed = protocol::parse_job(inbound.payload(), self.config.max_payload_bytes);
+        let id = match &parsed {
+            Ok(job) => Some(job.id.as_str()),
+            Err(rejection) => rejection.id.as_deref(),
+        };
+        let target = match inbound.reply_target(id) {
+            ReplyTarget::Subject(subject) => subject,
+            ReplyTarget::Nowhere { why } => {
+                self.stats.record(Outcome::NoReply);
+                self.logger.log(
+                    Level::Warn,
+                    &format!(
+                        "[pier-connector] job {} not run: {why}",
+                        id.map_or_else(|| "(no id)".to_string(), loggable)
+                    ),
+                );
+                inbound.settle(Settle::Unanswerable).await;
+                return;
+            }
+        };
+        let job = match parsed {
+            Ok(job) => job,
+            Err(rejection) => {
+                return self
+                    .refuse(inbound, target, rejection.id.as_deref(), rejection.error)
+                    .await;
+            }
+        };
+        if let Some(allowed) = &self.config.allowed_senders {
+            if !job.sender().is_some_and(|s| allowed.iter().any(|a| a == s)) {
+                let error = JobError::new(
+                    ErrorCode::Unauthorized,
+                    "this worker does not take jobs from this sender",
+                );
+                return self.refuse(inbound, target, Some(&job.id), error).await;
+            }
+        }
+        let slot = match slot.map_or_else(|| self.slots.clone().try_acquire_owned().ok(), Some) {
+            Some(slot) => slot,
+            None => match inbound.when_full() {
+                Some(settle) => {
+                    self.stats.record(Outcome::Errored(ErrorCode::Overloaded));
+                    return inbound.settle(settle).await;
+                }
+                None => {
+                    let error = JobError::new(
+                        ErrorCode::Overloaded,
+                        format!(
+                            "worker is running its limit of {} jobs; retry on another worker",
+                            self.config.max_concurrent_jobs
+                        ),
+                    );
+                    return self.refuse(inbound, target, Some(&job.id), error).await;
+                }
+            },
+        };
+        self.stats.job_started();
+        let inline = I::BATCHED_REPLIES && self.handler.ready_on_first_poll();
+        let run = self
+            .clone()
+            .run(inbound, job, target, received_at, slot, !inline);
+        if !inline {
+            self.jobs.spawn(run);
+            return;
+        }
+        // Such a handler finishes on this first poll and costs no task of its own; a job that
+        // waits for something after all is spawned.
+        let mut run = Box::pin(run);
+        if std::future::poll_fn(|cx| Poll::Ready(run.as_mut().poll(cx)))
+            .await
+            .is_pending()
+        {
+            self.jobs.spawn(run);
+        }
+    }
+
+    /// Answers a message without running it (`code` when the worker is shutting down).
+    pub(crate) async fn refuse_unrun<I: Inbound>(&self, inbound: I, code: ErrorCode, why: &str) {
+        self.stats.received();
+        // The id is worth reading so the requester can match the refusal to its request.
+        let id = protocol::parse_job(inbound.payload(), self.config.max_payload_bytes)
+            .map(|job| job.id)
+            .map_err(|rejection| rejection.id);
+        let id = match &id {
+            Ok(id) => Some(id.as_str()),
+            Err(id) => id.as_deref(),
+        };
+        match inbound.reply_target(id) {
+            ReplyTarget::Subject(target) => {
+                self.refuse(inbound, target, id, JobError::new(code, why))
+                    .await
+            }
+            ReplyTarget::Nowhere { .. } => {
+                self.stats.record(Outcome::NoReply);
+                inbound.settle(Settle::Unanswerable).await;
+            }
+        }
+    }
+
+    async fn refuse<I: Inbound>(
+        &self,
+        inbound: I,
+        target: Subject,
+        id: Option<&str>,
+        error: JobError,
+    ) {
+        let delivered = self.answer_error(target, id, error, false).await;
+        inbound
+            .settle(if delivered {
+                Settle::Answered { ok: false }
+            } else {
+                Settle::Undelivered
+            })
+            .await;
+    }
+
+    async fn run<I: Inbound>(
+        self: Arc<Self>,
+        inbound: I,
+        job: JobRequest,
+        target: Subject,
+        received_at: Instant,
+        slot: OwnedSemaphorePermit,
+        batched: bool,
+    ) {
+        let keep_alive = inbound.keep_alive();
+        let (id, outcome) = self.execute(job, received_at, slot).await;
+        // Every run counts, timed out or failed too (ADR-32 processing_time).
+        self.stats.processed(received_at.elapsed());
+        if let Some(task) = keep_alive {
+            task.abort();
+        }
+        let retry = outcome.as_ref().err().and_then(|e| inbound.retry(e));
+        let settle = match (retry, outcome) {
+            (Some(retry), Err(error)) => {
+                self.stats.record_error(error.code, &error.message);
+                retry
+            }
+            (_, Ok(result)) => {
+                let delivered = self
+                    .answer_result(target, &id, received_at, &result, batched)
+                    .await;
+                match delivered {
+                    Some(true) => Settle::Answered { ok: true },
+                    Some(false) => Settle::Answered { ok: false },
+                    None => Settle::Undelivered,
+                }
+            }
+            (None, Err(error)) => {
+                if self.answer_error(target, Some(&id), error, batched).await {
+                    Settle::Answered { ok: false }
+                } else {
+                    Settle::Undelivered
+                }
+            }
+        };
+        inbound.settle(settle).await;
+        self.stats.job_finished();
+    }
+
+    /// Runs the handler under the job's deadline; frees the concurrency slot when it ends.
+    async fn execute(
+        &self,
+        job: JobRequest,
+        received_at: Instant,
+        slot: OwnedSemaphorePermit,
+    ) -> (String, HandlerResult) {
+        let budget = self.config.job_deadline(job.timeout_ms);
+        let deadline = received_at + budget;
+        let id = job.id.clone();
+        let input = JobInput {
+            sender: job.sender().map(str::to_string),
+            id: job.id,
+            task: job.task,
+            system_prompt: job.system_prompt,
+            timeout_ms: deadline
+                .saturating_duration_since(Instant::now())
+                .as_millis() as u64,
+            meta: job.meta,
+        };
+        if self.logger.enabled(Level::Debug) {
+            self.logger.log(
+                Level::Debug,
+                &format!(
+                    "[pier-connector] job {} started ({} chars, {} ms budget)",
+                    loggable(&id),
+                    input.task.chars().count(),
+                    budget.as_millis()
+                ),
+            );
+        }
+
+        let outcome = tokio::select! {
+            // The handler first: one that is ready at once never arms the deadline timer.
+            biased;
+            result = self.handler.run(input) => result,
+            _ = tokio::time::sleep_until(deadline.into()) => Err(JobError::new(
+                ErrorCode::Timeout,
+                format!("the job did not finish within its {} ms deadline", budget.as_millis()),
+            )),
+            _ = self.cancel.cancelled() => Err(JobError::new(
+                ErrorCode::ShuttingDown,
+                "the worker shut down before the job finished",
+            )),
+        };
+        // The slot frees before the reply goes out, so a requester that sends its next job on
+        // receiving this reply never finds the worker still full.
+        drop(slot);
+        if let Err(error) = &outcome {
+            if matches!(error.code, ErrorCode::Timeout | ErrorCode::ShuttingDown) {
+                self.handler.cancel(&id, error.code);
+            }
+        }
+        (id, outcome)
+    }
+
+    /// Sends a `task_result` and counts it. A result too large for the server becomes a
+    /// RESULT_TOO_LARGE `task_error` instead of silence. `Some(ok)` when an answer went to the
+    /// connection (`ok` false for that error), `None` when nothing could be sent.
+    async fn answer_result(
+        &self,
+        target: Subject,
+        id: &str,
+        received_at: Instant,
+        result: &str,
+        batched: bool,
+    ) -> Option<bool> {
+        let latency_ms = received_at.elapsed().as_millis() as u64;
+        let bytes = protocol::encode_result(id, result, latency_ms, &self.identity);
+        // The client refuses a message over the server's max_payload; answer that instead.
+        let max_payload = self.client.max_payload();
+        if bytes.len() + REPLY_OVERHEAD > max_payload {
+            let error = JobError::new(
+                ErrorCode::ResultTooLarge,
+                format!(
+                    "the result is {} bytes; the NATS server accepts messages of at most {} bytes",
+                    bytes.len(),
+                    max_payload
+                ),
+            );
+            return self
+                .answer_error(target, Some(id), error, batched)
+                .await
+                .then_some(false);
+        }
+        let sent = self.send(target, bytes, None, batched).await;
+        self.stats.record(Outcome::Completed);
+        if self.logger.enabled(Level::Debug) {
+            self.logger.log(
+                Level::Debug,
+                &format!(
+                    "[pier-connector] job {} completed in {latency_ms} ms",
+                    loggable(id)
+                ),
+            );
+        }
+        sent.then_some(true)
+    }
+
+    /// Sends a `task_error` and counts it; true when it went to the connection.
+    async fn answer_error(
+        &self,
+        target: Subject,
+        id: Option<&str>,
+        error: JobError,
+        batched: bool,
+    ) -> bool {
+        let bytes = protocol::encode_error(id, &error, &self.identity);
+        let headers = discovery::error_headers(error.code, &error.message);
+        let sent = self.send(target, bytes, Some(headers), batched).await;
+        self.stats.record_error(error.code, &error.message);
+        let level = match error.code {
+            ErrorCode::ExecutionFailed | ErrorCode::RuntimeUnavailable => Level::Error,
+            _ => Level::Warn,
+        };
+        self.logger.log(
+            level,
+            &format!(
+                "[pier-connector] job {} answered {}: {}",
+                id.map_or_else(|| "(no id)".to_string(), loggable),
+                error.code,
+                error.message
+            ),
+        );
+        sent
+    }
+
+    /// Hands a reply to the connection, through the outbox when `batched`. False when the
+    /// client refused it (counted and logged).
+    async fn send(
+        &self,
+        subject: Subject,
+        payload: Vec<u8>,
+        headers: Option<HeaderMap>,
+        batched: bool,
+    ) -> bool {
+        let reply = Reply {
+            subject,
+            payload: payload.into(),
+            headers,
+        };
+        let reply = if batched {
+            match self.outbox.push(reply) {
+                Ok(()) => return true,
+                Err(closed) => closed,
+            }
+        } else {
+            reply
+        };
+        match outbox::publish(&self.client, reply).await {
+            Ok(()) => true,
+            Err(e) => {
+                reply_failed(&self.stats, &self.logger, &e);
+                false
+            }
+        }
+    }
+
+    /// Waits for the connection to pass on what was sent so far (JetStream: before the ack).
+    pub(crate) async fn flush(&self) -> bool {
+        matches!(
+            tokio::time::timeout(FINAL_FLUSH, self.client.flush()).await,
+            Ok(Ok(()))
+        )
+    }
+
+    /// Lets running jobs finish within `drainTimeoutMs`, answers the rest SHUTTING_DOWN (or
+    /// gives them back to their source), then sends every queued reply.
+    pub(crate) async fn finish(&self) {
+        self.jobs.close();
+        let drain_timeout = Duration::from_millis(self.config.drain_timeout_ms);
+        if tokio::time::timeout(drain_timeout, self.jobs.wait())
+            .await
+            .is_err()
+        {
+            self.logger.log(
+                Level::Warn,
+                &format!(
+                    "[pier-connector] {} job(s) still running after {} ms: stopping them",
+                    self.jobs.len(),
+                    drain_timeout.as_millis()
+                ),
+            );
+            self.cancel.cancel();
+            let _ = tokio::time::timeout(FINAL_FLUSH, self.jobs.wait()).await;
+        }
+        self.outbox.close();
+        let task = crate::sync::lock(&self.outbox_task).take();
+        if let Some(task) = task {
+            let _ = tokio::time::timeout(FINAL_FLUSH, task).await;
+        }
+        let _ = self.flush().await;
+    }
+}
+
+fn reply_failed(stats: &Stats, logger: &SharedLogger, error: &dyn std::fmt::Display) {
+    stats.reply_failed();
+    logger.log(
+        Level::Error,
+        &format!("[pier-connector] could not send a reply: {error}"),
+    );
+}
+
+/// A requester-chosen id as it may appear in a log line: one line, bounded.
+pub(crate) fn loggable(id: &str) -> String {
+    let mut line: String = one_line(id).chars().take(80).collect();
+    if line.is_empty() {
+        line.push_str("(blank id)");
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::loggable;
+
+    #[test]
+    fn requester_ids_cannot_forge_log_lines() {
+        assert_eq!(loggable("abc\n[pier-connector] fake line"), "abc");
+        assert_eq!(loggable(&"x".repeat(500)).chars().count(), 80);
+        assert_eq!(loggable("\u{1b}[31mred"), "[31mred");
+        assert_eq!(loggable(" \n "), "(blank id)");
+    }
+}

@@ -1,0 +1,415 @@
+//! Every admission rule in every delivery mode (core request/reply and JetStream pull), and
+//! what only one mode has: reply-target fallback, consumer drift, results too large, URL
+//! credentials, and a worker started before its server. Real nats-server, no Node.
+
+mod common;
+
+use async_nats::HeaderMap;
+use common::{config, eventually, free_port, NatsServer};
+use futures_util::future::BoxFuture;
+use futures_util::StreamExt;
+use pier_connector::error::PierError;
+use pier_connector::handler::{HandlerResult, JobHandler, JobInput};
+use pier_connector::log::MemoryLogger;
+use pier_connector::worker::Worker;
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Mode {
+    Core,
+    JetStream,
+}
+
+const MODES: [Mode; 2] = [Mode::Core, Mode::JetStream];
+
+/// Echoes the task after sleeping `sleep:<ms>` when the task says so, and records how many
+/// jobs ran at once.
+#[derive(Default)]
+struct Tracking {
+    running: Arc<AtomicUsize>,
+    most: Arc<AtomicUsize>,
+    runs: Arc<AtomicUsize>,
+}
+
+impl JobHandler for Tracking {
+    fn run(&self, job: JobInput) -> BoxFuture<'static, HandlerResult> {
+        let (running, most, runs) = (self.running.clone(), self.most.clone(), self.runs.clone());
+        Box::pin(async move {
+            runs.fetch_add(1, Ordering::SeqCst);
+            let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+            most.fetch_max(now, Ordering::SeqCst);
+            if let Some(ms) = job.task.strip_prefix("sleep:") {
+                tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
+            }
+            running.fetch_sub(1, Ordering::SeqCst);
+            Ok(job.task)
+        })
+    }
+}
+
+struct Rig {
+    _server: NatsServer,
+    client: async_nats::Client,
+    worker: Worker,
+    handler: Arc<Tracking>,
+    mode: Mode,
+}
+
+impl Rig {
+    async fn start(mode: Mode, extra: Value) -> Rig {
+        let server = match mode {
+            Mode::Core => NatsServer::start().await,
+            Mode::JetStream => NatsServer::jetstream().await,
+        };
+        Rig::on(server, mode, extra).await
+    }
+
+    async fn on(server: NatsServer, mode: Mode, extra: Value) -> Rig {
+        let mut settings = json!({ "ackWaitMs": 1000 });
+        if mode == Mode::JetStream {
+            settings["delivery"] = json!("jetstream");
+        }
+        if let (Some(s), Some(e)) = (settings.as_object_mut(), extra.as_object()) {
+            s.extend(e.clone());
+        }
+        let handler = Arc::new(Tracking::default());
+        let worker = Worker::new(
+            config(&server.url, settings),
+            handler.clone(),
+            Arc::new(MemoryLogger::default()),
+        );
+        worker.start().await.expect("worker starts");
+        let client = async_nats::connect(&server.url).await.unwrap();
+        Rig {
+            _server: server,
+            client,
+            worker,
+            handler,
+            mode,
+        }
+    }
+
+    /// Sends a job the way this mode's requesters do and waits for its answer.
+    async fn ask(&self, payload: impl Into<bytes::Bytes>) -> Value {
+        let payload = payload.into();
+        let reply = match self.mode {
+            Mode::Core => self.client.request("jobs.rust", payload).await.unwrap(),
+            Mode::JetStream => {
+                let inbox = self.client.new_inbox();
+                let mut replies = self.client.subscribe(inbox.clone()).await.unwrap();
+                let mut headers = HeaderMap::new();
+                headers.insert("Pier-Reply-To", inbox.as_str());
+                self.publish_to_stream(headers, payload).await;
+                tokio::time::timeout(Duration::from_secs(10), replies.next())
+                    .await
+                    .expect("a reply in time")
+                    .expect("a reply")
+            }
+        };
+        serde_json::from_slice(&reply.payload).expect("a JSON reply")
+    }
+
+    /// Sends a job that names nowhere to answer.
+    async fn send_without_reply(&self, payload: &'static [u8]) {
+        match self.mode {
+            Mode::Core => self
+                .client
+                .publish("jobs.rust", payload.into())
+                .await
+                .unwrap(),
+            Mode::JetStream => {
+                self.publish_to_stream(HeaderMap::new(), payload.into())
+                    .await
+            }
+        }
+        self.client.flush().await.unwrap();
+    }
+
+    async fn publish_to_stream(&self, headers: HeaderMap, payload: bytes::Bytes) {
+        async_nats::jetstream::new(self.client.clone())
+            .publish_with_headers("jobs.rust", headers, payload)
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_job_nobody_could_be_answered_on_is_never_run() {
+    for mode in MODES {
+        let rig = Rig::start(mode, json!({})).await;
+        rig.send_without_reply(br#"{"id":"n1","task":"x"}"#).await;
+        let counted = eventually(Duration::from_secs(5), || {
+            rig.worker.status().stats.no_reply == 1
+        })
+        .await;
+        assert!(counted, "{mode:?}: counted as noReply");
+        // JetStream: terminated, so not redelivered after ackWaitMs (1 s).
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let stats = rig.worker.status().stats;
+        assert_eq!((stats.received, stats.no_reply), (1, 1), "{mode:?}");
+        assert_eq!(rig.handler.runs.load(Ordering::SeqCst), 0, "{mode:?}");
+        rig.worker.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn an_unreadable_payload_is_answered_and_not_run() {
+    for mode in MODES {
+        let rig = Rig::start(mode, json!({})).await;
+        let reply = rig.ask(&b"{\"id\":\"p1\",\"task\":"[..]).await;
+        assert_eq!(reply["error"]["code"], "PARSE_ERROR", "{mode:?}");
+        assert_eq!(
+            reply["id"], "p1",
+            "{mode:?}: the id is echoed when readable"
+        );
+        let reply = rig
+            .ask(&br#"{"id":"p2","task":5,"type":"task_request"}"#[..])
+            .await;
+        assert_eq!(reply["error"]["code"], "INVALID_REQUEST", "{mode:?}");
+        assert_eq!(rig.handler.runs.load(Ordering::SeqCst), 0, "{mode:?}");
+        rig.worker.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_sender_not_allowed_is_unauthorized_in_every_mode() {
+    for mode in MODES {
+        let rig = Rig::start(mode, json!({ "allowedSenders": ["alice"] })).await;
+        let job =
+            |sender: &str| json!({ "id": sender, "task": "hi", "meta": { "sender": sender } });
+        let refused = rig.ask(job("mallory").to_string()).await;
+        assert_eq!(refused["error"]["code"], "UNAUTHORIZED", "{mode:?}");
+        let anonymous = rig
+            .ask(json!({ "id": "a", "task": "hi" }).to_string())
+            .await;
+        assert_eq!(anonymous["error"]["code"], "UNAUTHORIZED", "{mode:?}");
+        let allowed = rig.ask(job("alice").to_string()).await;
+        assert_eq!(allowed["result"], "hi", "{mode:?}");
+        assert_eq!(rig.handler.runs.load(Ordering::SeqCst), 1, "{mode:?}");
+        rig.worker.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn no_more_jobs_run_at_once_than_there_are_slots() {
+    for mode in MODES {
+        let rig = Rig::start(mode, json!({ "maxConcurrentJobs": 2 })).await;
+        let replies =
+            futures_util::future::join_all((0..5).map(|i| {
+                rig.ask(json!({ "id": format!("c{i}"), "task": "sleep:300" }).to_string())
+            }))
+            .await;
+        let codes: Vec<&str> = replies
+            .iter()
+            .map(|r| r["error"]["code"].as_str().unwrap_or("ok"))
+            .collect();
+        assert_eq!(rig.handler.most.load(Ordering::SeqCst), 2, "{mode:?}");
+        match mode {
+            // The excess is refused at once, for the requester to retry elsewhere.
+            Mode::Core => assert_eq!(
+                codes.iter().filter(|c| **c == "OVERLOADED").count(),
+                3,
+                "{codes:?}"
+            ),
+            // The excess waits in the stream and runs when a slot frees.
+            Mode::JetStream => assert!(codes.iter().all(|c| *c == "ok"), "{codes:?}"),
+        }
+        rig.worker.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_result_too_large_for_the_server_is_answered_result_too_large() {
+    let conf = std::env::temp_dir().join(format!("pier-maxpayload-{}.conf", std::process::id()));
+    std::fs::write(&conf, "max_payload: 4096\njetstream: enabled\n").unwrap();
+    for mode in MODES {
+        let store = std::env::temp_dir().join(format!("pier-mp-{mode:?}-{}", free_port()));
+        let server =
+            NatsServer::with_args(&["-c", conf.to_str().unwrap(), "-sd", store.to_str().unwrap()])
+                .await;
+        let rig = Rig::on(server, mode, json!({})).await;
+        let reply = rig
+            .ask(json!({ "id": "big", "task": "x".repeat(3500) }).to_string())
+            .await;
+        assert_eq!(reply["error"]["code"], "RESULT_TOO_LARGE", "{mode:?}");
+        assert_eq!(reply["id"], "big");
+        let small = rig.ask(json!({ "task": "fits" }).to_string()).await;
+        assert_eq!(small["result"], "fits", "{mode:?}");
+        assert_eq!(rig.worker.status().stats.reply_failures, 0, "{mode:?}");
+        rig.worker.stop().await;
+        let _ = std::fs::remove_dir_all(store);
+    }
+}
+
+#[tokio::test]
+async fn jetstream_falls_back_to_the_result_subject_for_unusable_reply_headers() {
+    let rig = Rig::start(Mode::JetStream, json!({ "resultSubject": "results" })).await;
+    let mut results = rig.client.subscribe("results.>").await.unwrap();
+    rig.client.flush().await.unwrap();
+    for (header, id, subject) in [
+        ("", "j1", "results.j1"),
+        ("has space", "j2", "results.j2"),
+        ("results.*", "j3", "results.j3"),
+        ("ok.x", "a b\r\nc.d", "results.a_b__c_d"),
+    ] {
+        let mut headers = HeaderMap::new();
+        headers.insert("Pier-Reply-To", header);
+        let payload = json!({ "id": id, "task": "t" }).to_string();
+        let expected = if header == "ok.x" { "ok.x" } else { subject };
+        let mut direct = rig.client.subscribe(expected.to_string()).await.unwrap();
+        rig.client.flush().await.unwrap();
+        rig.publish_to_stream(headers, payload.into()).await;
+        let reply = tokio::time::timeout(Duration::from_secs(5), direct.next())
+            .await
+            .unwrap_or_else(|_| panic!("answer for {id:?} on {expected}"))
+            .unwrap();
+        let body: Value = serde_json::from_slice(&reply.payload).unwrap();
+        assert_eq!(body["id"], id);
+    }
+    let _ = tokio::time::timeout(Duration::from_millis(100), results.next()).await;
+    assert_eq!(rig.worker.status().stats.reply_failures, 0);
+    rig.worker.stop().await;
+}
+
+#[tokio::test]
+async fn jetstream_consumer_settings_changed_in_the_config_are_applied() {
+    let server = NatsServer::jetstream().await;
+    let url = server.url.clone();
+    let first = Worker::new(
+        config(
+            &url,
+            json!({ "delivery": "jetstream", "ackWaitMs": 30000, "maxDeliver": 5 }),
+        ),
+        Arc::new(Tracking::default()),
+        Arc::new(MemoryLogger::default()),
+    );
+    first.start().await.unwrap();
+    first.stop().await;
+    let second = Worker::new(
+        config(
+            &url,
+            json!({ "delivery": "jetstream", "ackWaitMs": 700, "maxDeliver": 3 }),
+        ),
+        Arc::new(Tracking::default()),
+        Arc::new(MemoryLogger::default()),
+    );
+    second.start().await.unwrap();
+    let client = async_nats::connect(&url).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let mut consumer: async_nats::jetstream::consumer::PullConsumer = js
+        .get_stream("PIER_JOBS")
+        .await
+        .unwrap()
+        .get_consumer("pier-workers")
+        .await
+        .unwrap();
+    let info = consumer.info().await.unwrap();
+    assert_eq!(info.config.ack_wait, Duration::from_millis(700));
+    assert_eq!(info.config.max_deliver, 3);
+    second.stop().await;
+}
+
+#[tokio::test]
+async fn a_token_in_the_url_authenticates_and_never_shows() {
+    let server = NatsServer::with_args(&["--auth", "s3cret-token-in-url"]).await;
+    let url = format!("nats://s3cret-token-in-url@127.0.0.1:{}", server.port);
+    let worker = Worker::new(
+        config(&url, json!({})),
+        Arc::new(Tracking::default()),
+        Arc::new(MemoryLogger::default()),
+    );
+    worker.start().await.expect("the URL's token is used");
+    let status = worker.status();
+    assert_eq!(status.state, "connected");
+    assert!(!format!("{status:?}").contains("s3cret"), "{status:?}");
+    worker.stop().await;
+
+    let wrong = format!("nats://wrong@127.0.0.1:{}", server.port);
+    let refused = Worker::new(
+        config(&wrong, json!({})),
+        Arc::new(Tracking::default()),
+        Arc::new(MemoryLogger::default()),
+    );
+    let error = refused
+        .start()
+        .await
+        .expect_err("a wrong token is refused at once");
+    assert!(
+        matches!(
+            error,
+            PierError::Connect {
+                permanent: true,
+                ..
+            }
+        ),
+        "{error}"
+    );
+    assert!(!error.to_string().contains("wrong@"), "{error}");
+}
+
+#[tokio::test]
+async fn a_worker_started_before_its_server_takes_jobs_once_it_is_up() {
+    let port = free_port();
+    let url = format!("nats://127.0.0.1:{port}");
+    let worker = Arc::new(Worker::new(
+        config(&url, json!({ "connectTimeoutMs": 500 })),
+        Arc::new(Tracking::default()),
+        Arc::new(MemoryLogger::default()),
+    ));
+    let starting = tokio::spawn({
+        let worker = worker.clone();
+        async move { worker.start().await }
+    });
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(worker.status().state, "connecting");
+    assert!(worker
+        .status()
+        .last_error
+        .is_some_and(|e| e.contains("PIER_CONNECT")));
+    let server = NatsServer::on_port(port, &[]).await;
+    tokio::time::timeout(Duration::from_secs(10), starting)
+        .await
+        .expect("start resolves once the server is up")
+        .unwrap()
+        .expect("started");
+    let client = async_nats::connect(&server.url).await.unwrap();
+    let reply = client
+        .request("jobs.rust", json!({ "task": "late" }).to_string().into())
+        .await
+        .unwrap();
+    let reply: Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(reply["result"], "late");
+    worker.stop().await;
+
+    // Bounded for scripts, and stop() ends a start still waiting.
+    let bounded = Worker::new(
+        config(
+            "nats://127.0.0.1:1",
+            json!({ "maxConnectAttempts": 2, "connectTimeoutMs": 200 }),
+        ),
+        Arc::new(Tracking::default()),
+        Arc::new(MemoryLogger::default()),
+    );
+    assert!(matches!(
+        bounded.start().await,
+        Err(PierError::Connect { .. })
+    ));
+    let waiting = Arc::new(Worker::new(
+        config("nats://127.0.0.1:1", json!({ "connectTimeoutMs": 200 })),
+        Arc::new(Tracking::default()),
+        Arc::new(MemoryLogger::default()),
+    ));
+    let start = tokio::spawn({
+        let waiting = waiting.clone();
+        async move { waiting.start().await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    waiting.stop().await;
+    assert!(matches!(start.await.unwrap(), Err(PierError::Stopped)));
+    assert_eq!(waiting.status().state, "stopped");
+}
