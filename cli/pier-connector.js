@@ -5,7 +5,13 @@
 const { parseArgs } = require('node:util')
 const { readFileSync } = require('node:fs')
 const { spawn } = require('node:child_process')
-const { PierWorker, PierClient } = require('../index.js')
+// The addon, or the one-line reason it cannot load on this platform (reported as exit 2 by main).
+let PierWorker, PierClient, addonError
+try {
+  ;({ PierWorker, PierClient } = require('../load-addon.js'))
+} catch (error) {
+  addonError = error
+}
 
 // Flags that mirror config keys; the value type decides how the flag is parsed.
 const CONFIG_FLAGS = {
@@ -66,6 +72,7 @@ ${Object.entries(CONFIG_FLAGS)
   .map(([flag, [key, type]]) => `  --${flag}${type === 'boolean' || type === 'negated' ? '' : ' VALUE'}`.padEnd(33) + (type === 'negated' ? `${key}: false` : key))
   .join('\n')}
   --verbose                      log debug lines too
+  --version                      print the version and exit
 Secrets may also come from PIER_TOKEN, PIER_PASSWORD and PIER_NKEY_SEED.`
 
 function parse(argv) {
@@ -79,6 +86,7 @@ function parse(argv) {
     meta: { type: 'string' },
     verbose: { type: 'boolean' },
     help: { type: 'boolean', short: 'h' },
+    version: { type: 'boolean' },
   }
   for (const [flag, [, type]] of Object.entries(CONFIG_FLAGS)) {
     options[flag] = { type: type === 'boolean' || type === 'negated' ? 'boolean' : 'string' }
@@ -235,10 +243,12 @@ function runWorkers(values, config) {
 async function main(argv) {
   const { values, positionals } = parse(argv)
   const [command, ...rest] = positionals
+  if (values.version) return void process.stdout.write(`pier-connector ${require('../package.json').version}\n`)
   if (values.help || !command) {
     process.stdout.write(USAGE + '\n')
     return
   }
+  if (addonError) throw addonError
   const config = buildConfig(values)
   switch (command) {
     case 'worker':
