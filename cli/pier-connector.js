@@ -5,7 +5,13 @@
 const { parseArgs } = require('node:util')
 const { readFileSync } = require('node:fs')
 const { spawn } = require('node:child_process')
-const { PierWorker, PierClient } = require('../index.js')
+// The addon, or the one-line reason it cannot load on this platform (reported as exit 2 by main).
+let PierWorker, PierClient, addonError
+try {
+  ;({ PierWorker, PierClient } = require('../load-addon.js'))
+} catch (error) {
+  addonError = error
+}
 
 // Flags that mirror config keys, generated from the Rust config (scripts/gen-config.mjs):
 // `kind` decides how a flag is parsed.
@@ -34,6 +40,7 @@ Options (each mirrors a config key of plugins.entries["pier-connector"].config):
   --config FILE                  read a JSON config first; flags override it
 ${CONFIG_FLAGS.map(({ flag, key, kind }) => `  --${flag}${kind === 'boolean' || kind === 'negated' ? '' : ' VALUE'}`.padEnd(33) + (kind === 'negated' ? `${key}: false` : key)).join('\n')}
   --verbose                      log debug lines too
+  --version                      print the version and exit
 Secrets may also come from PIER_TOKEN, PIER_PASSWORD and PIER_NKEY_SEED.`
 
 function parse(argv) {
@@ -47,6 +54,7 @@ function parse(argv) {
     meta: { type: 'string' },
     verbose: { type: 'boolean' },
     help: { type: 'boolean', short: 'h' },
+    version: { type: 'boolean' },
   }
   for (const { flag, kind } of CONFIG_FLAGS) {
     options[flag] = { type: kind === 'boolean' || kind === 'negated' ? 'boolean' : 'string' }
@@ -203,10 +211,12 @@ function runWorkers(values, config) {
 async function main(argv) {
   const { values, positionals } = parse(argv)
   const [command, ...rest] = positionals
+  if (values.version) return void process.stdout.write(`pier-connector ${require('../package.json').version}\n`)
   if (values.help || !command) {
     process.stdout.write(USAGE + '\n')
     return
   }
+  if (addonError) throw addonError
   const config = buildConfig(values)
   switch (command) {
     case 'worker':

@@ -1,26 +1,22 @@
 #!/usr/bin/env bash
-# Packs the plugin the way it is published, napi-rs style: the per-platform binary package
-# (npm/<platform>/) and the main package (JS, manifest, loader), whose package.json gains the
-# optionalDependencies on the binary packages only in the packed copy, as `napi prepublish`
-# does. Writes dist/*.tgz. Expects a release build.
+# Packs this checkout for installs without a registry, after the README's build (scripts/build.sh):
+#   dist/pier-connector-<version>.tgz  a plain `npm pack`: the package's `files`, with this
+#       platform's binary (pier-connector.<platform>.node) inside and no optional dependencies,
+#       so `openclaw plugins install npm-pack:<tgz>` needs no registry;
+#   dist/pier-connector/  the same files unpacked, for `openclaw plugins install <dir>` (OpenClaw
+#       copies a directory whole, so installing the checkout itself would copy target/).
+# The published packages (a thin main package plus one binary package per platform) are made by
+# the release pipeline with `napi artifacts` and `napi pre-publish` (.github/workflows/CI.yml).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if ! ls pier-connector.*.node >/dev/null 2>&1; then
+  echo "pack: no pier-connector.<platform>.node in $(pwd): run scripts/build.sh first" >&2
+  exit 1
+fi
 mkdir -p dist
-rm -f dist/*.tgz
-cp pier-connector.linux-x64-gnu.node npm/linux-x64-gnu/
-(cd npm/linux-x64-gnu && npm pack --silent --pack-destination ../../dist >/dev/null)
-
-cp package.json dist/package.json.orig
-trap 'mv dist/package.json.orig package.json' EXIT
-node -e '
-  const fs = require("fs")
-  const pkg = JSON.parse(fs.readFileSync("package.json", "utf8"))
-  pkg.optionalDependencies = {}
-  for (const dir of fs.readdirSync("npm")) {
-    const sub = JSON.parse(fs.readFileSync(`npm/${dir}/package.json`, "utf8"))
-    pkg.optionalDependencies[sub.name] = sub.version
-  }
-  fs.writeFileSync("package.json", JSON.stringify(pkg, null, 2) + "\n")
-'
-npm pack --silent --pack-destination dist >/dev/null
-ls dist/*.tgz
+rm -rf dist/pier-connector dist/pier-connector-*.tgz
+tgz=$(npm pack --silent --pack-destination dist | tail -n 1)
+mkdir dist/pier-connector
+tar xzf "dist/$tgz" -C dist/pier-connector --strip-components=1
+echo "dist/$tgz"
+echo "dist/pier-connector/"

@@ -1,30 +1,70 @@
-// End to end: the packed plugin installed with `openclaw plugins install npm-pack:` into a real
-// OpenClaw gateway (Node 24), a real nats-server, and a local OpenAI-compatible model.
+// End to end: the plugin as `npm pack` makes it from a built checkout, installed with
+// `openclaw plugins install npm-pack:` into a real OpenClaw gateway (Node 24) with no registry
+// reachable (npm points at a loopback tripwire that counts requests), a real nats-server and a
+// local OpenAI-compatible model. Then the directory install and the link install.
 import { describe, it, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { execFileSync } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
-import { readdirSync } from 'node:fs'
-import { join } from 'node:path'
+import { readdirSync, statSync, existsSync, realpathSync, writeFileSync } from 'node:fs'
+import { createServer } from 'node:http'
+import { join, dirname, relative } from 'node:path'
 import { startNatsServer } from '../helpers/nats-server.mjs'
-import { startNpmRegistry } from '../helpers/npm-registry.mjs'
 import { startFakeModel, answerFor } from '../helpers/fake-model.mjs'
 import { createOpenClawHome } from '../helpers/openclaw.mjs'
+import { startNpmRegistry } from '../helpers/npm-registry.mjs'
+import { buildPublishedLayout, tarballFiles } from '../helpers/published.mjs'
 import { rawClient, request, waitFor, sleep } from '../helpers/addon.mjs'
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url))
 const JOBS = 'jobs.e2e'
 
-let nats, nc, registry, model, home, gateway
+let nats, nc, registry, model, home, gateway, packed
 
+/** scripts/pack.sh: a plain `npm pack` of the checkout and the same files unpacked. */
 function packPlugin() {
-  execFileSync('bash', [join(ROOT, 'scripts/pack.sh')], { stdio: 'ignore' })
-  const dist = join(ROOT, 'dist')
-  const files = readdirSync(dist).map((f) => join(dist, f))
+  const out = execFileSync('bash', [join(ROOT, 'scripts/pack.sh')], { encoding: 'utf8' }).trim().split('\n')
+  const tgz = join(ROOT, out.find((l) => l.endsWith('.tgz')))
+  const files = execFileSync('tar', ['-tzf', tgz], { encoding: 'utf8' }).split('\n').filter(Boolean)
   return {
-    plugin: files.find((f) => /pier-connector-\d/.test(f)),
-    binary: files.find((f) => /binding-linux-x64-gnu/.test(f)),
+    tgz,
+    dir: join(ROOT, 'dist', 'pier-connector'),
+    files: files.map((f) => f.replace(/^package\//, '')).sort(),
+    manifest: JSON.parse(execFileSync('tar', ['-xzOf', tgz, 'package/package.json'], { encoding: 'utf8' })),
   }
+}
+
+/** An npm registry that answers nothing and counts what asked: proof that an install was offline. */
+async function startTripwireRegistry() {
+  const requests = []
+  const server = createServer((req, res) => {
+    requests.push(`${req.method} ${req.url}`)
+    res.writeHead(503).end()
+  })
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
+  return {
+    url: `http://127.0.0.1:${server.address().port}/`,
+    requests,
+    close: () => new Promise((resolve) => server.close(resolve)),
+  }
+}
+
+/** Every file under `dir`, relative and sorted. */
+function filesUnder(dir) {
+  return readdirSync(dir, { recursive: true })
+    .filter((f) => statSync(join(dir, f)).isFile())
+    .map((f) => f.split('\\').join('/'))
+    .sort()
+}
+
+async function inspectPlugin() {
+  return JSON.parse(await home.cli(['plugins', 'inspect', 'pier-connector', '--runtime', '--json']))
+}
+
+/** The directory OpenClaw loads the plugin from. */
+function pluginRoot(inspect) {
+  assert.ok(existsSync(join(inspect.plugin.rootDir, 'openclaw.plugin.json')), inspect.plugin.rootDir)
+  return inspect.plugin.rootDir
 }
 
 /** Sends a request until the worker has subscribed (the gateway starts services after ready). */
@@ -43,13 +83,16 @@ async function firstRequest(payload, timeout) {
 }
 
 before(async () => {
-  const packed = packPlugin()
+  packed = packPlugin()
   nats = await startNatsServer({ name: 'pier-e2e' })
   nc = await rawClient(nats.url)
-  registry = await startNpmRegistry([packed.binary])
+  registry = await startTripwireRegistry()
   model = await startFakeModel()
   home = await createOpenClawHome({ modelBaseUrl: model.baseUrl, registryUrl: registry.url })
-  await home.cli(['plugins', 'install', `npm-pack:${packed.plugin}`, '--force', '--accept-capabilities'])
+  // Every registry (not only the @pier-connector scope) is the tripwire, with no retries; npm's
+  // own "is there a newer npm" check (GET /npm) is not part of an install and is turned off.
+  Object.assign(home.env, { NPM_CONFIG_REGISTRY: registry.url, NPM_CONFIG_FETCH_RETRIES: '0', NPM_CONFIG_UPDATE_NOTIFIER: 'false' })
+  await home.cli(['plugins', 'install', `npm-pack:${packed.tgz}`, '--force', '--accept-capabilities'])
   const config = home.readConfig()
   const entry = (config.plugins.entries['pier-connector'] ??= { enabled: true })
   entry.config = {
@@ -76,6 +119,17 @@ after(async () => {
 })
 
 describe('pier-connector in a real OpenClaw gateway', () => {
+  it('a plain npm pack of the checkout carries this platform\'s binary and installed with no registry', async () => {
+    const binary = packed.files.filter((f) => f.endsWith('.node'))
+    assert.equal(binary.length, 1, packed.files.join('\n'))
+    assert.match(binary[0], /^pier-connector\.[a-z0-9]+-[a-z0-9]+(-[a-z]+)?\.node$/)
+    assert.equal(packed.manifest.optionalDependencies, undefined)
+    assert.ok(packed.files.includes('LICENSE') && packed.files.includes('load-addon.js'))
+    assert.deepEqual(registry.requests, [], 'the install asked a registry')
+    const inspect = await inspectPlugin()
+    assert.ok(existsSync(join(pluginRoot(inspect), binary[0])), 'the installed plugin has its binary')
+  })
+
   it('plugins inspect lists the channel, service, tool and command', async () => {
     const inspect = JSON.parse(await home.cli(['plugins', 'inspect', 'pier-connector', '--runtime', '--json']))
     assert.equal(inspect.plugin.status, 'loaded')
@@ -170,6 +224,99 @@ describe('pier-connector in a real OpenClaw gateway', () => {
     assert.equal(reply.result, answerFor('slow1'))
     await exited
     assert.match(gateway.log(), /stopping: draining in-flight jobs/)
+    gateway = null
+  })
+})
+
+describe('other installs', () => {
+  before(async () => {
+    // Install with the gateway stopped (the last gateway test stops it; this covers a failure there).
+    await gateway?.stop()
+    gateway = null
+  })
+
+  it('the published layout: a thin main package whose binary package comes from the registry', async () => {
+    const layout = buildPublishedLayout(ROOT)
+    const published = await startNpmRegistry([layout.binary])
+    try {
+      assert.deepEqual(tarballFiles(layout.main).filter((f) => f.endsWith('.node')), [])
+      // The binary package's scope resolves from a loopback registry; every other name stays on the tripwire.
+      writeFileSync(home.env.NPM_CONFIG_USERCONFIG, `@pier-connector:registry=${published.url}\nfund=false\naudit=false\n`)
+      await home.cli(['plugins', 'install', `npm-pack:${layout.main}`, '--force', '--accept-capabilities'])
+      const inspect = await inspectPlugin()
+      assert.equal(inspect.plugin.status, 'loaded')
+      assert.deepEqual(inspect.services, ['pier-connector'])
+      const root = pluginRoot(inspect)
+      assert.deepEqual(readdirSync(root).filter((f) => f.endsWith('.node')), [])
+      const project = dirname(dirname(root)) // <project>/node_modules/pier-connector
+      assert.ok(existsSync(join(project, 'node_modules', '@pier-connector', `binding-${layout.platform}`, layout.binaryFile)),
+        `binary package not installed under ${project}`)
+      assert.deepEqual(registry.requests, [], 'nothing outside the @pier-connector scope was fetched')
+    } finally {
+      await published.close()
+      layout.cleanup()
+    }
+  })
+
+  it('openclaw plugins install <dir> copies a directory whole: the packed directory gives exactly the packed files', async () => {
+    await home.cli(['plugins', 'install', packed.dir, '--force', '--accept-capabilities'])
+    const inspect = await inspectPlugin()
+    assert.equal(inspect.plugin.status, 'loaded')
+    assert.deepEqual(inspect.services, ['pier-connector'])
+    const root = pluginRoot(inspect)
+    assert.notEqual(realpathSync(root), realpathSync(packed.dir), 'a directory install copies')
+    assert.deepEqual(filesUnder(root).filter((f) => !f.startsWith('.')), packed.files)
+  })
+
+  it('openclaw plugins install --link <checkout> loads the built checkout in place, copying nothing', async () => {
+    // --force does not turn a copied install into a link: remove the copy first (that disables the
+    // plugin entry, so enable it again), as a user switching to a checkout would.
+    await home.cli(['plugins', 'uninstall', 'pier-connector', '--force'])
+    await home.cli(['plugins', 'install', '--link', ROOT, '--force', '--accept-capabilities'])
+    await home.cli(['plugins', 'enable', 'pier-connector', '--accept-capabilities'])
+    assert.ok(!existsSync(join(home.dir, 'state', 'extensions', 'pier-connector')), 'a link install copies nothing')
+    const inspect = await inspectPlugin()
+    assert.equal(inspect.plugin.status, 'loaded')
+    assert.deepEqual(inspect.plugin.toolNames, ['pier_publish'])
+    assert.deepEqual(inspect.services, ['pier-connector'])
+    assert.equal(realpathSync(pluginRoot(inspect)), realpathSync(ROOT))
+    assert.equal(relative(ROOT, inspect.plugin.source), join('plugin', 'index.mjs'))
+  })
+
+  it('on an unsupported platform the gateway loads the plugin and reports one line as the service health', async () => {
+    // The linked checkout's loader sees linux-riscv64 (fixtures/fake-platform.cjs, scoped to the
+    // checkout); the gateway itself keeps its real platform.
+    const config = home.readConfig()
+    config.plugins.entries['pier-connector'].config = { natsUrl: nats.url, subject: JOBS, publishSubject: JOBS }
+    home.writeConfig(config)
+    const fake = {
+      NODE_OPTIONS: `--require ${join(ROOT, '__test__', 'fixtures', 'fake-platform.cjs')}`,
+      PIER_FAKE_PLATFORM: 'linux-riscv64',
+      PIER_FAKE_PLATFORM_SCOPE: ROOT,
+    }
+    Object.assign(home.env, fake)
+    try {
+      gateway = await home.startGateway()
+    } finally {
+      for (const key of Object.keys(fake)) delete home.env[key]
+    }
+    const failure = await waitFor(
+      async () => {
+        try {
+          const health = JSON.parse(await home.cli(['gateway', 'call', 'health', '--json']))
+          return health.plugins?.errors?.find((e) => e.id === 'pier-connector' && e.failurePhase === 'service')
+        } catch {
+          return null // the gateway is still starting
+        }
+      },
+      { timeout: 60_000, interval: 1000 },
+    )
+    const line = failure.error.replace(/^service pier-connector: /, '')
+    assert.match(line, /^PIER_UNSUPPORTED_PLATFORM: no prebuilt pier-connector binary for linux-riscv64-gnu \(supported: [^)]*linux-x64-gnu[^)]*\); build from source: /)
+    assert.doesNotMatch(line, /\n| \| |npm has a bug|Cannot find/)
+    assert.doesNotMatch(gateway.log(), /npm has a bug|Cannot find native binding/)
+    assert.match(gateway.log(), /worker failed to start: PIER_UNSUPPORTED_PLATFORM/)
+    await gateway.stop()
     gateway = null
   })
 })
