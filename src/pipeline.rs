@@ -72,6 +72,13 @@ pub(crate) trait Inbound: Send + Sync + 'static {
         None
     }
 
+    /// Why the message cannot be taken as sent, though its payload may be fine: its NATS
+    /// headers were malformed (the patched client delivers such a message instead of
+    /// dropping the connection, and says so in `description`).
+    fn defect(&self) -> Option<&str> {
+        None
+    }
+
     /// What to do with a job admitted while every slot is taken: `None` answers OVERLOADED.
     fn when_full(&self) -> Option<Settle> {
         None
@@ -183,6 +190,11 @@ impl Pipeline {
                 return;
             }
         };
+        if let Some(defect) = inbound.defect() {
+            let error = JobError::new(ErrorCode::InvalidRequest, defect);
+            let id = id.map(str::to_string);
+            return self.refuse(inbound, target, id.as_deref(), error).await;
+        }
         let job = match parsed {
             Ok(job) => job,
             Err(rejection) => {

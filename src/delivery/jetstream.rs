@@ -152,6 +152,10 @@ impl Inbound for StreamMessage {
         }
     }
 
+    fn defect(&self) -> Option<&str> {
+        super::malformed_headers(&self.message)
+    }
+
     fn retry(&self, error: &JobError) -> Option<Settle> {
         match error.code {
             // Another worker takes it.

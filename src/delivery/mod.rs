@@ -11,6 +11,15 @@ use async_nats::Client;
 use std::sync::Arc;
 use tokio::sync::oneshot;
 
+/// The reason the patched async-nats gives a message whose header block it could not parse
+/// (vendor/async-nats/PIER.md), as a one-line answer; `None` for a well-formed message.
+fn malformed_headers(message: &async_nats::Message) -> Option<&str> {
+    match (&message.status, message.description.as_deref()) {
+        (None, Some(d)) if d.starts_with("malformed headers") => Some(d),
+        _ => None,
+    }
+}
+
 /// The source a worker's config selects.
 pub(crate) enum Source {
     Core(subscription::QueueSubscription),

@@ -72,6 +72,10 @@ impl Inbound for CoreMessage {
         &self.0.payload
     }
 
+    fn defect(&self) -> Option<&str> {
+        super::malformed_headers(&self.0)
+    }
+
     fn reply_target(&self, _job_id: Option<&str>) -> ReplyTarget {
         match &self.0.reply {
             Some(reply) if subject::is_publish_subject(reply) => {

@@ -35,7 +35,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{self, AsyncRead, AsyncReadExt, AsyncWrite};
 use tracing::trace;
 
-use crate::header::{HeaderMap, HeaderName, IntoHeaderValue};
+use crate::header::{HeaderMap, HeaderName, HeaderValue};
 use crate::status::StatusCode;
 use crate::subject::Subject;
 use crate::{ClientOp, ServerError, ServerOp, Statistics};
@@ -331,68 +331,11 @@ impl Connection {
             let payload = self.read_buf.split_to(total_len - header_len).freeze();
             self.read_buf.advance(2);
 
-            let mut lines = std::str::from_utf8(&header)
-                .map_err(|_| {
-                    io::Error::new(io::ErrorKind::InvalidInput, "header isn't valid utf-8")
-                })?
-                .lines()
-                .peekable();
-            let version_line = lines.next().ok_or_else(|| {
-                io::Error::new(io::ErrorKind::InvalidInput, "no header version line found")
-            })?;
-
-            let version_line_suffix = version_line
-                .strip_prefix("NATS/1.0")
-                .map(str::trim)
-                .ok_or_else(|| {
-                    io::Error::new(
-                        io::ErrorKind::InvalidInput,
-                        "header version line does not begin with `NATS/1.0`",
-                    )
-                })?;
-
-            let (status, description) = version_line_suffix
-                .split_once(' ')
-                .map(|(status, description)| (status.trim(), description.trim()))
-                .unwrap_or((version_line_suffix, ""));
-            let status = if !status.is_empty() {
-                Some(
-                    status
-                        .parse::<StatusCode>()
-                        .map_err(|_| std::io::Error::other("could not parse status parameter"))?,
-                )
-            } else {
-                None
-            };
-            let description = if !description.is_empty() {
-                Some(description.to_owned())
-            } else {
-                None
-            };
-
-            let mut headers = HeaderMap::new();
-            while let Some(line) = lines.next() {
-                if line.is_empty() {
-                    continue;
-                }
-
-                let (name, value) = line.split_once(':').ok_or_else(|| {
-                    io::Error::new(io::ErrorKind::InvalidInput, "no header version line found")
-                })?;
-
-                let name = HeaderName::from_str(name)
-                    .map_err(|err| io::Error::new(io::ErrorKind::InvalidInput, err))?;
-
-                // Read the header value, which might have been split into multiple lines
-                // `trim_start` and `trim_end` do the same job as doing `value.trim().to_owned()` at the end, but without a reallocation
-                let mut value = value.trim_start().to_owned();
-                while let Some(v) = lines.next_if(|s| s.starts_with(char::is_whitespace)) {
-                    value.push_str(v);
-                }
-                value.truncate(value.trim_end().len());
-
-                headers.append(name, value.into_header_value());
-            }
+            // The header block was published by some other client and the
+            // server forwards it verbatim, so a malformed block must not tear
+            // down the connection: the message's bytes are already consumed
+            // above, so parse leniently and hand the message over.
+            let (headers, status, description) = parse_header_block(&header);
 
             trace!(
                 subject = %subject,
@@ -862,6 +805,105 @@ where
     }
 }
 
+/// Prefix of the `description` given to a message whose header block could not be
+/// fully parsed (and which carries no status of its own).
+pub(crate) const MALFORMED_HEADERS: &str = "malformed headers";
+
+/// Parses an `HMSG` header block (`NATS/1.0[ <status>[ <description>]]\r\n` followed by
+/// `Name: value\r\n` lines) without failing.
+///
+/// The block comes from another publisher and nats-server forwards it unchanged, so it
+/// may be malformed. Whatever can be parsed is kept; bad lines are skipped. If anything
+/// was skipped and the block had no status, `description` is set to
+/// `"malformed headers: <reason>"` so the application can tell.
+fn parse_header_block(block: &[u8]) -> (HeaderMap, Option<StatusCode>, Option<String>) {
+    let mut headers = HeaderMap::new();
+    let mut malformed: Option<&'static str> = None;
+
+    // Split on `\n` and drop one trailing `\r`, like `str::lines`, but per line, so one
+    // non-UTF-8 line does not spoil the rest.
+    let mut lines = block
+        .split(|b| *b == b'\n')
+        .map(|line| line.strip_suffix(b"\r").unwrap_or(line))
+        .map(|line| str::from_utf8(line).map_err(|_| ()))
+        .peekable();
+
+    let version_line = match lines.next() {
+        _ if block.is_empty() => {
+            malformed = Some("empty header block");
+            ""
+        }
+        Some(Ok(line)) => line,
+        _ => {
+            malformed = Some("header version line is not valid UTF-8");
+            ""
+        }
+    };
+
+    let (mut status, mut description) = (None, None);
+    match version_line.strip_prefix("NATS/1.0") {
+        Some(suffix) => {
+            let suffix = suffix.trim();
+            let (code, text) = suffix
+                .split_once(' ')
+                .map(|(code, text)| (code.trim(), text.trim()))
+                .unwrap_or((suffix, ""));
+            if !code.is_empty() {
+                match code.parse::<StatusCode>() {
+                    Ok(code) => status = Some(code),
+                    Err(_) => malformed = Some("invalid status code"),
+                }
+            }
+            if status.is_some() && !text.is_empty() {
+                description = Some(text.to_owned());
+            }
+
+            while let Some(line) = lines.next() {
+                let line = match line {
+                    Ok(line) => line,
+                    Err(()) => {
+                        malformed = Some("header line is not valid UTF-8");
+                        continue;
+                    }
+                };
+                if line.is_empty() {
+                    continue;
+                }
+                let Some((name, value)) = line.split_once(':') else {
+                    malformed = Some("header line without ':'");
+                    continue;
+                };
+                // Read the value, which might have been folded over several lines.
+                let mut value = value.trim_start().to_owned();
+                while let Some(Ok(v)) =
+                    lines.next_if(|l| matches!(l, Ok(l) if l.starts_with(char::is_whitespace)))
+                {
+                    value.push_str(v);
+                }
+                value.truncate(value.trim_end().len());
+
+                match (HeaderName::from_str(name), HeaderValue::from_str(&value)) {
+                    (Ok(name), Ok(value)) => headers.append(name, value),
+                    (Err(_), _) => malformed = Some("invalid header name"),
+                    (_, Err(_)) => malformed = Some("invalid header value"),
+                }
+            }
+        }
+        // Unknown version (or none): do not guess at the format of the rest.
+        None if malformed.is_none() => malformed = Some("header version line is not `NATS/1.0`"),
+        None => {}
+    }
+
+    if let Some(reason) = malformed {
+        trace!(reason, "read operation: HMSG with malformed headers");
+        if status.is_none() {
+            description = Some(format!("{MALFORMED_HEADERS}: {reason}"));
+        }
+    }
+
+    (headers, status, description)
+}
+
 #[cfg(test)]
 mod read_op {
     use std::sync::Arc;
@@ -1192,6 +1234,91 @@ mod read_op {
 
         let err = connection.read_op().await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+    }
+
+    // A header block is forwarded verbatim by nats-server from whichever client
+    // published it, so a malformed one must be delivered, not end the connection.
+    async fn read_hmsg(header: &[u8]) -> (HeaderMap, Option<StatusCode>, Option<String>) {
+        let (stream, mut server) = io::duplex(1024);
+        let mut connection = Connection::new(Box::new(stream), 0, Arc::new(Statistics::default()));
+
+        let line = format!(
+            "HMSG foo 1 _INBOX.1 {} {}\r\n",
+            header.len(),
+            header.len() + 2
+        );
+        server.write_all(line.as_bytes()).await.unwrap();
+        server.write_all(header).await.unwrap();
+        server.write_all(b"hi\r\n").await.unwrap();
+        // The next operation must still parse: the stream stays in sync.
+        server.write_all(b"PING\r\n").await.unwrap();
+
+        let op = connection.read_op().await.unwrap();
+        assert_eq!(connection.read_op().await.unwrap(), Some(ServerOp::Ping));
+        match op {
+            Some(ServerOp::Message {
+                payload,
+                headers,
+                status,
+                description,
+                reply,
+                ..
+            }) => {
+                assert_eq!(payload, "hi");
+                assert_eq!(reply.as_deref(), Some("_INBOX.1"));
+                (headers.unwrap(), status, description)
+            }
+            other => panic!("expected a message, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn hmsg_with_malformed_headers_is_delivered() {
+        // Well-formed, no headers: no error signalled.
+        let (headers, status, description) = read_hmsg(b"NATS/1.0\r\n\r\n").await;
+        assert!(headers.is_empty());
+        assert_eq!((status, description), (None, None));
+
+        // Empty header block.
+        let (headers, status, description) = read_hmsg(b"").await;
+        assert!(headers.is_empty());
+        assert_eq!(status, None);
+        assert!(description.unwrap().starts_with("malformed headers"));
+
+        // Unknown version: the rest is not interpreted.
+        let (headers, _, description) = read_hmsg(b"NATS/2.0\r\nA: b\r\n\r\n").await;
+        assert!(headers.is_empty());
+        assert!(description.unwrap().starts_with("malformed headers"));
+
+        // A line without a colon is skipped, the others are kept.
+        let (headers, _, description) =
+            read_hmsg(b"NATS/1.0\r\nno colon here\r\nA: b\r\n\r\n").await;
+        assert_eq!(headers.get("A").unwrap().as_str(), "b");
+        assert_eq!(headers.len(), 1);
+        assert!(description.unwrap().starts_with("malformed headers"));
+
+        // A non-UTF-8 value is skipped, the others are kept.
+        let (headers, _, description) = read_hmsg(b"NATS/1.0\r\nA: \xff\xfe\r\nB: c\r\n\r\n").await;
+        assert!(headers.get("A").is_none());
+        assert_eq!(headers.get("B").unwrap().as_str(), "c");
+        assert!(description.unwrap().starts_with("malformed headers"));
+
+        // An interior lone CR used to panic in `From<String> for HeaderValue`.
+        let (headers, _, description) = read_hmsg(b"NATS/1.0\r\nA: x\ry\r\n\r\n").await;
+        assert!(headers.is_empty());
+        assert!(description.unwrap().starts_with("malformed headers"));
+
+        // Invalid header name and invalid status code.
+        let (headers, status, description) =
+            read_hmsg(b"NATS/1.0 abc\r\nBad Name: x\r\n\r\n").await;
+        assert!(headers.is_empty());
+        assert_eq!(status, None);
+        assert!(description.unwrap().starts_with("malformed headers"));
+
+        // A valid status is kept even when a later line is bad.
+        let (_, status, description) = read_hmsg(b"NATS/1.0 503\r\nnocolon\r\n\r\n").await;
+        assert_eq!(status, Some(StatusCode::NO_RESPONDERS));
+        assert_eq!(description, None);
     }
 }
 
