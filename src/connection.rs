@@ -8,6 +8,7 @@ use crate::log::{Level, SharedLogger};
 use crate::stats::Stats;
 use async_nats::{Client, ConnectOptions, Event, ServerAddr};
 use futures_util::StreamExt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -109,9 +110,33 @@ async fn connect_once(
                 .map_err(|e| connect_error(format!("bad server URL {}: {e}", redact_url(u))))
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let options = client_options(config, &urls, name)
+        .await
+        .map_err(connect_error)?;
+    let options = with_events(options, logger.clone(), stats);
+    logger.log(
+        Level::Info,
+        &format!("[pier-connector] connecting to {servers_display}"),
+    );
+    options.connect(addrs).await.map_err(|e| {
+        let reason = one_line(&redact_secrets(&e.to_string(), config));
+        PierError::Connect {
+            servers: servers_display.clone(),
+            permanent: !retry_may_cure(&e, &reason),
+            reason,
+            source: Some(Box::new(e)),
+        }
+    })
+}
 
-    let mut options = auth_options(config, &urls).await.map_err(connect_error)?;
-    options = options
+/// Auth, TLS and the client's tuning, from the config.
+async fn client_options(
+    config: &Config,
+    urls: &[String],
+    name: &str,
+) -> Result<ConnectOptions, String> {
+    let mut options = auth_options(config, urls)
+        .await?
         .name(name)
         .connection_timeout(Duration::from_millis(config.connect_timeout_ms))
         .max_reconnects(None)
@@ -131,79 +156,71 @@ async fn connect_once(
     if config.tls_required {
         options = options.require_tls(true);
     }
+    Ok(options)
+}
 
+/// Reconnect backoff, and connection events as log lines and counters.
+fn with_events(options: ConnectOptions, logger: SharedLogger, stats: Arc<Stats>) -> ConnectOptions {
     let reconnect_logger = logger.clone();
-    options = options.reconnect_delay_callback(move |attempt| {
-        let delay = if attempt <= 1 {
-            Duration::ZERO
-        } else {
-            (Duration::from_millis(50) * 2u32.saturating_pow(attempt.min(16) as u32 - 1))
-                .min(MAX_RECONNECT_DELAY)
-        };
-        // The first attempt of every (re)connect has no delay and needs no line of its own.
-        if !delay.is_zero() {
-            reconnect_logger.log(
-                Level::Warn,
-                &format!(
-                    "[pier-connector] reconnecting (attempt {attempt}, in {} ms)",
-                    delay.as_millis()
-                ),
-            );
-        }
-        delay
-    });
-
-    let event_logger = logger.clone();
-    let first_connect = Arc::new(std::sync::atomic::AtomicBool::new(true));
-    options = options.event_callback(move |event| {
-        let logger = event_logger.clone();
-        let stats = stats.clone();
-        let first_connect = first_connect.clone();
-        async move {
-            let (level, text) = match &event {
-                Event::Connected => {
-                    if !first_connect.swap(false, std::sync::atomic::Ordering::Relaxed) {
-                        stats.reconnected();
-                    }
-                    (Level::Info, "connected".to_string())
-                }
-                Event::Disconnected => {
-                    stats.disconnected();
-                    (Level::Warn, "disconnected".to_string())
-                }
-                Event::SlowConsumer(sid) => {
-                    stats.slow_consumer();
-                    (
-                        Level::Warn,
-                        format!("slow consumer on subscription {sid}: messages dropped"),
-                    )
-                }
-                Event::ServerError(err) => {
-                    stats.server_error();
-                    (Level::Error, format!("server error: {err}"))
-                }
-                Event::ClientError(err) => (Level::Error, format!("client error: {err}")),
-                Event::LameDuckMode => (Level::Warn, "server entered lame duck mode".to_string()),
-                Event::Draining => (Level::Info, "draining".to_string()),
-                Event::Closed => (Level::Info, "connection closed".to_string()),
+    let first_connect = Arc::new(AtomicBool::new(true));
+    options
+        .reconnect_delay_callback(move |attempt| {
+            let delay = if attempt <= 1 {
+                Duration::ZERO
+            } else {
+                (Duration::from_millis(50) * 2u32.saturating_pow(attempt.min(16) as u32 - 1))
+                    .min(MAX_RECONNECT_DELAY)
             };
+            // The first attempt of every (re)connect has no delay and needs no line of its own.
+            if !delay.is_zero() {
+                reconnect_logger.log(
+                    Level::Warn,
+                    &format!(
+                        "[pier-connector] reconnecting (attempt {attempt}, in {} ms)",
+                        delay.as_millis()
+                    ),
+                );
+            }
+            delay
+        })
+        .event_callback(move |event| {
+            let (level, text) = count_event(&event, &stats, &first_connect);
             logger.log(level, &format!("[pier-connector] NATS {text}"));
-        }
-    });
+            std::future::ready(())
+        })
+}
 
-    logger.log(
-        Level::Info,
-        &format!("[pier-connector] connecting to {servers_display}"),
-    );
-    options.connect(addrs).await.map_err(|e| {
-        let reason = one_line(&redact_secrets(&e.to_string(), config));
-        PierError::Connect {
-            servers: servers_display.clone(),
-            permanent: !retry_may_cure(&e, &reason),
-            reason,
-            source: Some(Box::new(e)),
+/// Counts a connection event and says it in one line.
+fn count_event(event: &Event, stats: &Stats, first_connect: &AtomicBool) -> (Level, String) {
+    match event {
+        Event::Connected => {
+            if !first_connect.swap(false, Ordering::Relaxed) {
+                stats.reconnected();
+            }
+            (Level::Info, "connected".to_string())
         }
-    })
+        Event::Disconnected => {
+            stats.disconnected();
+            (Level::Warn, "disconnected".to_string())
+        }
+        Event::SlowConsumer(sid) => {
+            stats.slow_consumer();
+            (
+                Level::Warn,
+                format!("slow consumer on subscription {sid}: messages dropped"),
+            )
+        }
+        Event::ServerError(err) => {
+            stats.server_error();
+            let line = format!("server error: {err}");
+            stats.set_last_error(&one_line(&line));
+            (Level::Error, line)
+        }
+        Event::ClientError(err) => (Level::Error, format!("client error: {err}")),
+        Event::LameDuckMode => (Level::Warn, "server entered lame duck mode".to_string()),
+        Event::Draining => (Level::Info, "draining".to_string()),
+        Event::Closed => (Level::Info, "connection closed".to_string()),
+    }
 }
 
 /// Whether a failed connection looks like an outage (no server, a timeout) rather than a

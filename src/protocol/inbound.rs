@@ -72,13 +72,6 @@ impl Field {
             Field::Present(v) => Some(v),
         }
     }
-
-    fn as_str(&self) -> Option<&str> {
-        match self {
-            Field::Present(Value::String(s)) => Some(s),
-            _ => None,
-        }
-    }
 }
 
 /// `task_request` as it arrives (legacy payloads have no `type` and name the task `task`,
@@ -237,84 +230,11 @@ fn classify(
 }
 
 fn normalize(wire: WireRequest) -> Result<JobRequest, Rejection> {
-    let id = match wire.id.value() {
-        None => None,
-        Some(Value::String(s)) if s.is_empty() => None,
-        Some(Value::String(s)) => Some(s),
-        Some(other) => {
-            return Err(Rejection::new(
-                None,
-                ErrorCode::InvalidRequest,
-                format!("id must be a string, not {}", kind_of(&other)),
-            ))
-        }
-    };
+    let id = read_id(wire.id)?;
     let invalid = |message: String| Rejection::new(id.clone(), ErrorCode::InvalidRequest, message);
-
-    let task = match wire.kind.value() {
-        Some(Value::String(t)) if t == "task_request" => match wire.task.value() {
-            Some(Value::String(s)) if !s.trim().is_empty() => s,
-            None => return Err(invalid("task_request has no task".into())),
-            Some(Value::String(_)) => return Err(invalid("task is empty".into())),
-            Some(other) => {
-                return Err(invalid(format!(
-                    "task must be a string, not {}",
-                    kind_of(&other)
-                )))
-            }
-        },
-        Some(Value::String(t)) => {
-            return Err(invalid(format!(
-                "type {:?} is not a task_request",
-                one_line(&t)
-            )))
-        }
-        // Legacy: the first non-empty string of task, prompt, content.
-        None => [wire.task, wire.prompt, wire.content]
-            .into_iter()
-            .find(|f| f.as_str().is_some_and(|s| !s.trim().is_empty()))
-            .and_then(|f| match f.value() {
-                Some(Value::String(s)) => Some(s),
-                _ => None,
-            })
-            .ok_or_else(|| {
-                invalid("no task: expected a non-empty string in task, prompt or content".into())
-            })?,
-        Some(other) => {
-            return Err(invalid(format!(
-                "type must be a string, not {}",
-                kind_of(&other)
-            )))
-        }
-    };
-
-    let system_prompt = match wire.system_prompt.value() {
-        None => None,
-        Some(Value::String(s)) if s.is_empty() => None,
-        Some(Value::String(s)) => Some(s),
-        Some(other) => {
-            return Err(invalid(format!(
-                "systemPrompt must be a string, not {}",
-                kind_of(&other)
-            )))
-        }
-    };
-    let timeout_ms = match wire.timeout_ms.value() {
-        None => None,
-        Some(Value::Number(n)) => match n.as_u64() {
-            Some(ms) if ms > 0 => Some(ms),
-            _ => match n.as_f64() {
-                Some(f) if f >= 1.0 && f.is_finite() => Some(f as u64),
-                _ => return Err(invalid("timeoutMs must be a positive number".into())),
-            },
-        },
-        Some(other) => {
-            return Err(invalid(format!(
-                "timeoutMs must be a number, not {}",
-                kind_of(&other)
-            )))
-        }
-    };
+    let task = read_task(wire.kind, [wire.task, wire.prompt, wire.content]).map_err(invalid)?;
+    let system_prompt = optional_string("systemPrompt", wire.system_prompt).map_err(invalid)?;
+    let timeout_ms = read_timeout(wire.timeout_ms).map_err(invalid)?;
     let meta = match wire.meta.value() {
         None => Map::new(),
         Some(Value::Object(m)) => m,
@@ -325,15 +245,12 @@ fn normalize(wire: WireRequest) -> Result<JobRequest, Rejection> {
             )))
         }
     };
-    if let Some(v) = wire.version.value() {
-        if !v.is_string() {
-            return Err(invalid(format!(
-                "version must be a string, not {}",
-                kind_of(&v)
-            )));
-        }
+    if let Some(v) = wire.version.value().filter(|v| !v.is_string()) {
+        return Err(invalid(format!(
+            "version must be a string, not {}",
+            kind_of(&v)
+        )));
     }
-
     Ok(JobRequest {
         id: id.unwrap_or_else(super::new_id),
         task,
@@ -341,6 +258,64 @@ fn normalize(wire: WireRequest) -> Result<JobRequest, Rejection> {
         timeout_ms,
         meta,
     })
+}
+
+/// The request's id: absent, null or empty means "make one"; any other non-string is refused
+/// (without an id, since none could be read).
+fn read_id(field: Field) -> Result<Option<String>, Rejection> {
+    match optional_string("id", field) {
+        Ok(id) => Ok(id),
+        Err(message) => Err(Rejection::new(None, ErrorCode::InvalidRequest, message)),
+    }
+}
+
+/// A string field that may be absent, null or empty (all three: `None`).
+fn optional_string(name: &str, field: Field) -> Result<Option<String>, String> {
+    match field.value() {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok((!s.is_empty()).then_some(s)),
+        Some(other) => Err(format!("{name} must be a string, not {}", kind_of(&other))),
+    }
+}
+
+/// `task` of a `task_request`; for a legacy payload (no `type`), the first non-empty string
+/// of `task`, `prompt`, `content`.
+fn read_task(kind: Field, [task, prompt, content]: [Field; 3]) -> Result<String, String> {
+    match kind.value() {
+        Some(Value::String(t)) if t == "task_request" => match task.value() {
+            Some(Value::String(s)) if !s.trim().is_empty() => Ok(s),
+            None => Err("task_request has no task".into()),
+            Some(Value::String(_)) => Err("task is empty".into()),
+            Some(other) => Err(format!("task must be a string, not {}", kind_of(&other))),
+        },
+        Some(Value::String(t)) => Err(format!("type {:?} is not a task_request", one_line(&t))),
+        Some(other) => Err(format!("type must be a string, not {}", kind_of(&other))),
+        None => [task, prompt, content]
+            .into_iter()
+            .find_map(|f| match f.value() {
+                Some(Value::String(s)) if !s.trim().is_empty() => Some(s),
+                _ => None,
+            })
+            .ok_or_else(|| {
+                "no task: expected a non-empty string in task, prompt or content".into()
+            }),
+    }
+}
+
+/// `timeoutMs`: a positive number of milliseconds (fractions rounded down).
+fn read_timeout(field: Field) -> Result<Option<u64>, String> {
+    match field.value() {
+        None => Ok(None),
+        Some(Value::Number(n)) => match (n.as_u64(), n.as_f64()) {
+            (Some(ms), _) if ms > 0 => Ok(Some(ms)),
+            (_, Some(f)) if f >= 1.0 && f.is_finite() => Ok(Some(f as u64)),
+            _ => Err("timeoutMs must be a positive number".into()),
+        },
+        Some(other) => Err(format!(
+            "timeoutMs must be a number, not {}",
+            kind_of(&other)
+        )),
+    }
 }
 
 pub(super) fn kind_of(value: &Value) -> &'static str {
