@@ -268,31 +268,34 @@ describe('other installs', () => {
     assert.deepEqual(filesUnder(root).filter((f) => !f.startsWith('.')), packed.files)
   })
 
-  it('openclaw plugins install --link <checkout> loads the built checkout in place, copying nothing', async () => {
+  // The link target is the packed directory, not the checkout: OpenClaw reads the whole linked
+  // directory when it enables a plugin, and a built checkout's target/ holds gigabytes (a link to
+  // it took over two minutes here and then failed).
+  it('openclaw plugins install --link <dir> loads the plugin in place, copying nothing', async () => {
     // --force does not turn a copied install into a link: remove the copy first (that disables the
     // plugin entry, so enable it again), as a user switching to a checkout would.
     await home.cli(['plugins', 'uninstall', 'pier-connector', '--force'])
-    await home.cli(['plugins', 'install', '--link', ROOT, '--force', '--accept-capabilities'])
+    await home.cli(['plugins', 'install', '--link', packed.dir, '--force', '--accept-capabilities'])
     await home.cli(['plugins', 'enable', 'pier-connector', '--accept-capabilities'])
     assert.ok(!existsSync(join(home.dir, 'state', 'extensions', 'pier-connector')), 'a link install copies nothing')
     const inspect = await inspectPlugin()
     assert.equal(inspect.plugin.status, 'loaded')
     assert.deepEqual(inspect.plugin.toolNames, ['pier_publish'])
     assert.deepEqual(inspect.services, ['pier-connector'])
-    assert.equal(realpathSync(pluginRoot(inspect)), realpathSync(ROOT))
-    assert.equal(relative(ROOT, inspect.plugin.source), join('plugin', 'index.mjs'))
+    assert.equal(realpathSync(pluginRoot(inspect)), realpathSync(packed.dir))
+    assert.equal(relative(packed.dir, inspect.plugin.source), join('plugin', 'index.mjs'))
   })
 
   it('on an unsupported platform the gateway loads the plugin and reports one line as the service health', async () => {
-    // The linked checkout's loader sees linux-riscv64 (fixtures/fake-platform.cjs, scoped to the
-    // checkout); the gateway itself keeps its real platform.
+    // The linked plugin's loader sees linux-riscv64 (fixtures/fake-platform.cjs, scoped to the
+    // linked directory); the gateway itself keeps its real platform.
     const config = home.readConfig()
     config.plugins.entries['pier-connector'].config = { natsUrl: nats.url, subject: JOBS, publishSubject: JOBS }
     home.writeConfig(config)
     const fake = {
       NODE_OPTIONS: `--require ${join(ROOT, '__test__', 'fixtures', 'fake-platform.cjs')}`,
       PIER_FAKE_PLATFORM: 'linux-riscv64',
-      PIER_FAKE_PLATFORM_SCOPE: ROOT,
+      PIER_FAKE_PLATFORM_SCOPE: packed.dir,
     }
     Object.assign(home.env, fake)
     try {
