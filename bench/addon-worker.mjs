@@ -2,8 +2,8 @@
 import { createRequire } from 'node:module'
 import { workerOptions, blockEventLoop, onTerminate } from './worker-options.mjs'
 
-const { PierWorker } = createRequire(import.meta.url)('../index.js')
 const options = workerOptions()
+const { PierWorker } = createRequire(import.meta.url)(options.addon ?? '../index.js')
 const config = {
   natsUrl: options.url,
   subject: options.subject,

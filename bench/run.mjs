@@ -24,12 +24,20 @@ const CONTENDERS = {
   'js-seed': { label: 'JS peer, seed-faithful loop', cmd: (o) => nodeWorker('js-worker.mjs', { ...o, mode: 'seed' }) },
 }
 
+// A/B mode (PIER_BENCH_AB=<baseline .node>): this build against a baseline build, interleaved.
+const BASELINE = process.env.PIER_BENCH_AB
+if (BASELINE) {
+  CONTENDERS['addon-native@base'] = { label: 'addon, native echo handler (baseline)', cmd: (o) => nodeWorker('addon-worker.mjs', { ...o, native: true, addon: BASELINE }) }
+  CONTENDERS['addon@base'] = { label: 'addon, JS handler (baseline)', cmd: (o) => nodeWorker('addon-worker.mjs', { ...o, addon: BASELINE }) }
+}
+
 function nodeWorker(file, o) {
   const args = [`${ROOT}bench/${file}`, '--delay-ms', String(o.delayMs ?? 0)]
   if (o.mode) args.push('--mode', o.mode)
   if (o.maxConcurrent) args.push('--max-concurrent', String(o.maxConcurrent))
   if (o.blockEventLoop) args.push('--block-event-loop')
   if (o.native) args.push('--native')
+  if (o.addon) args.push('--addon', o.addon)
   return [process.execPath, args]
 }
 
@@ -117,6 +125,7 @@ async function main() {
   const started = Date.now()
   server = await startNatsServer({ name: 'pier-bench' })
   const results = { instant: {}, slow: {}, blocked: {}, leak: {} }
+  if (BASELINE) return abRun()
   const only = process.env.PIER_BENCH_ONLY?.split(',')
   const names = Object.keys(CONTENDERS).filter((n) => !only || only.includes(n))
   if (only) {
@@ -168,6 +177,36 @@ async function main() {
   await server.stop()
   writeFileSync(`${ROOT}bench/RESULTS.md`, report(results, (Date.now() - started) / 1000))
   console.error(`wrote bench/RESULTS.md in ${fmt((Date.now() - started) / 1000)} s`)
+}
+
+/** Each build's native-echo and JS-handler cells against the baseline's, runs interleaved
+ * (new, base, new, base, ...) so drift on the shared machine hits both alike; prints Markdown. */
+async function abRun() {
+  const rounds = Number(process.env.PIER_BENCH_ROUNDS ?? 5)
+  const pairs = [['addon-native', 'addon-native@base'], ['addon', 'addon@base']]
+  const runs = {}
+  for (let round = 0; round < rounds; round++) {
+    for (const n of [1, 16, 256]) {
+      for (const pair of pairs) {
+        for (const name of round % 2 ? [...pair].reverse() : pair) {
+          const r = await measure(name, {}, { concurrency: n })
+          ;(runs[`${name}@${n}`] ??= []).push(r.throughput)
+          console.error(`A/B N=${n} ${name} (round ${round + 1}): ${fmt(r.throughput)} req/s`)
+        }
+      }
+    }
+  }
+  await server.stop()
+  const median = (list) => [...list].sort((a, b) => a - b)[Math.floor(list.length / 2)]
+  const lines = ['| cell | N | this build req/s | baseline req/s | ratio |', '| --- | ---: | ---: | ---: | ---: |']
+  for (const n of [1, 16, 256]) {
+    for (const [now, base] of pairs) {
+      const a = median(runs[`${now}@${n}`])
+      const b = median(runs[`${base}@${n}`])
+      lines.push(`| ${CONTENDERS[now].label} | ${n} | ${fmt(a)} | ${fmt(b)} | ${fmt(a / b, 3)} |`)
+    }
+  }
+  console.log(lines.join('\n'))
 }
 
 function report(r, seconds) {

@@ -11,6 +11,7 @@ export function workerOptions() {
       mode: { type: 'string', default: 'best' },
       'block-event-loop': { type: 'boolean', default: false },
       native: { type: 'boolean', default: false },
+      addon: { type: 'string' },
     },
   })
   const delayMs = Number(values['delay-ms'])
@@ -21,6 +22,8 @@ export function workerOptions() {
     maxConcurrent: Number(values['max-concurrent']),
     blockEventLoop: values['block-event-loop'],
     native: values.native,
+    /** A .node file to load instead of the package's own build (the A/B baseline). */
+    addon: values.addon,
     /** The stand-in for an agent turn: the task back, at once or after `delayMs`. */
     handler: delayMs > 0 ? (task) => new Promise((r) => setTimeout(() => r(task), delayMs)) : async (task) => task,
   }
