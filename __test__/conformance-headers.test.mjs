@@ -76,9 +76,59 @@ it('100 malformed-header messages among 100 valid requests: 100/100 answered, 0 
   for (const i of badRefused) {
     const reply = replies.get(`_FLOOD.bad.${i}`)
     assert.equal(reply.type, 'task_error')
-    assert.ok(reply.id === `bad${i}` || reply.id === null, `the id is the request's or null: ${reply.id}`)
+    assert.equal(reply.id, `bad${i}`, 'the id is echoed (the payload is readable)')
     assert.doesNotMatch(reply.error.message, /\n/)
   }
+  assert.equal((await worker.stop()).code, 0)
+})
+
+it('bad-header messages without a reply subject are counted (noReply), never run, and cost no reconnect', async (t) => {
+  const { worker, raw } = await setUp()
+  const frames = MALFORMED.map(([, header], k) => raw.hpubFrame('jobs.worker', undefined, header, JSON.stringify({ id: `nr${k}`, task: 'x' })))
+  await raw.write(Buffer.concat(frames))
+  await raw.flush()
+  const valid = await raw.request('jobs.worker', JSON.stringify({ id: 'after', task: 'answered' }), { timeout: 3000 }).catch((error) => ({ lost: error.message }))
+  await waitFor(async () => (await worker.status()).stats.noReply === MALFORMED.length, { timeout: 3000, interval: 100 }).catch(() => {})
+  const { stats } = await worker.status()
+  t.diagnostic(`noReply ${stats.noReply}, completed ${stats.completed}, reconnects ${stats.reconnects}; valid: ${JSON.stringify(valid.result ?? valid)}`)
+  assert.equal(valid.result, 'answered')
+  assert.equal(stats.noReply, MALFORMED.length)
+  assert.equal(stats.completed, 1, 'only the valid job ran')
+  assert.equal(stats.reconnects, 0)
+  assert.equal((await worker.stop()).code, 0)
+})
+
+it('JetStream: stored jobs with malformed headers are answered INVALID_REQUEST once, not redelivered, no reconnect', async (t) => {
+  const server = await startNatsServer({ jetstream: true })
+  cleanups.push(() => server.stop())
+  const worker = await startCliWorker(
+    server.url,
+    ['--echo', '--delivery', 'jetstream', '--subject', 'jobs.hdrjs', '--result-subject', 'results', '--ack-wait-ms', '1000'],
+    cleanups,
+  )
+  const raw = await rawNats(server.port)
+  cleanups.push(() => raw.close())
+  const answers = []
+  raw.subscribe('results.>', (m) => answers.push({ subject: m.subject, body: JSON.parse(m.payload.toString('utf8')) }))
+  await raw.flush()
+  // nats-server stores the header block as it is; the worker meets it when it pulls the job.
+  for (const [k, [, header]] of MALFORMED.entries()) {
+    await raw.write(raw.hpubFrame('jobs.hdrjs', undefined, header, JSON.stringify({ id: `js${k}`, task: 'x' })))
+  }
+  await raw.write(raw.pubFrame('jobs.hdrjs', undefined, JSON.stringify({ id: 'jsok', task: 'fine' })))
+  await raw.flush()
+  await waitFor(() => answers.length >= MALFORMED.length + 1, { timeout: 5000 }).catch(() => {})
+  await sleep(1500) // past an ack wait: a job left unacked would come again
+  const { stats } = await worker.status()
+  t.diagnostic(`answers ${answers.length} (${answers.map((a) => a.body.error?.code ?? a.body.result).join(', ')}); reconnects ${stats.reconnects}`)
+  assert.equal(answers.length, MALFORMED.length + 1, 'one answer per job')
+  assert.deepEqual(answers.find((a) => a.body.id === 'jsok')?.body.result, 'fine')
+  for (const k of MALFORMED.keys()) {
+    const answer = answers.find((a) => a.body.id === `js${k}`)
+    assert.equal(answer?.subject, `results.js${k}`)
+    assert.equal(answer.body.error.code, 'INVALID_REQUEST')
+  }
+  assert.deepEqual([stats.disconnects, stats.reconnects], [0, 0])
   assert.equal((await worker.stop()).code, 0)
 })
 
