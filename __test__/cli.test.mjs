@@ -2,6 +2,7 @@
 import { describe, it, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { spawn, execFile } from 'node:child_process'
+import { readdirSync, readFileSync } from 'node:fs'
 import { promisify } from 'node:util'
 import { fileURLToPath } from 'node:url'
 import { useNats, request, waitFor } from './helpers/addon.mjs'
@@ -32,6 +33,22 @@ async function startCliWorker(args) {
   await waitFor(() => /subscribed to/.test(stderr) || child.exitCode !== null, { timeout: 10_000 })
   assert.match(stderr, /subscribed to/, stderr)
   return { child, exited, stderr: () => stderr, stdout: () => stdout }
+}
+
+const uniqueDigits = () => String(process.pid % 10000).padStart(4, '0') + String(Date.now() % 100000).padStart(5, '0')
+
+/** Pids of the processes whose command line is exactly `command` (from /proc; Linux). */
+function processesRunning(command) {
+  const found = []
+  for (const pid of readdirSync('/proc')) {
+    if (!/^\d+$/.test(pid)) continue
+    try {
+      if (readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean).join(' ') === command) found.push(pid)
+    } catch {
+      // the process ended while we looked
+    }
+  }
+  return found
 }
 
 describe('pier-connector worker', () => {
@@ -69,6 +86,71 @@ describe('pier-connector worker', () => {
     assert.ok(Date.now() - start < 3000)
     worker.child.kill('SIGTERM')
     assert.equal((await worker.exited).code, 0)
+  })
+
+  it('--exec kills each job\'s whole process group at its deadline: no command outlives its job', async () => {
+    // A unique duration is the marker: `sleep 31.<n>` sleeps 31 s and names only this test's processes.
+    const marker = `sleep 31.${uniqueDigits()}`
+    const worker = await startCliWorker(['--exec', `${marker}; cat`, '--subject', 'jobs.cli.group'])
+    const replies = [1, 2, 3].map((i) => request(nats.nc, 'jobs.cli.group', { id: `g${i}`, task: 'x', timeoutMs: 700 }))
+    await waitFor(() => processesRunning(marker).length === 3, { timeout: 3000 })
+    for (const reply of await Promise.all(replies)) assert.equal(reply.error.code, 'TIMEOUT')
+    await waitFor(() => processesRunning(marker).length === 0, { timeout: 3000 })
+    worker.child.kill('SIGTERM')
+    assert.equal((await worker.exited).code, 0)
+  })
+
+  it('--exec: a command ignoring SIGTERM and a background process are killed too', async () => {
+    const digits = uniqueDigits()
+    const stubborn = `sleep 32.${digits}`
+    const background = `sleep 33.${digits}`
+    const worker = await startCliWorker([
+      '--exec', `if [ "$PIER_JOB_ID" = bg ]; then (${background} &); echo started; else trap "" TERM; ${stubborn}; cat; fi`,
+      '--subject', 'jobs.cli.stubborn',
+    ])
+    // The command returns while what it started in the background still runs: it ends with the job.
+    const bg = await request(nats.nc, 'jobs.cli.stubborn', { id: 'bg', task: 'x' })
+    assert.equal(bg.result, 'started')
+    await waitFor(() => processesRunning(background).length === 0, { timeout: 3000 })
+    // SIGTERM is ignored (and inherited by sleep): SIGKILL follows after a short grace.
+    const reply = await request(nats.nc, 'jobs.cli.stubborn', { id: 'st', task: 'x', timeoutMs: 500 })
+    assert.equal(reply.error.code, 'TIMEOUT')
+    await waitFor(() => processesRunning(stubborn).length === 0, { timeout: 3000 })
+    worker.child.kill('SIGTERM')
+    assert.equal((await worker.exited).code, 0)
+  })
+
+  it('--exec: stopping the worker answers running jobs SHUTTING_DOWN and kills their processes', async () => {
+    const marker = `sleep 34.${uniqueDigits()}`
+    const worker = await startCliWorker([
+      '--exec', `trap "" TERM; ${marker}; cat`, '--subject', 'jobs.cli.shutdown', '--drain-timeout-ms', '200',
+    ])
+    const replies = ['d1', 'd2'].map((id) => request(nats.nc, 'jobs.cli.shutdown', { id, task: 'x', timeoutMs: 60_000 }))
+    await waitFor(() => processesRunning(marker).length === 2, { timeout: 3000 })
+    worker.child.kill('SIGTERM')
+    for (const reply of await Promise.all(replies)) assert.equal(reply.error.code, 'SHUTTING_DOWN')
+    assert.deepEqual(await worker.exited, { code: 0, signal: null })
+    await waitFor(() => processesRunning(marker).length === 0, { timeout: 3000 })
+  })
+
+  it('--exec: a NUL byte in systemPrompt or sender is a one-line INVALID_REQUEST that echoes nothing', async () => {
+    const worker = await startCliWorker(['--exec', 'cat', '--subject', 'jobs.cli.nul'])
+    const prompt = await request(nats.nc, 'jobs.cli.nul', { id: 'n1', task: 'x', systemPrompt: 'secret prompt\u0000tail' })
+    assert.equal(prompt.id, 'n1')
+    assert.deepEqual(prompt.error, {
+      code: 'INVALID_REQUEST',
+      message: 'systemPrompt contains a NUL byte, which a command environment cannot carry',
+    })
+    const sender = await request(nats.nc, 'jobs.cli.nul', { id: 'n2', task: 'x', meta: { sender: 'al\u0000ice' } })
+    assert.deepEqual(sender.error, {
+      code: 'INVALID_REQUEST',
+      message: 'sender contains a NUL byte, which a command environment cannot carry',
+    })
+    const ok = await request(nats.nc, 'jobs.cli.nul', { id: 'n3', task: 'still works' })
+    assert.equal(ok.result, 'still works')
+    worker.child.kill('SIGTERM')
+    assert.equal((await worker.exited).code, 0)
+    assert.doesNotMatch(worker.stderr(), /secret prompt|ERR_INVALID_ARG|node:internal/)
   })
 
   it('refuses to start without a handler choice', async () => {

