@@ -152,6 +152,16 @@ export interface PierConfig {
    * Default: `0`.
    */
   maxConnectAttempts?: number
+  /**
+   * Metrics port: Serve Prometheus metrics on http://<metricsHost>:<port>/metrics (0: off).
+   * Default: `0`.
+   */
+  metricsPort?: number
+  /**
+   * Metrics address: The address the metrics endpoint binds to (loopback unless you mean otherwise).
+   * Default: `"127.0.0.1"`.
+   */
+  metricsHost?: string
   /** Allowed senders: When set, only jobs whose meta.sender is listed run; others get UNAUTHORIZED. */
   allowedSenders?: Array<string>
   /**

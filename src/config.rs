@@ -147,6 +147,16 @@ pub struct Config {
     /// trying with backoff until stopped). Publishers try once.
     #[cfg_attr(test, schemars(extend("x-advanced" = true)))]
     pub max_connect_attempts: u32,
+    /// Metrics port
+    ///
+    /// Serve Prometheus metrics on http://<metricsHost>:<port>/metrics (0: off).
+    #[cfg_attr(test, schemars(extend("x-advanced" = true)))]
+    pub metrics_port: u16,
+    /// Metrics address
+    ///
+    /// The address the metrics endpoint binds to (loopback unless you mean otherwise).
+    #[cfg_attr(test, schemars(extend("x-advanced" = true)))]
+    pub metrics_host: String,
     /// Allowed senders
     ///
     /// When set, only jobs whose meta.sender is listed run; others get UNAUTHORIZED.
@@ -261,6 +271,8 @@ impl Default for Config {
             drain_timeout_ms: 10_000,
             connect_timeout_ms: 10_000,
             max_connect_attempts: 0,
+            metrics_port: 0,
+            metrics_host: "127.0.0.1".to_string(),
             allowed_senders: None,
             discovery: true,
             delivery: Delivery::Core,

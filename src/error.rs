@@ -117,6 +117,7 @@ pub enum RequestOp {
     JetStreamPublish,
     Publish,
     Discovery,
+    Metrics,
 }
 
 impl fmt::Display for RequestOp {
@@ -132,6 +133,7 @@ impl fmt::Display for RequestOp {
             RequestOp::JetStreamPublish => "JetStream publish",
             RequestOp::Publish => "publish",
             RequestOp::Discovery => "discovery",
+            RequestOp::Metrics => "metrics endpoint",
         })
     }
 }

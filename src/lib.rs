@@ -14,6 +14,7 @@ pub mod discovery;
 pub mod error;
 pub mod handler;
 pub mod log;
+pub mod metrics;
 mod outbox;
 mod pipeline;
 pub mod protocol;

@@ -301,6 +301,11 @@ impl Pipeline {
         batched: bool,
     ) {
         let keep_alive = inbound.keep_alive();
+        let price = job
+            .meta
+            .get("price")
+            .and_then(serde_json::Value::as_f64)
+            .filter(|p| p.is_finite() && *p > 0.0);
         let (id, outcome) = self.execute(job, received_at, slot).await;
         // Every run counts, timed out or failed too (ADR-32 processing_time).
         self.stats.processed(received_at.elapsed());
@@ -317,6 +322,9 @@ impl Pipeline {
                 let delivered = self
                     .answer_result(target, &id, received_at, &result, batched)
                     .await;
+                if let (Some(true), Some(price)) = (delivered, price) {
+                    self.stats.add_earned(price);
+                }
                 match delivered {
                     Some(true) => Settle::Answered { ok: true },
                     Some(false) => Settle::Answered { ok: false },

@@ -2,11 +2,11 @@
 //! connection's event callback.
 
 use crate::error::ErrorCode;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-#[derive(Default)]
 pub struct Stats {
     received: AtomicU64,
     completed: AtomicU64,
@@ -23,6 +23,35 @@ pub struct Stats {
     server_errors: AtomicU64,
     processing_nanos: AtomicU64,
     last_error: std::sync::Mutex<Option<String>>,
+    /// Receipt to answer of each job that ran, for the metrics' histogram.
+    durations: Histogram,
+    /// Sum of `meta.price` of completed jobs, as f64 bits.
+    earned_bits: AtomicU64,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Stats {
+            received: AtomicU64::default(),
+            completed: AtomicU64::default(),
+            failed: AtomicU64::default(),
+            rejected: AtomicU64::default(),
+            timed_out: AtomicU64::default(),
+            in_flight: AtomicU64::default(),
+            no_reply: AtomicU64::default(),
+            reply_failures: AtomicU64::default(),
+            by_code: Default::default(),
+            disconnects: AtomicU64::default(),
+            reconnects: AtomicU64::default(),
+            slow_consumer_events: AtomicU64::default(),
+            server_errors: AtomicU64::default(),
+            processing_nanos: AtomicU64::default(),
+            last_error: std::sync::Mutex::default(),
+            // 1 ms to ~9 min: instant handlers to the longest agent turns.
+            durations: Histogram::new(exponential_buckets(0.001, 2.0, 20)),
+            earned_bits: AtomicU64::new(0f64.to_bits()),
+        }
+    }
 }
 
 /// How a job ended, for counting. Every received message ends in exactly one of these (or is
@@ -60,10 +89,36 @@ impl Stats {
         self.server_errors.fetch_add(1, Relaxed);
     }
 
-    /// Time from receipt to reply of one answered job, for discovery's STATS.
+    /// Time from receipt to reply of one job that ran, for discovery's STATS and the metrics.
     pub fn processed(&self, took: std::time::Duration) {
         self.processing_nanos
             .fetch_add(took.as_nanos() as u64, Relaxed);
+        self.durations.observe(took.as_secs_f64());
+    }
+
+    pub fn durations(&self) -> &Histogram {
+        &self.durations
+    }
+
+    /// Adds a completed job's `meta.price` to what this worker earned.
+    pub fn add_earned(&self, price: f64) {
+        let _ = self.earned_bits.fetch_update(Relaxed, Relaxed, |bits| {
+            Some((f64::from_bits(bits) + price).to_bits())
+        });
+    }
+
+    pub fn earned(&self) -> f64 {
+        f64::from_bits(self.earned_bits.load(Relaxed))
+    }
+
+    /// The counter a task_error code falls in: `timed_out`, `rejected` (refused without
+    /// running) or `failed`.
+    pub fn bucket_of(code: ErrorCode) -> &'static str {
+        match code {
+            ErrorCode::Timeout => "timed_out",
+            ErrorCode::Overloaded | ErrorCode::ShuttingDown => "rejected",
+            _ => "failed",
+        }
     }
 
     pub fn processing_nanos(&self) -> u64 {
@@ -97,9 +152,9 @@ impl Stats {
             }
             Outcome::Errored(code) => {
                 self.by_code[code.index()].fetch_add(1, Relaxed);
-                let bucket = match code {
-                    ErrorCode::Timeout => &self.timed_out,
-                    ErrorCode::Overloaded | ErrorCode::ShuttingDown => &self.rejected,
+                let bucket = match Stats::bucket_of(code) {
+                    "timed_out" => &self.timed_out,
+                    "rejected" => &self.rejected,
                     _ => &self.failed,
                 };
                 bucket.fetch_add(1, Relaxed);

@@ -8,6 +8,7 @@ use crate::discovery;
 use crate::error::PierError;
 use crate::handler::JobHandler;
 use crate::log::{Level, SharedLogger};
+use crate::metrics::MetricsServer;
 use crate::pipeline::{Pipeline, PipelineParts, FINAL_FLUSH};
 use crate::protocol;
 use crate::stats::{Stats, StatsSnapshot};
@@ -28,8 +29,8 @@ pub struct Worker {
     identity: WorkerIdentity,
     /// Held by `start` and `stop` for their whole run, so they never interleave.
     lifecycle: tokio::sync::Mutex<Option<Running>>,
-    /// What `status()` reads without waiting for a lifecycle change to finish.
-    phase: Mutex<Phase>,
+    /// What `status()` (and the metrics endpoint) read without waiting for a lifecycle change.
+    phase: Arc<Mutex<Phase>>,
     /// Cancelled by `stop()` to end a `start()` still waiting for a server.
     abort_start: Mutex<Option<CancellationToken>>,
 }
@@ -39,6 +40,7 @@ struct Running {
     stop: oneshot::Sender<()>,
     jobs: JoinHandle<()>,
     discovery: Option<(CancellationToken, JoinHandle<()>)>,
+    metrics: Option<MetricsServer>,
 }
 
 #[derive(Clone)]
@@ -86,7 +88,7 @@ impl Worker {
             logger,
             stats: Arc::new(Stats::default()),
             lifecycle: tokio::sync::Mutex::new(None),
-            phase: Mutex::new(Phase::Stopped),
+            phase: Arc::new(Mutex::new(Phase::Stopped)),
             abort_start: Mutex::new(None),
         }
     }
@@ -102,6 +104,14 @@ impl Worker {
         let abort = CancellationToken::new();
         *lock(&self.abort_start) = Some(abort.clone());
         *lock(&self.phase) = Phase::Connecting;
+        // Up before the connection, so an operator sees a worker waiting for its server.
+        let metrics = match self.serve_metrics().await {
+            Ok(metrics) => metrics,
+            Err(error) => {
+                *lock(&self.phase) = Phase::Stopped;
+                return Err(error);
+            }
+        };
         let opened = tokio::select! {
             opened = self.open() => opened,
             _ = abort.cancelled() => Err(PierError::Stopped),
@@ -110,8 +120,12 @@ impl Worker {
         let (client, source) = match opened {
             Ok(opened) => opened,
             Err(error) => {
+                if let Some(metrics) = metrics {
+                    metrics.stop().await;
+                }
                 *lock(&self.phase) = Phase::Stopped;
-                self.stats.set_last_error(&error.to_string());
+                self.stats
+                    .set_last_error(&format!("{}: {error}", error.code()));
                 return Err(error);
             }
         };
@@ -159,8 +173,25 @@ impl Worker {
             stop,
             jobs,
             discovery,
+            metrics,
         });
         Ok(())
+    }
+
+    async fn serve_metrics(&self) -> Result<Option<MetricsServer>, PierError> {
+        if self.config.metrics_port == 0 {
+            return Ok(None);
+        }
+        let phase = self.phase.clone();
+        MetricsServer::start(
+            &self.config.metrics_host,
+            self.config.metrics_port,
+            self.stats.clone(),
+            Box::new(move || state_of(&lock(&phase))),
+            self.logger.clone(),
+        )
+        .await
+        .map(Some)
     }
 
     async fn open(&self) -> Result<(Client, Source), PierError> {
@@ -237,6 +268,9 @@ impl Worker {
                 &format!("[pier-connector] receive loop ended abnormally: {e}"),
             );
         }
+        if let Some(metrics) = running.metrics {
+            metrics.stop().await;
+        }
         *lock(&self.phase) = Phase::Stopped;
         self.logger
             .log(Level::Info, "[pier-connector] worker stopped");
@@ -245,23 +279,15 @@ impl Worker {
     pub fn status(&self) -> WorkerStatus {
         let phase = lock(&self.phase).clone();
         let config = &self.config;
-        let (state, client, since) = match &phase {
-            Phase::Stopped => ("stopped", None, None),
-            Phase::Connecting => ("connecting", None, None),
-            Phase::Stopping { client } => ("stopping", Some(client), None),
+        let state = state_of(&phase);
+        let (client, since) = match &phase {
+            Phase::Stopped | Phase::Connecting => (None, None),
+            Phase::Stopping { client } => (Some(client), None),
             Phase::Running {
                 client,
                 started,
                 started_at_ms,
-            } => (
-                match client.connection_state() {
-                    async_nats::connection::State::Connected => "connected",
-                    async_nats::connection::State::Disconnected => "disconnected",
-                    async_nats::connection::State::Pending => "connecting",
-                },
-                Some(client),
-                Some((started, *started_at_ms)),
-            ),
+            } => (Some(client), Some((started, *started_at_ms))),
         };
         let info = client.map(Client::server_info);
         WorkerStatus {
@@ -292,6 +318,20 @@ impl Worker {
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+}
+
+/// `stopped`, `connecting`, `connected`, `disconnected` or `stopping`.
+fn state_of(phase: &Phase) -> &'static str {
+    match phase {
+        Phase::Stopped => "stopped",
+        Phase::Connecting => "connecting",
+        Phase::Stopping { .. } => "stopping",
+        Phase::Running { client, .. } => match client.connection_state() {
+            async_nats::connection::State::Connected => "connected",
+            async_nats::connection::State::Disconnected => "disconnected",
+            async_nats::connection::State::Pending => "connecting",
+        },
     }
 }
 

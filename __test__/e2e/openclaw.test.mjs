@@ -287,15 +287,15 @@ describe('other installs', () => {
   })
 
   it('on an unsupported platform the gateway loads the plugin and reports one line as the service health', async () => {
-    // The linked plugin's loader sees linux-riscv64 (fixtures/fake-platform.cjs, scoped to the
-    // linked directory); the gateway itself keeps its real platform.
+    // The gateway process looks like linux-riscv64 (fixtures/fake-platform.cjs, unscoped: a scope
+    // by stack path did not reach the plugin's loader as OpenClaw loads it). OpenClaw itself is
+    // plain JavaScript and runs on; the plugin's loader finds no binary for that platform.
     const config = home.readConfig()
     config.plugins.entries['pier-connector'].config = { natsUrl: nats.url, subject: JOBS, publishSubject: JOBS }
     home.writeConfig(config)
     const fake = {
       NODE_OPTIONS: `--require ${join(ROOT, '__test__', 'fixtures', 'fake-platform.cjs')}`,
       PIER_FAKE_PLATFORM: 'linux-riscv64',
-      PIER_FAKE_PLATFORM_SCOPE: packed.dir,
     }
     Object.assign(home.env, fake)
     try {

@@ -51,6 +51,12 @@ pub struct PierConfig {
     /// Max connect attempts: Worker start: connection attempts while no server answers before start fails (0: keep trying with backoff until stopped). Publishers try once.
     /// Default: `0`.
     pub max_connect_attempts: Option<f64>,
+    /// Metrics port: Serve Prometheus metrics on http://<metricsHost>:<port>/metrics (0: off).
+    /// Default: `0`.
+    pub metrics_port: Option<f64>,
+    /// Metrics address: The address the metrics endpoint binds to (loopback unless you mean otherwise).
+    /// Default: `"127.0.0.1"`.
+    pub metrics_host: Option<String>,
     /// Allowed senders: When set, only jobs whose meta.sender is listed run; others get UNAUTHORIZED.
     pub allowed_senders: Option<Vec<String>>,
     /// Service discovery: Answer NATS service discovery ($SRV.PING|INFO|STATS) as service pier-worker.
