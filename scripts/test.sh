@@ -16,6 +16,8 @@ echo "== cargo test"
 cargo test --quiet
 echo "== generated config files are current (scripts/gen-config.sh)"
 node scripts/gen-config.mjs --check
+echo "== the addon's embedded JS driver parses (src/binding/driver.js)"
+node --check src/binding/driver.js
 echo "== fuzz the inbound parser (cargo fuzz, ${PIER_FUZZ_SECONDS:-20} s)"
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install --quiet --locked cargo-fuzz@0.13.2
 # cargo fuzz needs nightly compiler flags (sanitizers); this machine has the stable toolchain
