@@ -7,7 +7,7 @@ use crate::error::{ErrorCode, PierError, RequestOp};
 use crate::log::{Level, SharedLogger};
 use crate::stats::Stats;
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
@@ -76,12 +76,17 @@ impl Collector for WorkerCollector {
             ConstCounter::new(n)
                 .encode(jobs.encode_family(&[("outcome", outcome), ("code", code)])?)?;
         }
-        self.stats.durations().encode(encoder.encode_descriptor(
+        let (sum, count, mut buckets) = self.stats.durations().read();
+        // Per-bucket counts (the encoder sums them up); the rest go to `+Inf`.
+        let beyond = count.saturating_sub(buckets.iter().map(|(_, n)| n).sum());
+        buckets.push((f64::INFINITY, beyond));
+        let mut histogram: MetricEncoder = encoder.encode_descriptor(
             "pier_job_duration_seconds",
             "Time from receipt to answer of each job that ran",
             None,
             MetricType::Histogram,
-        )?)?;
+        )?;
+        histogram.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
         ConstGauge::new(s.in_flight as i64).encode(encoder.encode_descriptor(
             "pier_jobs_in_flight",
             "Jobs running now",

@@ -2,7 +2,6 @@
 //! connection's event callback.
 
 use crate::error::ErrorCode;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -24,7 +23,7 @@ pub struct Stats {
     processing_nanos: AtomicU64,
     last_error: std::sync::Mutex<Option<String>>,
     /// Receipt to answer of each job that ran, for the metrics' histogram.
-    durations: Histogram,
+    durations: DurationHistogram,
     /// Sum of `meta.price` of completed jobs, as f64 bits.
     earned_bits: AtomicU64,
 }
@@ -47,8 +46,7 @@ impl Default for Stats {
             server_errors: AtomicU64::default(),
             processing_nanos: AtomicU64::default(),
             last_error: std::sync::Mutex::default(),
-            // 1 ms to ~9 min: instant handlers to the longest agent turns.
-            durations: Histogram::new(exponential_buckets(0.001, 2.0, 20)),
+            durations: DurationHistogram::default(),
             earned_bits: AtomicU64::new(0f64.to_bits()),
         }
     }
@@ -93,10 +91,10 @@ impl Stats {
     pub fn processed(&self, took: std::time::Duration) {
         self.processing_nanos
             .fetch_add(took.as_nanos() as u64, Relaxed);
-        self.durations.observe(took.as_secs_f64());
+        self.durations.observe(took);
     }
 
-    pub fn durations(&self) -> &Histogram {
+    pub fn durations(&self) -> &DurationHistogram {
         &self.durations
     }
 
@@ -191,6 +189,50 @@ impl Stats {
     }
 }
 
+/// Bucket bounds 1 ms · 2^k, k < 20: from instant handlers to ~9 min agent turns.
+const DURATION_BUCKETS: usize = 20;
+
+/// A histogram of job durations with one atomic counter per bucket: every job observes it,
+/// on any tokio thread, so it takes no lock (prometheus-client's own histogram locks).
+#[derive(Default)]
+pub struct DurationHistogram {
+    /// Jobs whose duration fell in (bound k-1, bound k]; beyond the last bound only `count`.
+    buckets: [AtomicU64; DURATION_BUCKETS],
+    count: AtomicU64,
+    sum_nanos: AtomicU64,
+}
+
+impl DurationHistogram {
+    pub fn observe(&self, took: std::time::Duration) {
+        let nanos = took.as_nanos().min(u128::from(u64::MAX)) as u64;
+        // The first k with nanos <= 1 ms · 2^k.
+        let ms = nanos.div_ceil(1_000_000);
+        let k = if ms <= 1 {
+            0
+        } else {
+            (64 - (ms - 1).leading_zeros()) as usize
+        };
+        if let Some(bucket) = self.buckets.get(k) {
+            bucket.fetch_add(1, Relaxed);
+        }
+        self.count.fetch_add(1, Relaxed);
+        self.sum_nanos.fetch_add(nanos, Relaxed);
+    }
+
+    /// `(sum in seconds, count, [(upper bound in seconds, jobs in that bucket alone)])`; the
+    /// jobs beyond the last bound are `count` less the buckets' total.
+    pub fn read(&self) -> (f64, u64, Vec<(f64, u64)>) {
+        let buckets = self
+            .buckets
+            .iter()
+            .enumerate()
+            .map(|(k, n)| (0.001 * (1u64 << k) as f64, n.load(Relaxed)))
+            .collect();
+        let sum = self.sum_nanos.load(Relaxed) as f64 / 1e9;
+        (sum, self.count.load(Relaxed), buckets)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StatsSnapshot {
@@ -216,6 +258,31 @@ pub struct StatsSnapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_fall_in_doubling_millisecond_buckets() {
+        let h = DurationHistogram::default();
+        for ms in [0, 1, 2, 3, 256, 257, 10_000_000] {
+            h.observe(std::time::Duration::from_millis(ms));
+        }
+        let (sum, count, buckets) = h.read();
+        assert_eq!(count, 7);
+        assert!((sum - 10_000_519.0 / 1000.0).abs() < 1e-6);
+        let at = |bound: f64| {
+            buckets
+                .iter()
+                .find(|(b, _)| (*b - bound).abs() < 1e-9)
+                .unwrap()
+                .1
+        };
+        assert_eq!(at(0.001), 2); // 0 and 1 ms
+        assert_eq!(at(0.002), 1);
+        assert_eq!(at(0.004), 1);
+        assert_eq!(at(0.256), 1);
+        assert_eq!(at(0.512), 1);
+        let total: u64 = buckets.iter().map(|(_, n)| n).sum();
+        assert_eq!(total, 6, "beyond the last bound: only in count");
+    }
 
     #[test]
     fn outcomes_land_in_their_buckets() {
