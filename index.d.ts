@@ -153,6 +153,11 @@ export interface PierConfig {
    */
   maxConnectAttempts?: number
   /**
+   * Log format: text (one line each) or json (one JSON object per line: time, level, msg, and for a finished job jobId, sender, durationMs, outcome, code, price).
+   * Default: `"text"`.
+   */
+  logFormat?: 'text' | 'json'
+  /**
    * Metrics port: Serve Prometheus metrics on http://<metricsHost>:<port>/metrics (0: off).
    * Default: `0`.
    */

@@ -44,7 +44,8 @@ it('the Rust config accepts every key the manifest declares, with its schema typ
     let value = sample[type]
     if (key === 'natsUrl') value = 'nats://127.0.0.1:4222'
     if (key === 'servers') value = ['nats://127.0.0.1:4222']
-    if (key === 'delivery') value = 'jetstream'
+    const { enum: choices } = manifest.configSchema.properties[key]
+    if (choices) value = choices[choices.length - 1] // delivery: jetstream, logFormat: json
     const extra = { user: { password: 'p' }, password: { user: 'u' }, tlsCertFile: { tlsKeyFile: 'k' }, tlsKeyFile: { tlsCertFile: 'c' } }[key]
     assert.doesNotThrow(() => new PierWorker({ [key]: value, ...extra }, async () => ''), key)
   }

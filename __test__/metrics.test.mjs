@@ -85,3 +85,39 @@ it('a PierWorker with metricsPort serves while it runs and closes the port when 
   await worker.stop()
   await assert.rejects(fetch(`http://127.0.0.1:${port}/metrics`), 'closed once the worker stops')
 })
+
+it('--log-format json writes every line as one JSON object, one info line per finished job, no task bodies', async () => {
+  const child = spawn(
+    process.execPath,
+    [CLI, 'worker', '--echo', '--nats-url', nats.server.url, '--subject', 'jobs.jsonlog', '--worker-id', 'j1',
+      '--log-format', 'json', '--allowed-senders', 'alice'],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  )
+  children.add(child)
+  let stderr = ''
+  child.stderr.on('data', (c) => (stderr += c))
+  await waitFor(() => /subscribed to/.test(stderr), { timeout: 10_000 })
+  const secretTask = 'TASK-BODY-MARKER-4711'
+  assert.equal((await request(nats.nc, 'jobs.jsonlog', { id: 'ok1', task: secretTask, meta: { sender: 'alice', price: 7 } })).result, secretTask)
+  assert.equal((await request(nats.nc, 'jobs.jsonlog', { id: 'no1', task: secretTask, meta: { sender: 'bob' } })).error.code, 'UNAUTHORIZED')
+  child.kill('SIGTERM')
+  await new Promise((resolve) => child.once('exit', resolve))
+
+  const lines = stderr.trim().split('\n').map((line) => JSON.parse(line))
+  for (const line of lines) {
+    assert.match(line.time, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/)
+    assert.ok(['debug', 'info', 'warn', 'error'].includes(line.level), JSON.stringify(line))
+    assert.equal(typeof line.msg, 'string')
+  }
+  assert.ok(!stderr.includes(secretTask), 'no task body in any line')
+  const jobs = lines.filter((l) => 'jobId' in l)
+  assert.deepEqual(
+    jobs.map(({ level, jobId, sender, outcome, code, price }) => ({ level, jobId, sender, outcome, code, price })),
+    [
+      { level: 'info', jobId: 'ok1', sender: 'alice', outcome: 'completed', code: null, price: 7 },
+      { level: 'warn', jobId: 'no1', sender: 'bob', outcome: 'failed', code: 'UNAUTHORIZED', price: null },
+    ],
+  )
+  assert.ok(jobs.every((j) => Number.isInteger(j.durationMs) && j.durationMs >= 0))
+  assert.ok(lines.some((l) => /stopping/.test(l.msg)), 'the CLI\'s own lines are JSON too')
+})

@@ -13,8 +13,8 @@ const config = {
 }
 // --native: the worker's own Rust echo handler, to separate the worker's cost from the JS call.
 const worker = options.native
-  ? PierWorker.echo(config, { logger: () => {} })
-  : new PierWorker(config, (job) => options.handler(job.task), { logger: () => {} })
+  ? PierWorker.echo(config, { logger: () => {}, logLevel: 'warn' })
+  : new PierWorker(config, (job) => options.handler(job.task), { logger: () => {}, logLevel: 'warn' })
 await worker.start()
 if (options.blockEventLoop) blockEventLoop()
 onTerminate(async () => {

@@ -91,9 +91,12 @@ function usageError(message) {
   return error
 }
 
-function logOptions(verbose) {
+function logOptions(verbose, config = {}) {
+  // With logFormat json the addon writes each line as one JSON object (time and level inside).
+  const json = config.logFormat === 'json'
   return {
-    logger: (level, message) => process.stderr.write(`${new Date().toISOString()} ${level} ${message}\n`),
+    logger: (level, message) =>
+      process.stderr.write(json ? `${message}\n` : `${new Date().toISOString()} ${level} ${message}\n`),
     logLevel: verbose ? 'debug' : 'info',
   }
 }
@@ -185,7 +188,7 @@ async function runWorker(values, config) {
     throw usageError('worker needs exactly one of --echo or --exec CMD')
   }
   const running = new Map()
-  const log = logOptions(values.verbose)
+  const log = logOptions(values.verbose, config)
   const worker = values.echo
     ? PierWorker.echo(config, log)
     : new PierWorker(config, execHandler(values.exec, running), {
@@ -235,7 +238,7 @@ async function runPublish(values, positionals, config) {
 
 /** Runs `use` with a client for this config and always closes it. */
 async function withClient(values, config, use) {
-  const client = new PierClient(config, logOptions(values.verbose))
+  const client = new PierClient(config, logOptions(values.verbose, config))
   try {
     return await use(client)
   } finally {

@@ -147,6 +147,11 @@ pub struct Config {
     /// trying with backoff until stopped). Publishers try once.
     #[cfg_attr(test, schemars(extend("x-advanced" = true)))]
     pub max_connect_attempts: u32,
+    /// Log format
+    ///
+    /// text (one line each) or json (one JSON object per line: time, level, msg, and for a
+    /// finished job jobId, sender, durationMs, outcome, code, price).
+    pub log_format: LogFormat,
     /// Metrics port
     ///
     /// Serve Prometheus metrics on http://<metricsHost>:<port>/metrics (0: off).
@@ -271,6 +276,7 @@ impl Default for Config {
             drain_timeout_ms: 10_000,
             connect_timeout_ms: 10_000,
             max_connect_attempts: 0,
+            log_format: LogFormat::Text,
             metrics_port: 0,
             metrics_host: "127.0.0.1".to_string(),
             allowed_senders: None,
@@ -444,6 +450,14 @@ impl Config {
 pub enum Delivery {
     Core,
     Jetstream,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[cfg_attr(test, derive(serde::Serialize, schemars::JsonSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 /// `worker` in every reply.

@@ -22,6 +22,7 @@ pub mod publisher;
 pub mod stats;
 pub mod subject;
 mod sync;
+mod timestamp;
 pub mod worker;
 
 mod binding;

@@ -1,6 +1,9 @@
 //! Where the core's one-line log messages go: the binding forwards them to a JS logger, tests
-//! collect them.
+//! collect them. A finished job is one [`JobLine`] with its fields; `logFormat: "json"` turns
+//! every line into one JSON object ([`JsonLines`]).
 
+use crate::error::ErrorCode;
+use serde_json::{json, Map, Value};
 use std::sync::Arc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -25,6 +28,11 @@ impl Level {
 pub trait Logger: Send + Sync + 'static {
     fn log(&self, level: Level, message: &str);
 
+    /// One finished job; as text unless the logger keeps fields.
+    fn job(&self, level: Level, line: &JobLine) {
+        self.log(level, &line.text());
+    }
+
     /// Whether a line at `level` would be kept, so hot paths skip formatting it.
     fn enabled(&self, _level: Level) -> bool {
         true
@@ -45,8 +53,98 @@ impl Level {
     }
 }
 
+impl Logger for Box<dyn Logger> {
+    fn log(&self, level: Level, message: &str) {
+        (**self).log(level, message)
+    }
+
+    fn job(&self, level: Level, line: &JobLine) {
+        (**self).job(level, line)
+    }
+
+    fn enabled(&self, level: Level) -> bool {
+        (**self).enabled(level)
+    }
+}
+
+/// How one job ended, for its log line: no task body, no secrets.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobLine {
+    /// The requester's id as it may appear in a log line (one line, bounded).
+    pub job_id: Option<String>,
+    pub sender: Option<String>,
+    pub duration_ms: u64,
+    /// `completed`, or the counter its code falls in (`failed`, `rejected`, `timed_out`).
+    pub outcome: &'static str,
+    pub code: Option<ErrorCode>,
+    /// The task_error's message (one line).
+    pub message: Option<String>,
+    pub price: Option<f64>,
+}
+
+impl JobLine {
+    pub fn text(&self) -> String {
+        let id = self.job_id.as_deref().unwrap_or("(no id)");
+        match (self.code, &self.message) {
+            (Some(code), Some(message)) => {
+                format!("[pier-connector] job {id} answered {code}: {message}")
+            }
+            _ => format!(
+                "[pier-connector] job {id} completed in {} ms",
+                self.duration_ms
+            ),
+        }
+    }
+
+    fn fields(&self) -> Map<String, Value> {
+        let mut fields = Map::new();
+        fields.insert("jobId".into(), json!(self.job_id));
+        fields.insert("sender".into(), json!(self.sender));
+        fields.insert("durationMs".into(), json!(self.duration_ms));
+        fields.insert("outcome".into(), json!(self.outcome));
+        fields.insert("code".into(), json!(self.code.map(ErrorCode::as_str)));
+        fields.insert("price".into(), json!(self.price));
+        fields
+    }
+}
+
+/// `logFormat: "json"`: every line as one JSON object, `{"time","level","msg"}` plus, for a
+/// finished job, its fields.
+pub struct JsonLines<L>(pub L);
+
+impl<L: Logger> JsonLines<L> {
+    fn write(&self, level: Level, message: &str, fields: Map<String, Value>) {
+        let mut object = Map::new();
+        object.insert(
+            "time".into(),
+            json!(crate::timestamp::rfc3339(std::time::SystemTime::now())),
+        );
+        object.insert("level".into(), json!(level.as_str()));
+        object.insert(
+            "msg".into(),
+            json!(message.strip_prefix("[pier-connector] ").unwrap_or(message)),
+        );
+        object.extend(fields);
+        self.0.log(level, &Value::Object(object).to_string());
+    }
+}
+
+impl<L: Logger> Logger for JsonLines<L> {
+    fn log(&self, level: Level, message: &str) {
+        self.write(level, message, Map::new());
+    }
+
+    fn job(&self, level: Level, line: &JobLine) {
+        self.write(level, &line.text(), line.fields());
+    }
+
+    fn enabled(&self, level: Level) -> bool {
+        self.0.enabled(level)
+    }
+}
+
 /// Drops lines below `min` before they reach `inner`: with a JS logger every line is a call
-/// onto the event loop, so per-job debug lines must not cross unless asked for.
+/// onto the event loop, so lines below it must not cross unless asked for.
 pub struct LevelFilter<L> {
     pub min: Level,
     pub inner: L,
@@ -56,6 +154,12 @@ impl<L: Logger> Logger for LevelFilter<L> {
     fn log(&self, level: Level, message: &str) {
         if self.enabled(level) {
             self.inner.log(level, message);
+        }
+    }
+
+    fn job(&self, level: Level, line: &JobLine) {
+        if self.enabled(level) {
+            self.inner.job(level, line);
         }
     }
 

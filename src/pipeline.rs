@@ -11,7 +11,7 @@ use crate::config::{Config, WorkerIdentity};
 use crate::discovery;
 use crate::error::{one_line, ErrorCode, JobError};
 use crate::handler::{HandlerResult, JobHandler, JobInput};
-use crate::log::{Level, SharedLogger};
+use crate::log::{JobLine, Level, SharedLogger};
 use crate::outbox::{self, Outbox, Reply};
 use crate::protocol::{self, JobRequest};
 use crate::stats::{Outcome, Stats};
@@ -92,6 +92,27 @@ pub(crate) trait Inbound: Send + Sync + 'static {
 
     /// Told how the job ended, after its answer (if any) went to the connection.
     fn settle(self, how: Settle) -> impl Future<Output = ()> + Send;
+}
+
+/// What a job's log line tells besides how it ended (never its task).
+struct JobFacts {
+    received_at: Instant,
+    sender: Option<String>,
+    /// `meta.price`, when it is a positive number: what a completed job earns.
+    price: Option<f64>,
+}
+
+impl JobFacts {
+    fn new(received_at: Instant, job: Option<&JobRequest>) -> JobFacts {
+        JobFacts {
+            received_at,
+            sender: job.and_then(JobRequest::sender).map(loggable),
+            price: job
+                .and_then(|j| j.meta.get("price"))
+                .and_then(serde_json::Value::as_f64)
+                .filter(|p| p.is_finite() && *p > 0.0),
+        }
+    }
 }
 
 /// Everything a job needs, shared by the receive loop and every job task.
@@ -175,6 +196,7 @@ impl Pipeline {
             Ok(job) => Some(job.id.as_str()),
             Err(rejection) => rejection.id.as_deref(),
         };
+        let facts = JobFacts::new(received_at, parsed.as_ref().ok());
         let target = match inbound.reply_target(id) {
             ReplyTarget::Subject(subject) => subject,
             ReplyTarget::Nowhere { why } => {
@@ -193,13 +215,21 @@ impl Pipeline {
         if let Some(defect) = inbound.defect() {
             let error = JobError::new(ErrorCode::InvalidRequest, defect);
             let id = id.map(str::to_string);
-            return self.refuse(inbound, target, id.as_deref(), error).await;
+            return self
+                .refuse(inbound, target, id.as_deref(), error, &facts)
+                .await;
         }
         let job = match parsed {
             Ok(job) => job,
             Err(rejection) => {
                 return self
-                    .refuse(inbound, target, rejection.id.as_deref(), rejection.error)
+                    .refuse(
+                        inbound,
+                        target,
+                        rejection.id.as_deref(),
+                        rejection.error,
+                        &facts,
+                    )
                     .await;
             }
         };
@@ -209,7 +239,9 @@ impl Pipeline {
                     ErrorCode::Unauthorized,
                     "this worker does not take jobs from this sender",
                 );
-                return self.refuse(inbound, target, Some(&job.id), error).await;
+                return self
+                    .refuse(inbound, target, Some(&job.id), error, &facts)
+                    .await;
             }
         }
         let slot = match slot.map_or_else(|| self.slots.clone().try_acquire_owned().ok(), Some) {
@@ -227,15 +259,15 @@ impl Pipeline {
                             self.config.max_concurrent_jobs
                         ),
                     );
-                    return self.refuse(inbound, target, Some(&job.id), error).await;
+                    return self
+                        .refuse(inbound, target, Some(&job.id), error, &facts)
+                        .await;
                 }
             },
         };
         self.stats.job_started();
         let inline = I::BATCHED_REPLIES && self.handler.ready_on_first_poll();
-        let run = self
-            .clone()
-            .run(inbound, job, target, received_at, slot, !inline);
+        let run = self.clone().run(inbound, job, target, facts, slot, !inline);
         if !inline {
             self.jobs.spawn(run);
             return;
@@ -264,7 +296,8 @@ impl Pipeline {
         };
         match inbound.reply_target(id) {
             ReplyTarget::Subject(target) => {
-                self.refuse(inbound, target, id, JobError::new(code, why))
+                let facts = JobFacts::new(Instant::now(), None);
+                self.refuse(inbound, target, id, JobError::new(code, why), &facts)
                     .await
             }
             ReplyTarget::Nowhere { .. } => {
@@ -280,8 +313,9 @@ impl Pipeline {
         target: Subject,
         id: Option<&str>,
         error: JobError,
+        facts: &JobFacts,
     ) {
-        let delivered = self.answer_error(target, id, error, false).await;
+        let delivered = self.answer_error(target, id, error, false, facts).await;
         inbound
             .settle(if delivered {
                 Settle::Answered { ok: false }
@@ -296,16 +330,12 @@ impl Pipeline {
         inbound: I,
         job: JobRequest,
         target: Subject,
-        received_at: Instant,
+        facts: JobFacts,
         slot: OwnedSemaphorePermit,
         batched: bool,
     ) {
         let keep_alive = inbound.keep_alive();
-        let price = job
-            .meta
-            .get("price")
-            .and_then(serde_json::Value::as_f64)
-            .filter(|p| p.is_finite() && *p > 0.0);
+        let received_at = facts.received_at;
         let (id, outcome) = self.execute(job, received_at, slot).await;
         // Every run counts, timed out or failed too (ADR-32 processing_time).
         self.stats.processed(received_at.elapsed());
@@ -320,9 +350,9 @@ impl Pipeline {
             }
             (_, Ok(result)) => {
                 let delivered = self
-                    .answer_result(target, &id, received_at, &result, batched)
+                    .answer_result(target, &id, &facts, &result, batched)
                     .await;
-                if let (Some(true), Some(price)) = (delivered, price) {
+                if let (Some(true), Some(price)) = (delivered, facts.price) {
                     self.stats.add_earned(price);
                 }
                 match delivered {
@@ -332,7 +362,10 @@ impl Pipeline {
                 }
             }
             (None, Err(error)) => {
-                if self.answer_error(target, Some(&id), error, batched).await {
+                if self
+                    .answer_error(target, Some(&id), error, batched, &facts)
+                    .await
+                {
                     Settle::Answered { ok: false }
                 } else {
                     Settle::Undelivered
@@ -406,11 +439,11 @@ impl Pipeline {
         &self,
         target: Subject,
         id: &str,
-        received_at: Instant,
+        facts: &JobFacts,
         result: &str,
         batched: bool,
     ) -> Option<bool> {
-        let latency_ms = received_at.elapsed().as_millis() as u64;
+        let latency_ms = facts.received_at.elapsed().as_millis() as u64;
         let bytes = protocol::encode_result(id, result, latency_ms, &self.identity);
         // The client refuses a message over the server's max_payload; answer that instead.
         let max_payload = self.client.max_payload();
@@ -424,20 +457,23 @@ impl Pipeline {
                 ),
             );
             return self
-                .answer_error(target, Some(id), error, batched)
+                .answer_error(target, Some(id), error, batched, facts)
                 .await
                 .then_some(false);
         }
         let sent = self.send(target, bytes, None, batched).await;
         self.stats.record(Outcome::Completed);
-        if self.logger.enabled(Level::Debug) {
-            self.logger.log(
-                Level::Debug,
-                &format!(
-                    "[pier-connector] job {} completed in {latency_ms} ms",
-                    loggable(id)
-                ),
-            );
+        if self.logger.enabled(Level::Info) {
+            let line = JobLine {
+                job_id: Some(loggable(id)),
+                sender: facts.sender.clone(),
+                duration_ms: latency_ms,
+                outcome: "completed",
+                code: None,
+                message: None,
+                price: facts.price,
+            };
+            self.logger.job(Level::Info, &line);
         }
         sent.then_some(true)
     }
@@ -449,6 +485,7 @@ impl Pipeline {
         id: Option<&str>,
         error: JobError,
         batched: bool,
+        facts: &JobFacts,
     ) -> bool {
         let bytes = protocol::encode_error(id, &error, &self.identity);
         let headers = discovery::error_headers(error.code, &error.message);
@@ -458,15 +495,16 @@ impl Pipeline {
             ErrorCode::ExecutionFailed | ErrorCode::RuntimeUnavailable => Level::Error,
             _ => Level::Warn,
         };
-        self.logger.log(
-            level,
-            &format!(
-                "[pier-connector] job {} answered {}: {}",
-                id.map_or_else(|| "(no id)".to_string(), loggable),
-                error.code,
-                error.message
-            ),
-        );
+        let line = JobLine {
+            job_id: id.map(loggable),
+            sender: facts.sender.clone(),
+            duration_ms: facts.received_at.elapsed().as_millis() as u64,
+            outcome: crate::stats::Stats::bucket_of(error.code),
+            code: Some(error.code),
+            message: Some(error.message),
+            price: facts.price,
+        };
+        self.logger.job(level, &line);
         sent
     }
 

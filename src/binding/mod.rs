@@ -5,10 +5,10 @@
 mod js_handler;
 mod pier_config;
 
-use crate::config::Config;
+use crate::config::{Config, LogFormat};
 use crate::error::PierError;
 use crate::handler::EchoHandler;
-use crate::log::{Level, LevelFilter, Logger, SharedLogger};
+use crate::log::{JsonLines, Level, LevelFilter, Logger, SharedLogger};
 use crate::publisher::{PublishOptions, Publisher};
 use crate::stats::StatsSnapshot;
 use crate::sync::lock;
@@ -198,7 +198,8 @@ impl PierWorker {
             Some(o) => (o.logger, o.on_cancel, o.log_level),
             None => (None, None, None),
         };
-        let logger = js_logger(logger, level.as_deref()).map_err(|e| js_error(&env, e))?;
+        let logger = js_logger(logger, level.as_deref(), config.log_format)
+            .map_err(|e| js_error(&env, e))?;
         let handler = Arc::new(JsHandler::new(&env, handler, on_cancel)?);
         Ok(PierWorker {
             worker: Arc::new(Worker::new(config, handler, logger.clone())),
@@ -217,7 +218,8 @@ impl PierWorker {
     ) -> napi::Result<Self> {
         let config = Config::from_value(config).map_err(|e| js_error(&env, e))?;
         let (logger, level) = options.map(|o| (o.logger, o.log_level)).unwrap_or_default();
-        let logger = js_logger(logger, level.as_deref()).map_err(|e| js_error(&env, e))?;
+        let logger = js_logger(logger, level.as_deref(), config.log_format)
+            .map_err(|e| js_error(&env, e))?;
         Ok(PierWorker {
             worker: Arc::new(Worker::new(config, Arc::new(EchoHandler), logger.clone())),
             logger,
@@ -318,10 +320,13 @@ impl PierClient {
         options: Option<ClientOptions>,
     ) -> napi::Result<Self> {
         let (logger, level) = options.map(|o| (o.logger, o.log_level)).unwrap_or_default();
+        let config = Config::from_value(config).map_err(|e| js_error(&env, e))?;
+        let logger = js_logger(logger, level.as_deref(), config.log_format)
+            .map_err(|e| js_error(&env, e))?;
         Ok(PierClient {
             shared: Arc::new(ClientState {
-                config: Config::from_value(config).map_err(|e| js_error(&env, e))?,
-                logger: js_logger(logger, level.as_deref()).map_err(|e| js_error(&env, e))?,
+                config,
+                logger,
                 publisher: tokio::sync::Mutex::new(None),
             }),
         })
@@ -463,7 +468,11 @@ impl Logger for StderrLogger {
     }
 }
 
-fn js_logger(logger: Option<LogFn>, level: Option<&str>) -> Result<SharedLogger, PierError> {
+fn js_logger(
+    logger: Option<LogFn>,
+    level: Option<&str>,
+    format: LogFormat,
+) -> Result<SharedLogger, PierError> {
     let min = match level {
         None => Level::Info,
         Some(name) => Level::parse(name).ok_or_else(|| {
@@ -472,15 +481,19 @@ fn js_logger(logger: Option<LogFn>, level: Option<&str>) -> Result<SharedLogger,
             ))
         })?,
     };
+    // Lines below the level are dropped before they are formatted or cross into JS.
+    let filtered = |min: Level, inner: Box<dyn Logger>| -> SharedLogger {
+        match format {
+            LogFormat::Text => Arc::new(LevelFilter { min, inner }),
+            LogFormat::Json => Arc::new(LevelFilter {
+                min,
+                inner: JsonLines(inner),
+            }),
+        }
+    };
     Ok(match logger {
-        Some(f) => Arc::new(LevelFilter {
-            min,
-            inner: JsLogger(f),
-        }),
-        None => Arc::new(LevelFilter {
-            min: min.max(Level::Warn),
-            inner: StderrLogger,
-        }),
+        Some(f) => filtered(min, Box::new(JsLogger(f))),
+        None => filtered(min.max(Level::Warn), Box::new(StderrLogger)),
     })
 }
 

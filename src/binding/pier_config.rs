@@ -51,6 +51,10 @@ pub struct PierConfig {
     /// Max connect attempts: Worker start: connection attempts while no server answers before start fails (0: keep trying with backoff until stopped). Publishers try once.
     /// Default: `0`.
     pub max_connect_attempts: Option<f64>,
+    /// Log format: text (one line each) or json (one JSON object per line: time, level, msg, and for a finished job jobId, sender, durationMs, outcome, code, price).
+    /// Default: `"text"`.
+    #[napi(ts_type = "'text' | 'json'")]
+    pub log_format: Option<String>,
     /// Metrics port: Serve Prometheus metrics on http://<metricsHost>:<port>/metrics (0: off).
     /// Default: `0`.
     pub metrics_port: Option<f64>,
