@@ -87,7 +87,25 @@ it('task_error replies carry the service error headers', async () => {
 
 it('pier-connector workers lists the live workers as JSON', async () => {
   const cli = fileURLToPath(new URL('../cli/pier-connector.js', import.meta.url))
-  const { stdout } = await promisify(execFile)(process.execPath, [cli, 'workers', '--nats-url', nats.server.url, '--wait-ms', '300'])
+  const { stdout } = await promisify(execFile)(process.execPath, [cli, 'workers', '--nats-url', nats.server.url, '--wait-ms', '300', '--json'])
   const listed = JSON.parse(stdout)
   assert.deepEqual(listed.map((w) => w.metadata.workerId).sort(), ['alpha', 'beta'])
+})
+
+it('pier-connector workers prints a table a person reads: one row per worker with its counts', async () => {
+  const cli = fileURLToPath(new URL('../cli/pier-connector.js', import.meta.url))
+  const { stdout } = await promisify(execFile)(process.execPath, [cli, 'workers', '--nats-url', nats.server.url, '--wait-ms', '300'])
+  const [header, ...rest] = stdout.trimEnd().split('\n')
+  assert.match(header, /^WORKER\s+SERVER\s+UPTIME\s+IN FLIGHT\s+COMPLETED\s+FAILED\s+P50 MS\s+EARNED$/)
+  assert.equal(rest.pop(), '2 workers')
+  const rows = Object.fromEntries(rest.map((line) => [line.split(/\s+/)[0], line.split(/\s{2,}/)]))
+  assert.deepEqual(Object.keys(rows).sort(), ['alpha', 'beta'])
+  for (const [name, cells] of Object.entries(rows)) {
+    const local = workers.find((w) => w.status().workerId === name).status()
+    assert.equal(cells[1], local.serverName)
+    assert.match(cells[2], /^\d+s$|^\d+m \d\ds$/)
+    assert.equal(Number(cells[4]), local.stats.completed)
+    assert.equal(Number(cells[5]), local.stats.failed + local.stats.timedOut)
+    assert.equal(cells[7], '0')
+  }
 })

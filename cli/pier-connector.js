@@ -33,8 +33,9 @@ const USAGE = `Usage:
       Exit 0 for task_result, 1 for task_error, 2 when no reply came.
   pier-connector status [options]
       Connect and print the server and subjects this config would use, as JSON.
-  pier-connector workers [--wait-ms N] [options]
-      List live workers (NATS service discovery, $SRV.STATS.pier-worker) with their counters.
+  pier-connector workers [--wait-ms N] [--json] [options]
+      List live workers (NATS service discovery, $SRV.STATS.pier-worker) as a table: worker,
+      server, uptime, in flight, completed, failed, p50 ms, earned. --json prints the raw answers.
 
 Options (each mirrors a config key of plugins.entries["pier-connector"].config):
   --config FILE                  read a JSON config first; flags override it
@@ -51,6 +52,7 @@ function parse(argv) {
     'system-prompt': { type: 'string' },
     'timeout-ms': { type: 'string' },
     'wait-ms': { type: 'string' },
+    json: { type: 'boolean' },
     meta: { type: 'string' },
     verbose: { type: 'boolean' },
     help: { type: 'boolean', short: 'h' },
@@ -254,7 +256,42 @@ function runStatus(values, config) {
 
 function runWorkers(values, config) {
   const waitMs = values['wait-ms'] === undefined ? undefined : Number(values['wait-ms'])
-  return withClient(values, config, async (client) => printJson(await client.workers(waitMs)))
+  return withClient(values, config, async (client) => {
+    const workers = await client.workers(waitMs)
+    if (values.json) printJson(workers)
+    else process.stdout.write(workersTable(workers, Date.now()) + '\n')
+  })
+}
+
+/** `45s`, `3m 05s`, `1h 02m`, `2d 03h`: an uptime a person reads at a glance. */
+function humanDuration(ms) {
+  const s = Math.max(0, Math.floor(ms / 1000))
+  const pad = (n) => String(n).padStart(2, '0')
+  if (s < 60) return `${s}s`
+  if (s < 3600) return `${Math.floor(s / 60)}m ${pad(s % 60)}s`
+  if (s < 86400) return `${Math.floor(s / 3600)}h ${pad(Math.floor(s / 60) % 60)}m`
+  return `${Math.floor(s / 86400)}d ${pad(Math.floor(s / 3600) % 24)}h`
+}
+
+/** The discovery answers as a table, one row per worker, columns aligned. */
+function workersTable(workers, now) {
+  const rows = workers.map((w) => {
+    const data = w.endpoints?.[0]?.data ?? {}
+    return [
+      w.metadata?.workerId ?? w.id,
+      data.server ?? '',
+      w.started ? humanDuration(now - Date.parse(w.started)) : '',
+      String(data.inFlight ?? ''),
+      String(data.completed ?? ''),
+      String((data.failed ?? 0) + (data.timedOut ?? 0)),
+      data.p50Ms == null ? '–' : `≤${data.p50Ms}`,
+      String(data.earned ?? 0),
+    ]
+  })
+  const header = ['WORKER', 'SERVER', 'UPTIME', 'IN FLIGHT', 'COMPLETED', 'FAILED', 'P50 MS', 'EARNED']
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)))
+  const line = (cells) => cells.map((c, i) => (i < 3 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ').trimEnd()
+  return [line(header), ...rows.map(line), `${workers.length} worker${workers.length === 1 ? '' : 's'}`].join('\n')
 }
 
 async function main(argv) {

@@ -52,8 +52,9 @@ impl ServiceIdentity {
         base
     }
 
-    /// The response to one verb, from the current counters.
-    pub fn response(&self, verb: &str, stats: &Stats) -> Value {
+    /// The response to one verb, from the current counters; `server` is the NATS server the
+    /// worker is connected to.
+    pub fn response(&self, verb: &str, stats: &Stats, server: &str) -> Value {
         let endpoint = json!({
             "name": "jobs",
             "subject": self.subject,
@@ -88,10 +89,14 @@ impl ServiceIdentity {
                         "average_processing_time".into(),
                         json!(processing.checked_div(s.received).unwrap_or(0)),
                     );
-                    e.insert(
-                        "data".into(),
-                        serde_json::to_value(&s).unwrap_or(Value::Null),
-                    );
+                    // The worker's own counters, plus what a fleet view shows per worker.
+                    let mut data = serde_json::to_value(&s).unwrap_or(Value::Null);
+                    if let Value::Object(d) = &mut data {
+                        d.insert("earned".into(), json!(stats.earned()));
+                        d.insert("p50Ms".into(), json!(stats.durations().quantile_ms(0.5)));
+                        d.insert("server".into(), json!(server));
+                    }
+                    e.insert("data".into(), data);
                 }
                 let mut b = self.base("stats");
                 b.insert("started".into(), json!(rfc3339(self.started)));
@@ -132,7 +137,8 @@ pub async fn serve(
             next = requests.next() => {
                 let Some((verb, message)) = next else { break };
                 if let Some(reply) = message.reply {
-                    let body = serde_json::to_vec(&me.response(verb, &stats)).unwrap_or_default();
+                    let server = client.server_info().server_name;
+                    let body = serde_json::to_vec(&me.response(verb, &stats, &server)).unwrap_or_default();
                     let _ = client.publish(reply, body.into()).await;
                 }
             }
@@ -204,7 +210,7 @@ mod tests {
         stats.received();
         stats.record(crate::stats::Outcome::Completed);
         stats.record_error(ErrorCode::Timeout, "too slow");
-        let v = me.response("STATS", &stats);
+        let v = me.response("STATS", &stats, "n1");
         assert_eq!(v["type"], "io.nats.micro.v1.stats_response");
         assert_eq!(v["name"], "pier-worker");
         assert_eq!(v["metadata"]["workerId"], "w1");
@@ -212,11 +218,11 @@ mod tests {
         assert_eq!(v["endpoints"][0]["num_errors"], 1);
         assert_eq!(v["endpoints"][0]["last_error"], "TIMEOUT: too slow");
         assert_eq!(
-            me.response("PING", &stats)["type"],
+            me.response("PING", &stats, "n1")["type"],
             "io.nats.micro.v1.ping_response"
         );
         assert_eq!(
-            me.response("INFO", &stats)["endpoints"][0]["subject"],
+            me.response("INFO", &stats, "n1")["endpoints"][0]["subject"],
             "jobs.worker"
         );
     }

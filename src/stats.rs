@@ -219,6 +219,21 @@ impl DurationHistogram {
         self.sum_nanos.fetch_add(nanos, Relaxed);
     }
 
+    /// The upper bound (ms) of the bucket holding quantile `q` of the observed durations;
+    /// `None` before any job, or when it lies beyond the last bound.
+    pub fn quantile_ms(&self, q: f64) -> Option<f64> {
+        let count = self.count.load(Relaxed);
+        let rank = (q * count as f64).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (k, n) in self.buckets.iter().enumerate() {
+            seen += n.load(Relaxed);
+            if count > 0 && seen >= rank {
+                return Some((1u64 << k) as f64);
+            }
+        }
+        None
+    }
+
     /// `(sum in seconds, count, [(upper bound in seconds, jobs in that bucket alone)])`; the
     /// jobs beyond the last bound are `count` less the buckets' total.
     pub fn read(&self) -> (f64, u64, Vec<(f64, u64)>) {
@@ -282,6 +297,13 @@ mod tests {
         assert_eq!(at(0.512), 1);
         let total: u64 = buckets.iter().map(|(_, n)| n).sum();
         assert_eq!(total, 6, "beyond the last bound: only in count");
+        assert_eq!(
+            h.quantile_ms(0.5),
+            Some(4.0),
+            "the 4th of 7: 3 ms, in the 4 ms bucket"
+        );
+        assert_eq!(h.quantile_ms(1.0), None, "beyond the last bound");
+        assert_eq!(DurationHistogram::default().quantile_ms(0.5), None);
     }
 
     #[test]
