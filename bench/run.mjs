@@ -23,6 +23,8 @@ const CONTENDERS = {
   'js-best': { label: 'JS peer, concurrent (best JS)', cmd: (o) => nodeWorker('js-worker.mjs', { ...o, mode: 'best' }) },
   'js-seed': { label: 'JS peer, seed-faithful loop', cmd: (o) => nodeWorker('js-worker.mjs', { ...o, mode: 'seed' }) },
 }
+// Not a contender: the baseline the memory increments are measured against.
+const BARE = { label: 'bare Node process', cmd: () => [process.execPath, [`${ROOT}bench/bare-node.mjs`]] }
 
 // A/B mode (PIER_BENCH_AB=<baseline .node>): this build against a baseline build, interleaved.
 const BASELINE = process.env.PIER_BENCH_AB
@@ -55,7 +57,7 @@ const resetPeak = (pid) => {
 
 async function startContender(name, options = {}) {
   const subject = `bench.${name}.${Date.now()}`
-  const [cmd, args] = CONTENDERS[name].cmd(options)
+  const [cmd, args] = (name === 'bare' ? BARE : CONTENDERS[name]).cmd(options)
   const child = spawn(cmd, [...args, '--url', server.url, '--subject', subject], { stdio: ['ignore', 'pipe', 'inherit'] })
   let out = ''
   child.stdout.on('data', (c) => (out += c))
@@ -174,6 +176,15 @@ async function main() {
     results.leak[name] = { before: before.rssMb, after: after.rssMb, jobs: run.ok, seconds: run.seconds, errors: run.errors }
     console.error(`leak ${name}: ${fmt(before.rssMb, 1)} -> ${fmt(after.rssMb, 1)} MB over ${run.ok} jobs`)
   }
+  // What each worker adds to a bare Node process, idle after start and at its N = 256 peak.
+  results.idle = {}
+  for (const name of ['bare', 'addon', 'js-best']) {
+    const worker = await startContender(name)
+    await new Promise((r) => setTimeout(r, 1500))
+    results.idle[name] = memory(worker.pid).rssMb
+    await worker.stop()
+    console.error(`idle ${name}: ${fmt(results.idle[name], 1)} MB`)
+  }
   await server.stop()
   writeFileSync(`${ROOT}bench/RESULTS.md`, report(results, (Date.now() - started) / 1000))
   console.error(`wrote bench/RESULTS.md in ${fmt((Date.now() - started) / 1000)} s`)
@@ -267,6 +278,12 @@ function report(r, seconds) {
   for (const [name, x] of Object.entries(r.leak)) {
     push(`| ${CONTENDERS[name].label} | ${fmt(x.before, 1)} | ${fmt(x.after, 1)} | ${fmt((100 * (x.after - x.before)) / x.before, 1)}% | ${fmt(x.jobs)} | ${errorsText(x.errors)} |`)
   }
+  const bare = r.idle.bare
+  const inc = (name) => ({ idle: r.idle[name] - bare, peak: r.instant[`${name}@256`].peakMb - bare })
+  push('', `## Memory added to a bare Node process (${fmt(bare, 1)} MB RSS)`, '', '| contender | idle RSS MB | idle increment | peak RSS at N = 256 | peak increment |', '| --- | ---: | ---: | ---: | ---: |')
+  for (const name of ['addon', 'js-best']) {
+    push(`| ${CONTENDERS[name].label} | ${fmt(r.idle[name], 1)} | +${fmt(inc(name).idle, 1)} | ${fmt(r.instant[`${name}@256`].peakMb, 1)} | +${fmt(inc(name).peak, 1)} |`)
+  }
   const a = (n) => r.instant[`addon@${n}`]
   const raw = (n) => r.instant[`raw@${n}`]
   const best = (n) => r.instant[`js-best@${n}`]
@@ -278,6 +295,8 @@ function report(r, seconds) {
     ['addon peak RSS <= 60% of best JS (N = 256)', a(256).peakMb <= 0.6 * best(256).peakMb, `${fmt(a(256).peakMb, 1)} vs ${fmt(best(256).peakMb, 1)} MB`],
     ['addon RSS within ±10% after the leak run', Math.abs(r.leak.addon.after - r.leak.addon.before) <= 0.1 * r.leak.addon.before, `${fmt(r.leak.addon.before, 1)} -> ${fmt(r.leak.addon.after, 1)} MB`],
     ['no disconnects while the event loop is blocked', (r.blocked.addon.disconnects ?? 0) === 0, `${r.blocked.addon.disconnects ?? 'n/a'} disconnects`],
+    ['addon idle RSS increment <= 50% of best JS', inc('addon').idle <= 0.5 * inc('js-best').idle, `+${fmt(inc('addon').idle, 1)} vs +${fmt(inc('js-best').idle, 1)} MB`],
+    ['addon peak RSS increment <= 50% of best JS (N = 256)', inc('addon').peak <= 0.5 * inc('js-best').peak, `+${fmt(inc('addon').peak, 1)} vs +${fmt(inc('js-best').peak, 1)} MB`],
   ]
   push('', '## Targets', '', '| target | met | measured |', '| --- | --- | --- |')
   for (const [name, ok, measured] of checks) push(`| ${name} | ${ok ? 'yes' : 'NO'} | ${measured} |`)
