@@ -2,10 +2,10 @@
 import { describe, it, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { spawn, execFile } from 'node:child_process'
-import { readdirSync, readFileSync } from 'node:fs'
 import { promisify } from 'node:util'
 import { fileURLToPath } from 'node:url'
 import { useNats, request, waitFor } from './helpers/addon.mjs'
+import { processesRunning } from './conformance/harness.mjs'
 
 const CLI = fileURLToPath(new URL('../cli/pier-connector.js', import.meta.url))
 const run = promisify(execFile)
@@ -37,19 +37,6 @@ async function startCliWorker(args) {
 
 const uniqueDigits = () => String(process.pid % 10000).padStart(4, '0') + String(Date.now() % 100000).padStart(5, '0')
 
-/** Pids of the processes whose command line is exactly `command` (from /proc; Linux). */
-function processesRunning(command) {
-  const found = []
-  for (const pid of readdirSync('/proc')) {
-    if (!/^\d+$/.test(pid)) continue
-    try {
-      if (readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean).join(' ') === command) found.push(pid)
-    } catch {
-      // the process ended while we looked
-    }
-  }
-  return found
-}
 
 describe('pier-connector worker', () => {
   it('--echo answers jobs, and SIGTERM drains, prints the final status and exits 0', async () => {

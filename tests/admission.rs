@@ -50,6 +50,15 @@ impl JobHandler for Tracking {
     }
 }
 
+/// A worker with a [`Tracking`] handler and a memory logger.
+fn tracked_worker(url: &str, extra: Value) -> Worker {
+    Worker::new(
+        config(url, extra),
+        Arc::new(Tracking::default()),
+        Arc::new(MemoryLogger::default()),
+    )
+}
+
 struct Rig {
     _server: NatsServer,
     client: async_nats::Client,
@@ -280,23 +289,15 @@ async fn jetstream_falls_back_to_the_result_subject_for_unusable_reply_headers()
 async fn jetstream_consumer_settings_changed_in_the_config_are_applied() {
     let server = NatsServer::jetstream().await;
     let url = server.url.clone();
-    let first = Worker::new(
-        config(
-            &url,
-            json!({ "delivery": "jetstream", "ackWaitMs": 30000, "maxDeliver": 5 }),
-        ),
-        Arc::new(Tracking::default()),
-        Arc::new(MemoryLogger::default()),
+    let first = tracked_worker(
+        &url,
+        json!({ "delivery": "jetstream", "ackWaitMs": 30000, "maxDeliver": 5 }),
     );
     first.start().await.unwrap();
     first.stop().await;
-    let second = Worker::new(
-        config(
-            &url,
-            json!({ "delivery": "jetstream", "ackWaitMs": 700, "maxDeliver": 3 }),
-        ),
-        Arc::new(Tracking::default()),
-        Arc::new(MemoryLogger::default()),
+    let second = tracked_worker(
+        &url,
+        json!({ "delivery": "jetstream", "ackWaitMs": 700, "maxDeliver": 3 }),
     );
     second.start().await.unwrap();
     let client = async_nats::connect(&url).await.unwrap();
@@ -318,11 +319,7 @@ async fn jetstream_consumer_settings_changed_in_the_config_are_applied() {
 async fn a_token_in_the_url_authenticates_and_never_shows() {
     let server = NatsServer::with_args(&["--auth", "s3cret-token-in-url"]).await;
     let url = format!("nats://s3cret-token-in-url@127.0.0.1:{}", server.port);
-    let worker = Worker::new(
-        config(&url, json!({})),
-        Arc::new(Tracking::default()),
-        Arc::new(MemoryLogger::default()),
-    );
+    let worker = tracked_worker(&url, json!({}));
     worker.start().await.expect("the URL's token is used");
     let status = worker.status();
     assert_eq!(status.state, "connected");
@@ -330,11 +327,7 @@ async fn a_token_in_the_url_authenticates_and_never_shows() {
     worker.stop().await;
 
     let wrong = format!("nats://wrong@127.0.0.1:{}", server.port);
-    let refused = Worker::new(
-        config(&wrong, json!({})),
-        Arc::new(Tracking::default()),
-        Arc::new(MemoryLogger::default()),
-    );
+    let refused = tracked_worker(&wrong, json!({}));
     let error = refused
         .start()
         .await
@@ -356,11 +349,7 @@ async fn a_token_in_the_url_authenticates_and_never_shows() {
 async fn a_worker_started_before_its_server_takes_jobs_once_it_is_up() {
     let port = free_port();
     let url = format!("nats://127.0.0.1:{port}");
-    let worker = Arc::new(Worker::new(
-        config(&url, json!({ "connectTimeoutMs": 500 })),
-        Arc::new(Tracking::default()),
-        Arc::new(MemoryLogger::default()),
-    ));
+    let worker = Arc::new(tracked_worker(&url, json!({ "connectTimeoutMs": 500 })));
     let starting = tokio::spawn({
         let worker = worker.clone();
         async move { worker.start().await }
@@ -387,22 +376,17 @@ async fn a_worker_started_before_its_server_takes_jobs_once_it_is_up() {
     worker.stop().await;
 
     // Bounded for scripts, and stop() ends a start still waiting.
-    let bounded = Worker::new(
-        config(
-            "nats://127.0.0.1:1",
-            json!({ "maxConnectAttempts": 2, "connectTimeoutMs": 200 }),
-        ),
-        Arc::new(Tracking::default()),
-        Arc::new(MemoryLogger::default()),
+    let bounded = tracked_worker(
+        "nats://127.0.0.1:1",
+        json!({ "maxConnectAttempts": 2, "connectTimeoutMs": 200 }),
     );
     assert!(matches!(
         bounded.start().await,
         Err(PierError::Connect { .. })
     ));
-    let waiting = Arc::new(Worker::new(
-        config("nats://127.0.0.1:1", json!({ "connectTimeoutMs": 200 })),
-        Arc::new(Tracking::default()),
-        Arc::new(MemoryLogger::default()),
+    let waiting = Arc::new(tracked_worker(
+        "nats://127.0.0.1:1",
+        json!({ "connectTimeoutMs": 200 }),
     ));
     let start = tokio::spawn({
         let waiting = waiting.clone();

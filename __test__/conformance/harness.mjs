@@ -9,17 +9,9 @@ import { fileURLToPath } from 'node:url'
 export const CLI = fileURLToPath(new URL('../../cli/pier-connector.js', import.meta.url))
 const PYTHON_CHECK = fileURLToPath(new URL('./nats_py_check.py', import.meta.url))
 
-export const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
+import { sleep, waitFor } from '../helpers/wait.mjs'
 
-export async function waitFor(predicate, { timeout = 5000, interval = 10 } = {}) {
-  const start = Date.now()
-  for (;;) {
-    const value = await predicate()
-    if (value) return value
-    if (Date.now() - start > timeout) throw new Error(`condition not met within ${timeout} ms`)
-    await sleep(interval)
-  }
-}
+export { sleep, waitFor }
 
 /**
  * Starts `pier-connector worker ...` (flags as given; no --nats-url is added). Resolves at once;

@@ -57,17 +57,7 @@ export async function request(nc, subject, payload, timeout = 5000) {
   return JSON.parse(decoder.decode(reply.data))
 }
 
-export async function waitFor(predicate, { timeout = 5000, interval = 10 } = {}) {
-  const start = Date.now()
-  for (;;) {
-    const value = await predicate()
-    if (value) return value
-    if (Date.now() - start > timeout) throw new Error(`condition not met within ${timeout} ms`)
-    await new Promise((r) => setTimeout(r, interval))
-  }
-}
-
-export const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
+export { waitFor, sleep } from './wait.mjs'
 
 /** A handler whose jobs wait until released, to hold jobs in flight. */
 export function gatedHandler() {
