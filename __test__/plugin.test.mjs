@@ -259,14 +259,19 @@ describe('setup', () => {
 describe('sessions, publishing, status text', () => {
   it('finished job sessions are deleted, keeping the newest N', async () => {
     const deleted = []
-    const pruner = createSessionPruner({ agentId: 'main', keep: 2, deleteSession: async (p) => deleted.push(p.sessionKey) })
+    const pruner = createSessionPruner({ agentId: 'main', keep: 2, batch: 3, idleMs: 50, deleteSession: async (p) => deleted.push(p.sessionKey) })
     for (const key of ['k1', 'k2', 'k3', 'k4']) pruner.finished(key)
-    await pruner.idle()
+    assert.deepEqual(deleted, [], 'not after every job')
+    await sleep(100) // idle: what is due goes
     assert.deepEqual(deleted, ['k1', 'k2'])
     assert.deepEqual(pruner.kept, ['k3', 'k4'])
+    for (const key of ['k5', 'k6', 'k7']) pruner.finished(key)
+    await pruner.idle() // a batch of 3 was due at once
+    assert.deepEqual(deleted, ['k1', 'k2', 'k3', 'k4', 'k5'])
     const none = createSessionPruner({ agentId: 'main', deleteSession: async (p) => deleted.push(p) })
-    await none.finished('k5')
-    assert.deepEqual(deleted.at(-1), { agentId: 'main', sessionKey: 'k5', archiveTranscript: false })
+    none.finished('k8')
+    await none.idle() // drain deletes everything due without waiting
+    assert.deepEqual(deleted.at(-1), { agentId: 'main', sessionKey: 'k8', archiveTranscript: true })
   })
 
   it('a price above maxPublishPrice (or not a number) is refused with a code', () => {
@@ -322,7 +327,7 @@ describe('accounts through the channel lifecycle, with a real nats-server', () =
     assert.equal(ctx.last().running, true)
     const reply = await request(nats.nc, 'jobs.life', { type: 'task_request', id: 'l1', task: 'hi' })
     assert.equal(reply.result, 'agent says hi')
-    await waitFor(() => deleted.length === 1)
+    await waitFor(() => deleted.length === 1, { timeout: 3000 })
     assert.deepEqual(deleted, ['agent:main:pier:l1'])
     await waitFor(() => ctx.last().pier?.completed === 1, { timeout: 5000 })
     assert.equal(ctx.last().pier.workerId, 'life-1')
