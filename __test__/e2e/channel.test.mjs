@@ -149,21 +149,22 @@ describe('Pier as an OpenClaw channel', () => {
     home.env.PIER_TOKEN = TOKEN // the env SecretRef's value, only in the gateway's environment
     gateway = await home.startGateway()
     console.log(`# gateway ready at ${elapsed()}`)
+    // NATS for this account starts 10 s after the gateway is ready (later only if this machine
+    // is too busy to show the connecting state by then).
     const before = await waitFor(async () => {
       const s = await channelStatus()
       return account(s, 'late')?.lastError ? s : null
-    }, { timeout: 9_000, interval: 500 })
-    assert.ok(Date.now() < gateway.readyAt + 10_000, 'seen while NATS is still down')
+    }, { timeout: 60_000, interval: 500 })
     const waiting = account(before, 'late')
     assert.equal(waiting.running, true)
     assert.equal(waiting.connected, false)
     assert.equal(waiting.pier.state, 'connecting')
     assert.match(waiting.lastError, /^PIER_CONNECT: /)
     assert.ok(before.statusIssues.some((i) => i.accountId === 'late' && i.kind === 'runtime'), JSON.stringify(before.statusIssues))
-    await sleep(gateway.readyAt + 10_000 - Date.now())
+    await sleep(Math.max(0, gateway.readyAt + 10_000 - Date.now()))
     late = await startNatsServer({ name: 'pier-late', port: latePort })
     lateNc = await rawClient(late.url)
-    console.log(`# late NATS up at ${elapsed()}`)
+    console.log(`# late NATS up ${((Date.now() - gateway.readyAt) / 1000).toFixed(1)} s after the gateway was ready`)
     const reply = await firstRequest(lateNc, 'jobs.chan.late', { type: 'task_request', id: 'late-1', task: 'PIERQ:late', timeoutMs: 30_000 })
     assert.equal(reply.result, answerFor('late'))
     assert.equal(reply.worker.id, 'chan-late')
@@ -259,7 +260,9 @@ describe('Pier as an OpenClaw channel', () => {
     assert.match(over.body, /above maxPublishPrice 10/)
 
     const paid = await invokeTool({ task: 'PIERQ:paid', meta: { price: 5 }, timeoutMs: 2000 })
+    console.log(`# paid publish within the cap: ${paid.body.slice(0, 300)}`)
     assert.doesNotMatch(paid.body, /task_result/, 'a paid publish waits for an approval nobody can give here')
+    assert.match(paid.body, /approv/i)
     await sleep(300)
     assert.equal(sent.length, 0, `nothing was published: ${paid.body}`)
 
