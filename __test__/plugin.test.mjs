@@ -252,6 +252,12 @@ describe('setup', () => {
     assert.equal(cfg.channels.pier.workerId, 'agent-7')
     assert.equal(cfg.channels.pier.token.id, 'PIER_TOKEN')
     assert.equal(await setupWizard.status.resolveConfigured({ cfg }), true)
+    // A SecretRef chosen in the wizard is stored as the reference, not as its resolved value.
+    const ref = { source: 'env', provider: 'default', id: 'PIER_TOKEN' }
+    const withRef = await setupWizard.credentials[0].applySet({ cfg: {}, accountId: 'default', value: ref, resolvedValue: 'resolved-secret' })
+    assert.deepEqual(withRef.channels.pier.token, ref)
+    const typed = await setupWizard.credentials[0].applySet({ cfg: {}, accountId: 'default', value: 'typed', resolvedValue: 'typed' })
+    assert.equal(typed.channels.pier.token, 'typed')
     assert.equal(url.validate({ value: 'ftp://x' }) !== undefined, true)
   })
 })

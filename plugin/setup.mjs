@@ -90,8 +90,12 @@ export const setupWizard = {
         }
       },
       applyUseEnv: ({ cfg, accountId }) => applyAccountConfig({ cfg, accountId, input: { useEnv: true } }),
-      applySet: ({ cfg, accountId, resolvedValue }) =>
-        resolvedValue ? applyAccountConfig({ cfg, accountId, input: { token: resolvedValue } }) : cfg,
+      // `value` is what the user chose: a SecretRef object (env/file/exec) or a typed token.
+      // Store that, never `resolvedValue`, or a reference would land in the config as plain text.
+      applySet: ({ cfg, accountId, value, resolvedValue }) => {
+        const token = value && typeof value === 'object' ? value : value || resolvedValue
+        return token ? applyAccountConfig({ cfg, accountId, input: { token } }) : cfg
+      },
     },
   ],
   textInputs: [
