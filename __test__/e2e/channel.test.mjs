@@ -7,11 +7,12 @@
 import { describe, it, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { fileURLToPath } from 'node:url'
+import { spawn } from 'node:child_process'
 import { writeFileSync, chmodSync } from 'node:fs'
 import { join } from 'node:path'
 import { startNatsServer, freePort } from '../helpers/nats-server.mjs'
 import { startFakeModel, answerFor } from '../helpers/fake-model.mjs'
-import { createOpenClawHome } from '../helpers/openclaw.mjs'
+import { createOpenClawHome, OPENCLAW } from '../helpers/openclaw.mjs'
 import { rawClient, request, waitFor, sleep } from '../helpers/addon.mjs'
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url))
@@ -79,6 +80,41 @@ async function cli(args, options) {
   }
 }
 
+/**
+ * Runs `openclaw channels add --channel pier` in a pseudo-terminal (util-linux `script`), as a
+ * person would: waits for each prompt and types the answer; Enter takes a prompt's default.
+ */
+async function runSetupWizard(steps) {
+  const child = spawn('script', ['-qfec', `${OPENCLAW} channels add --channel pier`, '/dev/null'], {
+    env: { ...home.env, TERM: 'xterm' },
+    stdio: ['pipe', 'pipe', 'pipe'],
+  })
+  let screen = ''
+  let lastOutput = Date.now()
+  const onData = (chunk) => {
+    // The prompt text without escape sequences, box drawing or white space.
+    screen += chunk.toString().replace(/\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07/g, '').replace(/[\s│]/g, '')
+    lastOutput = Date.now()
+  }
+  child.stdout.on('data', onData)
+  child.stderr.on('data', onData)
+  const exited = new Promise((resolve) => child.once('exit', resolve))
+  const answered = []
+  const deadline = Date.now() + 120_000
+  while (child.exitCode === null && Date.now() < deadline) {
+    await sleep(200)
+    if (Date.now() - lastOutput < 800) continue
+    const tail = screen.slice(-500)
+    const step = steps.find((s) => !answered.includes(s) && s.prompt.test(tail))
+    if (step) answered.push(step)
+    child.stdin.write(step ? step.keys : '\r')
+    lastOutput = Date.now()
+  }
+  child.kill()
+  await exited
+  return { answered: answered.map((s) => String(s.prompt)), screen }
+}
+
 before(async () => {
   nats = await startNatsServer({ name: 'pier-channel-e2e', extra: `authorization { token: "${TOKEN}" }` })
   nc = await rawClient(nats.url, { token: TOKEN })
@@ -99,6 +135,25 @@ after(async () => {
 })
 
 describe('Pier as an OpenClaw channel', () => {
+  it('openclaw channels add --channel pier (interactive) runs the setup wizard and stores a SecretRef', async () => {
+    home.env.PIER_TOKEN = 'wizard-token-not-to-be-stored'
+    const { answered, screen } = await runSetupWizard([
+      { prompt: /NATSURLofthePierserver/, keys: `\x15${nats.url}\r` },
+      { prompt: /Workerid\(showntojobpublishers\)/, keys: '\x15wizard-worker\r' },
+      { prompt: /Walletaddressforrewards/, keys: '\x150xW1Z\r' },
+      { prompt: /HowdoyouwanttoprovidethisNATStoken/, keys: '\x1b[B\r' }, // "Use SecretRef"
+    ])
+    delete home.env.PIER_TOKEN
+    assert.equal(answered.length, 4, `${answered.join(', ')}\n${screen.slice(-1500)}`)
+    const pier = home.readConfig().channels?.pier
+    assert.equal(pier?.natsUrl, nats.url, screen.slice(-1500))
+    assert.equal(pier.workerId, 'wizard-worker')
+    assert.equal(pier.walletAddress, '0xW1Z')
+    assert.deepEqual(pier.token, { source: 'env', provider: 'default', id: 'PIER_TOKEN' })
+    assert.doesNotMatch(JSON.stringify(home.readConfig()), /wizard-token-not-to-be-stored/)
+    console.log(`# setup wizard done at ${elapsed()}`)
+  })
+
   it('openclaw channels add --channel pier (non-interactive) writes a config that validates', async () => {
     await cli(['channels', 'add', '--channel', 'pier', '--url', nats.url, '--use-env', '--name', 'Main worker'])
     await cli(['channels', 'add', '--channel', 'pier', '--account', 'late', '--url', `nats://127.0.0.1:${latePort}`])
