@@ -8,7 +8,7 @@ import { startNatsServer, freePort } from './helpers/nats-server.mjs'
 import { registerPier, createPierRuntime } from '../plugin/register.mjs'
 import { createAgentTurnHandler, replyText } from '../plugin/agent-turn.mjs'
 import { sendJobReply, createPierChannel } from '../plugin/channel.mjs'
-import { resolvePierConfig, resolveAccount, listAccountIds, redactSecrets } from '../plugin/config.mjs'
+import { resolveAccount, listAccountIds, redactSecrets } from '../plugin/config.mjs'
 import { applyAccountConfig, validateInput, setupWizard } from '../plugin/setup.mjs'
 import { createSessionPruner } from '../plugin/sessions.mjs'
 import { priceRefusal } from '../plugin/tool.mjs'
@@ -152,9 +152,11 @@ describe('agent turn', () => {
     assert.deepEqual(settled, ['agent:ops:pier:k1'])
   })
 
-  it('shim-only keys stay out of the addon config', () => {
-    assert.deepEqual(resolvePierConfig({ agentId: 'ops', workerId: 'w' }), { addonConfig: { workerId: 'w' }, agentId: 'ops' })
-    assert.deepEqual(resolvePierConfig(undefined), { addonConfig: {}, agentId: 'main' })
+  it('channel-only keys stay out of the addon config (the Rust Config refuses unknown keys)', () => {
+    const account = resolveAccount({ channels: { pier: { agentId: 'ops', workerId: 'w', enabled: true, name: 'n', defaultAccount: 'default' } } }, undefined, {})
+    assert.equal(account.agentId, 'ops')
+    assert.deepEqual(Object.keys(account.addonConfig).sort(), ['agentId', 'workerId'], 'channel-only keys removed')
+    assert.equal(resolveAccount({}, undefined, {}).agentId, 'main')
   })
 })
 

@@ -9,8 +9,6 @@ import { runningAccounts } from './accounts.mjs'
 import { applyAccountConfig, validateInput, setupWizard } from './setup.mjs'
 import { buildAccountSnapshot, probeAccount, collectStatusIssues } from './status.mjs'
 
-export const pierAccount = resolveAccount
-
 export async function sendJobReply({ to, text }) {
   const job = openJobs.get(String(to ?? '').replace(/^pier:/, ''))
   if (!job) throw new Error(`no open Pier job ${to}`)

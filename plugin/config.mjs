@@ -91,13 +91,6 @@ export function resolveAccount(cfg, accountId, env = process.env) {
   }
 }
 
-/** The addon config of a plain object from the old plugin config (kept for the unit tests). */
-export function resolvePierConfig(pluginConfig) {
-  const addonConfig = withoutChannelKeys(isObject(pluginConfig) ? pluginConfig : {})
-  delete addonConfig.agentId
-  return { addonConfig, agentId: typeof pluginConfig?.agentId === 'string' && pluginConfig.agentId ? pluginConfig.agentId : 'main' }
-}
-
 /** Removes user-info from server URLs so a status line never carries a credential. */
 export function redactUrls(text) {
   return String(text ?? '').replace(/([a-z][a-z0-9+.-]*:\/\/)[^/@\s,]+@/gi, '$1***@')
