@@ -1,29 +1,68 @@
 // The OpenClaw shim with a stub host API (the real gateway is in e2e/): what it registers,
-// how a job becomes an agent turn, and how turn outcomes map to protocol codes.
+// how a job becomes an agent turn, how turn outcomes map to protocol codes, how accounts are
+// resolved, set up, run, reported and drained.
 import { describe, it } from 'node:test'
 import assert from 'node:assert/strict'
-import { useNats, request } from './helpers/addon.mjs'
-import { registerPier } from '../plugin/register.mjs'
+import { useNats, request, waitFor, sleep } from './helpers/addon.mjs'
+import { startNatsServer, freePort } from './helpers/nats-server.mjs'
+import { registerPier, createPierRuntime } from '../plugin/register.mjs'
 import { createAgentTurnHandler, replyText } from '../plugin/agent-turn.mjs'
-import { sendJobReply } from '../plugin/channel.mjs'
-import { resolvePierConfig } from '../plugin/config.mjs'
+import { sendJobReply, createPierChannel } from '../plugin/channel.mjs'
+import { resolveAccount, listAccountIds, redactSecrets } from '../plugin/config.mjs'
+import { applyAccountConfig, validateInput, setupWizard } from '../plugin/setup.mjs'
+import { createSessionPruner } from '../plugin/sessions.mjs'
+import { priceRefusal } from '../plugin/tool.mjs'
+import { createPublishApprovalHook } from '../plugin/approval.mjs'
+import { formatUptime, formatStatus } from '../plugin/command.mjs'
+import { collectStatusIssues } from '../plugin/status.mjs'
+import { runningAccounts } from '../plugin/accounts.mjs'
 
-function stubApi({ pluginConfig = {}, runEmbeddedAgent } = {}) {
-  const registered = { services: [], tools: [], commands: [] }
+function stubApi({ config = {}, runEmbeddedAgent } = {}) {
+  const registered = { services: [], tools: [], toolOptions: [], commands: [], hooks: [] }
   const lines = []
   const api = {
     registrationMode: 'full',
-    pluginConfig,
+    config,
     logger: Object.fromEntries(['debug', 'info', 'warn', 'error'].map((l) => [l, (m) => lines.push(`${l} ${m}`)])),
-    runtime: runEmbeddedAgent && {
-      config: { current: () => ({}) },
-      agent: { runEmbeddedAgent, resolveAgentWorkspaceDir: (_cfg, id) => `/tmp/ws-${id}` },
+    runtime: {
+      config: { current: () => api.config },
+      ...(runEmbeddedAgent && { agent: { runEmbeddedAgent, resolveAgentWorkspaceDir: (_cfg, id) => `/tmp/ws-${id}` } }),
     },
     registerService: (s) => registered.services.push(s),
-    registerTool: (t) => registered.tools.push(t),
+    registerTool: (t, o) => (registered.tools.push(t), registered.toolOptions.push(o)),
     registerCommand: (c) => registered.commands.push(c),
+    on: (name, fn) => registered.hooks.push({ name, fn }),
   }
   return { api, registered, lines }
+}
+
+/** The SDK builders reduced to what they do for this plugin: merge the adapters. */
+const sdk = { createChatChannelPlugin: ({ base, outbound }) => ({ ...base, outbound }), createChannelPluginBase: (b) => b }
+
+/** A channel account context like the gateway's, recording every status it is given. */
+function accountCtx(cfg, accountId = 'default') {
+  const abort = new AbortController()
+  const statuses = []
+  let current = { accountId }
+  return {
+    cfg,
+    accountId,
+    account: resolveAccount(cfg, accountId, {}),
+    abortSignal: abort.signal,
+    abort: () => abort.abort(),
+    statuses,
+    last: () => current,
+    getStatus: () => current,
+    setStatus: (next) => statuses.push((current = { ...current, ...next })),
+  }
+}
+
+function setup({ config, runEmbeddedAgent, deleteSession } = {}) {
+  const stub = stubApi({ config, runEmbeddedAgent })
+  const runtime = registerPier(stub.api, createPierRuntime())
+  if (deleteSession) runtime.setDeps({ ...runtime.getDeps(), deleteSession })
+  const channel = createPierChannel(sdk, runtime)
+  return { ...stub, runtime, channel }
 }
 
 const job = (over = {}) => ({ id: 'j1', task: 'do it', timeoutMs: 5000, meta: {}, ...over })
@@ -104,84 +143,360 @@ describe('agent turn', () => {
     assert.equal(replyText(undefined), '')
   })
 
-  it('shim-only keys stay out of the addon config', () => {
-    assert.deepEqual(resolvePierConfig({ agentId: 'ops', workerId: 'w' }), { addonConfig: { workerId: 'w' }, agentId: 'ops' })
-    assert.deepEqual(resolvePierConfig(undefined), { addonConfig: {}, agentId: 'main' })
+  it('onTurnSettled gets the session key once the turn has ended', async () => {
+    const settled = []
+    const { api } = stubApi({ runEmbeddedAgent: async () => ({ payloads: [{ text: 'ok' }] }) })
+    const handler = createAgentTurnHandler(api, 'ops', new Map(), { onTurnSettled: (key) => settled.push(key) })
+    await handler(job({ id: 'k1' }))
+    await sleep(5)
+    assert.deepEqual(settled, ['agent:ops:pier:k1'])
+  })
+
+  it('channel-only keys stay out of the addon config (the Rust Config refuses unknown keys)', () => {
+    const account = resolveAccount({ channels: { pier: { agentId: 'ops', workerId: 'w', enabled: true, name: 'n', defaultAccount: 'default' } } }, undefined, {})
+    assert.equal(account.agentId, 'ops')
+    assert.deepEqual(Object.keys(account.addonConfig).sort(), ['agentId', 'workerId'], 'channel-only keys removed')
+    assert.equal(resolveAccount({}, undefined, {}).agentId, 'main')
   })
 })
 
-describe('registered surfaces with a real nats-server', () => {
-  const nats = useNats()
-
-  it('service, tool and command work together and the service restarts', async () => {
-    const turns = []
-    const { api, registered, lines } = stubApi({
-      pluginConfig: { natsUrl: nats.server.url, subject: 'jobs.shim', publishSubject: 'jobs.shim', workerId: 'shim-1', token: undefined },
-      runEmbeddedAgent: async ({ prompt, sessionId }) => {
-        turns.push(sessionId)
-        return { payloads: [{ text: `agent says ${prompt}` }] }
+describe('config', () => {
+  const cfg = {
+    channels: {
+      pier: {
+        natsUrl: 'nats://shared:4222',
+        workerId: 'root',
+        enabled: true,
+        accounts: { a: { subject: 'jobs.a', name: 'A' }, b: { workerId: 'bee', enabled: false, keepSessions: 3 } },
       },
+    },
+  }
+
+  it('channels.pier keys are shared, each account overrides them, channel-only keys never reach the addon', () => {
+    assert.deepEqual(listAccountIds(cfg), ['a', 'b'])
+    const a = resolveAccount(cfg, 'a', {})
+    assert.deepEqual(a.addonConfig, { natsUrl: 'nats://shared:4222', workerId: 'root', subject: 'jobs.a' })
+    assert.equal(a.name, 'A')
+    assert.equal(a.enabled, true)
+    const b = resolveAccount(cfg, 'b', {})
+    assert.equal(b.addonConfig.workerId, 'bee')
+    assert.equal(b.enabled, false)
+    assert.equal(b.keepSessions, 3)
+    assert.equal(b.source, 'channel')
+  })
+
+  it('the old plugins.entries config is used only while channels.pier is absent', () => {
+    const legacy = { plugins: { entries: { 'pier-connector': { config: { natsUrl: 'nats://old:1', agentId: 'ops' } } } } }
+    const account = resolveAccount(legacy, undefined, {})
+    assert.equal(account.source, 'legacy')
+    assert.equal(account.agentId, 'ops')
+    assert.equal(account.addonConfig.natsUrl, 'nats://old:1')
+    assert.equal(resolveAccount({ ...legacy, ...cfg }, 'a', {}).addonConfig.natsUrl, 'nats://shared:4222')
+    const none = resolveAccount({}, undefined, {})
+    assert.equal(none.configured, false)
+    assert.equal(none.source, 'none')
+  })
+
+  it('PIER_TOKEN and friends fill in the default account only when it has no credentials', () => {
+    const env = { PIER_TOKEN: 'from-env', PIER_PASSWORD: 'pw' }
+    const plain = { channels: { pier: { natsUrl: 'nats://h:1' } } }
+    assert.equal(resolveAccount(plain, 'default', env).addonConfig.token, 'from-env')
+    assert.equal(resolveAccount(plain, 'default', env).credentialSource, 'env:PIER_TOKEN,PIER_PASSWORD')
+    assert.equal(resolveAccount({ channels: { pier: { token: 'cfg' } } }, 'default', env).addonConfig.token, 'cfg')
+    assert.equal(resolveAccount({ channels: { pier: { natsUrl: 'nats://t@h:1' } } }, 'default', env).addonConfig.token, undefined)
+    assert.equal(resolveAccount(cfg, 'b', env).addonConfig.token, undefined, 'not a non-default account')
+  })
+
+  it('a SecretRef OpenClaw left unresolved is reported, never passed on as a value', () => {
+    const ref = { source: 'env', provider: 'default', id: 'PIER_TOKEN' }
+    assert.deepEqual(resolveAccount({ channels: { pier: { token: ref } } }, 'default', {}).unresolvedSecrets, ['token'])
+  })
+
+  it('redaction removes URL user-info and configured secrets', () => {
+    assert.equal(redactSecrets('nats://tok3n@h:1, tls://u:p@h:2 x', {}), 'nats://***@h:1, tls://***@h:2 x')
+    assert.equal(redactSecrets('bad token s3cret-value', { token: 's3cret-value' }), 'bad token ***')
+  })
+})
+
+describe('setup', () => {
+  it('non-interactive flags write channels.pier; --use-env writes an env SecretRef, not the token', () => {
+    const cfg = applyAccountConfig({ cfg: {}, accountId: 'default', input: { url: 'nats://h:4222', useEnv: true, name: 'Main' } })
+    assert.deepEqual(cfg.channels.pier, {
+      natsUrl: 'nats://h:4222',
+      token: { source: 'env', provider: 'default', id: 'PIER_TOKEN' },
+      name: 'Main',
+      enabled: true,
     })
-    registerPier(api)
-    const [service] = registered.services
-    const [tool] = registered.tools
-    const [command] = registered.commands
-    assert.equal(service.id, 'pier-connector')
-    assert.equal(tool.name, 'pier_publish')
-    assert.equal(command.name, 'pier')
-    assert.match(command.handler().text, /connection: stopped/)
+    const two = applyAccountConfig({ cfg, accountId: 'second', input: { url: 'nats://h:4223', token: 't2' } })
+    assert.deepEqual(two.channels.pier.accounts.second, { natsUrl: 'nats://h:4223', token: 't2', enabled: true })
+    assert.equal(two.channels.pier.natsUrl, 'nats://h:4222', 'the shared keys stay')
+  })
 
-    const health = []
-    const ctx = { serviceHealth: { clearFailure: () => health.push('clear'), reportFailure: (e) => health.push(e.message) } }
-    await service.start(ctx)
-    const reply = await request(nats.nc, 'jobs.shim', { type: 'task_request', id: 's1', task: 'hi' })
+  it('moves the old plugin config to channels.pier instead of keeping two copies', () => {
+    const old = { plugins: { entries: { 'pier-connector': { enabled: true, config: { workerId: 'w' } } } } }
+    const cfg = applyAccountConfig({ cfg: old, accountId: 'default', input: { url: 'nats://h:1' } })
+    assert.deepEqual(cfg.channels.pier, { workerId: 'w', natsUrl: 'nats://h:1', enabled: true })
+    assert.deepEqual(cfg.plugins.entries['pier-connector'], { enabled: true })
+  })
+
+  it('validateInput refuses what it cannot store safely or use', () => {
+    assert.match(validateInput({ input: { tokenFile: '/x' } }), /--token-file is not supported/)
+    assert.match(validateInput({ input: { url: 'http://x' } }), /nats:\/\//)
+    assert.equal(validateInput({ input: { url: 'nats://a:1,wss://b/x' } }), null)
+  })
+
+  it('the wizard writes through the same config path', async () => {
+    const [url, workerId] = setupWizard.textInputs
+    let cfg = await url.applySet({ cfg: {}, accountId: 'default', value: 'wss://pier.example/nexus' })
+    cfg = await workerId.applySet({ cfg, accountId: 'default', value: 'agent-7' })
+    cfg = await setupWizard.credentials[0].applyUseEnv({ cfg, accountId: 'default' })
+    assert.equal(cfg.channels.pier.natsUrl, 'wss://pier.example/nexus')
+    assert.equal(cfg.channels.pier.workerId, 'agent-7')
+    assert.equal(cfg.channels.pier.token.id, 'PIER_TOKEN')
+    assert.equal(await setupWizard.status.resolveConfigured({ cfg }), true)
+    // A SecretRef chosen in the wizard is stored as the reference, not as its resolved value.
+    const ref = { source: 'env', provider: 'default', id: 'PIER_TOKEN' }
+    const withRef = await setupWizard.credentials[0].applySet({ cfg: {}, accountId: 'default', value: ref, resolvedValue: 'resolved-secret' })
+    assert.deepEqual(withRef.channels.pier.token, ref)
+    const typed = await setupWizard.credentials[0].applySet({ cfg: {}, accountId: 'default', value: 'typed', resolvedValue: 'typed' })
+    assert.equal(typed.channels.pier.token, 'typed')
+    assert.equal(url.validate({ value: 'ftp://x' }) !== undefined, true)
+  })
+})
+
+describe('sessions, publishing, status text', () => {
+  it('finished job sessions are deleted, keeping the newest N', async () => {
+    const deleted = []
+    const pruner = createSessionPruner({ agentId: 'main', keep: 2, batch: 3, idleMs: 50, deleteSession: async (p) => deleted.push(p.sessionKey) })
+    for (const key of ['k1', 'k2', 'k3', 'k4']) pruner.finished(key)
+    assert.deepEqual(deleted, [], 'not after every job')
+    await sleep(100) // idle: what is due goes
+    assert.deepEqual(deleted, ['k1', 'k2'])
+    assert.deepEqual(pruner.kept, ['k3', 'k4'])
+    for (const key of ['k5', 'k6', 'k7']) pruner.finished(key)
+    await pruner.idle() // a batch of 3 was due at once
+    assert.deepEqual(deleted, ['k1', 'k2', 'k3', 'k4', 'k5'])
+    const none = createSessionPruner({ agentId: 'main', deleteSession: async (p) => deleted.push(p) })
+    none.finished('k8')
+    await none.idle() // drain deletes everything due without waiting
+    assert.deepEqual(deleted.at(-1), { agentId: 'main', sessionKey: 'k8', archiveTranscript: true })
+  })
+
+  it('a price above maxPublishPrice (or not a number) is refused with a code', () => {
+    assert.equal(priceRefusal({ meta: {} }, 0), null)
+    assert.equal(priceRefusal({ meta: { price: 5 } }, 10), null)
+    assert.equal(priceRefusal({ meta: { price: 5 } }, 0).code, 'PIER_PRICE_CAP')
+    assert.equal(priceRefusal({ meta: { price: '11' } }, 10).code, 'PIER_PRICE_CAP')
+    assert.equal(priceRefusal({ meta: { price: 'lots' } }, 10).code, 'PIER_INVALID_TASK')
+    assert.equal(priceRefusal({ meta: { price: -1 } }, 10).code, 'PIER_INVALID_TASK')
+  })
+
+  it('a paid publish within the cap asks for approval; unpaid and over-cap tasks do not', () => {
+    const { api } = stubApi({ config: { channels: { pier: { maxPublishPrice: 10 } } } })
+    const hook = createPublishApprovalHook(api)
+    const paid = hook({ toolName: 'pier_publish', params: { task: 't', meta: { price: 5 } } })
+    assert.deepEqual(paid.requireApproval.allowedDecisions, ['allow-once', 'deny'])
+    assert.deepEqual(paid.requireApproval.scope, { kind: 'payment', amount: '5', currency: 'PIER', target: 'Pier marketplace' })
+    assert.equal(hook({ toolName: 'pier_publish', params: { task: 't' } }), undefined)
+    assert.equal(hook({ toolName: 'pier_publish', params: { task: 't', meta: { price: 50 } } }), undefined)
+    assert.equal(hook({ toolName: 'other', params: { meta: { price: 5 } } }), undefined)
+  })
+
+  it('uptime reads like a person wrote it', () => {
+    assert.equal(formatUptime(42_000), '42s')
+    assert.equal(formatUptime(185_000), '3m 05s')
+    assert.equal(formatUptime(3_720_000), '1h 02m')
+    assert.equal(formatUptime(2 * 86_400_000 + 3 * 3_600_000), '2d 03h')
+    assert.equal(formatUptime(undefined), 'not running')
+  })
+
+  it('status issues name a blocked account and a disconnected one', () => {
+    const issues = collectStatusIssues([
+      { accountId: 'a', enabled: true, configured: true, lifecycle: 'blocked', lastError: 'PIER_CONNECT: authorization violation' },
+      { accountId: 'b', enabled: true, configured: true, running: true, connected: false, lastError: 'PIER_CONNECT: refused' },
+      { accountId: 'c', enabled: true, configured: true, running: true, connected: true },
+    ])
+    assert.deepEqual(issues.map((i) => [i.accountId, i.kind]), [['a', 'auth'], ['b', 'runtime']])
+  })
+})
+
+describe('accounts through the channel lifecycle, with a real nats-server', () => {
+  const nats = useNats()
+  const agent = async ({ prompt }) => ({ payloads: [{ text: `agent says ${prompt}` }] })
+
+  it('an account runs its worker, publishes its status, answers jobs and drains once on abort', async () => {
+    const deleted = []
+    const config = { channels: { pier: { natsUrl: nats.server.url, subject: 'jobs.life', publishSubject: 'jobs.life', workerId: 'life-1' } } }
+    const { channel, registered, lines } = setup({ config, runEmbeddedAgent: agent, deleteSession: async (p) => deleted.push(p.sessionKey) })
+    const ctx = accountCtx(config)
+    const running = channel.gateway.startAccount(ctx)
+    await waitFor(() => ctx.last().connected === true, { timeout: 10_000 })
+    assert.equal(ctx.last().lifecycle, 'ready')
+    assert.equal(ctx.last().running, true)
+    const reply = await request(nats.nc, 'jobs.life', { type: 'task_request', id: 'l1', task: 'hi' })
     assert.equal(reply.result, 'agent says hi')
-    assert.deepEqual(turns, ['pier-s1'])
+    await waitFor(() => deleted.length === 1, { timeout: 3000 })
+    assert.deepEqual(deleted, ['agent:main:pier:l1'])
+    await waitFor(() => ctx.last().pier?.completed === 1, { timeout: 5000 })
+    assert.equal(ctx.last().pier.workerId, 'life-1')
+    assert.equal(ctx.last().activeRuns, 0)
 
-    const published = await tool.execute('call-1', { task: 'via tool', timeoutMs: 5000 })
+    const text = registered.commands[0].handler().text
+    assert.match(text, /^Pier connector\naccount default\n  connection: connected, server nats:\/\/127\.0\.0\.1:\d+ \(pier-test [\d.]+\)/)
+    assert.match(text, /  jobs: 1 received, 1 completed, 0 failed/)
+    assert.match(text, /  reconnects: 0 \(0 disconnects\)\n  last error: none/)
+    assert.match(text, /  uptime: \d+s/)
+
+    // The tool publishes over the running account's connection.
+    const published = await registered.tools[0].execute('c1', { task: 'via tool', timeoutMs: 5000 })
     assert.equal(published.details.result, 'agent says via tool')
-    assert.match(published.content[0].text, /task_result/)
 
-    const text = command.handler().text
-    assert.match(text, /connection: connected/)
-    assert.match(text, /subjects: jobs jobs\.shim, queue openclaw-workers, publish jobs\.shim/)
-    assert.match(text, /jobs: 2 received, 2 completed, 0 failed, 0 rejected, 0 timed out, 0 in flight/)
-
-    await service.stop()
-    assert.match(command.handler().text, /connection: stopped/)
-    await service.start(ctx)
-    assert.equal((await request(nats.nc, 'jobs.shim', { task: 'again' })).result, 'agent says again')
-    await service.stop()
-    assert.deepEqual(health, ['clear', 'clear'])
+    ctx.abort()
+    await registered.services[0].stop() // gateway stop: the service waits for the same drain
+    await running
+    assert.equal(ctx.last().running, false)
+    assert.equal(ctx.last().lifecycle, 'stopped')
+    assert.equal(lines.filter((l) => /stopping: draining/.test(l)).length, 1, 'drained once')
+    assert.equal(runningAccounts.size, 0)
+    assert.match(registered.commands[0].handler().text, /connection: not running/)
     assert.ok(lines.every((l) => l.includes('[pier-connector]')), 'every line prefixed')
   })
 
-  it('a failed start is reported to service health with a clear error', async () => {
-    const { api, registered } = stubApi({ pluginConfig: { natsUrl: 'nats://127.0.0.1:1', connectTimeoutMs: 500, maxConnectAttempts: 1 } })
-    registerPier(api)
-    const health = []
-    await assert.rejects(
-      registered.services[0].start({ serviceHealth: { reportFailure: (e) => health.push(e.message), clearFailure() {} } }),
-      /PIER_CONNECT/,
-    )
-    assert.match(health[0], /PIER_CONNECT: could not connect to NATS at nats:\/\/127\.0\.0\.1:1/)
-    assert.match(registered.commands[0].handler().text, /last error: PIER_CONNECT/)
+  it('a boot-time outage: the account keeps connecting, then takes jobs once NATS is up', async () => {
+    const port = await freePort()
+    const config = { channels: { pier: { natsUrl: `nats://127.0.0.1:${port}`, subject: 'jobs.late', connectTimeoutMs: 300 } } }
+    const { channel } = setup({ config, runEmbeddedAgent: agent })
+    const ctx = accountCtx(config)
+    const running = channel.gateway.startAccount(ctx)
+    await waitFor(() => /PIER_CONNECT/.test(ctx.last().lastError ?? ''), { timeout: 10_000 })
+    assert.equal(ctx.last().connected, false)
+    assert.equal(ctx.last().running, true)
+    assert.equal(ctx.last().lifecycle, 'starting')
+    assert.equal(ctx.last().pier.state, 'connecting')
+    const late = await startNatsServer({ port })
+    try {
+      await waitFor(() => ctx.last().connected === true, { timeout: 20_000, interval: 100 })
+      const { rawClient } = await import('./helpers/addon.mjs')
+      const nc = await rawClient(late.url)
+      assert.equal((await request(nc, 'jobs.late', { task: 'now' })).result, 'agent says now')
+      await nc.close()
+    } finally {
+      ctx.abort()
+      await running
+      await late.stop()
+    }
   })
 
-  it('pier_publish explains timeouts and missing workers in its result text', async () => {
-    const { api, registered } = stubApi({ pluginConfig: { natsUrl: nats.server.url, publishSubject: 'jobs.nobody' } })
-    registerPier(api)
+  it('stopping an account while it is still connecting ends it at once', async () => {
+    const port = await freePort()
+    const config = { channels: { pier: { natsUrl: `nats://127.0.0.1:${port}`, connectTimeoutMs: 200 } } }
+    const { channel } = setup({ config, runEmbeddedAgent: agent })
+    const ctx = accountCtx(config)
+    const running = channel.gateway.startAccount(ctx)
+    await waitFor(() => ctx.last().pier?.state === 'connecting', { timeout: 5000 })
+    ctx.abort()
+    await running
+    assert.equal(ctx.last().lifecycle, 'stopped')
+    assert.equal(ctx.last().terminalDisconnect, undefined)
+  })
+
+  it('a refused login blocks the account with a clear error that carries no secret', async () => {
+    const guarded = await startNatsServer({ extra: 'authorization { token: "right-token-123" }' })
+    try {
+      const config = { channels: { pier: { natsUrl: guarded.url, token: 'wrong-token-456' } } }
+      const { channel, lines } = setup({ config, runEmbeddedAgent: agent })
+      const ctx = accountCtx(config)
+      await channel.gateway.startAccount(ctx)
+      const last = ctx.last()
+      assert.equal(last.lifecycle, 'blocked')
+      assert.equal(last.terminalDisconnect, true)
+      assert.match(last.lastError, /^PIER_CONNECT/)
+      const everything = JSON.stringify(ctx.statuses) + lines.join('\n')
+      assert.doesNotMatch(everything, /wrong-token-456/)
+    } finally {
+      await guarded.stop()
+    }
+  })
+
+  it('two accounts run side by side, each with its own worker and subject', async () => {
+    const config = {
+      channels: {
+        pier: {
+          natsUrl: nats.server.url,
+          accounts: { one: { subject: 'jobs.one', workerId: 'w-one' }, two: { subject: 'jobs.two', workerId: 'w-two', agentId: 'ops' } },
+        },
+      },
+    }
+    const sessions = []
+    const { channel, registered } = setup({
+      config,
+      runEmbeddedAgent: async ({ prompt, sessionKey }) => (sessions.push(sessionKey), { payloads: [{ text: prompt }] }),
+    })
+    const ctxs = ['one', 'two'].map((id) => accountCtx(config, id))
+    const runs = ctxs.map((ctx) => channel.gateway.startAccount(ctx))
+    await waitFor(() => ctxs.every((c) => c.last().connected), { timeout: 10_000 })
+    const one = await request(nats.nc, 'jobs.one', { id: 'o1', task: 'for one' })
+    const two = await request(nats.nc, 'jobs.two', { id: 't1', task: 'for two' })
+    assert.deepEqual([one.worker.id, two.worker.id], ['w-one', 'w-two'])
+    assert.deepEqual(sessions, ['agent:main:pier:o1', 'agent:ops:pier:t1'])
+    assert.match(registered.commands[0].handler().text, /account one\n[\s\S]*account two\n/)
+    ctxs.forEach((c) => c.abort())
+    await Promise.all(runs)
+  })
+
+  it('pier_publish refuses an over-cap price before sending anything, and keeps the error code', async () => {
+    const seen = []
+    const sub = nats.nc.subscribe('jobs.priced', { callback: (_e, m) => seen.push(m) })
+    await nats.nc.flush()
+    const config = { channels: { pier: { natsUrl: nats.server.url, publishSubject: 'jobs.priced', maxPublishPrice: 10 } } }
+    const { registered } = setup({ config })
+    const tool = registered.tools[0]
+    assert.deepEqual(registered.toolOptions[0], { optional: true })
+    const refused = await tool.execute('c', { task: 'expensive', meta: { price: 11 } })
+    assert.equal(refused.details.ok, false)
+    assert.equal(refused.details.error.code, 'PIER_PRICE_CAP')
+    assert.match(refused.details.error.message, /above maxPublishPrice 10/)
+    await sleep(100)
+    assert.equal(seen.length, 0, 'nothing was published')
+    const timedOut = await tool.execute('c', { task: 'cheap', meta: { price: 2 }, timeoutMs: 200 })
+    assert.equal(seen.length, 1, 'a price within the cap is sent')
+    assert.equal(timedOut.details.error.code, 'PIER_TIMEOUT')
+    sub.unsubscribe()
+    await tool.close()
+  })
+
+  it('pier_publish explains missing workers with its code and never shows the token', async () => {
+    const config = { channels: { pier: { natsUrl: nats.server.url, publishSubject: 'jobs.nobody' } } }
+    const { registered } = setup({ config })
     const tool = registered.tools[0]
     const result = await tool.execute('c', { task: 'anyone?' })
     assert.match(result.content[0].text, /pier_publish failed: PIER_NO_RESPONDERS/)
     assert.equal(result.details.error.code, 'PIER_NO_RESPONDERS', 'the code travels as a field')
-    nats.nc.subscribe('jobs.deaf', { callback: () => {} })
-    await nats.nc.flush()
-    const { api: api2, registered: reg2 } = stubApi({ pluginConfig: { natsUrl: nats.server.url, publishSubject: 'jobs.deaf' } })
-    registerPier(api2)
-    const timedOut = await reg2.tools[0].execute('c', { task: 'hello?', timeoutMs: 100 })
-    assert.match(timedOut.content[0].text, /pier_publish failed: PIER_TIMEOUT/)
     await tool.close()
+    const port = await freePort()
+    const { registered: reg2 } = setup({ config: { channels: { pier: { natsUrl: `nats://s3cret-tok@127.0.0.1:${port}`, connectTimeoutMs: 300 } } } })
+    const down = await reg2.tools[0].execute('c', { task: 'x' })
+    assert.equal(down.details.error.code, 'PIER_CONNECT')
+    assert.doesNotMatch(JSON.stringify(down), /s3cret-tok/)
     await reg2.tools[0].close()
+  })
+
+  it('the service reports an addon that cannot load; otherwise it only clears its health', async () => {
+    const { registered } = setup({ config: {} })
+    const health = []
+    await registered.services[0].start({ serviceHealth: { clearFailure: () => health.push('clear'), reportFailure: (e) => health.push(e.message) } })
+    assert.deepEqual(health, ['clear'])
+    assert.equal(registered.services[0].id, 'pier-connector')
+    assert.equal(registered.hooks[0].name, 'before_tool_call')
+  })
+
+  it('the old plugin config warns once, naming channels.pier', () => {
+    const config = { plugins: { entries: { 'pier-connector': { config: { natsUrl: 'nats://old:1' } } } } }
+    delete globalThis[Symbol.for('pier-connector.legacy-config-warned')]
+    const first = setup({ config })
+    const second = setup({ config })
+    assert.equal(first.lines.filter((l) => /channels\.pier/.test(l)).length, 1)
+    assert.equal(second.lines.filter((l) => /channels\.pier/.test(l)).length, 0)
+    assert.match(formatStatus(config), /account default\n  connection: not running/)
   })
 })

@@ -19,9 +19,10 @@ const fail = (code, message) => ({ error: { code, message } })
 
 /**
  * The addon's job handler. `running` maps job ids to AbortControllers so the worker's
- * cancel notice (TIMEOUT, SHUTTING_DOWN) aborts the turn.
+ * cancel notice (TIMEOUT, SHUTTING_DOWN) aborts the turn. `onTurnSettled(sessionKey)` runs
+ * once the turn has really ended (also after an abort), when its session may be removed.
  */
-export function createAgentTurnHandler(api, agentId, running) {
+export function createAgentTurnHandler(api, agentId, running, { onTurnSettled } = {}) {
   return async (job) => {
     const agent = api.runtime?.agent
     if (typeof agent?.runEmbeddedAgent !== 'function') {
@@ -33,10 +34,11 @@ export function createAgentTurnHandler(api, agentId, running) {
     // A message sent on the `pier` channel to this job id answers it before the turn ends.
     const channelAnswer = new Promise((resolve) => openJobs.set(job.id, { id: job.id, answer: resolve }))
     const started = Date.now()
+    const ids = sessionIdsFor(agentId, job.id)
     try {
       const turn = agent.runEmbeddedAgent({
         agentId,
-        ...sessionIdsFor(agentId, job.id),
+        ...ids,
         runId: randomUUID(),
         workspaceDir: agent.resolveAgentWorkspaceDir(cfg, agentId),
         prompt: job.task,
@@ -45,6 +47,10 @@ export function createAgentTurnHandler(api, agentId, running) {
         abortSignal: abort.signal,
         terminalReplyExpectation: 'required',
       })
+      if (onTurnSettled) {
+        const settled = () => onTurnSettled(ids.sessionKey)
+        Promise.resolve(turn).then(settled, settled)
+      }
       // The turn's rejection is handled here even when the channel answered first, so an
       // aborted turn can never surface as an unhandled rejection in the gateway.
       const answered = await Promise.race([

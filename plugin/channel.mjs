@@ -1,17 +1,13 @@
-// The `pier` channel: one account from the plugin config; outbound text addressed to a job id
-// answers that job while it runs.
-import { CHANNEL_ID, PLUGIN_ID } from './config.mjs'
+// The `pier` channel: accounts from channels.pier (see config.mjs), each run as a worker through
+// the channel account lifecycle (account.mjs), with setup (setup.mjs), status (status.mjs) and
+// SecretRef support for its credentials. Outbound text addressed to a job id answers that job.
+import { pierSecretContract } from './secrets.mjs'
+import { CHANNEL_ID, PLUGIN_ID, listAccountIds, defaultAccountId, resolveAccount } from './config.mjs'
 import { openJobs } from './jobs.mjs'
-
-export function pierAccount(cfg, accountId) {
-  const config = cfg?.plugins?.entries?.[PLUGIN_ID]?.config ?? {}
-  return {
-    accountId: accountId ?? 'default',
-    enabled: cfg?.plugins?.entries?.[PLUGIN_ID]?.enabled !== false,
-    workerId: config.workerId || 'anonymous-worker',
-    subject: config.subject || 'jobs.worker',
-  }
-}
+import { startAccount } from './account.mjs'
+import { runningAccounts } from './accounts.mjs'
+import { applyAccountConfig, validateInput, setupWizard } from './setup.mjs'
+import { buildAccountSnapshot, probeAccount, collectStatusIssues } from './status.mjs'
 
 export async function sendJobReply({ to, text }) {
   const job = openJobs.get(String(to ?? '').replace(/^pier:/, ''))
@@ -20,8 +16,14 @@ export async function sendJobReply({ to, text }) {
   return { messageId: `${job.id}:reply` }
 }
 
-export function createPierChannel({ createChatChannelPlugin, createChannelPluginBase }) {
-  return createChatChannelPlugin({
+/**
+ * @param {object} sdk `createChatChannelPlugin`, `createChannelPluginBase` and
+ *   `createSimpleChannelSecretContract` from the host's SDK (passed in so tests need no host)
+ * @param {object} runtime `getDeps()` → `{ api, log }` once registerFull has run
+ */
+export function createPierChannel(sdk, runtime = {}) {
+  const { createChatChannelPlugin, createChannelPluginBase, createSimpleChannelSecretContract } = sdk
+  const plugin = createChatChannelPlugin({
     base: createChannelPluginBase({
       id: CHANNEL_ID,
       meta: {
@@ -33,17 +35,39 @@ export function createPierChannel({ createChatChannelPlugin, createChannelPlugin
       },
       capabilities: { chatTypes: ['direct'] },
       config: {
-        listAccountIds: () => ['default'],
-        resolveAccount: pierAccount,
+        listAccountIds,
+        defaultAccountId,
+        resolveAccount: (cfg, accountId) => resolveAccount(cfg, accountId),
         inspectAccount: (cfg, accountId) => {
-          const account = pierAccount(cfg, accountId)
-          return { enabled: account.enabled, configured: true }
+          const a = resolveAccount(cfg, accountId)
+          return { accountId: a.accountId, name: a.name, enabled: a.enabled, configured: a.configured, credentialSource: a.credentialSource }
         },
+        isEnabled: (account) => account.enabled,
+        isConfigured: (account) => account.configured,
+        unconfiguredReason: () => 'no channels.pier config: run openclaw channels add --channel pier --url <nats-url>',
+        disabledReason: () => 'disabled in channels.pier',
       },
-      setup: { applyAccountConfig: ({ cfg }) => cfg },
+      setup: { applyAccountConfig, validateInput },
+      setupWizard,
     }),
     outbound: {
       attachedResults: { channel: CHANNEL_ID, sendText: sendJobReply },
     },
   })
+  // createChannelPluginBase does not carry these adapters through: set them on the result.
+  plugin.setupWizard ??= setupWizard
+  // token/password/nkeySeed are SecretRef-capable (the same contract as secret-contract-api.mjs).
+  if (createSimpleChannelSecretContract) plugin.secrets = pierSecretContract(createSimpleChannelSecretContract)
+  plugin.status = { buildAccountSnapshot, probeAccount, collectStatusIssues }
+  plugin.gateway = {
+    startAccount: async (ctx) => {
+      const deps = runtime.getDeps?.()
+      if (!deps) throw new Error('pier: the plugin runtime is not registered (registerFull did not run)')
+      return startAccount(ctx, deps)
+    },
+    stopAccount: async (ctx) => {
+      await runningAccounts.get(ctx.accountId)?.drain()
+    },
+  }
+  return plugin
 }

@@ -1,20 +1,109 @@
-// Splits plugins.entries["pier-connector"].config into the addon's config (validated in Rust)
-// and the keys only this shim uses.
+// Where a Pier account's config comes from: `channels.pier` (shared keys) merged with
+// `channels.pier.accounts.<id>`, else the old `plugins.entries["pier-connector"].config`; the
+// channel-only keys are removed before the config reaches the addon (the Rust Config rejects
+// unknown keys and validates the rest).
 export const PLUGIN_ID = 'pier-connector'
 export const CHANNEL_ID = 'pier'
+export const DEFAULT_ACCOUNT_ID = 'default'
 
-const SHIM_KEYS = ['agentId']
+/** Keys OpenClaw's channel config adds around the worker keys. */
+const CHANNEL_ONLY_KEYS = ['enabled', 'name', 'defaultAccount', 'accounts']
+/** Credentials, each also read from the environment for the default account (as the CLI does). */
+export const SECRET_KEYS = ['token', 'password', 'nkeySeed']
+const ENV_CREDENTIALS = { token: 'PIER_TOKEN', user: 'PIER_USER', password: 'PIER_PASSWORD', nkeySeed: 'PIER_NKEY_SEED' }
+const CREDENTIAL_KEYS = ['token', 'user', 'password', 'nkeySeed', 'credsFile']
 
-export function resolvePierConfig(pluginConfig) {
-  const raw = pluginConfig && typeof pluginConfig === 'object' ? pluginConfig : {}
-  const addonConfig = {}
-  for (const [key, value] of Object.entries(raw)) {
-    if (!SHIM_KEYS.includes(key) && value !== undefined) addonConfig[key] = value
+const isObject = (v) => v !== null && typeof v === 'object' && !Array.isArray(v)
+
+export function channelSection(cfg) {
+  const section = cfg?.channels?.[CHANNEL_ID]
+  return isObject(section) ? section : undefined
+}
+
+/** The pre-channel config location, still honoured when `channels.pier` is absent. */
+export function legacySection(cfg) {
+  const entry = cfg?.plugins?.entries?.[PLUGIN_ID]
+  return isObject(entry?.config) && Object.keys(entry.config).length ? entry.config : undefined
+}
+
+export function listAccountIds(cfg) {
+  const accounts = channelSection(cfg)?.accounts
+  const ids = isObject(accounts) ? Object.keys(accounts) : []
+  return ids.length ? ids : [DEFAULT_ACCOUNT_ID]
+}
+
+export function defaultAccountId(cfg) {
+  const ids = listAccountIds(cfg)
+  const wanted = channelSection(cfg)?.defaultAccount
+  return ids.includes(wanted) ? wanted : ids.includes(DEFAULT_ACCOUNT_ID) ? DEFAULT_ACCOUNT_ID : ids[0]
+}
+
+/** A SecretRef object that OpenClaw did not resolve (e.g. read-only CLI paths). */
+export const isSecretRef = (v) => isObject(v) && typeof v.source === 'string' && typeof v.id === 'string'
+
+function withoutChannelKeys(raw) {
+  const out = {}
+  for (const [key, value] of Object.entries(raw ?? {})) {
+    if (!CHANNEL_ONLY_KEYS.includes(key) && value !== undefined && value !== null) out[key] = value
   }
+  return out
+}
+
+function hasCredentials(config) {
+  if (CREDENTIAL_KEYS.some((k) => config[k] !== undefined && config[k] !== '')) return true
+  const urls = [config.natsUrl, ...(config.servers ?? [])].filter((u) => typeof u === 'string')
+  return urls.some((u) => /^[a-z]+:\/\/[^/]*@/i.test(u))
+}
+
+/**
+ * One account, resolved: its addon config, the host-only settings, and where it came from.
+ * `source` is 'channel', 'legacy' or 'none' (nothing configured: the account stays stopped
+ * instead of joining the public marketplace by surprise).
+ */
+export function resolveAccount(cfg, accountId, env = process.env) {
+  const id = accountId || defaultAccountId(cfg)
+  const section = channelSection(cfg)
+  const legacy = section ? undefined : legacySection(cfg)
+  const accountRaw = isObject(section?.accounts?.[id]) ? section.accounts[id] : {}
+  const merged = { ...withoutChannelKeys(legacy ?? section), ...withoutChannelKeys(accountRaw) }
+  const envKeys = []
+  if (id === defaultAccountId(cfg) && !hasCredentials(merged)) {
+    for (const [key, name] of Object.entries(ENV_CREDENTIALS)) {
+      if (env[name]) {
+        merged[key] = env[name]
+        envKeys.push(name)
+      }
+    }
+  }
+  const unresolved = SECRET_KEYS.filter((k) => isSecretRef(merged[k]))
   return {
-    addonConfig,
-    agentId: typeof raw.agentId === 'string' && raw.agentId ? raw.agentId : 'main',
+    accountId: id,
+    name: typeof accountRaw.name === 'string' ? accountRaw.name : typeof section?.name === 'string' ? section.name : undefined,
+    enabled: section?.enabled !== false && accountRaw.enabled !== false && cfg?.plugins?.entries?.[PLUGIN_ID]?.enabled !== false,
+    source: section ? 'channel' : legacy ? 'legacy' : 'none',
+    configured: Boolean(section || legacy),
+    addonConfig: merged,
+    agentId: typeof merged.agentId === 'string' && merged.agentId ? merged.agentId : 'main',
+    maxPublishPrice: typeof merged.maxPublishPrice === 'number' ? merged.maxPublishPrice : 0,
+    keepSessions: Number.isInteger(merged.keepSessions) && merged.keepSessions > 0 ? merged.keepSessions : 0,
+    credentialSource: envKeys.length ? `env:${envKeys.join(',')}` : unresolved.length ? 'secretref (unresolved)' : hasCredentials(merged) ? 'config' : 'none',
+    unresolvedSecrets: unresolved,
   }
+}
+
+/** Removes user-info from server URLs so a status line never carries a credential. */
+export function redactUrls(text) {
+  return String(text ?? '').replace(/([a-z][a-z0-9+.-]*:\/\/)[^/@\s,]+@/gi, '$1***@')
+}
+
+/** Masks every configured secret value (and URL user-info) inside a message. */
+export function redactSecrets(text, addonConfig = {}) {
+  let out = redactUrls(text)
+  for (const key of [...SECRET_KEYS, 'user']) {
+    const value = addonConfig[key]
+    if (typeof value === 'string' && value.length >= 4) out = out.split(value).join('***')
+  }
+  return out
 }
 
 /** A logger that prefixes shim lines and routes the addon's `(level, message)` lines. */

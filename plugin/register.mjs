@@ -1,15 +1,37 @@
-// Registers the service, tool and command on an OpenClaw plugin API object.
-import { resolvePierConfig, pierLogger } from './config.mjs'
-import { createPierRuntime } from './service.mjs'
+// Registers the service, tool, approval hook and command on an OpenClaw plugin API object, and
+// hands the channel lifecycle what it needs to run accounts.
+import { pierLogger, legacySection, channelSection } from './config.mjs'
+import { createPierService } from './service.mjs'
 import { createPublishTool } from './tool.mjs'
+import { createPublishApprovalHook } from './approval.mjs'
 import { createStatusCommand } from './command.mjs'
 
-export function registerPier(api) {
+/** What the channel's startAccount needs from registerFull: `{ api, log }`. */
+export function createPierRuntime() {
+  let deps = null
+  return { getDeps: () => deps, setDeps: (d) => (deps = d) }
+}
+
+const WARNED = Symbol.for('pier-connector.legacy-config-warned')
+
+export function registerPier(api, runtime = createPierRuntime()) {
   const log = pierLogger(api.logger)
-  const config = resolvePierConfig(api.pluginConfig)
-  const runtime = createPierRuntime(api, config, log)
-  api.registerService(runtime.service)
-  api.registerTool(createPublishTool(runtime, config, log))
-  api.registerCommand(createStatusCommand(runtime))
+  // Tool discovery also runs registerFull, with an API that cannot run agent turns.
+  if (!api.registrationMode || api.registrationMode === 'full') runtime.setDeps({ api, log })
+  const cfg = api.config ?? api.runtime?.config?.current?.() ?? {}
+  // One warning per process, however often OpenClaw registers the plugin.
+  if (legacySection(cfg) && !globalThis[WARNED]) {
+    globalThis[WARNED] = true
+    log.warn(
+      channelSection(cfg)
+        ? 'plugins.entries["pier-connector"].config is ignored because channels.pier is set; remove it'
+        : 'config in plugins.entries["pier-connector"].config still works but has moved: put it under channels.pier (openclaw channels add --channel pier)',
+    )
+  }
+  api.registerService(createPierService(log))
+  // Optional: an agent sees pier_publish only when the user allows it (tools.allow).
+  api.registerTool(createPublishTool(api, log), { optional: true })
+  api.on?.('before_tool_call', createPublishApprovalHook(api))
+  api.registerCommand(createStatusCommand(api))
   return runtime
 }

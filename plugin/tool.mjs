@@ -1,6 +1,11 @@
-// Agent tool pier_publish: request/reply to publishSubject, over the worker's connection when
-// it runs, else over a client of its own.
+// Agent tool pier_publish: request/reply to publishSubject, over the default account's worker
+// connection when it runs, else over a client of its own. It can spend money (a task with
+// meta.price), so it is optional (an agent gets it only when allowed in tools.allow), refuses
+// a price above maxPublishPrice before anything is sent, and asks for approval when paid
+// (approval.mjs). Every failure is `{ ok: false, error: { code, message } }`.
 import { PierClient } from './addon.mjs'
+import { runningAccounts } from './accounts.mjs'
+import { defaultAccountId, resolveAccount, redactSecrets } from './config.mjs'
 
 export const PUBLISH_TOOL = 'pier_publish'
 
@@ -11,17 +16,55 @@ const parameters = {
     task: { type: 'string', description: 'The task or prompt to publish to the Pier marketplace' },
     systemPrompt: { type: 'string', description: 'Optional system prompt for the worker that takes the task' },
     timeoutMs: { type: 'number', description: 'How long the task may take, in milliseconds (default 60000)' },
-    meta: { type: 'object', description: 'Optional metadata, e.g. { "price": 50 }' },
+    meta: { type: 'object', description: 'Optional metadata, e.g. { "price": 50 } (a price is paid, and capped by maxPublishPrice)' },
   },
   required: ['task'],
 }
 
 const textResult = (value) => ({ content: [{ type: 'text', text: JSON.stringify(value) }], details: value })
+export const failure = (code, message) => textResult({ ok: false, error: { code, message } })
 
-export function createPublishTool(runtime, { addonConfig }, log) {
+/** The task's price: 0 when none, NaN when it is not a number. */
+export function priceOf(params) {
+  const price = params?.meta?.price
+  if (price === undefined || price === null) return 0
+  const n = typeof price === 'string' && price.trim() !== '' ? Number(price) : price
+  return typeof n === 'number' && Number.isFinite(n) && n >= 0 ? n : NaN
+}
+
+/** Why a publish must not be sent, as `{ code, message }`, or null. */
+export function priceRefusal(params, maxPublishPrice) {
+  const price = priceOf(params)
+  if (Number.isNaN(price)) return { code: 'PIER_INVALID_TASK', message: 'pier_publish refused: meta.price must be a number of at least 0' }
+  if (price > maxPublishPrice) {
+    return {
+      code: 'PIER_PRICE_CAP',
+      message: `pier_publish refused: meta.price ${price} is above maxPublishPrice ${maxPublishPrice}${maxPublishPrice === 0 ? ' (only unpaid tasks are allowed; raise channels.pier.maxPublishPrice to publish paid ones)' : ''}`,
+    }
+  }
+  return null
+}
+
+/** The default account as configured right now (the config may have been reloaded). */
+export function publishAccount(api) {
+  const cfg = api.runtime?.config?.current?.() ?? api.config ?? {}
+  return resolveAccount(cfg, defaultAccountId(cfg))
+}
+
+export function createPublishTool(api, log) {
   let client = null
-  const publisher = () =>
-    runtime.isRunning() ? runtime.getWorker() : (client ??= new PierClient(addonConfig, { logger: log.addon }))
+  let clientConfig = null
+  const publisher = (account) => {
+    const run = runningAccounts.get(account.accountId)
+    if (run?.worker?.running) return run.worker
+    const key = JSON.stringify(account.addonConfig)
+    if (client && clientConfig !== key) {
+      client.close().catch(() => {})
+      client = null
+    }
+    clientConfig = key
+    return (client ??= new PierClient(account.addonConfig, { logger: (level, m) => log.addon(level, redactSecrets(m, account.addonConfig)) }))
+  }
   return {
     name: PUBLISH_TOOL,
     label: 'Publish to Pier',
@@ -30,15 +73,22 @@ export function createPublishTool(runtime, { addonConfig }, log) {
       'Returns the worker reply: { ok: true, result } or { ok: false, error: { code, message } }.',
     parameters,
     async execute(_toolCallId, params) {
+      const account = publishAccount(api)
+      const refusal = priceRefusal(params, account.maxPublishPrice)
+      if (refusal) {
+        log.warn(`${refusal.message}`)
+        return failure(refusal.code, refusal.message)
+      }
       const { task, systemPrompt, timeoutMs, meta } = params ?? {}
       try {
-        const reply = await publisher().publish(String(task ?? ''), { systemPrompt, timeoutMs, meta })
+        const reply = await publisher(account).publish(String(task ?? ''), { systemPrompt, timeoutMs, meta })
         return textResult(reply)
       } catch (error) {
-        log.warn(`pier_publish failed: ${error.message}`)
+        const message = redactSecrets(`pier_publish failed: ${error?.message ?? error}`, account.addonConfig)
+        log.warn(message)
         // The addon's errors carry their stable code as a property (PIER_TIMEOUT, ...).
         const code = typeof error?.code === 'string' && error.code.startsWith('PIER_') ? error.code : 'PIER_REQUEST'
-        return textResult({ ok: false, error: { code, message: `pier_publish failed: ${error.message}` } })
+        return failure(code, message)
       }
     },
     async close() {

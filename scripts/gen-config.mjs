@@ -54,8 +54,10 @@ function jsonSchemaOf(k) {
   if (k.items) base.items = { type: k.items }
   if (k.enum) base.enum = k.enum
   if (k.minimum !== undefined) base.minimum = k.minimum
-  const described = { description: `${k.label}: ${k.help}` }
-  if (k.default !== undefined && !(Array.isArray(k.default) && k.default.length === 0)) described.default = k.default
+  // No JSON Schema `default`: OpenClaw would write every default into the config it hands the
+  // plugin, making an untouched install look configured. The Rust Config applies the defaults.
+  const hasDefault = k.default !== undefined && k.default !== '' && !(Array.isArray(k.default) && k.default.length === 0)
+  const described = { description: `${k.label}: ${k.help}${hasDefault ? ` Default: ${JSON.stringify(k.default)}.` : ''}` }
   if (k.sensitive) return { ...described, anyOf: [{ type: 'string' }, SECRET_REF] }
   return { ...base, ...described }
 }
@@ -64,7 +66,7 @@ function manifest(keys) {
   const m = JSON.parse(read('openclaw.plugin.json'))
   const properties = Object.fromEntries(keys.map((k) => [k.key, jsonSchemaOf(k)]))
   m.configSchema = { type: 'object', additionalProperties: false, properties }
-  m.uiHints = Object.fromEntries(
+  const hints = Object.fromEntries(
     keys.map((k) => {
       const hint = { label: k.label, help: k.help }
       if (k.example !== undefined) hint.placeholder = String(k.example)
@@ -73,6 +75,7 @@ function manifest(keys) {
       return [k.key, hint]
     }),
   )
+  m.uiHints = hints
   m.configContracts = {
     ...m.configContracts,
     secretInputs: { paths: keys.filter((k) => k.sensitive).map((k) => ({ path: k.key, expected: 'string' })) },
@@ -83,10 +86,22 @@ function manifest(keys) {
     additionalProperties: false,
     properties: { enabled: { type: 'boolean' }, name: { type: 'string' }, ...properties },
   }
+  // channels.pier is where OpenClaw users configure a channel: same hints there, plus the
+  // channel's own keys.
+  const channelHints = {
+    enabled: { label: 'Enabled', help: 'Run this Pier account (false keeps its config but stops its worker).' },
+    name: { label: 'Account name', help: 'A display name for this account in status output.' },
+    defaultAccount: { label: 'Default account', help: 'The account pier_publish and /pier use first when several are configured.', advanced: true },
+    accounts: { label: 'Accounts', help: 'Further workers by account id, each with its own identity and connection; keys set here override the ones above.', advanced: true },
+    ...hints,
+  }
   m.channelConfigs = {
     ...m.channelConfigs,
     pier: {
       ...m.channelConfigs?.pier,
+      label: 'Pier',
+      description: 'Take paid jobs from the Pier marketplace (NATS) and answer them with this agent.',
+      uiHints: channelHints,
       schema: {
         ...account,
         properties: {

@@ -104,6 +104,8 @@ before(async () => {
     maxConcurrentJobs: 4,
     jobTimeoutMs: 30_000,
     drainTimeoutMs: 20_000,
+    // Job sessions are deleted once answered unless kept; this file checks they are separate.
+    keepSessions: 10,
   }
   config.tools = { ...(config.tools ?? {}), toolSearch: false }
   home.writeConfig(config)

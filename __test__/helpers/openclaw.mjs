@@ -83,6 +83,8 @@ export async function createOpenClawHome({ modelBaseUrl, registryUrl }) {
       return {
         child,
         exited,
+        /** When the gateway logged `ready` (ms since the epoch). */
+        readyAt: Date.now(),
         log: () => log,
         async stop() {
           if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM')

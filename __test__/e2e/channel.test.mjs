@@ -1,0 +1,361 @@
+// End to end: Pier as an OpenClaw channel in one real gateway (Node 24, openclaw@2026.9.6),
+// with real nats-servers and the fake model; nothing of the host is stubbed. Set up with
+// `openclaw channels add`, secrets as SecretRefs (env and file) against a token-protected
+// nats-server, three accounts (one whose NATS starts 10 s after the gateway), live status
+// through `openclaw channels status --probe`, the opt-in capped pier_publish, bounded job
+// sessions, /pier, and one drain per account on stop.
+import { describe, it, before, after } from 'node:test'
+import assert from 'node:assert/strict'
+import { fileURLToPath } from 'node:url'
+import { spawn } from 'node:child_process'
+import { writeFileSync, chmodSync } from 'node:fs'
+import { join } from 'node:path'
+import { startNatsServer, freePort } from '../helpers/nats-server.mjs'
+import { startFakeModel, answerFor } from '../helpers/fake-model.mjs'
+import { createOpenClawHome, OPENCLAW } from '../helpers/openclaw.mjs'
+import { rawClient, request, waitFor, sleep } from '../helpers/addon.mjs'
+
+const ROOT = fileURLToPath(new URL('../..', import.meta.url))
+const TOKEN = 'e2e-secret-token-7f3a'
+const FILE_TOKEN = TOKEN // the file SecretRef resolves to the same server token
+const PLAINTEXT = 'plaintext-token-for-audit'
+
+let nats, nc, model, home, gateway, latePort, late, lateNc
+const t0 = Date.now()
+const elapsed = () => `${((Date.now() - t0) / 1000).toFixed(1)}s`
+
+/** `openclaw channels status --probe --json`, once the gateway answers with accounts. */
+async function channelStatus() {
+  return waitFor(
+    async () => {
+      try {
+        const status = JSON.parse(await home.cli(['channels', 'status', '--probe', '--json']))
+        return status.channelAccounts?.pier ? status : null
+      } catch {
+        return null
+      }
+    },
+    { timeout: 60_000, interval: 1000 },
+  )
+}
+
+const account = (status, id) => status.channelAccounts.pier.find((a) => a.accountId === id)
+
+/** Sends a request until a worker has subscribed to the subject. */
+async function firstRequest(client, subject, payload) {
+  return waitFor(
+    async () => {
+      try {
+        return await request(client, subject, payload, 30_000)
+      } catch (error) {
+        if (/no responders/i.test(error.message)) return null
+        throw error
+      }
+    },
+    { timeout: 60_000, interval: 250 },
+  )
+}
+
+async function sessionKeys() {
+  const out = JSON.parse(await cli(['gateway', 'call', 'sessions.list', '--params', '{"limit":1000}', '--json']))
+  return (out.sessions ?? []).map((s) => s.key)
+}
+
+async function invokeTool(args) {
+  const response = await fetch(`http://127.0.0.1:${home.port}/tools/invoke`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ tool: 'pier_publish', args }),
+  })
+  return { status: response.status, body: await response.text() }
+}
+
+/** home.cli, failing with what the command printed. */
+async function cli(args, options) {
+  try {
+    return await home.cli(args, options)
+  } catch (error) {
+    error.message += `\nstdout: ${error.stdout}\nstderr: ${String(error.stderr).slice(-2000)}`
+    throw error
+  }
+}
+
+/**
+ * Runs `openclaw channels add --channel pier` in a pseudo-terminal (util-linux `script`), as a
+ * person would: waits for each prompt and types the answer; Enter takes a prompt's default.
+ */
+async function runSetupWizard(steps) {
+  const child = spawn('script', ['-qfec', `${OPENCLAW} channels add --channel pier`, '/dev/null'], {
+    env: { ...home.env, TERM: 'xterm' },
+    stdio: ['pipe', 'pipe', 'pipe'],
+  })
+  let screen = ''
+  let lastOutput = Date.now()
+  const onData = (chunk) => {
+    // The prompt text without escape sequences, box drawing or white space.
+    screen += chunk.toString().replace(/\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07/g, '').replace(/[\s│]/g, '')
+    lastOutput = Date.now()
+  }
+  child.stdout.on('data', onData)
+  child.stderr.on('data', onData)
+  const exited = new Promise((resolve) => child.once('exit', resolve))
+  const answered = []
+  const deadline = Date.now() + 120_000
+  while (child.exitCode === null && Date.now() < deadline) {
+    await sleep(200)
+    if (Date.now() - lastOutput < 800) continue
+    const tail = screen.slice(-500)
+    const step = steps.find((s) => !answered.includes(s) && s.prompt.test(tail))
+    if (step) answered.push(step)
+    child.stdin.write(step ? step.keys : '\r')
+    lastOutput = Date.now()
+  }
+  child.kill()
+  await exited
+  return { answered: answered.map((s) => String(s.prompt)), screen }
+}
+
+before(async () => {
+  nats = await startNatsServer({ name: 'pier-channel-e2e', extra: `authorization { token: "${TOKEN}" }` })
+  nc = await rawClient(nats.url, { token: TOKEN })
+  latePort = await freePort()
+  model = await startFakeModel()
+  home = await createOpenClawHome({ modelBaseUrl: model.baseUrl, registryUrl: 'http://127.0.0.1:9/' })
+  await home.cli(['plugins', 'install', '--link', ROOT, '--force', '--accept-capabilities'])
+})
+
+after(async () => {
+  await gateway?.stop()
+  await nc?.close()
+  await lateNc?.close()
+  await late?.stop()
+  await nats?.stop()
+  await model?.close()
+  home?.cleanup()
+})
+
+describe('Pier as an OpenClaw channel', () => {
+  it('openclaw channels add --channel pier (interactive) runs the setup wizard and stores a SecretRef', async () => {
+    home.env.PIER_TOKEN = 'wizard-token-not-to-be-stored'
+    const { answered, screen } = await runSetupWizard([
+      { prompt: /NATSURLofthePierserver/, keys: `\x15${nats.url}\r` },
+      { prompt: /Workerid\(showntojobpublishers\)/, keys: '\x15wizard-worker\r' },
+      { prompt: /Walletaddressforrewards/, keys: '\x150xW1Z\r' },
+      { prompt: /HowdoyouwanttoprovidethisNATStoken/, keys: '\x1b[B\r' }, // "Use SecretRef"
+    ])
+    delete home.env.PIER_TOKEN
+    assert.equal(answered.length, 4, `${answered.join(', ')}\n${screen.slice(-1500)}`)
+    const pier = home.readConfig().channels?.pier
+    assert.equal(pier?.natsUrl, nats.url, screen.slice(-1500))
+    assert.equal(pier.workerId, 'wizard-worker')
+    assert.equal(pier.walletAddress, '0xW1Z')
+    assert.deepEqual(pier.token, { source: 'env', provider: 'default', id: 'PIER_TOKEN' })
+    assert.doesNotMatch(JSON.stringify(home.readConfig()), /wizard-token-not-to-be-stored/)
+    console.log(`# setup wizard done at ${elapsed()}`)
+  })
+
+  it('openclaw channels add --channel pier (non-interactive) writes a config that validates', async () => {
+    await cli(['channels', 'add', '--channel', 'pier', '--url', nats.url, '--use-env', '--name', 'Main worker'])
+    await cli(['channels', 'add', '--channel', 'pier', '--account', 'late', '--url', `nats://127.0.0.1:${latePort}`])
+    const config = home.readConfig()
+    const pier = config.channels.pier
+    assert.equal(pier.natsUrl, nats.url)
+    assert.deepEqual(pier.accounts.default.token, { source: 'env', provider: 'default', id: 'PIER_TOKEN' }, 'a reference, not the token')
+    assert.equal(pier.accounts.default.name, 'Main worker')
+    assert.equal(pier.accounts.late.natsUrl, `nats://127.0.0.1:${latePort}`)
+    assert.deepEqual(JSON.parse(await cli(['config', 'validate', '--json'])).valid, true)
+
+    // The rest of the setup a user would write by hand: identities, subjects, a third account
+    // whose token is a file SecretRef, the publish cap, bounded sessions.
+    const secretsFile = join(home.dir, 'pier-secrets.json')
+    writeFileSync(secretsFile, JSON.stringify({ two: { token: FILE_TOKEN } }))
+    chmodSync(secretsFile, 0o600)
+    config.secrets = { providers: { pierfile: { source: 'file', path: secretsFile, mode: 'json' } } }
+    Object.assign(pier, { publishSubject: 'jobs.chan.submit', jobTimeoutMs: 30_000, drainTimeoutMs: 20_000, maxPublishPrice: 10, keepSessions: 2 })
+    Object.assign(pier.accounts.default, { subject: 'jobs.chan.default', workerId: 'chan-default', walletAddress: '0xC0FFEE' })
+    Object.assign(pier.accounts.late, { subject: 'jobs.chan.late', workerId: 'chan-late', connectTimeoutMs: 500 })
+    pier.accounts.two = { subject: 'jobs.chan.two', workerId: 'chan-two', token: { source: 'file', provider: 'pierfile', id: '/two/token' } }
+    config.tools = { ...config.tools, toolSearch: false }
+    home.writeConfig(config)
+    const validated = JSON.parse(await cli(['config', 'validate', '--json']))
+    assert.equal(validated.valid, true, JSON.stringify(validated))
+    console.log(`# channels add + validate done at ${elapsed()}`)
+  })
+
+  it('secrets: SecretRefs resolve and a plaintext token is flagged by the secrets audit', async () => {
+    const config = home.readConfig()
+    config.channels.pier.accounts.audit = { enabled: false, token: PLAINTEXT }
+    home.writeConfig(config)
+    let audit
+    try {
+      audit = JSON.parse(await cli(['secrets', 'audit', '--json'], { timeout: 60_000 }))
+    } catch (error) {
+      audit = JSON.parse(error.stdout) // exit 1 when there are findings
+    }
+    const paths = audit.findings.map((f) => `${f.code} ${f.jsonPath}`)
+    assert.ok(paths.includes('PLAINTEXT_FOUND channels.pier.accounts.audit.token'), paths.join('\n'))
+    assert.ok(paths.includes('REF_UNRESOLVED channels.pier.accounts.default.token'), 'PIER_TOKEN is not set for the CLI')
+    assert.ok(!paths.some((p) => p.includes('accounts.two.token')), 'the file SecretRef resolves')
+    delete config.channels.pier.accounts.audit
+    home.writeConfig(config)
+  })
+
+  it('NATS started 10 s after the gateway: the account reports connecting, then answers a job', async () => {
+    home.env.PIER_TOKEN = TOKEN // the env SecretRef's value, only in the gateway's environment
+    gateway = await home.startGateway()
+    console.log(`# gateway ready at ${elapsed()}`)
+    // NATS for this account starts 10 s after the gateway is ready (later only if this machine
+    // is too busy to show the connecting state by then).
+    const before = await waitFor(async () => {
+      const s = await channelStatus()
+      return account(s, 'late')?.lastError ? s : null
+    }, { timeout: 60_000, interval: 500 })
+    const waiting = account(before, 'late')
+    assert.equal(waiting.running, true)
+    assert.equal(waiting.connected, false)
+    assert.equal(waiting.pier.state, 'connecting')
+    assert.match(waiting.lastError, /^PIER_CONNECT: /)
+    assert.ok(before.statusIssues.some((i) => i.accountId === 'late' && i.kind === 'runtime'), JSON.stringify(before.statusIssues))
+    await sleep(Math.max(0, gateway.readyAt + 10_000 - Date.now()))
+    late = await startNatsServer({ name: 'pier-late', port: latePort })
+    lateNc = await rawClient(late.url)
+    console.log(`# late NATS up ${((Date.now() - gateway.readyAt) / 1000).toFixed(1)} s after the gateway was ready`)
+    const reply = await firstRequest(lateNc, 'jobs.chan.late', { type: 'task_request', id: 'late-1', task: 'PIERQ:late', timeoutMs: 30_000 })
+    assert.equal(reply.result, answerFor('late'))
+    assert.equal(reply.worker.id, 'chan-late')
+    const after = account(await channelStatus(), 'late')
+    assert.equal(after.connected, true)
+    assert.equal(after.lifecycle, 'ready')
+  })
+
+  it('channels status --probe --json: the account runs, is connected, and answers a job through a real agent turn', async () => {
+    const reply = await firstRequest(nc, 'jobs.chan.default', { type: 'task_request', id: 'c-1', task: 'Please answer PIERQ:alpha', timeoutMs: 30_000 })
+    assert.equal(reply.type, 'task_result', JSON.stringify(reply))
+    assert.equal(reply.result, answerFor('alpha'))
+    assert.deepEqual(reply.worker, { id: 'chan-default', wallet: '0xC0FFEE' })
+
+    const status = await waitFor(async () => {
+      const s = await channelStatus()
+      return account(s, 'default')?.pier?.completed >= 1 ? s : null
+    }, { timeout: 30_000, interval: 500 })
+    const main = account(status, 'default')
+    assert.equal(main.running, true)
+    assert.equal(main.connected, true)
+    assert.equal(main.enabled, true)
+    assert.equal(main.configured, true)
+    assert.equal(main.lifecycle, 'ready')
+    assert.ok(main.healthState === undefined || main.healthState === 'healthy', main.healthState)
+    assert.equal(main.probe.ok, true)
+    assert.equal(main.pier.server, nats.url)
+    assert.equal(main.pier.serverName, 'pier-channel-e2e')
+    assert.equal(main.pier.workerId, 'chan-default')
+    assert.equal(main.pier.inFlight, 0)
+    assert.equal(main.pier.received, 1)
+    assert.equal(main.pier.completed, 1)
+    assert.equal(main.lastError, null)
+    assert.equal(main.name, 'Main worker')
+    assert.deepEqual(status.statusIssues.filter((i) => i.accountId === 'default'), [])
+    assert.doesNotMatch(JSON.stringify(status), new RegExp(TOKEN))
+
+    const text = await cli(['channels', 'status', '--probe'])
+    assert.match(text, /Pier default \(Main worker\): enabled, configured, running, connected,.* works/)
+    assert.doesNotMatch(text, /health:/)
+    const overview = await cli(['status'])
+    assert.doesNotMatch(overview, /No channels configured/)
+    assert.match(overview, /│ Pier\s+│ ON\s+│ OK/)
+  })
+
+  it('a SecretRef file token logs in to the token-protected server: a second account answers on its own subject', async () => {
+    const one = await request(nc, 'jobs.chan.default', { id: 'two-a', task: 'PIERQ:one', timeoutMs: 30_000 }, 45_000)
+    const two = await firstRequest(nc, 'jobs.chan.two', { id: 'two-b', task: 'PIERQ:two', timeoutMs: 30_000 })
+    assert.equal(one.result, answerFor('one'))
+    assert.equal(two.result, answerFor('two'))
+    assert.equal(one.worker.id, 'chan-default')
+    assert.equal(two.worker.id, 'chan-two')
+    const status = await channelStatus()
+    assert.equal(account(status, 'two').connected, true)
+    assert.equal(account(status, 'two').pier.subject, 'jobs.chan.two')
+  })
+
+  it('/pier shows one readable block per account', async () => {
+    const key = 'agent:main:main'
+    await cli(['gateway', 'call', 'chat.send', '--params', JSON.stringify({ sessionKey: key, message: '/pier', idempotencyKey: `pier-${Date.now()}` }), '--json'])
+    let last = ''
+    const history = await waitFor(
+      async () => {
+        last = await cli(['gateway', 'call', 'chat.history', '--params', JSON.stringify({ sessionKey: key, limit: 6 }), '--json'])
+        return /Pier connector/.test(last) ? last : null
+      },
+      { timeout: 30_000, interval: 500 },
+    ).catch((error) => {
+      throw new Error(`${error.message}; last history: ${last.slice(-3000)}`)
+    })
+    const text = JSON.parse(JSON.stringify(history)).replace(/\\n/g, '\n')
+    for (const id of ['default', 'late', 'two']) assert.match(text, new RegExp(`account ${id}\\n  connection: connected, server nats://`))
+    assert.match(text, /uptime: (\d+s|\d+m \d\ds)/)
+    assert.match(text, /reconnects: \d+ \(\d+ disconnects?\)/)
+    assert.match(text, /last error: /)
+    assert.doesNotMatch(text, /uptimeMs|\d{5,} ?ms/)
+  })
+
+  it('pier_publish is opt-in, refused over the price cap before sending, and every error has a code', async () => {
+    const effective = async () =>
+      JSON.stringify(JSON.parse(await cli(['gateway', 'call', 'tools.effective', '--params', JSON.stringify({ sessionKey: 'agent:main:main' }), '--json'])))
+    assert.doesNotMatch(await effective(), /pier_publish/, 'not offered to an agent until the user allows it')
+    // The user opts in; the running gateway picks the config change up.
+    await cli(['config', 'set', 'tools.alsoAllow', '["pier_publish"]', '--strict-json'])
+    await waitFor(async () => /pier_publish/.test(await effective()), { timeout: 30_000, interval: 1000 })
+
+    const sent = []
+    const sub = nc.subscribe('jobs.chan.submit', { callback: (_e, m) => sent.push(m) })
+    await nc.flush()
+    const over = await invokeTool({ task: 'PIERQ:costly', meta: { price: 11 } })
+    assert.equal(over.status, 200, over.body)
+    assert.match(over.body, /"code":"PIER_PRICE_CAP"/)
+    assert.match(over.body, /above maxPublishPrice 10/)
+
+    const paid = await invokeTool({ task: 'PIERQ:paid', meta: { price: 5 }, timeoutMs: 2000 })
+    console.log(`# paid publish within the cap: ${paid.body.slice(0, 300)}`)
+    assert.doesNotMatch(paid.body, /task_result/, 'a paid publish waits for an approval nobody can give here')
+    assert.match(paid.body, /approv/i)
+    await sleep(300)
+    assert.equal(sent.length, 0, `nothing was published: ${paid.body}`)
+
+    const free = await invokeTool({ task: 'PIERQ:free', timeoutMs: 2000 })
+    assert.match(free.body, /"code":"PIER_(NO_RESPONDERS|TIMEOUT)"/)
+    assert.equal(sent.length, 1, 'an unpaid task is sent')
+    sub.unsubscribe()
+    assert.doesNotMatch(over.body + paid.body + free.body, new RegExp(TOKEN))
+  })
+
+  it('job sessions are removed once answered: after 20 jobs at most 5 Pier sessions remain', async () => {
+    for (let i = 0; i < 20; i++) {
+      const reply = await request(nc, 'jobs.chan.default', { id: `s-${i}`, task: `PIERQ:s${i}`, timeoutMs: 30_000 }, 45_000)
+      assert.equal(reply.result, answerFor(`s${i}`))
+    }
+    const keys = await waitFor(async () => {
+      const k = (await sessionKeys()).filter((key) => key.includes(':pier:'))
+      return k.length <= 5 ? k : null
+    }, { timeout: 20_000, interval: 500 })
+    assert.ok(keys.length <= 5, keys.join('\n'))
+    assert.ok(keys.includes('agent:main:pier:s-19'), 'the newest kept (keepSessions 2)')
+  })
+
+  it('stopping the gateway drains each account once: an in-flight job is still answered', async () => {
+    const pending = request(nc, 'jobs.chan.default', { id: 'drain-1', task: 'PIERQ:slow1', timeoutMs: 30_000 }, 45_000)
+    // Stop once the turn is inside its (2 s) model call.
+    await waitFor(() => model.requests.some((r) => r.word === 'slow1'), { timeout: 20_000 })
+    const exited = gateway.stop()
+    const reply = await pending
+    assert.equal(reply.type, 'task_result', `${JSON.stringify(reply)}\n${gateway.log().split('\n').slice(-40).join('\n')}`)
+    assert.equal(reply.result, answerFor('slow1'))
+    await exited
+    const log = gateway.log()
+    for (const id of ['default', 'late', 'two']) {
+      assert.equal(log.split(`[${id}] stopping: draining in-flight jobs`).length - 1, 1, `${id} drained once`)
+    }
+    assert.doesNotMatch(log, new RegExp(TOKEN))
+    gateway = null
+    console.log(`# done at ${elapsed()}`)
+  })
+})

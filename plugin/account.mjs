@@ -1,0 +1,157 @@
+// One Pier account through OpenClaw's channel account lifecycle (gateway.startAccount): a
+// worker of its own, started when the account starts, its status published with ctx.setStatus
+// while it runs, drained once when the account is stopped (reload, stop, gateway shutdown).
+import { PierWorker } from './addon.mjs'
+import { createAgentTurnHandler } from './agent-turn.mjs'
+import { runningAccounts } from './accounts.mjs'
+import { createSessionPruner } from './sessions.mjs'
+import { snapshotOf } from './status.mjs'
+import { redactSecrets } from './config.mjs'
+
+const STATUS_INTERVAL_MS = 1000
+
+/**
+ * @param {object} deps `api` (OpenClaw plugin API), `log` (pierLogger), `deleteSession`
+ *   (optional override of the session store's delete, for tests)
+ */
+export function createAccountRun(account, { api, log, deleteSession }) {
+  const { addonConfig, accountId } = account
+  const running = new Map()
+  const sessions = createSessionPruner({ agentId: account.agentId, keep: account.keepSessions, log, deleteSession })
+  const handler = createAgentTurnHandler(api, account.agentId, running, { onTurnSettled: sessions.finished })
+  const clean = (message) => redactSecrets(message, addonConfig)
+  let worker = null
+  let drained = null
+  const run = {
+    accountId,
+    account,
+    startedAtMs: Date.now(),
+    lastError: null,
+    activity: { inboundAt: null, outboundAt: null, runAt: null, connectedAt: null, seen: { received: 0, answered: 0 } },
+    sessions,
+    get worker() {
+      return worker
+    },
+    /** Builds the worker; throws the addon's error (config, unsupported platform) as a redacted one. */
+    create() {
+      try {
+        worker = new PierWorker(addonConfig, handler, {
+          logger: (level, message) => log.addon(level, `[${accountId}] ${clean(message).replace(/^\[pier-connector\] /, '')}`),
+          onCancel: (jobId, reason) => running.get(jobId)?.abort(new Error(reason)),
+        })
+        return worker
+      } catch (error) {
+        throw cleanError(error, clean)
+      }
+    },
+    status() {
+      if (!worker) return null
+      const s = worker.status()
+      if (s.lastError) s.lastError = clean(s.lastError)
+      s.servers = clean(s.servers)
+      return s
+    },
+    /** Stops the worker at most once, however many of stop/abort/service-stop ask. */
+    drain() {
+      drained ??= (async () => {
+        if (!worker) return
+        if (worker.running || run.status()?.state === 'connecting') {
+          log.info(`[${accountId}] stopping: draining in-flight jobs`)
+          try {
+            await worker.stop()
+          } catch (error) {
+            log.warn(`[${accountId}] stop failed: ${clean(error.message)}`)
+          }
+          const { stats } = worker.status()
+          log.info(`[${accountId}] stopped; ${stats.received} jobs received, ${stats.completed} completed, ${stats.failed} failed`)
+        }
+        await sessions.idle()
+      })()
+      return drained
+    },
+  }
+  return run
+}
+
+function cleanError(error, clean) {
+  const out = new Error(clean(error?.message ?? String(error)))
+  if (error?.code) out.code = error.code
+  return out
+}
+
+/** Records when jobs arrived and were answered, from the worker's counters. */
+function trackActivity(run, s) {
+  const now = Date.now()
+  const a = run.activity
+  if (s.state === 'connected' && !a.connectedAt) a.connectedAt = now
+  const answered = s.stats.completed + s.stats.failed + s.stats.rejected + s.stats.timedOut
+  if (s.stats.received > a.seen.received) a.inboundAt = a.runAt = now
+  if (answered > a.seen.answered) a.outboundAt = a.runAt = now
+  a.seen = { received: s.stats.received, answered }
+}
+
+/**
+ * The channel's `gateway.startAccount`: stays pending while the account runs (as OpenClaw
+ * expects of an account monitor) and returns once it is stopped and drained.
+ */
+export async function startAccount(ctx, deps) {
+  const { log } = deps
+  const account = ctx.account
+  const previous = runningAccounts.get(ctx.accountId)
+  if (previous) await previous.drain()
+  const run = createAccountRun(account, deps)
+  runningAccounts.set(ctx.accountId, run)
+  const publish = () => {
+    const s = run.status()
+    if (s) trackActivity(run, s)
+    ctx.setStatus({ ...ctx.getStatus?.(), ...snapshotOf(run, s) })
+  }
+  let timer = null
+  try {
+    if (account.unresolvedSecrets.length) {
+      throw Object.assign(new Error(`PIER_CONFIG: ${account.unresolvedSecrets.join(', ')} is a SecretRef OpenClaw did not resolve; check the secrets provider`), { code: 'PIER_CONFIG' })
+    }
+    run.create()
+    ctx.setStatus({ ...snapshotOf(run, run.status()), running: true, lastStartAt: Date.now(), lifecycle: 'starting' })
+    timer = setInterval(publish, STATUS_INTERVAL_MS)
+    timer.unref?.()
+    const aborted = new Promise((resolve) => {
+      if (ctx.abortSignal.aborted) resolve()
+      else ctx.abortSignal.addEventListener('abort', resolve, { once: true })
+    })
+    // start() keeps retrying while no server answers (maxConnectAttempts 0 = until stopped).
+    const started = run.worker.start().then(
+      () => ({ ok: true }),
+      (error) => ({ error }),
+    )
+    const first = await Promise.race([started, aborted.then(() => ({ aborted: true }))])
+    if (first.error && first.error.code !== 'PIER_STOPPED') throw cleanError(first.error, (m) => m)
+    if (first.ok) {
+      const s = run.status()
+      log.info(`[${ctx.accountId}] worker ${s.workerId} taking jobs on ${s.subject} (queue ${s.queueGroup}) via ${s.servers}`)
+      publish()
+      await aborted
+    }
+    await run.drain()
+    clearInterval(timer)
+    ctx.setStatus({ ...snapshotOf(run, run.status()), running: false, connected: false, lifecycle: 'stopped', lastStopAt: Date.now() })
+  } catch (error) {
+    clearInterval(timer)
+    await run.drain()
+    // A refused login or a bad config will not heal by restarting: report it as terminal so
+    // the channel manager does not restart it in a loop, and keep the reason visible.
+    run.lastError = error.message
+    log.error(`[${ctx.accountId}] worker failed to start: ${error.message}`)
+    ctx.setStatus({
+      ...snapshotOf(run, run.status()),
+      running: false,
+      connected: false,
+      lifecycle: 'blocked',
+      terminalDisconnect: true,
+      lastError: error.message,
+      lastStopAt: Date.now(),
+    })
+  } finally {
+    if (runningAccounts.get(ctx.accountId) === run) runningAccounts.delete(ctx.accountId)
+  }
+}

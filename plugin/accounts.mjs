@@ -1,0 +1,12 @@
+// Running Pier accounts by account id. Kept on globalThis because OpenClaw may evaluate this
+// plugin's modules more than once in one gateway (tool discovery, reloads): the channel
+// lifecycle, the /pier command and pier_publish must all see the same workers.
+const KEY = Symbol.for('pier-connector.accounts')
+
+/** @type {Map<string, import('./account.mjs').AccountRun>} */
+export const runningAccounts = (globalThis[KEY] ??= new Map())
+
+/** Drains every running account once; what a gateway stop or plugin reload waits for. */
+export async function drainAll() {
+  await Promise.all([...runningAccounts.values()].map((run) => run.drain()))
+}
