@@ -116,8 +116,9 @@ describe('unsupported platform', () => {
     assert.equal(seen.addonLoadError, null)
     assert.deepEqual(seen.start, { ok: true })
     assert.deepEqual(seen.health, [{ clearFailure: true }])
-    // The tool reached the worker it started (the echo-less handler has no agent runtime).
+    // The tool reached NATS through the real addon. Workers run through the channel's accounts
+    // (not this service), so nobody listens on the subject.
     assert.equal(seen.tool.ok, false)
-    assert.equal(seen.tool.error.code, 'RUNTIME_UNAVAILABLE')
+    assert.equal(seen.tool.error.code, 'PIER_NO_RESPONDERS')
   })
 })

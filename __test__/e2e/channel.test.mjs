@@ -6,16 +6,14 @@
 // sessions, /pier, and one drain per account on stop.
 import { describe, it, before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { fileURLToPath } from 'node:url'
 import { spawn } from 'node:child_process'
 import { writeFileSync, chmodSync } from 'node:fs'
 import { join } from 'node:path'
 import { startNatsServer, freePort } from '../helpers/nats-server.mjs'
 import { startFakeModel, answerFor } from '../helpers/fake-model.mjs'
-import { createOpenClawHome, OPENCLAW } from '../helpers/openclaw.mjs'
+import { createOpenClawHome, OPENCLAW, packPlugin } from '../helpers/openclaw.mjs'
 import { rawClient, request, waitFor, sleep } from '../helpers/addon.mjs'
 
-const ROOT = fileURLToPath(new URL('../..', import.meta.url))
 const TOKEN = 'e2e-secret-token-7f3a'
 const FILE_TOKEN = TOKEN // the file SecretRef resolves to the same server token
 const PLAINTEXT = 'plaintext-token-for-audit'
@@ -121,7 +119,8 @@ before(async () => {
   latePort = await freePort()
   model = await startFakeModel()
   home = await createOpenClawHome({ modelBaseUrl: model.baseUrl, registryUrl: 'http://127.0.0.1:9/' })
-  await home.cli(['plugins', 'install', '--link', ROOT, '--force', '--accept-capabilities'])
+  // The packed directory: a link to the built checkout makes OpenClaw read its target/ too.
+  await home.cli(['plugins', 'install', '--link', packPlugin().dir, '--force', '--accept-capabilities'])
 })
 
 after(async () => {

@@ -4,14 +4,13 @@
 // local OpenAI-compatible model. Then the directory install and the link install.
 import { describe, it, before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { execFileSync } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { readdirSync, statSync, existsSync, realpathSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:http'
 import { join, dirname, relative } from 'node:path'
 import { startNatsServer } from '../helpers/nats-server.mjs'
 import { startFakeModel, answerFor } from '../helpers/fake-model.mjs'
-import { createOpenClawHome } from '../helpers/openclaw.mjs'
+import { createOpenClawHome, packPlugin } from '../helpers/openclaw.mjs'
 import { startNpmRegistry } from '../helpers/npm-registry.mjs'
 import { buildPublishedLayout, tarballFiles } from '../helpers/published.mjs'
 import { rawClient, request, waitFor, sleep } from '../helpers/addon.mjs'
@@ -20,19 +19,6 @@ const ROOT = fileURLToPath(new URL('../..', import.meta.url))
 const JOBS = 'jobs.e2e'
 
 let nats, nc, registry, model, home, gateway, packed
-
-/** scripts/pack.sh: a plain `npm pack` of the checkout and the same files unpacked. */
-function packPlugin() {
-  const out = execFileSync('bash', [join(ROOT, 'scripts/pack.sh')], { encoding: 'utf8' }).trim().split('\n')
-  const tgz = join(ROOT, out.find((l) => l.endsWith('.tgz')))
-  const files = execFileSync('tar', ['-tzf', tgz], { encoding: 'utf8' }).split('\n').filter(Boolean)
-  return {
-    tgz,
-    dir: join(ROOT, 'dist', 'pier-connector'),
-    files: files.map((f) => f.replace(/^package\//, '')).sort(),
-    manifest: JSON.parse(execFileSync('tar', ['-xzOf', tgz, 'package/package.json'], { encoding: 'utf8' })),
-  }
-}
 
 /** An npm registry that answers nothing and counts what asked: proof that an install was offline. */
 async function startTripwireRegistry() {

@@ -1,11 +1,14 @@
 // A real OpenClaw (openclaw@2026.9.6 on Node 24) in a temporary home, for end-to-end tests.
 // scripts/setup-e2e.sh puts Node 24 and OpenClaw in the cache directory used here.
-import { spawn, execFile } from 'node:child_process'
+import { spawn, execFile, execFileSync } from 'node:child_process'
 import { promisify } from 'node:util'
 import { mkdtempSync, writeFileSync, readFileSync, rmSync, mkdirSync } from 'node:fs'
 import { tmpdir, homedir } from 'node:os'
 import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import { freePort } from './nats-server.mjs'
+
+const ROOT = fileURLToPath(new URL('../..', import.meta.url))
 
 const run = promisify(execFile)
 
@@ -95,4 +98,21 @@ export async function createOpenClawHome({ modelBaseUrl, registryUrl }) {
     cleanup: () => rmSync(dir, { recursive: true, force: true }),
   }
   return home
+}
+
+/**
+ * scripts/pack.sh: a plain `npm pack` of the checkout and the same files unpacked. Link installs
+ * use the unpacked directory, not the checkout: OpenClaw reads the whole linked directory, and a
+ * built checkout's target/ holds gigabytes.
+ */
+export function packPlugin() {
+  const out = execFileSync('bash', [join(ROOT, 'scripts/pack.sh')], { encoding: 'utf8' }).trim().split('\n')
+  const tgz = join(ROOT, out.find((l) => l.endsWith('.tgz')))
+  const files = execFileSync('tar', ['-tzf', tgz], { encoding: 'utf8' }).split('\n').filter(Boolean)
+  return {
+    tgz,
+    dir: join(ROOT, 'dist', 'pier-connector'),
+    files: files.map((f) => f.replace(/^package\//, '')).sort(),
+    manifest: JSON.parse(execFileSync('tar', ['-xzOf', tgz, 'package/package.json'], { encoding: 'utf8' })),
+  }
 }
