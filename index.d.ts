@@ -31,6 +31,11 @@ export declare class PierClient {
 /**
  * A Pier worker: takes jobs from NATS and runs each through `handler`, which returns (or
  * resolves to) the result text, or `{ error: { code, message } }` to choose the error code.
+ *
+ * Its methods (and `PierClient`'s) throw or reject with an `Error` whose `code` property is one
+ * of `PIER_CONFIG`, `PIER_CONNECT`, `PIER_ALREADY_RUNNING`, `PIER_NOT_RUNNING`, `PIER_STOPPED`,
+ * `PIER_TIMEOUT`, `PIER_NO_RESPONDERS`, `PIER_INVALID_TASK`, `PIER_INVALID_REPLY` or
+ * `PIER_REQUEST`; the message starts with the same code.
  */
 export declare class PierWorker {
   constructor(config: PierConfig, handler: (job: Job) => Promise<string | HandlerError> | string, options?: WorkerOptions | undefined | null)
@@ -240,6 +245,12 @@ export interface PublishRequestOptions {
   meta?: any
 }
 
+/**
+ * A `task_error`'s error. `code` is one of the wire protocol's codes: `PARSE_ERROR`,
+ * `INVALID_REQUEST`, `RUNTIME_UNAVAILABLE`, `EXECUTION_FAILED`, `PAYLOAD_TOO_LARGE`, `TIMEOUT`,
+ * `OVERLOADED`, `SHUTTING_DOWN`, `UNAUTHORIZED`, or `RESULT_TOO_LARGE` (new: the result did not
+ * fit in the server's `max_payload`).
+ */
 export interface ReplyError {
   code: string
   message: string
@@ -283,7 +294,7 @@ export interface WorkerOptions {
   onCancel?: (jobId: string, reason: string) => void
   /**
    * Lowest level passed to `logger`: `debug`, `info` (default), `warn` or `error`.
-   * Per-job success lines are `debug`.
+   * Every finished job is one line: `info` when completed, `warn`/`error` for a task_error.
    */
   logLevel?: string
 }

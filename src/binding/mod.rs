@@ -52,7 +52,7 @@ pub struct WorkerOptions {
     #[napi(ts_type = "(jobId: string, reason: string) => void")]
     pub on_cancel: Option<LogFn>,
     /// Lowest level passed to `logger`: `debug`, `info` (default), `warn` or `error`.
-    /// Per-job success lines are `debug`.
+    /// Every finished job is one line: `info` when completed, `warn`/`error` for a task_error.
     pub log_level: Option<String>,
 }
 
@@ -115,6 +115,10 @@ pub struct HandlerError {
     pub error: ReplyError,
 }
 
+/// A `task_error`'s error. `code` is one of the wire protocol's codes: `PARSE_ERROR`,
+/// `INVALID_REQUEST`, `RUNTIME_UNAVAILABLE`, `EXECUTION_FAILED`, `PAYLOAD_TOO_LARGE`, `TIMEOUT`,
+/// `OVERLOADED`, `SHUTTING_DOWN`, `UNAUTHORIZED`, or `RESULT_TOO_LARGE` (new: the result did not
+/// fit in the server's `max_payload`).
 #[napi(object)]
 #[allow(dead_code)] // declared for index.d.ts; JS builds and reads these shapes
 pub struct ReplyError {
@@ -167,6 +171,11 @@ type LogFn = ThreadsafeFunction<
 
 /// A Pier worker: takes jobs from NATS and runs each through `handler`, which returns (or
 /// resolves to) the result text, or `{ error: { code, message } }` to choose the error code.
+///
+/// Its methods (and `PierClient`'s) throw or reject with an `Error` whose `code` property is one
+/// of `PIER_CONFIG`, `PIER_CONNECT`, `PIER_ALREADY_RUNNING`, `PIER_NOT_RUNNING`, `PIER_STOPPED`,
+/// `PIER_TIMEOUT`, `PIER_NO_RESPONDERS`, `PIER_INVALID_TASK`, `PIER_INVALID_REPLY` or
+/// `PIER_REQUEST`; the message starts with the same code.
 #[napi]
 pub struct PierWorker {
     worker: Arc<Worker>,
