@@ -539,8 +539,9 @@ impl Pipeline {
         }
     }
 
-    /// Waits (up to [`FINAL_FLUSH`]) for the connection to pass on what was sent so far.
-    async fn flush(&self) -> bool {
+    /// Waits (up to [`FINAL_FLUSH`]) for the connection to pass on what was sent so far
+    /// (JetStream: before the ack; every source: at shutdown).
+    pub(crate) async fn flush(&self) -> bool {
         matches!(
             tokio::time::timeout(FINAL_FLUSH, self.client.flush()).await,
             Ok(Ok(()))

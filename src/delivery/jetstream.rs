@@ -6,7 +6,7 @@
 
 use crate::config::Config;
 use crate::error::{ErrorCode, JobError, PierError, RequestOp};
-use crate::pipeline::{Inbound, Pipeline, ReplyTarget, Settle, FINAL_FLUSH};
+use crate::pipeline::{Inbound, Pipeline, ReplyTarget, Settle};
 use crate::protocol::REPLY_HEADER;
 use crate::subject;
 use async_nats::jetstream::{self, consumer::PullConsumer, AckKind};
@@ -19,7 +19,6 @@ use tokio::task::JoinHandle;
 
 pub(crate) struct PullSource {
     consumer: PullConsumer,
-    client: Client,
 }
 
 impl PullSource {
@@ -57,10 +56,7 @@ impl PullSource {
                 .await
                 .map_err(|e| PierError::request(RequestOp::JetStreamConsumerUpdate, e))?;
         }
-        Ok(PullSource {
-            consumer,
-            client: client.clone(),
-        })
+        Ok(PullSource { consumer })
     }
 
     /// Pulls as many jobs as there are free slots and admits each, until `stop`. Jobs still
@@ -87,10 +83,7 @@ impl PullSource {
             while let Some(Ok(message)) = batch.next().await {
                 let inbound = StreamMessage {
                     message,
-                    client: self.client.clone(),
-                    result_subject: pipeline.config().result_subject.clone(),
-                    max_deliver: pipeline.config().max_deliver,
-                    ack_wait_ms: pipeline.config().ack_wait_ms,
+                    pipeline: pipeline.clone(),
                 };
                 // Without a slot the pipeline gives the message back (`when_full`).
                 pipeline.admit(inbound, first.take()).await;
@@ -101,10 +94,8 @@ impl PullSource {
 
 struct StreamMessage {
     message: jetstream::Message,
-    client: Client,
-    result_subject: Option<String>,
-    max_deliver: i64,
-    ack_wait_ms: u64,
+    /// For the config and the connection's flush before the ack.
+    pipeline: Arc<Pipeline>,
 }
 
 impl StreamMessage {
@@ -138,7 +129,7 @@ impl Inbound for StreamMessage {
         } else {
             "it has no Pier-Reply-To header"
         };
-        match (&self.result_subject, job_id) {
+        match (&self.pipeline.config().result_subject, job_id) {
             (Some(prefix), Some(id)) => ReplyTarget::Subject(Subject::from(format!(
                 "{prefix}.{}",
                 subject::subject_token(id)
@@ -162,7 +153,7 @@ impl Inbound for StreamMessage {
             ErrorCode::ShuttingDown => Some(Settle::Retry { delay: None }),
             ErrorCode::ExecutionFailed | ErrorCode::RuntimeUnavailable => {
                 let delivered = self.delivered();
-                (delivered < self.max_deliver).then(|| Settle::Retry {
+                (delivered < self.pipeline.config().max_deliver).then(|| Settle::Retry {
                     delay: Some(Duration::from_millis(250 * (1u64 << delivered.clamp(1, 8)))),
                 })
             }
@@ -176,7 +167,7 @@ impl Inbound for StreamMessage {
 
     fn keep_alive(&self) -> Option<JoinHandle<()>> {
         let message = self.message.clone();
-        let every = Duration::from_millis((self.ack_wait_ms / 2).max(100));
+        let every = Duration::from_millis((self.pipeline.config().ack_wait_ms / 2).max(100));
         Some(tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.tick().await;
@@ -192,11 +183,7 @@ impl Inbound for StreamMessage {
             Settle::Answered { ok } => {
                 // The answer must have reached the server before the job is taken off the
                 // stream; if that cannot be confirmed, the job comes back.
-                let flushed = matches!(
-                    tokio::time::timeout(FINAL_FLUSH, self.client.flush()).await,
-                    Ok(Ok(()))
-                );
-                match (flushed, ok) {
+                match (self.pipeline.flush().await, ok) {
                     (false, _) => AckKind::Nak(None),
                     (true, true) => return drop(self.message.double_ack().await),
                     (true, false) => AckKind::Term,
