@@ -313,6 +313,10 @@ export interface WorkerStats {
   reconnects: number
   slowConsumerEvents: number
   serverErrors: number
+  /** Sum of `meta.price` of completed jobs, in the unit requesters price in. */
+  earned: number
+  /** Upper bound (ms) of the duration bucket holding the median job (buckets 1 ms · 2^k). */
+  p50Ms?: number
 }
 
 export interface WorkerStatus {

@@ -333,7 +333,7 @@ describe('accounts through the channel lifecycle, with a real nats-server', () =
     await waitFor(() => ctx.last().connected === true, { timeout: 10_000 })
     assert.equal(ctx.last().lifecycle, 'ready')
     assert.equal(ctx.last().running, true)
-    const reply = await request(nats.nc, 'jobs.life', { type: 'task_request', id: 'l1', task: 'hi' })
+    const reply = await request(nats.nc, 'jobs.life', { type: 'task_request', id: 'l1', task: 'hi', meta: { price: 2.5 } })
     assert.equal(reply.result, 'agent says hi')
     await waitFor(() => deleted.length === 1, { timeout: 3000 })
     assert.deepEqual(deleted, ['agent:main:pier:l1'])
@@ -342,7 +342,15 @@ describe('accounts through the channel lifecycle, with a real nats-server', () =
     assert.equal(ctx.last().activeRuns, 0)
 
     const text = registered.commands[0].handler().text
-    assert.match(text, /^Pier connector\naccount default\n  connection: connected, server nats:\/\/127\.0\.0\.1:\d+ \(pier-test [\d.]+\)/)
+    // The fleet table first (fenced for a fixed-width font), the same one the CLI prints.
+    const [title, fence, header, row, count, close] = text.split('\n')
+    assert.deepEqual([title, fence, close, count], ['Pier connector', '```', '```', '1 worker'])
+    assert.match(header, /^WORKER\s+SERVER\s+UPTIME\s+IN FLIGHT\s+COMPLETED\s+FAILED\s+P50 MS\s+EARNED$/)
+    const cells = row.split(/\s{2,}/)
+    assert.deepEqual([cells[0], cells[1], cells[3], cells[4], cells[5], cells[7]], ['life-1', 'pier-test', '0', '1', '0', '2.5'])
+    assert.match(cells[2], /^\d+s$/)
+    assert.match(cells[6], /^≤\d+$/, 'the p50 of the one job')
+    assert.match(text, /\naccount default\n  connection: connected, server nats:\/\/127\.0\.0\.1:\d+ \(pier-test [\d.]+\)/)
     assert.match(text, /  jobs: 1 received, 1 completed, 0 failed/)
     assert.match(text, /  reconnects: 0 \(0 disconnects\)\n  last error: none/)
     assert.match(text, /  uptime: \d+s/)
@@ -439,7 +447,10 @@ describe('accounts through the channel lifecycle, with a real nats-server', () =
     const two = await request(nats.nc, 'jobs.two', { id: 't1', task: 'for two' })
     assert.deepEqual([one.worker.id, two.worker.id], ['w-one', 'w-two'])
     assert.deepEqual(sessions, ['agent:main:pier:o1', 'agent:ops:pier:t1'])
-    assert.match(registered.commands[0].handler().text, /account one\n[\s\S]*account two\n/)
+    const text = registered.commands[0].handler().text
+    assert.match(text, /account one\n[\s\S]*account two\n/)
+    assert.match(text, /\nw-one +pier-test +\d+s +0 +1 +0 +≤\d+ +0\nw-two +pier-test /, 'a table row per running account')
+    assert.match(text, /\n2 workers\n/)
     ctxs.forEach((c) => c.abort())
     await Promise.all(runs)
   })

@@ -16,6 +16,7 @@ try {
 // Flags that mirror config keys, generated from the Rust config (scripts/gen-config.mjs):
 // `kind` decides how a flag is parsed.
 const CONFIG_FLAGS = require('./config-flags.json')
+const { fleetTable } = require('./fleet-table.js')
 
 // Secrets can come from the environment so they stay out of `ps` output and shell history.
 const SECRET_ENV = [
@@ -263,35 +264,23 @@ function runWorkers(values, config) {
   })
 }
 
-/** `45s`, `3m 05s`, `1h 02m`, `2d 03h`: an uptime a person reads at a glance. */
-function humanDuration(ms) {
-  const s = Math.max(0, Math.floor(ms / 1000))
-  const pad = (n) => String(n).padStart(2, '0')
-  if (s < 60) return `${s}s`
-  if (s < 3600) return `${Math.floor(s / 60)}m ${pad(s % 60)}s`
-  if (s < 86400) return `${Math.floor(s / 3600)}h ${pad(Math.floor(s / 60) % 60)}m`
-  return `${Math.floor(s / 86400)}d ${pad(Math.floor(s / 3600) % 24)}h`
-}
-
-/** The discovery answers as a table, one row per worker, columns aligned. */
+/** The discovery answers as the fleet table. */
 function workersTable(workers, now) {
-  const rows = workers.map((w) => {
-    const data = w.endpoints?.[0]?.data ?? {}
-    return [
-      w.metadata?.workerId ?? w.id,
-      data.server ?? '',
-      w.started ? humanDuration(now - Date.parse(w.started)) : '',
-      String(data.inFlight ?? ''),
-      String(data.completed ?? ''),
-      String((data.failed ?? 0) + (data.timedOut ?? 0)),
-      data.p50Ms == null ? '–' : `≤${data.p50Ms}`,
-      String(data.earned ?? 0),
-    ]
-  })
-  const header = ['WORKER', 'SERVER', 'UPTIME', 'IN FLIGHT', 'COMPLETED', 'FAILED', 'P50 MS', 'EARNED']
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)))
-  const line = (cells) => cells.map((c, i) => (i < 3 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ').trimEnd()
-  return [line(header), ...rows.map(line), `${workers.length} worker${workers.length === 1 ? '' : 's'}`].join('\n')
+  return fleetTable(
+    workers.map((w) => {
+      const data = w.endpoints?.[0]?.data ?? {}
+      return {
+        worker: w.metadata?.workerId ?? w.id,
+        server: data.server,
+        uptimeMs: w.started ? now - Date.parse(w.started) : undefined,
+        inFlight: data.inFlight,
+        completed: data.completed,
+        failed: (data.failed ?? 0) + (data.timedOut ?? 0),
+        p50Ms: data.p50Ms,
+        earned: data.earned,
+      }
+    }),
+  )
 }
 
 async function main(argv) {

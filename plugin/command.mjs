@@ -1,18 +1,27 @@
-// The /pier command: one block per account, written for a person (uptime as `1h 02m`).
+// The /pier command, written for a person: the fleet table of this gateway's running
+// accounts (the one `pier-connector workers` prints), then one block per account.
+import fleet from '../cli/fleet-table.js'
 import { runningAccounts } from './accounts.mjs'
 import { listAccountIds, resolveAccount } from './config.mjs'
 
-const pad = (n) => String(n).padStart(2, '0')
-
 export function formatUptime(ms) {
   if (typeof ms !== 'number' || !Number.isFinite(ms) || ms < 0) return 'not running'
-  const s = Math.floor(ms / 1000)
-  if (s < 60) return `${s}s`
-  const m = Math.floor(s / 60)
-  if (m < 60) return `${m}m ${pad(s % 60)}s`
-  const h = Math.floor(m / 60)
-  if (h < 24) return `${h}h ${pad(m % 60)}m`
-  return `${Math.floor(h / 24)}d ${pad(h % 24)}h`
+  return fleet.humanDuration(ms)
+}
+
+/** A running account's row of the fleet table. */
+export function fleetRow(status) {
+  const s = status.stats
+  return {
+    worker: status.workerId,
+    server: status.serverName ?? status.servers,
+    uptimeMs: status.uptimeMs,
+    inFlight: s.inFlight,
+    completed: s.completed,
+    failed: s.failed + s.timedOut,
+    p50Ms: s.p50Ms,
+    earned: s.earned,
+  }
 }
 
 const plural = (n, one, many = `${one}s`) => `${n} ${n === 1 ? one : many}`
@@ -36,13 +45,17 @@ export function formatAccount(accountId, status, { lastError, reason } = {}) {
 }
 
 export function formatStatus(cfg) {
-  const blocks = listAccountIds(cfg).map((id) => {
+  const accounts = listAccountIds(cfg).map((id) => {
     const account = resolveAccount(cfg, id)
     const run = runningAccounts.get(id)
     const reason = !account.configured ? 'not configured: openclaw channels add --channel pier' : !account.enabled ? 'disabled' : undefined
-    return formatAccount(id, run?.status() ?? null, { lastError: run?.lastError, reason })
+    return { id, status: run?.status() ?? null, lastError: run?.lastError, reason }
   })
-  return ['Pier connector', ...blocks].join('\n')
+  const live = accounts.filter((a) => a.status)
+  // Fenced, so a chat surface shows the table in a fixed-width font.
+  const table = live.length ? ['```', fleet.fleetTable(live.map((a) => fleetRow(a.status))), '```'] : []
+  const blocks = accounts.map((a) => formatAccount(a.id, a.status, a))
+  return ['Pier connector', ...table, ...blocks].join('\n')
 }
 
 export function createStatusCommand(api) {

@@ -89,11 +89,9 @@ impl ServiceIdentity {
                         "average_processing_time".into(),
                         json!(processing.checked_div(s.received).unwrap_or(0)),
                     );
-                    // The worker's own counters, plus what a fleet view shows per worker.
+                    // The worker's own counters (incl. earned, p50Ms), plus its server.
                     let mut data = serde_json::to_value(&s).unwrap_or(Value::Null);
                     if let Value::Object(d) = &mut data {
-                        d.insert("earned".into(), json!(stats.earned()));
-                        d.insert("p50Ms".into(), json!(stats.durations().quantile_ms(0.5)));
                         d.insert("server".into(), json!(server));
                     }
                     e.insert("data".into(), data);

@@ -185,6 +185,8 @@ impl Stats {
             reconnects: self.reconnects.load(Relaxed),
             slow_consumer_events: self.slow_consumer_events.load(Relaxed),
             server_errors: self.server_errors.load(Relaxed),
+            earned: self.earned(),
+            p50_ms: self.durations.quantile_ms(0.5),
         }
     }
 }
@@ -248,7 +250,7 @@ impl DurationHistogram {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StatsSnapshot {
     pub received: u64,
@@ -268,6 +270,10 @@ pub struct StatsSnapshot {
     pub reconnects: u64,
     pub slow_consumer_events: u64,
     pub server_errors: u64,
+    /// Sum of `meta.price` of completed jobs.
+    pub earned: f64,
+    /// Upper bound (ms) of the duration bucket holding the median job; `None` before any.
+    pub p50_ms: Option<f64>,
 }
 
 #[cfg(test)]

@@ -85,6 +85,10 @@ pub struct JsStats {
     pub reconnects: f64,
     pub slow_consumer_events: f64,
     pub server_errors: f64,
+    /// Sum of `meta.price` of completed jobs, in the unit requesters price in.
+    pub earned: f64,
+    /// Upper bound (ms) of the duration bucket holding the median job (buckets 1 ms · 2^k).
+    pub p50_ms: Option<f64>,
 }
 
 #[napi(object, js_name = "WorkerStatus")]
@@ -548,5 +552,7 @@ fn stats_to_js(s: StatsSnapshot) -> JsStats {
         reconnects: s.reconnects as f64,
         slow_consumer_events: s.slow_consumer_events as f64,
         server_errors: s.server_errors as f64,
+        earned: s.earned,
+        p50_ms: s.p50_ms,
     }
 }

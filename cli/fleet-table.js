@@ -1,0 +1,40 @@
+'use strict'
+// The fleet table, one row per worker with its columns aligned: `pier-connector workers`
+// prints it from the discovery answers, `/pier` from the gateway's own accounts.
+
+const pad = (n) => String(n).padStart(2, '0')
+
+/** `45s`, `3m 05s`, `1h 02m`, `2d 03h`: an uptime a person reads at a glance. */
+function humanDuration(ms) {
+  const s = Math.max(0, Math.floor(ms / 1000))
+  if (s < 60) return `${s}s`
+  if (s < 3600) return `${Math.floor(s / 60)}m ${pad(s % 60)}s`
+  if (s < 86400) return `${Math.floor(s / 3600)}h ${pad(Math.floor(s / 60) % 60)}m`
+  return `${Math.floor(s / 86400)}d ${pad(Math.floor(s / 3600) % 24)}h`
+}
+
+const HEADER = ['WORKER', 'SERVER', 'UPTIME', 'IN FLIGHT', 'COMPLETED', 'FAILED', 'P50 MS', 'EARNED']
+const num = (n) => (n == null ? '' : String(n))
+
+/**
+ * `rows`: `{ worker, server, uptimeMs, inFlight, completed, failed, p50Ms, earned }` each;
+ * `failed` counts every job answered with a task_error other than a refusal (timeouts too).
+ * The p50 is a histogram bucket's upper bound, hence `≤`.
+ */
+function fleetTable(rows) {
+  const cells = rows.map((r) => [
+    String(r.worker ?? ''),
+    String(r.server ?? ''),
+    typeof r.uptimeMs === 'number' && Number.isFinite(r.uptimeMs) ? humanDuration(r.uptimeMs) : '',
+    num(r.inFlight),
+    num(r.completed),
+    num(r.failed),
+    r.p50Ms == null ? '–' : `≤${r.p50Ms}`,
+    String(r.earned ?? 0),
+  ])
+  const widths = HEADER.map((h, i) => Math.max(h.length, ...cells.map((c) => c[i].length)))
+  const line = (row) => row.map((c, i) => (i < 3 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ').trimEnd()
+  return [line(HEADER), ...cells.map(line), `${rows.length} worker${rows.length === 1 ? '' : 's'}`].join('\n')
+}
+
+module.exports = { humanDuration, fleetTable }
