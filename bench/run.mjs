@@ -127,6 +127,7 @@ async function main() {
   const started = Date.now()
   server = await startNatsServer({ name: 'pier-bench' })
   const results = { instant: {}, slow: {}, blocked: {}, leak: {} }
+  if (process.env.PIER_BENCH_MEMORY === '1') return memoryRun()
   if (BASELINE) return abRun()
   const only = process.env.PIER_BENCH_ONLY?.split(',')
   const names = Object.keys(CONTENDERS).filter((n) => !only || only.includes(n))
@@ -216,6 +217,42 @@ async function abRun() {
       const b = median(runs[`${base}@${n}`])
       lines.push(`| ${CONTENDERS[now].label} | ${n} | ${fmt(a)} | ${fmt(b)} | ${fmt(a / b, 3)} |`)
     }
+  }
+  console.log(lines.join('\n'))
+}
+
+/** Memory only (PIER_BENCH_MEMORY=1): each worker's RSS over a bare Node process, idle after
+ * start and at its N = 256 peak, median of PIER_BENCH_ROUNDS rounds (default 3) taken in
+ * rotation; with PIER_BENCH_AB the baseline build's JS-handler worker too. Prints Markdown. */
+async function memoryRun() {
+  const rounds = Number(process.env.PIER_BENCH_ROUNDS ?? 3)
+  const names = ['addon', ...(BASELINE ? ['addon@base'] : []), 'js-best']
+  const idle = {}
+  const peak = {}
+  for (let round = 0; round < rounds; round++) {
+    for (const name of ['bare', ...names]) {
+      const worker = await startContender(name)
+      await new Promise((r) => setTimeout(r, 1500))
+      ;(idle[name] ??= []).push(memory(worker.pid).rssMb)
+      await worker.stop()
+      if (name === 'bare') continue
+      ;(peak[name] ??= []).push((await measure(name, {}, { concurrency: 256, seconds: 2 })).peakMb)
+      console.error(`memory ${name} (round ${round + 1}): idle ${fmt(idle[name].at(-1), 1)} MB, peak ${fmt(peak[name].at(-1), 1)} MB`)
+    }
+  }
+  await server.stop()
+  const median = (list) => [...list].sort((a, b) => a - b)[Math.floor(list.length / 2)]
+  const bare = median(idle.bare)
+  const lines = [
+    `Bare Node process: ${fmt(bare, 1)} MB RSS (median of ${rounds}).`,
+    '',
+    '| contender | idle RSS MB | idle increment | peak RSS at N = 256 | peak increment |',
+    '| --- | ---: | ---: | ---: | ---: |',
+  ]
+  for (const name of names) {
+    const i = median(idle[name])
+    const p = median(peak[name])
+    lines.push(`| ${CONTENDERS[name].label} | ${fmt(i, 1)} | +${fmt(i - bare, 1)} | ${fmt(p, 1)} | +${fmt(p - bare, 1)} |`)
   }
   console.log(lines.join('\n'))
 }
