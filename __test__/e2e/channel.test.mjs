@@ -276,7 +276,7 @@ describe('Pier as an OpenClaw channel', () => {
     assert.equal(account(status, 'two').pier.subject, 'jobs.chan.two')
   })
 
-  it('/pier shows one readable block per account', async () => {
+  it('/pier shows the fleet table and one readable block per account', async () => {
     const key = 'agent:main:main'
     await cli(['gateway', 'call', 'chat.send', '--params', JSON.stringify({ sessionKey: key, message: '/pier', idempotencyKey: `pier-${Date.now()}` }), '--json'])
     let last = ''
@@ -291,6 +291,10 @@ describe('Pier as an OpenClaw channel', () => {
     })
     const text = JSON.parse(JSON.stringify(history)).replace(/\\n/g, '\n')
     for (const id of ['default', 'late', 'two']) assert.match(text, new RegExp(`account ${id}\\n  connection: connected, server nats://`))
+    // The fleet table above the blocks: the CLI's columns, one row per running account.
+    assert.match(text, /WORKER +SERVER +UPTIME +IN FLIGHT +COMPLETED +FAILED +P50 MS +EARNED\n/)
+    for (const worker of ['chan-default', 'chan-late', 'chan-two']) assert.match(text, new RegExp(`\\n${worker} +\\S+ +\\d+(s|m \\d\\ds) +\\d+ +\\d+ +\\d+ +(–|≤\\d+) +[\\d.]+\\n`))
+    assert.match(text, /\n3 workers\n/)
     assert.match(text, /uptime: (\d+s|\d+m \d\ds)/)
     assert.match(text, /reconnects: \d+ \(\d+ disconnects?\)/)
     assert.match(text, /last error: /)
