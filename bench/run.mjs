@@ -47,7 +47,7 @@ let server
 const memory = (pid) => {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8')
   const kb = (key) => Number(new RegExp(`${key}:\\s+(\\d+)`).exec(status)?.[1] ?? 0)
-  return { rssMb: kb('VmRSS') / 1024, peakMb: kb('VmHWM') / 1024 }
+  return { rssMb: kb('VmRSS') / 1024, peakMb: kb('VmHWM') / 1024, anonMb: kb('RssAnon') / 1024 }
 }
 const resetPeak = (pid) => {
   try {
@@ -228,12 +228,15 @@ async function memoryRun() {
   const rounds = Number(process.env.PIER_BENCH_ROUNDS ?? 3)
   const names = ['addon', ...(BASELINE ? ['addon@base'] : []), 'js-best']
   const idle = {}
+  const anon = {}
   const peak = {}
   for (let round = 0; round < rounds; round++) {
     for (const name of ['bare', ...names]) {
       const worker = await startContender(name)
       await new Promise((r) => setTimeout(r, 1500))
-      ;(idle[name] ??= []).push(memory(worker.pid).rssMb)
+      const m = memory(worker.pid)
+      ;(idle[name] ??= []).push(m.rssMb)
+      ;(anon[name] ??= []).push(m.anonMb)
       await worker.stop()
       if (name === 'bare') continue
       ;(peak[name] ??= []).push((await measure(name, {}, { concurrency: 256, seconds: 2 })).peakMb)
@@ -243,16 +246,18 @@ async function memoryRun() {
   await server.stop()
   const median = (list) => [...list].sort((a, b) => a - b)[Math.floor(list.length / 2)]
   const bare = median(idle.bare)
+  const bareAnon = median(anon.bare)
   const lines = [
-    `Bare Node process: ${fmt(bare, 1)} MB RSS (median of ${rounds}).`,
+    `Bare Node process: ${fmt(bare, 1)} MB RSS, ${fmt(bareAnon, 1)} MB of it anonymous (medians of ${rounds}).`,
     '',
-    '| contender | idle RSS MB | idle increment | peak RSS at N = 256 | peak increment |',
-    '| --- | ---: | ---: | ---: | ---: |',
+    '| contender | idle RSS MB | idle increment | of which anonymous | peak RSS at N = 256 | peak increment |',
+    '| --- | ---: | ---: | ---: | ---: | ---: |',
   ]
   for (const name of names) {
     const i = median(idle[name])
     const p = median(peak[name])
-    lines.push(`| ${CONTENDERS[name].label} | ${fmt(i, 1)} | +${fmt(i - bare, 1)} | ${fmt(p, 1)} | +${fmt(p - bare, 1)} |`)
+    const a = median(anon[name]) - bareAnon
+    lines.push(`| ${CONTENDERS[name].label} | ${fmt(i, 1)} | +${fmt(i - bare, 1)} | +${fmt(a, 1)} | ${fmt(p, 1)} | +${fmt(p - bare, 1)} |`)
   }
   console.log(lines.join('\n'))
 }
