@@ -1,21 +1,29 @@
 #!/usr/bin/env node
 // pier-connector inside a real OpenClaw gateway, against the same agent turns started directly
-// through runEmbeddedAgent by a bare plugin (bench/gateway-bare-plugin, no NATS, no addon, no
-// session deletion). One gateway holds both plugins, the fake model answers at once.
+// through runEmbeddedAgent by a bare plugin (bench/gateway-bare-plugin: no NATS, no addon, no
+// session deletion). One gateway holds both plugins; the fake model answers at once.
 //
-//   node bench/gateway.mjs [--jobs 200] [--rounds 3] [--conc 1,4,16]
-//   node bench/gateway.mjs --long 10000 [--every 1000] [--conc 4]
+//   node bench/gateway.mjs [--jobs 100] [--rounds 2] [--conc 1,4,16] [--keep 0] [--plugin DIR]
+//   node bench/gateway.mjs --long 10000 --every 250 --conc 4 [--minutes 33]
+//   node bench/gateway.mjs --delete-cost 20
 //
 // A/B mode: per round and per C, N pier jobs (C requester lanes over NATS to a pier account
 // with maxConcurrentJobs C; latency = request sent -> reply received at the requester) and
 // N bare turns (C lanes inside the gateway; latency = runEmbeddedAgent called -> resolved), the
-// order alternating per round; the table shows the medians over rounds. Before each batch the
-// store holds no session of the other path: the pier account deletes its own (keepSessions 0),
-// the bench deletes the bare ones (untimed).
+// order alternating per round and cell; the table shows the medians over rounds. Before each
+// batch the store holds no session of the other path: the pier account deletes its own
+// (keepSessions 0; "incl. session cleanup" counts the time until they are gone), the bench
+// deletes the bare ones (untimed). --keep N sets keepSessions (a huge N: no deletion, to
+// separate NATS + addon from deletion). --plugin DIR installs that unpacked pier-connector
+// instead of packing this checkout (before/after runs).
 // Long mode: pier jobs only, sampling every --every jobs the gateway's RSS, the state dir
-// (SQLite files vs `.deleted` transcript archives) and the number of stored pier sessions.
-// --cpu-prof <dir>: the gateway runs with --cpu-prof (NODE_OPTIONS) and writes its profile there
-// on exit. Needs scripts/setup-e2e.sh (Node 24, OpenClaw) and a built addon (packed into dist/).
+// (SQLite files vs `.deleted` transcript archives) and the number of stored pier sessions;
+// --minutes stops it after the batch that passes the time limit.
+// Delete-cost mode: wall and CPU time of one deleteSessionEntry with and without the archive.
+// --cpu-prof DIR: the gateway runs with --cpu-prof (NODE_OPTIONS) and writes its profiles there
+// (one per thread; OpenClaw starts Worker threads for SQLite work).
+// Needs scripts/setup-e2e.sh (Node 24, OpenClaw, nats-server) and a built addon (packed into
+// dist/ by scripts/pack.sh).
 import { execFileSync } from 'node:child_process'
 import { readFileSync, readdirSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
@@ -37,6 +45,7 @@ const { values: opts } = parseArgs({
     keep: { type: 'string', default: '0' },
     'delete-cost': { type: 'string', default: '0' },
     plugin: { type: 'string' },
+    minutes: { type: 'string', default: '0' },
   },
 })
 const JOBS = Number(opts.jobs)
@@ -227,14 +236,16 @@ try {
     }
     const startedAt = Date.now()
     const rows = [await sample(0, startedAt)]
-    for (let done = 0; done < LONG; ) {
+    const stopAt = Number(opts.minutes) ? startedAt + Number(opts.minutes) * 60_000 : Infinity
+    for (let done = 0; done < LONG && Date.now() < stopAt; ) {
       const n = Math.min(every, LONG - done)
       const r = summarize(await pierBatch(c, `l${done}`, n))
       done += n
       await sleep(1500) // past the account's idle flush, so the sample sees the steady state
       rows.push(await sample(done, startedAt, r))
     }
-    console.log(`\n${LONG} pier jobs at C=${c}, sampled every ${every} (gateway pid ${pid})\n`)
+    const ran = rows.at(-1).jobs
+    console.log(`\n${ran} of ${LONG} pier jobs${ran < LONG ? ` (stopped at --minutes ${opts.minutes})` : ''} at C=${c}, sampled every ${every} (gateway pid ${pid}), keepSessions ${KEEP}\n`)
     console.log('| jobs | pier sessions stored | state MB | SQLite MB | .deleted archives MB (files) | gateway RSS MB | jobs/s | p50 ms | p99 ms |')
     console.log('| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |')
     for (const r of rows) {
