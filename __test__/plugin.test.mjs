@@ -265,21 +265,53 @@ describe('setup', () => {
 })
 
 describe('sessions, publishing, status text', () => {
-  it('finished job sessions are deleted, keeping the newest N', async () => {
+  it('finished job sessions are deleted in gaps between jobs, keeping the newest N', async () => {
     const deleted = []
-    const pruner = createSessionPruner({ agentId: 'main', keep: 2, batch: 3, idleMs: 50, deleteSession: async (p) => deleted.push(p.sessionKey) })
+    let inFlight = 0
+    const pruner = createSessionPruner({
+      agentId: 'main', keep: 2, maxBacklog: 3, idleMs: 50, busy: () => inFlight > 0,
+      deleteSession: async (p) => deleted.push(p.sessionKey),
+    })
+    inFlight = 1
     for (const key of ['k1', 'k2', 'k3', 'k4']) pruner.finished(key)
-    assert.deepEqual(deleted, [], 'not after every job')
-    await sleep(100) // idle: what is due goes
-    assert.deepEqual(deleted, ['k1', 'k2'])
-    assert.deepEqual(pruner.kept, ['k3', 'k4'])
-    for (const key of ['k5', 'k6', 'k7']) pruner.finished(key)
-    await pruner.idle() // a batch of 3 was due at once
-    assert.deepEqual(deleted, ['k1', 'k2', 'k3', 'k4', 'k5'])
+    await sleep(100)
+    assert.deepEqual(deleted, [], 'nothing while a job runs and the backlog is within bounds')
+    inFlight = 0
+    pruner.finished('k5') // the gap after this job
+    assert.deepEqual(deleted, [], 'not at once: only after idleMs without jobs')
+    await sleep(100)
+    assert.deepEqual(deleted, ['k1', 'k2', 'k3'])
+    assert.deepEqual(pruner.kept, ['k4', 'k5'])
+
+    inFlight = 1 // busy throughout: only the part over maxBacklog goes, right away
+    for (const key of ['k6', 'k7', 'k8', 'k9']) await pruner.finished(key)
+    assert.deepEqual(deleted, ['k1', 'k2', 'k3', 'k4'])
+    assert.equal(pruner.kept.length, 2 + 3, 'keep + maxBacklog stay while jobs run')
+    await pruner.idle() // drain deletes everything due, busy or not
+    assert.deepEqual(deleted, ['k1', 'k2', 'k3', 'k4', 'k5', 'k6', 'k7'])
+    assert.deepEqual(pruner.kept, ['k8', 'k9'])
+    assert.equal(pruner.deleted, 7)
+
     const none = createSessionPruner({ agentId: 'main', deleteSession: async (p) => deleted.push(p) })
-    none.finished('k8')
+    none.finished('k10')
     await none.idle() // drain deletes everything due without waiting
-    assert.deepEqual(deleted.at(-1), { agentId: 'main', sessionKey: 'k8', archiveTranscript: true })
+    assert.deepEqual(deleted.at(-1), { agentId: 'main', sessionKey: 'k10', archiveTranscript: true })
+  })
+
+  it('a failed session deletion is logged and the rest still go', async () => {
+    const warnings = []
+    const deleted = []
+    const pruner = createSessionPruner({
+      agentId: 'main', log: { warn: (m) => warnings.push(m) },
+      deleteSession: async (p) => {
+        if (p.sessionKey === 'bad') throw new Error('store busy')
+        deleted.push(p.sessionKey)
+      },
+    })
+    for (const key of ['a', 'bad', 'b']) pruner.finished(key)
+    await pruner.idle()
+    assert.deepEqual(deleted, ['a', 'b'])
+    assert.match(warnings.join('\n'), /could not delete job session bad: store busy/)
   })
 
   it('a price above maxPublishPrice (or not a number) is refused with a code', () => {

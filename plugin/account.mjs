@@ -17,7 +17,8 @@ const STATUS_INTERVAL_MS = 1000
 export function createAccountRun(account, { api, log, deleteSession }) {
   const { addonConfig, accountId } = account
   const running = new Map()
-  const sessions = createSessionPruner({ agentId: account.agentId, keep: account.keepSessions, log, deleteSession })
+  // Job sessions are deleted while no job of this account runs (see sessions.mjs).
+  const sessions = createSessionPruner({ agentId: account.agentId, keep: account.keepSessions, log, deleteSession, busy: () => running.size > 0 })
   const handler = createAgentTurnHandler(api, account.agentId, running, { onTurnSettled: sessions.finished })
   const clean = (message) => redactSecrets(message, addonConfig)
   let worker = null

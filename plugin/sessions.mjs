@@ -5,9 +5,16 @@
 // Deletion is OpenClaw's own (deleteSessionEntry with archiveTranscript, as `openclaw sessions
 // delete` does): the row and its transcript leave the database, the transcript stays as a
 // `.deleted` archive under OpenClaw's retention (session.maintenance.resetArchiveRetention,
-// maxDiskBytes). Each deletion is a session-store write (0.1–1 s measured) that new turns queue
-// behind, so finished sessions are deleted in batches: once `batch` are due, or after `idleMs`
-// without a finished job, and on drain.
+// maxDiskBytes). In OpenClaw 2026.9.6 each such call starts an archive Worker thread of its own
+// and costs 0.3-0.9 s of CPU on a 2-core machine (bench/gateway.mjs --delete-cost), several
+// times an agent turn, and turns running beside it wait for the CPU and the store. Without the
+// archive it costs ~30 ms but leaves the transcript in SQLite, so that is not an option.
+//
+// So deletions wait for a gap: they run one at a time while the account has no job in flight
+// (`busy()` false for `idleMs`), and stop as soon as a job comes in. Only when more than
+// `maxBacklog` finished sessions are waiting do they run beside jobs, one per finished job, so
+// the store never holds more than keep + maxBacklog + in-flight job sessions. Drain deletes
+// everything due.
 
 let storeRuntime
 /** OpenClaw's session store API, from the host (`openclaw/plugin-sdk/session-store-runtime`). */
@@ -17,36 +24,58 @@ async function hostDeleteSessionEntry(params) {
   return deleteSessionEntry(params)
 }
 
-export function createSessionPruner({ agentId, keep = 0, log, deleteSession = hostDeleteSessionEntry, batch = 8, idleMs = 1000 }) {
+export function createSessionPruner({
+  agentId,
+  keep = 0,
+  log,
+  deleteSession = hostDeleteSessionEntry,
+  busy = () => false,
+  maxBacklog = 64,
+  idleMs = 250,
+}) {
   const finished = []
-  let chain = Promise.resolve()
   let timer = null
+  let pumping = null
   let deleted = 0
-  const flush = () => {
-    clearTimeout(timer)
-    timer = null
-    for (const key of finished.splice(0, Math.max(0, finished.length - keep))) {
-      chain = chain
-        .then(() => deleteSession({ agentId, sessionKey: key, archiveTranscript: true }))
-        .then(
-          () => void deleted++,
-          (error) => log?.warn?.(`could not delete job session ${key}: ${error?.message ?? error}`),
-        )
+  const due = () => finished.length - keep
+  const deleteOne = async (key) => {
+    try {
+      await deleteSession({ agentId, sessionKey: key, archiveTranscript: true })
+      deleted++
+    } catch (error) {
+      log?.warn?.(`could not delete job session ${key}: ${error?.message ?? error}`)
     }
-    return chain
+  }
+  /** Deletes the oldest due sessions one by one; `all` ignores jobs in flight (drain). */
+  const pump = (all = false) =>
+    (pumping ??= (async () => {
+      while (due() > 0 && (all || due() > maxBacklog || !busy())) await deleteOne(finished.shift())
+    })().finally(() => {
+      pumping = null
+    }))
+  const arm = () => {
+    clearTimeout(timer)
+    timer = setTimeout(() => {
+      timer = null
+      if (!busy()) pump()
+    }, idleMs)
+    timer.unref?.()
   }
   return {
-    /** A job's turn has settled: its session goes once `keep` newer ones exist. */
+    /** A job's turn has settled: its session goes in the next gap, or now if too many wait. */
     finished(sessionKey) {
       finished.push(sessionKey)
-      if (finished.length - keep >= batch) return flush()
-      clearTimeout(timer)
-      timer = setTimeout(flush, idleMs)
-      timer.unref?.()
-      return chain
+      if (due() > maxBacklog) return pump()
+      if (due() > 0) arm()
+      return pumping ?? Promise.resolve()
     },
-    /** Deletes what is due now and resolves once every deletion is done (used on drain). */
-    idle: flush,
+    /** Deletes everything due, jobs in flight or not, and resolves when done (drain). */
+    async idle() {
+      clearTimeout(timer)
+      timer = null
+      while (pumping) await pumping
+      await pump(true)
+    },
     get kept() {
       return [...finished]
     },

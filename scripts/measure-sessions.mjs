@@ -2,7 +2,9 @@
 // Measures what answering many Pier jobs leaves behind in a real OpenClaw gateway: the number
 // of stored sessions, the size of the state directory and the gateway's RSS, every `--every`
 // jobs. Real gateway (scripts/setup-e2e.sh), real nats-server, the fake model; the plugin is
-// linked from this checkout (its built addon).
+// linked from this checkout packed into dist/ (scripts/pack.sh: a link to the checkout itself
+// would make OpenClaw read target/). bench/gateway.mjs --long does the same next to throughput
+// and latency per sample.
 //
 //   node scripts/measure-sessions.mjs [--jobs 1000] [--every 100] [--keep 0] [--concurrency 4]
 //
@@ -10,14 +12,12 @@
 // pruning. Prints one JSON line per sample and a summary.
 import { execFileSync } from 'node:child_process'
 import { readFileSync } from 'node:fs'
-import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { startNatsServer } from '../__test__/helpers/nats-server.mjs'
 import { startFakeModel } from '../__test__/helpers/fake-model.mjs'
-import { createOpenClawHome } from '../__test__/helpers/openclaw.mjs'
+import { createOpenClawHome, packPlugin } from '../__test__/helpers/openclaw.mjs'
 import { rawClient, request, waitFor } from '../__test__/helpers/addon.mjs'
 
-const ROOT = fileURLToPath(new URL('..', import.meta.url))
 const { values: opts } = parseArgs({
   options: {
     jobs: { type: 'string', default: '1000' },
@@ -37,7 +37,7 @@ const model = await startFakeModel()
 const home = await createOpenClawHome({ modelBaseUrl: model.baseUrl, registryUrl: 'http://127.0.0.1:9/' })
 let gateway
 try {
-  await home.cli(['plugins', 'install', '--link', ROOT, '--force', '--accept-capabilities'])
+  await home.cli(['plugins', 'install', '--link', packPlugin().dir, '--force', '--accept-capabilities'])
   const config = home.readConfig()
   config.channels = {
     pier: { natsUrl: nats.url, subject: SUBJECT, workerId: 'measure', maxConcurrentJobs: CONCURRENCY, jobTimeoutMs: 60_000, keepSessions: Number(opts.keep) },
@@ -101,7 +101,9 @@ try {
     }
     await Promise.all(Array.from({ length: CONCURRENCY }, lane))
     done += batch
-    await new Promise((r) => setTimeout(r, 1500)) // past the plugin's idle flush of finished sessions
+    // Finished sessions are deleted once no job runs (plugin/sessions.mjs): wait for that.
+    if (Number(opts.keep)) await new Promise((r) => setTimeout(r, 1500))
+    else await waitFor(async () => (await pierSessions()) === 0, { timeout: 600_000, interval: 1000 })
     rows.push(await sample(done, startedAt))
   }
   const first = rows[1] ?? rows[0]

@@ -1,0 +1,303 @@
+#!/usr/bin/env node
+// pier-connector inside a real OpenClaw gateway, against the same agent turns started directly
+// through runEmbeddedAgent by a bare plugin (bench/gateway-bare-plugin: no NATS, no addon, no
+// session deletion). One gateway holds both plugins; the fake model answers at once.
+//
+//   node bench/gateway.mjs [--jobs 100] [--rounds 2] [--conc 1,4,16] [--keep 0] [--plugin DIR]
+//   node bench/gateway.mjs --long 10000 --every 250 --conc 4 [--minutes 33]
+//   node bench/gateway.mjs --delete-cost 20
+//
+// A/B mode: per round and per C, N pier jobs (C requester lanes over NATS to a pier account
+// with maxConcurrentJobs C; latency = request sent -> reply received at the requester) and
+// N bare turns (C lanes inside the gateway; latency = runEmbeddedAgent called -> resolved), the
+// order alternating per round and cell; the table shows the medians over rounds. Before each
+// batch the store holds no session of the other path: the pier account deletes its own
+// (keepSessions 0; "incl. session cleanup" counts the time until they are gone), the bench
+// deletes the bare ones (untimed). --keep N sets keepSessions (a huge N: no deletion, to
+// separate NATS + addon from deletion). --plugin DIR installs that unpacked pier-connector
+// instead of packing this checkout (before/after runs).
+// Long mode: pier jobs only, sampling every --every jobs the gateway's RSS, the state dir
+// (SQLite files vs `.deleted` transcript archives) and the number of stored pier sessions;
+// --minutes stops it after the batch that passes the time limit.
+// Delete-cost mode: wall and CPU time of one deleteSessionEntry with and without the archive.
+// --cpu-prof DIR: the gateway runs with --cpu-prof (NODE_OPTIONS) and writes its profiles there
+// (one per thread; OpenClaw starts Worker threads for SQLite work).
+// Needs scripts/setup-e2e.sh (Node 24, OpenClaw, nats-server) and a built addon (packed into
+// dist/ by scripts/pack.sh).
+import { execFileSync } from 'node:child_process'
+import { readFileSync, readdirSync } from 'node:fs'
+import { fileURLToPath } from 'node:url'
+import { parseArgs } from 'node:util'
+import { startNatsServer } from '../__test__/helpers/nats-server.mjs'
+import { startFakeModel } from '../__test__/helpers/fake-model.mjs'
+import { createOpenClawHome, packPlugin } from '../__test__/helpers/openclaw.mjs'
+import { rawClient, request, waitFor, sleep } from '../__test__/helpers/addon.mjs'
+
+const BARE = fileURLToPath(new URL('./gateway-bare-plugin', import.meta.url))
+const { values: opts } = parseArgs({
+  options: {
+    jobs: { type: 'string', default: '200' },
+    rounds: { type: 'string', default: '3' },
+    conc: { type: 'string', default: '1,4,16' },
+    long: { type: 'string', default: '0' },
+    every: { type: 'string', default: '1000' },
+    'cpu-prof': { type: 'string' },
+    keep: { type: 'string', default: '0' },
+    'delete-cost': { type: 'string', default: '0' },
+    plugin: { type: 'string' },
+    minutes: { type: 'string', default: '0' },
+  },
+})
+const JOBS = Number(opts.jobs)
+const ROUNDS = Number(opts.rounds)
+const CONCS = opts.conc.split(',').map(Number)
+const LONG = Number(opts.long)
+const TIMEOUT_MS = 60_000
+// Diagnostic only: channels.pier.keepSessions (a huge value turns session deletion off).
+const KEEP = Number(opts.keep)
+
+const nats = await startNatsServer({ name: 'pier-gwbench' })
+const nc = await rawClient(nats.url)
+const model = await startFakeModel()
+const home = await createOpenClawHome({ modelBaseUrl: model.baseUrl, registryUrl: 'http://127.0.0.1:9/' })
+let gateway
+try {
+  // --plugin <dir>: an unpacked pier-connector to install instead of this checkout (e.g. an older
+  // plugin/ in a copy of dist/pier-connector, for before/after runs).
+  await home.cli(['plugins', 'install', '--link', opts.plugin ?? packPlugin().dir, '--force', '--accept-capabilities'])
+  await home.cli(['plugins', 'install', '--link', BARE, '--force', '--accept-capabilities'])
+  const config = home.readConfig()
+  // One pier account per C, so maxConcurrentJobs really is C and one gateway serves all cells.
+  const accounts = Object.fromEntries(CONCS.map((c) => [`c${c}`, { subject: `bench.c${c}`, workerId: `c${c}`, maxConcurrentJobs: c }]))
+  config.channels = { pier: { natsUrl: nats.url, jobTimeoutMs: TIMEOUT_MS, keepSessions: KEEP, accounts } }
+  config.tools = { ...config.tools, toolSearch: false }
+  home.writeConfig(config)
+  if (opts['cpu-prof']) home.env.NODE_OPTIONS = `--cpu-prof --cpu-prof-dir=${opts['cpu-prof']}`
+  gateway = await home.startGateway()
+  const base = `http://127.0.0.1:${home.port}/pier-bench`
+  const bare = async (path, body) => {
+    const res = await fetch(`${base}${path}`, { method: body === undefined ? 'GET' : 'POST', body: body === undefined ? undefined : JSON.stringify(body) })
+    if (!res.ok) throw new Error(`${path}: HTTP ${res.status} ${await res.text()}`)
+    return res.json()
+  }
+  const storedSessions = async (prefix) => (await bare(`/sessions?match=${encodeURIComponent(`:pier:${prefix}`)}`)).count
+
+  // --- the two paths -------------------------------------------------------------------------
+  async function pierBatch(c, prefix, n) {
+    const lat = new Array(n)
+    let next = 0
+    let failed = 0
+    const lane = async () => {
+      while (next < n) {
+        const i = next++
+        const id = `${prefix}-${i}`
+        const t0 = performance.now()
+        const reply = await request(nc, `bench.c${c}`, { id, task: `PIERQ:${id}`, timeoutMs: TIMEOUT_MS }, TIMEOUT_MS + 30_000)
+        lat[i] = performance.now() - t0
+        if (reply.type !== 'task_result' || !String(reply.result).includes(`answer-${id}`)) failed++
+      }
+    }
+    const t0 = performance.now()
+    await Promise.all(Array.from({ length: c }, lane))
+    return { ms: performance.now() - t0, lat, failed }
+  }
+  async function bareBatch(c, prefix, n) {
+    const r = await bare(`/turns?n=${n}&c=${c}&prefix=${prefix}&timeoutMs=${TIMEOUT_MS}`, null)
+    return { ms: r.ms, lat: r.turns, failed: r.failed, sessionKeys: r.sessionKeys }
+  }
+  /** Waits until the pier account's idle flush has deleted the batch's sessions (untimed). */
+  async function settlePier(prefix) {
+    if (KEEP) return
+    await waitFor(async () => (await storedSessions(prefix)) === 0, { timeout: 120_000, interval: 250 })
+  }
+  async function settleBare(keys) {
+    await bare('/delete', keys)
+  }
+
+  // Warm-up: subscriptions up, first (cold) turns done, on every account.
+  for (const c of CONCS) {
+    await waitFor(async () => {
+      try {
+        return await request(nc, `bench.c${c}`, { id: `warm${c}`, task: `PIERQ:warm${c}`, timeoutMs: TIMEOUT_MS }, TIMEOUT_MS)
+      } catch (error) {
+        if (/no responders|503/i.test(error.message)) return null
+        throw error
+      }
+    }, { timeout: 120_000, interval: 500 })
+  }
+  await waitFor(async () => {
+    try {
+      return await bare('/sessions')
+    } catch {
+      return null
+    }
+  }, { timeout: 60_000, interval: 500 })
+  const warm = await bareBatch(4, 'bwarm', 8)
+  await settleBare(warm.sessionKeys)
+  await pierBatch(4, 'pwarm', 8)
+  await settlePier('pwarm')
+
+  if (Number(opts['delete-cost'])) await deleteCost(Number(opts['delete-cost']))
+  else if (LONG) await longRun(CONCS[0])
+  else await abRun()
+
+  // --- what one session deletion costs, on an otherwise idle gateway ---------------------------
+  async function deleteCost(n) {
+    const sizes = () => stateSizes(home.env.OPENCLAW_STATE_DIR)
+    const pid = gatewayPid(gateway.child.pid)
+    for (const [label, run] of [
+      ['deleteSessionEntry, archiveTranscript', (keys) => bare('/delete?archive=1', keys)],
+      ['deleteSessionEntry, no archive', (keys) => bare('/delete?archive=0', keys)],
+      // cleanupSessionLifecycleArtifacts (the SDK's bulk cleanup of scratch sessions) refuses
+      // these rows: SessionCanonicalKeyMigrationRequiredError ("run openclaw doctor --fix").
+    ]) {
+      const prefix = `dc${label.length}`
+      const { sessionKeys } = await bareBatch(4, prefix, n)
+      const ids = sessionKeys.map((k) => `pier-${k.split(':').pop()}`)
+      const before = { ...sizes(), transcripts: await bare('/transcripts', ids) }
+      const cpu0 = cpuMs(pid)
+      const r = await run(sessionKeys)
+      const cpuPerSession = +((cpuMs(pid) - cpu0) / n).toFixed(1)
+      const after = { ...sizes(), transcripts: await bare('/transcripts', ids) }
+      console.log(JSON.stringify({ label, sessions: n, msPerSession: +(r.ms / n).toFixed(1), cpuMsPerSession: cpuPerSession, result: r, left: await storedSessions(prefix), before, after }))
+    }
+  }
+
+  // --- A/B table ------------------------------------------------------------------------------
+  async function abRun() {
+    const cells = Object.fromEntries(CONCS.map((c) => [c, { pier: [], bare: [] }]))
+    for (let round = 0; round < ROUNDS; round++) {
+      for (const c of CONCS) {
+        const order = (round + CONCS.indexOf(c)) % 2 ? ['bare', 'pier'] : ['pier', 'bare']
+        for (const path of order) {
+          const prefix = `${path[0]}r${round}c${c}`
+          if (path === 'pier') {
+            const r = await pierBatch(c, prefix, JOBS)
+            const t0 = performance.now()
+            await settlePier(prefix)
+            // Jobs/s counting the time until their sessions are gone too: deletion deferred
+            // past the batch is still paid for.
+            cells[c].pier.push({ ...summarize(r), perSWithCleanup: (JOBS * 1000) / (r.ms + performance.now() - t0) })
+          } else {
+            const r = await bareBatch(c, prefix, JOBS)
+            await settleBare(r.sessionKeys)
+            cells[c].bare.push(summarize(r))
+          }
+          console.error(JSON.stringify({ round, c, path, ...cells[c][path].at(-1) }))
+        }
+      }
+    }
+    const rows = CONCS.map((c) => {
+      const m = (path, k) => median(cells[c][path].map((s) => s[k]))
+      return {
+        c,
+        pierPerS: m('pier', 'perS'),
+        pierPerSWithCleanup: KEEP ? NaN : m('pier', 'perSWithCleanup'),
+        barePerS: m('bare', 'perS'),
+        ratio: m('pier', 'perS') / m('bare', 'perS'),
+        pierP50: m('pier', 'p50'),
+        pierP99: m('pier', 'p99'),
+        bareP50: m('bare', 'p50'),
+        bareP99: m('bare', 'p99'),
+        failed: cells[c].pier.reduce((a, s) => a + s.failed, 0) + cells[c].bare.reduce((a, s) => a + s.failed, 0),
+      }
+    })
+    console.log(`\n${JOBS} jobs/turns per cell, ${ROUNDS} rounds interleaved, medians over rounds\n`)
+    console.log(`keepSessions ${KEEP}${opts.plugin ? `, plugin from ${opts.plugin}` : ''}\n`)
+    console.log('| C | pier jobs/s | pier jobs/s incl. session cleanup | bare turns/s | pier/bare | pier p50 ms | pier p99 ms | bare p50 ms | bare p99 ms | p50 diff ms | failed |')
+    console.log('| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |')
+    for (const r of rows) {
+      const f = (x) => x.toFixed(1)
+      console.log(`| ${r.c} | ${f(r.pierPerS)} | ${KEEP ? 'n/a (kept)' : f(r.pierPerSWithCleanup)} | ${f(r.barePerS)} | ${r.ratio.toFixed(3)} | ${f(r.pierP50)} | ${f(r.pierP99)} | ${f(r.bareP50)} | ${f(r.bareP99)} | ${f(r.pierP50 - r.bareP50)} | ${r.failed} |`)
+    }
+  }
+
+  // --- long run -------------------------------------------------------------------------------
+  async function longRun(c) {
+    const every = Number(opts.every)
+    const state = home.env.OPENCLAW_STATE_DIR
+    const pid = gatewayPid(gateway.child.pid)
+    const sample = async (jobs, startedAt, batch) => {
+      const { all, db, archives, archiveFiles } = stateSizes(state)
+      const rss = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
+      const row = {
+        jobs,
+        pierSessions: await storedSessions('l'),
+        stateMB: +(all / 1e6).toFixed(2),
+        dbMB: +(db / 1e6).toFixed(2),
+        archivesMB: +(archives / 1e6).toFixed(2),
+        archiveFiles,
+        rssMB: rss ? Math.round(Number(rss[1]) / 1024) : null,
+        secs: Math.round((Date.now() - startedAt) / 1000),
+        ...(batch ? { jobsPerS: +batch.perS.toFixed(1), p50: +batch.p50.toFixed(1), p99: +batch.p99.toFixed(1), failed: batch.failed } : {}),
+      }
+      console.log(JSON.stringify(row))
+      return row
+    }
+    const startedAt = Date.now()
+    const rows = [await sample(0, startedAt)]
+    const stopAt = Number(opts.minutes) ? startedAt + Number(opts.minutes) * 60_000 : Infinity
+    for (let done = 0; done < LONG && Date.now() < stopAt; ) {
+      const n = Math.min(every, LONG - done)
+      const r = summarize(await pierBatch(c, `l${done}`, n))
+      done += n
+      await sleep(1500) // past the account's idle flush, so the sample sees the steady state
+      rows.push(await sample(done, startedAt, r))
+    }
+    const ran = rows.at(-1).jobs
+    console.log(`\n${ran} of ${LONG} pier jobs${ran < LONG ? ` (stopped at --minutes ${opts.minutes})` : ''} at C=${c}, sampled every ${every} (gateway pid ${pid}), keepSessions ${KEEP}\n`)
+    console.log('| jobs | pier sessions stored | state MB | SQLite MB | .deleted archives MB (files) | gateway RSS MB | jobs/s | p50 ms | p99 ms |')
+    console.log('| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |')
+    for (const r of rows) {
+      console.log(`| ${r.jobs} | ${r.pierSessions} | ${r.stateMB} | ${r.dbMB} | ${r.archivesMB} (${r.archiveFiles}) | ${r.rssMB} | ${r.jobsPerS ?? ''} | ${r.p50 ?? ''} | ${r.p99 ?? ''} |`)
+    }
+  }
+} finally {
+  await gateway?.stop()
+  await nc.close()
+  await nats.stop()
+  await model.close()
+  if (opts['cpu-prof']) console.error(`${readdirSync(opts['cpu-prof']).length} cpu profiles in ${opts['cpu-prof']}`)
+  home.cleanup()
+}
+
+/** Bytes under the state dir: all, SQLite files, `.deleted` transcript archives (and their count). */
+function stateSizes(state) {
+  const files = execFileSync('find', [state, '-type', 'f', '-printf', '%s %p\n'], { encoding: 'utf8' }).trim().split('\n')
+  const out = { all: 0, db: 0, archives: 0, archiveFiles: 0 }
+  for (const line of files) {
+    const [size, ...rest] = line.split(' ')
+    const path = rest.join(' ')
+    out.all += Number(size)
+    if (/\.sqlite(-wal|-shm)?$/.test(path)) out.db += Number(size)
+    else if (/\.deleted\./.test(path)) {
+      out.archives += Number(size)
+      out.archiveFiles++
+    }
+  }
+  return out
+}
+
+function summarize({ ms, lat, failed }) {
+  const sorted = [...lat].sort((a, b) => a - b)
+  const q = (p) => sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]
+  return { perS: (lat.length * 1000) / ms, p50: q(0.5), p99: q(0.99), failed }
+}
+
+function median(xs) {
+  const s = [...xs].sort((a, b) => a - b)
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2
+}
+
+/** CPU time (user + system, all threads) the process has used, in ms. */
+function cpuMs(pid) {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ')
+  return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100 // utime, stime in clock ticks (100/s)
+}
+
+/** The gateway's pid: the CLI we spawned is the gateway process itself (`openclaw-gateway`). */
+function gatewayPid(pid) {
+  const comm = readFileSync(`/proc/${pid}/comm`, 'utf8').trim()
+  if (!/openclaw|node/.test(comm)) throw new Error(`pid ${pid} is ${comm}, not the gateway`)
+  return pid
+}
