@@ -10,7 +10,7 @@ import { createAgentTurnHandler, replyText } from '../plugin/agent-turn.mjs'
 import { sendJobReply, createPierChannel } from '../plugin/channel.mjs'
 import { resolveAccount, listAccountIds, redactSecrets } from '../plugin/config.mjs'
 import { applyAccountConfig, validateInput, setupWizard } from '../plugin/setup.mjs'
-import { createSessionPruner } from '../plugin/sessions.mjs'
+import { createSessionPruner, leftoverJobSessions } from '../plugin/sessions.mjs'
 import { priceRefusal } from '../plugin/tool.mjs'
 import { createPublishApprovalHook } from '../plugin/approval.mjs'
 import { formatUptime, formatStatus } from '../plugin/command.mjs'
@@ -57,10 +57,11 @@ function accountCtx(cfg, accountId = 'default') {
   }
 }
 
-function setup({ config, runEmbeddedAgent, deleteSession } = {}) {
+function setup({ config, runEmbeddedAgent, deleteSession, listSessions = async () => [] } = {}) {
   const stub = stubApi({ config, runEmbeddedAgent })
   const runtime = registerPier(stub.api, createPierRuntime())
-  if (deleteSession) runtime.setDeps({ ...runtime.getDeps(), deleteSession })
+  // No host session store here: the leftover sweep lists a stub (empty unless a test says).
+  runtime.setDeps({ ...runtime.getDeps(), listSessions, ...(deleteSession ? { deleteSession } : {}) })
   const channel = createPierChannel(sdk, runtime)
   return { ...stub, runtime, channel }
 }
@@ -298,6 +299,31 @@ describe('sessions, publishing, status text', () => {
     assert.deepEqual(deleted.at(-1), { agentId: 'main', sessionKey: 'k10', archiveTranscript: true })
   })
 
+  it('job sessions an earlier gateway process left behind are found once per agent, oldest first', async () => {
+    const since = 1_000_000
+    const rows = [
+      { sessionKey: 'agent:crash:pier:new', entry: { updatedAt: since + 5 } }, // a job of this process
+      { sessionKey: 'agent:crash:pier:b', entry: { updatedAt: since - 10 } },
+      { sessionKey: 'agent:crash:main', entry: { updatedAt: 1 } }, // not a job session
+      { sessionKey: 'agent:crash:pier:a', entry: { updatedAt: since - 20 } },
+      { sessionKey: 'agent:other:pier:x', entry: { updatedAt: 1 } },
+    ]
+    const asked = []
+    const listSessions = async (params) => (asked.push(params), rows)
+    assert.deepEqual(await leftoverJobSessions({ agentId: 'crash', listSessions, since }), ['agent:crash:pier:a', 'agent:crash:pier:b'])
+    assert.deepEqual(asked, [{ agentId: 'crash', readOnly: true }])
+    assert.deepEqual(await leftoverJobSessions({ agentId: 'crash', listSessions, since }), [], 'a second account of the same agent finds none')
+
+    // Adopted leftovers are older than this run's jobs: keep spares the newest overall.
+    const deleted = []
+    const pruner = createSessionPruner({ agentId: 'crash', keep: 1, idleMs: 1, deleteSession: async (p) => deleted.push(p.sessionKey) })
+    pruner.finished('agent:crash:pier:job1')
+    await pruner.adopt(['agent:crash:pier:a', 'agent:crash:pier:b'])
+    await pruner.idle()
+    assert.deepEqual(deleted, ['agent:crash:pier:a', 'agent:crash:pier:b'])
+    assert.deepEqual(pruner.kept, ['agent:crash:pier:job1'])
+  })
+
   it('a failed session deletion is logged and the rest still go', async () => {
     const warnings = []
     const deleted = []
@@ -400,6 +426,20 @@ describe('accounts through the channel lifecycle, with a real nats-server', () =
     assert.equal(runningAccounts.size, 0)
     assert.match(registered.commands[0].handler().text, /connection: not running/)
     assert.ok(lines.every((l) => l.includes('[pier-connector]')), 'every line prefixed')
+  })
+
+  it('at start an account deletes the job sessions an earlier gateway process left behind', async () => {
+    const deleted = []
+    const config = { channels: { pier: { natsUrl: nats.server.url, subject: 'jobs.swept', workerId: 'swept-1', agentId: 'swept' } } }
+    const leftover = [{ sessionKey: 'agent:swept:pier:crashed-1', entry: { updatedAt: Date.now() - 3_600_000 } }]
+    const { channel, lines } = setup({ config, runEmbeddedAgent: agent, deleteSession: async (p) => deleted.push(p.sessionKey), listSessions: async () => leftover })
+    const ctx = accountCtx(config)
+    const running = channel.gateway.startAccount(ctx)
+    await waitFor(() => deleted.length === 1, { timeout: 5000 })
+    assert.deepEqual(deleted, ['agent:swept:pier:crashed-1'])
+    assert.ok(lines.some((l) => /\[default\] deleting 1 job sessions an earlier gateway run left behind/.test(l)))
+    ctx.abort()
+    await running
   })
 
   it('a boot-time outage: the account keeps connecting, then takes jobs once NATS is up', async () => {

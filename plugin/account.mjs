@@ -4,15 +4,15 @@
 import { PierWorker } from './addon.mjs'
 import { createAgentTurnHandler } from './agent-turn.mjs'
 import { runningAccounts } from './accounts.mjs'
-import { createSessionPruner } from './sessions.mjs'
+import { createSessionPruner, leftoverJobSessions } from './sessions.mjs'
 import { snapshotOf } from './status.mjs'
 import { redactSecrets } from './config.mjs'
 
 const STATUS_INTERVAL_MS = 1000
 
 /**
- * @param {object} deps `api` (OpenClaw plugin API), `log` (pierLogger), `deleteSession`
- *   (optional override of the session store's delete, for tests)
+ * @param {object} deps `api` (OpenClaw plugin API), `log` (pierLogger), `deleteSession` and
+ *   `listSessions` (optional overrides of the session store's delete and list, for tests)
  */
 export function createAccountRun(account, { api, log, deleteSession }) {
   const { addonConfig, accountId } = account
@@ -80,6 +80,18 @@ function cleanError(error, clean) {
   return out
 }
 
+/** Hands job sessions an earlier gateway process left behind to this run's pruner. */
+function sweepLeftovers(run, { log, listSessions }) {
+  leftoverJobSessions({ agentId: run.account.agentId, listSessions }).then(
+    (keys) => {
+      if (!keys.length) return
+      log.info(`[${run.accountId}] deleting ${keys.length} job sessions an earlier gateway run left behind`)
+      run.sessions.adopt(keys)
+    },
+    (error) => log.warn(`[${run.accountId}] could not list leftover job sessions: ${error?.message ?? error}`),
+  )
+}
+
 /** Records when jobs arrived and were answered, from the worker's counters. */
 function trackActivity(run, s) {
   const now = Date.now()
@@ -113,6 +125,7 @@ export async function startAccount(ctx, deps) {
       throw Object.assign(new Error(`PIER_CONFIG: ${account.unresolvedSecrets.join(', ')} is a SecretRef OpenClaw did not resolve; check the secrets provider`), { code: 'PIER_CONFIG' })
     }
     run.create()
+    sweepLeftovers(run, deps)
     ctx.setStatus({ ...snapshotOf(run, run.status()), running: true, lastStartAt: Date.now(), lifecycle: 'starting' })
     timer = setInterval(publish, STATUS_INTERVAL_MS)
     timer.unref?.()

@@ -24,6 +24,32 @@ async function hostDeleteSessionEntry(params) {
   return deleteSessionEntry(params)
 }
 
+/** OpenClaw's list of an agent's sessions (`listSessionEntries`), from the host. */
+async function hostListSessionEntries(params) {
+  storeRuntime ??= import('openclaw/plugin-sdk/session-store-runtime')
+  const { listSessionEntries } = await storeRuntime
+  return listSessionEntries(params)
+}
+
+// A gateway that stopped without draining (a crash, a kill) leaves up to keep + maxBacklog +
+// in-flight job sessions behind. Those are this agent's pier sessions last updated before this
+// process started, so none of them can be a job in flight here. Once per agent and process:
+// accounts that share an agent share its sessions.
+const sweptAgents = new Set()
+
+/** Keys of job sessions an earlier gateway process left behind, oldest first. */
+export async function leftoverJobSessions({ agentId, listSessions = hostListSessionEntries, since = Date.now() - process.uptime() * 1000 }) {
+  if (sweptAgents.has(agentId)) return []
+  sweptAgents.add(agentId)
+  const prefix = `agent:${agentId}:pier:`.toLowerCase()
+  const rows = (await listSessions({ agentId, readOnly: true })) ?? []
+  const updated = (r) => Number(r.entry?.updatedAt ?? 0)
+  return rows
+    .filter((r) => typeof r?.sessionKey === 'string' && r.sessionKey.toLowerCase().startsWith(prefix) && updated(r) < since)
+    .sort((a, b) => updated(a) - updated(b))
+    .map((r) => r.sessionKey)
+}
+
 export function createSessionPruner({
   agentId,
   keep = 0,
@@ -61,13 +87,21 @@ export function createSessionPruner({
     }, idleMs)
     timer.unref?.()
   }
+  const schedule = () => {
+    if (due() > maxBacklog) return pump()
+    if (due() > 0) arm()
+    return pumping ?? Promise.resolve()
+  }
   return {
     /** A job's turn has settled: its session goes in the next gap, or now if too many wait. */
     finished(sessionKey) {
       finished.push(sessionKey)
-      if (due() > maxBacklog) return pump()
-      if (due() > 0) arm()
-      return pumping ?? Promise.resolve()
+      return schedule()
+    },
+    /** Sessions an earlier process left (oldest first): older than any job of this one. */
+    adopt(sessionKeys) {
+      finished.unshift(...sessionKeys)
+      return schedule()
     },
     /** Deletes everything due, jobs in flight or not, and resolves when done (drain). */
     async idle() {

@@ -359,6 +359,16 @@ describe('Pier as an OpenClaw channel', () => {
     }
     assert.doesNotMatch(log, new RegExp(TOKEN))
     gateway = null
+  })
+
+  it('a restarted gateway deletes the job sessions its earlier run left (keepSessions 2, then 0)', async () => {
+    const config = home.readConfig()
+    config.channels.pier.keepSessions = 0
+    home.writeConfig(config)
+    gateway = await home.startGateway()
+    const swept = await waitFor(() => /\[(?:default|late|two)\] deleting (\d+) job sessions an earlier gateway run left behind/.exec(gateway.log()), { timeout: 60_000, interval: 500 })
+    assert.ok(Number(swept[1]) >= 1, swept[0])
+    await waitFor(async () => ((await sessionKeys()).some((k) => k.includes(':pier:')) ? null : true), { timeout: 60_000, interval: 1000 })
     console.log(`# done at ${elapsed()}`)
   })
 })
