@@ -242,7 +242,7 @@ async function memoryRun() {
       ;(anon[name] ??= []).push(m.anonMb)
       await worker.stop()
       if (name === 'bare') continue
-      ;(peak[name] ??= []).push((await measure(name, {}, { concurrency: 256, seconds: 2 })).peakMb)
+      ;(peak[name] ??= []).push((await measure(name, {}, { concurrency: 256 })).peakMb)
       console.error(`memory ${name} (round ${round + 1}): idle ${fmt(idle[name].at(-1), 1)} MB, peak ${fmt(peak[name].at(-1), 1)} MB`)
     }
   }
