@@ -55,6 +55,17 @@ const resetPeak = (pid) => {
   } catch {}
 }
 
+/** A contender's memory 1.5 s after it is ready, connected and idle. */
+async function idleMemory(name) {
+  const worker = await startContender(name)
+  await new Promise((r) => setTimeout(r, 1500))
+  const m = memory(worker.pid)
+  await worker.stop()
+  return m
+}
+
+const median = (list) => [...list].sort((a, b) => a - b)[Math.floor(list.length / 2)]
+
 async function startContender(name, options = {}) {
   const subject = `bench.${name}.${Date.now()}`
   const [cmd, args] = (name === 'bare' ? BARE : CONTENDERS[name]).cmd(options)
@@ -180,10 +191,7 @@ async function main() {
   // What each worker adds to a bare Node process, idle after start and at its N = 256 peak.
   results.idle = {}
   for (const name of ['bare', 'addon', 'js-best']) {
-    const worker = await startContender(name)
-    await new Promise((r) => setTimeout(r, 1500))
-    results.idle[name] = memory(worker.pid).rssMb
-    await worker.stop()
+    results.idle[name] = (await idleMemory(name)).rssMb
     console.error(`idle ${name}: ${fmt(results.idle[name], 1)} MB`)
   }
   await server.stop()
@@ -212,7 +220,6 @@ async function abRun() {
     }
   }
   await server.stop()
-  const median = (list) => [...list].sort((a, b) => a - b)[Math.floor(list.length / 2)]
   const lines = ['| cell | N | this build req/s | baseline req/s | ratio |', '| --- | ---: | ---: | ---: | ---: |']
   for (const n of [1, 16, 256]) {
     for (const [now, base] of pairs) {
@@ -235,19 +242,15 @@ async function memoryRun() {
   const peak = {}
   for (let round = 0; round < rounds; round++) {
     for (const name of ['bare', ...names]) {
-      const worker = await startContender(name)
-      await new Promise((r) => setTimeout(r, 1500))
-      const m = memory(worker.pid)
+      const m = await idleMemory(name)
       ;(idle[name] ??= []).push(m.rssMb)
       ;(anon[name] ??= []).push(m.anonMb)
-      await worker.stop()
       if (name === 'bare') continue
       ;(peak[name] ??= []).push((await measure(name, {}, { concurrency: 256 })).peakMb)
       console.error(`memory ${name} (round ${round + 1}): idle ${fmt(idle[name].at(-1), 1)} MB, peak ${fmt(peak[name].at(-1), 1)} MB`)
     }
   }
   await server.stop()
-  const median = (list) => [...list].sort((a, b) => a - b)[Math.floor(list.length / 2)]
   const bare = median(idle.bare)
   const bareAnon = median(anon.bare)
   const lines = [
