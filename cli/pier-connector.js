@@ -38,7 +38,7 @@ const USAGE = `Usage:
       List live workers (NATS service discovery, $SRV.STATS.pier-worker) as a table: worker,
       server, uptime, in flight, completed, failed, p50 ms, earned. --json prints the raw answers.
 
-Options (each mirrors a config key of plugins.entries["pier-connector"].config):
+Options (each mirrors a config key of channels.pier in OpenClaw):
   --config FILE                  read a JSON config first; flags override it
 ${CONFIG_FLAGS.map(({ flag, key, kind }) => `  --${flag}${kind === 'boolean' || kind === 'negated' ? '' : ' VALUE'}`.padEnd(33) + (kind === 'negated' ? `${key}: false` : key)).join('\n')}
   --verbose                      log debug lines too

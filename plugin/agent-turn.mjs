@@ -11,8 +11,11 @@ export function replyText(result) {
   return text || String(result?.meta?.finalAssistantVisibleText ?? '').trim()
 }
 
+/** Every job session's key starts with this (one session per job, see sessions.mjs). */
+export const jobSessionPrefix = (agentId) => `agent:${agentId}:pier:`
+
 export function sessionIdsFor(agentId, jobId) {
-  return { sessionId: `pier-${jobId}`, sessionKey: `agent:${agentId}:pier:${jobId}` }
+  return { sessionId: `pier-${jobId}`, sessionKey: `${jobSessionPrefix(agentId)}${jobId}` }
 }
 
 const fail = (code, message) => ({ error: { code, message } })

@@ -16,20 +16,13 @@
 // the store never holds more than keep + maxBacklog + in-flight job sessions. Drain deletes
 // everything due.
 
+import { jobSessionPrefix } from './agent-turn.mjs'
+
 let storeRuntime
 /** OpenClaw's session store API, from the host (`openclaw/plugin-sdk/session-store-runtime`). */
-async function hostDeleteSessionEntry(params) {
-  storeRuntime ??= import('openclaw/plugin-sdk/session-store-runtime')
-  const { deleteSessionEntry } = await storeRuntime
-  return deleteSessionEntry(params)
-}
-
-/** OpenClaw's list of an agent's sessions (`listSessionEntries`), from the host. */
-async function hostListSessionEntries(params) {
-  storeRuntime ??= import('openclaw/plugin-sdk/session-store-runtime')
-  const { listSessionEntries } = await storeRuntime
-  return listSessionEntries(params)
-}
+const hostStore = () => (storeRuntime ??= import('openclaw/plugin-sdk/session-store-runtime'))
+const hostDeleteSessionEntry = async (params) => (await hostStore()).deleteSessionEntry(params)
+const hostListSessionEntries = async (params) => (await hostStore()).listSessionEntries(params)
 
 // A gateway that stopped without draining (a crash, a kill) leaves up to keep + maxBacklog +
 // in-flight job sessions behind. Those are this agent's pier sessions last updated before this
@@ -41,7 +34,7 @@ const sweptAgents = new Set()
 export async function leftoverJobSessions({ agentId, listSessions = hostListSessionEntries, since = Date.now() - process.uptime() * 1000 }) {
   if (sweptAgents.has(agentId)) return []
   sweptAgents.add(agentId)
-  const prefix = `agent:${agentId}:pier:`.toLowerCase()
+  const prefix = jobSessionPrefix(agentId).toLowerCase()
   const rows = (await listSessions({ agentId, readOnly: true })) ?? []
   const updated = (r) => Number(r.entry?.updatedAt ?? 0)
   return rows

@@ -76,7 +76,7 @@ export function createPublishTool(api, log) {
       const account = publishAccount(api)
       const refusal = priceRefusal(params, account.maxPublishPrice)
       if (refusal) {
-        log.warn(`${refusal.message}`)
+        log.warn(refusal.message)
         return failure(refusal.code, refusal.message)
       }
       const { task, systemPrompt, timeoutMs, meta } = params ?? {}

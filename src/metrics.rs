@@ -122,7 +122,7 @@ impl Collector for WorkerCollector {
             "Replies the connection refused to send",
             s.reply_failures,
         )?;
-        ConstCounter::new(self.stats.earned()).encode(encoder.encode_descriptor(
+        ConstCounter::new(s.earned).encode(encoder.encode_descriptor(
             "pier_earned",
             "Sum of meta.price of completed jobs, in the marketplace's price unit",
             None,

@@ -105,10 +105,6 @@ impl Stats {
         });
     }
 
-    pub fn earned(&self) -> f64 {
-        f64::from_bits(self.earned_bits.load(Relaxed))
-    }
-
     /// The counter a task_error code falls in: `timed_out`, `rejected` (refused without
     /// running) or `failed`.
     pub fn bucket_of(code: ErrorCode) -> &'static str {
@@ -185,7 +181,7 @@ impl Stats {
             reconnects: self.reconnects.load(Relaxed),
             slow_consumer_events: self.slow_consumer_events.load(Relaxed),
             server_errors: self.server_errors.load(Relaxed),
-            earned: self.earned(),
+            earned: f64::from_bits(self.earned_bits.load(Relaxed)),
             p50_ms: self.durations.quantile_ms(0.5),
         }
     }
