@@ -5,7 +5,7 @@
 //
 //   node bench/gateway.mjs [--jobs 100] [--rounds 2] [--conc 1,4,16] [--keep 0] [--plugin DIR]
 //   node bench/gateway.mjs --long 10000 --every 250 --conc 4 [--minutes 33]
-//   node bench/gateway.mjs --delete-cost 20
+//   node bench/gateway.mjs --delete-cost 20 [--dc 3,5,1] [--settle 75] [--conc 4]
 //
 // A/B mode: per round and per C, N pier jobs (C requester lanes over NATS to a pier account
 // with maxConcurrentJobs C; latency = request sent -> reply received at the requester) and
@@ -19,7 +19,9 @@
 // Long mode: pier jobs only, sampling every --every jobs the gateway's RSS, the state dir
 // (SQLite files vs `.deleted` transcript archives) and the number of stored pier sessions;
 // --minutes stops it after the batch that passes the time limit.
-// Delete-cost mode: wall and CPU time of one deleteSessionEntry with and without the archive.
+// Delete-cost mode: per candidate way of running a job's turn and cleaning up its session (see
+// deleteCost), wall and CPU time per turn and per cleanup, and what state each leaves behind
+// (needs the sqlite3 CLI).
 // --cpu-prof DIR: the gateway runs with --cpu-prof (NODE_OPTIONS) and writes its profiles there
 // (one per thread; OpenClaw starts Worker threads for SQLite work).
 // Needs scripts/setup-e2e.sh (Node 24, OpenClaw, nats-server) and a built addon (packed into
@@ -44,6 +46,8 @@ const { values: opts } = parseArgs({
     'cpu-prof': { type: 'string' },
     keep: { type: 'string', default: '0' },
     'delete-cost': { type: 'string', default: '0' },
+    dc: { type: 'string' },
+    settle: { type: 'string', default: '0' },
     plugin: { type: 'string' },
     minutes: { type: 'string', default: '0' },
   },
@@ -141,25 +145,68 @@ try {
   else if (LONG) await longRun(CONCS[0])
   else await abRun()
 
-  // --- what one session deletion costs, on an otherwise idle gateway ---------------------------
+  // --- what one job session's turn and cleanup cost, per way of running / deleting it -------------
+  // Each candidate: N turns (C = 4) run one way, then their sessions cleaned up one way, on an
+  // otherwise idle gateway. Wall and gateway CPU per turn and per cleaned-up session, failed
+  // replies, and what the turns and the cleanup left in the state dir: rows per SQLite table (all
+  // *.sqlite files, read-only through the sqlite3 CLI), `.deleted` archive files, gateway RSS.
+  // --dc 1,5 picks candidates by number (default: all); --settle S waits S seconds at the end and
+  // prints what is left since the start.
   async function deleteCost(n) {
-    const sizes = () => stateSizes(home.env.OPENCLAW_STATE_DIR)
+    const state = home.env.OPENCLAW_STATE_DIR
     const pid = gatewayPid(gateway.child.pid)
-    for (const [label, run] of [
-      ['deleteSessionEntry, archiveTranscript', (keys) => bare('/delete?archive=1', keys)],
-      ['deleteSessionEntry, no archive', (keys) => bare('/delete?archive=0', keys)],
-      // cleanupSessionLifecycleArtifacts (the SDK's bulk cleanup of scratch sessions) refuses
-      // these rows: SessionCanonicalKeyMigrationRequiredError ("run openclaw doctor --fix").
-    ]) {
-      const prefix = `dc${label.length}`
-      const { sessionKeys } = await bareBatch(4, prefix, n)
-      const ids = sessionKeys.map((k) => `pier-${k.split(':').pop()}`)
-      const before = { ...sizes(), transcripts: await bare('/transcripts', ids) }
+    const candidates = [
+      ['durable turn; deleteSessionEntry archiveTranscript (what the plugin does)', '', '/delete?archive=1'],
+      ['durable turn; deleteSessionEntry no archive', '', '/delete?archive=0'],
+      ['durable turn; one cleanupSessionLifecycleArtifacts, no archive', '', '/delete?via=cleanup&archive=0'],
+      ['durable turn; deleteSessionEntry no archive + one cleanupSessionLifecycleArtifacts', '', '/delete?via=entry%2Bcleanup&archive=0'],
+      ["sessionPersistence 'detached'; no cleanup", '&persist=detached', null],
+      ["sessionPersistence 'detached', disableTrajectory; no cleanup", '&persist=detached&trajectory=0', null],
+      ['incognito key (agent:main:subagent:incognito-*); deleteSessionEntry no archive', '&keys=incognito', '/delete?archive=0'],
+      ['durable turn, disableTrajectory; deleteSessionEntry archiveTranscript', '&trajectory=0', '/delete?archive=1'],
+      ['durable turn; one cleanupSessionLifecycleArtifacts with archive (one archive Worker for all)', '', '/delete?via=cleanup&archive=1'],
+      ['durable turn; cleanupSessionLifecycleArtifacts per session (prefix pier:<id>), no archive', '', '/delete?via=cleanup-each&archive=0'],
+    ]
+    // Candidate 3 first: the tombstones that deleteSessionEntry without archive leaves (2, 4, 7)
+    // make every later cleanupSessionLifecycleArtifacts call on this store throw.
+    const pick = opts.dc ? opts.dc.split(',').map(Number) : [3, 10, 9, 5, 6, 1, 8, 2, 4, 7]
+    const start = snapshot(state, pid)
+    for (const i of pick) {
+      const [label, turnArgs, cleanupPath] = candidates[i - 1]
+      const prefix = `dc${i}x${Date.now() % 1e6}`
+      const s0 = snapshot(state, pid)
       const cpu0 = cpuMs(pid)
-      const r = await run(sessionKeys)
-      const cpuPerSession = +((cpuMs(pid) - cpu0) / n).toFixed(1)
-      const after = { ...sizes(), transcripts: await bare('/transcripts', ids) }
-      console.log(JSON.stringify({ label, sessions: n, msPerSession: +(r.ms / n).toFixed(1), cpuMsPerSession: cpuPerSession, result: r, left: await storedSessions(prefix), before, after }))
+      const turns = await bare(`/turns?n=${n}&c=4&prefix=${prefix}&timeoutMs=${TIMEOUT_MS}${turnArgs}`, null)
+      const cpu1 = cpuMs(pid)
+      const s1 = snapshot(state, pid)
+      let cleanup = null
+      if (cleanupPath) cleanup = await bare(`${cleanupPath}&stack=1`, turns.sessionKeys)
+      const cpu2 = cpuMs(pid)
+      await sleep(1000) // deferred maintenance (archive publication, disk budget) settles
+      const s2 = snapshot(state, pid)
+      console.log(JSON.stringify({
+        candidate: i,
+        label,
+        sessions: n,
+        turnMs: +(turns.ms / n).toFixed(1),
+        turnCpuMs: +((cpu1 - cpu0) / n).toFixed(1),
+        failed: turns.failed,
+        ...(turns.errors?.length ? { turnErrors: turns.errors } : {}),
+        cleanupMs: cleanup ? +(cleanup.ms / n).toFixed(1) : 0,
+        cleanupCpuMs: +((cpu2 - cpu1) / n).toFixed(1),
+        cleanup: cleanup && { deleted: cleanup.deleted, bulk: cleanup.cleanup, errors: cleanup.errors },
+        storedSessions: await storedSessions(prefix),
+        sessionNodes: sessionNodes(state, prefix),
+        transcripts: await bare('/transcripts', turns.sessionIds),
+        afterTurns: diff(s0, s1),
+        afterCleanup: diff(s0, s2),
+      }))
+    }
+    // OpenClaw's worker-placement sweep (every 60 s) retires placements of sessions that no
+    // longer exist; what is left after it is what all the candidates above left for good.
+    if (Number(opts.settle)) {
+      await sleep(Number(opts.settle) * 1000)
+      console.log(JSON.stringify({ settledAfterS: Number(opts.settle), sinceStart: diff(start, snapshot(state, pid)) }))
     }
   }
 
@@ -274,6 +321,60 @@ function stateSizes(state) {
       out.archives += Number(size)
       out.archiveFiles++
     }
+  }
+  return out
+}
+
+/** Rows per table of every SQLite file under the state dir, `.deleted` files, gateway RSS. */
+function snapshot(state, pid) {
+  const out = {}
+  // (not tmp/: lock and capture databases held exclusively by the gateway)
+  const files = execFileSync('find', [state, '-path', `${state}/tmp`, '-prune', '-o', '-type', 'f', '-name', '*.sqlite', '-print'], { encoding: 'utf8' }).trim().split('\n').filter(Boolean)
+  for (const file of files) {
+    const name = file.slice(state.length + 1)
+    try {
+      const tables = execFileSync('sqlite3', ['-readonly', '-cmd', '.timeout 5000', file, "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%'"], { encoding: 'utf8' }).trim().split('\n').filter(Boolean)
+      if (!tables.length) continue
+      const sql = tables.map((t) => `SELECT '${t}', count(*) FROM "${t}"`).join(' UNION ALL ')
+      for (const line of execFileSync('sqlite3', ['-readonly', '-cmd', '.timeout 5000', '-separator', '\t', file, sql], { encoding: 'utf8', maxBuffer: 16 << 20 }).trim().split('\n')) {
+        const [t, c] = line.split('\t')
+        out[`${name}:${t}`] = Number(c)
+      }
+    } catch (error) {
+      out[`${name}:error`] = String(error.message).slice(0, 100)
+    }
+  }
+  const { db, archiveFiles } = stateSizes(state)
+  out['files:.deleted'] = archiveFiles
+  out['bytes:sqlite'] = db
+  const rss = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
+  out['rss:MB'] = rss ? Math.round(Number(rss[1]) / 1024) : null
+  return out
+}
+
+/** The agent database's session_nodes rows (and their retained window) whose key contains `match`. */
+function sessionNodes(state, match, limit = 2) {
+  const file = `${state}/agents/main/agent/openclaw-agent.sqlite`
+  const sql = `SELECT n.session_key, n.entry_valid, substr(n.entry_json, 1, 160), n.current_session_id, w.session_id, n.archived_at
+    FROM session_nodes n LEFT JOIN session_windows w ON w.session_id = n.current_session_id AND w.session_key = n.session_key
+    WHERE n.session_key LIKE '%${match}%' ORDER BY n.session_key LIMIT ${limit}`
+  try {
+    return JSON.parse(execFileSync('sqlite3', ['-readonly', '-cmd', '.timeout 5000', '-json', file, sql], { encoding: 'utf8' }).trim() || '[]')
+  } catch (error) {
+    return String(error.message).slice(0, 200)
+  }
+}
+
+/** Changed entries from snapshot a to snapshot b. */
+function diff(a, b) {
+  const out = {}
+  for (const k of new Set([...Object.keys(a), ...Object.keys(b)])) {
+    if (k.endsWith(':error')) {
+      if (b[k]) out[k] = b[k]
+      continue
+    }
+    const d = (b[k] ?? 0) - (a[k] ?? 0)
+    if (d) out[k] = d
   }
   return out
 }
