@@ -13,6 +13,9 @@ cargo build --quiet --release --examples
 rm -rf "$BASE_DIR/src"
 git worktree add -f --detach "$BASE_DIR/src" "$REV" >/dev/null
 trap 'git worktree remove --force "$BASE_DIR/src"' EXIT
-(cd "$BASE_DIR/src" && CARGO_TARGET_DIR="$BASE_DIR/target" cargo build --quiet --release --lib)
+# Builds from before the `addon` feature always contained the binding.
+FEATURES=()
+grep -q '^addon = ' "$BASE_DIR/src/Cargo.toml" && FEATURES=(--features addon)
+(cd "$BASE_DIR/src" && CARGO_TARGET_DIR="$BASE_DIR/target" cargo build --quiet --release --lib "${FEATURES[@]}")
 cp "$BASE_DIR/target/release/libpier_connector.so" "$BASE_DIR/baseline.node"
 NATS_SERVER_BIN="$(command -v nats-server)" PIER_BENCH_AB="$BASE_DIR/baseline.node" node bench/run.mjs

@@ -10,8 +10,8 @@ export NATS_SERVER_BIN="$(command -v nats-server)"
 
 echo "== cargo fmt --check"
 cargo fmt --check
-echo "== cargo clippy --all-targets -- -D warnings"
-cargo clippy --quiet --all-targets -- -D warnings
+echo "== cargo clippy --all-targets --features addon -- -D warnings"
+cargo clippy --quiet --all-targets --features addon -- -D warnings
 echo "== cargo test"
 cargo test --quiet
 echo "== generated config files are current (scripts/gen-config.sh)"

@@ -3,7 +3,7 @@
 //! The core is plain Rust: `config`, `protocol` (the wire format), `connection`, `pipeline`
 //! (admits and answers every job), `delivery` (the sources that feed it: core NATS and
 //! JetStream), `worker` (lifecycle), `publisher`, `discovery`, `stats`. `binding` is the only
-//! module that knows about N-API.
+//! module that knows about N-API (feature `addon`).
 
 pub mod config;
 #[cfg(test)]
@@ -25,6 +25,8 @@ mod sync;
 mod timestamp;
 pub mod worker;
 
+// Only in the addon build: a binary without Node (tests, bench examples) cannot link N-API.
+#[cfg(feature = "addon")]
 mod binding;
 
 // The worker allocates small buffers on several tokio threads at once; glibc malloc's arena
