@@ -212,7 +212,7 @@ export interface PierConfig {
    */
   maxPublishPrice?: number
   /**
-   * Kept job sessions: OpenClaw only: How many finished job sessions to keep for debugging; older ones are deleted once their job is answered.
+   * Kept job sessions: OpenClaw only: 0: job turns are detached and store no session. N: every job's session is stored and the newest N kept for debugging; older ones are deleted once their job is answered.
    * Default: `0`.
    */
   keepSessions?: number

@@ -144,12 +144,15 @@ describe('agent turn', () => {
     assert.equal(replyText(undefined), '')
   })
 
-  it('onTurnSettled gets the session key once the turn has ended', async () => {
+  it('turns are detached; with onTurnSettled they are stored and it gets the key once the turn has ended', async () => {
     const settled = []
-    const { api } = stubApi({ runEmbeddedAgent: async () => ({ payloads: [{ text: 'ok' }] }) })
+    const persistence = []
+    const { api } = stubApi({ runEmbeddedAgent: async (p) => (persistence.push(p.sessionPersistence), { payloads: [{ text: 'ok' }] }) })
+    await createAgentTurnHandler(api, 'ops', new Map())(job({ id: 'k0' }))
     const handler = createAgentTurnHandler(api, 'ops', new Map(), { onTurnSettled: (key) => settled.push(key) })
     await handler(job({ id: 'k1' }))
     await sleep(5)
+    assert.deepEqual(persistence, ['detached', 'durable'])
     assert.deepEqual(settled, ['agent:ops:pier:k1'])
   })
 
@@ -384,7 +387,7 @@ describe('accounts through the channel lifecycle, with a real nats-server', () =
 
   it('an account runs its worker, publishes its status, answers jobs and drains once on abort', async () => {
     const deleted = []
-    const config = { channels: { pier: { natsUrl: nats.server.url, subject: 'jobs.life', publishSubject: 'jobs.life', workerId: 'life-1' } } }
+    const config = { channels: { pier: { natsUrl: nats.server.url, subject: 'jobs.life', publishSubject: 'jobs.life', workerId: 'life-1', keepSessions: 1 } } }
     const { channel, registered, lines } = setup({ config, runEmbeddedAgent: agent, deleteSession: async (p) => deleted.push(p.sessionKey) })
     const ctx = accountCtx(config)
     const running = channel.gateway.startAccount(ctx)
@@ -393,9 +396,11 @@ describe('accounts through the channel lifecycle, with a real nats-server', () =
     assert.equal(ctx.last().running, true)
     const reply = await request(nats.nc, 'jobs.life', { type: 'task_request', id: 'l1', task: 'hi', meta: { price: 2.5 } })
     assert.equal(reply.result, 'agent says hi')
+    // keepSessions 1: stored sessions, the newest kept, older ones deleted once no job runs.
+    assert.equal((await request(nats.nc, 'jobs.life', { id: 'l2', task: 'again' })).result, 'agent says again')
     await waitFor(() => deleted.length === 1, { timeout: 3000 })
     assert.deepEqual(deleted, ['agent:main:pier:l1'])
-    await waitFor(() => ctx.last().pier?.completed === 1, { timeout: 5000 })
+    await waitFor(() => ctx.last().pier?.completed === 2, { timeout: 5000 })
     assert.equal(ctx.last().pier.workerId, 'life-1')
     assert.equal(ctx.last().activeRuns, 0)
 
@@ -405,11 +410,11 @@ describe('accounts through the channel lifecycle, with a real nats-server', () =
     assert.deepEqual([title, fence, close, count], ['Pier connector', '```', '```', '1 worker'])
     assert.match(header, /^WORKER\s+SERVER\s+UPTIME\s+IN FLIGHT\s+COMPLETED\s+FAILED\s+P50 MS\s+EARNED$/)
     const cells = row.split(/\s{2,}/)
-    assert.deepEqual([cells[0], cells[1], cells[3], cells[4], cells[5], cells[7]], ['life-1', 'pier-test', '0', '1', '0', '2.5'])
+    assert.deepEqual([cells[0], cells[1], cells[3], cells[4], cells[5], cells[7]], ['life-1', 'pier-test', '0', '2', '0', '2.5'])
     assert.match(cells[2], /^\d+s$/)
-    assert.match(cells[6], /^≤\d+$/, 'the p50 of the one job')
+    assert.match(cells[6], /^≤\d+$/, 'the p50 of the jobs')
     assert.match(text, /\naccount default\n  connection: connected, server nats:\/\/127\.0\.0\.1:\d+ \(pier-test [\d.]+\)/)
-    assert.match(text, /  jobs: 1 received, 1 completed, 0 failed/)
+    assert.match(text, /  jobs: 2 received, 2 completed, 0 failed/)
     assert.match(text, /  reconnects: 0 \(0 disconnects\)\n  last error: none/)
     assert.match(text, /  uptime: \d+s/)
 

@@ -17,9 +17,12 @@ const STATUS_INTERVAL_MS = 1000
 export function createAccountRun(account, { api, log, deleteSession }) {
   const { addonConfig, accountId } = account
   const running = new Map()
-  // Job sessions are deleted while no job of this account runs (see sessions.mjs).
+  // Job turns are detached (nothing stored) unless keepSessions asks to keep some for
+  // debugging; stored ones are deleted while no job of this account runs (see sessions.mjs).
+  // The pruner also deletes what an earlier gateway run left behind.
   const sessions = createSessionPruner({ agentId: account.agentId, keep: account.keepSessions, log, deleteSession, busy: () => running.size > 0 })
-  const handler = createAgentTurnHandler(api, account.agentId, running, { onTurnSettled: sessions.finished })
+  const stored = account.keepSessions > 0 ? { onTurnSettled: sessions.finished } : {}
+  const handler = createAgentTurnHandler(api, account.agentId, running, stored)
   const clean = (message) => redactSecrets(message, addonConfig)
   let worker = null
   let drained = null

@@ -22,8 +22,14 @@ const fail = (code, message) => ({ error: { code, message } })
 
 /**
  * The addon's job handler. `running` maps job ids to AbortControllers so the worker's
- * cancel notice (TIMEOUT, SHUTTING_DOWN) aborts the turn. `onTurnSettled(sessionKey)` runs
- * once the turn has really ended (also after an abort), when its session may be removed.
+ * cancel notice (TIMEOUT, SHUTTING_DOWN) aborts the turn.
+ *
+ * Without `onTurnSettled` the turn is detached (OpenClaw's `sessionPersistence: 'detached'`,
+ * as its own one-shot turns run): the session is in memory only, so no row, transcript or
+ * archive is written and nothing is left to delete; a stranger's task never reaches the agent's
+ * stored history, and other plugins' agent_end hooks (memory, reviews) do not see it. With
+ * `onTurnSettled(sessionKey)` the session is stored (keepSessions, for debugging) and the
+ * callback runs once the turn has really ended (also after an abort), when it may be removed.
  */
 export function createAgentTurnHandler(api, agentId, running, { onTurnSettled } = {}) {
   return async (job) => {
@@ -49,6 +55,7 @@ export function createAgentTurnHandler(api, agentId, running, { onTurnSettled } 
         timeoutMs: job.timeoutMs,
         abortSignal: abort.signal,
         terminalReplyExpectation: 'required',
+        sessionPersistence: onTurnSettled ? 'durable' : 'detached',
       })
       if (onTurnSettled) {
         const settled = () => onTurnSettled(ids.sessionKey)

@@ -1,6 +1,7 @@
-// Bounded job sessions: every job runs in a session of its own, which is deleted from the
+// Stored job sessions, bounded. Job turns are detached by default (agent-turn.mjs) and store
+// nothing; with keepSessions > 0 each job runs in a stored session of its own, deleted from the
 // agent's session store once the job's turn has ended, keeping the newest `keep` for debugging.
-// Without this, every job ever answered stays in the store.
+// Sessions an earlier gateway run left behind (older versions stored every job) go the same way.
 //
 // Deletion is OpenClaw's own (deleteSessionEntry with archiveTranscript, as `openclaw sessions
 // delete` does): the row and its transcript leave the database, the transcript stays as a
@@ -8,7 +9,9 @@
 // maxDiskBytes). In OpenClaw 2026.9.6 each such call starts an archive Worker thread of its own
 // and costs 0.3-0.9 s of CPU on a 2-core machine (bench/gateway.mjs --delete-cost), several
 // times an agent turn, and turns running beside it wait for the CPU and the store. Without the
-// archive it costs ~30 ms but leaves the transcript in SQLite, so that is not an option.
+// archive it costs ~30 ms but leaves the transcript and a row needing repair in SQLite. The
+// bulk cleanupSessionLifecycleArtifacts is cheap but selects by key prefix, so removing job
+// "a" would also remove a kept job "ab": not used.
 //
 // So deletions wait for a gap: they run one at a time while the account has no job in flight
 // (`busy()` false for `idleMs`), and stop as soon as a job comes in. Only when more than

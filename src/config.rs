@@ -210,8 +210,8 @@ pub struct Config {
     pub max_publish_price: f64,
     /// Kept job sessions
     ///
-    /// How many finished job sessions to keep for debugging; older ones are deleted once
-    /// their job is answered.
+    /// 0: job turns are detached and store no session. N: every job's session is stored and
+    /// the newest N kept for debugging; older ones are deleted once their job is answered.
     #[cfg_attr(test, schemars(extend("x-host" = true, "x-advanced" = true)))]
     pub keep_sessions: u32,
 

@@ -361,7 +361,7 @@ describe('Pier as an OpenClaw channel', () => {
     gateway = null
   })
 
-  it('a restarted gateway deletes the job sessions its earlier run left (keepSessions 2, then 0)', async () => {
+  it('a restarted gateway deletes the job sessions its earlier run left (keepSessions 2), then stores none (0)', async () => {
     const config = home.readConfig()
     config.channels.pier.keepSessions = 0
     home.writeConfig(config)
@@ -369,6 +369,13 @@ describe('Pier as an OpenClaw channel', () => {
     const swept = await waitFor(() => /\[(?:default|late|two)\] deleting (\d+) job sessions an earlier gateway run left behind/.exec(gateway.log()), { timeout: 60_000, interval: 500 })
     assert.ok(Number(swept[1]) >= 1, swept[0])
     await waitFor(async () => ((await sessionKeys()).some((k) => k.includes(':pier:')) ? null : true), { timeout: 60_000, interval: 1000 })
+    // keepSessions 0 (the default): job turns are detached, so answered jobs store no session.
+    for (const id of ['d-1', 'd-2']) {
+      const reply = await firstRequest(nc, 'jobs.chan.default', { id, task: `PIERQ:${id}`, timeoutMs: 30_000 })
+      assert.equal(reply.result, answerFor(id))
+    }
+    assert.deepEqual((await sessionKeys()).filter((k) => k.includes(':pier:')), [])
+    console.log(`# tools offered to a job turn: ${model.requests.at(-1).tools}`)
     console.log(`# done at ${elapsed()}`)
   })
 })

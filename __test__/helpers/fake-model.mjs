@@ -36,6 +36,7 @@ export async function startFakeModel() {
       word,
       messages: JSON.stringify(body.messages ?? []),
       system: JSON.stringify(body.messages?.filter((m) => m.role === 'system') ?? []),
+      tools: (body.tools ?? []).map((t) => t.function?.name ?? t.name),
     })
     if (word?.startsWith('hang')) {
       hung.add(res)

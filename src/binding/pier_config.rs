@@ -87,7 +87,7 @@ pub struct PierConfig {
     /// Max publish price: OpenClaw only: The pier_publish tool refuses a task whose meta.price is above this (0: only unpaid tasks).
     /// Default: `0`.
     pub max_publish_price: Option<f64>,
-    /// Kept job sessions: OpenClaw only: How many finished job sessions to keep for debugging; older ones are deleted once their job is answered.
+    /// Kept job sessions: OpenClaw only: 0: job turns are detached and store no session. N: every job's session is stored and the newest N kept for debugging; older ones are deleted once their job is answered.
     /// Default: `0`.
     pub keep_sessions: Option<f64>,
     /// NATS token: Token auth.
