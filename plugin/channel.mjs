@@ -59,6 +59,22 @@ export function createPierChannel(sdk, runtime = {}) {
   // token/password/nkeySeed are SecretRef-capable (the same contract as secret-contract-api.mjs).
   if (createSimpleChannelSecretContract) plugin.secrets = pierSecretContract(createSimpleChannelSecretContract)
   plugin.status = { buildAccountSnapshot, probeAccount, collectStatusIssues }
+  // A target on this channel is a job id, and Pier has no directory of names. Without
+  // looksLikeId, OpenClaw (2026.9.6, target-resolver resolveMessagingTarget) treats an id that
+  // is not `user:…`, `#…`, `@…` or 6+ digits as a name, finds no directory entry and fails the
+  // message tool with `Unknown target "<jobId>" for Pier.` before sendText is ever called.
+  //
+  // resolveOutboundSessionRoute → null: no session route for a job. Without it, a message tool
+  // send gets OpenClaw's fallback route (outbound-session resolveFallbackSession), a direct
+  // peer <jobId>, whose session with the default session.dmScope "main" is the agent's main
+  // session (with the other scopes, a new stored session per job id): after delivery OpenClaw
+  // appends the answer to that session's transcript and makes pier/<jobId> its delivery
+  // context (its "last" route, a job long finished). A job's answer goes to its requester
+  // over NATS; no conversation of the agent's should keep it.
+  plugin.messaging = {
+    targetResolver: { looksLikeId: () => true, hint: '<jobId>' },
+    resolveOutboundSessionRoute: () => null,
+  }
   plugin.gateway = {
     startAccount: async (ctx) => {
       const deps = runtime.getDeps?.()

@@ -3,7 +3,8 @@
 // `openclaw channels add`, secrets as SecretRefs (env and file) against a token-protected
 // nats-server, three accounts (one whose NATS starts 10 s after the gateway), live status
 // through `openclaw channels status --probe`, the opt-in capped pier_publish, bounded job
-// sessions, /pier, and one drain per account on stop.
+// sessions, a job answered through the message tool on channel pier, /pier, and one drain per
+// account on stop.
 import { describe, it, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
@@ -57,6 +58,32 @@ async function firstRequest(client, subject, payload) {
 async function sessionKeys() {
   const out = JSON.parse(await cli(['gateway', 'call', 'sessions.list', '--params', '{"limit":1000}', '--json']))
   return (out.sessions ?? []).map((s) => s.key)
+}
+
+/**
+ * A job whose turn answers it with OpenClaw's `message` tool (channel pier, target the job id,
+ * the fake model's PIERMSG marker) rather than with its final text: the requester must get the
+ * tool's text, from this account's worker, and no session but the job's own may keep it.
+ */
+async function answeredByMessageTool(id) {
+  const reply = await firstRequest(nc, 'jobs.chan.default', { type: 'task_request', id, task: `Answer with the message tool: PIERMSG:${id}`, timeoutMs: 30_000 })
+  const calls = model.requests.filter((r) => r.messages.includes(`PIERMSG:${id}`))
+  const seen = `${JSON.stringify(reply)}\nlog: ${gateway.log().split('\n').slice(-30).join('\n')}`
+  assert.ok(calls[0]?.tools.includes('message'), `the message tool is offered to a job turn: ${calls[0]?.tools}`)
+  assert.equal(reply.type, 'task_result', seen)
+  // answerFor(id) came through the channel; the turn's final text would be after-message-<id>.
+  assert.equal(reply.result, answerFor(id), seen)
+  assert.deepEqual(reply.worker, { id: 'chan-default', wallet: '0xC0FFEE' })
+
+  // Without a session route of the plugin's own, OpenClaw appends what the tool sent to the
+  // agent's main session and makes pier/<job id> its delivery route (default dmScope "main"),
+  // in the same tool call, just after sendText has answered the job (seen 3 s later).
+  await sleep(3000)
+  const history = await cli(['gateway', 'call', 'chat.history', '--params', JSON.stringify({ sessionKey: 'agent:main:main', limit: 20 }), '--json'])
+  assert.doesNotMatch(history, new RegExp(answerFor(id)), 'the answer is not in the main session')
+  const sessions = JSON.parse(await cli(['gateway', 'call', 'sessions.list', '--params', '{"limit":1000}', '--json'])).sessions
+  const others = sessions.filter((s) => s.key !== `agent:main:pier:${id}`)
+  assert.doesNotMatch(JSON.stringify(others), new RegExp(id), 'no other session is routed to the job')
 }
 
 async function invokeTool(args) {
@@ -344,6 +371,10 @@ describe('Pier as an OpenClaw channel', () => {
     assert.ok(keys.includes('agent:main:pier:s-19'), 'the newest kept (keepSessions 2)')
   })
 
+  it('a durable job turn (keepSessions 2) answers its job with the message tool on channel pier', async () => {
+    await answeredByMessageTool('m-durable')
+  })
+
   it('stopping the gateway drains each account once: an in-flight job is still answered', async () => {
     const pending = request(nc, 'jobs.chan.default', { id: 'drain-1', task: 'PIERQ:slow1', timeoutMs: 30_000 }, 45_000)
     // Stop once the turn is inside its (2 s) model call.
@@ -377,5 +408,10 @@ describe('Pier as an OpenClaw channel', () => {
     assert.deepEqual((await sessionKeys()).filter((k) => k.includes(':pier:')), [])
     console.log(`# tools offered to a job turn: ${model.requests.at(-1).tools}`)
     console.log(`# done at ${elapsed()}`)
+  })
+
+  it('a detached job turn (keepSessions 0) answers its job with the message tool on channel pier', async () => {
+    await answeredByMessageTool('m-detached')
+    assert.deepEqual((await sessionKeys()).filter((k) => k.includes(':pier:')), [])
   })
 })

@@ -1,9 +1,12 @@
 // A local OpenAI-compatible model server for end-to-end tests. It answers each prompt that
 // carries a marker `PIERQ:<word>` with `answer-<word>` (streamed as SSE chunks), hangs on
-// `PIERQ:hang...`, and is slow on `PIERQ:slow...`.
+// `PIERQ:hang...`, and is slow on `PIERQ:slow...`. A prompt with `PIERMSG:<jobId>` makes the
+// turn's first call a `message` tool call sending `answer-<jobId>` to channel `pier`, target
+// `<jobId>`; once the tool result is back it answers `after-message-<jobId>` instead.
 import { createServer } from 'node:http'
 
 const MARKER = /PIERQ:([A-Za-z0-9_-]+)/g
+const MESSAGE_MARKER = /PIERMSG:([A-Za-z0-9_-]+)/
 
 /** The last marker anywhere in the request's messages: OpenClaw wraps the prompt in context. */
 function markerOf(body) {
@@ -14,6 +17,11 @@ function markerOf(body) {
 
 export function answerFor(word) {
   return `answer-${word}`
+}
+
+/** The plain text a PIERMSG turn ends with after its message tool call came back. */
+export function afterMessageFor(jobId) {
+  return `after-message-${jobId}`
 }
 
 export async function startFakeModel() {
@@ -32,6 +40,7 @@ export async function startFakeModel() {
       body = JSON.parse(raw)
     } catch {}
     const word = markerOf(body)
+    const messageJob = MESSAGE_MARKER.exec(JSON.stringify(body.messages ?? []))?.[1]
     requests.push({
       word,
       messages: JSON.stringify(body.messages ?? []),
@@ -44,13 +53,23 @@ export async function startFakeModel() {
       return
     }
     if (word?.startsWith('slow')) await new Promise((r) => setTimeout(r, 2000))
-    const text = word ? answerFor(word) : 'no marker'
     const id = `chatcmpl-${Date.now()}`
     const chunk = (delta, finish = null) =>
       `data: ${JSON.stringify({
         id, object: 'chat.completion.chunk', created: Math.floor(Date.now() / 1000), model: 'fake-model',
         choices: [{ index: 0, delta, finish_reason: finish }],
       })}\n\n`
+    // The turn's first call (no tool result yet): one streamed `message` tool call.
+    if (messageJob && !body.messages?.some((m) => m.role === 'tool') && body.stream !== false) {
+      const args = { action: 'send', channel: 'pier', target: messageJob, message: answerFor(messageJob) }
+      res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' })
+      res.write(chunk({ role: 'assistant', content: null, tool_calls: [{ index: 0, id: `call_${messageJob}`, type: 'function', function: { name: 'message', arguments: '' } }] }))
+      res.write(chunk({ tool_calls: [{ index: 0, function: { arguments: JSON.stringify(args) } }] }))
+      res.write(chunk({}, 'tool_calls'))
+      res.end('data: [DONE]\n\n')
+      return
+    }
+    const text = messageJob ? afterMessageFor(messageJob) : word ? answerFor(word) : 'no marker'
     if (body.stream === false) {
       res.writeHead(200, { 'content-type': 'application/json' })
       res.end(JSON.stringify({
