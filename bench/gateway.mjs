@@ -1,24 +1,25 @@
 #!/usr/bin/env node
 // pier-connector inside a real OpenClaw gateway, against the same agent turns started directly
-// through runEmbeddedAgent by a bare plugin (bench/gateway-bare-plugin: no NATS, no addon, no
-// session deletion). One gateway holds both plugins; the fake model answers at once.
+// through runEmbeddedAgent by a bare plugin (bench/gateway-bare-plugin: no NATS, no addon). One gateway holds both plugins; the fake model answers at once.
 //
 //   node bench/gateway.mjs [--jobs 100] [--rounds 2] [--conc 1,4,16] [--keep 0] [--plugin DIR]
-//   node bench/gateway.mjs --long 10000 --every 250 --conc 4 [--minutes 33]
+//   node bench/gateway.mjs --long 10000 --every 1000 --conc 4 [--path bare] [--minutes 33] [--settle 90]
 //   node bench/gateway.mjs --delete-cost 20 [--dc 3,5,1] [--settle 75] [--conc 4]
 //
 // A/B mode: per round and per C, N pier jobs (C requester lanes over NATS to a pier account
 // with maxConcurrentJobs C; latency = request sent -> reply received at the requester) and
 // N bare turns (C lanes inside the gateway; latency = runEmbeddedAgent called -> resolved), the
-// order alternating per round and cell; the table shows the medians over rounds. Before each
-// batch the store holds no session of the other path: the pier account deletes its own
-// (keepSessions 0; "incl. session cleanup" counts the time until they are gone), the bench
-// deletes the bare ones (untimed). --keep N sets keepSessions (a huge N: no deletion, to
-// separate NATS + addon from deletion). --plugin DIR installs that unpacked pier-connector
-// instead of packing this checkout (before/after runs).
-// Long mode: pier jobs only, sampling every --every jobs the gateway's RSS, the state dir
-// (SQLite files vs `.deleted` transcript archives) and the number of stored pier sessions;
-// --minutes stops it after the batch that passes the time limit.
+// order alternating per round and cell; the table shows the medians over rounds. Both paths
+// run the same turns: detached (keepSessions 0, the default; nothing stored), or with --keep N
+// stored ones, where before each batch the store holds no session of the other path: the pier
+// account deletes its own beyond N ("incl. session cleanup" counts the time until they are
+// gone), the bench deletes the bare ones (untimed). --plugin DIR installs that unpacked
+// pier-connector instead of packing this checkout (before/after runs).
+// Long mode: pier jobs (or, with --path bare, the bare plugin's turns), sampling every --every
+// jobs the gateway's RSS, the state dir (SQLite files vs `.deleted` transcript archives) and the
+// number of stored pier sessions, and at the end the rows each SQLite table gained (--settle S:
+// and what is left of them after S idle seconds); --minutes stops it after the batch that passes
+// the time limit.
 // Delete-cost mode: per candidate way of running a job's turn and cleaning up its session (see
 // deleteCost), wall and CPU time per turn and per cleanup, and what state each leaves behind
 // (needs the sqlite3 CLI).
@@ -50,6 +51,7 @@ const { values: opts } = parseArgs({
     settle: { type: 'string', default: '0' },
     plugin: { type: 'string' },
     minutes: { type: 'string', default: '0' },
+    path: { type: 'string', default: 'pier' },
   },
 })
 const JOBS = Number(opts.jobs)
@@ -105,17 +107,18 @@ try {
     await Promise.all(Array.from({ length: c }, lane))
     return { ms: performance.now() - t0, lat, failed }
   }
+  // The bare turns are the pier account's turns: detached, or stored when keepSessions is set.
+  const BARE_PERSIST = KEEP ? '' : '&persist=detached'
   async function bareBatch(c, prefix, n) {
-    const r = await bare(`/turns?n=${n}&c=${c}&prefix=${prefix}&timeoutMs=${TIMEOUT_MS}`, null)
+    const r = await bare(`/turns?n=${n}&c=${c}&prefix=${prefix}&timeoutMs=${TIMEOUT_MS}${BARE_PERSIST}`, null)
     return { ms: r.ms, lat: r.turns, failed: r.failed, sessionKeys: r.sessionKeys }
   }
-  /** Waits until the pier account's idle flush has deleted the batch's sessions (untimed). */
+  /** Waits until the pier account has deleted the batch's stored sessions beyond keepSessions. */
   async function settlePier(prefix) {
-    if (KEEP) return
-    await waitFor(async () => (await storedSessions(prefix)) === 0, { timeout: 120_000, interval: 250 })
+    await waitFor(async () => (await storedSessions(prefix)) <= KEEP, { timeout: 120_000, interval: 250 })
   }
   async function settleBare(keys) {
-    await bare('/delete', keys)
+    if (KEEP) await bare('/delete', keys)
   }
 
   // Warm-up: subscriptions up, first (cold) turns done, on every account.
@@ -138,7 +141,7 @@ try {
   }, { timeout: 60_000, interval: 500 })
   const warm = await bareBatch(4, 'bwarm', 8)
   await settleBare(warm.sessionKeys)
-  await pierBatch(4, 'pwarm', 8)
+  await pierBatch(CONCS.at(-1), 'pwarm', 8)
   await settlePier('pwarm')
 
   if (Number(opts['delete-cost'])) await deleteCost(Number(opts['delete-cost']))
@@ -213,24 +216,36 @@ try {
   // --- A/B table ------------------------------------------------------------------------------
   async function abRun() {
     const cells = Object.fromEntries(CONCS.map((c) => [c, { pier: [], bare: [] }]))
+    // CPU per job of the gateway process (all its threads: the addon's too) and of this process
+    // (the fake model for both paths, and the pier path's requesters), over the batch.
+    const pid = gatewayPid(gateway.child.pid)
+    const cpu = () => ({ gateway: cpuMs(pid), bench: process.cpuUsage() })
+    const cpuPerJob = (c0) => ({
+      gatewayCpuMs: (cpuMs(pid) - c0.gateway) / JOBS,
+      benchCpuMs: (({ user, system }) => (user + system) / 1000 / JOBS)(process.cpuUsage(c0.bench)),
+    })
     for (let round = 0; round < ROUNDS; round++) {
       for (const c of CONCS) {
         const order = (round + CONCS.indexOf(c)) % 2 ? ['bare', 'pier'] : ['pier', 'bare']
         for (const path of order) {
           const prefix = `${path[0]}r${round}c${c}`
+          // CLOCK_MONOTONIC µs, the clock of V8's profile timestamps: slices a --cpu-prof by batch.
+          const monoUs = () => Number(process.hrtime.bigint() / 1000n)
+          const c0 = { ...cpu(), t0Us: monoUs() }
           if (path === 'pier') {
             const r = await pierBatch(c, prefix, JOBS)
+            const used = cpuPerJob(c0)
             const t0 = performance.now()
             await settlePier(prefix)
             // Jobs/s counting the time until their sessions are gone too: deletion deferred
             // past the batch is still paid for.
-            cells[c].pier.push({ ...summarize(r), perSWithCleanup: (JOBS * 1000) / (r.ms + performance.now() - t0) })
+            cells[c].pier.push({ ...summarize(r), ...used, perSWithCleanup: (JOBS * 1000) / (r.ms + performance.now() - t0) })
           } else {
             const r = await bareBatch(c, prefix, JOBS)
+            cells[c].bare.push({ ...summarize(r), ...cpuPerJob(c0) })
             await settleBare(r.sessionKeys)
-            cells[c].bare.push(summarize(r))
           }
-          console.error(JSON.stringify({ round, c, path, ...cells[c][path].at(-1) }))
+          console.error(JSON.stringify({ round, c, path, ...cells[c][path].at(-1), t0Us: c0.t0Us, t1Us: monoUs() }))
         }
       }
     }
@@ -239,23 +254,27 @@ try {
       return {
         c,
         pierPerS: m('pier', 'perS'),
-        pierPerSWithCleanup: KEEP ? NaN : m('pier', 'perSWithCleanup'),
+        pierPerSWithCleanup: m('pier', 'perSWithCleanup'),
         barePerS: m('bare', 'perS'),
         ratio: m('pier', 'perS') / m('bare', 'perS'),
         pierP50: m('pier', 'p50'),
         pierP99: m('pier', 'p99'),
         bareP50: m('bare', 'p50'),
         bareP99: m('bare', 'p99'),
+        pierCpu: m('pier', 'gatewayCpuMs'),
+        bareCpu: m('bare', 'gatewayCpuMs'),
+        pierBenchCpu: m('pier', 'benchCpuMs'),
+        bareBenchCpu: m('bare', 'benchCpuMs'),
         failed: cells[c].pier.reduce((a, s) => a + s.failed, 0) + cells[c].bare.reduce((a, s) => a + s.failed, 0),
       }
     })
     console.log(`\n${JOBS} jobs/turns per cell, ${ROUNDS} rounds interleaved, medians over rounds\n`)
     console.log(`keepSessions ${KEEP}${opts.plugin ? `, plugin from ${opts.plugin}` : ''}\n`)
-    console.log('| C | pier jobs/s | pier jobs/s incl. session cleanup | bare turns/s | pier/bare | pier p50 ms | pier p99 ms | bare p50 ms | bare p99 ms | p50 diff ms | failed |')
-    console.log('| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |')
+    console.log('| C | pier jobs/s | pier jobs/s incl. session cleanup | bare turns/s | pier/bare | pier p50 ms | pier p99 ms | bare p50 ms | bare p99 ms | p50 diff ms | gateway CPU ms/job pier | bare | bench CPU ms/job pier | bare | failed |')
+    console.log('| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |')
     for (const r of rows) {
       const f = (x) => x.toFixed(1)
-      console.log(`| ${r.c} | ${f(r.pierPerS)} | ${KEEP ? 'n/a (kept)' : f(r.pierPerSWithCleanup)} | ${f(r.barePerS)} | ${r.ratio.toFixed(3)} | ${f(r.pierP50)} | ${f(r.pierP99)} | ${f(r.bareP50)} | ${f(r.bareP99)} | ${f(r.pierP50 - r.bareP50)} | ${r.failed} |`)
+      console.log(`| ${r.c} | ${f(r.pierPerS)} | ${f(r.pierPerSWithCleanup)} | ${f(r.barePerS)} | ${r.ratio.toFixed(3)} | ${f(r.pierP50)} | ${f(r.pierP99)} | ${f(r.bareP50)} | ${f(r.bareP99)} | ${f(r.pierP50 - r.bareP50)} | ${f(r.pierCpu)} | ${f(r.bareCpu)} | ${r.pierBenchCpu.toFixed(2)} | ${r.bareBenchCpu.toFixed(2)} | ${r.failed} |`)
     }
   }
 
@@ -281,22 +300,33 @@ try {
       console.log(JSON.stringify(row))
       return row
     }
+    // Rows per SQLite table since the start: which of OpenClaw's records grow with the jobs.
+    const tables = (snap) => Object.fromEntries(Object.entries(snap).filter(([k]) => !/^(rss|bytes|files):/.test(k)))
+    const rows0 = tables(snapshot(state, pid))
     const startedAt = Date.now()
     const rows = [await sample(0, startedAt)]
     const stopAt = Number(opts.minutes) ? startedAt + Number(opts.minutes) * 60_000 : Infinity
     for (let done = 0; done < LONG && Date.now() < stopAt; ) {
       const n = Math.min(every, LONG - done)
-      const r = summarize(await pierBatch(c, `l${done}`, n))
+      const r = summarize(opts.path === 'bare' ? await bareBatch(c, `l${done}`, n) : await pierBatch(c, `l${done}`, n))
       done += n
       await sleep(1500) // past the account's idle flush, so the sample sees the steady state
       rows.push(await sample(done, startedAt, r))
     }
+    const grown = diff(rows0, tables(snapshot(state, pid)))
     const ran = rows.at(-1).jobs
-    console.log(`\n${ran} of ${LONG} pier jobs${ran < LONG ? ` (stopped at --minutes ${opts.minutes})` : ''} at C=${c}, sampled every ${every} (gateway pid ${pid}), keepSessions ${KEEP}\n`)
+    console.log(`\n${ran} of ${LONG} ${opts.path === 'bare' ? 'bare turns' : 'pier jobs'}${ran < LONG ? ` (stopped at --minutes ${opts.minutes})` : ''} at C=${c}, sampled every ${every} (gateway pid ${pid}), keepSessions ${KEEP}\n`)
     console.log('| jobs | pier sessions stored | state MB | SQLite MB | .deleted archives MB (files) | gateway RSS MB | jobs/s | p50 ms | p99 ms |')
     console.log('| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |')
     for (const r of rows) {
       console.log(`| ${r.jobs} | ${r.pierSessions} | ${r.stateMB} | ${r.dbMB} | ${r.archivesMB} (${r.archiveFiles}) | ${r.rssMB} | ${r.jobsPerS ?? ''} | ${r.p50 ?? ''} | ${r.p99 ?? ''} |`)
+    }
+    // --settle S: what is still there after S idle seconds (OpenClaw's placement sweep runs every 60 s).
+    const settled = Number(opts.settle) ? (await sleep(Number(opts.settle) * 1000), diff(rows0, tables(snapshot(state, pid)))) : null
+    console.log(`\nSQLite rows added over the run (${ran} jobs)${settled ? `, and left after ${opts.settle} s idle` : ''}\n`)
+    console.log(`| database: table | rows | per job |${settled ? ' left |' : ''}\n| --- | ---: | ---: |${settled ? ' ---: |' : ''}`)
+    for (const [table, n] of Object.entries(grown).sort((a, b) => b[1] - a[1])) {
+      console.log(`| ${table} | ${n} | ${(n / ran).toFixed(2)} |${settled ? ` ${settled[table] ?? 0} |` : ''}`)
     }
   }
 } finally {

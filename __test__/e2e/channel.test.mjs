@@ -406,7 +406,6 @@ describe('Pier as an OpenClaw channel', () => {
       assert.equal(reply.result, answerFor(id))
     }
     assert.deepEqual((await sessionKeys()).filter((k) => k.includes(':pier:')), [])
-    console.log(`# tools offered to a job turn: ${model.requests.at(-1).tools}`)
     console.log(`# done at ${elapsed()}`)
   })
 
