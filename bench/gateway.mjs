@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // pier-connector inside a real OpenClaw gateway, against the same agent turns started directly
-// through runEmbeddedAgent by a bare plugin (bench/gateway-bare-plugin: no NATS, no addon). One gateway holds both plugins; the fake model answers at once.
+// through runEmbeddedAgent by a bare plugin (bench/gateway-bare-plugin: no NATS, no addon). One
+// gateway holds both plugins; the fake model answers at once.
 //
 //   node bench/gateway.mjs [--jobs 100] [--rounds 2] [--conc 1,4,16] [--keep 0] [--plugin DIR]
 //   node bench/gateway.mjs --long 10000 --every 1000 --conc 4 [--path bare] [--minutes 33] [--settle 90]
@@ -21,8 +22,8 @@
 // and what is left of them after S idle seconds); --minutes stops it after the batch that passes
 // the time limit.
 // Delete-cost mode: per candidate way of running a job's turn and cleaning up its session (see
-// deleteCost), wall and CPU time per turn and per cleanup, and what state each leaves behind
-// (needs the sqlite3 CLI).
+// deleteCost), wall and CPU time per turn and per cleanup, and what state each leaves behind.
+// Long and delete-cost modes read SQLite row counts with the sqlite3 CLI.
 // --cpu-prof DIR: the gateway runs with --cpu-prof (NODE_OPTIONS) and writes its profiles there
 // (one per thread; OpenClaw starts Worker threads for SQLite work).
 // Needs scripts/setup-e2e.sh (Node 24, OpenClaw, nats-server) and a built addon (packed into
@@ -159,7 +160,7 @@ try {
     const state = home.env.OPENCLAW_STATE_DIR
     const pid = gatewayPid(gateway.child.pid)
     const candidates = [
-      ['durable turn; deleteSessionEntry archiveTranscript (what the plugin does)', '', '/delete?archive=1'],
+      ['durable turn; deleteSessionEntry archiveTranscript (the plugin, keepSessions > 0)', '', '/delete?archive=1'],
       ['durable turn; deleteSessionEntry no archive', '', '/delete?archive=0'],
       ['durable turn; one cleanupSessionLifecycleArtifacts, no archive', '', '/delete?via=cleanup&archive=0'],
       ['durable turn; deleteSessionEntry no archive + one cleanupSessionLifecycleArtifacts', '', '/delete?via=entry%2Bcleanup&archive=0'],

@@ -1,7 +1,8 @@
 // Benchmark only (bench/gateway.mjs): the baseline pier-connector is compared with. It runs
 // agent turns through api.runtime.agent.runEmbeddedAgent with the same parameters as
 // plugin/agent-turn.mjs (own sessionId/sessionKey per turn, workspaceDir, prompt, timeoutMs,
-// abort signal, terminalReplyExpectation) but without NATS, the addon or session deletion.
+// abort signal, terminalReplyExpectation; `persist=detached` as the plugin's default) but without
+// NATS or the addon.
 //
 //   POST /pier-bench/turns?n=100&c=4&prefix=b1  -> { ms, turns: [ms...], failed, sessionKeys, sessionIds }
 //        &persist=detached   runEmbeddedAgent({ sessionPersistence: 'detached' }) (no durable row/transcript)
@@ -16,8 +17,8 @@
 //   POST /pier-bench/cleanup?prefix=pier&minAgeMs=0 -> cleanupSessionLifecycleArtifacts, timed
 //   GET  /pier-bench/sessions?match=:pier:     -> { count } (stored sessions whose key matches)
 //
-// The bench deletes the bare turns' sessions between batches (untimed), so both paths see a
-// session store of the same size.
+// With stored turns (gateway.mjs --keep N) the bench deletes the bare turns' sessions between
+// batches (untimed), so both paths see a session store of the same size.
 import { randomUUID } from 'node:crypto'
 import { definePluginEntry } from 'openclaw/plugin-sdk/plugin-entry'
 
