@@ -221,6 +221,8 @@ try {
     // (the fake model for both paths, and the pier path's requesters), over the batch.
     const pid = gatewayPid(gateway.child.pid)
     const cpu = () => ({ gateway: cpuMs(pid), bench: process.cpuUsage() })
+    // CLOCK_MONOTONIC µs, the clock of V8's profile timestamps: slices a --cpu-prof by batch.
+    const monoUs = () => Number(process.hrtime.bigint() / 1000n)
     const cpuPerJob = (c0) => ({
       gatewayCpuMs: (cpuMs(pid) - c0.gateway) / JOBS,
       benchCpuMs: (({ user, system }) => (user + system) / 1000 / JOBS)(process.cpuUsage(c0.bench)),
@@ -230,8 +232,6 @@ try {
         const order = (round + CONCS.indexOf(c)) % 2 ? ['bare', 'pier'] : ['pier', 'bare']
         for (const path of order) {
           const prefix = `${path[0]}r${round}c${c}`
-          // CLOCK_MONOTONIC µs, the clock of V8's profile timestamps: slices a --cpu-prof by batch.
-          const monoUs = () => Number(process.hrtime.bigint() / 1000n)
           const c0 = { ...cpu(), t0Us: monoUs() }
           if (path === 'pier') {
             const r = await pierBatch(c, prefix, JOBS)

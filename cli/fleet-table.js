@@ -17,20 +17,21 @@ const HEADER = ['WORKER', 'SERVER', 'UPTIME', 'IN FLIGHT', 'COMPLETED', 'FAILED'
 const num = (n) => (n == null ? '' : String(n))
 
 /**
- * `rows`: `{ worker, server, uptimeMs, inFlight, completed, failed, p50Ms, earned }` each;
- * `failed` counts every job answered with a task_error other than a refusal (timeouts too).
+ * `rows`: `{ worker, server, uptimeMs, stats }` each, `stats` the worker's counters as both
+ * sources carry them (the addon's `status().stats`, a discovery answer's endpoint data).
+ * FAILED counts every job answered with a task_error other than a refusal: timeouts too.
  * The p50 is a histogram bucket's upper bound, hence `≤`.
  */
 function fleetTable(rows) {
-  const cells = rows.map((r) => [
-    String(r.worker ?? ''),
-    String(r.server ?? ''),
-    typeof r.uptimeMs === 'number' && Number.isFinite(r.uptimeMs) ? humanDuration(r.uptimeMs) : '',
-    num(r.inFlight),
-    num(r.completed),
-    num(r.failed),
-    r.p50Ms == null ? '–' : `≤${r.p50Ms}`,
-    String(r.earned ?? 0),
+  const cells = rows.map(({ worker, server, uptimeMs, stats: s = {} }) => [
+    String(worker ?? ''),
+    String(server ?? ''),
+    typeof uptimeMs === 'number' && Number.isFinite(uptimeMs) ? humanDuration(uptimeMs) : '',
+    num(s.inFlight),
+    num(s.completed),
+    num((s.failed ?? 0) + (s.timedOut ?? 0)),
+    s.p50Ms == null ? '–' : `≤${s.p50Ms}`,
+    String(s.earned ?? 0),
   ])
   const widths = HEADER.map((h, i) => Math.max(h.length, ...cells.map((c) => c[i].length)))
   const line = (row) => row.map((c, i) => (i < 3 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ').trimEnd()

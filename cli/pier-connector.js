@@ -269,16 +269,7 @@ function workersTable(workers, now) {
   return fleetTable(
     workers.map((w) => {
       const data = w.endpoints?.[0]?.data ?? {}
-      return {
-        worker: w.metadata?.workerId ?? w.id,
-        server: data.server,
-        uptimeMs: w.started ? now - Date.parse(w.started) : undefined,
-        inFlight: data.inFlight,
-        completed: data.completed,
-        failed: (data.failed ?? 0) + (data.timedOut ?? 0),
-        p50Ms: data.p50Ms,
-        earned: data.earned,
-      }
+      return { worker: w.metadata?.workerId ?? w.id, server: data.server, uptimeMs: w.started ? now - Date.parse(w.started) : undefined, stats: data }
     }),
   )
 }

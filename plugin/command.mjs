@@ -10,19 +10,7 @@ export function formatUptime(ms) {
 }
 
 /** A running account's row of the fleet table. */
-export function fleetRow(status) {
-  const s = status.stats
-  return {
-    worker: status.workerId,
-    server: status.serverName ?? status.servers,
-    uptimeMs: status.uptimeMs,
-    inFlight: s.inFlight,
-    completed: s.completed,
-    failed: s.failed + s.timedOut,
-    p50Ms: s.p50Ms,
-    earned: s.earned,
-  }
-}
+const fleetRow = (status) => ({ worker: status.workerId, server: status.serverName ?? status.servers, uptimeMs: status.uptimeMs, stats: status.stats })
 
 const plural = (n, one, many = `${one}s`) => `${n} ${n === 1 ? one : many}`
 

@@ -55,9 +55,13 @@ async function firstRequest(client, subject, payload) {
   )
 }
 
+/** The gateway's stored sessions (sessions.list's `sessions`, as it answers). */
+async function storedSessions() {
+  return JSON.parse(await cli(['gateway', 'call', 'sessions.list', '--params', '{"limit":1000}', '--json'])).sessions
+}
+
 async function sessionKeys() {
-  const out = JSON.parse(await cli(['gateway', 'call', 'sessions.list', '--params', '{"limit":1000}', '--json']))
-  return (out.sessions ?? []).map((s) => s.key)
+  return ((await storedSessions()) ?? []).map((s) => s.key)
 }
 
 /**
@@ -81,8 +85,7 @@ async function answeredByMessageTool(id) {
   await sleep(3000)
   const history = await cli(['gateway', 'call', 'chat.history', '--params', JSON.stringify({ sessionKey: 'agent:main:main', limit: 20 }), '--json'])
   assert.doesNotMatch(history, new RegExp(answerFor(id)), 'the answer is not in the main session')
-  const sessions = JSON.parse(await cli(['gateway', 'call', 'sessions.list', '--params', '{"limit":1000}', '--json'])).sessions
-  const others = sessions.filter((s) => s.key !== `agent:main:pier:${id}`)
+  const others = (await storedSessions()).filter((s) => s.key !== `agent:main:pier:${id}`)
   assert.doesNotMatch(JSON.stringify(others), new RegExp(id), 'no other session is routed to the job')
 }
 
