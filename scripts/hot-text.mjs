@@ -1,0 +1,200 @@
+#!/usr/bin/env node
+// Regenerates build/hot-text.ld: the linker script (Linux, glibc targets; build.rs passes it)
+// that lays out every function a worker runs from loading to its first jobs in one section,
+// `.text.pier_hot`, in the order they first run. Linux maps a file's code 64 KB around each
+// page a process touches, so start-up code scattered over the addon's 4 MB made ~2.5 MB of it
+// resident in an idle worker; laid out together it is ~1 MB (bench/RESULTS.md, memory).
+//
+//   node scripts/hot-text.mjs          # needs Rust, a C compiler, readelf, openssl, nats-server
+//
+// How: an unstripped release build (target/hot-text/) runs a workload under an LD_AUDIT library
+// (scripts/hot-text/trap.c) that puts a breakpoint on every function of the addon and records
+// the first hit of each. Phases, in this order in the script: start (a worker connects over
+// nats:// and idles), jobs (jobs, a malformed one, discovery, a publisher), tls (workers over
+// tls:// and wss://, the default server's scheme, then stopped).
+// Names: each function is listed by its exact symbol, then, for Rust's legacy mangling, by its
+// path with any hash (`…17h*`), so after a toolchain or dependency update, when the exact names
+// are gone, the same functions still land in the section (by name, with their siblings).
+// __test__/hot-text.test.mjs fails when the built addon's section has shrunk below what this
+// layout needs; run this script again then.
+import { execFileSync, spawn } from 'node:child_process'
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { createRequire } from 'node:module'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url))
+const PHASES = ['start', 'jobs', 'tls']
+
+if (process.argv[2] === '--workload') await workload(process.argv[3])
+else await generate()
+
+async function generate() {
+  const dir = mkdtempSync(join(tmpdir(), 'pier-hot-text-'))
+  try {
+    const target = join(ROOT, 'target', 'hot-text')
+    execFileSync('cargo', ['build', '--release', '--lib', '--features', 'addon'], {
+      cwd: ROOT,
+      stdio: 'inherit',
+      env: { ...process.env, CARGO_TARGET_DIR: target, CARGO_PROFILE_RELEASE_STRIP: 'none' },
+    })
+    const addon = join(dir, 'pier-connector.node')
+    copyFileSync(join(target, 'release', 'libpier_connector.so'), addon)
+    const trap = join(dir, 'trap.so')
+    execFileSync('cc', ['-O2', '-fPIC', '-shared', '-o', trap, join(ROOT, 'scripts', 'hot-text', 'trap.c')])
+
+    const { names, sizes, all } = functions(addon)
+    writeFileSync(join(dir, 'funcs.txt'), [...names.keys()].map((o) => o.toString(16)).join('\n') + '\n')
+    const child = spawn(process.execPath, [fileURLToPath(import.meta.url), '--workload', addon], {
+      stdio: 'inherit',
+      env: {
+        ...process.env,
+        LD_AUDIT: trap,
+        HOT_TEXT_ADDON: 'pier-connector.node',
+        HOT_TEXT_FUNCS: join(dir, 'funcs.txt'),
+        HOT_TEXT_OUT: join(dir, 'hits'),
+      },
+    })
+    const code = await new Promise((resolve) => child.once('exit', resolve))
+    if (code !== 0) throw new Error(`the workload exited with ${code}`)
+
+    const phases = PHASES.map((phase, i) => {
+      const offsets = readFileSync(join(dir, `hits.${i}`), 'utf8').split('\n').filter(Boolean)
+      return { phase, names: offsets.flatMap((o) => names.get(Number.parseInt(o, 16))) }
+    })
+    const out = join(ROOT, 'build', 'hot-text.ld')
+    const start = new Set(readFileSync(join(dir, 'hits.0'), 'utf8').split('\n').filter(Boolean))
+    const startBytes = [...start].reduce((sum, o) => sum + sizes.get(Number.parseInt(o, 16)), 0)
+    writeFileSync(out, script(phases, all, startBytes))
+    const counts = phases.map((p, i) => `${p.phase} ${new Set(phases.slice(0, i + 1).flatMap((q) => q.names)).size}`)
+    console.log(`wrote ${out}: functions run by phase (cumulative): ${counts.join(', ')}`)
+  } finally {
+    rmSync(dir, { recursive: true, force: true })
+  }
+}
+
+/** The addon's functions: start offset -> every name at it and its size, and all names (for globs). */
+function functions(file) {
+  const names = new Map()
+  const sizes = new Map()
+  const all = []
+  for (const line of execFileSync('readelf', ['-sW', file], { encoding: 'utf8', maxBuffer: 1 << 28 }).split('\n')) {
+    const f = line.trim().split(/\s+/)
+    // Num: Value Size Type Bind Vis Ndx Name
+    if (f.length < 8 || f[3] !== 'FUNC' || f[6] === 'UND' || Number(f[2]) === 0) continue
+    const offset = Number.parseInt(f[1], 16)
+    if (!names.has(offset)) names.set(offset, [])
+    sizes.set(offset, Number(f[2]))
+    if (!names.get(offset).includes(f[7])) names.get(offset).push(f[7])
+    all.push(f[7])
+  }
+  return { names, sizes, all }
+}
+
+/** Rust's legacy mangling ends in a 16-digit hash: the name with any hash. */
+function glob(name) {
+  const m = /^(_ZN.*17h)[0-9a-f]{16}E$/.exec(name)
+  return m ? `${m[1]}*` : null
+}
+
+function script(phases, all, startBytes) {
+  const siblings = new Map()
+  for (const name of all) {
+    const g = glob(name)
+    if (g) siblings.set(g, (siblings.get(g) ?? 0) + 1)
+  }
+  const lines = []
+  const seen = new Set()
+  const add = (pattern) => {
+    if (seen.has(pattern)) return
+    seen.add(pattern)
+    // `.text.*.` also takes what LLVM put in .text.unlikely. (cold) or .text.startup. (constructors).
+    lines.push(`    *(.text.${pattern} .text.*.${pattern})`)
+  }
+  // Functions the `ctor` crate registers to run at load (napi's class registrations) sit in a
+  // plain .text.startup.
+  lines.push('    *(.text.startup)')
+  for (const { names } of phases) {
+    // Per phase, exact names first, so that siblings never run do not sit between the ones that
+    // do (a name that is the only one of its path is listed by its glob alone); then the globs,
+    // for the siblings another configuration runs (the plugin parses another config than this
+    // workload) and for the day the exact names are gone.
+    for (const name of names) add(glob(name) && siblings.get(glob(name)) === 1 ? glob(name) : name)
+    for (const name of names) if (glob(name)) add(glob(name))
+  }
+  return [
+    '/* Generated by scripts/hot-text.mjs; do not edit. The functions an addon worker runs from',
+    '   loading to its first jobs (phases: ' + PHASES.join(', ') + '), together and in order.',
+    `   start-bytes: ${startBytes} (the start phase's functions; __test__/hot-text.test.mjs) */`,
+    'SECTIONS',
+    '{',
+    '  .text.pier_hot :',
+    '  {',
+    ...lines,
+    '  }',
+    '}',
+    'INSERT BEFORE .text;',
+    '',
+  ].join('\n')
+}
+
+/** Runs in the traced process: each phase ends with SIGWINCH, which trap.c answers with a dump. */
+async function workload(addon) {
+  const { startNatsServer, freePort } = await import('../__test__/helpers/nats-server.mjs')
+  const { connect } = createRequire(import.meta.url)('@nats-io/transport-node')
+  const { PierWorker, PierClient } = createRequire(import.meta.url)(addon)
+  const mark = () => new Promise((resolve) => {
+    process.kill(process.pid, 'SIGWINCH')
+    setTimeout(resolve, 200)
+  })
+  const options = { logger: () => {}, logLevel: 'info' }
+  const handler = async (job) => job.task
+  const server = await startNatsServer()
+  const subject = 'jobs.hot'
+
+  const worker = new PierWorker({ natsUrl: server.url, subject, workerId: 'hot', maxConcurrentJobs: 16 }, handler, options)
+  await worker.start()
+  await new Promise((resolve) => setTimeout(resolve, 1000))
+  await mark()
+
+  const client = new PierClient({ natsUrl: server.url, publishSubject: subject })
+  for (let round = 0; round < 20; round++) {
+    await Promise.all(Array.from({ length: 16 }, (_, i) => client.publish(`task ${round}.${i}`, { timeoutMs: 5000 })))
+  }
+  const raw = await connect({ servers: server.url })
+  for (const [subj, data] of [[subject, 'not json'], [subject, '{"task":""}'], ['$SRV.PING', ''], ['$SRV.INFO', ''], ['$SRV.STATS', '']]) {
+    await raw.request(subj, new TextEncoder().encode(data), { timeout: 5000 }).catch(() => {})
+  }
+  worker.status()
+  await raw.close()
+  await mark()
+
+  // The default server is wss://; tls:// is the other encrypted scheme.
+  const certs = mkdtempSync(join(tmpdir(), 'pier-hot-certs-'))
+  const openssl = (...args) => execFileSync('openssl', args, { cwd: certs, stdio: 'ignore' })
+  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes']
+  openssl('req', '-x509', ...ec, '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '2', '-subj', '/CN=hot-text-ca')
+  writeFileSync(join(certs, 'server.ext'), 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n')
+  openssl('req', ...ec, '-keyout', 'server.key', '-out', 'server.csr', '-subj', '/CN=127.0.0.1')
+  openssl('x509', '-req', '-in', 'server.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'server.pem', '-days', '2', '-extfile', 'server.ext')
+  const tls = `tls { cert_file: "${join(certs, 'server.pem')}", key_file: "${join(certs, 'server.key')}" }`
+  const wssPort = await freePort()
+  const secure = await startNatsServer({ extra: `${tls}\nwebsocket { host: 127.0.0.1, port: ${wssPort}, ${tls} }` })
+  for (const natsUrl of [`tls://127.0.0.1:${secure.port}`, `wss://127.0.0.1:${wssPort}`]) {
+    const config = { natsUrl, subject, workerId: 'hot-tls', tlsCaFile: join(certs, 'ca.pem') }
+    const w = new PierWorker(config, handler, options)
+    await w.start()
+    const c = new PierClient({ ...config, publishSubject: subject })
+    await c.publish('over tls', { timeoutMs: 5000 })
+    await c.close()
+    await w.stop()
+  }
+  await worker.stop()
+  await client.close()
+  await mark()
+  await secure.stop()
+  await server.stop()
+  rmSync(certs, { recursive: true, force: true })
+  process.exit(0)
+}
