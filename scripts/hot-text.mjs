@@ -18,7 +18,7 @@
 // __test__/hot-text.test.mjs fails when the built addon's section has shrunk below what this
 // layout needs; run this script again then.
 import { execFileSync, spawn } from 'node:child_process'
-import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -59,15 +59,15 @@ async function generate() {
     const code = await new Promise((resolve) => child.once('exit', resolve))
     if (code !== 0) throw new Error(`the workload exited with ${code}`)
 
-    const phases = PHASES.map((phase, i) => {
-      const offsets = readFileSync(join(dir, `hits.${i}`), 'utf8').split('\n').filter(Boolean)
-      return { phase, names: offsets.flatMap((o) => names.get(Number.parseInt(o, 16))) }
-    })
+    // Each dump holds every function hit so far, in the order of first hit.
+    const hits = PHASES.map((_, i) =>
+      readFileSync(join(dir, `hits.${i}`), 'utf8').split('\n').filter(Boolean).map((o) => Number.parseInt(o, 16)),
+    )
+    const phases = PHASES.map((phase, i) => ({ phase, names: hits[i].flatMap((o) => names.get(o)) }))
+    const startBytes = hits[0].reduce((sum, o) => sum + sizes.get(o), 0)
     const out = join(ROOT, 'build', 'hot-text.ld')
-    const start = new Set(readFileSync(join(dir, 'hits.0'), 'utf8').split('\n').filter(Boolean))
-    const startBytes = [...start].reduce((sum, o) => sum + sizes.get(Number.parseInt(o, 16)), 0)
     writeFileSync(out, script(phases, all, startBytes))
-    const counts = phases.map((p, i) => `${p.phase} ${new Set(phases.slice(0, i + 1).flatMap((q) => q.names)).size}`)
+    const counts = PHASES.map((phase, i) => `${phase} ${hits[i].length}`)
     console.log(`wrote ${out}: functions run by phase (cumulative): ${counts.join(', ')}`)
   } finally {
     rmSync(dir, { recursive: true, force: true })
