@@ -206,10 +206,12 @@ async function main() {
  * (new, base, new, base, ...) so drift on the shared machine hits both alike; prints Markdown. */
 async function abRun() {
   const rounds = Number(process.env.PIER_BENCH_ROUNDS ?? 5)
+  // PIER_BENCH_N=256: only those concurrencies, for more rounds of one cell.
+  const concurrencies = process.env.PIER_BENCH_N?.split(',').map(Number) ?? [1, 16, 256]
   const pairs = [['addon-native', 'addon-native@base'], ['addon', 'addon@base']]
   const runs = {}
   for (let round = 0; round < rounds; round++) {
-    for (const n of [1, 16, 256]) {
+    for (const n of concurrencies) {
       for (const pair of pairs) {
         for (const name of round % 2 ? [...pair].reverse() : pair) {
           const r = await measure(name, {}, { concurrency: n })
@@ -221,7 +223,7 @@ async function abRun() {
   }
   await server.stop()
   const lines = ['| cell | N | this build req/s | baseline req/s | ratio |', '| --- | ---: | ---: | ---: | ---: |']
-  for (const n of [1, 16, 256]) {
+  for (const n of concurrencies) {
     for (const [now, base] of pairs) {
       const a = median(runs[`${now}@${n}`])
       const b = median(runs[`${base}@${n}`])
