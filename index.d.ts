@@ -216,6 +216,8 @@ export interface PierConfig {
    * Default: `0`.
    */
   keepSessions?: number
+  /** Job tools: OpenClaw only: The only OpenClaw tools a job's agent turn may offer the model ([] for none), on top of the agent's own tool policy. Unset: every tool that policy allows. A job is anybody's task: allow what you would let anybody run. */
+  toolsAllow?: Array<string>
   /** NATS token: Token auth. */
   token?: string
   /** NATS user: User/password auth: the user. */

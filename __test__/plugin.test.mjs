@@ -93,6 +93,17 @@ describe('agent turn', () => {
     assert.notEqual(calls[1].runId, calls[0].runId)
   })
 
+  it("caps the turn's tools with the account's toolsAllow, and leaves them alone without it", async () => {
+    const calls = []
+    const { api } = stubApi({ runEmbeddedAgent: async (params) => (calls.push(params), { payloads: [{ text: 'ok' }] }) })
+    await createAgentTurnHandler(api, 'main', new Map(), { toolsAllow: ['web_search'] })(job())
+    await createAgentTurnHandler(api, 'main', new Map(), { toolsAllow: [] })(job({ id: 'j2' }))
+    await createAgentTurnHandler(api, 'main', new Map())(job({ id: 'j3' }))
+    assert.deepEqual(calls[0].toolsAllow, ['web_search'])
+    assert.deepEqual(calls[1].toolsAllow, [])
+    assert.equal('toolsAllow' in calls[2], false)
+  })
+
   it('RUNTIME_UNAVAILABLE without an agent runtime', async () => {
     const { api } = stubApi()
     const handler = createAgentTurnHandler(api, 'main', new Map())

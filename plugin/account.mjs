@@ -22,7 +22,7 @@ export function createAccountRun(account, { api, log, deleteSession }) {
   // The pruner also deletes what an earlier gateway run left behind.
   const sessions = createSessionPruner({ agentId: account.agentId, keep: account.keepSessions, log, deleteSession, busy: () => running.size > 0 })
   const stored = account.keepSessions > 0 ? { onTurnSettled: sessions.finished } : {}
-  const handler = createAgentTurnHandler(api, account.agentId, running, stored)
+  const handler = createAgentTurnHandler(api, account.agentId, running, { ...stored, toolsAllow: account.toolsAllow })
   const clean = (message) => redactSecrets(message, addonConfig)
   let worker = null
   let drained = null

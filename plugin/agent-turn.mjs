@@ -30,8 +30,10 @@ const fail = (code, message) => ({ error: { code, message } })
  * stored history, and other plugins' agent_end hooks (memory, reviews) do not see it. With
  * `onTurnSettled(sessionKey)` the session is stored (keepSessions, for debugging) and the
  * callback runs once the turn has really ended (also after an abort), when it may be removed.
+ * `toolsAllow` (the account's) caps the tools the turn offers the model, as OpenClaw's per-run
+ * allowlist: a job is a stranger's task.
  */
-export function createAgentTurnHandler(api, agentId, running, { onTurnSettled } = {}) {
+export function createAgentTurnHandler(api, agentId, running, { onTurnSettled, toolsAllow } = {}) {
   return async (job) => {
     const agent = api.runtime?.agent
     if (typeof agent?.runEmbeddedAgent !== 'function') {
@@ -56,6 +58,7 @@ export function createAgentTurnHandler(api, agentId, running, { onTurnSettled } 
         abortSignal: abort.signal,
         terminalReplyExpectation: 'required',
         sessionPersistence: onTurnSettled ? 'durable' : 'detached',
+        ...(toolsAllow ? { toolsAllow } : {}),
       })
       if (onTurnSettled) {
         const settled = () => onTurnSettled(ids.sessionKey)

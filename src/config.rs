@@ -214,6 +214,13 @@ pub struct Config {
     /// the newest N kept for debugging; older ones are deleted once their job is answered.
     #[cfg_attr(test, schemars(extend("x-host" = true, "x-advanced" = true)))]
     pub keep_sessions: u32,
+    /// Job tools
+    ///
+    /// The only OpenClaw tools a job's agent turn may offer the model ([] for none), on top of
+    /// the agent's own tool policy. Unset: every tool that policy allows. A job is anybody's
+    /// task: allow what you would let anybody run.
+    #[cfg_attr(test, schemars(extend("x-host" = true)))]
+    pub tools_allow: Option<Vec<String>>,
 
     /// NATS token
     ///
@@ -289,6 +296,7 @@ impl Default for Config {
             ack_wait_ms: 30_000,
             max_publish_price: 0.0,
             keep_sessions: 0,
+            tools_allow: None,
             token: None,
             user: None,
             password: None,

@@ -1,10 +1,10 @@
 // End to end: Pier as an OpenClaw channel in one real gateway (Node 24, openclaw@2026.9.6),
 // with real nats-servers and the fake model; nothing of the host is stubbed. Set up with
 // `openclaw channels add`, secrets as SecretRefs (env and file) against a token-protected
-// nats-server, three accounts (one whose NATS starts 10 s after the gateway), live status
-// through `openclaw channels status --probe`, the opt-in capped pier_publish, bounded job
-// sessions, a job answered through the message tool on channel pier, /pier, and one drain per
-// account on stop.
+// nats-server, three accounts (one whose NATS starts 10 s after the gateway, one whose turns may
+// use only the message tool: toolsAllow), live status through `openclaw channels status
+// --probe`, the opt-in capped pier_publish, bounded job sessions, a job answered through the
+// message tool on channel pier, /pier, and one drain per account on stop.
 import { describe, it, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
@@ -203,7 +203,7 @@ describe('Pier as an OpenClaw channel', () => {
     Object.assign(pier, { publishSubject: 'jobs.chan.submit', jobTimeoutMs: 30_000, drainTimeoutMs: 20_000, maxPublishPrice: 10, keepSessions: 2 })
     Object.assign(pier.accounts.default, { subject: 'jobs.chan.default', workerId: 'chan-default', walletAddress: '0xC0FFEE' })
     Object.assign(pier.accounts.late, { subject: 'jobs.chan.late', workerId: 'chan-late', connectTimeoutMs: 500 })
-    pier.accounts.two = { subject: 'jobs.chan.two', workerId: 'chan-two', token: { source: 'file', provider: 'pierfile', id: '/two/token' } }
+    pier.accounts.two = { subject: 'jobs.chan.two', workerId: 'chan-two', token: { source: 'file', provider: 'pierfile', id: '/two/token' }, toolsAllow: ['message'] }
     config.tools = { ...config.tools, toolSearch: false }
     home.writeConfig(config)
     const validated = JSON.parse(await cli(['config', 'validate', '--json']))
@@ -294,13 +294,18 @@ describe('Pier as an OpenClaw channel', () => {
     assert.match(overview, /│ Pier\s+│ ON\s+│ OK/)
   })
 
-  it('a SecretRef file token logs in to the token-protected server: a second account answers on its own subject', async () => {
+  it("a SecretRef file token logs in to the token-protected server: a second account answers on its own subject, with only its toolsAllow's tools", async () => {
     const one = await request(nc, 'jobs.chan.default', { id: 'two-a', task: 'PIERQ:one', timeoutMs: 30_000 }, 45_000)
     const two = await firstRequest(nc, 'jobs.chan.two', { id: 'two-b', task: 'PIERQ:two', timeoutMs: 30_000 })
     assert.equal(one.result, answerFor('one'))
     assert.equal(two.result, answerFor('two'))
     assert.equal(one.worker.id, 'chan-default')
     assert.equal(two.worker.id, 'chan-two')
+    // Account two has toolsAllow ["message"]; the default account has no cap, so its turn is
+    // offered the agent's whole tool set.
+    const toolsFor = (marker) => model.requests.find((r) => r.messages.includes(marker))?.tools
+    assert.deepEqual(toolsFor('PIERQ:two'), ['message'])
+    assert.ok(toolsFor('PIERQ:one').length > 1 && toolsFor('PIERQ:one').includes('message'), String(toolsFor('PIERQ:one')))
     const status = await channelStatus()
     assert.equal(account(status, 'two').connected, true)
     assert.equal(account(status, 'two').pier.subject, 'jobs.chan.two')

@@ -90,6 +90,8 @@ pub struct PierConfig {
     /// Kept job sessions: OpenClaw only: 0: job turns are detached and store no session. N: every job's session is stored and the newest N kept for debugging; older ones are deleted once their job is answered.
     /// Default: `0`.
     pub keep_sessions: Option<f64>,
+    /// Job tools: OpenClaw only: The only OpenClaw tools a job's agent turn may offer the model ([] for none), on top of the agent's own tool policy. Unset: every tool that policy allows. A job is anybody's task: allow what you would let anybody run.
+    pub tools_allow: Option<Vec<String>>,
     /// NATS token: Token auth.
     pub token: Option<String>,
     /// NATS user: User/password auth: the user.
