@@ -207,7 +207,8 @@ async function main() {
 async function abRun() {
   const rounds = Number(process.env.PIER_BENCH_ROUNDS ?? 5)
   // PIER_BENCH_N=256: only those concurrencies, for more rounds of one cell.
-  const concurrencies = process.env.PIER_BENCH_N?.split(',').map(Number) ?? [1, 16, 256]
+  const chosen = process.env.PIER_BENCH_N?.split(',').map(Number).filter((n) => Number.isInteger(n) && n > 0)
+  const concurrencies = chosen?.length ? chosen : [1, 16, 256]
   const pairs = [['addon-native', 'addon-native@base'], ['addon', 'addon@base']]
   const runs = {}
   for (let round = 0; round < rounds; round++) {

@@ -86,7 +86,8 @@ export function resolveAccount(cfg, accountId, env = process.env) {
     agentId: typeof merged.agentId === 'string' && merged.agentId ? merged.agentId : 'main',
     maxPublishPrice: typeof merged.maxPublishPrice === 'number' ? merged.maxPublishPrice : 0,
     keepSessions: Number.isInteger(merged.keepSessions) && merged.keepSessions > 0 ? merged.keepSessions : 0,
-    toolsAllow: Array.isArray(merged.toolsAllow) ? merged.toolsAllow.filter((t) => typeof t === 'string') : undefined,
+    // Validated by the manifest's schema (an array of strings) before the plugin sees it.
+    toolsAllow: Array.isArray(merged.toolsAllow) ? merged.toolsAllow : undefined,
     credentialSource: envKeys.length ? `env:${envKeys.join(',')}` : unresolved.length ? 'secretref (unresolved)' : hasCredentials(merged) ? 'config' : 'none',
     unresolvedSecrets: unresolved,
   }

@@ -2,7 +2,7 @@
 // Regenerates build/hot-text.ld: the linker script (Linux, glibc targets; build.rs passes it)
 // that lays out every function a worker runs from loading to its first jobs in one section,
 // `.text.pier_hot`, in the order they first run. Linux maps a file's code 64 KB around each
-// page a process touches, so start-up code scattered over the addon's 4 MB made ~2.5 MB of it
+// page a process touches, so start-up code scattered over the addon's 4 MB made ~2.6 MB of it
 // resident in an idle worker; laid out together it is ~1 MB (bench/RESULTS.md, memory).
 //
 //   node scripts/hot-text.mjs          # needs Rust, a C compiler, readelf, openssl, nats-server
@@ -12,11 +12,14 @@
 // the first hit of each. Phases, in this order in the script: start (a worker connects over
 // nats:// and idles), jobs (jobs, a malformed one, discovery, a publisher), tls (workers over
 // tls:// and wss://, the default server's scheme, then stopped).
-// Names: each function is listed by its exact symbol, then, for Rust's legacy mangling, by its
-// path with any hash (`…17h*`), so after a toolchain or dependency update, when the exact names
-// are gone, the same functions still land in the section (by name, with their siblings).
-// __test__/hot-text.test.mjs fails when the built addon's section has shrunk below what this
-// layout needs; run this script again then.
+// Names: Rust's legacy mangling ends each name in a hash of the crate's build settings, which
+// differ between this build and the shipped one (napi's --target, stripping), so a Rust function
+// is listed by its path with any hash (`…17h*`), which also takes the same function after a
+// toolchain or dependency update, with its other instantiations; std's and C functions by name.
+// Recording needs x86_64 (trap.c reads the instruction pointer) and a writable text mapping.
+// The script notes how many bytes its patterns select (section-bytes);
+// __test__/hot-text.test.mjs fails when the built addon's section holds much less, i.e. when the
+// names have gone stale: run this script again then.
 import { execFileSync, spawn } from 'node:child_process'
 import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
@@ -60,8 +63,12 @@ async function generate() {
     if (code !== 0) throw new Error(`the workload exited with ${code}`)
 
     // Each dump holds every function hit so far, in the order of first hit.
+    // A dump can catch a hit whose slot is not written yet (0): only known starts count.
     const hits = PHASES.map((_, i) =>
-      readFileSync(join(dir, `hits.${i}`), 'utf8').split('\n').filter(Boolean).map((o) => Number.parseInt(o, 16)),
+      readFileSync(join(dir, `hits.${i}`), 'utf8')
+        .split('\n')
+        .map((o) => Number.parseInt(o, 16))
+        .filter((o) => names.has(o)),
     )
     const phases = PHASES.map((phase, i) => ({ phase, names: hits[i].flatMap((o) => names.get(o)) }))
     const startBytes = hits[0].reduce((sum, o) => sum + sizes.get(o), 0)
@@ -74,11 +81,12 @@ async function generate() {
   }
 }
 
-/** The addon's functions: start offset -> every name at it and its size, and all names (for globs). */
+/** The addon's functions: start offset -> every name at it and its size; name -> size (all). */
 function functions(file) {
   const names = new Map()
   const sizes = new Map()
-  const all = []
+  // readelf lists .dynsym and .symtab: an exported name appears twice.
+  const all = new Map()
   for (const line of execFileSync('readelf', ['-sW', file], { encoding: 'utf8', maxBuffer: 1 << 28 }).split('\n')) {
     const f = line.trim().split(/\s+/)
     // Num: Value Size Type Bind Vis Ndx Name
@@ -87,7 +95,7 @@ function functions(file) {
     if (!names.has(offset)) names.set(offset, [])
     sizes.set(offset, Number(f[2]))
     if (!names.get(offset).includes(f[7])) names.get(offset).push(f[7])
-    all.push(f[7])
+    all.set(f[7], Number(f[2]))
   }
   return { names, sizes, all }
 }
@@ -99,34 +107,31 @@ function glob(name) {
 }
 
 function script(phases, all, startBytes) {
-  const siblings = new Map()
-  for (const name of all) {
-    const g = glob(name)
-    if (g) siblings.set(g, (siblings.get(g) ?? 0) + 1)
-  }
   const lines = []
   const seen = new Set()
-  const add = (pattern) => {
-    if (seen.has(pattern)) return
-    seen.add(pattern)
-    // `.text.*.` also takes what LLVM put in .text.unlikely. (cold) or .text.startup. (constructors).
-    lines.push(`    *(.text.${pattern} .text.*.${pattern})`)
-  }
   // Functions the `ctor` crate registers to run at load (napi's class registrations) sit in a
   // plain .text.startup.
   lines.push('    *(.text.startup)')
   for (const { names } of phases) {
-    // Per phase, exact names first, so that siblings never run do not sit between the ones that
-    // do (a name that is the only one of its path is listed by its glob alone); then the globs,
-    // for the siblings another configuration runs (the plugin parses another config than this
-    // workload) and for the day the exact names are gone.
-    for (const name of names) add(glob(name) && siblings.get(glob(name)) === 1 ? glob(name) : name)
-    for (const name of names) if (glob(name)) add(glob(name))
+    for (const name of names) {
+      const pattern = glob(name) ?? name
+      if (seen.has(pattern)) continue
+      seen.add(pattern)
+      // `.text.*.` also takes what LLVM put in .text.unlikely. (cold) or .text.startup.
+      lines.push(`    *(.text.${pattern} .text.*.${pattern})`)
+    }
+  }
+  // What the patterns select in this build: the shipped build's section should hold as much.
+  const prefixes = [...seen].filter((p) => p.endsWith('*')).map((p) => p.slice(0, -1))
+  let sectionBytes = 0
+  for (const [name, size] of all) {
+    if (seen.has(name) || prefixes.some((p) => name.startsWith(p))) sectionBytes += size
   }
   return [
     '/* Generated by scripts/hot-text.mjs; do not edit. The functions an addon worker runs from',
     '   loading to its first jobs (phases: ' + PHASES.join(', ') + '), together and in order.',
-    `   start-bytes: ${startBytes} (the start phase's functions; __test__/hot-text.test.mjs) */`,
+    `   start-bytes: ${startBytes} (the start phase's functions)`,
+    `   section-bytes: ${sectionBytes} (what these patterns select; __test__/hot-text.test.mjs) */`,
     'SECTIONS',
     '{',
     '  .text.pier_hot :',

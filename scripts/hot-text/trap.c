@@ -5,6 +5,9 @@
 // SIGWINCH writes what was hit so far to $HOT_TEXT_OUT.<n> (one phase of the workload each).
 // Page-protection tricks would only say which pages ran; a breakpoint per function also sees
 // drop glue, async bodies, std and C code, which compiler instrumentation misses.
+#if !defined(__x86_64__) || !defined(__linux__)
+#error "scripts/hot-text/trap.c reads x86_64 Linux registers: record on x86_64 Linux"
+#endif
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <link.h>
@@ -93,7 +96,12 @@ unsigned int la_objopen(struct link_map *map, Lmid_t lmid, uintptr_t *cookie) {
   for (int i = 0; i < count; i++)
     if (!unique || offsets[unique - 1] != offsets[i]) offsets[unique++] = offsets[i];
   count = unique;
-  mprotect((void *)text_lo, text_hi - text_lo, PROT_READ | PROT_WRITE | PROT_EXEC);
+  if (mprotect((void *)text_lo, text_hi - text_lo, PROT_READ | PROT_WRITE | PROT_EXEC) != 0) {
+    // A policy against writable code (SELinux execmod, PaX): nothing can be recorded here.
+    static const char message[] = "hot-text trap: cannot make the addon's code writable\n";
+    write(2, message, sizeof message - 1);
+    _exit(3);
+  }
   for (int i = 0; i < count; i++) {
     uint8_t *p = (uint8_t *)(base + offsets[i]);
     saved[i] = *p;
