@@ -1,12 +1,12 @@
 // TLS with a test CA, creds-file auth, permission violations, and no secret in any output.
 import { describe, it, before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { execFileSync } from 'node:child_process'
 import { mkdtempSync, writeFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createOperator, createAccount, createUser, encodeOperator, encodeAccount, encodeUser, fmtCreds } from '@nats-io/jwt'
 import { startNatsServer } from './helpers/nats-server.mjs'
+import { makeCertificates } from './helpers/certificates.mjs'
 import { PierWorker, PierClient, rawClient, request, waitFor, memoryLogger } from './helpers/addon.mjs'
 
 const dir = mkdtempSync(join(tmpdir(), 'pier-security-'))
@@ -25,27 +25,10 @@ after(() => {
   rmSync(dir, { recursive: true, force: true })
 })
 
-function openssl(...args) {
-  execFileSync('openssl', args, { cwd: dir, stdio: 'ignore' })
-}
-
-/** A CA, a server certificate for 127.0.0.1 signed by it, a client certificate, and a stranger CA. */
-function makeCertificates() {
-  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes']
-  openssl('req', '-x509', ...ec, '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '2', '-subj', '/CN=pier-test-ca')
-  openssl('req', '-x509', ...ec, '-keyout', 'other.key', '-out', 'other-ca.pem', '-days', '2', '-subj', '/CN=stranger-ca')
-  writeFileSync(file('server.ext'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n')
-  writeFileSync(file('client.ext'), 'extendedKeyUsage=clientAuth\n')
-  for (const [name, subject] of [['server', '/CN=127.0.0.1'], ['client', '/CN=pier-worker']]) {
-    openssl('req', ...ec, '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', subject)
-    openssl('x509', '-req', '-in', `${name}.csr`, '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', `${name}.pem`, '-days', '2', '-extfile', `${name}.ext`)
-  }
-}
-
 describe('TLS', () => {
   let server
   before(async () => {
-    makeCertificates()
+    makeCertificates(dir)
     server = await startNatsServer({
       extra: `tls { cert_file: "${file('server.pem')}", key_file: "${file('server.key')}", ca_file: "${file('ca.pem')}", verify: true }`,
     })

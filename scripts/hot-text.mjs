@@ -47,7 +47,7 @@ async function generate() {
     const trap = join(dir, 'trap.so')
     execFileSync('cc', ['-O2', '-fPIC', '-shared', '-o', trap, join(ROOT, 'scripts', 'hot-text', 'trap.c')])
 
-    const { names, sizes, all } = functions(addon)
+    const { names, all } = functions(addon)
     writeFileSync(join(dir, 'funcs.txt'), [...names.keys()].map((o) => o.toString(16)).join('\n') + '\n')
     const child = spawn(process.execPath, [fileURLToPath(import.meta.url), '--workload', addon], {
       stdio: 'inherit',
@@ -71,7 +71,7 @@ async function generate() {
         .filter((o) => names.has(o)),
     )
     const phases = PHASES.map((phase, i) => ({ phase, names: hits[i].flatMap((o) => names.get(o)) }))
-    const startBytes = hits[0].reduce((sum, o) => sum + sizes.get(o), 0)
+    const startBytes = hits[0].reduce((sum, o) => sum + all.get(names.get(o)[0]), 0)
     const out = join(ROOT, 'build', 'hot-text.ld')
     writeFileSync(out, script(phases, all, startBytes))
     const counts = PHASES.map((phase, i) => `${phase} ${hits[i].length}`)
@@ -81,10 +81,9 @@ async function generate() {
   }
 }
 
-/** The addon's functions: start offset -> every name at it and its size; name -> size (all). */
+/** The addon's functions: start offset -> every name at it; name -> size (all). */
 function functions(file) {
   const names = new Map()
-  const sizes = new Map()
   // readelf lists .dynsym and .symtab: an exported name appears twice.
   const all = new Map()
   for (const line of execFileSync('readelf', ['-sW', file], { encoding: 'utf8', maxBuffer: 1 << 28 }).split('\n')) {
@@ -93,11 +92,10 @@ function functions(file) {
     if (f.length < 8 || f[3] !== 'FUNC' || f[6] === 'UND' || Number(f[2]) === 0) continue
     const offset = Number.parseInt(f[1], 16)
     if (!names.has(offset)) names.set(offset, [])
-    sizes.set(offset, Number(f[2]))
     if (!names.get(offset).includes(f[7])) names.get(offset).push(f[7])
     all.set(f[7], Number(f[2]))
   }
-  return { names, sizes, all }
+  return { names, all }
 }
 
 /** Rust's legacy mangling ends in a 16-digit hash: the name with any hash. */
@@ -147,6 +145,7 @@ function script(phases, all, startBytes) {
 /** Runs in the traced process: each phase ends with SIGWINCH, which trap.c answers with a dump. */
 async function workload(addon) {
   const { startNatsServer, freePort } = await import('../__test__/helpers/nats-server.mjs')
+  const { makeCertificates } = await import('../__test__/helpers/certificates.mjs')
   const { connect } = createRequire(import.meta.url)('@nats-io/transport-node')
   const { PierWorker, PierClient } = createRequire(import.meta.url)(addon)
   const mark = () => new Promise((resolve) => {
@@ -177,17 +176,12 @@ async function workload(addon) {
 
   // The default server is wss://; tls:// is the other encrypted scheme.
   const certs = mkdtempSync(join(tmpdir(), 'pier-hot-certs-'))
-  const openssl = (...args) => execFileSync('openssl', args, { cwd: certs, stdio: 'ignore' })
-  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes']
-  openssl('req', '-x509', ...ec, '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '2', '-subj', '/CN=hot-text-ca')
-  writeFileSync(join(certs, 'server.ext'), 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n')
-  openssl('req', ...ec, '-keyout', 'server.key', '-out', 'server.csr', '-subj', '/CN=127.0.0.1')
-  openssl('x509', '-req', '-in', 'server.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'server.pem', '-days', '2', '-extfile', 'server.ext')
-  const tls = `tls { cert_file: "${join(certs, 'server.pem')}", key_file: "${join(certs, 'server.key')}" }`
+  const cert = makeCertificates(certs)
+  const tls = `tls { cert_file: "${cert('server.pem')}", key_file: "${cert('server.key')}" }`
   const wssPort = await freePort()
   const secure = await startNatsServer({ extra: `${tls}\nwebsocket { host: 127.0.0.1, port: ${wssPort}, ${tls} }` })
   for (const natsUrl of [`tls://127.0.0.1:${secure.port}`, `wss://127.0.0.1:${wssPort}`]) {
-    const config = { natsUrl, subject, workerId: 'hot-tls', tlsCaFile: join(certs, 'ca.pem') }
+    const config = { natsUrl, subject, workerId: 'hot-tls', tlsCaFile: cert('ca.pem') }
     const w = new PierWorker(config, handler, options)
     await w.start()
     const c = new PierClient({ ...config, publishSubject: subject })
