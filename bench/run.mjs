@@ -346,7 +346,6 @@ function report(r, seconds) {
     ['addon peak RSS <= 60% of best JS (N = 256)', a(256).peakMb <= 0.6 * best(256).peakMb, `${fmt(a(256).peakMb, 1)} vs ${fmt(best(256).peakMb, 1)} MB`],
     ['addon RSS within ±10% after the leak run', Math.abs(r.leak.addon.after - r.leak.addon.before) <= 0.1 * r.leak.addon.before, `${fmt(r.leak.addon.before, 1)} -> ${fmt(r.leak.addon.after, 1)} MB`],
     ['no disconnects while the event loop is blocked', (r.blocked.addon.disconnects ?? 0) === 0, `${r.blocked.addon.disconnects ?? 'n/a'} disconnects`],
-    ['addon idle RSS increment <= 50% of best JS', inc('addon').idle <= 0.5 * inc('js-best').idle, `+${fmt(inc('addon').idle, 1)} vs +${fmt(inc('js-best').idle, 1)} MB`],
     ['addon peak RSS increment <= 50% of best JS (N = 256)', inc('addon').peak <= 0.5 * inc('js-best').peak, `+${fmt(inc('addon').peak, 1)} vs +${fmt(inc('js-best').peak, 1)} MB`],
   ]
   push('', '## Targets', '', '| target | met | measured |', '| --- | --- | --- |')
