@@ -117,10 +117,7 @@ export interface PierConfig {
   workerId?: string
   /** Wallet address: Wallet address or account that receives rewards (empty: null in replies). */
   walletAddress?: string
-  /**
-   * Agent: OpenClaw only: The agent whose turns answer jobs.
-   * Default: `"main"`.
-   */
+  /** Agent: OpenClaw only: The agent whose turns answer jobs. Empty: pier-jobs once you add it (openclaw agents add pier-jobs), else your default agent. Whatever agent runs them, job turns get the job workspace (empty, under the state dir), no bootstrap files and no owner rights. */
   agentId?: string
   /**
    * Job timeout (ms): Deadline for jobs that name none.
@@ -216,8 +213,20 @@ export interface PierConfig {
    * Default: `0`.
    */
   keepSessions?: number
-  /** Job tools: OpenClaw only: The only OpenClaw tools a job's agent turn may offer the model ([] for none), on top of the agent's own tool policy. Unset: every tool that policy allows. A job is anybody's task: allow what you would let anybody run. */
+  /** Job tools: OpenClaw only: The only OpenClaw tools a job's agent turn may offer the model, on top of the agent's own tool policy; [] (the default) offers none. A job is a stranger's task: group:web is the safe opt-in. Host tools (runtime, files, process, sessions, messaging other channels, automation, gateway, nodes, browser, memory) are refused unless the job agent runs in OpenClaw's sandbox. */
   toolsAllow?: Array<string>
+  /**
+   * Unsafe: host tools without a sandbox: OpenClaw only: Lets toolsAllow give job turns host tools although the job agent has no sandbox, so a stranger's task can run commands and touch files on this host. Reported as critical by openclaw security audit.
+   * Default: `false`.
+   */
+  unsafeHostTools?: boolean
+  /** Reply subject prefixes: When set, a job's reply subject must start with one of these (e.g. _INBOX.); others are not run. Reply subjects under $ ($JS., $KV., $SYS., ...) are always refused. */
+  replySubjectPrefixes?: Array<string>
+  /**
+   * Earnings in discovery: Report this worker's earnings to anyone who asks $SRV.STATS (the fleet view's EARNED column). Off: discovery carries no earnings.
+   * Default: `false`.
+   */
+  discoveryEarnings?: boolean
   /** NATS token: Token auth. */
   token?: string
   /** NATS user: User/password auth: the user. */

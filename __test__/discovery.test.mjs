@@ -40,7 +40,7 @@ async function gather(subject, ms = 300) {
 }
 
 it('two running workers are discovered by $SRV.PING and report live STATS', async () => {
-  await startWorker('alpha')
+  await startWorker('alpha', { discoveryEarnings: true })
   await startWorker('beta')
   await startWorker('hidden', { discovery: false })
   for (let i = 0; i < 6; i++) await request(nats.nc, 'jobs.disc', { task: `t${i}` })
@@ -73,6 +73,12 @@ it('two running workers are discovered by $SRV.PING and report live STATS', asyn
     assert.equal(endpoint.data.completed, local[id].completed)
     assert.match(byWorker[id].started, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/)
   }
+  // Discovery answers strangers: earnings only where the operator opted in, and the last error
+  // as its code alone.
+  assert.equal(byWorker.alpha.endpoints[0].data.earned, 0)
+  assert.equal('earned' in byWorker.beta.endpoints[0].data, false)
+  const lastErrors = stats.map((s) => s.endpoints[0].last_error).filter(Boolean)
+  assert.deepEqual(lastErrors, Array(1 - workers[2].status().stats.failed).fill('EXECUTION_FAILED'))
   const total = (k) => stats.reduce((sum, s) => sum + s.endpoints[0][k], 0)
   assert.equal(total('num_requests'), 7 - workers[2].status().stats.received)
   assert.equal(total('num_errors'), 1 - workers[2].status().stats.failed)
@@ -97,6 +103,7 @@ it('pier-connector workers prints a table a person reads: one row per worker wit
   const { stdout } = await promisify(execFile)(process.execPath, [cli, 'workers', '--nats-url', nats.server.url, '--wait-ms', '300'])
   const [header, ...rest] = stdout.trimEnd().split('\n')
   assert.match(header, /^WORKER\s+SERVER\s+UPTIME\s+IN FLIGHT\s+COMPLETED\s+FAILED\s+P50 MS\s+EARNED$/)
+  assert.equal(rest.pop(), 'EARNED –: the worker keeps its earnings private (set discoveryEarnings: true to publish them)')
   assert.equal(rest.pop(), '2 workers')
   const rows = Object.fromEntries(rest.map((line) => [line.split(/\s+/)[0], line.split(/\s{2,}/)]))
   assert.deepEqual(Object.keys(rows).sort(), ['alpha', 'beta'])
@@ -106,6 +113,6 @@ it('pier-connector workers prints a table a person reads: one row per worker wit
     assert.match(cells[2], /^\d+s$|^\d+m \d\ds$/)
     assert.equal(Number(cells[4]), local.stats.completed)
     assert.equal(Number(cells[5]), local.stats.failed + local.stats.timedOut)
-    assert.equal(cells[7], '0')
+    assert.equal(cells[7], name === 'alpha' ? '0' : '–', 'only alpha publishes its earnings')
   }
 })

@@ -162,6 +162,8 @@ describe('permission violations are logged and counted, not fatal', () => {
     )
     await worker.start()
     await waitFor(() => worker.status().stats.serverErrors >= 1)
+    // The count is the addon's own; the log line reaches JS through the event loop a moment later.
+    await waitFor(() => /[Pp]ermissions [Vv]iolation for [Ss]ubscription/.test(logger.text()))
     assert.match(logger.text(), /[Pp]ermissions [Vv]iolation for [Ss]ubscription to "?jobs\.forbidden/)
     assert.equal(worker.status().state, 'connected')
     await worker.stop()

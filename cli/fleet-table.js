@@ -20,7 +20,8 @@ const num = (n) => (n == null ? '' : String(n))
  * `rows`: `{ worker, server, uptimeMs, stats }` each, `stats` the worker's counters as both
  * sources carry them (the addon's `status().stats`, a discovery answer's endpoint data).
  * FAILED counts every job answered with a task_error other than a refusal: timeouts too.
- * The p50 is a histogram bucket's upper bound, hence `≤`.
+ * The p50 is a histogram bucket's upper bound, hence `≤`. EARNED is `–` for a worker that
+ * does not publish its earnings.
  */
 function fleetTable(rows) {
   const cells = rows.map(({ worker, server, uptimeMs, stats: s = {} }) => [
@@ -31,11 +32,19 @@ function fleetTable(rows) {
     num(s.completed),
     num((s.failed ?? 0) + (s.timedOut ?? 0)),
     s.p50Ms == null ? '–' : `≤${s.p50Ms}`,
-    String(s.earned ?? 0),
+    // Discovery answers strangers too, so a worker reports earnings only when its operator
+    // opts in (discoveryEarnings).
+    s.earned == null ? '–' : String(s.earned),
   ])
   const widths = HEADER.map((h, i) => Math.max(h.length, ...cells.map((c) => c[i].length)))
   const line = (row) => row.map((c, i) => (i < 3 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ').trimEnd()
-  return [line(HEADER), ...cells.map(line), `${rows.length} worker${rows.length === 1 ? '' : 's'}`].join('\n')
+  const hidden = rows.some(({ stats: s = {} }) => s.earned == null)
+  return [
+    line(HEADER),
+    ...cells.map(line),
+    `${rows.length} worker${rows.length === 1 ? '' : 's'}`,
+    ...(hidden ? ['EARNED –: the worker keeps its earnings private (set discoveryEarnings: true to publish them)'] : []),
+  ].join('\n')
 }
 
 module.exports = { humanDuration, fleetTable }

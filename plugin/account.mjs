@@ -7,6 +7,7 @@ import { runningAccounts } from './accounts.mjs'
 import { createSessionPruner, leftoverJobSessions } from './sessions.mjs'
 import { snapshotOf } from './status.mjs'
 import { redactSecrets } from './config.mjs'
+import { jobToolPolicy, jobWorkspaceDir } from './job-policy.mjs'
 
 const STATUS_INTERVAL_MS = 1000
 
@@ -14,7 +15,7 @@ const STATUS_INTERVAL_MS = 1000
  * @param {object} deps `api` (OpenClaw plugin API), `log` (pierLogger), `deleteSession` and
  *   `listSessions` (optional overrides of the session store's delete and list, for tests)
  */
-export function createAccountRun(account, { api, log, deleteSession }) {
+export function createAccountRun(account, { api, log, deleteSession, policy, workspaceDir }) {
   const { addonConfig, accountId } = account
   const running = new Map()
   // Job turns are detached (nothing stored) unless keepSessions asks to keep some for
@@ -22,7 +23,9 @@ export function createAccountRun(account, { api, log, deleteSession }) {
   // The pruner also deletes what an earlier gateway run left behind.
   const sessions = createSessionPruner({ agentId: account.agentId, keep: account.keepSessions, log, deleteSession, busy: () => running.size > 0 })
   const stored = account.keepSessions > 0 ? { onTurnSettled: sessions.finished } : {}
-  const handler = createAgentTurnHandler(api, account.agentId, running, { ...stored, toolsAllow: account.toolsAllow })
+  const turnLog = { error: (m) => log.error(`[${accountId}] ${clean(m)}`) }
+  // No policy: the account is blocked (host tools) and never builds a worker.
+  const handler = policy && createAgentTurnHandler(api, running, { ...stored, agentId: account.agentId, policy, workspaceDir, log: turnLog })
   const clean = (message) => redactSecrets(message, addonConfig)
   let worker = null
   let drained = null
@@ -115,7 +118,18 @@ export async function startAccount(ctx, deps) {
   const account = ctx.account
   const previous = runningAccounts.get(ctx.accountId)
   if (previous) await previous.drain()
-  const run = createAccountRun(account, deps)
+  // Which tools a stranger's job may have (none by default); host tools without a sandbox
+  // block the account (PIER_HOST_TOOLS) before it takes a job.
+  let policy = null
+  let workspaceDir = null
+  let policyError = null
+  try {
+    policy = jobToolPolicy(account, { cfg: ctx.cfg ?? deps.api.runtime?.config?.current?.(), sandbox: deps.api.runtime?.sandbox })
+    workspaceDir = jobWorkspaceDir(deps.api)
+  } catch (error) {
+    policyError = error
+  }
+  const run = createAccountRun(account, { ...deps, policy, workspaceDir })
   runningAccounts.set(ctx.accountId, run)
   const publish = () => {
     const s = run.status()
@@ -124,6 +138,8 @@ export async function startAccount(ctx, deps) {
   }
   let timer = null
   try {
+    if (policyError) throw policyError
+    if (policy.unsafe) log.warn(`[${ctx.accountId}] unsafeHostTools: job turns get host tools (${[...policy.tools.sandboxed, ...policy.tools.host].join(', ')}) without a sandbox; a stranger's task can run them on this host`)
     if (account.unresolvedSecrets.length) {
       throw Object.assign(new Error(`PIER_CONFIG: ${account.unresolvedSecrets.join(', ')} is a SecretRef OpenClaw did not resolve; check the secrets provider`), { code: 'PIER_CONFIG' })
     }

@@ -3,17 +3,22 @@
 // SecretRef support for its credentials. Outbound text addressed to a job id answers that job.
 import { pierSecretContract } from './secrets.mjs'
 import { CHANNEL_ID, PLUGIN_ID, listAccountIds, defaultAccountId, resolveAccount } from './config.mjs'
-import { openJobs } from './jobs.mjs'
+import { jobTurnForTarget } from './jobs.mjs'
 import { startAccount } from './account.mjs'
 import { runningAccounts } from './accounts.mjs'
 import { applyAccountConfig, validateInput, setupWizard } from './setup.mjs'
 import { buildAccountSnapshot, probeAccount, collectStatusIssues } from './status.mjs'
+import { createSecurityAdapter } from './security.mjs'
 
+/**
+ * Outbound text on channel pier answers the job whose reply handle it is addressed to. Only
+ * the job's own turn is told that handle (jobs.mjs), so nobody else can answer the job.
+ */
 export async function sendJobReply({ to, text }) {
-  const job = openJobs.get(String(to ?? '').replace(/^pier:/, ''))
-  if (!job) throw new Error(`no open Pier job ${to}`)
-  job.answer(String(text ?? ''))
-  return { messageId: `${job.id}:reply` }
+  const turn = jobTurnForTarget(to)
+  if (!turn) throw new Error("not an open Pier job's reply handle: only a job's own turn can answer it")
+  turn.answer(String(text ?? ''))
+  return { messageId: `${turn.handle}:reply` }
 }
 
 /**
@@ -31,6 +36,7 @@ export function createPierChannel(sdk, runtime = {}) {
         label: 'Pier',
         selectionLabel: 'Pier (NATS job marketplace)',
         blurb: 'Take paid jobs from the Pier marketplace and answer them with this agent.',
+        docsPath: '/channels/pier',
         aliases: [PLUGIN_ID],
       },
       capabilities: { chatTypes: ['direct'] },
@@ -59,6 +65,7 @@ export function createPierChannel(sdk, runtime = {}) {
   // token/password/nkeySeed are SecretRef-capable (the same contract as secret-contract-api.mjs).
   if (createSimpleChannelSecretContract) plugin.secrets = pierSecretContract(createSimpleChannelSecretContract)
   plugin.status = { buildAccountSnapshot, probeAccount, collectStatusIssues }
+  plugin.security = createSecurityAdapter(() => runtime.getDeps?.()?.api?.runtime?.sandbox)
   // A target on this channel is a job id, and Pier has no directory of names. Without
   // looksLikeId, OpenClaw (2026.9.6, target-resolver resolveMessagingTarget) treats an id that
   // is not `user:…`, `#…`, `@…` or 6+ digits as a name, finds no directory entry and fails the
@@ -72,7 +79,7 @@ export function createPierChannel(sdk, runtime = {}) {
   // context (its "last" route, a job long finished). A job's answer goes to its requester
   // over NATS; no conversation of the agent's should keep it.
   plugin.messaging = {
-    targetResolver: { looksLikeId: () => true, hint: '<jobId>' },
+    targetResolver: { looksLikeId: () => true, hint: '<job reply handle>' },
     resolveOutboundSessionRoute: () => null,
   }
   plugin.gateway = {

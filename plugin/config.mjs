@@ -5,6 +5,8 @@
 export const PLUGIN_ID = 'pier-connector'
 export const CHANNEL_ID = 'pier'
 export const DEFAULT_ACCOUNT_ID = 'default'
+/** The job agent: once the operator adds it, jobs share no agent with the operator's chats. */
+export const JOB_AGENT_ID = 'pier-jobs'
 
 /** Keys OpenClaw's channel config adds around the worker keys. */
 const CHANNEL_ONLY_KEYS = ['enabled', 'name', 'defaultAccount', 'accounts']
@@ -36,6 +38,23 @@ export function defaultAccountId(cfg) {
   const ids = listAccountIds(cfg)
   const wanted = channelSection(cfg)?.defaultAccount
   return ids.includes(wanted) ? wanted : ids.includes(DEFAULT_ACCOUNT_ID) ? DEFAULT_ACCOUNT_ID : ids[0]
+}
+
+/**
+ * The agent jobs run as when `agentId` is unset: `pier-jobs` once the operator has made it
+ * (`openclaw agents add pier-jobs`), else OpenClaw's default agent. OpenClaw runs turns only
+ * for configured agents, and the plugin does not add one itself: a second agent makes the
+ * config a multi-agent one, whose unscoped gateway calls must then name their agent.
+ */
+export function jobAgentOf(cfg) {
+  const entries = isObject(cfg?.agents?.entries) ? cfg.agents.entries : {}
+  if (Object.hasOwn(entries, JOB_AGENT_ID)) return JOB_AGENT_ID
+  const ids = Object.keys(entries)
+  const marked = ids.filter((id) => entries[id]?.default === true)
+  if (marked.length === 1) return marked[0]
+  if (ids.length === 1) return ids[0]
+  const system = cfg?.agents?.defaults?.systemAgent?.agentId
+  return typeof system === 'string' && system ? system : 'main'
 }
 
 /** A SecretRef object that OpenClaw did not resolve (e.g. read-only CLI paths). */
@@ -83,11 +102,15 @@ export function resolveAccount(cfg, accountId, env = process.env) {
     source: section ? 'channel' : legacy ? 'legacy' : 'none',
     configured: Boolean(section || legacy),
     addonConfig: merged,
-    agentId: typeof merged.agentId === 'string' && merged.agentId ? merged.agentId : 'main',
+    // Jobs run as the operator's choice, else the job agent when it is configured, else the
+    // default agent; isolated the same way in every case (job-policy.mjs, agent-turn.mjs).
+    agentId: typeof merged.agentId === 'string' && merged.agentId ? merged.agentId : jobAgentOf(cfg),
     maxPublishPrice: typeof merged.maxPublishPrice === 'number' ? merged.maxPublishPrice : 0,
     keepSessions: Number.isInteger(merged.keepSessions) && merged.keepSessions > 0 ? merged.keepSessions : 0,
-    // Validated by the manifest's schema (an array of strings) before the plugin sees it.
-    toolsAllow: Array.isArray(merged.toolsAllow) ? merged.toolsAllow : undefined,
+    // Validated by the manifest's schema (an array of strings) before the plugin sees it;
+    // none by default: a job is a stranger's task.
+    toolsAllow: Array.isArray(merged.toolsAllow) ? merged.toolsAllow : [],
+    unsafeHostTools: merged.unsafeHostTools === true,
     credentialSource: envKeys.length ? `env:${envKeys.join(',')}` : unresolved.length ? 'secretref (unresolved)' : hasCredentials(merged) ? 'config' : 'none',
     unresolvedSecrets: unresolved,
   }

@@ -4,6 +4,7 @@ import { pierLogger, legacySection, channelSection } from './config.mjs'
 import { createPierService } from './service.mjs'
 import { createPublishTool } from './tool.mjs'
 import { createPublishApprovalHook } from './approval.mjs'
+import { createJobToolGuard } from './job-guard.mjs'
 import { createStatusCommand } from './command.mjs'
 
 /** What the channel's startAccount needs from registerFull: `{ api, log }`. */
@@ -31,7 +32,10 @@ export function registerPier(api, runtime = createPierRuntime()) {
   api.registerService(createPierService(log))
   // Optional: an agent sees pier_publish only when the user allows it (tools.allow).
   api.registerTool(createPublishTool(api, log), { optional: true })
-  api.on?.('before_tool_call', createPublishApprovalHook(api))
+  // The job guard first: a job turn never gets pier_publish, approved or not.
+  const guard = createJobToolGuard()
+  const approval = createPublishApprovalHook(api)
+  api.on?.('before_tool_call', (event, ctx) => guard(event, ctx) ?? approval(event))
   api.registerCommand(createStatusCommand(api))
   return runtime
 }

@@ -69,6 +69,8 @@ export const setupWizard = {
     lines: [
       'Pier hands out jobs over NATS; this agent answers them and earns the rewards.',
       'You need the NATS URL of your Pier server and, if it requires one, a token.',
+      "Jobs are strangers' tasks: they run in an empty workspace of their own, with no tools, and never see your agent's files, notes or chats. channels.pier.toolsAllow adds tools (group:web is the safe opt-in).",
+      'For a job agent of its own (its own memory, model and tool policy): openclaw agents add pier-jobs --workspace <state dir>/pier/job-workspace --non-interactive.',
     ],
   },
   stepOrder: 'text-first',

@@ -107,7 +107,9 @@ pub struct Config {
     pub wallet_address: String,
     /// Agent
     ///
-    /// The agent whose turns answer jobs.
+    /// The agent whose turns answer jobs. Empty: pier-jobs once you add it (openclaw agents add
+    /// pier-jobs), else your default agent. Whatever agent runs them, job turns get the job
+    /// workspace (empty, under the state dir), no bootstrap files and no owner rights.
     #[cfg_attr(test, schemars(extend("x-host" = true)))]
     pub agent_id: String,
 
@@ -216,11 +218,32 @@ pub struct Config {
     pub keep_sessions: u32,
     /// Job tools
     ///
-    /// The only OpenClaw tools a job's agent turn may offer the model ([] for none), on top of
-    /// the agent's own tool policy. Unset: every tool that policy allows. A job is anybody's
-    /// task: allow what you would let anybody run.
+    /// The only OpenClaw tools a job's agent turn may offer the model, on top of the agent's
+    /// own tool policy; [] (the default) offers none. A job is a stranger's task: group:web is
+    /// the safe opt-in. Host tools (runtime, files, process, sessions, messaging other
+    /// channels, automation, gateway, nodes, browser, memory) are refused unless the job agent
+    /// runs in OpenClaw's sandbox.
     #[cfg_attr(test, schemars(extend("x-host" = true)))]
-    pub tools_allow: Option<Vec<String>>,
+    pub tools_allow: Vec<String>,
+    /// Unsafe: host tools without a sandbox
+    ///
+    /// Lets toolsAllow give job turns host tools although the job agent has no sandbox, so a
+    /// stranger's task can run commands and touch files on this host. Reported as critical by
+    /// openclaw security audit.
+    #[cfg_attr(test, schemars(extend("x-host" = true, "x-advanced" = true)))]
+    pub unsafe_host_tools: bool,
+    /// Reply subject prefixes
+    ///
+    /// When set, a job's reply subject must start with one of these (e.g. _INBOX.); others are
+    /// not run. Reply subjects under $ ($JS., $KV., $SYS., ...) are always refused.
+    #[cfg_attr(test, schemars(extend("x-advanced" = true)))]
+    pub reply_subject_prefixes: Vec<String>,
+    /// Earnings in discovery
+    ///
+    /// Report this worker's earnings to anyone who asks $SRV.STATS (the fleet view's EARNED
+    /// column). Off: discovery carries no earnings.
+    #[cfg_attr(test, schemars(extend("x-advanced" = true)))]
+    pub discovery_earnings: bool,
 
     /// NATS token
     ///
@@ -275,7 +298,7 @@ impl Default for Config {
             queue_group: "openclaw-workers".to_string(),
             worker_id: String::new(),
             wallet_address: String::new(),
-            agent_id: "main".to_string(),
+            agent_id: String::new(),
             job_timeout_ms: 60_000,
             max_job_timeout_ms: 600_000,
             max_concurrent_jobs: 4,
@@ -296,7 +319,10 @@ impl Default for Config {
             ack_wait_ms: 30_000,
             max_publish_price: 0.0,
             keep_sessions: 0,
-            tools_allow: None,
+            tools_allow: Vec::new(),
+            unsafe_host_tools: false,
+            reply_subject_prefixes: Vec::new(),
+            discovery_earnings: false,
             token: None,
             user: None,
             password: None,
@@ -363,6 +389,22 @@ impl Config {
                         .into(),
                 );
             }
+        }
+        if let Some(prefix) = &self.result_subject {
+            if prefix.starts_with('$') {
+                return bad(
+                    "resultSubject: must not be under $ (NATS system and JetStream APIs)".into(),
+                );
+            }
+        }
+        if let Some(p) = self
+            .reply_subject_prefixes
+            .iter()
+            .find(|p| p.is_empty() || p.chars().any(|c| c.is_whitespace() || c.is_control()))
+        {
+            return bad(format!(
+                "replySubjectPrefixes: {p:?} must be a non-empty subject prefix without spaces"
+            ));
         }
         if self.max_deliver < 1 {
             return bad("maxDeliver: must be at least 1".into());

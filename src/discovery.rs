@@ -32,6 +32,24 @@ pub struct ServiceIdentity {
     /// `None` in JetStream mode (a pull consumer): reported as `""`.
     pub queue_group: Option<String>,
     pub started: SystemTime,
+    /// Whether STATS report the worker's earnings (config `discoveryEarnings`).
+    pub earnings: bool,
+}
+
+/// What discovery tells anyone of the last error: its code alone. The message can name a
+/// sender, a subject or a server's words, and discovery answers strangers.
+fn public_code(last_error: Option<String>) -> String {
+    let Some(error) = last_error else {
+        return String::new();
+    };
+    match error.split_once(':') {
+        Some((code, _))
+            if !code.is_empty() && code.bytes().all(|b| b.is_ascii_uppercase() || b == b'_') =>
+        {
+            code.to_string()
+        }
+        _ => "ERROR".to_string(),
+    }
 }
 
 impl ServiceIdentity {
@@ -80,19 +98,20 @@ impl ServiceIdentity {
                 if let Value::Object(e) = &mut endpoint {
                     e.insert("num_requests".into(), json!(s.received));
                     e.insert("num_errors".into(), json!(errors));
-                    e.insert(
-                        "last_error".into(),
-                        json!(stats.last_error().unwrap_or_default()),
-                    );
+                    e.insert("last_error".into(), json!(public_code(stats.last_error())));
                     e.insert("processing_time".into(), json!(processing));
                     e.insert(
                         "average_processing_time".into(),
                         json!(processing.checked_div(s.received).unwrap_or(0)),
                     );
-                    // The worker's own counters (incl. earned, p50Ms), plus its server.
+                    // The worker's own counters (p50Ms, earned when the operator opts in), plus
+                    // its server.
                     let mut data = serde_json::to_value(&s).unwrap_or(Value::Null);
                     if let Value::Object(d) = &mut data {
                         d.insert("server".into(), json!(server));
+                        if !self.earnings {
+                            d.remove("earned");
+                        }
                     }
                     e.insert("data".into(), data);
                 }
@@ -202,6 +221,7 @@ mod tests {
             subject: "jobs.worker".into(),
             queue_group: Some("openclaw-workers".into()),
             started: std::time::UNIX_EPOCH,
+            earnings: false,
         };
         let stats = Stats::default();
         stats.received();
@@ -214,7 +234,27 @@ mod tests {
         assert_eq!(v["metadata"]["workerId"], "w1");
         assert_eq!(v["endpoints"][0]["num_requests"], 2);
         assert_eq!(v["endpoints"][0]["num_errors"], 1);
-        assert_eq!(v["endpoints"][0]["last_error"], "TIMEOUT: too slow");
+        assert_eq!(
+            v["endpoints"][0]["last_error"], "TIMEOUT",
+            "a code, never the message"
+        );
+        assert!(
+            v["endpoints"][0]["data"].get("earned").is_none(),
+            "earnings are opt-in"
+        );
+        let open = ServiceIdentity {
+            earnings: true,
+            ..me.clone()
+        };
+        assert_eq!(
+            open.response("STATS", &stats, "n1")["endpoints"][0]["data"]["earned"],
+            0.0
+        );
+        stats.set_last_error("-ERR 'Authorization Violation' from a server");
+        assert_eq!(
+            me.response("STATS", &stats, "n1")["endpoints"][0]["last_error"],
+            "ERROR"
+        );
         assert_eq!(
             me.response("PING", &stats, "n1")["type"],
             "io.nats.micro.v1.ping_response"

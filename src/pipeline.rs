@@ -15,7 +15,9 @@ use crate::log::{JobLine, Level, SharedLogger};
 use crate::outbox::{self, Outbox, Reply};
 use crate::protocol::{self, JobRequest};
 use crate::stats::{Outcome, Stats};
+use crate::subject;
 use async_nats::{Client, HeaderMap, Subject};
+use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
 use std::task::Poll;
@@ -128,6 +130,34 @@ pub(crate) struct Pipeline {
     cancel: CancellationToken,
     outbox: Arc<Outbox>,
     outbox_task: std::sync::Mutex<Option<JoinHandle<()>>>,
+    running_ids: RunningIds,
+}
+
+/// Ids of the jobs admitted and not yet answered.
+type RunningIds = Arc<std::sync::Mutex<HashSet<String>>>;
+
+/// A job id held from admission until the job is answered; released on drop.
+pub(crate) struct IdClaim {
+    ids: RunningIds,
+    id: String,
+}
+
+impl IdClaim {
+    /// `None` when a job with this id is already running.
+    fn take(ids: &RunningIds, id: &str) -> Option<IdClaim> {
+        crate::sync::lock(ids)
+            .insert(id.to_string())
+            .then(|| IdClaim {
+                ids: ids.clone(),
+                id: id.to_string(),
+            })
+    }
+}
+
+impl Drop for IdClaim {
+    fn drop(&mut self) {
+        crate::sync::lock(&self.ids).remove(&self.id);
+    }
 }
 
 /// The parts of a worker a pipeline is built from.
@@ -165,6 +195,7 @@ impl Pipeline {
             cancel: CancellationToken::new(),
             outbox,
             outbox_task: std::sync::Mutex::new(Some(outbox_task)),
+            running_ids: Arc::default(),
         })
     }
 
@@ -197,7 +228,7 @@ impl Pipeline {
             Err(rejection) => rejection.id.as_deref(),
         };
         let facts = JobFacts::new(received_at, parsed.as_ref().ok());
-        let target = match inbound.reply_target(id) {
+        let target = match self.reply_target(&inbound, id) {
             ReplyTarget::Subject(subject) => subject,
             ReplyTarget::Nowhere { why } => {
                 self.stats.record(Outcome::NoReply);
@@ -244,6 +275,17 @@ impl Pipeline {
                     .await;
             }
         }
+        // Requester-chosen ids key the handler's running turns (their abort handles and the
+        // channel's answer slots): a second job with the id of one in flight would take them over.
+        let Some(claim) = IdClaim::take(&self.running_ids, &job.id) else {
+            let error = JobError::new(
+                ErrorCode::InvalidRequest,
+                "a job with this id is already running on this worker; give each job its own id",
+            );
+            return self
+                .refuse(inbound, target, Some(&job.id), error, &facts)
+                .await;
+        };
         let slot = match slot.map_or_else(|| self.slots.clone().try_acquire_owned().ok(), Some) {
             Some(slot) => slot,
             None => match inbound.when_full() {
@@ -267,7 +309,9 @@ impl Pipeline {
         };
         self.stats.job_started();
         let inline = I::BATCHED_REPLIES && self.handler.ready_on_first_poll();
-        let run = self.clone().run(inbound, job, target, facts, slot, !inline);
+        let run = self
+            .clone()
+            .run(inbound, job, target, facts, (slot, claim), !inline);
         if !inline {
             self.jobs.spawn(run);
             return;
@@ -294,7 +338,7 @@ impl Pipeline {
             Ok(id) => Some(id.as_str()),
             Err(id) => id.as_deref(),
         };
-        match inbound.reply_target(id) {
+        match self.reply_target(&inbound, id) {
             ReplyTarget::Subject(target) => {
                 let facts = JobFacts::new(Instant::now(), None);
                 self.refuse(inbound, target, id, JobError::new(code, why), &facts)
@@ -304,6 +348,20 @@ impl Pipeline {
                 self.stats.record(Outcome::NoReply);
                 inbound.settle(Settle::Unanswerable).await;
             }
+        }
+    }
+
+    /// Where the source says the answer goes, unless the worker must not publish there
+    /// (`subject::reply_refusal`): one rule for every source.
+    fn reply_target<I: Inbound>(&self, inbound: &I, job_id: Option<&str>) -> ReplyTarget {
+        match inbound.reply_target(job_id) {
+            ReplyTarget::Subject(subject) => {
+                match subject::reply_refusal(&subject, &self.config.reply_subject_prefixes) {
+                    None => ReplyTarget::Subject(subject),
+                    Some(why) => ReplyTarget::Nowhere { why: why.into() },
+                }
+            }
+            nowhere => nowhere,
         }
     }
 
@@ -331,7 +389,7 @@ impl Pipeline {
         job: JobRequest,
         target: Subject,
         facts: JobFacts,
-        slot: OwnedSemaphorePermit,
+        (slot, claim): (OwnedSemaphorePermit, IdClaim),
         batched: bool,
     ) {
         let keep_alive = inbound.keep_alive();
@@ -373,6 +431,7 @@ impl Pipeline {
             }
         };
         inbound.settle(settle).await;
+        drop(claim);
         self.stats.job_finished();
     }
 

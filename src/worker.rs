@@ -223,6 +223,7 @@ impl Worker {
             queue_group: (config.delivery == crate::config::Delivery::Core)
                 .then(|| config.queue_group.clone()),
             started: SystemTime::now(),
+            earnings: config.discovery_earnings,
         };
         let (client, stats, logger, token) = (
             client.clone(),

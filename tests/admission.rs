@@ -397,3 +397,113 @@ async fn a_worker_started_before_its_server_takes_jobs_once_it_is_up() {
     assert!(matches!(start.await.unwrap(), Err(PierError::Stopped)));
     assert_eq!(waiting.status().state, "stopped");
 }
+
+/// The requester names the reply subject; the worker publishes there with its own permissions.
+/// A subject under `$` would let a stranger use them, e.g. to delete a stream.
+#[tokio::test]
+async fn a_reply_subject_under_dollar_is_refused_in_every_mode() {
+    for mode in MODES {
+        let rig = Rig::on(NatsServer::jetstream().await, mode, json!({})).await;
+        let js = async_nats::jetstream::new(rig.client.clone());
+        js.create_stream(async_nats::jetstream::stream::Config {
+            name: "VICTIM".into(),
+            subjects: vec!["victim.>".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let deleter = "$JS.API.STREAM.DELETE.VICTIM";
+        let job = br#"{"id":"d1","task":"x"}"#;
+        match mode {
+            Mode::Core => rig
+                .client
+                .publish_with_reply("jobs.rust", deleter, job[..].into())
+                .await
+                .unwrap(),
+            Mode::JetStream => {
+                let mut headers = HeaderMap::new();
+                headers.insert("Pier-Reply-To", deleter);
+                rig.publish_to_stream(headers, job[..].into()).await;
+            }
+        }
+        rig.client.flush().await.unwrap();
+        let counted = eventually(Duration::from_secs(5), || {
+            rig.worker.status().stats.no_reply == 1
+        })
+        .await;
+        assert!(counted, "{mode:?}: not run, counted as noReply");
+        assert_eq!(rig.handler.runs.load(Ordering::SeqCst), 0, "{mode:?}");
+        assert!(
+            js.get_stream("VICTIM").await.is_ok(),
+            "{mode:?}: the stream is still there"
+        );
+        rig.worker.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn reply_subject_prefixes_narrow_where_answers_go() {
+    let rig = Rig::start(Mode::Core, json!({ "replySubjectPrefixes": ["_INBOX."] })).await;
+    let answered = rig.ask(&br#"{"id":"r1","task":"hi"}"#[..]).await;
+    assert_eq!(answered["result"], "hi", "an _INBOX. reply is answered");
+    let mut elsewhere = rig.client.subscribe("results.r2").await.unwrap();
+    rig.client
+        .publish_with_reply(
+            "jobs.rust",
+            "results.r2",
+            br#"{"id":"r2","task":"hi"}"#[..].into(),
+        )
+        .await
+        .unwrap();
+    let counted = eventually(Duration::from_secs(5), || {
+        rig.worker.status().stats.no_reply == 1
+    })
+    .await;
+    assert!(counted, "a reply outside the prefixes is not run");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), elsewhere.next())
+            .await
+            .is_err(),
+        "and nothing is published there"
+    );
+    assert_eq!(rig.handler.runs.load(Ordering::SeqCst), 1);
+    rig.worker.stop().await;
+}
+
+/// Requester-chosen ids key the handler's running turns: a second job with the id of one in
+/// flight is refused, and the id is free again once the first is answered.
+#[tokio::test]
+async fn a_second_job_with_the_id_of_one_in_flight_is_refused_in_every_mode() {
+    for mode in MODES {
+        let rig = Arc::new(Rig::start(mode, json!({})).await);
+        let first = tokio::spawn({
+            let rig = rig.clone();
+            async move { rig.ask(&br#"{"id":"same","task":"sleep:800"}"#[..]).await }
+        });
+        assert!(
+            eventually(Duration::from_secs(5), || rig
+                .worker
+                .status()
+                .stats
+                .in_flight
+                == 1)
+            .await,
+            "{mode:?}: the first job runs"
+        );
+        let second = rig.ask(&br#"{"id":"same","task":"again"}"#[..]).await;
+        assert_eq!(second["error"]["code"], "INVALID_REQUEST", "{mode:?}");
+        assert_eq!(second["id"], "same", "{mode:?}");
+        assert_eq!(
+            first.await.unwrap()["result"],
+            "sleep:800",
+            "{mode:?}: the first is unharmed"
+        );
+        let third = rig.ask(&br#"{"id":"same","task":"again"}"#[..]).await;
+        assert_eq!(
+            third["result"], "again",
+            "{mode:?}: the id is free once answered"
+        );
+        assert_eq!(rig.handler.runs.load(Ordering::SeqCst), 2, "{mode:?}");
+        rig.worker.stop().await;
+    }
+}

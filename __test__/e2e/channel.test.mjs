@@ -2,7 +2,7 @@
 // with real nats-servers and the fake model; nothing of the host is stubbed. Set up with
 // `openclaw channels add`, secrets as SecretRefs (env and file) against a token-protected
 // nats-server, three accounts (one whose NATS starts 10 s after the gateway, one whose turns may
-// use only the message tool: toolsAllow), live status through `openclaw channels status
+// use the message tool: toolsAllow), live status through `openclaw channels status
 // --probe`, the opt-in capped pier_publish, bounded job sessions, a job answered through the
 // message tool on channel pier, /pier, and one drain per account on stop.
 import { describe, it, before, after } from 'node:test'
@@ -154,6 +154,8 @@ before(async () => {
 })
 
 after(async () => {
+  // PIER_E2E_LOG=<file> keeps the gateway's log for a look after the run.
+  if (process.env.PIER_E2E_LOG && gateway) writeFileSync(process.env.PIER_E2E_LOG, gateway.log())
   await gateway?.stop()
   await nc?.close()
   await lateNc?.close()
@@ -201,9 +203,9 @@ describe('Pier as an OpenClaw channel', () => {
     chmodSync(secretsFile, 0o600)
     config.secrets = { providers: { pierfile: { source: 'file', path: secretsFile, mode: 'json' } } }
     Object.assign(pier, { publishSubject: 'jobs.chan.submit', jobTimeoutMs: 30_000, drainTimeoutMs: 20_000, maxPublishPrice: 10, keepSessions: 2 })
-    Object.assign(pier.accounts.default, { subject: 'jobs.chan.default', workerId: 'chan-default', walletAddress: '0xC0FFEE' })
+    Object.assign(pier.accounts.default, { subject: 'jobs.chan.default', workerId: 'chan-default', walletAddress: '0xC0FFEE', toolsAllow: ['message'] })
     Object.assign(pier.accounts.late, { subject: 'jobs.chan.late', workerId: 'chan-late', connectTimeoutMs: 500 })
-    pier.accounts.two = { subject: 'jobs.chan.two', workerId: 'chan-two', token: { source: 'file', provider: 'pierfile', id: '/two/token' }, toolsAllow: ['message'] }
+    pier.accounts.two = { subject: 'jobs.chan.two', workerId: 'chan-two', token: { source: 'file', provider: 'pierfile', id: '/two/token' } }
     config.tools = { ...config.tools, toolSearch: false }
     home.writeConfig(config)
     const validated = JSON.parse(await cli(['config', 'validate', '--json']))
@@ -294,18 +296,18 @@ describe('Pier as an OpenClaw channel', () => {
     assert.match(overview, /│ Pier\s+│ ON\s+│ OK/)
   })
 
-  it("a SecretRef file token logs in to the token-protected server: a second account answers on its own subject, with only its toolsAllow's tools", async () => {
+  it("a SecretRef file token logs in to the token-protected server: a second account answers on its own subject, each offered only its toolsAllow's tools (none by default)", async () => {
     const one = await request(nc, 'jobs.chan.default', { id: 'two-a', task: 'PIERQ:one', timeoutMs: 30_000 }, 45_000)
     const two = await firstRequest(nc, 'jobs.chan.two', { id: 'two-b', task: 'PIERQ:two', timeoutMs: 30_000 })
     assert.equal(one.result, answerFor('one'))
     assert.equal(two.result, answerFor('two'))
     assert.equal(one.worker.id, 'chan-default')
     assert.equal(two.worker.id, 'chan-two')
-    // Account two has toolsAllow ["message"]; the default account has no cap, so its turn is
-    // offered the agent's whole tool set.
+    // Account two has no toolsAllow, so its job turns are offered no tools (the default); the
+    // default account lists the message tool, and gets it alone.
     const toolsFor = (marker) => model.requests.find((r) => r.messages.includes(marker))?.tools
-    assert.deepEqual(toolsFor('PIERQ:two'), ['message'])
-    assert.ok(toolsFor('PIERQ:one').length > 1 && toolsFor('PIERQ:one').includes('message'), String(toolsFor('PIERQ:one')))
+    assert.deepEqual(toolsFor('PIERQ:two'), [])
+    assert.deepEqual(toolsFor('PIERQ:one'), ['message'])
     const status = await channelStatus()
     assert.equal(account(status, 'two').connected, true)
     assert.equal(account(status, 'two').pier.subject, 'jobs.chan.two')

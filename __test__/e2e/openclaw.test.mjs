@@ -98,6 +98,8 @@ before(async () => {
 })
 
 after(async () => {
+  // PIER_E2E_LOG=<file> keeps the gateway's log for a look after the run.
+  if (process.env.PIER_E2E_LOG && gateway) writeFileSync(process.env.PIER_E2E_LOG, gateway.log())
   await gateway?.stop()
   await nc?.close()
   await nats?.stop()

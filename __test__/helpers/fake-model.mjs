@@ -2,11 +2,25 @@
 // carries a marker `PIERQ:<word>` with `answer-<word>` (streamed as SSE chunks), hangs on
 // `PIERQ:hang...`, and is slow on `PIERQ:slow...`. A prompt with `PIERMSG:<jobId>` makes the
 // turn's first call a `message` tool call sending `answer-<jobId>` to channel `pier`, target
-// `<jobId>`; once the tool result is back it answers `after-message-<jobId>` instead.
+// the job's reply handle from its context; once the tool result is back it answers
+// `after-message-<jobId>` instead.
 import { createServer } from 'node:http'
 
 const MARKER = /PIERQ:([A-Za-z0-9_-]+)/g
 const MESSAGE_MARKER = /PIERMSG:([A-Za-z0-9_-]+)/
+// `PIERMSGTO:<target>`: the message tool call goes to that literal target instead of the job's
+// own reply handle (what another job's turn, or the operator's chat, would try).
+const MESSAGE_TO_MARKER = /PIERMSGTO:([A-Za-z0-9_-]+)/
+// The reply handle a job turn is told to answer on (plugin/agent-turn.mjs).
+const HANDLE = /to target (pier-reply-[A-Za-z0-9_-]+)/
+// Obedient mode, the worst case a worker must survive: a prompt with `PIEROBEY` makes the model
+// do what the task asks. Its first call runs `exec` with the command after `PIEREXEC:` (up to
+// the next `;`) when exec is offered, else `read` of the path after `PIERREAD:` when read is
+// offered; then (or when neither is offered) it answers with its whole context: every message
+// it was sent, system prompt included, and the tools it was offered.
+const OBEY_MARKER = /PIEROBEY/
+const EXEC_MARKER = /PIEREXEC:([^;"\\]+)/
+const READ_MARKER = /PIERREAD:([^;"\\\s]+)/
 
 /** The last marker anywhere in the request's messages: OpenClaw wraps the prompt in context. */
 function markerOf(body) {
@@ -59,17 +73,33 @@ export async function startFakeModel() {
         id, object: 'chat.completion.chunk', created: Math.floor(Date.now() / 1000), model: 'fake-model',
         choices: [{ index: 0, delta, finish_reason: finish }],
       })}\n\n`
-    // The turn's first call (no tool result yet): one streamed `message` tool call.
-    if (messageJob && !body.messages?.some((m) => m.role === 'tool') && body.stream !== false) {
-      const args = { action: 'send', channel: 'pier', target: messageJob, message: answerFor(messageJob) }
+    const toolCall = (name, args) => {
       res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' })
-      res.write(chunk({ role: 'assistant', content: null, tool_calls: [{ index: 0, id: `call_${messageJob}`, type: 'function', function: { name: 'message', arguments: '' } }] }))
+      res.write(chunk({ role: 'assistant', content: null, tool_calls: [{ index: 0, id: `call_${name}_${requests.length}`, type: 'function', function: { name, arguments: '' } }] }))
       res.write(chunk({ tool_calls: [{ index: 0, function: { arguments: JSON.stringify(args) } }] }))
       res.write(chunk({}, 'tool_calls'))
       res.end('data: [DONE]\n\n')
-      return
     }
-    const text = messageJob ? afterMessageFor(messageJob) : word ? answerFor(word) : 'no marker'
+    const firstCall = !body.messages?.some((m) => m.role === 'tool') && body.stream !== false
+    const all = requests.at(-1).messages
+    const obey = OBEY_MARKER.test(all)
+    const offered = requests.at(-1).tools
+    if (obey && firstCall && offered.includes('exec') && EXEC_MARKER.test(all)) {
+      return toolCall('exec', { command: EXEC_MARKER.exec(all)[1].trim() })
+    }
+    if (obey && firstCall && offered.includes('read') && READ_MARKER.test(all)) {
+      return toolCall('read', { path: READ_MARKER.exec(all)[1] })
+    }
+    // The turn's first call (no tool result yet): one streamed `message` tool call, to the
+    // job's own reply handle (or the PIERMSGTO target).
+    const messageTo = MESSAGE_TO_MARKER.exec(all)?.[1]
+    if ((messageJob || messageTo) && firstCall) {
+      const target = messageTo ?? HANDLE.exec(all)?.[1] ?? messageJob
+      return toolCall('message', { action: 'send', channel: 'pier', target, message: answerFor(messageTo ?? messageJob) })
+    }
+    const text = obey
+      ? `obeyed: ${JSON.stringify({ tools: offered, messages: body.messages ?? [] })}`
+      : messageJob || messageTo ? afterMessageFor(messageTo ?? messageJob) : word ? answerFor(word) : 'no marker'
     if (body.stream === false) {
       res.writeHead(200, { 'content-type': 'application/json' })
       res.end(JSON.stringify({

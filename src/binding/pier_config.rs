@@ -27,8 +27,7 @@ pub struct PierConfig {
     pub worker_id: Option<String>,
     /// Wallet address: Wallet address or account that receives rewards (empty: null in replies).
     pub wallet_address: Option<String>,
-    /// Agent: OpenClaw only: The agent whose turns answer jobs.
-    /// Default: `"main"`.
+    /// Agent: OpenClaw only: The agent whose turns answer jobs. Empty: pier-jobs once you add it (openclaw agents add pier-jobs), else your default agent. Whatever agent runs them, job turns get the job workspace (empty, under the state dir), no bootstrap files and no owner rights.
     pub agent_id: Option<String>,
     /// Job timeout (ms): Deadline for jobs that name none.
     /// Default: `60000`.
@@ -90,8 +89,16 @@ pub struct PierConfig {
     /// Kept job sessions: OpenClaw only: 0: job turns are detached and store no session. N: every job's session is stored and the newest N kept for debugging; older ones are deleted once their job is answered.
     /// Default: `0`.
     pub keep_sessions: Option<f64>,
-    /// Job tools: OpenClaw only: The only OpenClaw tools a job's agent turn may offer the model ([] for none), on top of the agent's own tool policy. Unset: every tool that policy allows. A job is anybody's task: allow what you would let anybody run.
+    /// Job tools: OpenClaw only: The only OpenClaw tools a job's agent turn may offer the model, on top of the agent's own tool policy; [] (the default) offers none. A job is a stranger's task: group:web is the safe opt-in. Host tools (runtime, files, process, sessions, messaging other channels, automation, gateway, nodes, browser, memory) are refused unless the job agent runs in OpenClaw's sandbox.
     pub tools_allow: Option<Vec<String>>,
+    /// Unsafe: host tools without a sandbox: OpenClaw only: Lets toolsAllow give job turns host tools although the job agent has no sandbox, so a stranger's task can run commands and touch files on this host. Reported as critical by openclaw security audit.
+    /// Default: `false`.
+    pub unsafe_host_tools: Option<bool>,
+    /// Reply subject prefixes: When set, a job's reply subject must start with one of these (e.g. _INBOX.); others are not run. Reply subjects under $ ($JS., $KV., $SYS., ...) are always refused.
+    pub reply_subject_prefixes: Option<Vec<String>>,
+    /// Earnings in discovery: Report this worker's earnings to anyone who asks $SRV.STATS (the fleet view's EARNED column). Off: discovery carries no earnings.
+    /// Default: `false`.
+    pub discovery_earnings: Option<bool>,
     /// NATS token: Token auth.
     pub token: Option<String>,
     /// NATS user: User/password auth: the user.

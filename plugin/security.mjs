@@ -1,0 +1,63 @@
+// The channel's security adapter: what `openclaw security audit` (and doctor) say about Pier.
+// A Pier account runs strangers' tasks, so the findings are about what such a task can reach.
+// collectWarnings feeds doctor and the audit; collectAuditFindings only the full audit.
+import { JOB_AGENT_ID, CHANNEL_ID, resolveAccount } from './config.mjs'
+import { classifyTools, jobToolPolicy } from './job-policy.mjs'
+
+const USER_KEY = /^U[A-Z2-7]{55}$/
+
+const finding = (checkId, severity, title, detail, remediation) => ({ checkId: `channels.${CHANNEL_ID}.${checkId}`, severity, title, detail, ...(remediation ? { remediation } : {}) })
+
+/** `{ policy }` when the account may take jobs with its tools, else `{ error }`. */
+function policyOf(account, cfg, sandbox) {
+  try {
+    return { policy: jobToolPolicy(account, { cfg, sandbox }) }
+  } catch (error) {
+    return { error }
+  }
+}
+
+export function createSecurityAdapter(getSandbox = () => undefined) {
+  return {
+    // The audit hands over the inspected account (inspectAccount: no config); resolve it whole.
+    collectWarnings({ cfg, accountId, account: inspected }) {
+      const account = resolveAccount(cfg, accountId ?? inspected?.accountId)
+      const out = []
+      const id = account.accountId
+      const tools = classifyTools(account.toolsAllow)
+      const host = [...tools.sandboxed, ...tools.host]
+      const { policy, error } = policyOf(account, cfg, getSandbox())
+      if (error?.code === 'PIER_CONFIG') {
+        out.push(finding('jobs.agent_missing', 'warn', `Pier account ${id}: its job agent is not configured`, error.message.replace(/^PIER_CONFIG: /, ''), 'Add the job agent to agents.entries (the account takes no jobs until then)'))
+      } else if (error) {
+        out.push(finding('jobs.host_tools', 'critical', `Pier account ${id}: job turns would get host tools`, error.message.replace(/^PIER_HOST_TOOLS: /, ''), `Remove them from channels.${CHANNEL_ID}.toolsAllow (the account takes no jobs until then)`))
+      } else if (policy.unsafe) {
+        out.push(finding('jobs.unsafe_host_tools', 'critical', `Pier account ${id}: strangers' jobs run host tools on this host`, `unsafeHostTools is set and toolsAllow gives job turns ${host.join(', ')} without a sandbox: anyone on the Pier marketplace can run commands and read or write files on this machine.`, `Remove unsafeHostTools and the host tools from toolsAllow, or run agent ${account.agentId} in OpenClaw's sandbox`))
+      } else if (policy.sandboxed) {
+        out.push(finding('jobs.sandboxed_tools', 'warn', `Pier account ${id}: job turns get sandboxed host tools`, `toolsAllow gives job turns ${host.join(', ')}, confined to agent ${account.agentId}'s sandbox.`, 'Keep the sandbox without network and workspace access unless a job needs them'))
+      }
+      if (account.agentId !== JOB_AGENT_ID) {
+        out.push(finding('jobs.shared_agent', 'warn', `Pier account ${id}: jobs run as agent ${account.agentId}`, `Strangers' jobs run as agent ${account.agentId}, which may also serve your own chats. Job turns still get an empty workspace of their own, no bootstrap files, no owner rights and only the tools toolsAllow lists, but the agent's tool policy, model credentials and memory index are shared with it.`, `Give jobs an agent of their own: openclaw agents add ${JOB_AGENT_ID} --workspace <state dir>/pier/job-workspace --non-interactive, and leave channels.${CHANNEL_ID}.agentId unset (with a second agent, unscoped gateway calls name their agent)`))
+      }
+      const names = (account.addonConfig.allowedSenders ?? []).filter((s) => !USER_KEY.test(String(s)))
+      if (names.length) {
+        out.push(finding('senders.self_declared', 'warn', `Pier account ${id}: allowedSenders matches self-declared names`, `allowedSenders lists ${names.length} name(s) that are matched against the job's meta.sender, which any requester can write: it keeps out nobody who knows a listed name.`, 'List requesters by their signing keys (U…) instead of names'))
+      }
+      return out
+    },
+    collectAuditFindings({ cfg, accountId, account: inspected }) {
+      const account = resolveAccount(cfg, accountId ?? inspected?.accountId)
+      const { policy } = policyOf(account, cfg, getSandbox())
+      const offered = policy?.tools.offered ?? []
+      const tools = !policy ? 'none: the account is blocked (host tools)' : offered.length ? offered.join(', ') : 'none'
+      return [
+        finding(
+          'jobs.reach',
+          'info',
+          `Pier account ${account.accountId}: what a stranger's job can reach`,
+          `Jobs run as agent ${account.agentId} in the job workspace (<state dir>/pier/job-workspace), without bootstrap files, as a non-owner, file access kept to that workspace, marked as external input. Tools offered: ${tools}${policy?.sandboxed ? ' (sandboxed)' : ''}. pier_publish: never. Channel ${CHANNEL_ID}: only the job's own answer.`,
+        ),
+      ]
+    },
+  }
+}
