@@ -19,6 +19,7 @@ mod outbox;
 mod pipeline;
 pub mod protocol;
 pub mod publisher;
+pub mod signature;
 pub mod stats;
 pub mod subject;
 mod sync;
