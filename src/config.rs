@@ -3,6 +3,7 @@
 //! print.
 
 use crate::error::PierError;
+use crate::signature::{is_user_public_key, SigningKey};
 use serde::Deserialize;
 use std::fmt;
 use std::path::PathBuf;
@@ -58,7 +59,7 @@ impl schemars::JsonSchema for Secret {
     }
 }
 
-const SECRET_FIELDS: [&str; 3] = ["token", "password", "nkeySeed"];
+const SECRET_FIELDS: [&str; 4] = ["token", "password", "nkeySeed", "signingSeed"];
 
 /// The one declaration of the config. `config.schema.json` is generated from it (a unit test
 /// in `config_schema.rs` fails when it is stale), and `scripts/gen-config.mjs` derives from that
@@ -166,8 +167,26 @@ pub struct Config {
     pub metrics_host: String,
     /// Allowed senders
     ///
-    /// When set, only jobs whose meta.sender is listed run; others get UNAUTHORIZED.
+    /// When set, only jobs from a listed sender run; others get UNAUTHORIZED. A user public
+    /// key (U..., 56 characters) matches a job signed by that key (Pier-Sender); a plain name
+    /// matches the self-declared meta.sender, and only under senderTrust any.
     pub allowed_senders: Option<Vec<String>>,
+    /// Sender trust
+    ///
+    /// any: unsigned jobs run too (v1.0 requesters); signed: a job without a Pier-Sender
+    /// signature gets UNAUTHORIZED. A signed job is verified either way.
+    pub sender_trust: SenderTrust,
+    /// Signature max age (ms)
+    ///
+    /// How far a Pier-Sender ts may be from the worker's clock (JetStream: from the time the
+    /// stream stored the job), either side; also how long nonces are remembered.
+    #[cfg_attr(test, schemars(range(min = 1), extend("x-advanced" = true)))]
+    pub signature_max_age_ms: u64,
+    /// Trusted workers
+    ///
+    /// When set, pier_publish and the CLI's publish accept only replies signed (Pier-Worker)
+    /// by one of these worker public keys (U...); others are the error PIER_UNTRUSTED_WORKER.
+    pub trusted_workers: Option<Vec<String>>,
     /// Service discovery
     ///
     /// Answer NATS service discovery ($SRV.PING|INFO|STATS) as service pier-worker.
@@ -261,6 +280,11 @@ pub struct Config {
     ///
     /// Nkey auth with a user seed (SU...).
     pub nkey_seed: Option<Secret>,
+    /// Signing seed
+    ///
+    /// User nkey seed (SU...) that signs this worker's replies (Pier-Worker) and this
+    /// publisher's requests (Pier-Sender). Unset: the nkeySeed or credsFile seed, if any.
+    pub signing_seed: Option<Secret>,
     /// NATS creds file
     ///
     /// Path to a .creds file (JWT and nkey seed).
@@ -310,6 +334,9 @@ impl Default for Config {
             metrics_port: 0,
             metrics_host: "127.0.0.1".to_string(),
             allowed_senders: None,
+            sender_trust: SenderTrust::Any,
+            signature_max_age_ms: 60_000,
+            trusted_workers: None,
             discovery: true,
             delivery: Delivery::Core,
             stream_name: "PIER_JOBS".to_string(),
@@ -327,6 +354,7 @@ impl Default for Config {
             user: None,
             password: None,
             nkey_seed: None,
+            signing_seed: None,
             creds_file: None,
             tls_ca_file: None,
             tls_cert_file: None,
@@ -406,6 +434,32 @@ impl Config {
                 "replySubjectPrefixes: {p:?} must be a non-empty subject prefix without spaces"
             ));
         }
+        if let Some(seed) = &self.signing_seed {
+            if let Err(why) = SigningKey::from_seed(seed.expose()) {
+                return bad(format!("signingSeed: {why}"));
+            }
+        }
+        if self.signature_max_age_ms == 0 {
+            return bad("signatureMaxAgeMs: must be at least 1".into());
+        }
+        for key in self.allowed_senders.iter().flatten() {
+            if looks_like_user_key(key) && !is_user_public_key(key) {
+                return bad(format!(
+                    "allowedSenders: {key:?} looks like a user public key but is not a valid one"
+                ));
+            }
+        }
+        if let Some(bad_key) = self
+            .trusted_workers
+            .iter()
+            .flatten()
+            .find(|k| !is_user_public_key(k))
+        {
+            return bad(format!(
+                "trustedWorkers: {:?} is not a user public key (U..., 56 characters)",
+                crate::error::one_line(bad_key)
+            ));
+        }
         if self.max_deliver < 1 {
             return bad("maxDeliver: must be at least 1".into());
         }
@@ -482,6 +536,34 @@ impl Config {
         Duration::from_millis(ms)
     }
 
+    /// The key that signs replies and requests: `signingSeed`, else the connection's own user
+    /// seed (`nkeySeed`, or the seed in `credsFile`), else none. A connection seed that cannot
+    /// be used gives no key here: the connection reports it, with its own error.
+    pub fn signing_key(&self) -> Result<Option<SigningKey>, PierError> {
+        if let Some(seed) = &self.signing_seed {
+            return SigningKey::from_seed(seed.expose())
+                .map(Some)
+                .map_err(|why| PierError::Config(format!("signingSeed: {why}")));
+        }
+        let seed = match (&self.nkey_seed, &self.creds_file) {
+            (Some(seed), _) => Some(seed.clone()),
+            (None, Some(path)) => creds_seed(path),
+            (None, None) => None,
+        };
+        Ok(seed.and_then(|s| SigningKey::from_seed(s.expose()).ok()))
+    }
+
+    /// The `allowedSenders` entries that are names, not keys: they match the self-declared
+    /// `meta.sender` only.
+    pub fn allowed_names(&self) -> Vec<&str> {
+        self.allowed_senders
+            .iter()
+            .flatten()
+            .map(String::as_str)
+            .filter(|s| !is_user_public_key(s))
+            .collect()
+    }
+
     pub fn worker_identity(&self) -> WorkerIdentity {
         WorkerIdentity {
             id: if self.worker_id.is_empty() {
@@ -510,11 +592,40 @@ pub enum LogFormat {
     Json,
 }
 
+/// Whether unsigned jobs run (`senderTrust`).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[cfg_attr(test, derive(serde::Serialize, schemars::JsonSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum SenderTrust {
+    Any,
+    Signed,
+}
+
+/// An `allowedSenders` entry meant as a key: such an entry that is not a valid key is a typo
+/// to report, not a name to match.
+fn looks_like_user_key(entry: &str) -> bool {
+    entry.len() == 56
+        && entry.starts_with('U')
+        && entry
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || (b'2'..=b'7').contains(&b))
+}
+
 /// `worker` in every reply.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct WorkerIdentity {
     pub id: String,
     pub wallet: Option<String>,
+}
+
+/// The user seed in a `.creds` file: the line after `-----BEGIN USER NKEY SEED-----`.
+fn creds_seed(path: &std::path::Path) -> Option<Secret> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let mut lines = text.lines().map(str::trim);
+    lines
+        .by_ref()
+        .find(|l| l.contains("BEGIN USER NKEY SEED"))?;
+    lines.find(|l| !l.is_empty()).map(Secret::new)
 }
 
 /// Removes credentials embedded in a URL (`nats://user:pass@host`).
@@ -618,6 +729,57 @@ mod tests {
         assert_eq!(c.job_deadline(None), Duration::from_millis(1000));
         assert_eq!(c.job_deadline(Some(3000)), Duration::from_millis(3000));
         assert_eq!(c.job_deadline(Some(90_000)), Duration::from_millis(5000));
+    }
+
+    #[test]
+    fn signing_settings_are_checked() {
+        let seed = "SUAAOBYHA4DQOBYHA4DQOBYHA4DQOBYHA4DQOBYHA4DQOBYHA4DQOBZ5FE";
+        let key = "UDVEU3DD4KOFECV66VIHWEZOYX4ZKR3WV27L464SIIPOU2IUI3JCYSJF";
+        let c = Config::from_value(json!({ "signingSeed": seed })).unwrap();
+        assert!(!format!("{c:?}").contains(seed));
+        assert_eq!(c.signing_key().unwrap().unwrap().public_key(), key);
+        let c = Config::from_value(json!({ "nkeySeed": seed })).unwrap();
+        assert_eq!(c.signing_key().unwrap().unwrap().public_key(), key);
+        assert!(Config::default().signing_key().unwrap().is_none());
+        // A connection seed that is no seed is the connection's error to report.
+        let c = Config::from_value(json!({ "nkeySeed": "SXnot-a-seed" })).unwrap();
+        assert!(c.signing_key().unwrap().is_none());
+        let err = Config::from_value(json!({ "signingSeed": "SUsecret-typo" })).unwrap_err();
+        assert!(err.to_string().contains("signingSeed"), "{err}");
+        assert!(!err.to_string().contains("secret-typo"), "{err}");
+        assert!(Config::from_value(json!({ "signingSeed": 5 }))
+            .unwrap_err()
+            .to_string()
+            .contains("must be a string"));
+        assert!(Config::from_value(json!({ "trustedWorkers": ["alice"] })).is_err());
+        let typo = format!("{}A", &key[..55]);
+        assert!(Config::from_value(json!({ "allowedSenders": [typo] })).is_err());
+        let c = Config::from_value(
+            json!({ "allowedSenders": [key, "alice"], "senderTrust": "signed" }),
+        )
+        .unwrap();
+        assert_eq!(c.allowed_names(), vec!["alice"]);
+        assert_eq!(c.sender_trust, SenderTrust::Signed);
+        assert!(Config::from_value(json!({ "senderTrust": "maybe" })).is_err());
+    }
+
+    #[test]
+    fn a_creds_file_seed_signs_when_no_signing_seed_is_set() {
+        let path = std::env::temp_dir().join(format!("pier-sign-{}.creds", std::process::id()));
+        std::fs::write(
+            &path,
+            "-----BEGIN NATS USER JWT-----\neyJ0\n------END NATS USER JWT------\n\n\
+             -----BEGIN USER NKEY SEED-----\nSUAAOBYHA4DQOBYHA4DQOBYHA4DQOBYHA4DQOBYHA4DQOBYHA4DQOBZ5FE\n\
+             ------END USER NKEY SEED------\n",
+        )
+        .unwrap();
+        let c = Config::from_value(json!({ "credsFile": path })).unwrap();
+        let key = c.signing_key().unwrap().unwrap();
+        assert_eq!(
+            key.public_key(),
+            "UDVEU3DD4KOFECV66VIHWEZOYX4ZKR3WV27L464SIIPOU2IUI3JCYSJF"
+        );
+        let _ = std::fs::remove_file(path);
     }
 
     #[test]

@@ -34,6 +34,9 @@ pub struct ServiceIdentity {
     pub started: SystemTime,
     /// Whether STATS report the worker's earnings (config `discoveryEarnings`).
     pub earnings: bool,
+    /// The public key that signs this worker's replies, for requesters to pin
+    /// (`trustedWorkers`); reported as metadata `workerKey` when set.
+    pub worker_key: Option<String>,
 }
 
 /// What discovery tells anyone of the last error: its code alone. The message can name a
@@ -54,7 +57,11 @@ fn public_code(last_error: Option<String>) -> String {
 
 impl ServiceIdentity {
     fn metadata(&self) -> Value {
-        json!({ "workerId": self.worker_id, "wallet": self.wallet.clone().unwrap_or_default() })
+        let mut metadata = json!({ "workerId": self.worker_id, "wallet": self.wallet.clone().unwrap_or_default() });
+        if let Some(key) = &self.worker_key {
+            metadata["workerKey"] = json!(key);
+        }
+        metadata
     }
 
     fn base(&self, kind: &str) -> serde_json::Map<String, Value> {
@@ -222,6 +229,7 @@ mod tests {
             queue_group: Some("openclaw-workers".into()),
             started: std::time::UNIX_EPOCH,
             earnings: false,
+            worker_key: None,
         };
         let stats = Stats::default();
         stats.received();
@@ -244,6 +252,7 @@ mod tests {
         );
         let open = ServiceIdentity {
             earnings: true,
+            worker_key: None,
             ..me.clone()
         };
         assert_eq!(

@@ -173,6 +173,10 @@ pub enum PierError {
         bytes: usize,
         max_payload: usize,
     },
+    /// A reply's `Pier-Worker` header is present but does not verify: why.
+    WorkerSignature(String),
+    /// `trustedWorkers` is set and the reply is unsigned or signed by another key: why.
+    UntrustedWorker(String),
 }
 
 impl PierError {
@@ -195,6 +199,8 @@ impl PierError {
             PierError::Request { .. } => "PIER_REQUEST",
             PierError::InvalidReply(_) => "PIER_INVALID_REPLY",
             PierError::InvalidTask(_) | PierError::TaskTooLarge { .. } => "PIER_INVALID_TASK",
+            PierError::WorkerSignature(_) => "PIER_WORKER_SIGNATURE",
+            PierError::UntrustedWorker(_) => "PIER_UNTRUSTED_WORKER",
         }
     }
 }
@@ -231,6 +237,12 @@ impl fmt::Display for PierError {
                 f,
                 "invalid task: the request is {bytes} bytes; the NATS server accepts at most {max_payload}"
             ),
+            PierError::WorkerSignature(why) => {
+                write!(f, "the reply's worker signature does not verify: {why}")
+            }
+            PierError::UntrustedWorker(why) => {
+                write!(f, "the reply is not from a trusted worker: {why}")
+            }
         }
     }
 }

@@ -16,7 +16,10 @@ pub struct JobInput {
     /// Time left for this job when the handler is called; the worker answers TIMEOUT after it.
     pub timeout_ms: u64,
     pub meta: Map<String, Value>,
+    /// `meta.sender`: a display name the requester chose.
     pub sender: Option<String>,
+    /// The user public key whose `Pier-Sender` signature on this job verified: who sent it.
+    pub sender_key: Option<String>,
 }
 
 pub type HandlerResult = Result<String, JobError>;

@@ -73,6 +73,8 @@ pub struct JobLine {
     /// The requester's id as it may appear in a log line (one line, bounded).
     pub job_id: Option<String>,
     pub sender: Option<String>,
+    /// The verified `Pier-Sender` key (a public key, never secret).
+    pub sender_key: Option<String>,
     pub duration_ms: u64,
     /// `completed`, or the counter its code falls in (`failed`, `rejected`, `timed_out`).
     pub outcome: &'static str,
@@ -85,12 +87,17 @@ pub struct JobLine {
 impl JobLine {
     pub fn text(&self) -> String {
         let id = self.job_id.as_deref().unwrap_or("(no id)");
+        let from = self
+            .sender_key
+            .as_deref()
+            .map(|k| format!(" from {k}"))
+            .unwrap_or_default();
         match (self.code, &self.message) {
             (Some(code), Some(message)) => {
-                format!("[pier-connector] job {id} answered {code}: {message}")
+                format!("[pier-connector] job {id}{from} answered {code}: {message}")
             }
             _ => format!(
-                "[pier-connector] job {id} completed in {} ms",
+                "[pier-connector] job {id}{from} completed in {} ms",
                 self.duration_ms
             ),
         }
@@ -100,6 +107,7 @@ impl JobLine {
         let mut fields = Map::new();
         fields.insert("jobId".into(), json!(self.job_id));
         fields.insert("sender".into(), json!(self.sender));
+        fields.insert("senderKey".into(), json!(self.sender_key));
         fields.insert("durationMs".into(), json!(self.duration_ms));
         fields.insert("outcome".into(), json!(self.outcome));
         fields.insert("code".into(), json!(self.code.map(ErrorCode::as_str)));

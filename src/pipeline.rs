@@ -3,17 +3,18 @@
 //! A delivery source (`delivery::subscription` for core NATS, `delivery::jetstream` for a pull
 //! consumer) hands each message to [`Pipeline::admit`] as an [`Inbound`]. Admission is the same
 //! for every source, in this order: the payload is read (`protocol::parse_job`), the reply
-//! target is resolved and validated, the sender is checked against `allowedSenders`, and a
-//! concurrency slot is taken. An admitted job runs under its deadline and is answered exactly
+//! target is resolved and validated, a `Pier-Sender` signature is verified (`signature`), the
+//! sender is checked against `allowedSenders`, and a concurrency slot is taken. An admitted job runs under its deadline and is answered exactly
 //! once; the source is then told how it ended ([`Settle`]), which is where JetStream acks.
 
-use crate::config::{Config, WorkerIdentity};
+use crate::config::{Config, SenderTrust, WorkerIdentity};
 use crate::discovery;
 use crate::error::{one_line, ErrorCode, JobError};
 use crate::handler::{HandlerResult, JobHandler, JobInput};
 use crate::log::{JobLine, Level, SharedLogger};
 use crate::outbox::{self, Outbox, Reply};
 use crate::protocol::{self, JobRequest};
+use crate::signature::{self, Delivered, Denied, SenderVerifier, SigningKey};
 use crate::stats::{Outcome, Stats};
 use crate::subject;
 use async_nats::{Client, HeaderMap, Subject};
@@ -21,7 +22,7 @@ use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -65,6 +66,22 @@ pub(crate) trait Inbound: Send + Sync + 'static {
 
     fn payload(&self) -> &[u8];
 
+    /// The message's NATS headers, if it has any.
+    fn headers(&self) -> Option<&HeaderMap>;
+
+    /// The subject the message arrived on: what a requester that published straight to the
+    /// worker signed.
+    fn subject(&self) -> &str;
+
+    /// The reply line of a `Pier-Sender` signature (protocol.md): the `Pier-Reply-To` header
+    /// if present, else the requester's NATS reply subject, else empty.
+    fn signed_reply(&self) -> &str;
+
+    /// JetStream: when the stream stored the message (Unix ms), and its stream sequence.
+    fn stored(&self) -> Option<(i64, u64)> {
+        None
+    }
+
     /// Where the answer goes; `job_id` is the request's id when it could be read.
     fn reply_target(&self, job_id: Option<&str>) -> ReplyTarget;
 
@@ -100,6 +117,10 @@ pub(crate) trait Inbound: Send + Sync + 'static {
 struct JobFacts {
     received_at: Instant,
     sender: Option<String>,
+    /// The `Pier-Sender` key, once its signature verified.
+    sender_key: Option<String>,
+    /// The request's `Pier-Sender` nonce, for the reply's `Pier-Worker` signature.
+    nonce: Option<String>,
     /// `meta.price`, when it is a positive number: what a completed job earns.
     price: Option<f64>,
 }
@@ -109,6 +130,8 @@ impl JobFacts {
         JobFacts {
             received_at,
             sender: job.and_then(JobRequest::sender).map(loggable),
+            sender_key: None,
+            nonce: None,
             price: job
                 .and_then(|j| j.meta.get("price"))
                 .and_then(serde_json::Value::as_f64)
@@ -131,6 +154,45 @@ pub(crate) struct Pipeline {
     outbox: Arc<Outbox>,
     outbox_task: std::sync::Mutex<Option<JoinHandle<()>>>,
     running_ids: RunningIds,
+    /// Checks `Pier-Sender` headers, and remembers their nonces.
+    verifier: SenderVerifier,
+    /// Signs every reply (`Pier-Worker`) when the worker has a key.
+    signing_key: Option<SigningKey>,
+    /// `allowedSenders`, split once into keys and names.
+    allowed: Option<AllowedSenders>,
+}
+
+/// `allowedSenders`: keys match a verified `Pier-Sender`, names the self-declared
+/// `meta.sender` (under `senderTrust: "any"` only).
+struct AllowedSenders {
+    keys: HashSet<String>,
+    names: HashSet<String>,
+}
+
+impl AllowedSenders {
+    fn of(config: &Config) -> Option<AllowedSenders> {
+        let names: HashSet<String> = config
+            .allowed_names()
+            .into_iter()
+            .map(String::from)
+            .collect();
+        config.allowed_senders.as_ref().map(|all| AllowedSenders {
+            keys: all
+                .iter()
+                .filter(|s| !names.contains(*s))
+                .cloned()
+                .collect(),
+            names: match config.sender_trust {
+                SenderTrust::Any => names,
+                // Every job is signed: a self-declared name proves nothing.
+                SenderTrust::Signed => HashSet::new(),
+            },
+        })
+    }
+
+    fn allow(&self, key: Option<&str>, name: Option<&str>) -> bool {
+        key.is_some_and(|k| self.keys.contains(k)) || name.is_some_and(|n| self.names.contains(n))
+    }
 }
 
 /// Ids of the jobs admitted and not yet answered.
@@ -167,6 +229,7 @@ pub(crate) struct PipelineParts {
     pub logger: SharedLogger,
     pub stats: Arc<Stats>,
     pub identity: WorkerIdentity,
+    pub signing_key: Option<SigningKey>,
 }
 
 impl Pipeline {
@@ -178,6 +241,7 @@ impl Pipeline {
             logger,
             stats,
             identity,
+            signing_key,
         } = parts;
         let (outbox, outbox_task) = Outbox::start(client.clone(), {
             let (stats, logger) = (stats.clone(), logger.clone());
@@ -185,6 +249,9 @@ impl Pipeline {
         });
         Arc::new(Pipeline {
             slots: Arc::new(Semaphore::new(config.max_concurrent_jobs as usize)),
+            verifier: SenderVerifier::new(config.signature_max_age_ms),
+            allowed: AllowedSenders::of(&config),
+            signing_key,
             config,
             handler,
             logger,
@@ -227,7 +294,7 @@ impl Pipeline {
             Ok(job) => Some(job.id.as_str()),
             Err(rejection) => rejection.id.as_deref(),
         };
-        let facts = JobFacts::new(received_at, parsed.as_ref().ok());
+        let mut facts = JobFacts::new(received_at, parsed.as_ref().ok());
         let target = match self.reply_target(&inbound, id) {
             ReplyTarget::Subject(subject) => subject,
             ReplyTarget::Nowhere { why } => {
@@ -250,6 +317,14 @@ impl Pipeline {
                 .refuse(inbound, target, id.as_deref(), error, &facts)
                 .await;
         }
+        // Before the payload's own errors: a message signed in someone else's name is refused
+        // as that, whatever it holds.
+        if let Err(error) = self.check_signature(&inbound, &mut facts) {
+            let id = id.map(str::to_string);
+            return self
+                .refuse(inbound, target, id.as_deref(), error, &facts)
+                .await;
+        }
         let job = match parsed {
             Ok(job) => job,
             Err(rejection) => {
@@ -264,8 +339,8 @@ impl Pipeline {
                     .await;
             }
         };
-        if let Some(allowed) = &self.config.allowed_senders {
-            if !job.sender().is_some_and(|s| allowed.iter().any(|a| a == s)) {
+        if let Some(allowed) = &self.allowed {
+            if !allowed.allow(facts.sender_key.as_deref(), job.sender()) {
                 let error = JobError::new(
                     ErrorCode::Unauthorized,
                     "this worker does not take jobs from this sender",
@@ -325,6 +400,101 @@ impl Pipeline {
         {
             self.jobs.spawn(run);
         }
+    }
+
+    /// Verifies the message's `Pier-Sender` header, if it has one; without one, refuses it
+    /// under `senderTrust: "signed"`. A verified key and the nonce go into `facts`. An
+    /// unsigned message costs one header lookup.
+    fn check_signature<I: Inbound>(
+        &self,
+        inbound: &I,
+        facts: &mut JobFacts,
+    ) -> Result<(), JobError> {
+        let unauthorized = |why: &str| JobError::new(ErrorCode::Unauthorized, why);
+        let headers = inbound.headers();
+        let Some(value) = headers.and_then(|h| h.get(signature::SENDER_HEADER)) else {
+            return match self.config.sender_trust {
+                SenderTrust::Any => Ok(()),
+                SenderTrust::Signed => Err(unauthorized(
+                    "this worker takes signed jobs only: the request has no Pier-Sender header",
+                )),
+            };
+        };
+        let verified = self.verify_sender(inbound, headers, value.as_str());
+        match verified {
+            Ok((key, nonce)) => {
+                facts.sender_key = Some(key);
+                facts.nonce = Some(nonce);
+                Ok(())
+            }
+            Err(error) => {
+                // The refusal is signed too, for the request it refuses, if its nonce reads.
+                if self.signing_key.is_some() {
+                    facts.nonce = signature::sender_nonce(value.as_str());
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// The verified `(key, nonce)` of a `Pier-Sender` header, or why the job is refused.
+    fn verify_sender<I: Inbound>(
+        &self,
+        inbound: &I,
+        headers: Option<&HeaderMap>,
+        value: &str,
+    ) -> Result<(String, String), JobError> {
+        let unauthorized = |why: &str| JobError::new(ErrorCode::Unauthorized, why);
+        if headers.is_some_and(|h| h.get_all(signature::SENDER_HEADER).count() > 1) {
+            return Err(unauthorized(
+                "Pier-Sender header refused: malformed (more than one)",
+            ));
+        }
+        let header = signature::parse_sender(value).map_err(|r| unauthorized(&r.0))?;
+        let now_ms = signature::unix_ms(SystemTime::now());
+        let stored = inbound.stored();
+        let message = Delivered {
+            payload: inbound.payload(),
+            subjects: [inbound.subject(), &self.config.publish_subject],
+            reply: inbound.signed_reply(),
+            time_ms: stored.map_or(now_ms, |(at, _)| at),
+            stream_seq: stored.map(|(_, seq)| seq),
+        };
+        match self.verifier.verify(&header, &message, now_ms) {
+            Ok(()) => Ok((header.key, header.nonce)),
+            Err(Denied::Unauthorized(refusal)) => Err(unauthorized(&refusal.0)),
+            Err(Denied::MemoryFull) => Err(JobError::new(
+                ErrorCode::Overloaded,
+                format!(
+                    "this worker's replay memory is full ({} signed jobs inside signatureMaxAgeMs); retry on another worker",
+                    signature::REPLAY_MEMORY_CAP
+                ),
+            )),
+        }
+    }
+
+    /// The reply's headers: `base` plus, when the worker has a key, its `Pier-Worker`
+    /// signature over `payload` for request `id`.
+    fn reply_headers(
+        &self,
+        base: Option<HeaderMap>,
+        id: Option<&str>,
+        facts: &JobFacts,
+        payload: &[u8],
+    ) -> Option<HeaderMap> {
+        let Some(key) = &self.signing_key else {
+            return base;
+        };
+        let header = signature::sign_result(
+            key,
+            id,
+            facts.nonce.as_deref().unwrap_or_default(),
+            payload,
+            SystemTime::now(),
+        );
+        let mut headers = base.unwrap_or_default();
+        headers.insert(signature::WORKER_HEADER, header.as_str());
+        Some(headers)
     }
 
     /// Answers a message without running it (`code` when the worker is shutting down).
@@ -394,7 +564,9 @@ impl Pipeline {
     ) {
         let keep_alive = inbound.keep_alive();
         let received_at = facts.received_at;
-        let (id, outcome) = self.execute(job, received_at, slot).await;
+        let (id, outcome) = self
+            .execute(job, facts.sender_key.clone(), received_at, slot)
+            .await;
         // Every run counts, timed out or failed too (ADR-32 processing_time).
         self.stats.processed(received_at.elapsed());
         if let Some(task) = keep_alive {
@@ -439,6 +611,7 @@ impl Pipeline {
     async fn execute(
         &self,
         job: JobRequest,
+        sender_key: Option<String>,
         received_at: Instant,
         slot: OwnedSemaphorePermit,
     ) -> (String, HandlerResult) {
@@ -447,6 +620,7 @@ impl Pipeline {
         let id = job.id.clone();
         let input = JobInput {
             sender: job.sender().map(str::to_string),
+            sender_key,
             id: job.id,
             task: job.task,
             system_prompt: job.system_prompt,
@@ -520,12 +694,14 @@ impl Pipeline {
                 .await
                 .then_some(false);
         }
-        let sent = self.send(target, bytes, None, batched).await;
+        let headers = self.reply_headers(None, Some(id), facts, &bytes);
+        let sent = self.send(target, bytes, headers, batched).await;
         self.stats.record(Outcome::Completed);
         if self.logger.enabled(Level::Info) {
             let line = JobLine {
                 job_id: Some(loggable(id)),
                 sender: facts.sender.clone(),
+                sender_key: facts.sender_key.clone(),
                 duration_ms: latency_ms,
                 outcome: "completed",
                 code: None,
@@ -548,7 +724,8 @@ impl Pipeline {
     ) -> bool {
         let bytes = protocol::encode_error(id, &error, &self.identity);
         let headers = discovery::error_headers(error.code, &error.message);
-        let sent = self.send(target, bytes, Some(headers), batched).await;
+        let headers = self.reply_headers(Some(headers), id, facts, &bytes);
+        let sent = self.send(target, bytes, headers, batched).await;
         self.stats.record_error(error.code, &error.message);
         let level = match error.code {
             ErrorCode::ExecutionFailed | ErrorCode::RuntimeUnavailable => Level::Error,
@@ -557,6 +734,7 @@ impl Pipeline {
         let line = JobLine {
             job_id: id.map(loggable),
             sender: facts.sender.clone(),
+            sender_key: facts.sender_key.clone(),
             duration_ms: facts.received_at.elapsed().as_millis() as u64,
             outcome: crate::stats::Stats::bucket_of(error.code),
             code: Some(error.code),

@@ -1,17 +1,20 @@
 //! Sending a `task_request` and waiting for its reply: the `pier_publish` tool and the CLI's
-//! `publish`.
+//! `publish`. With a signing key the request carries `Pier-Sender`; a reply's `Pier-Worker`
+//! is verified when present (required when `trustedWorkers` is set).
 
 use crate::config::{Config, Delivery};
 use crate::connection::{self, Attempts};
 use crate::error::{PierError, RequestOp};
 use crate::log::SharedLogger;
 use crate::protocol::{self, REPLY_HEADER};
+use crate::signature::{self, SigningKey};
 use crate::stats::Stats;
-use async_nats::{Client, HeaderMap, RequestErrorKind};
+use async_nats::{Client, HeaderMap, RequestErrorKind, StatusCode};
 use futures_util::StreamExt;
 use serde_json::Value;
+use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// How much longer than the job's own `timeoutMs` the publisher waits, so a worker's TIMEOUT
 /// reply, sent at the deadline, still arrives.
@@ -37,6 +40,8 @@ pub struct Publisher {
     subject: String,
     default_timeout_ms: u64,
     delivery: Delivery,
+    signing_key: Option<SigningKey>,
+    trusted_workers: Option<HashSet<String>>,
 }
 
 impl Publisher {
@@ -59,6 +64,13 @@ impl Publisher {
             subject: config.publish_subject.clone(),
             default_timeout_ms: config.job_timeout_ms,
             delivery: config.delivery,
+            // A signingSeed was checked with the config; an unusable connection seed signs
+            // nothing (the connection reports it).
+            signing_key: config.signing_key().ok().flatten(),
+            trusted_workers: config
+                .trusted_workers
+                .as_ref()
+                .map(|keys| keys.iter().cloned().collect()),
         }
     }
 
@@ -92,40 +104,132 @@ impl Publisher {
             });
         }
         let wait_ms = timeout_ms.saturating_add(REPLY_GRACE_MS);
-        if self.delivery == Delivery::Jetstream {
-            let reply = self
-                .publish_to_stream(&id, payload, Duration::from_millis(wait_ms))
-                .await?;
-            return serde_json::from_slice(&reply.payload).map_err(PierError::InvalidReply);
-        }
+        let wait = Duration::from_millis(wait_ms);
+        let (reply, nonce) = match (self.delivery, &self.signing_key) {
+            (Delivery::Jetstream, _) => self.publish_to_stream(&id, payload, wait).await?,
+            (Delivery::Core, None) => (self.request(payload, wait).await?, None),
+            (Delivery::Core, Some(key)) => self.signed_request(key, payload, wait).await?,
+        };
+        self.read_reply(reply, nonce.as_deref())
+    }
+
+    /// Core mode, unsigned: the client's shared reply subscription.
+    async fn request(
+        &self,
+        payload: Vec<u8>,
+        wait: Duration,
+    ) -> Result<async_nats::Message, PierError> {
         let request = async_nats::Request::new()
             .payload(payload.into())
-            .timeout(Some(Duration::from_millis(wait_ms)));
-        let reply = self
-            .client
+            .timeout(Some(wait));
+        self.client
             .send_request(self.subject.clone(), request)
             .await
             .map_err(|e| match e.kind() {
-                RequestErrorKind::TimedOut => PierError::Timeout {
-                    subject: self.subject.clone(),
-                    timeout_ms: wait_ms,
-                },
+                RequestErrorKind::TimedOut => self.timed_out(wait),
                 RequestErrorKind::NoResponders => PierError::NoResponders {
                     subject: self.subject.clone(),
                 },
                 _ => PierError::request(RequestOp::Publish, e),
-            })?;
-        serde_json::from_slice(&reply.payload).map_err(PierError::InvalidReply)
+            })
+    }
+
+    /// Core mode, signed: the signature covers the reply subject, so the request gets an
+    /// inbox of its own that is known before it is sent. Returns the reply and the nonce.
+    async fn signed_request(
+        &self,
+        key: &SigningKey,
+        payload: Vec<u8>,
+        wait: Duration,
+    ) -> Result<(async_nats::Message, Option<String>), PierError> {
+        let failed =
+            |e: Box<dyn std::error::Error + Send + Sync>| PierError::request(RequestOp::Publish, e);
+        let inbox = self.client.new_inbox();
+        let mut replies = self
+            .client
+            .subscribe(inbox.clone())
+            .await
+            .map_err(|e| failed(e.into()))?;
+        let signed =
+            signature::sign_request(key, &self.subject, &inbox, &payload, SystemTime::now());
+        let mut headers = HeaderMap::new();
+        headers.insert(signature::SENDER_HEADER, signed.header.as_str());
+        self.client
+            .publish_with_reply_and_headers(self.subject.clone(), inbox, headers, payload.into())
+            .await
+            .map_err(|e| failed(e.into()))?;
+        let reply = match tokio::time::timeout(wait, replies.next()).await {
+            Ok(Some(reply)) => reply,
+            Ok(None) => return Err(failed("connection closed".into())),
+            Err(_) => return Err(self.timed_out(wait)),
+        };
+        if reply.status == Some(StatusCode::NO_RESPONDERS) {
+            return Err(PierError::NoResponders {
+                subject: self.subject.clone(),
+            });
+        }
+        Ok((reply, Some(signed.nonce)))
+    }
+
+    fn timed_out(&self, wait: Duration) -> PierError {
+        PierError::Timeout {
+            subject: self.subject.clone(),
+            timeout_ms: wait.as_millis() as u64,
+        }
+    }
+
+    /// The reply, parsed; its `Pier-Worker` verified (for the request that carried `nonce`)
+    /// and its key added as `workerKey`. A bad signature is an error, never a result.
+    fn read_reply(
+        &self,
+        reply: async_nats::Message,
+        nonce: Option<&str>,
+    ) -> Result<Value, PierError> {
+        let mut value: Value =
+            serde_json::from_slice(&reply.payload).map_err(PierError::InvalidReply)?;
+        let header = reply
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(signature::WORKER_HEADER));
+        let Some(header) = header else {
+            return match self.trusted_workers {
+                Some(_) => Err(PierError::UntrustedWorker(
+                    "the reply is not signed (no Pier-Worker header) and trustedWorkers is set"
+                        .into(),
+                )),
+                None => Ok(value),
+            };
+        };
+        let id = value.get("id").and_then(Value::as_str).unwrap_or_default();
+        let key = signature::verify_result(
+            header.as_str(),
+            id,
+            nonce.unwrap_or_default(),
+            &reply.payload,
+        )
+        .map_err(|r| PierError::WorkerSignature(r.0))?;
+        if let Some(trusted) = &self.trusted_workers {
+            if !trusted.contains(&key) {
+                return Err(PierError::UntrustedWorker(format!(
+                    "the reply is signed by {key}, which is not in trustedWorkers"
+                )));
+            }
+        }
+        if let Value::Object(fields) = &mut value {
+            fields.insert("workerKey".into(), Value::String(key));
+        }
+        Ok(value)
     }
 
     /// JetStream mode: publishes the request into the stream (deduplicated by job id, the
-    /// reply inbox in `Pier-Reply-To`) and waits for its reply.
+    /// reply inbox in `Pier-Reply-To`, which is the reply line a signature covers) and waits
+    /// for its reply. Returns the reply and the request's nonce, when signed.
     async fn publish_to_stream(
         &self,
         id: &str,
         payload: Vec<u8>,
         wait: Duration,
-    ) -> Result<async_nats::Message, PierError> {
+    ) -> Result<(async_nats::Message, Option<String>), PierError> {
         let failed = |e: Box<dyn std::error::Error + Send + Sync>| {
             PierError::request(RequestOp::JetStreamPublish, e)
         };
@@ -138,6 +242,12 @@ impl Publisher {
         let mut headers = HeaderMap::new();
         headers.insert("Nats-Msg-Id", id);
         headers.insert(REPLY_HEADER, inbox.as_str());
+        let nonce = self.signing_key.as_ref().map(|key| {
+            let signed =
+                signature::sign_request(key, &self.subject, &inbox, &payload, SystemTime::now());
+            headers.insert(signature::SENDER_HEADER, signed.header.as_str());
+            signed.nonce
+        });
         async_nats::jetstream::new(self.client.clone())
             .publish_with_headers(self.subject.clone(), headers, payload.into())
             .await
@@ -145,12 +255,9 @@ impl Publisher {
             .await
             .map_err(|e| failed(e.into()))?;
         match tokio::time::timeout(wait, replies.next()).await {
-            Ok(Some(reply)) => Ok(reply),
+            Ok(Some(reply)) => Ok((reply, nonce)),
             Ok(None) => Err(failed("connection closed".into())),
-            Err(_) => Err(PierError::Timeout {
-                subject: self.subject.clone(),
-                timeout_ms: wait.as_millis() as u64,
-            }),
+            Err(_) => Err(self.timed_out(wait)),
         }
     }
 

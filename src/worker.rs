@@ -101,6 +101,8 @@ impl Worker {
         if lifecycle.is_some() {
             return Err(PierError::AlreadyRunning);
         }
+        // Read at each start: a credsFile's seed may have been rotated since the last one.
+        let signing_key = self.config.signing_key()?;
         let abort = CancellationToken::new();
         *lock(&self.abort_start) = Some(abort.clone());
         *lock(&self.phase) = Phase::Connecting;
@@ -144,7 +146,10 @@ impl Worker {
                 config.max_concurrent_jobs
             ),
         );
-        let discovery = config.discovery.then(|| self.serve_discovery(&client));
+        self.warn_about_names();
+        let discovery = config
+            .discovery
+            .then(|| self.serve_discovery(&client, signing_key.as_ref()));
         let pipeline = Pipeline::new(
             PipelineParts {
                 config: self.config.clone(),
@@ -152,6 +157,7 @@ impl Worker {
                 logger: self.logger.clone(),
                 stats: self.stats.clone(),
                 identity: self.identity.clone(),
+                signing_key: signing_key.clone(),
             },
             client.clone(),
         );
@@ -212,7 +218,35 @@ impl Worker {
         }
     }
 
-    fn serve_discovery(&self, client: &Client) -> (CancellationToken, JoinHandle<()>) {
+    /// Once per start: `allowedSenders` names are self-declared (`meta.sender`), so anyone can
+    /// claim them; keys are what a signature proves.
+    fn warn_about_names(&self) {
+        let names = self.config.allowed_names();
+        if names.is_empty() {
+            return;
+        }
+        let why = match self.config.sender_trust {
+            crate::config::SenderTrust::Any => {
+                "they match the self-declared meta.sender, which anyone can write"
+            }
+            crate::config::SenderTrust::Signed => {
+                "under senderTrust signed they match nothing (a name is self-declared)"
+            }
+        };
+        self.logger.log(
+            Level::Warn,
+            &format!(
+                "[pier-connector] allowedSenders has {} plain name(s), not user public keys: {why}; list the requesters' keys (U...) and set senderTrust \"signed\"",
+                names.len()
+            ),
+        );
+    }
+
+    fn serve_discovery(
+        &self,
+        client: &Client,
+        signing_key: Option<&crate::signature::SigningKey>,
+    ) -> (CancellationToken, JoinHandle<()>) {
         let stop = CancellationToken::new();
         let config = &self.config;
         let identity = discovery::ServiceIdentity {
@@ -224,6 +258,7 @@ impl Worker {
                 .then(|| config.queue_group.clone()),
             started: SystemTime::now(),
             earnings: config.discovery_earnings,
+            worker_key: signing_key.map(|k| k.public_key().to_string()),
         };
         let (client, stats, logger, token) = (
             client.clone(),

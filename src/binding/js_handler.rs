@@ -216,6 +216,7 @@ fn to_js_job(job: JobInput) -> Job {
         timeout_ms: job.timeout_ms as f64,
         meta: Value::Object(job.meta),
         sender: job.sender,
+        sender_key: job.sender_key,
     }
 }
 

@@ -38,8 +38,13 @@ pub struct Job {
     /// Milliseconds left before the worker answers TIMEOUT.
     pub timeout_ms: f64,
     pub meta: Value,
+    /// `meta.sender`: a display name the requester chose; anyone can write it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sender: Option<String>,
+    /// The user public key (`U…`) whose `Pier-Sender` signature on this job verified: who
+    /// really sent it. Absent for an unsigned job.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sender_key: Option<String>,
 }
 
 #[napi(object, object_to_js = false)]

@@ -60,8 +60,17 @@ pub struct PierConfig {
     /// Metrics address: The address the metrics endpoint binds to (loopback unless you mean otherwise).
     /// Default: `"127.0.0.1"`.
     pub metrics_host: Option<String>,
-    /// Allowed senders: When set, only jobs whose meta.sender is listed run; others get UNAUTHORIZED.
+    /// Allowed senders: When set, only jobs from a listed sender run; others get UNAUTHORIZED. A user public key (U..., 56 characters) matches a job signed by that key (Pier-Sender); a plain name matches the self-declared meta.sender, and only under senderTrust any.
     pub allowed_senders: Option<Vec<String>>,
+    /// Sender trust: any: unsigned jobs run too (v1.0 requesters); signed: a job without a Pier-Sender signature gets UNAUTHORIZED. A signed job is verified either way.
+    /// Default: `"any"`.
+    #[napi(ts_type = "'any' | 'signed'")]
+    pub sender_trust: Option<String>,
+    /// Signature max age (ms): How far a Pier-Sender ts may be from the worker's clock (JetStream: from the time the stream stored the job), either side; also how long nonces are remembered.
+    /// Default: `60000`.
+    pub signature_max_age_ms: Option<f64>,
+    /// Trusted workers: When set, pier_publish and the CLI's publish accept only replies signed (Pier-Worker) by one of these worker public keys (U...); others are the error PIER_UNTRUSTED_WORKER.
+    pub trusted_workers: Option<Vec<String>>,
     /// Service discovery: Answer NATS service discovery ($SRV.PING|INFO|STATS) as service pier-worker.
     /// Default: `true`.
     pub discovery: Option<bool>,
@@ -107,6 +116,8 @@ pub struct PierConfig {
     pub password: Option<String>,
     /// NATS nkey seed: Nkey auth with a user seed (SU...).
     pub nkey_seed: Option<String>,
+    /// Signing seed: User nkey seed (SU...) that signs this worker's replies (Pier-Worker) and this publisher's requests (Pier-Sender). Unset: the nkeySeed or credsFile seed, if any.
+    pub signing_seed: Option<String>,
     /// NATS creds file: Path to a .creds file (JWT and nkey seed).
     pub creds_file: Option<String>,
     /// TLS CA file: CA certificate(s) to verify the server with.

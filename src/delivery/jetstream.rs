@@ -10,7 +10,7 @@ use crate::pipeline::{Inbound, Pipeline, ReplyTarget, Settle};
 use crate::protocol::REPLY_HEADER;
 use crate::subject;
 use async_nats::jetstream::{self, consumer::PullConsumer, AckKind};
-use async_nats::{Client, Subject};
+use async_nats::{Client, HeaderMap, Subject};
 use futures_util::StreamExt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -110,6 +110,33 @@ impl Inbound for StreamMessage {
 
     fn payload(&self) -> &[u8] {
         &self.message.payload
+    }
+
+    fn headers(&self) -> Option<&HeaderMap> {
+        self.message.headers.as_ref()
+    }
+
+    fn subject(&self) -> &str {
+        &self.message.subject
+    }
+
+    /// `Pier-Reply-To`, else empty. The message's NATS reply is the consumer's `$JS.ACK…`
+    /// subject, which no requester saw; the stream keeps no reply subject of the publish (that
+    /// one only received the PubAck), so a requester signs its `Pier-Reply-To` or nothing.
+    fn signed_reply(&self) -> &str {
+        self.message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(REPLY_HEADER))
+            .map_or("", |v| v.as_str())
+    }
+
+    /// The age of a signature is taken from when the stream stored the job, so a job that
+    /// waited in the stream is not stale; the sequence tells a redelivery from a replay.
+    fn stored(&self) -> Option<(i64, u64)> {
+        let info = self.message.info().ok()?;
+        let ms = info.published.unix_timestamp_nanos() / 1_000_000;
+        Some((i64::try_from(ms).ok()?, info.stream_sequence))
     }
 
     /// The `Pier-Reply-To` header when it is a subject one can publish to; else

@@ -7,8 +7,9 @@ use crate::connection;
 use crate::error::{ErrorCode, PierError, RequestOp};
 use crate::log::Level;
 use crate::pipeline::{Inbound, Pipeline, ReplyTarget, Settle, FINAL_FLUSH};
+use crate::protocol::REPLY_HEADER;
 use crate::subject;
-use async_nats::{Client, Message, Subscriber};
+use async_nats::{Client, HeaderMap, Message, Subscriber};
 use futures_util::StreamExt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -70,6 +71,23 @@ impl Inbound for CoreMessage {
 
     fn payload(&self) -> &[u8] {
         &self.0.payload
+    }
+
+    fn headers(&self) -> Option<&HeaderMap> {
+        self.0.headers.as_ref()
+    }
+
+    fn subject(&self) -> &str {
+        &self.0.subject
+    }
+
+    /// A relay keeps the requester's reply in `Pier-Reply-To`; a requester that published
+    /// here itself signed its NATS reply subject.
+    fn signed_reply(&self) -> &str {
+        match self.0.headers.as_ref().and_then(|h| h.get(REPLY_HEADER)) {
+            Some(relayed) => relayed.as_str(),
+            None => self.0.reply.as_deref().unwrap_or_default(),
+        }
     }
 
     fn defect(&self) -> Option<&str> {
