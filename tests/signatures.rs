@@ -1,0 +1,587 @@
+//! Signed requests and results (protocol.md) in both delivery modes, against a real
+//! nats-server: which signed jobs run, each reason one is refused, the worker's `Pier-Worker`
+//! on its replies, and the publisher's checks of it.
+
+mod common;
+
+use async_nats::HeaderMap;
+use common::{config, NatsServer};
+use futures_util::future::BoxFuture;
+use futures_util::StreamExt;
+use pier_connector::error::{ErrorCode, JobError, PierError};
+use pier_connector::handler::{HandlerResult, JobHandler, JobInput};
+use pier_connector::log::MemoryLogger;
+use pier_connector::publisher::{PublishOptions, Publisher};
+use pier_connector::signature::{self, SigningKey};
+use pier_connector::worker::Worker;
+use serde_json::{json, Value};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Mode {
+    Core,
+    JetStream,
+}
+
+const MODES: [Mode; 2] = [Mode::Core, Mode::JetStream];
+
+/// The requester's and the worker's keys (fixed, so failures are reproducible).
+fn requester() -> SigningKey {
+    key_of(1)
+}
+
+fn worker_key() -> SigningKey {
+    key_of(2)
+}
+
+fn key_of(byte: u8) -> SigningKey {
+    let seed = nkeys::KeyPair::new_from_raw(nkeys::KeyPairType::User, [byte; 32])
+        .unwrap()
+        .seed()
+        .unwrap();
+    SigningKey::from_seed(&seed).unwrap()
+}
+
+fn seed_of(byte: u8) -> String {
+    nkeys::KeyPair::new_from_raw(nkeys::KeyPairType::User, [byte; 32])
+        .unwrap()
+        .seed()
+        .unwrap()
+}
+
+/// Echoes the task and records each job's verified sender key. A task `fail-once` fails its
+/// first run (JetStream then redelivers it).
+#[derive(Default)]
+struct Recording {
+    keys: Arc<Mutex<Vec<Option<String>>>>,
+}
+
+impl JobHandler for Recording {
+    fn run(&self, job: JobInput) -> BoxFuture<'static, HandlerResult> {
+        let keys = self.keys.clone();
+        Box::pin(async move {
+            let first = {
+                let mut keys = keys.lock().unwrap();
+                keys.push(job.sender_key.clone());
+                keys.len() == 1
+            };
+            if job.task == "fail-once" && first {
+                return Err(JobError::new(ErrorCode::ExecutionFailed, "first attempt"));
+            }
+            Ok(job.task)
+        })
+    }
+}
+
+struct Rig {
+    _server: NatsServer,
+    url: String,
+    client: async_nats::Client,
+    worker: Worker,
+    handler: Arc<Recording>,
+    mode: Mode,
+}
+
+impl Rig {
+    async fn start(mode: Mode, extra: Value) -> Rig {
+        let server = match mode {
+            Mode::Core => NatsServer::start().await,
+            Mode::JetStream => NatsServer::jetstream().await,
+        };
+        let mut settings = json!({ "ackWaitMs": 1000, "signingSeed": seed_of(2) });
+        if mode == Mode::JetStream {
+            settings["delivery"] = json!("jetstream");
+        }
+        if let (Some(s), Some(e)) = (settings.as_object_mut(), extra.as_object()) {
+            s.extend(e.clone());
+        }
+        let handler = Arc::new(Recording::default());
+        let worker = Worker::new(
+            config(&server.url, settings),
+            handler.clone(),
+            Arc::new(MemoryLogger::default()),
+        );
+        worker.start().await.expect("worker starts");
+        let client = async_nats::connect(&server.url).await.unwrap();
+        Rig {
+            url: server.url.clone(),
+            _server: server,
+            client,
+            worker,
+            handler,
+            mode,
+        }
+    }
+
+    /// Sends `payload` to the job subject with the headers `sign` makes for the reply line
+    /// (the inbox, as NATS reply in core mode and as `Pier-Reply-To` in JetStream mode);
+    /// returns the reply.
+    async fn send(
+        &self,
+        payload: &[u8],
+        sign: impl FnOnce(&str) -> HeaderMap,
+    ) -> async_nats::Message {
+        let inbox = self.client.new_inbox();
+        let mut replies = self.client.subscribe(inbox.clone()).await.unwrap();
+        let mut headers = sign(&inbox);
+        match self.mode {
+            Mode::Core => self
+                .client
+                .publish_with_reply_and_headers(
+                    "jobs.rust",
+                    inbox,
+                    headers,
+                    payload.to_vec().into(),
+                )
+                .await
+                .unwrap(),
+            Mode::JetStream => {
+                headers.insert("Pier-Reply-To", inbox.as_str());
+                async_nats::jetstream::new(self.client.clone())
+                    .publish_with_headers("jobs.rust", headers, payload.to_vec().into())
+                    .await
+                    .unwrap()
+                    .await
+                    .unwrap();
+            }
+        }
+        tokio::time::timeout(Duration::from_secs(10), replies.next())
+            .await
+            .expect("a reply in time")
+            .expect("a reply")
+    }
+
+    /// A job signed by `key` over subject `jobs.rust` and the reply line, now.
+    async fn ask_signed(&self, key: &SigningKey, payload: &[u8]) -> (Value, async_nats::Message) {
+        let reply = self
+            .send(payload, |reply| {
+                sender_headers(key, "jobs.rust", reply, payload, SystemTime::now())
+            })
+            .await;
+        (body(&reply), reply)
+    }
+
+    fn runs(&self) -> usize {
+        self.handler.keys.lock().unwrap().len()
+    }
+}
+
+fn sender_headers(
+    key: &SigningKey,
+    subject: &str,
+    reply: &str,
+    payload: &[u8],
+    at: SystemTime,
+) -> HeaderMap {
+    let signed = signature::sign_request(key, subject, reply, payload, at);
+    let mut headers = HeaderMap::new();
+    headers.insert(signature::SENDER_HEADER, signed.header.as_str());
+    headers
+}
+
+fn body(reply: &async_nats::Message) -> Value {
+    serde_json::from_slice(&reply.payload).expect("a JSON reply")
+}
+
+fn assert_unauthorized(reply: &Value, why: &str, mode: Mode) {
+    assert_eq!(reply["error"]["code"], "UNAUTHORIZED", "{mode:?}: {reply}");
+    let message = reply["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains(why), "{mode:?}: {message:?} names {why:?}");
+}
+
+fn job(id: &str) -> Vec<u8> {
+    json!({ "id": id, "task": "hi", "meta": { "sender": "alice" } })
+        .to_string()
+        .into_bytes()
+}
+
+#[tokio::test]
+async fn a_signed_job_runs_with_its_key_and_the_reply_is_signed() {
+    for mode in MODES {
+        let rig = Rig::start(mode, json!({ "senderTrust": "signed" })).await;
+        let payload = job("s1");
+        let mut nonce = String::new();
+        let reply = rig
+            .send(&payload, |reply| {
+                let s = signature::sign_request(
+                    &requester(),
+                    "jobs.rust",
+                    reply,
+                    &payload,
+                    SystemTime::now(),
+                );
+                nonce = s.nonce.clone();
+                let mut h = HeaderMap::new();
+                h.insert(signature::SENDER_HEADER, s.header.as_str());
+                h
+            })
+            .await;
+        let value = body(&reply);
+        assert_eq!(value["result"], "hi", "{mode:?}: {value}");
+        assert_eq!(
+            rig.handler.keys.lock().unwrap().as_slice(),
+            &[Some(requester().public_key().to_string())],
+            "{mode:?}: the handler gets the verified key"
+        );
+        let header = reply
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(signature::WORKER_HEADER))
+            .expect("a Pier-Worker header");
+        let key = signature::verify_result(header.as_str(), "s1", &nonce, &reply.payload)
+            .expect("the reply's signature verifies");
+        assert_eq!(key, worker_key().public_key(), "{mode:?}");
+        rig.worker.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn an_unsigned_job_is_unauthorized_under_signed_trust() {
+    for mode in MODES {
+        let rig = Rig::start(mode, json!({ "senderTrust": "signed" })).await;
+        let reply = rig.send(&job("u1"), |_| HeaderMap::new()).await;
+        assert_unauthorized(&body(&reply), "signed jobs only", mode);
+        // Refusals are signed too (nonce empty: the request was unsigned).
+        let header = reply
+            .headers
+            .as_ref()
+            .unwrap()
+            .get(signature::WORKER_HEADER);
+        assert!(
+            signature::verify_result(header.unwrap().as_str(), "u1", "", &reply.payload).is_ok()
+        );
+        assert_eq!(rig.runs(), 0, "{mode:?}");
+        rig.worker.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_key_not_in_allowed_senders_is_unauthorized() {
+    for mode in MODES {
+        let listed = requester().public_key().to_string();
+        let rig = Rig::start(
+            mode,
+            json!({ "allowedSenders": [listed, "alice"], "senderTrust": "signed" }),
+        )
+        .await;
+        let (refused, _) = rig.ask_signed(&key_of(3), &job("k1")).await;
+        assert_eq!(refused["error"]["code"], "UNAUTHORIZED", "{mode:?}");
+        assert!(
+            refused["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("does not take jobs from this sender"),
+            "{mode:?}: {refused}: meta.sender alice is a name, and names do not count under signed"
+        );
+        let (allowed, _) = rig.ask_signed(&requester(), &job("k2")).await;
+        assert_eq!(allowed["result"], "hi", "{mode:?}");
+        assert_eq!(rig.runs(), 1, "{mode:?}");
+        rig.worker.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_payload_changed_after_signing_is_unauthorized() {
+    for mode in MODES {
+        let rig = Rig::start(mode, json!({})).await;
+        let reply = rig
+            .send(&job("changed"), |reply| {
+                sender_headers(
+                    &requester(),
+                    "jobs.rust",
+                    reply,
+                    &job("original"),
+                    SystemTime::now(),
+                )
+            })
+            .await;
+        assert_unauthorized(&body(&reply), "bad signature", mode);
+        assert_eq!(body(&reply)["id"], "changed");
+        assert_eq!(rig.runs(), 0, "{mode:?}");
+        rig.worker.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_job_signed_for_another_subject_is_unauthorized() {
+    for mode in MODES {
+        let rig = Rig::start(mode, json!({})).await;
+        let payload = job("o1");
+        let reply = rig
+            .send(&payload, |reply| {
+                sender_headers(
+                    &requester(),
+                    "jobs.elsewhere",
+                    reply,
+                    &payload,
+                    SystemTime::now(),
+                )
+            })
+            .await;
+        assert_unauthorized(&body(&reply), "bad signature", mode);
+        // The publish subject is accepted: a marketplace may relay submitted jobs.
+        let payload = job("o2");
+        let reply = rig
+            .send(&payload, |reply| {
+                sender_headers(
+                    &requester(),
+                    "jobs.submit",
+                    reply,
+                    &payload,
+                    SystemTime::now(),
+                )
+            })
+            .await;
+        assert_eq!(body(&reply)["result"], "hi", "{mode:?}");
+        assert_eq!(rig.runs(), 1, "{mode:?}");
+        rig.worker.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_replayed_job_is_unauthorized() {
+    for mode in MODES {
+        let rig = Rig::start(mode, json!({})).await;
+        let payload = job("r1");
+        let inbox = rig.client.new_inbox();
+        let headers = sender_headers(
+            &requester(),
+            "jobs.rust",
+            &inbox,
+            &payload,
+            SystemTime::now(),
+        );
+        let mut replies = rig.client.subscribe(inbox.clone()).await.unwrap();
+        for _ in 0..2 {
+            let mut h = headers.clone();
+            match mode {
+                Mode::Core => rig
+                    .client
+                    .publish_with_reply_and_headers(
+                        "jobs.rust",
+                        inbox.clone(),
+                        h,
+                        payload.clone().into(),
+                    )
+                    .await
+                    .unwrap(),
+                Mode::JetStream => {
+                    h.insert("Pier-Reply-To", inbox.as_str());
+                    async_nats::jetstream::new(rig.client.clone())
+                        .publish_with_headers("jobs.rust", h, payload.clone().into())
+                        .await
+                        .unwrap()
+                        .await
+                        .unwrap();
+                }
+            }
+        }
+        let mut answers = Vec::new();
+        for _ in 0..2 {
+            let reply = tokio::time::timeout(Duration::from_secs(10), replies.next())
+                .await
+                .expect("two answers")
+                .unwrap();
+            answers.push(body(&reply));
+        }
+        // The refusal may overtake the result (core mode batches results).
+        answers.sort_by_key(|a| a["ok"] != json!(true));
+        assert_eq!(answers[0]["result"], "hi", "{mode:?}: {answers:?}");
+        assert_unauthorized(&answers[1], "replay", mode);
+        assert_eq!(rig.runs(), 1, "{mode:?}");
+        rig.worker.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn an_expired_signature_is_unauthorized() {
+    for mode in MODES {
+        let rig = Rig::start(mode, json!({ "signatureMaxAgeMs": 5000 })).await;
+        let payload = job("e1");
+        let then = SystemTime::now() - Duration::from_secs(30);
+        let reply = rig
+            .send(&payload, |reply| {
+                sender_headers(&requester(), "jobs.rust", reply, &payload, then)
+            })
+            .await;
+        assert_unauthorized(&body(&reply), "outside the allowed window", mode);
+        assert_eq!(rig.runs(), 0, "{mode:?}");
+        rig.worker.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_forged_header_is_unauthorized_even_under_any_trust() {
+    for mode in MODES {
+        let rig = Rig::start(mode, json!({ "senderTrust": "any" })).await;
+        let payload = job("f1");
+        let reply = rig
+            .send(&payload, |reply| {
+                // Alice's key, signed by someone else.
+                let forged = signature::sign_request(
+                    &key_of(9),
+                    "jobs.rust",
+                    reply,
+                    &payload,
+                    SystemTime::now(),
+                );
+                let mut header: Value = serde_json::from_str(&forged.header).unwrap();
+                header["key"] = json!(requester().public_key());
+                let mut h = HeaderMap::new();
+                h.insert(signature::SENDER_HEADER, header.to_string().as_str());
+                h
+            })
+            .await;
+        assert_unauthorized(&body(&reply), "bad signature", mode);
+        let garbage = rig
+            .send(&job("f2"), |_| {
+                let mut h = HeaderMap::new();
+                h.insert(signature::SENDER_HEADER, "not json");
+                h
+            })
+            .await;
+        assert_unauthorized(&body(&garbage), "malformed", mode);
+        // Unsigned jobs still run under any.
+        let unsigned = rig.send(&job("f3"), |_| HeaderMap::new()).await;
+        assert_eq!(body(&unsigned)["result"], "hi", "{mode:?}");
+        assert_eq!(rig.runs(), 1, "{mode:?}");
+        rig.worker.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn jetstream_redelivery_of_the_same_message_is_not_a_replay() {
+    let rig = Rig::start(Mode::JetStream, json!({})).await;
+    let payload = json!({ "id": "again", "task": "fail-once" })
+        .to_string()
+        .into_bytes();
+    let (reply, _) = rig.ask_signed(&requester(), &payload).await;
+    assert_eq!(reply["result"], "fail-once", "{reply}");
+    let keys = rig.handler.keys.lock().unwrap().clone();
+    assert_eq!(keys.len(), 2, "failed once, then ran again: {keys:?}");
+    assert!(keys
+        .iter()
+        .all(|k| k.as_deref() == Some(requester().public_key())));
+    rig.worker.stop().await;
+}
+
+/// The publisher (pier_publish, the CLI) signs with its signingSeed and checks the worker's.
+#[tokio::test]
+async fn the_publisher_signs_and_checks_the_worker_in_every_mode() {
+    for mode in MODES {
+        let rig = Rig::start(
+            mode,
+            json!({ "senderTrust": "signed", "allowedSenders": [requester().public_key()] }),
+        )
+        .await;
+        let mut settings = json!({
+            "publishSubject": "jobs.rust",
+            "signingSeed": seed_of(1),
+            "trustedWorkers": [worker_key().public_key()],
+        });
+        if mode == Mode::JetStream {
+            settings["delivery"] = json!("jetstream");
+        }
+        let logger = Arc::new(MemoryLogger::default());
+        let publisher = Publisher::connect(&config(&rig.url, settings.clone()), logger.clone())
+            .await
+            .unwrap();
+        let reply = publisher
+            .publish("signed both ways", PublishOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(reply["result"], "signed both ways", "{mode:?}: {reply}");
+        assert_eq!(reply["workerKey"], worker_key().public_key(), "{mode:?}");
+        publisher.close().await;
+
+        settings["trustedWorkers"] = json!([key_of(4).public_key()]);
+        let picky = Publisher::connect(&config(&rig.url, settings), logger)
+            .await
+            .unwrap();
+        let error = picky
+            .publish("who are you", PublishOptions::default())
+            .await
+            .expect_err("an unknown worker is refused");
+        assert_eq!(error.code(), "PIER_UNTRUSTED_WORKER", "{mode:?}: {error}");
+        picky.close().await;
+        rig.worker.stop().await;
+    }
+}
+
+/// A responder that signs its replies wrongly, or not at all.
+#[tokio::test]
+async fn the_publisher_refuses_a_forged_or_missing_worker_signature() {
+    let server = NatsServer::start().await;
+    let client = async_nats::connect(&server.url).await.unwrap();
+    let mut jobs = client.subscribe("jobs.fake").await.unwrap();
+    client.flush().await.unwrap();
+    let responder = tokio::spawn({
+        let client = client.clone();
+        async move {
+            let mut n = 0;
+            while let Some(job) = jobs.next().await {
+                n += 1;
+                let id: Value = serde_json::from_slice(&job.payload).unwrap();
+                let reply =
+                    json!({ "version": "1.0", "id": id["id"], "type": "task_result", "ok": true,
+                    "result": "r", "latencyMs": 1, "worker": { "id": "w", "wallet": null } })
+                    .to_string();
+                let mut headers = HeaderMap::new();
+                if n == 1 {
+                    // Signed over another payload.
+                    let forged = signature::sign_result(
+                        &worker_key(),
+                        id["id"].as_str(),
+                        "",
+                        b"other",
+                        SystemTime::now(),
+                    );
+                    headers.insert(signature::WORKER_HEADER, forged.as_str());
+                }
+                client
+                    .publish_with_headers(job.reply.unwrap(), headers, reply.into())
+                    .await
+                    .unwrap();
+            }
+        }
+    });
+    let publisher = Publisher::connect(
+        &config(&server.url, json!({ "publishSubject": "jobs.fake" })),
+        Arc::new(MemoryLogger::default()),
+    )
+    .await
+    .unwrap();
+    let forged = publisher.publish("t", PublishOptions::default()).await;
+    assert!(
+        matches!(&forged, Err(e @ PierError::WorkerSignature(_)) if e.code() == "PIER_WORKER_SIGNATURE"),
+        "{forged:?}"
+    );
+    let unsigned = publisher
+        .publish("t", PublishOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        unsigned["result"], "r",
+        "unsigned replies are fine without trustedWorkers"
+    );
+    assert!(unsigned.get("workerKey").is_none());
+    publisher.close().await;
+
+    let picky = Publisher::connect(
+        &config(
+            &server.url,
+            json!({ "publishSubject": "jobs.fake", "trustedWorkers": [worker_key().public_key()] }),
+        ),
+        Arc::new(MemoryLogger::default()),
+    )
+    .await
+    .unwrap();
+    let error = picky
+        .publish("t", PublishOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), "PIER_UNTRUSTED_WORKER", "{error}");
+    picky.close().await;
+    responder.abort();
+}
