@@ -6,9 +6,9 @@ const { parseArgs } = require('node:util')
 const { readFileSync } = require('node:fs')
 const { spawn } = require('node:child_process')
 // The addon, or the one-line reason it cannot load on this platform (reported as exit 2 by main).
-let PierWorker, PierClient, addonError
+let PierWorker, PierClient, generateUserKey, addonError
 try {
-  ;({ PierWorker, PierClient } = require('../load-addon.js'))
+  ;({ PierWorker, PierClient, generateUserKey } = require('../load-addon.js'))
 } catch (error) {
   addonError = error
 }
@@ -23,6 +23,7 @@ const SECRET_ENV = [
   ['token', 'PIER_TOKEN'],
   ['password', 'PIER_PASSWORD'],
   ['nkeySeed', 'PIER_NKEY_SEED'],
+  ['signingSeed', 'PIER_SIGNING_SEED'],
 ]
 
 const USAGE = `Usage:
@@ -37,13 +38,16 @@ const USAGE = `Usage:
   pier-connector workers [--wait-ms N] [--json] [options]
       List live workers (NATS service discovery, $SRV.STATS.pier-worker) as a table: worker,
       server, uptime, in flight, completed, failed, p50 ms, earned. --json prints the raw answers.
+  pier-connector keygen [--json]
+      Make a new NATS user key for signing: prints its seed (a secret: signingSeed, or
+      PIER_SIGNING_SEED) and its public key (for allowedSenders and trustedWorkers).
 
 Options (each mirrors a config key of channels.pier in OpenClaw):
   --config FILE                  read a JSON config first; flags override it
 ${CONFIG_FLAGS.map(({ flag, key, kind }) => `  --${flag}${kind === 'boolean' || kind === 'negated' ? '' : ' VALUE'}`.padEnd(33) + (kind === 'negated' ? `${key}: false` : key)).join('\n')}
   --verbose                      log debug lines too
   --version                      print the version and exit
-Secrets may also come from PIER_TOKEN, PIER_PASSWORD and PIER_NKEY_SEED.`
+Secrets may also come from PIER_TOKEN, PIER_PASSWORD, PIER_NKEY_SEED and PIER_SIGNING_SEED.`
 
 function parse(argv) {
   const options = {
@@ -111,6 +115,7 @@ const JOB_ENV = [
   ['PIER_TIMEOUT_MS', 'timeoutMs', (job) => String(job.timeoutMs)],
   ['PIER_SYSTEM_PROMPT', 'systemPrompt', (job) => job.systemPrompt ?? ''],
   ['PIER_SENDER', 'sender', (job) => job.sender ?? ''],
+  ['PIER_SENDER_KEY', 'senderKey', (job) => job.senderKey ?? ''],
 ]
 // How long a cancelled job's commands get after SIGTERM before the group is SIGKILLed.
 const KILL_GRACE_MS = 500
@@ -274,6 +279,13 @@ function workersTable(workers, now) {
   )
 }
 
+/** A new user key: the seed and public key, as two labelled lines or as JSON. */
+function runKeygen(values) {
+  const { seed, publicKey } = generateUserKey()
+  if (values.json) printJson({ seed, publicKey })
+  else process.stdout.write(`seed:       ${seed}\npublic key: ${publicKey}\n`)
+}
+
 async function main(argv) {
   const { values, positionals } = parse(argv)
   const [command, ...rest] = positionals
@@ -283,6 +295,8 @@ async function main(argv) {
     return
   }
   if (addonError) throw addonError
+  // Needs no config and no server.
+  if (command === 'keygen') return runKeygen(values)
   const config = buildConfig(values)
   switch (command) {
     case 'worker':

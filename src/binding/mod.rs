@@ -155,6 +155,33 @@ pub struct TaskReply {
     pub latency_ms: Option<f64>,
     pub error: Option<ReplyError>,
     pub worker: ReplyWorker,
+    /// The user public key whose `Pier-Worker` signature on this reply verified (absent when
+    /// the reply is unsigned). A `Pier-Worker` that does not verify is the error
+    /// `PIER_WORKER_SIGNATURE`, never a reply.
+    pub worker_key: Option<String>,
+}
+
+/// A new NATS user nkey: `seed` (`SU…`, a secret: use it as `signingSeed`) and `publicKey`
+/// (`U…`, for `allowedSenders` and `trustedWorkers`).
+#[napi(object)]
+pub struct UserKey {
+    pub seed: String,
+    pub public_key: String,
+}
+
+/// Makes a new user key for signing (`pier-connector keygen`).
+#[napi]
+pub fn generate_user_key(env: Env) -> napi::Result<UserKey> {
+    // nkeys draws from the OS random source and would panic if it failed: never across N-API.
+    let made = std::panic::catch_unwind(crate::signature::SigningKey::generate)
+        .unwrap_or_else(|_| Err("the system random source failed".to_string()));
+    let (seed, public_key) = made.map_err(|why| {
+        js_error(
+            &env,
+            PierError::Config(format!("could not make a key: {why}")),
+        )
+    })?;
+    Ok(UserKey { seed, public_key })
 }
 
 #[napi(object)]
@@ -183,8 +210,10 @@ type LogFn = ThreadsafeFunction<
 ///
 /// Its methods (and `PierClient`'s) throw or reject with an `Error` whose `code` property is one
 /// of `PIER_CONFIG`, `PIER_CONNECT`, `PIER_ALREADY_RUNNING`, `PIER_NOT_RUNNING`, `PIER_STOPPED`,
-/// `PIER_TIMEOUT`, `PIER_NO_RESPONDERS`, `PIER_INVALID_TASK`, `PIER_INVALID_REPLY` or
-/// `PIER_REQUEST`; the message starts with the same code.
+/// `PIER_TIMEOUT`, `PIER_NO_RESPONDERS`, `PIER_INVALID_TASK`, `PIER_INVALID_REPLY`,
+/// `PIER_REQUEST`, `PIER_WORKER_SIGNATURE` (a reply's `Pier-Worker` signature does not verify)
+/// or `PIER_UNTRUSTED_WORKER` (`trustedWorkers` is set and the reply is unsigned or signed by
+/// another key); the message starts with the same code.
 #[napi]
 pub struct PierWorker {
     worker: Arc<Worker>,
@@ -350,8 +379,10 @@ impl PierClient {
         })
     }
 
-    /// Sends a `task_request` to `publishSubject` and resolves to the parsed reply
-    /// (`task_result` or `task_error`). Rejects with `PIER_TIMEOUT` or `PIER_NO_RESPONDERS`.
+    /// Sends a `task_request` to `publishSubject` (signed with `Pier-Sender` when the config
+    /// has a signing key) and resolves to the parsed reply (`task_result` or `task_error`),
+    /// with `workerKey` when its `Pier-Worker` signature verified. Rejects with `PIER_TIMEOUT`,
+    /// `PIER_NO_RESPONDERS`, `PIER_WORKER_SIGNATURE` or `PIER_UNTRUSTED_WORKER`.
     #[napi(ts_return_type = "Promise<TaskReply>")]
     pub fn publish<'env>(
         &self,
