@@ -164,6 +164,7 @@ pub struct TaskReply {
 /// A new NATS user nkey: `seed` (`SU…`, a secret: use it as `signingSeed`) and `publicKey`
 /// (`U…`, for `allowedSenders` and `trustedWorkers`).
 #[napi(object)]
+#[cfg_attr(test, allow(dead_code))] // test builds leave out napi's registration of functions
 pub struct UserKey {
     pub seed: String,
     pub public_key: String,
@@ -171,6 +172,7 @@ pub struct UserKey {
 
 /// Makes a new user key for signing (`pier-connector keygen`).
 #[napi]
+#[cfg_attr(test, allow(dead_code))] // test builds leave out napi's registration of functions
 pub fn generate_user_key(env: Env) -> napi::Result<UserKey> {
     // nkeys draws from the OS random source and would panic if it failed: never across N-API.
     let made = std::panic::catch_unwind(crate::signature::SigningKey::generate)
