@@ -13,8 +13,10 @@ export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-was
 export declare class PierClient {
   constructor(config: PierConfig, options?: ClientOptions | undefined | null)
   /**
-   * Sends a `task_request` to `publishSubject` and resolves to the parsed reply
-   * (`task_result` or `task_error`). Rejects with `PIER_TIMEOUT` or `PIER_NO_RESPONDERS`.
+   * Sends a `task_request` to `publishSubject` (signed with `Pier-Sender` when the config
+   * has a signing key) and resolves to the parsed reply (`task_result` or `task_error`),
+   * with `workerKey` when its `Pier-Worker` signature verified. Rejects with `PIER_TIMEOUT`,
+   * `PIER_NO_RESPONDERS`, `PIER_WORKER_SIGNATURE` or `PIER_UNTRUSTED_WORKER`.
    */
   publish(task: string, options?: PublishRequestOptions | undefined | null): Promise<TaskReply>
   /** Connects (if needed) and reports the server, subjects and a measured round trip. */
@@ -34,8 +36,10 @@ export declare class PierClient {
  *
  * Its methods (and `PierClient`'s) throw or reject with an `Error` whose `code` property is one
  * of `PIER_CONFIG`, `PIER_CONNECT`, `PIER_ALREADY_RUNNING`, `PIER_NOT_RUNNING`, `PIER_STOPPED`,
- * `PIER_TIMEOUT`, `PIER_NO_RESPONDERS`, `PIER_INVALID_TASK`, `PIER_INVALID_REPLY` or
- * `PIER_REQUEST`; the message starts with the same code.
+ * `PIER_TIMEOUT`, `PIER_NO_RESPONDERS`, `PIER_INVALID_TASK`, `PIER_INVALID_REPLY`,
+ * `PIER_REQUEST`, `PIER_WORKER_SIGNATURE` (a reply's `Pier-Worker` signature does not verify)
+ * or `PIER_UNTRUSTED_WORKER` (`trustedWorkers` is set and the reply is unsigned or signed by
+ * another key); the message starts with the same code.
  */
 export declare class PierWorker {
   constructor(config: PierConfig, handler: (job: Job) => Promise<string | HandlerError> | string, options?: WorkerOptions | undefined | null)
@@ -67,6 +71,9 @@ export interface ClientOptions {
   logLevel?: string
 }
 
+/** Makes a new user key for signing (`pier-connector keygen`). */
+export declare function generateUserKey(): UserKey
+
 /**
  * What a handler may resolve to instead of a string, to answer with a chosen error code
  * (`RUNTIME_UNAVAILABLE`, `EXECUTION_FAILED`, `UNAUTHORIZED`, `INVALID_REQUEST` or `TIMEOUT`).
@@ -83,7 +90,13 @@ export interface Job {
   /** Milliseconds left before the worker answers TIMEOUT. */
   timeoutMs: number
   meta: any
+  /** `meta.sender`: a display name the requester chose; anyone can write it. */
   sender?: string
+  /**
+   * The user public key (`U…`) whose `Pier-Sender` signature on this job verified: who
+   * really sent it. Absent for an unsigned job.
+   */
+  senderKey?: string
 }
 
 /**
@@ -169,8 +182,20 @@ export interface PierConfig {
    * Default: `"127.0.0.1"`.
    */
   metricsHost?: string
-  /** Allowed senders: When set, only jobs whose meta.sender is listed run; others get UNAUTHORIZED. */
+  /** Allowed senders: When set, only jobs from a listed sender run; others get UNAUTHORIZED. A user public key (U..., 56 characters) matches a job signed by that key (Pier-Sender); a plain name matches the self-declared meta.sender, and only under senderTrust any. */
   allowedSenders?: Array<string>
+  /**
+   * Sender trust: any: unsigned jobs run too (v1.0 requesters); signed: a job without a Pier-Sender signature gets UNAUTHORIZED. A signed job is verified either way.
+   * Default: `"any"`.
+   */
+  senderTrust?: 'any' | 'signed'
+  /**
+   * Signature max age (ms): How far a Pier-Sender ts may be from the worker's clock (JetStream: from the time the stream stored the job), either side; also how long nonces are remembered.
+   * Default: `60000`.
+   */
+  signatureMaxAgeMs?: number
+  /** Trusted workers: When set, pier_publish and the CLI's publish accept only replies signed (Pier-Worker) by one of these worker public keys (U...); others are the error PIER_UNTRUSTED_WORKER. */
+  trustedWorkers?: Array<string>
   /**
    * Service discovery: Answer NATS service discovery ($SRV.PING|INFO|STATS) as service pier-worker.
    * Default: `true`.
@@ -235,6 +260,8 @@ export interface PierConfig {
   password?: string
   /** NATS nkey seed: Nkey auth with a user seed (SU...). */
   nkeySeed?: string
+  /** Signing seed: User nkey seed (SU...) that signs this worker's replies (Pier-Worker) and this publisher's requests (Pier-Sender). Unset: the nkeySeed or credsFile seed, if any. */
+  signingSeed?: string
   /** NATS creds file: Path to a .creds file (JWT and nkey seed). */
   credsFile?: string
   /** TLS CA file: CA certificate(s) to verify the server with. */
@@ -293,6 +320,21 @@ export interface TaskReply {
   latencyMs?: number
   error?: ReplyError
   worker: ReplyWorker
+  /**
+   * The user public key whose `Pier-Worker` signature on this reply verified (absent when
+   * the reply is unsigned). A `Pier-Worker` that does not verify is the error
+   * `PIER_WORKER_SIGNATURE`, never a reply.
+   */
+  workerKey?: string
+}
+
+/**
+ * A new NATS user nkey: `seed` (`SU…`, a secret: use it as `signingSeed`) and `publicKey`
+ * (`U…`, for `allowedSenders` and `trustedWorkers`).
+ */
+export interface UserKey {
+  seed: string
+  publicKey: string
 }
 
 export interface WorkerOptions {

@@ -837,3 +837,4 @@ module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __n
 module.exports = nativeBinding
 module.exports.PierClient = nativeBinding.PierClient
 module.exports.PierWorker = nativeBinding.PierWorker
+module.exports.generateUserKey = nativeBinding.generateUserKey
