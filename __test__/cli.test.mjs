@@ -19,9 +19,10 @@ after(() => {
 })
 
 /** Starts `pier-connector worker ...` and resolves once it has subscribed. */
-async function startCliWorker(args) {
+async function startCliWorker(args, env = process.env) {
   const child = spawn(process.execPath, [CLI, 'worker', '--nats-url', nats.server.url, ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
+    env,
   })
   children.add(child)
   child.once('exit', () => children.delete(child))
@@ -181,6 +182,39 @@ describe('pier-connector publish and status', () => {
     assert.equal(status.serverName, 'pier-test')
     assert.equal(status.subject, 'jobs.s')
     assert.equal(typeof status.rttMs, 'number')
+  })
+
+  it('keygen makes keys that sign both ways: the job reaches --exec with its key, the reply names the worker', async () => {
+    const keygen = async () => JSON.parse((await run(process.execPath, [CLI, 'keygen', '--json'])).stdout)
+    const [requester, workerKey] = [await keygen(), await keygen()]
+    assert.match(requester.seed, /^SU[A-Z2-7]{56}$/)
+    assert.match(requester.publicKey, /^U[A-Z2-7]{55}$/)
+    const text = (await run(process.execPath, [CLI, 'keygen'])).stdout
+    assert.match(text, /^seed: +SU[A-Z2-7]{56}\npublic key: +U[A-Z2-7]{55}\n$/)
+    const worker = await startCliWorker(
+      ['--exec', 'printf %s "$PIER_SENDER_KEY"', '--subject', 'jobs.cli.signed', '--sender-trust', 'signed', '--allowed-senders', requester.publicKey],
+      { ...process.env, PIER_SIGNING_SEED: workerKey.seed },
+    )
+    const publish = (seed, extra = []) =>
+      run(process.execPath, [CLI, 'publish', 'who', '--nats-url', nats.server.url, '--publish-subject', 'jobs.cli.signed', '--timeout-ms', '3000', ...extra], {
+        env: { ...process.env, ...(seed ? { PIER_SIGNING_SEED: seed } : {}) },
+      })
+    const reply = JSON.parse((await publish(requester.seed, ['--trusted-workers', workerKey.publicKey])).stdout)
+    assert.equal(reply.result, requester.publicKey)
+    assert.equal(reply.workerKey, workerKey.publicKey)
+    await assert.rejects(publish(undefined), (e) => {
+      assert.equal(e.code, 1)
+      assert.equal(JSON.parse(e.stdout).error.code, 'UNAUTHORIZED')
+      return true
+    })
+    await assert.rejects(publish(requester.seed, ['--trusted-workers', requester.publicKey]), (e) => {
+      assert.equal(e.code, 2)
+      assert.match(e.stderr, /PIER_UNTRUSTED_WORKER/)
+      return true
+    })
+    assert.ok(!worker.stderr().includes(workerKey.seed), 'the seed never shows in logs')
+    worker.child.kill('SIGTERM')
+    await worker.exited
   })
 
   it('rejects unknown flags with usage', async () => {
