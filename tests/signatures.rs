@@ -585,3 +585,48 @@ async fn the_publisher_refuses_a_forged_or_missing_worker_signature() {
     picky.close().await;
     responder.abort();
 }
+
+#[tokio::test]
+async fn plain_names_in_allowed_senders_are_warned_about_once_and_keys_are_logged() {
+    let server = NatsServer::start().await;
+    let logger = Arc::new(MemoryLogger::default());
+    let worker = Worker::new(
+        config(
+            &server.url,
+            json!({ "allowedSenders": ["alice", requester().public_key()] }),
+        ),
+        Arc::new(Recording::default()),
+        logger.clone(),
+    );
+    worker.start().await.unwrap();
+    let client = async_nats::connect(&server.url).await.unwrap();
+    let payload = job("l1");
+    let inbox = client.new_inbox();
+    let mut replies = client.subscribe(inbox.clone()).await.unwrap();
+    let headers = sender_headers(
+        &requester(),
+        "jobs.rust",
+        &inbox,
+        &payload,
+        SystemTime::now(),
+    );
+    client
+        .publish_with_reply_and_headers("jobs.rust", inbox, headers, payload.into())
+        .await
+        .unwrap();
+    let reply = tokio::time::timeout(Duration::from_secs(5), replies.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(body(&reply)["result"], "hi");
+    worker.stop().await;
+    let lines = logger.lines();
+    let warnings: Vec<_> = lines
+        .iter()
+        .filter(|(_, l)| l.contains("plain name"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{lines:?}");
+    assert!(warnings[0].1.contains("self-declared"), "{lines:?}");
+    let from = format!("job l1 from {} completed", requester().public_key());
+    assert!(lines.iter().any(|(_, l)| l.contains(&from)), "{lines:?}");
+}
