@@ -10,8 +10,8 @@ export const JOB_AGENT_ID = 'pier-jobs'
 
 /** Keys OpenClaw's channel config adds around the worker keys. */
 const CHANNEL_ONLY_KEYS = ['enabled', 'name', 'defaultAccount', 'accounts']
-/** Credentials, each also read from the environment for the default account (as the CLI does). */
-export const SECRET_KEYS = ['token', 'password', 'nkeySeed']
+/** Secrets: SecretRef-capable, masked in every line (the connection's credentials also come from the environment, below). */
+export const SECRET_KEYS = ['token', 'password', 'nkeySeed', 'signingSeed']
 const ENV_CREDENTIALS = { token: 'PIER_TOKEN', user: 'PIER_USER', password: 'PIER_PASSWORD', nkeySeed: 'PIER_NKEY_SEED' }
 const CREDENTIAL_KEYS = ['token', 'user', 'password', 'nkeySeed', 'credsFile']
 
