@@ -10,6 +10,7 @@ const config = {
   workerId: 'addon',
   maxConcurrentJobs: options.maxConcurrent,
   jobTimeoutMs: 60_000,
+  ...(options.signingSeed ? { signingSeed: options.signingSeed } : {}),
 }
 // --native: the worker's own Rust echo handler, to separate the worker's cost from the JS call.
 const worker = options.native

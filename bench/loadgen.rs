@@ -16,7 +16,14 @@ struct Args {
     requests: u64,
     timeout: Duration,
     task: String,
+    /// `--signing-seed`: every request carries a `Pier-Sender` signed with this user seed, its
+    /// reply line the `Pier-Reply-To` header (async-nats picks the NATS reply subject itself).
+    signing_seed: Option<String>,
 }
+
+/// The reply line a signed bench request names (`Pier-Reply-To`); the worker answers the NATS
+/// reply subject as usual.
+const SIGNED_REPLY: &str = "bench.signed.reply";
 
 fn parse_args() -> Args {
     let mut args = Args {
@@ -27,6 +34,7 @@ fn parse_args() -> Args {
         requests: u64::MAX,
         timeout: Duration::from_secs(10),
         task: "benchmark task".into(),
+        signing_seed: None,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     for pair in argv.chunks(2) {
@@ -39,6 +47,7 @@ fn parse_args() -> Args {
             "--requests" => args.requests = value.parse().expect("--requests N"),
             "--timeout-ms" => args.timeout = Duration::from_millis(value.parse().expect("ms")),
             "--task" => args.task = value,
+            "--signing-seed" => args.signing_seed = Some(value),
             other => panic!("unknown argument {other}"),
         }
     }
@@ -59,30 +68,63 @@ async fn main() {
         .connect(&args.url)
         .await
         .expect("connect");
-    let payload = Bytes::from(pier_connector::protocol::encode_request(
-        "bench",
+    // Every request has an id of its own, as a requester's do: the worker refuses a second job
+    // with the id of one in flight. The task part is encoded once; ids are spliced in.
+    let template = pier_connector::protocol::encode_request(
+        "bench-id",
         &args.task,
         None,
         args.timeout.as_millis() as u64,
         &serde_json::json!({}),
-    ));
+    );
+    let template = String::from_utf8(template).expect("a UTF-8 request");
+    let (head, tail) = template
+        .split_once("bench-id")
+        .expect("the id in the request");
+    let (head, tail) = (Arc::new(head.to_string()), Arc::new(tail.to_string()));
+    let key = args.signing_seed.as_deref().map(|seed| {
+        Arc::new(
+            pier_connector::signature::SigningKey::from_seed(seed)
+                .expect("--signing-seed: a user seed"),
+        )
+    });
     let issued = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let deadline = start + args.duration;
     let mut tasks = Vec::new();
     for _ in 0..args.concurrency {
-        let (client, payload, issued) = (client.clone(), payload.clone(), issued.clone());
+        let (client, issued, key) = (client.clone(), issued.clone(), key.clone());
+        let (head, tail) = (head.clone(), tail.clone());
         let (subject, timeout, limit) = (args.subject.clone(), args.timeout, args.requests);
         tasks.push(tokio::spawn(async move {
             let mut tally = Tally {
                 latencies: Some(Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram")),
                 errors: BTreeMap::new(),
             };
-            while Instant::now() < deadline && issued.fetch_add(1, Ordering::Relaxed) < limit {
+            loop {
+                let n = issued.fetch_add(1, Ordering::Relaxed);
+                if Instant::now() >= deadline || n >= limit {
+                    break;
+                }
+                let payload = Bytes::from(format!("{head}b{n}{tail}"));
                 let sent = Instant::now();
-                let request = async_nats::Request::new()
+                let mut request = async_nats::Request::new()
                     .payload(payload.clone())
                     .timeout(Some(timeout));
+                if let Some(key) = &key {
+                    // Signed per request (a nonce of its own), as a requester does.
+                    let signed = pier_connector::signature::sign_request(
+                        key,
+                        &subject,
+                        SIGNED_REPLY,
+                        &payload,
+                        std::time::SystemTime::now(),
+                    );
+                    let mut headers = async_nats::HeaderMap::new();
+                    headers.insert("Pier-Sender", signed.header.as_str());
+                    headers.insert("Pier-Reply-To", SIGNED_REPLY);
+                    request = request.headers(headers);
+                }
                 let outcome = client.send_request(subject.clone(), request).await;
                 let micros = sent.elapsed().as_micros() as u64;
                 match outcome {

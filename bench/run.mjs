@@ -40,6 +40,7 @@ function nodeWorker(file, o) {
   if (o.blockEventLoop) args.push('--block-event-loop')
   if (o.native) args.push('--native')
   if (o.addon) args.push('--addon', o.addon)
+  if (o.signingSeed) args.push('--signing-seed', o.signingSeed)
   return [process.execPath, args]
 }
 
@@ -93,9 +94,10 @@ async function startContender(name, options = {}) {
   }
 }
 
-function load(subject, { concurrency, seconds = SECONDS, requests }) {
+function load(subject, { concurrency, seconds = SECONDS, requests, signingSeed }) {
   const args = ['--url', server.url, '--subject', subject, '--concurrency', String(concurrency), '--duration-ms', String(seconds * 1000)]
   if (requests) args.push('--requests', String(requests))
+  if (signingSeed) args.push('--signing-seed', signingSeed)
   return JSON.parse(execFileSync(`${RELEASE}/bench_loadgen`, args, { encoding: 'utf8', maxBuffer: 1 << 20 }))
 }
 
@@ -134,11 +136,52 @@ async function measure(name, workerOptions, loadOptions) {
 const fmt = (n, d = 0) => (Number.isFinite(n) ? n.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d }) : 'n/a')
 const errorsText = (e) => (Object.keys(e ?? {}).length ? Object.entries(e).map(([k, v]) => `${k} ${v}`).join(', ') : '0')
 
+/**
+ * Signed A/B (PIER_BENCH_SIGNED=1): the addon with its JS handler at N = 256, signed jobs (every
+ * request a Pier-Sender of its own, the worker verifying it and signing its reply) against
+ * unsigned ones (no keys anywhere), interleaved per round; medians.
+ */
+async function signedRun() {
+  const rounds = Number(process.env.PIER_BENCH_ROUNDS ?? 5)
+  const { createUser } = await import('@nats-io/nkeys')
+  const seed = (kp) => new TextDecoder().decode(kp.getSeed())
+  const requester = seed(createUser())
+  const worker = seed(createUser())
+  // Instant jobs at N = 256 (what the worker itself costs), and 50 ms jobs at N = 64 (a job
+  // that does some work, still far quicker than an agent turn).
+  const scenarios = { instant: [{}, { concurrency: 256 }], '50 ms': [{ delayMs: 50, maxConcurrent: 64 }, { concurrency: 64 }] }
+  const cells = {}
+  for (let round = 0; round < rounds; round++) {
+    for (const [scenario, [workerOptions, loadOptions]] of Object.entries(scenarios)) {
+      const order = round % 2 ? ['signed', 'unsigned'] : ['unsigned', 'signed']
+      for (const cell of order) {
+        const signed = cell === 'signed'
+        const r = await measure('addon', { ...workerOptions, ...(signed ? { signingSeed: worker } : {}) }, { ...loadOptions, ...(signed ? { signingSeed: requester } : {}) })
+        const errors = Object.values(r.errors ?? {}).reduce((a, b) => a + b, 0)
+        ;(cells[`${scenario} ${cell}`] ??= []).push({ throughput: r.throughput, p99Ms: r.p99Ms, errors })
+        console.error(`signed A/B round ${round + 1} ${scenario} ${cell}: ${fmt(r.throughput)} req/s p99 ${fmt(r.p99Ms, 2)} ms errors ${errorsText(r.errors)}`)
+      }
+    }
+  }
+  const med = (cell, k) => median(cells[cell].map((c) => c[k]))
+  const rows = Object.keys(scenarios).flatMap((scenario) =>
+    ['unsigned', 'signed'].map((c) => {
+      const cell = `${scenario} ${c}`
+      const ratio = c === 'signed' ? fmt(med(cell, 'throughput') / med(`${scenario} unsigned`, 'throughput'), 3) : ''
+      return `| ${scenario} | ${c} | ${fmt(med(cell, 'throughput'))} | ${ratio} | ${fmt(med(cell, 'p99Ms'), 2)} | ${cells[cell].reduce((a, x) => a + x.errors, 0)} |`
+    }),
+  )
+  console.log(['', `PIER_BENCH_SIGNED=1 node bench/run.mjs (${rounds} rounds interleaved, medians)`, '',
+    '| handler | jobs | req/s | signed / unsigned | p99 ms | errors |', '| --- | --- | ---: | ---: | ---: | ---: |', ...rows].join('\n'))
+  await server.stop?.()
+}
+
 async function main() {
   const started = Date.now()
   server = await startNatsServer({ name: 'pier-bench' })
   const results = { instant: {}, slow: {}, blocked: {}, leak: {} }
   if (process.env.PIER_BENCH_MEMORY === '1') return memoryRun()
+  if (process.env.PIER_BENCH_SIGNED === '1') return signedRun()
   if (BASELINE) return abRun()
   const only = process.env.PIER_BENCH_ONLY?.split(',')
   const names = Object.keys(CONTENDERS).filter((n) => !only || only.includes(n))

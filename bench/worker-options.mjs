@@ -12,6 +12,7 @@ export function workerOptions() {
       'block-event-loop': { type: 'boolean', default: false },
       native: { type: 'boolean', default: false },
       addon: { type: 'string' },
+      'signing-seed': { type: 'string' },
     },
   })
   const delayMs = Number(values['delay-ms'])
@@ -24,6 +25,8 @@ export function workerOptions() {
     native: values.native,
     /** A .node file to load instead of the package's own build (the A/B baseline). */
     addon: values.addon,
+    /** The worker's signing key (a user seed): replies carry Pier-Worker. */
+    signingSeed: values['signing-seed'],
     /** The stand-in for an agent turn: the task back, at once or after `delayMs`. */
     handler: delayMs > 0 ? (task) => new Promise((r) => setTimeout(() => r(task), delayMs)) : async (task) => task,
   }
