@@ -580,6 +580,11 @@ describe('sessions, publishing, status text', () => {
       { accountId: 'c', enabled: true, configured: true, running: true, connected: true },
     ])
     assert.deepEqual(issues.map((i) => [i.accountId, i.kind]), [['a', 'auth'], ['b', 'runtime']])
+    // The fix names commands that exist (there is no `openclaw channels start`).
+    assert.doesNotMatch(issues[0].fix, /channels start/)
+    assert.match(issues[0].fix, /openclaw config set channels\.pier/)
+    const [hostTools] = collectStatusIssues([{ accountId: 'h', enabled: true, configured: true, lifecycle: 'blocked', lastError: 'PIER_HOST_TOOLS: toolsAllow gives job turns host tools (exec)' }])
+    assert.match(hostTools.fix, /remove the host tools from channels\.pier toolsAllow, or sandbox the job agent/)
   })
 })
 

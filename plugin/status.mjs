@@ -84,13 +84,23 @@ export async function probeAccount({ account, timeoutMs }) {
   }
 }
 
+/**
+ * What to do about a blocked account, with commands that exist: the account restarts by itself
+ * when its config changes (a hot reload), so fixing the config is the whole fix.
+ */
+function blockedFix(lastError) {
+  const restart = 'the account restarts when channels.pier changes (or: openclaw gateway restart)'
+  if (/^PIER_HOST_TOOLS/.test(lastError)) return `remove the host tools from channels.pier toolsAllow, or sandbox the job agent; ${restart}`
+  return `fix channels.pier (openclaw config set channels.pier.<key> <value>); ${restart}`
+}
+
 /** `status.collectStatusIssues`: a connection problem, with what to do about it. */
 export function collectStatusIssues(accounts) {
   const issues = []
   for (const a of accounts) {
     if (a.enabled === false || a.configured === false) continue
     if (a.lifecycle === 'blocked' && a.lastError) {
-      issues.push({ channel: 'pier', accountId: a.accountId, kind: /AUTH|authoriz/i.test(a.lastError) ? 'auth' : 'config', message: a.lastError, fix: 'fix channels.pier and restart the account: openclaw channels start pier' })
+      issues.push({ channel: 'pier', accountId: a.accountId, kind: /AUTH|authoriz/i.test(a.lastError) ? 'auth' : 'config', message: a.lastError, fix: blockedFix(a.lastError) })
     } else if (a.running && a.connected === false && a.lastError) {
       issues.push({ channel: 'pier', accountId: a.accountId, kind: 'runtime', message: `not connected, retrying: ${a.lastError}`, fix: 'check that the NATS server is reachable (natsUrl)' })
     }
