@@ -286,8 +286,8 @@ export interface PublishRequestOptions {
 /**
  * A `task_error`'s error. `code` is one of the wire protocol's codes: `PARSE_ERROR`,
  * `INVALID_REQUEST`, `RUNTIME_UNAVAILABLE`, `EXECUTION_FAILED`, `PAYLOAD_TOO_LARGE`, `TIMEOUT`,
- * `OVERLOADED`, `SHUTTING_DOWN`, `UNAUTHORIZED`, or `RESULT_TOO_LARGE` (new: the result did not
- * fit in the server's `max_payload`).
+ * `OVERLOADED`, `SHUTTING_DOWN`, `UNAUTHORIZED`, or `RESULT_TOO_LARGE` (the result did not fit
+ * in the server's `max_payload`).
  */
 export interface ReplyError {
   code: string

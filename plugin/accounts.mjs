@@ -3,7 +3,7 @@
 // lifecycle, the /pier command and pier_publish must all see the same workers.
 const KEY = Symbol.for('pier-connector.accounts')
 
-/** @type {Map<string, import('./account.mjs').AccountRun>} */
+/** @type {Map<string, ReturnType<typeof import('./account.mjs').createAccountRun>>} */
 export const runningAccounts = (globalThis[KEY] ??= new Map())
 
 /** Drains every running account once; what a gateway stop or plugin reload waits for. */

@@ -2,7 +2,7 @@
 //! original plugin's defaults, strict about unknown and ill-typed fields, and secrets that never
 //! print.
 
-use crate::error::PierError;
+use crate::error::{strip_position, PierError};
 use crate::signature::{is_user_public_key, SigningKey};
 use serde::Deserialize;
 use std::fmt;
@@ -635,13 +635,6 @@ pub fn redact_url(url: &str) -> String {
             format!("{}://[redacted]@{}", &url[..scheme_end], &url[at + 1..])
         }
         _ => url.to_string(),
-    }
-}
-
-fn strip_position(message: &str) -> String {
-    match message.find(" at line ") {
-        Some(i) => message[..i].to_string(),
-        None => message.to_string(),
     }
 }
 

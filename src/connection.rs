@@ -22,7 +22,6 @@ const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
 /// How many times a first connection is tried before the error is returned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Attempts {
-    Once,
     AtMost(u32),
     /// Until it succeeds, or the caller drops the future.
     Unlimited,
@@ -33,14 +32,12 @@ impl Attempts {
     pub fn from_config(max: u32) -> Attempts {
         match max {
             0 => Attempts::Unlimited,
-            1 => Attempts::Once,
             n => Attempts::AtMost(n),
         }
     }
 
     fn allows(self, attempt: u32) -> bool {
         match self {
-            Attempts::Once => attempt < 1,
             Attempts::AtMost(n) => attempt < n,
             Attempts::Unlimited => true,
         }
@@ -380,8 +377,28 @@ mod tests {
 
     #[test]
     fn only_curable_failures_are_retried() {
+        use async_nats::ConnectErrorKind as Kind;
+        let io = async_nats::ConnectError::from(Kind::Io);
+        assert!(retry_may_cure(&io, "Connection refused (os error 111)"));
+        assert!(retry_may_cure(
+            &async_nats::ConnectError::from(Kind::TimedOut),
+            "timed out"
+        ));
+        // A refused certificate or login does not heal by trying again.
+        assert!(!retry_may_cure(
+            &io,
+            "invalid peer certificate: UnknownIssuer"
+        ));
+        assert!(!retry_may_cure(
+            &async_nats::ConnectError::from(Kind::AuthorizationViolation),
+            "authorization violation"
+        ));
+    }
+
+    #[test]
+    fn attempts_allow_as_many_tries_as_configured() {
         assert!(Attempts::Unlimited.allows(1_000));
-        assert!(!Attempts::Once.allows(1));
+        assert!(Attempts::AtMost(1).allows(0) && !Attempts::AtMost(1).allows(1));
         assert!(Attempts::AtMost(3).allows(2) && !Attempts::AtMost(3).allows(3));
     }
 }

@@ -88,6 +88,15 @@ impl fmt::Display for JobError {
 
 const MAX_MESSAGE_CHARS: usize = 300;
 
+/// A serde_json message without its " at line L column C" suffix: the position in a payload or
+/// a config file means nothing to the one reading the error.
+pub(crate) fn strip_position(message: &str) -> String {
+    match message.find(" at line ") {
+        Some(i) => message[..i].to_string(),
+        None => message.to_string(),
+    }
+}
+
 /// The first line of `text`, without control characters, cut to a readable length: error
 /// messages cross to other clients and must never carry a stack trace.
 pub fn one_line(text: &str) -> String {

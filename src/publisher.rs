@@ -52,7 +52,7 @@ impl Publisher {
             logger,
             Arc::new(Stats::default()),
             "pier-publisher",
-            Attempts::Once,
+            Attempts::AtMost(1),
         )
         .await?;
         Ok(Publisher::with_client(client, config))

@@ -126,8 +126,8 @@ pub struct HandlerError {
 
 /// A `task_error`'s error. `code` is one of the wire protocol's codes: `PARSE_ERROR`,
 /// `INVALID_REQUEST`, `RUNTIME_UNAVAILABLE`, `EXECUTION_FAILED`, `PAYLOAD_TOO_LARGE`, `TIMEOUT`,
-/// `OVERLOADED`, `SHUTTING_DOWN`, `UNAUTHORIZED`, or `RESULT_TOO_LARGE` (new: the result did not
-/// fit in the server's `max_payload`).
+/// `OVERLOADED`, `SHUTTING_DOWN`, `UNAUTHORIZED`, or `RESULT_TOO_LARGE` (the result did not fit
+/// in the server's `max_payload`).
 #[napi(object)]
 #[allow(dead_code)] // declared for index.d.ts; JS builds and reads these shapes
 pub struct ReplyError {

@@ -9,7 +9,7 @@
 //! field.
 
 use super::scan;
-use crate::error::{one_line, ErrorCode, JobError};
+use crate::error::{one_line, strip_position, ErrorCode, JobError};
 use serde::de::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
 
@@ -326,12 +326,5 @@ pub(super) fn kind_of(value: &Value) -> &'static str {
         Value::String(_) => "a string",
         Value::Array(_) => "an array",
         Value::Object(_) => "an object",
-    }
-}
-
-fn strip_position(message: &str) -> String {
-    match message.find(" at line ") {
-        Some(i) => message[..i].to_string(),
-        None => message.to_string(),
     }
 }
