@@ -7,10 +7,10 @@
 //! service API counts such a reply as a success), JetStream mode has no queue group, and its
 //! STATS lack the `metadata` and `data` keys and `started` precision nats.py requires.
 
-use crate::error::{ErrorCode, PierError, RequestOp};
+use crate::error::{PierError, RequestOp};
 use crate::stats::Stats;
 use crate::timestamp::rfc3339;
-use async_nats::{Client, HeaderMap, Subject};
+use async_nats::{Client, Subject};
 use futures_util::stream::{select_all, StreamExt};
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -171,22 +171,6 @@ pub async fn serve(
     Ok(())
 }
 
-/// The micro-protocol error headers for a `task_error` reply, so discovery clients count it.
-pub fn error_headers(code: ErrorCode, message: &str) -> HeaderMap {
-    let status = match code {
-        ErrorCode::ParseError | ErrorCode::InvalidRequest => 400,
-        ErrorCode::Unauthorized => 403,
-        ErrorCode::PayloadTooLarge => 413,
-        ErrorCode::ExecutionFailed | ErrorCode::ResultTooLarge => 500,
-        ErrorCode::RuntimeUnavailable | ErrorCode::Overloaded | ErrorCode::ShuttingDown => 503,
-        ErrorCode::Timeout => 504,
-    };
-    let mut headers = HeaderMap::new();
-    headers.insert("Nats-Service-Error", format!("{code}: {message}").as_str());
-    headers.insert("Nats-Service-Error-Code", status.to_string().as_str());
-    headers
-}
-
 /// Sends `$SRV.STATS.pier-worker` and gathers every answer that arrives within `wait`.
 pub async fn discover(client: &Client, wait: Duration) -> Result<Vec<Value>, PierError> {
     let failed =
@@ -218,6 +202,7 @@ pub async fn discover(client: &Client, wait: Duration) -> Result<Vec<Value>, Pie
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorCode;
 
     #[test]
     fn stats_response_reports_live_counters() {
@@ -271,19 +256,6 @@ mod tests {
         assert_eq!(
             me.response("INFO", &stats, "n1")["endpoints"][0]["subject"],
             "jobs.worker"
-        );
-    }
-
-    #[test]
-    fn error_headers_carry_code_and_status() {
-        let h = error_headers(ErrorCode::Overloaded, "full");
-        assert_eq!(
-            h.get("Nats-Service-Error").map(|v| v.as_str()),
-            Some("OVERLOADED: full")
-        );
-        assert_eq!(
-            h.get("Nats-Service-Error-Code").map(|v| v.as_str()),
-            Some("503")
         );
     }
 }

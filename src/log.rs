@@ -2,7 +2,7 @@
 //! collect them. A finished job is one [`JobLine`] with its fields; `logFormat: "json"` turns
 //! every line into one JSON object ([`JsonLines`]).
 
-use crate::error::ErrorCode;
+use crate::error::{one_line, ErrorCode};
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
 
@@ -204,5 +204,27 @@ impl Logger for MemoryLogger {
         if let Ok(mut lines) = self.lines.lock() {
             lines.push((level, message.to_string()));
         }
+    }
+}
+
+/// A requester-chosen id as it may appear in a log line: one line, bounded.
+pub(crate) fn loggable(id: &str) -> String {
+    let mut line: String = one_line(id).chars().take(80).collect();
+    if line.is_empty() {
+        line.push_str("(blank id)");
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::loggable;
+
+    #[test]
+    fn requester_ids_cannot_forge_log_lines() {
+        assert_eq!(loggable("abc\n[pier-connector] fake line"), "abc");
+        assert_eq!(loggable(&"x".repeat(500)).chars().count(), 80);
+        assert_eq!(loggable("\u{1b}[31mred"), "[31mred");
+        assert_eq!(loggable(" \n "), "(blank id)");
     }
 }

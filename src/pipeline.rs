@@ -8,10 +8,9 @@
 //! once; the source is then told how it ended ([`Settle`]), which is where JetStream acks.
 
 use crate::config::{Config, SenderTrust, WorkerIdentity};
-use crate::discovery;
-use crate::error::{one_line, ErrorCode, JobError};
+use crate::error::{ErrorCode, JobError};
 use crate::handler::{HandlerResult, JobHandler, JobInput};
-use crate::log::{JobLine, Level, SharedLogger};
+use crate::log::{loggable, JobLine, Level, SharedLogger};
 use crate::outbox::{self, Outbox, Reply};
 use crate::protocol::{self, JobRequest};
 use crate::signature::{self, Delivered, Denied, SenderVerifier, SigningKey};
@@ -723,7 +722,7 @@ impl Pipeline {
         facts: &JobFacts,
     ) -> bool {
         let bytes = protocol::encode_error(id, &error, &self.identity);
-        let headers = discovery::error_headers(error.code, &error.message);
+        let headers = protocol::error_headers(error.code, &error.message);
         let headers = self.reply_headers(Some(headers), id, facts, &bytes);
         let sent = self.send(target, bytes, headers, batched).await;
         self.stats.record_error(error.code, &error.message);
@@ -820,26 +819,4 @@ fn reply_failed(stats: &Stats, logger: &SharedLogger, error: &dyn std::fmt::Disp
         Level::Error,
         &format!("[pier-connector] could not send a reply: {error}"),
     );
-}
-
-/// A requester-chosen id as it may appear in a log line: one line, bounded.
-pub(crate) fn loggable(id: &str) -> String {
-    let mut line: String = one_line(id).chars().take(80).collect();
-    if line.is_empty() {
-        line.push_str("(blank id)");
-    }
-    line
-}
-
-#[cfg(test)]
-mod tests {
-    use super::loggable;
-
-    #[test]
-    fn requester_ids_cannot_forge_log_lines() {
-        assert_eq!(loggable("abc\n[pier-connector] fake line"), "abc");
-        assert_eq!(loggable(&"x".repeat(500)).chars().count(), 80);
-        assert_eq!(loggable("\u{1b}[31mred"), "[31mred");
-        assert_eq!(loggable(" \n "), "(blank id)");
-    }
 }

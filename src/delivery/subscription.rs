@@ -105,7 +105,7 @@ impl Inbound for CoreMessage {
             None => ReplyTarget::Nowhere {
                 why: format!(
                     "the message on {} has no reply subject",
-                    crate::pipeline::loggable(&self.0.subject)
+                    crate::log::loggable(&self.0.subject)
                 ),
             },
         }

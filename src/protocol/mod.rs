@@ -8,6 +8,7 @@ pub use inbound::{parse_job, JobRequest, Rejection, MAX_NESTING_DEPTH};
 
 use crate::config::WorkerIdentity;
 use crate::error::{ErrorCode, JobError};
+use async_nats::HeaderMap;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -114,9 +115,39 @@ pub fn encode_error(id: Option<&str>, error: &JobError, worker: &WorkerIdentity)
     })
 }
 
+/// The headers of every `task_error` reply: the NATS service (micro) protocol's error headers,
+/// so discovery clients count the error and can read its code without parsing the body.
+pub fn error_headers(code: ErrorCode, message: &str) -> HeaderMap {
+    let status = match code {
+        ErrorCode::ParseError | ErrorCode::InvalidRequest => 400,
+        ErrorCode::Unauthorized => 403,
+        ErrorCode::PayloadTooLarge => 413,
+        ErrorCode::ExecutionFailed | ErrorCode::ResultTooLarge => 500,
+        ErrorCode::RuntimeUnavailable | ErrorCode::Overloaded | ErrorCode::ShuttingDown => 503,
+        ErrorCode::Timeout => 504,
+    };
+    let mut headers = HeaderMap::new();
+    headers.insert("Nats-Service-Error", format!("{code}: {message}").as_str());
+    headers.insert("Nats-Service-Error-Code", status.to_string().as_str());
+    headers
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn error_headers_carry_code_and_status() {
+        let h = error_headers(ErrorCode::Overloaded, "full");
+        assert_eq!(
+            h.get("Nats-Service-Error").map(|v| v.as_str()),
+            Some("OVERLOADED: full")
+        );
+        assert_eq!(
+            h.get("Nats-Service-Error-Code").map(|v| v.as_str()),
+            Some("503")
+        );
+    }
     use serde_json::json;
 
     const MAX: usize = 1 << 20;
