@@ -324,6 +324,28 @@ impl Pipeline {
                 .refuse(inbound, target, id.as_deref(), error, &facts)
                 .await;
         }
+        // A signed job is answered where its signature says: on the reply line the requester
+        // signed (core: Pier-Reply-To when a relay set it). Headers are not signed, so without
+        // this a copy of someone's request with its own NATS reply and their Pier-Reply-To would
+        // run in their name and be answered to the copier.
+        let target = match (&facts.sender_key, inbound.signed_reply()) {
+            (Some(_), signed) if !signed.is_empty() && signed != target.as_str() => {
+                if !subject::is_publish_subject(signed)
+                    || subject::reply_refusal(signed, &self.config.reply_subject_prefixes).is_some()
+                {
+                    let error = JobError::new(
+                        ErrorCode::Unauthorized,
+                        "the signed reply subject (Pier-Reply-To) is not one this worker answers on",
+                    );
+                    let id = id.map(str::to_string);
+                    return self
+                        .refuse(inbound, target, id.as_deref(), error, &facts)
+                        .await;
+                }
+                Subject::from(signed)
+            }
+            _ => target,
+        };
         let job = match parsed {
             Ok(job) => job,
             Err(rejection) => {
@@ -459,7 +481,14 @@ impl Pipeline {
             time_ms: stored.map_or(now_ms, |(at, _)| at),
             stream_seq: stored.map(|(_, seq)| seq),
         };
-        match self.verifier.verify(&header, &message, now_ms) {
+        // A listed key only, where allowedSenders lists keys alone; with names (senderTrust
+        // "any") the name may still admit the job, and the full check comes after the payload.
+        let admits = |key: &str| {
+            self.allowed
+                .as_ref()
+                .is_none_or(|a| !a.names.is_empty() || a.keys.contains(key))
+        };
+        match self.verifier.verify(&header, &message, now_ms, admits) {
             Ok(()) => Ok((header.key, header.nonce)),
             Err(Denied::Unauthorized(refusal)) => Err(unauthorized(&refusal.0)),
             Err(Denied::MemoryFull) => Err(JobError::new(
@@ -509,7 +538,15 @@ impl Pipeline {
         };
         match self.reply_target(&inbound, id) {
             ReplyTarget::Subject(target) => {
-                let facts = JobFacts::new(Instant::now(), None);
+                let mut facts = JobFacts::new(Instant::now(), None);
+                // Signed for the request it refuses, so a signed requester reads a refusal it
+                // can retry elsewhere (SHUTTING_DOWN), not a signature error.
+                if self.signing_key.is_some() {
+                    facts.nonce = inbound
+                        .headers()
+                        .and_then(|h| h.get(signature::SENDER_HEADER))
+                        .and_then(|v| signature::sender_nonce(v.as_str()));
+                }
                 self.refuse(inbound, target, id, JobError::new(code, why), &facts)
                     .await
             }

@@ -110,7 +110,7 @@ impl Publisher {
             (Delivery::Core, None) => (self.request(payload, wait).await?, None),
             (Delivery::Core, Some(key)) => self.signed_request(key, payload, wait).await?,
         };
-        self.read_reply(reply, nonce.as_deref())
+        self.read_reply(reply, &id, nonce.as_deref())
     }
 
     /// Core mode, unsigned: the client's shared reply subscription.
@@ -178,11 +178,13 @@ impl Publisher {
         }
     }
 
-    /// The reply, parsed; its `Pier-Worker` verified (for the request that carried `nonce`)
-    /// and its key added as `workerKey`. A bad signature is an error, never a result.
+    /// The reply, parsed; its `Pier-Worker` verified for the request this publisher sent (`id`,
+    /// and `nonce` when signed: the reply's own id field could be anybody's) and its key added
+    /// as `workerKey`. A bad signature is an error, never a result.
     fn read_reply(
         &self,
         reply: async_nats::Message,
+        id: &str,
         nonce: Option<&str>,
     ) -> Result<Value, PierError> {
         let mut value: Value =
@@ -200,7 +202,6 @@ impl Publisher {
                 None => Ok(value),
             };
         };
-        let id = value.get("id").and_then(Value::as_str).unwrap_or_default();
         let key = signature::verify_result(
             header.as_str(),
             id,

@@ -408,12 +408,16 @@ impl SenderVerifier {
         }
     }
 
-    /// Verifies `header` for `message`; `now_ms` is the wall clock (replay memory expiry).
+    /// Verifies `header` for `message`; `now_ms` is the wall clock. `admits(key)` is the
+    /// worker's sender policy, asked once the signature holds and before the nonce is
+    /// remembered: a stranger's validly signed jobs, refused anyway, must not fill the memory
+    /// the listed senders need.
     pub fn verify(
         &self,
         header: &SenderHeader,
         message: &Delivered<'_>,
         now_ms: i64,
+        admits: impl FnOnce(&str) -> bool,
     ) -> Result<(), Denied> {
         let deny = |why: &str| Err(Denied::Unauthorized(refused(SENDER_HEADER, why)));
         // The window before the signature: a stale header costs no ed25519 verify.
@@ -439,15 +443,25 @@ impl SenderVerifier {
         if !(signed(first) || (second != first && signed(second))) {
             return deny("bad signature (not by this key over this payload, subject and reply)");
         }
-        // Kept until the ts could no longer pass the window, and at least a window from now
-        // (JetStream compares with the stored time, so a copy may be read later).
-        let expires = header.ts_ms.max(now_ms).saturating_add(self.max_age_ms);
+        if !admits(&header.key) {
+            return deny("this worker does not take jobs from this sender");
+        }
+        // The memory's clock is the one the window is measured with: the wall clock, or in
+        // JetStream the stream's stored time, so a copy stored inside the window is still
+        // caught however long it waited in the stream. Kept until the ts could no longer pass
+        // the window, and at least a window from now.
+        let clock = if message.stream_seq.is_some() {
+            message.time_ms
+        } else {
+            now_ms
+        };
+        let expires = header.ts_ms.max(clock).saturating_add(self.max_age_ms);
         let seen = crate::sync::lock(&self.memory).remember(
             &header.key,
             &header.nonce,
             message.stream_seq,
             expires,
-            now_ms,
+            clock,
         );
         match seen {
             Ok(()) => Ok(()),
@@ -630,9 +644,72 @@ mod tests {
             stream_seq: None,
         };
         assert_eq!(
-            SenderVerifier::new(60_000).verify(&header, &message, header.ts_ms),
+            SenderVerifier::new(60_000).verify(&header, &message, header.ts_ms, |_| true),
             Ok(())
         );
+    }
+
+    #[test]
+    fn a_stranger_refused_by_policy_takes_no_place_in_the_replay_memory() {
+        let payload = br#"{"task":"x"}"#;
+        let verifier = SenderVerifier::with_cap(60_000, 1);
+        let message = delivered(payload, "jobs.worker", "_INBOX.a");
+        let (stranger, listed) = (KeyPair::new_user(), vector_key());
+        let stranger = SigningKey::from_seed(&stranger.seed().unwrap()).unwrap();
+        for _ in 0..3 {
+            let signed = sign_request(
+                &stranger,
+                "jobs.worker",
+                "_INBOX.a",
+                payload,
+                SystemTime::now(),
+            );
+            let header = parse_sender(&signed.header).unwrap();
+            let refused = verifier.verify(&header, &message, now_ms(), |key| {
+                key == listed.public_key()
+            });
+            assert!(
+                matches!(refused, Err(Denied::Unauthorized(r)) if r.0.contains("does not take jobs"))
+            );
+        }
+        // The one place is still free for the listed key.
+        let signed = sign_request(
+            &listed,
+            "jobs.worker",
+            "_INBOX.a",
+            payload,
+            SystemTime::now(),
+        );
+        let header = parse_sender(&signed.header).unwrap();
+        assert_eq!(
+            verifier.verify(&header, &message, now_ms(), |_| true),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn jetstream_nonces_are_kept_by_stream_time_so_a_copy_that_waited_in_the_stream_is_caught() {
+        let payload = br#"{"task":"x"}"#;
+        let key = vector_key();
+        let signed = sign_request(&key, "jobs.worker", "", payload, SystemTime::now());
+        let header = parse_sender(&signed.header).unwrap();
+        let verifier = SenderVerifier::new(60_000);
+        let at = |stored_ms: i64, seq: u64| Delivered {
+            payload,
+            subjects: ["jobs.worker", "jobs.submit"],
+            reply: "",
+            time_ms: stored_ms,
+            stream_seq: Some(seq),
+        };
+        let t0 = header.ts_ms;
+        assert_eq!(
+            verifier.verify(&header, &at(t0 + 1_000, 1), t0 + 1_000, |_| true),
+            Ok(())
+        );
+        // A copy stored 50 s after the ts (inside the window), read 70 s after it (the backlog):
+        // by the wall clock the nonce would be forgotten; by the stream's clock it is not.
+        let copy = verifier.verify(&header, &at(t0 + 50_000, 2), t0 + 70_000, |_| true);
+        assert!(matches!(copy, Err(Denied::Unauthorized(r)) if r.0.contains("replay")));
     }
 
     #[test]
@@ -643,9 +720,12 @@ mod tests {
         let header = parse_sender(&signed.header).unwrap();
         let verifier = SenderVerifier::new(60_000);
         let message = delivered(payload, "jobs.worker", "_INBOX.a");
-        assert_eq!(verifier.verify(&header, &message, now_ms()), Ok(()));
+        assert_eq!(
+            verifier.verify(&header, &message, now_ms(), |_| true),
+            Ok(())
+        );
         assert!(matches!(
-            verifier.verify(&header, &message, now_ms()),
+            verifier.verify(&header, &message, now_ms(), |_| true),
             Err(Denied::Unauthorized(r)) if r.0.contains("replay")
         ));
     }
@@ -657,7 +737,12 @@ mod tests {
         let header = parse_sender(&signed.header).unwrap();
         let verifier = SenderVerifier::new(60_000);
         assert_eq!(
-            verifier.verify(&header, &delivered(b"p", "jobs.worker", ""), now_ms()),
+            verifier.verify(
+                &header,
+                &delivered(b"p", "jobs.worker", ""),
+                now_ms(),
+                |_| true
+            ),
             Ok(())
         );
     }
@@ -674,7 +759,7 @@ mod tests {
             delivered(b"p", "jobs.worker", "_INBOX.b"),
         ] {
             assert!(matches!(
-                verifier.verify(&header, &message, now_ms()),
+                verifier.verify(&header, &message, now_ms(), |_| true),
                 Err(Denied::Unauthorized(r)) if r.0.contains("bad signature")
             ));
         }
@@ -693,7 +778,7 @@ mod tests {
             let signed = sign_request(&key, "jobs.worker", "", b"p", then);
             let header = parse_sender(&signed.header).unwrap();
             assert!(matches!(
-                verifier.verify(&header, &delivered(b"p", "jobs.worker", ""), now_ms()),
+                verifier.verify(&header, &delivered(b"p", "jobs.worker", ""), now_ms(), |_| true),
                 Err(Denied::Unauthorized(r)) if r.0.contains("window")
             ));
         }
@@ -707,10 +792,18 @@ mod tests {
         let verifier = SenderVerifier::new(60_000);
         let mut message = delivered(b"p", "jobs.worker", "");
         message.stream_seq = Some(7);
-        assert_eq!(verifier.verify(&header, &message, now_ms()), Ok(()));
-        assert_eq!(verifier.verify(&header, &message, now_ms()), Ok(()));
+        assert_eq!(
+            verifier.verify(&header, &message, now_ms(), |_| true),
+            Ok(())
+        );
+        assert_eq!(
+            verifier.verify(&header, &message, now_ms(), |_| true),
+            Ok(())
+        );
         message.stream_seq = Some(8);
-        assert!(verifier.verify(&header, &message, now_ms()).is_err());
+        assert!(verifier
+            .verify(&header, &message, now_ms(), |_| true)
+            .is_err());
     }
 
     #[test]
@@ -722,7 +815,7 @@ mod tests {
         for _ in 0..3 {
             let signed = sign_request(&key, "s", "", b"p", SystemTime::now());
             let header = parse_sender(&signed.header).unwrap();
-            results.push(verifier.verify(&header, &delivered(b"p", "s", ""), now));
+            results.push(verifier.verify(&header, &delivered(b"p", "s", ""), now, |_| true));
         }
         assert_eq!(results, vec![Ok(()), Ok(()), Err(Denied::MemoryFull)]);
         // Once the window has passed, the memory has room again.
@@ -730,7 +823,10 @@ mod tests {
         let header = parse_sender(&signed.header).unwrap();
         let mut later = delivered(b"p", "s", "");
         later.time_ms = header.ts_ms;
-        assert_eq!(verifier.verify(&header, &later, now + 130_000), Ok(()));
+        assert_eq!(
+            verifier.verify(&header, &later, now + 130_000, |_| true),
+            Ok(())
+        );
     }
 
     #[test]

@@ -614,3 +614,40 @@ async fn plain_names_in_allowed_senders_are_warned_about_once_and_keys_are_logge
     let from = format!("job l1 from {} completed", requester().public_key());
     assert!(lines.iter().any(|(_, l)| l.contains(&from)), "{lines:?}");
 }
+
+/// Headers are not signed: a copy of someone's signed request, with the copier's own NATS reply
+/// and the victim's inbox as Pier-Reply-To, verifies. It is answered on the reply line the
+/// victim signed, never to the copier.
+#[tokio::test]
+async fn a_signed_job_is_answered_on_the_reply_it_signed_not_the_copiers() {
+    let rig = Rig::start(Mode::Core, json!({})).await;
+    let payload = job("copied");
+    let victim = rig.client.new_inbox();
+    let copier = rig.client.new_inbox();
+    let mut at_victim = rig.client.subscribe(victim.clone()).await.unwrap();
+    let mut at_copier = rig.client.subscribe(copier.clone()).await.unwrap();
+    let mut headers = sender_headers(
+        &requester(),
+        "jobs.rust",
+        &victim,
+        &payload,
+        SystemTime::now(),
+    );
+    headers.insert("Pier-Reply-To", victim.as_str());
+    rig.client
+        .publish_with_reply_and_headers("jobs.rust", copier, headers, payload.into())
+        .await
+        .unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(10), at_victim.next())
+        .await
+        .expect("the victim is answered")
+        .unwrap();
+    assert_eq!(body(&answer)["result"], "hi");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), at_copier.next())
+            .await
+            .is_err(),
+        "the copier gets nothing"
+    );
+    rig.worker.stop().await;
+}
