@@ -66,6 +66,20 @@ describe('pier-connector worker', () => {
     assert.equal((await worker.exited).code, 0)
   })
 
+  it("--exec runs a stranger's task without the worker's credentials in its environment", async () => {
+    const { createUser } = await import('@nats-io/nkeys')
+    const seed = new TextDecoder().decode(createUser().getSeed())
+    const worker = await startCliWorker(['--exec', 'env | grep -c "^PIER_\\(TOKEN\\|SIGNING_SEED\\|PASSWORD\\|NKEY_SEED\\|USER\\)=" || true', '--subject', 'jobs.cli.env'], {
+      ...process.env,
+      PIER_SIGNING_SEED: seed,
+      PIER_TOKEN: 'not-for-the-task',
+    })
+    const reply = await request(nats.nc, 'jobs.cli.env', { id: 'e1', task: 'x' })
+    assert.equal(reply.result, '0', JSON.stringify(reply))
+    worker.child.kill('SIGINT')
+    await worker.exited
+  })
+
   it('--exec kills a command that outlives the job deadline', async () => {
     const worker = await startCliWorker(['--exec', 'sleep 30', '--subject', 'jobs.cli.slow', '--job-timeout-ms', '300'])
     const start = Date.now()

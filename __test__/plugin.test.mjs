@@ -140,7 +140,7 @@ describe('agent turn', () => {
     const { api } = stubApi({ runEmbeddedAgent: async (params) => (calls.push(params), { payloads: [{ text: 'ok' }] }) })
     await turnHandler(api)(job())
     await turnHandler(api, { toolsAllow: ['group:web', 'pier_publish'] })(job({ id: 'j2' }))
-    await turnHandler(api, { toolsAllow: ['message'] })(job({ id: 'j3' }))
+    await turnHandler(api, { toolsAllow: ['message'], unsafeHostTools: true })(job({ id: 'j3' }))
     assert.deepEqual(calls[0].toolsAllow, [])
     assert.equal(calls[0].disableMessageTool, true)
     assert.deepEqual(calls[1].toolsAllow, ['group:web'])
@@ -200,9 +200,9 @@ describe('agent turn', () => {
     const onUnhandled = (reason) => unhandled.push(reason)
     process.on('unhandledRejection', onUnhandled)
     const guard = createJobToolGuard()
-    const handler = turnHandler(api, { toolsAllow: ['message'] })
+    const handler = turnHandler(api, { toolsAllow: ['message'], unsafeHostTools: true })
     const otherRunning = new Map()
-    const other = turnHandler(api, { toolsAllow: ['message'], running: otherRunning })
+    const other = turnHandler(api, { toolsAllow: ['message'], unsafeHostTools: true, running: otherRunning })
     const pending = handler(job({ id: 'chan-1' }))
     await new Promise((r) => setImmediate(r))
     const otherPending = other(job({ id: 'chan-2' }))
@@ -326,9 +326,12 @@ describe('job tool policy', () => {
     assert.equal(applyAccountConfig({ cfg: {}, accountId: 'default', input: { url: 'nats://h:4222' } }).agents, undefined, 'channels add adds no agent')
   })
 
-  it('web tools and message need no sandbox', () => {
-    assert.deepEqual(policy(['group:web', 'message']).tools.offered, ['group:web', 'message'])
+  it('web tools need no sandbox; the message tool (any channel) is a host tool no sandbox confines', () => {
+    assert.deepEqual(policy(['group:web']).tools.offered, ['group:web'])
     assert.equal(policy([]).sandboxed, false)
+    assert.throws(() => policy(['message']), /host tools \(message\)/)
+    assert.throws(() => policy(['message'], {}, sandboxed), /cannot be confined/)
+    assert.equal(policy(['message'], { unsafeHostTools: true }).unsafe, true)
   })
 
   it('host tools without a sandbox fail closed, naming the tools and the fix', () => {

@@ -142,9 +142,13 @@ function cancelJob(child) {
  * its own process group, so cancelling the job (deadline, shutdown) kills everything it
  * started, and whatever the command left running in the background dies when it exits.
  */
+/** The worker's credentials in its environment, kept out of an `--exec` command's. */
+const WORKER_ONLY_ENV = [...SECRET_ENV.map(([, variable]) => variable), 'PIER_USER']
+
 function execHandler(command, running) {
   return (job) => {
-    const env = { ...process.env }
+    // A stranger's task runs in this shell: none of the worker's own credentials go with it.
+    const env = Object.fromEntries(Object.entries(process.env).filter(([name]) => !WORKER_ONLY_ENV.includes(name)))
     for (const [variable, field, value] of JOB_ENV) {
       const text = value(job)
       if (text.includes('\0')) {

@@ -12,8 +12,10 @@ const SAFE_TOOLS = new Set(['web_search', 'web_fetch', 'x_search'])
 const SAFE_GROUPS = new Map([['group:web', ['web_search', 'web_fetch', 'x_search']]])
 
 /**
- * `message`: allowed when listed. A job turn's message calls are confined by job-guard.mjs to
- * `send` on channel pier to its own job (other channels, targets and actions are blocked).
+ * `message` is a host tool: it can send on every channel the gateway has. job-guard.mjs keeps a
+ * job turn's calls to `send` on channel pier to its own job where OpenClaw runs plugin hooks,
+ * but OpenClaw 2026.9.6 was not seen to run them for the message tool inside an embedded turn,
+ * so it needs unsafeHostTools like the others (no sandbox confines it).
  */
 export const MESSAGE_TOOL = 'message'
 
@@ -31,10 +33,10 @@ const WILDCARDS = new Set(['*', 'group:plugins', 'group:openclaw', 'pier-connect
 export const NEVER_FOR_JOBS = new Set(['pier_publish'])
 
 /**
- * Sorts an account's toolsAllow: `safe` (web, message), `sandboxed` (host tools the sandbox
- * can confine), `host` (host tools it cannot: sessions, memory, automation, gateway, nodes,
- * browser, other plugins' tools, anything unknown), `wildcards`, and `offered`: the list
- * passed to the turn (pier_publish removed).
+ * Sorts an account's toolsAllow: `safe` (web), `sandboxed` (host tools the sandbox can
+ * confine), `host` (host tools it cannot: message, sessions, memory, automation, gateway,
+ * nodes, browser, other plugins' tools, anything unknown), `wildcards`, and `offered`: the
+ * list passed to the turn (pier_publish removed).
  */
 export function classifyTools(toolsAllow = []) {
   const out = { safe: [], sandboxed: [], host: [], wildcards: [], offered: [] }
@@ -43,7 +45,7 @@ export function classifyTools(toolsAllow = []) {
     if (!name) continue
     if (NEVER_FOR_JOBS.has(name)) continue
     if (WILDCARDS.has(name)) out.wildcards.push(name)
-    else if (SAFE_TOOLS.has(name) || SAFE_GROUPS.has(name) || name === MESSAGE_TOOL) out.safe.push(name)
+    else if (SAFE_TOOLS.has(name) || SAFE_GROUPS.has(name)) out.safe.push(name)
     else if (SANDBOXED_TOOLS.has(name) || SANDBOXED_GROUPS.has(name)) out.sandboxed.push(name)
     else out.host.push(name)
     out.offered.push(name)

@@ -203,7 +203,7 @@ describe('Pier as an OpenClaw channel', () => {
     chmodSync(secretsFile, 0o600)
     config.secrets = { providers: { pierfile: { source: 'file', path: secretsFile, mode: 'json' } } }
     Object.assign(pier, { publishSubject: 'jobs.chan.submit', jobTimeoutMs: 30_000, drainTimeoutMs: 20_000, maxPublishPrice: 10, keepSessions: 2 })
-    Object.assign(pier.accounts.default, { subject: 'jobs.chan.default', workerId: 'chan-default', walletAddress: '0xC0FFEE', toolsAllow: ['message'] })
+    Object.assign(pier.accounts.default, { subject: 'jobs.chan.default', workerId: 'chan-default', walletAddress: '0xC0FFEE', toolsAllow: ['message'], unsafeHostTools: true })
     Object.assign(pier.accounts.late, { subject: 'jobs.chan.late', workerId: 'chan-late', connectTimeoutMs: 500 })
     pier.accounts.two = { subject: 'jobs.chan.two', workerId: 'chan-two', token: { source: 'file', provider: 'pierfile', id: '/two/token' } }
     config.tools = { ...config.tools, toolSearch: false }

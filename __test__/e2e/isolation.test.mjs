@@ -113,7 +113,8 @@ before(async () => {
         shared: { subject: 'iso.shared', workerId: 'iso-shared', agentId: 'main' },
         hostexec: { subject: 'iso.hostexec', workerId: 'iso-hostexec', toolsAllow: ['exec', 'read'] },
         sandboxed: { subject: 'iso.sandboxed', workerId: 'iso-sandboxed', agentId: 'pier-sandbox', toolsAllow: ['exec'] },
-        msg: { subject: 'iso.msg', workerId: 'iso-msg', toolsAllow: ['message'], maxConcurrentJobs: 4 },
+        // The message tool can reach every channel: a host tool, here with the loud override.
+        msg: { subject: 'iso.msg', workerId: 'iso-msg', toolsAllow: ['message'], unsafeHostTools: true, maxConcurrentJobs: 4 },
         js: { subject: 'iso.js', workerId: 'iso-js', delivery: 'jetstream', streamName: 'ISO_JOBS', consumerName: 'iso-workers' },
       },
     },
@@ -259,6 +260,7 @@ describe("a stranger's job cannot reach the operator", () => {
     const has = (checkId, severity, pattern) => pier.some((f) => f.checkId === checkId && f.severity === severity && pattern.test(`${f.title} ${f.detail}`))
     const seen = JSON.stringify(pier, null, 1)
     assert.ok(has('channels.pier.jobs.host_tools', 'critical', /hostexec[\s\S]*exec, read/), seen)
+    assert.ok(has('channels.pier.jobs.unsafe_host_tools', 'critical', /msg[\s\S]*message/), seen)
     assert.ok(has('channels.pier.jobs.shared_agent', 'warn', /shared[\s\S]*agent main/), seen)
     assert.ok(has('channels.pier.senders.self_declared', 'warn', /web/), seen)
     assert.ok(has('channels.pier.jobs.reach', 'info', /default[\s\S]*Tools offered: none/), seen)
