@@ -190,7 +190,7 @@ export interface PierConfig {
    */
   senderTrust?: 'any' | 'signed'
   /**
-   * Signature max age (ms): How far a Pier-Sender ts may be from the worker's clock (JetStream: from the time the stream stored the job), either side; also how long nonces are remembered.
+   * Signature max age (ms): How far a Pier-Sender ts may be from the worker's clock (JetStream: from the time the stream stored the job), either side; also how long nonces are remembered (at most an hour: a longer window would fill the replay memory with nonces it can never forget).
    * Default: `60000`.
    */
   signatureMaxAgeMs?: number

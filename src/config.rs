@@ -179,8 +179,9 @@ pub struct Config {
     /// Signature max age (ms)
     ///
     /// How far a Pier-Sender ts may be from the worker's clock (JetStream: from the time the
-    /// stream stored the job), either side; also how long nonces are remembered.
-    #[cfg_attr(test, schemars(range(min = 1), extend("x-advanced" = true)))]
+    /// stream stored the job), either side; also how long nonces are remembered (at most an
+    /// hour: a longer window would fill the replay memory with nonces it can never forget).
+    #[cfg_attr(test, schemars(range(min = 1, max = 3600000), extend("x-advanced" = true)))]
     pub signature_max_age_ms: u64,
     /// Trusted workers
     ///
@@ -439,8 +440,8 @@ impl Config {
                 return bad(format!("signingSeed: {why}"));
             }
         }
-        if self.signature_max_age_ms == 0 {
-            return bad("signatureMaxAgeMs: must be at least 1".into());
+        if !(1..=3_600_000).contains(&self.signature_max_age_ms) {
+            return bad("signatureMaxAgeMs: must be from 1 to 3600000 (an hour)".into());
         }
         for key in self.allowed_senders.iter().flatten() {
             if looks_like_user_key(key) && !is_user_public_key(key) {
@@ -688,6 +689,15 @@ mod tests {
         assert!(debug.contains("[redacted]"));
         let c = Config::from_value(json!({ "user": "u", "password": "pw-SECRET-2" })).unwrap();
         assert!(!format!("{c:?}").contains("pw-SECRET-2"));
+    }
+
+    #[test]
+    fn the_signature_window_is_bounded() {
+        for bad in [0, 3_600_001] {
+            let err = Config::from_value(json!({ "signatureMaxAgeMs": bad })).unwrap_err();
+            assert!(err.to_string().contains("signatureMaxAgeMs"), "{err}");
+        }
+        assert!(Config::from_value(json!({ "signatureMaxAgeMs": 3_600_000 })).is_ok());
     }
 
     #[test]

@@ -66,7 +66,7 @@ pub struct PierConfig {
     /// Default: `"any"`.
     #[napi(ts_type = "'any' | 'signed'")]
     pub sender_trust: Option<String>,
-    /// Signature max age (ms): How far a Pier-Sender ts may be from the worker's clock (JetStream: from the time the stream stored the job), either side; also how long nonces are remembered.
+    /// Signature max age (ms): How far a Pier-Sender ts may be from the worker's clock (JetStream: from the time the stream stored the job), either side; also how long nonces are remembered (at most an hour: a longer window would fill the replay memory with nonces it can never forget).
     /// Default: `60000`.
     pub signature_max_age_ms: Option<f64>,
     /// Trusted workers: When set, pier_publish and the CLI's publish accept only replies signed (Pier-Worker) by one of these worker public keys (U...); others are the error PIER_UNTRUSTED_WORKER.
