@@ -23,10 +23,10 @@ export function createAccountRun(account, { api, log, deleteSession, policy, wor
   // The pruner also deletes what an earlier gateway run left behind.
   const sessions = createSessionPruner({ agentId: account.agentId, keep: account.keepSessions, log, deleteSession, busy: () => running.size > 0 })
   const stored = account.keepSessions > 0 ? { onTurnSettled: sessions.finished } : {}
+  const clean = (message) => redactSecrets(message, addonConfig)
   const turnLog = { error: (m) => log.error(`[${accountId}] ${clean(m)}`) }
   // No policy: the account is blocked (host tools) and never builds a worker.
   const handler = policy && createAgentTurnHandler(api, running, { ...stored, agentId: account.agentId, policy, workspaceDir, log: turnLog })
-  const clean = (message) => redactSecrets(message, addonConfig)
   let worker = null
   let drained = null
   const run = {
@@ -139,7 +139,7 @@ export async function startAccount(ctx, deps) {
   let timer = null
   try {
     if (policyError) throw policyError
-    if (policy.unsafe) log.warn(`[${ctx.accountId}] unsafeHostTools: job turns get host tools (${[...policy.tools.sandboxed, ...policy.tools.host].join(', ')}) without a sandbox; a stranger's task can run them on this host`)
+    if (policy.unsafe) log.warn(`[${ctx.accountId}] unsafeHostTools: job turns get host tools (${policy.tools.reachesHost.join(', ')}) without a sandbox; a stranger's task can run them on this host`)
     if (account.unresolvedSecrets.length) {
       throw Object.assign(new Error(`PIER_CONFIG: ${account.unresolvedSecrets.join(', ')} is a SecretRef OpenClaw did not resolve; check the secrets provider`), { code: 'PIER_CONFIG' })
     }

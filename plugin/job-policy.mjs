@@ -35,8 +35,8 @@ export const NEVER_FOR_JOBS = new Set(['pier_publish'])
 /**
  * Sorts an account's toolsAllow: `safe` (web), `sandboxed` (host tools the sandbox can
  * confine), `host` (host tools it cannot: message, sessions, memory, automation, gateway,
- * nodes, browser, other plugins' tools, anything unknown), `wildcards`, and `offered`: the
- * list passed to the turn (pier_publish removed).
+ * nodes, browser, other plugins' tools, anything unknown), `reachesHost` (both of those),
+ * `wildcards`, and `offered`: the list passed to the turn (pier_publish removed).
  */
 export function classifyTools(toolsAllow = []) {
   const out = { safe: [], sandboxed: [], host: [], wildcards: [], offered: [] }
@@ -50,6 +50,7 @@ export function classifyTools(toolsAllow = []) {
     else out.host.push(name)
     out.offered.push(name)
   }
+  out.reachesHost = [...out.sandboxed, ...out.host]
   return out
 }
 
@@ -79,7 +80,8 @@ const probeSessionKey = (agentId) => `agent:${agentId}:pier:policy-check`
 /**
  * Decides whether an account may take jobs with its toolsAllow. Returns `{ tools, sandboxed,
  * unsafe }` when it may, and throws a PIER_HOST_TOOLS error naming the tools and the fix when
- * it may not (PIER_CONFIG when its agent is not in the config's agent roster). `sandbox` is api.runtime.sandbox (absent on hosts without it: not sandboxed).
+ * it may not (PIER_CONFIG when its agent is not in the config's agent roster). `sandbox` is
+ * api.runtime.sandbox (absent on hosts without it: not sandboxed).
  */
 export function jobToolPolicy(account, { cfg, sandbox } = {}) {
   const tools = classifyTools(account.toolsAllow)
@@ -96,7 +98,7 @@ export function jobToolPolicy(account, { cfg, sandbox } = {}) {
   if (tools.wildcards.length) {
     throw hostToolsError(`toolsAllow lists ${tools.wildcards.join(', ')}, which would offer a stranger's job every tool (pier_publish included); name the tools instead (for example group:web)`)
   }
-  const hostTools = [...tools.sandboxed, ...tools.host]
+  const hostTools = tools.reachesHost
   if (!hostTools.length) return { tools, sandboxed: false, unsafe: false }
   if (account.unsafeHostTools) return { tools, sandboxed: false, unsafe: true }
   const authority = sandboxAuthority(sandbox, cfg, agentId)

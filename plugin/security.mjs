@@ -2,7 +2,7 @@
 // A Pier account runs strangers' tasks, so the findings are about what such a task can reach.
 // collectWarnings feeds doctor and the audit; collectAuditFindings only the full audit.
 import { JOB_AGENT_ID, CHANNEL_ID, resolveAccount } from './config.mjs'
-import { classifyTools, jobToolPolicy } from './job-policy.mjs'
+import { jobToolPolicy } from './job-policy.mjs'
 
 const USER_KEY = /^U[A-Z2-7]{55}$/
 
@@ -24,9 +24,8 @@ export function createSecurityAdapter(getSandbox = () => undefined) {
       const account = resolveAccount(cfg, accountId ?? inspected?.accountId)
       const out = []
       const id = account.accountId
-      const tools = classifyTools(account.toolsAllow)
-      const host = [...tools.sandboxed, ...tools.host]
       const { policy, error } = policyOf(account, cfg, getSandbox())
+      const host = policy?.tools.reachesHost ?? []
       if (error?.code === 'PIER_CONFIG') {
         out.push(finding('jobs.agent_missing', 'warn', `Pier account ${id}: its job agent is not configured`, error.message.replace(/^PIER_CONFIG: /, ''), 'Add the job agent to agents.entries (the account takes no jobs until then)'))
       } else if (error) {
