@@ -142,14 +142,8 @@ impl Publisher {
         payload: Vec<u8>,
         wait: Duration,
     ) -> Result<(async_nats::Message, Option<String>), PierError> {
-        let failed =
-            |e: Box<dyn std::error::Error + Send + Sync>| PierError::request(RequestOp::Publish, e);
-        let inbox = self.client.new_inbox();
-        let mut replies = self
-            .client
-            .subscribe(inbox.clone())
-            .await
-            .map_err(|e| failed(e.into()))?;
+        let op = RequestOp::Publish;
+        let (inbox, replies) = self.reply_inbox(op).await?;
         let signed =
             signature::sign_request(key, &self.subject, &inbox, &payload, SystemTime::now());
         let mut headers = HeaderMap::new();
@@ -157,12 +151,8 @@ impl Publisher {
         self.client
             .publish_with_reply_and_headers(self.subject.clone(), inbox, headers, payload.into())
             .await
-            .map_err(|e| failed(e.into()))?;
-        let reply = match tokio::time::timeout(wait, replies.next()).await {
-            Ok(Some(reply)) => reply,
-            Ok(None) => return Err(failed("connection closed".into())),
-            Err(_) => return Err(self.timed_out(wait)),
-        };
+            .map_err(|e| PierError::request(op, e))?;
+        let reply = self.first_reply(replies, wait, op).await?;
         if reply.status == Some(StatusCode::NO_RESPONDERS) {
             return Err(PierError::NoResponders {
                 subject: self.subject.clone(),
@@ -231,15 +221,8 @@ impl Publisher {
         payload: Vec<u8>,
         wait: Duration,
     ) -> Result<(async_nats::Message, Option<String>), PierError> {
-        let failed = |e: Box<dyn std::error::Error + Send + Sync>| {
-            PierError::request(RequestOp::JetStreamPublish, e)
-        };
-        let inbox = self.client.new_inbox();
-        let mut replies = self
-            .client
-            .subscribe(inbox.clone())
-            .await
-            .map_err(|e| failed(e.into()))?;
+        let op = RequestOp::JetStreamPublish;
+        let (inbox, replies) = self.reply_inbox(op).await?;
         let mut headers = HeaderMap::new();
         headers.insert("Nats-Msg-Id", id);
         headers.insert(REPLY_HEADER, inbox.as_str());
@@ -252,12 +235,37 @@ impl Publisher {
         async_nats::jetstream::new(self.client.clone())
             .publish_with_headers(self.subject.clone(), headers, payload.into())
             .await
-            .map_err(|e| failed(e.into()))?
+            .map_err(|e| PierError::request(op, e))?
             .await
-            .map_err(|e| failed(e.into()))?;
+            .map_err(|e| PierError::request(op, e))?;
+        Ok((self.first_reply(replies, wait, op).await?, nonce))
+    }
+
+    /// An inbox of this request's own, subscribed before the request leaves (a signature
+    /// covers the reply subject, and a JetStream request names it in Pier-Reply-To).
+    async fn reply_inbox(
+        &self,
+        op: RequestOp,
+    ) -> Result<(String, async_nats::Subscriber), PierError> {
+        let inbox = self.client.new_inbox();
+        let replies = self
+            .client
+            .subscribe(inbox.clone())
+            .await
+            .map_err(|e| PierError::request(op, e))?;
+        Ok((inbox, replies))
+    }
+
+    /// The first message on `replies` within `wait`.
+    async fn first_reply(
+        &self,
+        mut replies: async_nats::Subscriber,
+        wait: Duration,
+        op: RequestOp,
+    ) -> Result<async_nats::Message, PierError> {
         match tokio::time::timeout(wait, replies.next()).await {
-            Ok(Some(reply)) => Ok((reply, nonce)),
-            Ok(None) => Err(failed("connection closed".into())),
+            Ok(Some(reply)) => Ok(reply),
+            Ok(None) => Err(PierError::request(op, "connection closed")),
             Err(_) => Err(self.timed_out(wait)),
         }
     }
