@@ -212,6 +212,11 @@ export interface PierConfig {
    */
   streamName?: string
   /**
+   * Stream replicas: JetStream mode: copies of the job stream the cluster keeps (1 on one server; 3 on a cluster, so losing a node loses no queued job). A stream with other replicas is updated to this; the consumer follows the stream.
+   * Default: `1`.
+   */
+  streamReplicas?: number
+  /**
    * Consumer name: JetStream mode: the durable pull consumer the workers share.
    * Default: `"pier-workers"`.
    */

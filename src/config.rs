@@ -202,6 +202,13 @@ pub struct Config {
     /// JetStream mode: the work-queue stream over the job subject.
     #[cfg_attr(test, schemars(extend("x-advanced" = true)))]
     pub stream_name: String,
+    /// Stream replicas
+    ///
+    /// JetStream mode: copies of the job stream the cluster keeps (1 on one server; 3 on a
+    /// cluster, so losing a node loses no queued job). A stream with other replicas is updated
+    /// to this; the consumer follows the stream.
+    #[cfg_attr(test, schemars(range(min = 1, max = 5), extend("x-advanced" = true)))]
+    pub stream_replicas: usize,
     /// Consumer name
     ///
     /// JetStream mode: the durable pull consumer the workers share.
@@ -341,6 +348,7 @@ impl Default for Config {
             discovery: true,
             delivery: Delivery::Core,
             stream_name: "PIER_JOBS".to_string(),
+            stream_replicas: 1,
             consumer_name: "pier-workers".to_string(),
             result_subject: None,
             max_deliver: 5,
@@ -460,6 +468,9 @@ impl Config {
                 "trustedWorkers: {:?} is not a user public key (U..., 56 characters)",
                 crate::error::one_line(bad_key)
             ));
+        }
+        if !(1..=5).contains(&self.stream_replicas) {
+            return bad("streamReplicas: must be 1 to 5 (NATS keeps at most 5 copies)".into());
         }
         if self.max_deliver < 1 {
             return bad("maxDeliver: must be at least 1".into());

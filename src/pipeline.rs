@@ -59,10 +59,6 @@ pub(crate) enum Settle {
 
 /// One delivered message, as a delivery source presents it to the pipeline.
 pub(crate) trait Inbound: Send + Sync + 'static {
-    /// Whether replies may wait in the outbox to leave in one write with others. A source
-    /// that must act after its reply was sent (JetStream acks) says no.
-    const BATCHED_REPLIES: bool;
-
     fn payload(&self) -> &[u8];
 
     /// The message's NATS headers, if it has any.
@@ -108,7 +104,17 @@ pub(crate) trait Inbound: Send + Sync + 'static {
         None
     }
 
-    /// Told how the job ended, after its answer (if any) went to the connection.
+    /// A source that settles on what became of the answer (JetStream acks a job only once its
+    /// answer is confirmed) sends it itself: the future resolves when the server confirmed
+    /// it, or with why it could not. The others hand the reply back (`Err`), and the pipeline
+    /// sends it on, through the outbox with the other replies finishing together.
+    fn send_reply(
+        &self,
+        reply: Reply,
+        job_id: Option<&str>,
+    ) -> Result<impl Future<Output = Result<(), String>> + Send + 'static, Reply>;
+
+    /// Told how the job ended, after its answer (if any) was sent.
     fn settle(self, how: Settle) -> impl Future<Output = ()> + Send;
 }
 
@@ -265,10 +271,6 @@ impl Pipeline {
         })
     }
 
-    pub(crate) fn config(&self) -> &Config {
-        &self.config
-    }
-
     pub(crate) fn logger(&self) -> &SharedLogger {
         &self.logger
     }
@@ -404,10 +406,12 @@ impl Pipeline {
             },
         };
         self.stats.job_started();
-        let inline = I::BATCHED_REPLIES && self.handler.ready_on_first_poll();
+        // A handler that answers on its first poll runs here, in the receive loop, and its
+        // reply is published at once (it would gain nothing from waiting in the outbox).
+        let inline = self.handler.ready_on_first_poll();
         let run = self
             .clone()
-            .run(inbound, job, target, facts, (slot, claim), !inline);
+            .run(inbound, job, target, facts, (slot, claim), inline);
         if !inline {
             self.jobs.spawn(run);
             return;
@@ -579,7 +583,9 @@ impl Pipeline {
         error: JobError,
         facts: &JobFacts,
     ) {
-        let delivered = self.answer_error(target, id, error, false, facts).await;
+        let delivered = self
+            .answer_error(&inbound, target, id, error, true, facts)
+            .await;
         inbound
             .settle(if delivered {
                 Settle::Answered { ok: false }
@@ -596,7 +602,7 @@ impl Pipeline {
         target: Subject,
         facts: JobFacts,
         (slot, claim): (OwnedSemaphorePermit, IdClaim),
-        batched: bool,
+        inline: bool,
     ) {
         let keep_alive = inbound.keep_alive();
         let received_at = facts.received_at;
@@ -616,7 +622,7 @@ impl Pipeline {
             }
             (_, Ok(result)) => {
                 let delivered = self
-                    .answer_result(target, &id, &facts, &result, batched)
+                    .answer_result(&inbound, target, &id, &facts, &result, inline)
                     .await;
                 if let (Some(true), Some(price)) = (delivered, facts.price) {
                     self.stats.add_earned(price);
@@ -629,7 +635,7 @@ impl Pipeline {
             }
             (None, Err(error)) => {
                 if self
-                    .answer_error(target, Some(&id), error, batched, &facts)
+                    .answer_error(&inbound, target, Some(&id), error, inline, &facts)
                     .await
                 {
                     Settle::Answered { ok: false }
@@ -704,13 +710,14 @@ impl Pipeline {
     /// Sends a `task_result` and counts it. A result too large for the server becomes a
     /// RESULT_TOO_LARGE `task_error` instead of silence. `Some(ok)` when an answer went to the
     /// connection (`ok` false for that error), `None` when nothing could be sent.
-    async fn answer_result(
+    async fn answer_result<I: Inbound>(
         &self,
+        inbound: &I,
         target: Subject,
         id: &str,
         facts: &JobFacts,
         result: &str,
-        batched: bool,
+        at_once: bool,
     ) -> Option<bool> {
         let latency_ms = facts.received_at.elapsed().as_millis() as u64;
         let bytes = protocol::encode_result(id, result, latency_ms, &self.identity);
@@ -726,12 +733,14 @@ impl Pipeline {
                 ),
             );
             return self
-                .answer_error(target, Some(id), error, batched, facts)
+                .answer_error(inbound, target, Some(id), error, at_once, facts)
                 .await
                 .then_some(false);
         }
         let headers = self.reply_headers(None, Some(id), facts, &bytes);
-        let sent = self.send(target, bytes, headers, batched).await;
+        let sent = self
+            .send(inbound, Some(id), target, bytes, headers, at_once)
+            .await;
         self.stats.record(Outcome::Completed);
         if self.logger.enabled(Level::Info) {
             let line = JobLine {
@@ -750,18 +759,21 @@ impl Pipeline {
     }
 
     /// Sends a `task_error` and counts it; true when it went to the connection.
-    async fn answer_error(
+    async fn answer_error<I: Inbound>(
         &self,
+        inbound: &I,
         target: Subject,
         id: Option<&str>,
         error: JobError,
-        batched: bool,
+        at_once: bool,
         facts: &JobFacts,
     ) -> bool {
         let bytes = protocol::encode_error(id, &error, &self.identity);
         let headers = protocol::error_headers(error.code, &error.message);
         let headers = self.reply_headers(Some(headers), id, facts, &bytes);
-        let sent = self.send(target, bytes, headers, batched).await;
+        let sent = self
+            .send(inbound, id, target, bytes, headers, at_once)
+            .await;
         self.stats.record_error(error.code, &error.message);
         let level = match error.code {
             ErrorCode::ExecutionFailed | ErrorCode::RuntimeUnavailable => Level::Error,
@@ -781,29 +793,40 @@ impl Pipeline {
         sent
     }
 
-    /// Hands a reply to the connection, through the outbox when `batched`. False when the
-    /// client refused it (counted and logged).
-    async fn send(
+    /// Sends a reply: by the source when it settles on the answer's fate (`send_reply`), else
+    /// at once (`at_once`: refusals, and jobs answered on their first poll) or through the
+    /// outbox. False when it could not be sent (counted and logged).
+    async fn send<I: Inbound>(
         &self,
+        inbound: &I,
+        job_id: Option<&str>,
         subject: Subject,
         payload: Vec<u8>,
         headers: Option<HeaderMap>,
-        batched: bool,
+        at_once: bool,
     ) -> bool {
         let reply = Reply {
             subject,
             payload: payload.into(),
             headers,
         };
-        let reply = if batched {
-            match self.outbox.push(reply) {
-                Ok(()) => return true,
-                Err(closed) => closed,
+        let sent = match inbound.send_reply(reply, job_id) {
+            Ok(confirmed) => confirmed.await,
+            Err(reply) => {
+                let reply = if at_once {
+                    reply
+                } else {
+                    match self.outbox.push(reply) {
+                        Ok(()) => return true,
+                        Err(closed) => closed,
+                    }
+                };
+                outbox::publish(&self.client, reply)
+                    .await
+                    .map_err(|e| e.to_string())
             }
-        } else {
-            reply
         };
-        match outbox::publish(&self.client, reply).await {
+        match sent {
             Ok(()) => true,
             Err(e) => {
                 reply_failed(&self.stats, &self.logger, &e);
@@ -812,8 +835,8 @@ impl Pipeline {
         }
     }
 
-    /// Waits (up to [`FINAL_FLUSH`]) for the connection to pass on what was sent so far
-    /// (JetStream: before the ack; every source: at shutdown).
+    /// Waits (up to [`FINAL_FLUSH`]) for the connection to pass on what was sent so far (at
+    /// shutdown).
     pub(crate) async fn flush(&self) -> bool {
         matches!(
             tokio::time::timeout(FINAL_FLUSH, self.client.flush()).await,

@@ -3,7 +3,7 @@
 
 use crate::config::{Config, WorkerIdentity};
 use crate::connection::{self, Attempts};
-use crate::delivery::Source;
+use crate::delivery::{Health, Source};
 use crate::discovery;
 use crate::error::PierError;
 use crate::handler::JobHandler;
@@ -33,6 +33,8 @@ pub struct Worker {
     phase: Arc<Mutex<Phase>>,
     /// Cancelled by `stop()` to end a `start()` still waiting for a server.
     abort_start: Mutex<Option<CancellationToken>>,
+    /// Whether the delivery source can take jobs (JetStream may be re-electing a leader).
+    health: Arc<Health>,
 }
 
 /// The tasks of a running worker.
@@ -60,7 +62,8 @@ enum Phase {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkerStatus {
-    /// `stopped`, `connecting`, `connected`, `disconnected` or `stopping`.
+    /// `stopped`, `connecting`, `connected`, `recovering` (connected, but JetStream does not
+    /// answer yet: a leader election, a node restarting), `disconnected` or `stopping`.
     pub state: &'static str,
     pub servers: String,
     pub server_name: Option<String>,
@@ -81,12 +84,15 @@ pub struct WorkerStatus {
 
 impl Worker {
     pub fn new(config: Config, handler: Arc<dyn JobHandler>, logger: SharedLogger) -> Worker {
+        let stats = Arc::new(Stats::default());
+        let health = Health::new(stats.clone(), logger.clone());
         Worker {
+            health,
             identity: config.worker_identity(),
             config: Arc::new(config),
             handler,
             logger,
-            stats: Arc::new(Stats::default()),
+            stats,
             lifecycle: tokio::sync::Mutex::new(None),
             phase: Arc::new(Mutex::new(Phase::Stopped)),
             abort_start: Mutex::new(None),
@@ -188,12 +194,12 @@ impl Worker {
         if self.config.metrics_port == 0 {
             return Ok(None);
         }
-        let phase = self.phase.clone();
+        let (phase, health) = (self.phase.clone(), self.health.clone());
         MetricsServer::start(
             &self.config.metrics_host,
             self.config.metrics_port,
             self.stats.clone(),
-            Box::new(move || state_of(&lock(&phase))),
+            Box::new(move || state_of(&lock(&phase), &health)),
             self.logger.clone(),
         )
         .await
@@ -209,7 +215,7 @@ impl Worker {
             Attempts::from_config(self.config.max_connect_attempts),
         )
         .await?;
-        match Source::open(&client, &self.config).await {
+        match Source::open(&client, &self.config, self.health.clone()).await {
             Ok(source) => Ok((client, source)),
             Err(error) => {
                 let _ = tokio::time::timeout(FINAL_FLUSH, client.drain()).await;
@@ -315,7 +321,7 @@ impl Worker {
     pub fn status(&self) -> WorkerStatus {
         let phase = lock(&self.phase).clone();
         let config = &self.config;
-        let state = state_of(&phase);
+        let state = state_of(&phase, &self.health);
         let (client, since) = match &phase {
             Phase::Stopped | Phase::Connecting => (None, None),
             Phase::Stopping { client } => (Some(client), None),
@@ -357,13 +363,14 @@ impl Worker {
     }
 }
 
-/// `stopped`, `connecting`, `connected`, `disconnected` or `stopping`.
-fn state_of(phase: &Phase) -> &'static str {
+/// `stopped`, `connecting`, `connected`, `recovering`, `disconnected` or `stopping`.
+fn state_of(phase: &Phase, health: &Health) -> &'static str {
     match phase {
         Phase::Stopped => "stopped",
         Phase::Connecting => "connecting",
         Phase::Stopping { .. } => "stopping",
         Phase::Running { client, .. } => match client.connection_state() {
+            async_nats::connection::State::Connected if health.recovering() => "recovering",
             async_nats::connection::State::Connected => "connected",
             async_nats::connection::State::Disconnected => "disconnected",
             async_nats::connection::State::Pending => "connecting",

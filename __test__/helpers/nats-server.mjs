@@ -103,3 +103,49 @@ export async function startNatsCluster(size = 3) {
   )
   return { nodes, stop: () => Promise.all(nodes.map((n) => n.stop())) }
 }
+
+/**
+ * `size` clustered servers with JetStream, each on fixed client and route ports with its own
+ * store, so a node killed with `kill -9` can be restarted as the same cluster member.
+ * `node.kill()` SIGKILLs it (its store stays); `node.restart()` starts it again.
+ */
+export async function startJetStreamCluster(size = 3) {
+  const base = mkdtempSync(join(tmpdir(), 'pier-js-cluster-'))
+  const ports = []
+  for (let i = 0; i < size; i++) ports.push({ client: await freePort(), route: await freePort() })
+  const nodes = ports.map(({ client, route }, i) => {
+    const node = {
+      name: `n${i + 1}`,
+      port: client,
+      url: `nats://127.0.0.1:${client}`,
+      server: null,
+      async start() {
+        node.server = await startNatsServer({
+          name: node.name,
+          port: client,
+          jetstream: true,
+          storeDir: join(base, node.name),
+          cluster: { port: route, routes: ports.filter((p) => p.route !== route).map((p) => p.route) },
+        })
+      },
+      async kill() {
+        await node.server?.stop('SIGKILL')
+        node.server = null
+      },
+      async restart() {
+        await node.start()
+      },
+    }
+    return node
+  })
+  await Promise.all(nodes.map((n) => n.start()))
+  return {
+    nodes,
+    urls: nodes.map((n) => n.url),
+    node: (name) => nodes.find((n) => n.name === name),
+    async stop() {
+      await Promise.all(nodes.map((n) => n.kill()))
+      rmSync(base, { recursive: true, force: true })
+    },
+  }
+}

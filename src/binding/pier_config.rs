@@ -81,6 +81,9 @@ pub struct PierConfig {
     /// Stream name: JetStream mode: the work-queue stream over the job subject.
     /// Default: `"PIER_JOBS"`.
     pub stream_name: Option<String>,
+    /// Stream replicas: JetStream mode: copies of the job stream the cluster keeps (1 on one server; 3 on a cluster, so losing a node loses no queued job). A stream with other replicas is updated to this; the consumer follows the stream.
+    /// Default: `1`.
+    pub stream_replicas: Option<f64>,
     /// Consumer name: JetStream mode: the durable pull consumer the workers share.
     /// Default: `"pier-workers"`.
     pub consumer_name: Option<String>,

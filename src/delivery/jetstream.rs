@@ -1,67 +1,247 @@
 //! `delivery: "jetstream"`: at-least-once jobs from a durable pull consumer on a work-queue
 //! stream. The pull budget is the free concurrency slots; a running job sends `in_progress`
-//! heartbeats; a result is published and flushed before the ack; a failed turn is retried
-//! with backoff up to `maxDeliver`; a job that was answered with a final error is terminated,
-//! and one whose answer could not be sent is given back (nak), never acked as done.
+//! heartbeats; a failed turn is retried with backoff up to `maxDeliver`; a job answered with a
+//! final error is terminated, and one whose answer could not be confirmed is given back (nak),
+//! never acked as done.
+//!
+//! A job is acked only after its answer is confirmed: to a reply subject that a stream keeps,
+//! the answer is published the JetStream way (PubAck awaited, the job id as `Nats-Msg-Id`, so
+//! the answer of a redelivered job is deduplicated); to any other subject it goes over core
+//! NATS, flushed before the ack, and is at most once like every core message.
+//!
+//! JetStream being briefly unavailable (a leader election, a node restarting) is waited out,
+//! at start and while running; only a refusal that no wait can heal (permissions, a stream
+//! whose config conflicts) fails the start.
 
+use super::Health;
 use crate::config::Config;
 use crate::error::{ErrorCode, JobError, PierError, RequestOp};
-use crate::pipeline::{Inbound, Pipeline, ReplyTarget, Settle};
+use crate::outbox::{self, Reply};
+use crate::pipeline::{Inbound, Pipeline, ReplyTarget, Settle, FINAL_FLUSH};
 use crate::protocol::REPLY_HEADER;
 use crate::subject;
-use async_nats::jetstream::{self, consumer::PullConsumer, AckKind};
+use async_nats::jetstream::consumer::PullConsumer;
+use async_nats::jetstream::context::{CreateStreamErrorKind, GetStreamByNameErrorKind};
+use async_nats::jetstream::message::PublishMessage;
+use async_nats::jetstream::stream::{ConsumerErrorKind, ConsumerUpdateErrorKind};
+use async_nats::jetstream::ErrorCode as ApiCode;
+use async_nats::jetstream::{self, AckKind};
 use async_nats::{Client, HeaderMap, Subject};
 use futures_util::StreamExt;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+/// Attempts at a JetStream publish of an answer (each waits for its PubAck) before the job is
+/// given back; a leader election usually ends within them.
+const PUBLISH_ATTEMPTS: u32 = 4;
+
 pub(crate) struct PullSource {
     consumer: PullConsumer,
+    stream: Arc<StreamContext>,
+    health: Arc<Health>,
+}
+
+/// What every job of the source needs: the JetStream context its answers are published with,
+/// and the settings that decide where they go and how the job is settled.
+struct StreamContext {
+    js: jetstream::Context,
+    client: Client,
+    config: Arc<Config>,
+}
+
+/// Why the stream or the consumer could not be bound, and whether waiting can cure it.
+#[derive(Debug)]
+struct Refusal {
+    why: String,
+    heals: bool,
+}
+
+impl Refusal {
+    /// A refusal with the server's JetStream API error: an election or a node coming back
+    /// cures some; the others (a config conflict, JetStream off, a bad name) need the operator.
+    fn api(op: &str, error: &jetstream::Error) -> Refusal {
+        let code = error.error_code();
+        let heals = [
+            ApiCode::CLUSTER_NOT_AVAILABLE,
+            ApiCode::CLUSTER_NO_PEERS,
+            ApiCode::INSUFFICIENT_RESOURCES,
+            ApiCode::CLUSTER_NOT_ASSIGNED,
+            ApiCode::CLUSTER_NOT_LEADER,
+            ApiCode::CLUSTER_INCOMPLETE,
+            ApiCode::CLUSTER_PEER_NOT_MEMBER,
+            ApiCode::STREAM_OFFLINE,
+            ApiCode::CONSUMER_OFFLINE,
+            ApiCode::STREAM_NOT_FOUND,
+            ApiCode::CONSUMER_NOT_FOUND,
+            ApiCode::PEER_REMAP,
+            ApiCode::CLUSTER_SERVER_MEMBER_CHANGE_INFLIGHT,
+        ]
+        .contains(&code);
+        Refusal {
+            why: format!("JetStream {op}: {error}"),
+            heals,
+        }
+    }
+
+    /// No answer, or no JetStream answering yet: what an election or a restart looks like.
+    fn unanswered(op: &str, error: impl std::fmt::Display) -> Refusal {
+        Refusal {
+            why: format!("JetStream {op}: {error}"),
+            heals: true,
+        }
+    }
+
+    fn permanent(op: &str, error: impl std::fmt::Display) -> Refusal {
+        Refusal {
+            why: format!("JetStream {op}: {error}"),
+            heals: false,
+        }
+    }
+
+    fn of_stream(op: &str, error: &jetstream::context::CreateStreamError) -> Refusal {
+        match error.kind() {
+            CreateStreamErrorKind::JetStream(api) => Refusal::api(op, &api),
+            CreateStreamErrorKind::EmptyStreamName
+            | CreateStreamErrorKind::InvalidStreamName
+            | CreateStreamErrorKind::DomainAndExternalSet => Refusal::permanent(op, error),
+            _ => Refusal::unanswered(op, error),
+        }
+    }
+
+    fn of_consumer(op: &str, error: &jetstream::stream::ConsumerError) -> Refusal {
+        match error.kind() {
+            ConsumerErrorKind::JetStream(api) => Refusal::api(op, &api),
+            ConsumerErrorKind::InvalidName | ConsumerErrorKind::InvalidConsumerType => {
+                Refusal::permanent(op, error)
+            }
+            _ => Refusal::unanswered(op, error),
+        }
+    }
+
+    fn of_consumer_update(op: &str, error: &jetstream::stream::ConsumerUpdateError) -> Refusal {
+        match error.kind() {
+            ConsumerUpdateErrorKind::JetStream(api) => Refusal::api(op, &api),
+            ConsumerUpdateErrorKind::InvalidName | ConsumerUpdateErrorKind::InvalidConsumerType => {
+                Refusal::permanent(op, error)
+            }
+            _ => Refusal::unanswered(op, error),
+        }
+    }
+}
+
+/// Waits between attempts: 250 ms, doubling, at most 5 s.
+struct Backoff(Duration);
+
+impl Backoff {
+    fn new() -> Backoff {
+        Backoff(Duration::from_millis(250))
+    }
+
+    fn next(&mut self) -> Duration {
+        let wait = self.0;
+        self.0 = (self.0 * 2).min(Duration::from_secs(5));
+        wait
+    }
+}
+
+/// The work-queue stream over the job subject, with the configured replicas.
+fn stream_config(config: &Config) -> jetstream::stream::Config {
+    jetstream::stream::Config {
+        name: config.stream_name.clone(),
+        subjects: vec![config.subject.clone()],
+        retention: jetstream::stream::RetentionPolicy::WorkQueue,
+        storage: jetstream::stream::StorageType::File,
+        duplicate_window: Duration::from_secs(120),
+        num_replicas: config.stream_replicas,
+        ..Default::default()
+    }
+}
+
+/// The stream (created if missing) and the durable consumer the workers share. A stream whose
+/// replicas, or a consumer whose `ackWaitMs` / `maxDeliver`, differ from the config is updated,
+/// so a changed setting is never silently ignored. The consumer's replicas are left at 0: it
+/// follows the stream's.
+async fn bind(js: &jetstream::Context, config: &Config) -> Result<PullConsumer, Refusal> {
+    let stream = js
+        .get_or_create_stream(stream_config(config))
+        .await
+        .map_err(|e| Refusal::of_stream("stream", &e))?;
+    let current = &stream.cached_info().config;
+    if current.num_replicas != config.stream_replicas {
+        let mut wanted = current.clone();
+        wanted.num_replicas = config.stream_replicas;
+        js.update_stream(wanted)
+            .await
+            .map_err(|e| Refusal::of_stream("stream update to streamReplicas", &e))?;
+    }
+    let wanted = jetstream::consumer::pull::Config {
+        durable_name: Some(config.consumer_name.clone()),
+        ack_policy: jetstream::consumer::AckPolicy::Explicit,
+        ack_wait: Duration::from_millis(config.ack_wait_ms),
+        max_deliver: config.max_deliver,
+        ..Default::default()
+    };
+    let consumer: PullConsumer = stream
+        .get_or_create_consumer(&config.consumer_name, wanted.clone())
+        .await
+        .map_err(|e| Refusal::of_consumer("consumer", &e))?;
+    let current = &consumer.cached_info().config;
+    if current.ack_wait == wanted.ack_wait && current.max_deliver == wanted.max_deliver {
+        return Ok(consumer);
+    }
+    stream.update_consumer(wanted).await.map_err(|e| {
+        Refusal::of_consumer_update("consumer update to the configured ackWaitMs/maxDeliver", &e)
+    })
 }
 
 impl PullSource {
-    /// The stream (created if missing and permitted) and the durable consumer the workers
-    /// share. A consumer that exists with other `ackWaitMs` / `maxDeliver` is updated to the
-    /// configured values, so a changed setting is never silently ignored.
-    pub(crate) async fn open(client: &Client, config: &Config) -> Result<Self, PierError> {
+    /// Binds the stream and the consumer, waiting out JetStream's unavailability (reported
+    /// through `health`) until it answers; fails only on a refusal no wait can cure. The
+    /// worker ends this wait when it is stopped.
+    pub(crate) async fn open(
+        client: &Client,
+        config: &Arc<Config>,
+        health: Arc<Health>,
+    ) -> Result<Self, PierError> {
         let js = jetstream::new(client.clone());
-        let stream = js
-            .get_or_create_stream(jetstream::stream::Config {
-                name: config.stream_name.clone(),
-                subjects: vec![config.subject.clone()],
-                retention: jetstream::stream::RetentionPolicy::WorkQueue,
-                storage: jetstream::stream::StorageType::File,
-                duplicate_window: Duration::from_secs(120),
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| PierError::request(RequestOp::JetStreamStream, e))?;
-        let wanted = jetstream::consumer::pull::Config {
-            durable_name: Some(config.consumer_name.clone()),
-            ack_policy: jetstream::consumer::AckPolicy::Explicit,
-            ack_wait: Duration::from_millis(config.ack_wait_ms),
-            max_deliver: config.max_deliver,
-            ..Default::default()
-        };
-        let mut consumer: PullConsumer = stream
-            .get_or_create_consumer(&config.consumer_name, wanted.clone())
-            .await
-            .map_err(|e| PierError::request(RequestOp::JetStreamConsumer, e))?;
-        let current = &consumer.cached_info().config;
-        if current.ack_wait != wanted.ack_wait || current.max_deliver != wanted.max_deliver {
-            consumer = stream
-                .update_consumer(wanted)
-                .await
-                .map_err(|e| PierError::request(RequestOp::JetStreamConsumerUpdate, e))?;
+        let mut backoff = Backoff::new();
+        loop {
+            let refusal = match bind(&js, config).await {
+                Ok(consumer) => {
+                    health.healed();
+                    let stream = Arc::new(StreamContext {
+                        js,
+                        client: client.clone(),
+                        config: config.clone(),
+                    });
+                    return Ok(PullSource {
+                        consumer,
+                        stream,
+                        health,
+                    });
+                }
+                Err(refusal) => refusal,
+            };
+            // A request the server's permissions drop never gets an answer: the server says so
+            // only in an -ERR line, which the connection recorded.
+            if !refusal.heals || health.jetstream_denied() {
+                return Err(PierError::request(
+                    RequestOp::JetStreamStream,
+                    health.denied_or(refusal.why),
+                ));
+            }
+            health.trouble(&refusal.why);
+            tokio::time::sleep(backoff.next()).await;
         }
-        Ok(PullSource { consumer })
     }
 
-    /// Pulls as many jobs as there are free slots and admits each, until `stop`. Jobs still
-    /// running at shutdown are given back to the stream by the pipeline.
-    pub(crate) async fn run(self, pipeline: Arc<Pipeline>, mut stop: oneshot::Receiver<()>) {
+    /// Pulls as many jobs as there are free slots and admits each, until `stop`. A failed pull
+    /// waits for the consumer to answer again (`recover`). Jobs still running at shutdown are
+    /// given back to the stream by the pipeline.
+    pub(crate) async fn run(mut self, pipeline: Arc<Pipeline>, mut stop: oneshot::Receiver<()>) {
         let slots = pipeline.slots().clone();
         loop {
             let slot = tokio::select! {
@@ -75,27 +255,127 @@ impl PullSource {
                 _ = &mut stop => break,
                 batch = self.consumer.fetch().max_messages(budget).expires(Duration::from_millis(500)).messages() => batch,
             };
-            let Ok(mut batch) = batch else {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                continue;
-            };
-            let mut first = Some(slot);
-            while let Some(Ok(message)) = batch.next().await {
-                let inbound = StreamMessage {
-                    message,
-                    pipeline: pipeline.clone(),
-                };
-                // Without a slot the pipeline gives the message back (`when_full`).
-                pipeline.admit(inbound, first.take()).await;
+            let mut failure = None;
+            match batch {
+                Ok(mut batch) => {
+                    let mut first = Some(slot);
+                    while let Some(next) = batch.next().await {
+                        match next {
+                            Ok(message) => {
+                                let inbound = StreamMessage {
+                                    message,
+                                    stream: self.stream.clone(),
+                                };
+                                // Without a slot the pipeline gives the message back (`when_full`).
+                                pipeline.admit(inbound, first.take()).await;
+                            }
+                            Err(error) => {
+                                failure = Some(format!("JetStream pull: {error}"));
+                                break;
+                            }
+                        }
+                    }
+                }
+                Err(error) => failure = Some(format!("JetStream pull: {error}")),
+            }
+            if let Some(why) = failure {
+                if !self.recover(&mut stop, why).await {
+                    break;
+                }
             }
         }
+    }
+
+    /// After a failed pull, waits until the consumer answers again: bound anew when it or its
+    /// stream is gone, state `recovering` while it takes longer than one short pause. False
+    /// when the worker stopped meanwhile.
+    async fn recover(&mut self, stop: &mut oneshot::Receiver<()>, mut why: String) -> bool {
+        let mut backoff = Backoff::new();
+        loop {
+            tokio::select! {
+                biased;
+                _ = &mut *stop => return false,
+                _ = tokio::time::sleep(backoff.next()) => {}
+            }
+            let missing = match self.consumer.info().await {
+                Ok(_) => {
+                    self.health.healed();
+                    return true;
+                }
+                Err(error) => {
+                    use async_nats::jetstream::context::ConsumerInfoErrorKind as Kind;
+                    let missing = matches!(error.kind(), Kind::NotFound | Kind::StreamNotFound);
+                    if !missing {
+                        why = format!("JetStream consumer: {error}");
+                    }
+                    missing
+                }
+            };
+            if missing {
+                match bind(&self.stream.js, &self.stream.config).await {
+                    Ok(consumer) => {
+                        self.consumer = consumer;
+                        self.health.healed();
+                        return true;
+                    }
+                    Err(refusal) => why = refusal.why,
+                }
+            }
+            self.health.trouble(&why);
+        }
+    }
+}
+
+impl StreamContext {
+    /// Sends an answer and confirms it reached the server: the JetStream way (PubAck) when a
+    /// stream keeps its subject, else over core NATS and flushed.
+    async fn send_confirmed(&self, reply: Reply, job_id: Option<String>) -> Result<(), String> {
+        match self.js.stream_by_subject(reply.subject.as_str()).await {
+            Ok(_) => self.publish_to_stream(reply, job_id).await,
+            Err(error) if error.kind() == GetStreamByNameErrorKind::NotFound => {
+                outbox::publish(&self.client, reply)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                match tokio::time::timeout(FINAL_FLUSH, self.client.flush()).await {
+                    Ok(Ok(())) => Ok(()),
+                    _ => Err("the server did not confirm the answer (flush)".into()),
+                }
+            }
+            Err(error) => Err(format!(
+                "could not learn whether a stream keeps the reply subject: {error}"
+            )),
+        }
+    }
+
+    /// Publishes into the stream that keeps the reply subject, with the job id as
+    /// `Nats-Msg-Id`, until a PubAck confirms it (or the attempts run out).
+    async fn publish_to_stream(&self, reply: Reply, job_id: Option<String>) -> Result<(), String> {
+        let mut backoff = Backoff::new();
+        let mut last = String::new();
+        for _ in 0..PUBLISH_ATTEMPTS {
+            let mut publish = PublishMessage::build().payload(reply.payload.clone());
+            if let Some(headers) = reply.headers.clone() {
+                publish = publish.headers(headers);
+            }
+            if let Some(id) = &job_id {
+                publish = publish.message_id(id);
+            }
+            match self.js.send_publish(reply.subject.clone(), publish).await {
+                Ok(ack) => match ack.await {
+                    Ok(_) => return Ok(()),
+                    Err(error) => last = error.to_string(),
+                },
+                Err(error) => last = error.to_string(),
+            }
+            tokio::time::sleep(backoff.next()).await;
+        }
+        Err(format!("JetStream publish of the answer: {last}"))
     }
 }
 
 struct StreamMessage {
     message: jetstream::Message,
-    /// For the config and the connection's flush before the ack.
-    pipeline: Arc<Pipeline>,
+    stream: Arc<StreamContext>,
 }
 
 impl StreamMessage {
@@ -105,9 +385,6 @@ impl StreamMessage {
 }
 
 impl Inbound for StreamMessage {
-    // The ack must follow the job's own publish.
-    const BATCHED_REPLIES: bool = false;
-
     fn payload(&self) -> &[u8] {
         &self.message.payload
     }
@@ -156,7 +433,7 @@ impl Inbound for StreamMessage {
         } else {
             "it has no Pier-Reply-To header"
         };
-        match (&self.pipeline.config().result_subject, job_id) {
+        match (&self.stream.config.result_subject, job_id) {
             (Some(prefix), Some(id)) => ReplyTarget::Subject(Subject::from(format!(
                 "{prefix}.{}",
                 subject::subject_token(id)
@@ -174,13 +451,24 @@ impl Inbound for StreamMessage {
         super::malformed_headers(&self.message)
     }
 
+    /// The job is acked after its answer, so the answer is sent here and confirmed.
+    fn send_reply(
+        &self,
+        reply: Reply,
+        job_id: Option<&str>,
+    ) -> Result<impl Future<Output = Result<(), String>> + Send + 'static, Reply> {
+        let stream = self.stream.clone();
+        let job_id = job_id.map(str::to_string);
+        Ok(async move { stream.send_confirmed(reply, job_id).await })
+    }
+
     fn retry(&self, error: &JobError) -> Option<Settle> {
         match error.code {
             // Another worker takes it.
             ErrorCode::ShuttingDown => Some(Settle::Retry { delay: None }),
             ErrorCode::ExecutionFailed | ErrorCode::RuntimeUnavailable => {
                 let delivered = self.delivered();
-                (delivered < self.pipeline.config().max_deliver).then(|| Settle::Retry {
+                (delivered < self.stream.config.max_deliver).then(|| Settle::Retry {
                     delay: Some(Duration::from_millis(250 * (1u64 << delivered.clamp(1, 8)))),
                 })
             }
@@ -194,7 +482,7 @@ impl Inbound for StreamMessage {
 
     fn keep_alive(&self) -> Option<JoinHandle<()>> {
         let message = self.message.clone();
-        let every = Duration::from_millis((self.pipeline.config().ack_wait_ms / 2).max(100));
+        let every = Duration::from_millis((self.stream.config.ack_wait_ms / 2).max(100));
         Some(tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.tick().await;
@@ -205,21 +493,45 @@ impl Inbound for StreamMessage {
         }))
     }
 
+    /// The answer (if any) is confirmed by now (`send_reply`), so the ack never precedes it.
     async fn settle(self, how: Settle) {
         let ack = match how {
-            Settle::Answered { ok } => {
-                // The answer must have reached the server before the job is taken off the
-                // stream; if that cannot be confirmed, the job comes back.
-                match (self.pipeline.flush().await, ok) {
-                    (false, _) => AckKind::Nak(None),
-                    (true, true) => return drop(self.message.double_ack().await),
-                    (true, false) => AckKind::Term,
-                }
-            }
-            Settle::Unanswerable => AckKind::Term,
+            Settle::Answered { ok: true } => return drop(self.message.double_ack().await),
+            Settle::Answered { ok: false } | Settle::Unanswerable => AckKind::Term,
             Settle::Undelivered => AckKind::Nak(Some(Duration::from_secs(1))),
             Settle::Retry { delay } => AckKind::Nak(delay),
         };
         let _ = self.message.ack_with(ack).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(code: u64) -> jetstream::Error {
+        serde_json::from_value(serde_json::json!({
+            "code": 503, "err_code": code, "description": "test"
+        }))
+        .expect("an API error")
+    }
+
+    #[test]
+    fn elections_and_offline_nodes_heal_config_conflicts_do_not() {
+        for code in [10008, 10005, 10023, 10118, 10009] {
+            assert!(Refusal::api("stream", &api(code)).heals, "{code}");
+        }
+        // stream name in use with another config, subjects overlap, JetStream off for the
+        // account, replicas > 1 on a single server
+        for code in [10058, 10065, 10039, 10074] {
+            assert!(!Refusal::api("stream", &api(code)).heals, "{code}");
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_to_five_seconds() {
+        let mut b = Backoff::new();
+        let waits: Vec<u128> = (0..7).map(|_| b.next().as_millis()).collect();
+        assert_eq!(waits, [250, 500, 1000, 2000, 4000, 5000, 5000]);
     }
 }

@@ -6,11 +6,13 @@ use crate::config::Config;
 use crate::connection;
 use crate::error::{ErrorCode, PierError, RequestOp};
 use crate::log::Level;
+use crate::outbox::Reply;
 use crate::pipeline::{Inbound, Pipeline, ReplyTarget, Settle, FINAL_FLUSH};
 use crate::protocol::REPLY_HEADER;
 use crate::subject;
 use async_nats::{Client, HeaderMap, Message, Subscriber};
 use futures_util::StreamExt;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -67,8 +69,6 @@ impl QueueSubscription {
 struct CoreMessage(Message);
 
 impl Inbound for CoreMessage {
-    const BATCHED_REPLIES: bool = true;
-
     fn payload(&self) -> &[u8] {
         &self.0.payload
     }
@@ -109,6 +109,16 @@ impl Inbound for CoreMessage {
                 ),
             },
         }
+    }
+
+    /// Core NATS confirms nothing: the pipeline sends the reply (at most once, like every
+    /// core message).
+    fn send_reply(
+        &self,
+        reply: Reply,
+        _job_id: Option<&str>,
+    ) -> Result<impl Future<Output = Result<(), String>> + Send + 'static, Reply> {
+        Err::<std::future::Ready<_>, _>(reply)
     }
 
     async fn settle(self, _how: Settle) {}

@@ -1,0 +1,173 @@
+// A 3-node JetStream cluster and 3 worker processes under load, while `kill -9` takes out the
+// job stream's leader, a worker and another node, each restarted: with an R3 stream no job is
+// lost, every job is answered at least once (read from the requester's own results stream,
+// where the job id as Nats-Msg-Id folds a rerun's second answer), and the restarted worker
+// serves again. The same cluster in core mode shows what a worker killed mid-job costs: the
+// jobs it held, and nothing else. The requester is nats.js, not our publisher.
+import { it, after } from 'node:test'
+import assert from 'node:assert/strict'
+import { connect } from '@nats-io/transport-node'
+import { startJetStreamCluster } from './helpers/nats-server.mjs'
+import { jetStreamOf, publishConfirmed, streamLeader } from './helpers/jetstream.mjs'
+import { startWorkerProcess } from './helpers/worker-process.mjs'
+import { waitFor, sleep } from './helpers/wait.mjs'
+
+const cleanups = []
+after(async () => {
+  for (const c of cleanups.reverse()) await c()
+})
+
+const encoder = new TextEncoder()
+const decoder = new TextDecoder()
+
+function startWorker(config, delayMs) {
+  const worker = startWorkerProcess(config, delayMs)
+  cleanups.push(() => worker.kill())
+  return worker
+}
+
+it('JetStream on a 3-node cluster: leader, worker and node killed under load, no job lost', async () => {
+  const cluster = await startJetStreamCluster(3)
+  cleanups.push(() => cluster.stop())
+  const nc = await connect({ servers: cluster.urls, reconnectTimeWait: 100, maxReconnectAttempts: -1 })
+  cleanups.push(() => nc.close())
+  const { jsm, js } = await jetStreamOf(nc)
+
+  // The requester keeps results in a stream of its own (R3).
+  await jsm.streams.add({ name: 'RESULTS', subjects: ['results.>'], num_replicas: 3, duplicate_window: 120e9 })
+  // A job stream made by hand with one replica: the workers raise it to streamReplicas.
+  await jsm.streams.add({ name: 'CHAOS_JOBS', subjects: ['jobs.chaos'], retention: 'workqueue', num_replicas: 1 })
+
+  const config = (workerId) => ({
+    servers: cluster.urls,
+    workerId,
+    subject: 'jobs.chaos',
+    delivery: 'jetstream',
+    streamName: 'CHAOS_JOBS',
+    consumerName: 'chaos-workers',
+    streamReplicas: 3,
+    resultSubject: 'results',
+    ackWaitMs: 2000,
+    maxConcurrentJobs: 8,
+    discovery: false,
+  })
+  const workers = ['w1', 'w2', 'w3'].map((id) => startWorker(config(id), 50))
+  await Promise.all(workers.map((w) => w.ready))
+
+  const jobs = await streamLeader(jsm, 'CHAOS_JOBS')
+  assert.equal(jobs.config.num_replicas, 3, 'the hand-made R1 stream was raised to streamReplicas 3')
+  const consumer = await jsm.consumers.info('CHAOS_JOBS', 'chaos-workers')
+  assert.equal(consumer.cluster.replicas?.length, 2, 'the consumer follows the stream: a leader and 2 replicas')
+
+  // Every answer the requester sees (reruns included), besides what its stream keeps.
+  const seen = new Map()
+  const sub = nc.subscribe('results.>', {
+    callback: (_e, m) => {
+      const r = JSON.parse(decoder.decode(m.data))
+      seen.set(r.id, (seen.get(r.id) ?? 0) + 1)
+    },
+  })
+  cleanups.push(() => sub.unsubscribe())
+
+  const total = 800
+  const ids = Array.from({ length: total }, (_, i) => `c${i}`)
+  const started = Date.now()
+  const publishing = (async () => {
+    for (const [i, id] of ids.entries()) {
+      const due = started + i * 25 // 40 jobs/s for 20 s
+      if (due > Date.now()) await sleep(due - Date.now())
+      const job = { version: '1.0', id, type: 'task_request', task: `t${i}` }
+      await publishConfirmed(js, 'jobs.chaos', encoder.encode(JSON.stringify(job)), id)
+    }
+  })()
+
+  const events = []
+  const at = (ms) => sleep(Math.max(0, started + ms - Date.now()))
+  await at(3000)
+  const leader = (await streamLeader(jsm, 'CHAOS_JOBS')).cluster.leader
+  await cluster.node(leader).kill()
+  events.push(`killed stream leader ${leader}`)
+  await sleep(3000)
+  await cluster.node(leader).restart()
+  await at(8000)
+  await workers[0].kill()
+  events.push('killed worker w1')
+  await sleep(2000)
+  const restarted = startWorker(config('w1b'), 50)
+  await restarted.ready
+  await at(13000)
+  const other = cluster.nodes.find((n) => n.name !== leader).name
+  await cluster.node(other).kill()
+  events.push(`killed node ${other}`)
+  await sleep(3000)
+  await cluster.node(other).restart()
+  await publishing
+
+  await waitFor(() => ids.every((id) => seen.has(id)), { timeout: 45_000, interval: 200 }).catch(() => {})
+  const missing = ids.filter((id) => !seen.has(id))
+  assert.deepEqual(missing, [], `every job answered (${events.join(', ')})`)
+
+  // What the requester's stream kept: each job's answer once.
+  const results = await streamLeader(jsm, 'RESULTS')
+  const kept = new Map()
+  const reader = await js.consumers.get('RESULTS')
+  const batch = await reader.fetch({ max_messages: results.state.messages, expires: 5000 })
+  for await (const m of batch) {
+    const r = m.json()
+    kept.set(r.id, (kept.get(r.id) ?? 0) + 1)
+    if (kept.size === total && [...kept.values()].reduce((a, b) => a + b, 0) === results.state.messages) break
+  }
+  assert.equal(kept.size, total, 'every answer is in the results stream')
+  const keptTwice = [...kept.values()].filter((n) => n > 1).length
+  const reruns = [...seen.values()].reduce((a, n) => a + n - 1, 0)
+  // A rerun is a job whose ack was lost with a node or its worker: at most the jobs in flight
+  // at each of the three kills (3 workers x 8 slots).
+  assert.ok(reruns <= 3 * 3 * 8, `reruns bounded: ${reruns}`)
+  assert.equal(keptTwice, 0, `the stream deduplicated every rerun's answer (${reruns} reruns)`)
+  assert.ok(restarted.got().length > 0, 'the restarted worker serves again')
+  const left = await streamLeader(jsm, 'CHAOS_JOBS')
+  assert.equal(left.state.messages, 0, 'every job was acked and left the work queue')
+  console.log(`chaos: ${total} jobs, ${reruns} reruns, ${keptTwice} kept twice; ${events.join(', ')}; ${Date.now() - started} ms`)
+})
+
+it('core mode on the same kind of cluster: a worker killed mid-job loses only the jobs it held', async () => {
+  const cluster = await startJetStreamCluster(3)
+  cleanups.push(() => cluster.stop())
+  const config = (workerId) => ({
+    servers: cluster.urls,
+    workerId,
+    subject: 'jobs.chaoscore',
+    maxConcurrentJobs: 16,
+    discovery: false,
+  })
+  const workers = ['k1', 'k2', 'k3'].map((id) => startWorker(config(id), 400))
+  await Promise.all(workers.map((w) => w.ready))
+  const nc = await connect({ servers: cluster.urls })
+  cleanups.push(() => nc.close())
+
+  const total = 240
+  const outcome = new Map()
+  const started = Date.now()
+  const requests = []
+  for (let i = 0; i < total; i++) {
+    const id = `k${i}`
+    const due = started + i * 25
+    if (due > Date.now()) await sleep(due - Date.now())
+    const job = { version: '1.0', id, type: 'task_request', task: `t${i}` }
+    requests.push(
+      nc.request('jobs.chaoscore', encoder.encode(JSON.stringify(job)), { timeout: 4000 }).then(
+        (m) => outcome.set(id, JSON.parse(decoder.decode(m.data)).ok ? 'answered' : 'refused'),
+        () => outcome.set(id, 'lost'),
+      ),
+    )
+    if (i === 120) await workers[0].kill()
+  }
+  await Promise.all(requests)
+  const lost = [...outcome].filter(([, o]) => o === 'lost').map(([id]) => id)
+  const held = new Set(workers[0].got())
+  assert.ok(held.size > 0, 'the killed worker held jobs')
+  assert.ok(lost.length <= 16, `at most its slots: ${lost.length}`)
+  assert.deepEqual(lost.filter((id) => !held.has(id)), [], 'only jobs the killed worker held are lost')
+  assert.equal([...outcome.values()].filter((o) => o === 'answered').length, total - lost.length)
+  console.log(`core: ${total} requests, ${lost.length} lost with the killed worker (held ${held.size} in all)`)
+})

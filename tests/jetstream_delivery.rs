@@ -1,0 +1,267 @@
+//! JetStream delivery against real nats-server: a job is acked only after its answer is
+//! confirmed (flushed, or stored by the requester's results stream with the job id as
+//! `Nats-Msg-Id`), JetStream's unavailability is waited out at start and while running, and a
+//! refusal no wait can cure fails the start with its reason.
+
+mod common;
+
+use async_nats::jetstream::{self, stream};
+use common::{config, eventually, free_port, NatsServer, TempDir};
+use futures_util::future::BoxFuture;
+use futures_util::StreamExt;
+use pier_connector::handler::{HandlerResult, JobHandler, JobInput};
+use pier_connector::log::MemoryLogger;
+use pier_connector::worker::Worker;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Answers every job with its task after a few milliseconds (so each job runs in a task of
+/// its own, as an agent turn does).
+struct Slow;
+
+impl JobHandler for Slow {
+    fn run(&self, job: JobInput) -> BoxFuture<'static, HandlerResult> {
+        Box::pin(async move {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            Ok(job.task)
+        })
+    }
+}
+
+fn worker(url: &str, extra: Value) -> Worker {
+    let mut settings =
+        json!({ "delivery": "jetstream", "ackWaitMs": 1000, "resultSubject": "results" });
+    if let (Some(s), Some(e)) = (settings.as_object_mut(), extra.as_object()) {
+        s.extend(e.clone());
+    }
+    Worker::new(
+        config(url, settings),
+        Arc::new(Slow),
+        Arc::new(MemoryLogger::default()),
+    )
+}
+
+/// Publishes a job into the job stream; returns its stream sequence.
+async fn publish_job(js: &jetstream::Context, id: &str) -> u64 {
+    let payload = json!({ "id": id, "task": format!("task {id}") }).to_string();
+    js.publish("jobs.rust", payload.into())
+        .await
+        .expect("published")
+        .await
+        .expect("stored")
+        .sequence
+}
+
+async fn job_stream_messages(js: &jetstream::Context) -> u64 {
+    js.get_stream("PIER_JOBS")
+        .await
+        .expect("the job stream")
+        .info()
+        .await
+        .expect("its info")
+        .state
+        .messages
+}
+
+#[tokio::test]
+async fn every_answer_reaches_the_server_before_its_job_is_acked() {
+    let server = NatsServer::jetstream().await;
+    let worker = worker(&server.url, json!({ "maxConcurrentJobs": 16 }));
+    worker.start().await.expect("worker starts");
+    let client = async_nats::connect(&server.url).await.unwrap();
+    // One subscriber sees both the answers and the acks, in the order the server got them
+    // from the worker's one connection.
+    let mut seen = client.subscribe(">").await.unwrap();
+    client.flush().await.unwrap();
+    let js = jetstream::new(client.clone());
+    let mut ids_by_seq = HashMap::new();
+    for i in 0..200 {
+        let id = format!("order-{i}");
+        ids_by_seq.insert(publish_job(&js, &id).await, id);
+    }
+    let mut answered = std::collections::HashSet::new();
+    let mut acked = 0;
+    while acked < 200 {
+        let message = tokio::time::timeout(Duration::from_secs(10), seen.next())
+            .await
+            .expect("traffic in time")
+            .expect("a message");
+        let subject = message.subject.as_str();
+        if let Some(id) = subject.strip_prefix("results.") {
+            answered.insert(id.to_string());
+        } else if subject.starts_with("$JS.ACK.") && &message.payload[..] == b"+ACK" {
+            let tokens: Vec<&str> = subject.split('.').collect();
+            let at = tokens.iter().position(|t| *t == "pier-workers").unwrap();
+            let seq: u64 = tokens[at + 2].parse().unwrap();
+            let id = &ids_by_seq[&seq];
+            assert!(answered.contains(id), "job {id} acked before its answer");
+            acked += 1;
+        }
+    }
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn an_answer_the_results_stream_refuses_leaves_the_job_in_its_stream_until_it_is_stored() {
+    let server = NatsServer::jetstream().await;
+    let client = async_nats::connect(&server.url).await.unwrap();
+    let js = jetstream::new(client.clone());
+    // The requester keeps results in a stream of its own, here with room for one answer.
+    js.create_stream(stream::Config {
+        name: "RESULTS".into(),
+        subjects: vec!["results.>".into()],
+        max_messages: 1,
+        discard: stream::DiscardPolicy::New,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let worker = worker(&server.url, json!({}));
+    worker.start().await.expect("worker starts");
+    publish_job(&js, "kept-1").await;
+    let stored_one = eventually(Duration::from_secs(10), || {
+        worker.status().stats.completed >= 1
+    })
+    .await;
+    assert!(stored_one, "the first answer is stored");
+    publish_job(&js, "kept-2").await;
+    // The results stream is full: the second answer is refused (after the publish attempts),
+    // so its job is not acked.
+    let refused = eventually(Duration::from_secs(15), || {
+        worker.status().stats.reply_failures >= 1
+    })
+    .await;
+    assert!(refused, "the refused answer is counted");
+    assert_eq!(
+        job_stream_messages(&js).await,
+        1,
+        "the refused answer's job stays in the work queue"
+    );
+    // Room again: the job comes back and its answer is stored, then it is acked.
+    let mut results = js.get_stream("RESULTS").await.unwrap();
+    results.purge().await.unwrap();
+    let mut done = false;
+    for _ in 0..100 {
+        if job_stream_messages(&js).await == 0 {
+            done = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(done, "the job is acked once its answer is stored");
+    let info = results.info().await.unwrap();
+    assert_eq!(info.state.messages, 1);
+    let stored = results
+        .get_last_raw_message_by_subject("results.kept-2")
+        .await
+        .expect("the answer of kept-2 is in the results stream");
+    let headers = stored.headers;
+    assert_eq!(
+        headers.get("Nats-Msg-Id").map(|v| v.as_str()),
+        Some("kept-2"),
+        "the job id deduplicates a redelivered job's second answer"
+    );
+    let answer: Value = serde_json::from_slice(&stored.payload).unwrap();
+    assert_eq!(answer["result"], "task kept-2");
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn a_worker_started_before_jetstream_answers_waits_then_serves() {
+    let port = free_port();
+    // A server without JetStream: its JetStream API does not answer.
+    let plain = NatsServer::on_port(port, &[]).await;
+    let worker = Arc::new(worker(&plain.url, json!({})));
+    let starting = tokio::spawn({
+        let worker = worker.clone();
+        async move { worker.start().await }
+    });
+    let waiting = eventually(Duration::from_secs(15), || {
+        let status = worker.status();
+        status.state == "connecting"
+            && status
+                .last_error
+                .as_deref()
+                .is_some_and(|e| e.contains("JetStream"))
+    })
+    .await;
+    assert!(waiting, "connecting, with why: {:?}", worker.status());
+    assert!(!starting.is_finished(), "start waits instead of failing");
+    drop(plain);
+    let store = TempDir(std::env::temp_dir().join(format!("pier-js-late-{port}")));
+    let store_path = store.0.to_string_lossy().to_string();
+    let server = NatsServer::on_port(port, &["-js", "-sd", &store_path]).await;
+    tokio::time::timeout(Duration::from_secs(20), starting)
+        .await
+        .expect("start resolves once JetStream answers")
+        .unwrap()
+        .expect("and succeeds");
+    assert_eq!(worker.status().state, "connected");
+    let client = async_nats::connect(&server.url).await.unwrap();
+    let mut results = client.subscribe("results.late-1").await.unwrap();
+    publish_job(&jetstream::new(client.clone()), "late-1").await;
+    let answer = tokio::time::timeout(Duration::from_secs(10), results.next())
+        .await
+        .expect("answered")
+        .unwrap();
+    let answer: Value = serde_json::from_slice(&answer.payload).unwrap();
+    assert_eq!(answer["result"], "task late-1");
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn a_consumer_deleted_under_a_running_worker_is_bound_again() {
+    let server = NatsServer::jetstream().await;
+    let worker = worker(&server.url, json!({}));
+    worker.start().await.expect("worker starts");
+    let client = async_nats::connect(&server.url).await.unwrap();
+    let js = jetstream::new(client.clone());
+    js.get_stream("PIER_JOBS")
+        .await
+        .unwrap()
+        .delete_consumer("pier-workers")
+        .await
+        .unwrap();
+    let mut results = client.subscribe("results.after-1").await.unwrap();
+    publish_job(&js, "after-1").await;
+    let answer = tokio::time::timeout(Duration::from_secs(15), results.next())
+        .await
+        .expect("answered after the consumer came back")
+        .unwrap();
+    let answer: Value = serde_json::from_slice(&answer.payload).unwrap();
+    assert_eq!(answer["result"], "task after-1");
+    assert_eq!(worker.status().state, "connected");
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn a_refusal_no_wait_can_cure_fails_the_start_with_its_reason() {
+    let server = NatsServer::jetstream().await;
+    // Three replicas on a single server.
+    let replicas = worker(&server.url, json!({ "streamReplicas": 3 }));
+    let error = tokio::time::timeout(Duration::from_secs(10), replicas.start())
+        .await
+        .expect("a prompt refusal")
+        .expect_err("no start");
+    assert_eq!(error.code(), "PIER_REQUEST");
+    assert!(error.to_string().contains("replicas"), "{error}");
+    assert_eq!(replicas.status().state, "stopped");
+    // Another stream already keeps the job subject.
+    let client = async_nats::connect(&server.url).await.unwrap();
+    jetstream::new(client)
+        .create_stream(stream::Config {
+            name: "SOMEONE_ELSES".into(),
+            subjects: vec!["jobs.rust".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let overlap = worker(&server.url, json!({}));
+    let error = tokio::time::timeout(Duration::from_secs(10), overlap.start())
+        .await
+        .expect("a prompt refusal")
+        .expect_err("no start");
+    assert!(error.to_string().contains("overlap"), "{error}");
+}
