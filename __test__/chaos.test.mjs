@@ -8,7 +8,7 @@ import { it, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { connect } from '@nats-io/transport-node'
 import { startJetStreamCluster } from './helpers/nats-server.mjs'
-import { jetStreamOf, publishConfirmed, streamLeader } from './helpers/jetstream.mjs'
+import { jetStreamOf, publishConfirmed, retrying, streamLeader } from './helpers/jetstream.mjs'
 import { startWorkerProcess } from './helpers/worker-process.mjs'
 import { waitFor, sleep } from './helpers/wait.mjs'
 
@@ -34,9 +34,9 @@ it('JetStream on a 3-node cluster: leader, worker and node killed under load, no
   const { jsm, js } = await jetStreamOf(nc)
 
   // The requester keeps results in a stream of its own (R3).
-  await jsm.streams.add({ name: 'RESULTS', subjects: ['results.>'], num_replicas: 3, duplicate_window: 120e9 })
+  await retrying(() => jsm.streams.add({ name: 'RESULTS', subjects: ['results.>'], num_replicas: 3, duplicate_window: 120e9 }))
   // A job stream made by hand with one replica: the workers raise it to streamReplicas.
-  await jsm.streams.add({ name: 'CHAOS_JOBS', subjects: ['jobs.chaos'], retention: 'workqueue', num_replicas: 1 })
+  await retrying(() => jsm.streams.add({ name: 'CHAOS_JOBS', subjects: ['jobs.chaos'], retention: 'workqueue', num_replicas: 1 }))
 
   const config = (workerId) => ({
     servers: cluster.urls,
@@ -160,7 +160,11 @@ it('core mode on the same kind of cluster: a worker killed mid-job loses only th
         () => outcome.set(id, 'lost'),
       ),
     )
-    if (i === 120) await workers[0].kill()
+    if (i === 120) {
+      // Nothing in flight to it but the jobs it runs: those are what a crash costs.
+      await sleep(200)
+      await workers[0].kill()
+    }
   }
   await Promise.all(requests)
   const lost = [...outcome].filter(([, o]) => o === 'lost').map(([id]) => id)

@@ -3,11 +3,11 @@
 import { jetstream, jetstreamManager } from '@nats-io/jetstream'
 import { sleep } from './wait.mjs'
 
-/** The JetStream API, once a new cluster has elected its meta leader. */
-export async function jetStreamOf(nc) {
+/** `call()`'s result, called again every 500 ms while it throws, for up to ~15 s. */
+export async function retrying(call) {
   for (let attempt = 0; ; attempt++) {
     try {
-      return { jsm: await jetstreamManager(nc, { timeout: 5000 }), js: jetstream(nc, { timeout: 5000 }) }
+      return await call()
     } catch (error) {
       if (attempt > 30) throw error
       await sleep(500)
@@ -15,16 +15,15 @@ export async function jetStreamOf(nc) {
   }
 }
 
+/** The JetStream API, once a new cluster has elected its meta leader. */
+export async function jetStreamOf(nc) {
+  const jsm = await retrying(() => jetstreamManager(nc, { timeout: 5000 }))
+  return { jsm, js: jetstream(nc, { timeout: 5000 }) }
+}
+
 /** Publishes into a stream until a PubAck confirms it (a node may be down meanwhile). */
-export async function publishConfirmed(js, subject, data, msgID) {
-  for (let attempt = 0; ; attempt++) {
-    try {
-      return await js.publish(subject, data, { msgID, timeout: 2000 })
-    } catch (error) {
-      if (attempt > 30) throw error
-      await sleep(200)
-    }
-  }
+export function publishConfirmed(js, subject, data, msgID) {
+  return retrying(() => js.publish(subject, data, { msgID, timeout: 2000 }))
 }
 
 /** The stream's info once it has a leader. */
