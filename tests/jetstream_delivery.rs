@@ -265,3 +265,27 @@ async fn a_refusal_no_wait_can_cure_fails_the_start_with_its_reason() {
         .expect_err("no start");
     assert!(error.to_string().contains("overlap"), "{error}");
 }
+
+#[tokio::test]
+async fn jetstream_api_refused_by_permission_fails_the_start() {
+    let store = TempDir(std::env::temp_dir().join(format!("pier-js-perm-{}", free_port())));
+    std::fs::create_dir_all(&store.0).unwrap();
+    let conf = store.0.join("server.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "jetstream {{ store_dir: \"{}\" }}\nauthorization {{ users: [{{ user: w, password: pw, permissions: {{ publish: {{ deny: [\"$JS.API.>\"] }} }} }}] }}\n",
+            store.0.join("js").display()
+        ),
+    )
+    .unwrap();
+    let server = NatsServer::with_args(&["-c", &conf.to_string_lossy()]).await;
+    let worker = worker(&server.url, json!({ "user": "w", "password": "pw" }));
+    let error = tokio::time::timeout(Duration::from_secs(30), worker.start())
+        .await
+        .expect("no endless wait for an answer the server will never send")
+        .expect_err("no start");
+    let text = error.to_string().to_ascii_lowercase();
+    assert!(text.contains("permissions violation"), "{error}");
+    assert_eq!(worker.status().state, "stopped");
+}

@@ -38,6 +38,17 @@ use tokio::task::JoinHandle;
 /// given back; a leader election usually ends within them.
 const PUBLISH_ATTEMPTS: u32 = 4;
 
+/// How long a pull asks the server for jobs.
+const PULL_EXPIRES: Duration = Duration::from_millis(500);
+
+/// Past its expiry, how long a pull waits for the server's word that it ended. The client's own
+/// limit is 5 s, which a consumer leader that died holding the pull makes every worker wait.
+const PULL_GRACE: Duration = Duration::from_secs(1);
+
+/// How long one look at the consumer may take while recovering: during an election nobody
+/// answers, and the next look comes sooner than the client's 5 s request timeout.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
 pub(crate) struct PullSource {
     consumer: PullConsumer,
     stream: Arc<StreamContext>,
@@ -253,15 +264,21 @@ impl PullSource {
             let batch = tokio::select! {
                 biased;
                 _ = &mut stop => break,
-                batch = self.consumer.fetch().max_messages(budget).expires(Duration::from_millis(500)).messages() => batch,
+                batch = self.consumer.fetch().max_messages(budget).expires(PULL_EXPIRES).messages() => batch,
             };
             let mut failure = None;
             match batch {
                 Ok(mut batch) => {
                     let mut first = Some(slot);
-                    while let Some(next) = batch.next().await {
+                    let ends = tokio::time::Instant::now() + PULL_EXPIRES + PULL_GRACE;
+                    loop {
+                        let Ok(next) = tokio::time::timeout_at(ends, batch.next()).await else {
+                            failure = Some("JetStream pull: the consumer did not answer".into());
+                            break;
+                        };
                         match next {
-                            Ok(message) => {
+                            None => break,
+                            Some(Ok(message)) => {
                                 let inbound = StreamMessage {
                                     message,
                                     stream: self.stream.clone(),
@@ -269,7 +286,7 @@ impl PullSource {
                                 // Without a slot the pipeline gives the message back (`when_full`).
                                 pipeline.admit(inbound, first.take()).await;
                             }
-                            Err(error) => {
+                            Some(Err(error)) => {
                                 failure = Some(format!("JetStream pull: {error}"));
                                 break;
                             }
@@ -287,28 +304,34 @@ impl PullSource {
     }
 
     /// After a failed pull, waits until the consumer answers again: bound anew when it or its
-    /// stream is gone, state `recovering` while it takes longer than one short pause. False
-    /// when the worker stopped meanwhile.
+    /// stream is gone, state `recovering` while it takes longer than one short pause. Looks
+    /// at least every second, so pulling resumes soon after an election. False when the worker
+    /// stopped meanwhile.
     async fn recover(&mut self, stop: &mut oneshot::Receiver<()>, mut why: String) -> bool {
         let mut backoff = Backoff::new();
         loop {
+            let wait = backoff.next().min(Duration::from_secs(1));
             tokio::select! {
                 biased;
                 _ = &mut *stop => return false,
-                _ = tokio::time::sleep(backoff.next()) => {}
+                _ = tokio::time::sleep(wait) => {}
             }
-            let missing = match self.consumer.info().await {
-                Ok(_) => {
+            let missing = match tokio::time::timeout(PROBE_TIMEOUT, self.consumer.info()).await {
+                Ok(Ok(_)) => {
                     self.health.healed();
                     return true;
                 }
-                Err(error) => {
+                Ok(Err(error)) => {
                     use async_nats::jetstream::context::ConsumerInfoErrorKind as Kind;
                     let missing = matches!(error.kind(), Kind::NotFound | Kind::StreamNotFound);
                     if !missing {
                         why = format!("JetStream consumer: {error}");
                     }
                     missing
+                }
+                Err(_) => {
+                    why = "JetStream consumer: no answer (a leader election?)".into();
+                    false
                 }
             };
             if missing {
