@@ -12,7 +12,6 @@
 // Everything it starts is stopped and every directory it makes is removed, on failure and on
 // Ctrl-C too; dist/ (scripts/pack.sh's output) stays, like target/.
 import { spawn, execFile } from 'node:child_process'
-import { promisify } from 'node:util'
 import { randomBytes, createHash } from 'node:crypto'
 import { fileURLToPath } from 'node:url'
 import { relative, join } from 'node:path'
@@ -23,31 +22,58 @@ import { createOpenClawHome, packPlugin, OPENCLAW } from '../__test__/helpers/op
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 const CLI = fileURLToPath(new URL('../cli/pier-connector.js', import.meta.url))
-const run = promisify(execFile)
 const started = Date.now()
 const STEPS = 13
 let step = 0
 const bold = (text) => (process.stdout.isTTY ? `\x1b[1m${text}\x1b[0m` : text)
 /** A numbered step heading, so a reader can follow (and find a failure's step). */
-const say = (text) => process.stdout.write(`\n${bold(`[${++step}/${STEPS}] ${text}`)}  (${((Date.now() - started) / 1000).toFixed(0)} s)\n`)
+const say = (text) => stopIfCleaning() || process.stdout.write(`\n${bold(`[${++step}/${STEPS}] ${text}`)}  (${((Date.now() - started) / 1000).toFixed(0)} s)\n`)
 const indent = (text) => String(text).trimEnd().replace(/^/gm, '    ')
 /** A command line as a reader would type it. */
 const shell = (words) => words.map((w) => (/^[\w./:@=,+-]+$/.test(w) ? w : `'${w.replace(/'/g, `'\\''`)}'`)).join(' ')
 
-// Undone last first, once, whatever ends the demo.
+// Undone last first, once, whatever ends the demo. Commands still running (an `openclaw` call
+// cut short by Ctrl-C or a failure) end first: they write into the directories removed after.
 const cleanups = []
+const commands = new Set()
 let cleaning
 function cleanup() {
   cleaning ??= (async () => {
+    await Promise.all([...commands].map((child) => new Promise((resolve) => {
+      child.once('close', resolve)
+      try {
+        process.kill(-child.pid, 'SIGTERM') // its process group: what the command started too
+      } catch {
+        resolve()
+      }
+    })))
     for (const undo of cleanups.reverse()) await Promise.resolve().then(undo).catch((e) => console.error(`cleanup: ${e.message}`))
   })()
   return cleaning
+}
+/** Once cleaning up has begun (Ctrl-C), the demo starts nothing more. */
+function stopIfCleaning() {
+  if (cleaning) throw new Error('the demo is stopping')
 }
 for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
   process.once(signal, async () => {
     console.error(`\ndemo: ${signal}, cleaning up`)
     await cleanup()
     process.exit(130)
+  })
+}
+
+/** Runs a command (in a process group of its own) to its end: its output, or an error that
+ * carries it. */
+function run(file, args, options = {}) {
+  return new Promise((resolve, reject) => {
+    stopIfCleaning()
+    const child = execFile(file, args, { maxBuffer: 64 * 1024 * 1024, timeout: 120_000, detached: true, ...options }, (error, stdout, stderr) => {
+      commands.delete(child)
+      if (error) reject(Object.assign(error, { stdout, stderr }))
+      else resolve({ stdout, stderr })
+    })
+    commands.add(child)
   })
 }
 
@@ -136,10 +162,13 @@ async function openclawPart(nats) {
   // OPENCLAW_CONFIG_PATH): the demo touches no OpenClaw of the user's. The registry is unused:
   // a directory install runs no npm.
   const home = await createOpenClawHome({ modelBaseUrl: model?.baseUrl ?? realModel, registryUrl: 'http://127.0.0.1:9/' })
-  cleanups.push(() => home.cleanup())
+  cleanups.push(() => rmSync(home.dir, { recursive: true, force: true, maxRetries: 5, retryDelay: 200 }))
   cleanups.push(() => removeSharedLeftovers(home.dir))
-  // OpenClaw's log file and its temporary files go into the throwaway home too.
+  // OpenClaw's log file and its temporary files go into the throwaway home too. No compile
+  // cache: a child OpenClaw leaves behind writes it for a moment after its parent has exited,
+  // while the home is being removed (and in a throwaway directory it would start cold anyway).
   home.env.TMPDIR = join(home.dir, 'tmp')
+  home.env.NODE_DISABLE_COMPILE_CACHE = '1'
   mkdirSync(home.env.TMPDIR)
   const config = home.readConfig()
   config.logging = { file: join(home.dir, 'openclaw.log') }
@@ -153,10 +182,10 @@ async function openclawPart(nats) {
     config.agents.defaults.model.primary = `demo/${id}`
   }
   home.writeConfig(config)
-  const openclaw = async (args, options) => {
-    console.log(`  $ ${shell(['openclaw', ...args])}`)
+  const openclaw = async (args, { quiet = false, ...options } = {}) => {
+    if (!quiet) console.log(`  $ ${shell(['openclaw', ...args])}`)
     try {
-      return await home.cli(args, options)
+      return (await run(OPENCLAW, args, { env: home.env, ...options })).stdout
     } catch (error) {
       throw new Error(`openclaw ${args[0]} ${args[1] ?? ''} failed: ${error.message}\n${error.stdout ?? ''}\n${String(error.stderr ?? '').slice(-2000)}`)
     }
@@ -179,16 +208,16 @@ async function openclawPart(nats) {
   console.log(indent(`channels.pier in ${home.configPath}:\n${JSON.stringify(added.channels.pier, null, 2)}`))
 
   say('Start the gateway: openclaw gateway run')
-  const gateway = await home.startGateway()
-  cleanups.push(() => gateway.stop())
+  const gateway = await startGateway(home)
   console.log(indent(`ready on 127.0.0.1:${home.port}`))
 
   say('openclaw channels status: the pier account runs and is connected')
   const deadline = Date.now() + 90_000
   for (;;) {
-    const status = await home.cli(['channels', 'status', '--probe', '--json']).then(JSON.parse, () => null)
+    const status = await openclaw(['channels', 'status', '--probe', '--json'], { quiet: true }).then(JSON.parse, () => null)
     const account = status?.channelAccounts?.pier?.find((a) => a.accountId === 'default')
     if (account?.running && account.connected) break
+    stopIfCleaning()
     if (Date.now() > deadline) throw new Error(`the pier account is not running and connected: ${JSON.stringify(account ?? status)}\n${gateway.log().slice(-3000)}`)
     await new Promise((r) => setTimeout(r, 1000))
   }
@@ -211,7 +240,7 @@ async function openclawPart(nats) {
   await openclaw(['gateway', 'call', 'chat.send', '--params', JSON.stringify({ sessionKey, message: '/pier', idempotencyKey: `demo-${Date.now()}` }), '--json'])
   let text
   for (const until = Date.now() + 30_000; !text && Date.now() < until; await new Promise((r) => setTimeout(r, 500))) {
-    const history = JSON.parse(await home.cli(['gateway', 'call', 'chat.history', '--params', JSON.stringify({ sessionKey, limit: 4 }), '--json']))
+    const history = JSON.parse(await openclaw(['gateway', 'call', 'chat.history', '--params', JSON.stringify({ sessionKey, limit: 4 }), '--json'], { quiet: true }))
     text = textsOf(history).findLast((t) => t.startsWith('Pier connector'))
   }
   if (!text) throw new Error('/pier did not answer')
@@ -244,6 +273,29 @@ function removeSharedLeftovers(dir) {
       rmdirSync(shared)
     } catch {} // absent, or another OpenClaw's files are in it
   }
+}
+
+/**
+ * `openclaw gateway run`, stopped (SIGTERM: its accounts drain) by the cleanup from the moment
+ * it is spawned, ready or not; resolves once it logs that it is ready.
+ */
+async function startGateway(home) {
+  stopIfCleaning()
+  const child = spawn(OPENCLAW, ['gateway', 'run', '--port', String(home.port)], { env: home.env, stdio: ['ignore', 'pipe', 'pipe'], detached: true })
+  const exited = new Promise((resolve) => child.once('exit', resolve))
+  cleanups.push(() => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM')
+    return exited
+  })
+  let log = ''
+  child.stdout.on('data', (c) => (log += c))
+  child.stderr.on('data', (c) => (log += c))
+  for (const deadline = Date.now() + 90_000; !/\bready\b/i.test(log); await new Promise((r) => setTimeout(r, 100))) {
+    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`the gateway exited:\n${log.slice(-3000)}`)
+    if (Date.now() > deadline) throw new Error(`the gateway is not ready after 90 s:\n${log.slice(-3000)}`)
+    stopIfCleaning()
+  }
+  return { log: () => log }
 }
 
 /** Every string in a chat.history answer (message contents, whatever their shape). */
