@@ -93,10 +93,11 @@ try {
 }
 if (!process.exitCode) console.log(`\n${bold(`demo done in ${((Date.now() - started) / 1000).toFixed(0)} s; nothing it started is left running`)}`)
 
-/** `pier-connector publish`: the reply JSON (exit 1 is a task_error, exit 2 no reply). */
-async function publish(args, env = process.env) {
-  const { stdout } = await run(process.execPath, [CLI, 'publish', ...args], { env }).catch((e) => e)
-  return String(stdout ?? '').trim()
+/** `pier-connector publish`: what it printed, the reply JSON (exit 1 is a task_error, exit 2
+ * no reply, with the reason on stderr). */
+async function publish(args) {
+  const { stdout, stderr } = await run(process.execPath, [CLI, 'publish', ...args], { timeout: 180_000 }).catch((e) => e)
+  return String(stdout ?? '').trim() || String(stderr ?? '').trim()
 }
 
 async function cliPart(nats) {
@@ -232,8 +233,12 @@ async function openclawPart(nats) {
     if (!/NO_RESPONDERS/.test(reply) || Date.now() > until) break
     await new Promise((r) => setTimeout(r, 500))
   }
-  console.log(indent(JSON.stringify(JSON.parse(reply || 'null'), null, 2)))
-  if (JSON.parse(reply || 'null')?.type !== 'task_result') throw new Error('no task_result')
+  let answer = null
+  try {
+    answer = JSON.parse(reply)
+  } catch {}
+  console.log(indent(answer ? JSON.stringify(answer, null, 2) : reply))
+  if (answer?.type !== 'task_result') throw new Error('the job was not answered with a task_result')
 
   say('/pier in the agent\'s chat (gateway call chat.send, then chat.history)')
   const sessionKey = 'agent:main:main'
