@@ -1,4 +1,4 @@
-// Issue #11 point 1, from the outside: a publisher that writes raw NATS protocol frames with
+// Malformed header blocks from the outside: a publisher that writes raw NATS protocol frames with
 // malformed header blocks (HPUB), interleaved with valid requests, to a CLI worker. The worker
 // must stay connected, answer every valid job, and answer each bad one INVALID_REQUEST.
 import { it, after } from 'node:test'
@@ -11,7 +11,7 @@ after(async () => {
   for (const cleanup of cleanups.reverse()) await cleanup()
 })
 
-// The four kinds of issue #11; nats-server forwards a header block as it is.
+// Four kinds of malformed header block; nats-server forwards a header block as it is.
 const MALFORMED = [
   ['a header line without a colon', 'NATS/1.0\r\nno colon on this line\r\n\r\n'],
   ['a version line other than NATS/1.0', 'NATS/2.0\r\nA: b\r\n\r\n'],

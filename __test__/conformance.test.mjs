@@ -1,6 +1,6 @@
-// Issue #11 from the outside: the worker (the CLI worker process, or PierWorker) driven by clients
-// nobody on this project wrote (nats.js, @nats-io/services' client, nats-py) and by raw NATS
-// protocol frames. Point 1 (malformed headers) is in conformance-headers.test.mjs.
+// The worker (the CLI worker process, or PierWorker) as other people's clients see it: driven by
+// clients nobody on this project wrote (nats.js, @nats-io/services' client, nats-py) and by raw
+// NATS protocol frames. Malformed header blocks are in conformance-headers.test.mjs.
 import { describe, it, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { createRequire } from 'node:module'
@@ -61,7 +61,7 @@ async function askStream(nc, subject, job, { timeout = 5000, payload } = {}) {
 
 const oneLine = (text) => assert.doesNotMatch(text, /[\r\n]/)
 
-describe('2. a result larger than the server accepts', () => {
+describe('a result larger than the server accepts', () => {
   it('is answered RESULT_TOO_LARGE in core and JetStream mode, never silence', async () => {
     const s = await server({ maxPayload: 4096, jetstream: true })
     const core = await startCliWorker(s.url, ['--echo', '--subject', 'jobs.big', '--worker-id', 'big'], cleanups)
@@ -105,7 +105,7 @@ describe('2. a result larger than the server accepts', () => {
   })
 })
 
-describe('3. valid JSON is read as JSON, in raw frames', () => {
+describe('valid JSON is read as JSON, in raw frames', () => {
   it('nesting to 512 levels, out-of-range numbers, lone surrogates; the id echoed whenever readable', async () => {
     const s = await server()
     await startCliWorker(s.url, ['--echo', '--subject', 'jobs.parse'], cleanups)
@@ -150,7 +150,7 @@ describe('3. valid JSON is read as JSON, in raw frames', () => {
   })
 })
 
-describe('4. --exec: no job process outlives its job', () => {
+describe('--exec: no job process outlives its job', () => {
   it('three TIMEOUTs of `sleep 31; cat` leave no sleep; shutdown kills a running job; a NUL byte is a clean error', async () => {
     const s = await server()
     const marker = `sleep 31.${String(process.pid % 10000).padStart(4, '0')}${String(Date.now() % 1000).padStart(3, '0')}`
@@ -179,7 +179,7 @@ describe('4. --exec: no job process outlives its job', () => {
   })
 })
 
-describe('5. service discovery (ADR-32) as nats-py, @nats-io/services and nats.js read it', () => {
+describe('service discovery (ADR-32) as nats-py, @nats-io/services and nats.js read it', () => {
   it('PING/INFO/STATS parse in all three clients, and the numbers follow ADR-32', async () => {
     const s = await server({ jetstream: true })
     const core = new PierWorker(
@@ -275,7 +275,7 @@ describe('5. service discovery (ADR-32) as nats-py, @nats-io/services and nats.j
   })
 })
 
-describe('6. every admission rule in every delivery mode', () => {
+describe('every admission rule in every delivery mode', () => {
   it('allowedSenders, unreadable and oversized jobs, and jobs nobody could be answered on: core and JetStream', async () => {
     const s = await server({ jetstream: true })
     const common = ['--echo', '--allowed-senders', 'alice', '--max-payload-bytes', '300']
@@ -320,7 +320,7 @@ describe('6. every admission rule in every delivery mode', () => {
   })
 })
 
-describe('7. JetStream reply targets are checked before the job runs', () => {
+describe('JetStream reply targets are checked before the job runs', () => {
   it('an unusable Pier-Reply-To falls back to <resultSubject>.<safe id>; a wildcard resultSubject is refused', async () => {
     const s = await server({ jetstream: true })
     const worker = await startCliWorker(
@@ -372,7 +372,7 @@ describe('7. JetStream reply targets are checked before the job runs', () => {
   })
 })
 
-describe('8. changed JetStream consumer settings are applied', () => {
+describe('changed JetStream consumer settings are applied', () => {
   it('an existing durable consumer is updated to the configured ackWaitMs and maxDeliver', async () => {
     const s = await server({ jetstream: true })
     const nc = await natsJs(s.url)
@@ -395,7 +395,7 @@ describe('8. changed JetStream consumer settings are applied', () => {
   })
 })
 
-describe('9. credentials in the URL, as nats-py reads them', () => {
+describe('credentials in the URL, as nats-py reads them', () => {
   const TOKEN = 's3cret-url-token'
   const PASSWORD = 'pw-s3cret-9'
 
@@ -439,7 +439,7 @@ describe('9. credentials in the URL, as nats-py reads them', () => {
   })
 })
 
-describe('10. a worker started before its server', () => {
+describe('a worker started before its server', () => {
   it('the CLI worker keeps trying, and answers jobs once the server is up', async () => {
     const port = await freePort()
     const worker = spawnCliWorker(['--echo', '--nats-url', `nats://127.0.0.1:${port}`, '--subject', 'jobs.late', '--connect-timeout-ms', '500'], cleanups)

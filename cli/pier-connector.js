@@ -4,7 +4,6 @@
 
 const { parseArgs } = require('node:util')
 const { readFileSync } = require('node:fs')
-const { spawn } = require('node:child_process')
 // The addon, or the one-line reason it cannot load on this platform (reported as exit 2 by main).
 let PierWorker, PierClient, generateUserKey, addonError
 try {
@@ -17,6 +16,7 @@ try {
 // `kind` decides how a flag is parsed.
 const CONFIG_FLAGS = require('./config-flags.json')
 const { fleetTable } = require('./fleet-table.js')
+const { execHandler, cancelJob, signalGroup } = require('./exec-runner.js')
 
 // Secrets can come from the environment so they stay out of `ps` output and shell history.
 const SECRET_ENV = [
@@ -108,92 +108,8 @@ function logOptions(verbose, config = {}) {
   }
 }
 
-// What a job's command gets in its environment. Node refuses a NUL byte in an environment
-// value, so a job carrying one is answered with a one-line INVALID_REQUEST instead.
-const JOB_ENV = [
-  ['PIER_JOB_ID', 'id', (job) => job.id],
-  ['PIER_TIMEOUT_MS', 'timeoutMs', (job) => String(job.timeoutMs)],
-  ['PIER_SYSTEM_PROMPT', 'systemPrompt', (job) => job.systemPrompt ?? ''],
-  ['PIER_SENDER', 'sender', (job) => job.sender ?? ''],
-  ['PIER_SENDER_KEY', 'senderKey', (job) => job.senderKey ?? ''],
-]
-// How long a cancelled job's commands get after SIGTERM before the group is SIGKILLed.
-const KILL_GRACE_MS = 500
-
-/** Signals every process of a job's process group (the shell and all it started). */
-function signalGroup(child, signal) {
-  if (child.pid === undefined) return
-  try {
-    process.kill(-child.pid, signal)
-  } catch {
-    // ESRCH: the group is gone already.
-  }
-}
-
-/** Ends a job's processes: SIGTERM to the group, SIGKILL after a short grace. */
-function cancelJob(child) {
-  if (!child || child.cancelTimer) return
-  signalGroup(child, 'SIGTERM')
-  child.cancelTimer = setTimeout(() => signalGroup(child, 'SIGKILL'), KILL_GRACE_MS)
-}
-
-/**
- * Runs CMD in a shell with the task on stdin; resolves to its stdout. Each job's shell leads
- * its own process group, so cancelling the job (deadline, shutdown) kills everything it
- * started, and whatever the command left running in the background dies when it exits.
- */
 /** The worker's credentials in its environment, kept out of an `--exec` command's. */
 const WORKER_ONLY_ENV = [...SECRET_ENV.map(([, variable]) => variable), 'PIER_USER']
-
-function execHandler(command, running) {
-  return (job) => {
-    // A stranger's task runs in this shell: none of the worker's own credentials go with it.
-    const env = Object.fromEntries(Object.entries(process.env).filter(([name]) => !WORKER_ONLY_ENV.includes(name)))
-    for (const [variable, field, value] of JOB_ENV) {
-      const text = value(job)
-      if (text.includes('\0')) {
-        return { error: { code: 'INVALID_REQUEST', message: `${field} contains a NUL byte, which a command environment cannot carry` } }
-      }
-      env[variable] = text
-    }
-    return new Promise((resolve, reject) => {
-      let child
-      try {
-        child = spawn('sh', ['-c', command], { stdio: ['pipe', 'pipe', 'pipe'], env, detached: true })
-      } catch (error) {
-        reject(new Error(`could not run the command (${error.code ?? 'spawn failed'})`))
-        return
-      }
-      running.set(job.id, child)
-      const stdout = []
-      let stderr = ''
-      child.stdout.on('data', (chunk) => stdout.push(chunk))
-      child.stderr.on('data', (chunk) => {
-        if (stderr.length < 4096) stderr += chunk
-      })
-      child.stdin.on('error', () => {}) // the command may exit without reading its input
-      child.stdin.end(job.task)
-      // The shell is done: what it left in the background (holding our pipes, or not) goes too.
-      child.on('exit', () => signalGroup(child, 'SIGKILL'))
-      child.on('error', (error) => {
-        running.delete(job.id)
-        clearTimeout(child.cancelTimer)
-        reject(new Error(`could not run the command (${error.code ?? 'spawn failed'})`))
-      })
-      child.on('close', (code, signal) => {
-        running.delete(job.id)
-        clearTimeout(child.cancelTimer)
-        if (code === 0) {
-          resolve(Buffer.concat(stdout).toString('utf8').replace(/\r?\n$/, ''))
-        } else {
-          const why = signal ? `was killed by ${signal}` : `exited with code ${code}`
-          const detail = stderr.trim().split('\n')[0]
-          reject(new Error(`the command ${why}${detail ? `: ${detail}` : ''}`))
-        }
-      })
-    })
-  }
-}
 
 async function runWorker(values, config) {
   if (Boolean(values.echo) === Boolean(values.exec)) {
@@ -203,7 +119,7 @@ async function runWorker(values, config) {
   const log = logOptions(values.verbose, config)
   const worker = values.echo
     ? PierWorker.echo(config, log)
-    : new PierWorker(config, execHandler(values.exec, running), {
+    : new PierWorker(config, execHandler(values.exec, running, WORKER_ONLY_ENV), {
         ...log,
         onCancel: (jobId) => cancelJob(running.get(jobId)),
       })

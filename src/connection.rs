@@ -119,7 +119,7 @@ async fn connect_once(
         let reason = one_line(&redact_secrets(&e.to_string(), config));
         PierError::Connect {
             servers: servers_display.clone(),
-            permanent: !retry_may_cure(&e, &reason),
+            permanent: !retry_may_cure(&e),
             reason,
             source: Some(Box::new(e)),
         }
@@ -221,15 +221,30 @@ fn count_event(event: &Event, stats: &Stats, first_connect: &AtomicBool) -> (Lev
 }
 
 /// Whether a failed connection looks like an outage (no server, a timeout) rather than a
-/// setting a retry cannot fix. A certificate rejected during the TLS handshake arrives as an
-/// I/O error, so its text is looked at too.
-fn retry_may_cure(error: &async_nats::ConnectError, reason: &str) -> bool {
+/// setting a retry cannot fix: a login refused, or TLS refused (a certificate, a protocol
+/// version). rustls' refusal during the handshake reaches async-nats as an I/O error, so the
+/// cause chain is searched for it.
+fn retry_may_cure(error: &async_nats::ConnectError) -> bool {
     use async_nats::ConnectErrorKind as Kind;
-    let text = reason.to_ascii_lowercase();
-    matches!(error.kind(), Kind::Io | Kind::TimedOut | Kind::Dns)
-        && !["certificate", "tls", "handshake"]
-            .iter()
-            .any(|word| text.contains(word))
+    matches!(error.kind(), Kind::Io | Kind::TimedOut | Kind::Dns) && !refused_by_tls(error)
+}
+
+/// Whether a `rustls::Error` is among the causes, as itself or inside an `io::Error` (which
+/// keeps its payload out of `source()`; tokio-rustls wraps it so).
+fn refused_by_tls(error: &(dyn std::error::Error + 'static)) -> bool {
+    use async_nats::rustls::Error as Tls;
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        let in_io = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .is_some_and(|inner| inner.is::<Tls>());
+        if e.is::<Tls>() || in_io {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
 }
 
 /// Error texts from the client may quote a URL with its user-info: never let it through.
@@ -261,26 +276,9 @@ fn url_credentials(url: &str) -> Option<(String, Option<String>)> {
 }
 
 fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = (bytes[i] == b'%')
-            .then(|| text.get(i + 1..i + 3))
-            .flatten()
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match hex {
-            Some(b) => {
-                out.push(b);
-                i += 3;
-            }
-            None => {
-                out.push(bytes[i]);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(text)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 async fn auth_options(config: &Config, urls: &[String]) -> Result<ConnectOptions, String> {
@@ -324,11 +322,13 @@ async fn auth_options(config: &Config, urls: &[String]) -> Result<ConnectOptions
     Ok(options)
 }
 
+/// A user seed that decodes (base32, checksum, prefix), by the nkeys crate async-nats signs with.
 fn nkeys_seed_looks_valid(seed: &str) -> Result<(), String> {
-    if seed.len() == 58 && seed.starts_with("SU") {
-        Ok(())
-    } else {
-        Err("nkeySeed is not a user nkey seed (expected 58 characters starting with SU)".into())
+    match nkeys::KeyPair::from_seed(seed) {
+        Ok(pair) if pair.key_pair_type() == nkeys::KeyPairType::User => Ok(()),
+        _ => {
+            Err("nkeySeed is not a user nkey seed (expected 58 characters starting with SU)".into())
+        }
     }
 }
 
@@ -377,22 +377,41 @@ mod tests {
 
     #[test]
     fn only_curable_failures_are_retried() {
+        use async_nats::rustls::{CertificateError, Error as Tls};
         use async_nats::ConnectErrorKind as Kind;
-        let io = async_nats::ConnectError::from(Kind::Io);
-        assert!(retry_may_cure(&io, "Connection refused (os error 111)"));
-        assert!(retry_may_cure(
-            &async_nats::ConnectError::from(Kind::TimedOut),
-            "timed out"
-        ));
-        // A refused certificate or login does not heal by trying again.
-        assert!(!retry_may_cure(
-            &io,
-            "invalid peer certificate: UnknownIssuer"
-        ));
-        assert!(!retry_may_cure(
-            &async_nats::ConnectError::from(Kind::AuthorizationViolation),
-            "authorization violation"
-        ));
+        use std::io::{Error as Io, ErrorKind};
+        let io = |e: Io| async_nats::ConnectError::with_source(Kind::Io, e);
+        assert!(retry_may_cure(&io(ErrorKind::ConnectionRefused.into())));
+        assert!(retry_may_cure(&async_nats::ConnectError::from(
+            Kind::TimedOut
+        )));
+        // A refused certificate or login does not heal by trying again: rustls' error inside the
+        // I/O error (as tokio-rustls reports it), or behind another error that wraps that one.
+        let refused = || Tls::InvalidCertificate(CertificateError::UnknownIssuer);
+        assert!(!retry_may_cure(&io(Io::new(
+            ErrorKind::InvalidData,
+            refused()
+        ))));
+        let wrapped = Io::other(Box::new(io(Io::new(ErrorKind::InvalidData, refused()))));
+        assert!(!retry_may_cure(&async_nats::ConnectError::with_source(
+            Kind::Io,
+            Box::new(wrapped) as Box<dyn std::error::Error + Send + Sync>
+        )));
+        assert!(!retry_may_cure(&async_nats::ConnectError::from(
+            Kind::AuthorizationViolation
+        )));
+    }
+
+    #[test]
+    fn an_nkey_seed_must_decode_as_a_user_seed() {
+        let seed = nkeys::KeyPair::new_user().seed().unwrap();
+        assert!(nkeys_seed_looks_valid(&seed).is_ok());
+        // 58 characters starting with SU, one typed wrong: its checksum no longer matches.
+        let other = if &seed[10..11] == "A" { "B" } else { "A" };
+        let typo = format!("{}{other}{}", &seed[..10], &seed[11..]);
+        assert!(nkeys_seed_looks_valid(&typo).is_err());
+        let account = nkeys::KeyPair::new_account().seed().unwrap();
+        assert!(nkeys_seed_looks_valid(&account).is_err());
     }
 
     #[test]

@@ -112,6 +112,24 @@ pub fn one_line(text: &str) -> String {
     out.trim().to_string()
 }
 
+/// `error`'s message, then each cause in its `source()` chain that the text does not quote
+/// already, as one line: `message; caused by: cause; caused by: deeper cause`. The chain says
+/// what went wrong underneath (a rustls alert inside an I/O error) where the top message only
+/// says what was being done; lancedb's Node binding keeps it the same way.
+pub fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = one_line(&error.to_string());
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        let line = one_line(&e.to_string());
+        if !line.is_empty() && !text.contains(&line) {
+            text.push_str("; caused by: ");
+            text.push_str(&line);
+        }
+        cause = e.source();
+    }
+    text
+}
+
 /// A failure's cause, kept for `Error::source`.
 pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
 
@@ -283,6 +301,34 @@ mod tests {
             );
         }
         assert_eq!(ErrorCode::parse("NOPE"), None);
+    }
+
+    #[test]
+    fn with_causes_appends_each_cause_the_message_does_not_quote() {
+        #[derive(Debug)]
+        struct Layer(&'static str, Option<Box<Layer>>);
+        impl fmt::Display for Layer {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.0)
+            }
+        }
+        impl std::error::Error for Layer {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                self.1.as_deref().map(|l| l as _)
+            }
+        }
+        let deepest = Layer("received fatal alert: CertificateRequired", None);
+        let io = Layer("broken pipe", Some(Box::new(deepest)));
+        let error = PierError::request(RequestOp::Subscribe, io);
+        // "broken pipe" is in the message already; the alert under it is not.
+        assert_eq!(
+            with_causes(&error),
+            "request failed: subscribe: broken pipe; caused by: received fatal alert: CertificateRequired"
+        );
+        assert_eq!(
+            with_causes(&PierError::NotRunning),
+            PierError::NotRunning.to_string()
+        );
     }
 
     #[test]

@@ -61,6 +61,36 @@ pub enum Outcome {
     NoReply,
 }
 
+/// The counter a task_error falls in besides its code's own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorBucket {
+    /// `TIMEOUT`: the job ran past its deadline.
+    TimedOut,
+    /// `OVERLOADED`, `SHUTTING_DOWN`: refused without running.
+    Rejected,
+    /// Every other code.
+    Failed,
+}
+
+impl ErrorBucket {
+    pub fn of(code: ErrorCode) -> ErrorBucket {
+        match code {
+            ErrorCode::Timeout => ErrorBucket::TimedOut,
+            ErrorCode::Overloaded | ErrorCode::ShuttingDown => ErrorBucket::Rejected,
+            _ => ErrorBucket::Failed,
+        }
+    }
+
+    /// The metric label and log field value; operators' dashboards match these strings.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorBucket::TimedOut => "timed_out",
+            ErrorBucket::Rejected => "rejected",
+            ErrorBucket::Failed => "failed",
+        }
+    }
+}
+
 impl Stats {
     pub fn received(&self) {
         self.received.fetch_add(1, Relaxed);
@@ -105,14 +135,10 @@ impl Stats {
         });
     }
 
-    /// The counter a task_error code falls in: `timed_out`, `rejected` (refused without
-    /// running) or `failed`.
+    /// The label of the counter a task_error code falls in (`outcome` in the metrics and the
+    /// job log line): `timed_out`, `rejected` or `failed`.
     pub fn bucket_of(code: ErrorCode) -> &'static str {
-        match code {
-            ErrorCode::Timeout => "timed_out",
-            ErrorCode::Overloaded | ErrorCode::ShuttingDown => "rejected",
-            _ => "failed",
-        }
+        ErrorBucket::of(code).as_str()
     }
 
     pub fn processing_nanos(&self) -> u64 {
@@ -146,10 +172,10 @@ impl Stats {
             }
             Outcome::Errored(code) => {
                 self.by_code[code.index()].fetch_add(1, Relaxed);
-                let bucket = match Stats::bucket_of(code) {
-                    "timed_out" => &self.timed_out,
-                    "rejected" => &self.rejected,
-                    _ => &self.failed,
+                let bucket = match ErrorBucket::of(code) {
+                    ErrorBucket::TimedOut => &self.timed_out,
+                    ErrorBucket::Rejected => &self.rejected,
+                    ErrorBucket::Failed => &self.failed,
                 };
                 bucket.fetch_add(1, Relaxed);
             }
@@ -306,6 +332,26 @@ mod tests {
         );
         assert_eq!(h.quantile_ms(1.0), None, "beyond the last bound");
         assert_eq!(DurationHistogram::default().quantile_ms(0.5), None);
+    }
+
+    #[test]
+    fn each_code_counts_in_the_bucket_its_label_names() {
+        let s = Stats::default();
+        for code in ErrorCode::ALL {
+            s.record(Outcome::Errored(code));
+        }
+        let snap = s.snapshot();
+        let labelled = |label| {
+            ErrorCode::ALL
+                .iter()
+                .filter(|c| Stats::bucket_of(**c) == label)
+                .count() as u64
+        };
+        // The metrics' `outcome` labels and the snapshot's counters agree, code by code.
+        assert_eq!((snap.timed_out, labelled("timed_out")), (1, 1));
+        assert_eq!((snap.rejected, labelled("rejected")), (2, 2));
+        assert_eq!(snap.failed, labelled("failed"));
+        assert_eq!(snap.failed, ErrorCode::ALL.len() as u64 - 3);
     }
 
     #[test]

@@ -1,29 +1,22 @@
 //! Wall-clock times as text, for service discovery and JSON log lines.
 
 use std::time::{SystemTime, UNIX_EPOCH};
+use time::format_description::BorrowedFormatItem;
+use time::macros::format_description;
+use time::OffsetDateTime;
 
-/// `SystemTime` as RFC 3339 UTC with milliseconds, `YYYY-MM-DDTHH:MM:SS.mmmZ`, the form
-/// nats.js writes and nats.py parses (civil-from-days; no date library needed for one field).
+/// RFC 3339 UTC with milliseconds, the form nats.js writes and nats.py parses.
+const RFC3339_MILLIS: &[BorrowedFormatItem<'static>] =
+    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+
+/// `SystemTime` as `YYYY-MM-DDTHH:MM:SS.mmmZ`. A clock before 1970 reads as the epoch; one past
+/// the year 9999 (which RFC 3339 cannot write) as its last millisecond.
 pub fn rfc3339(time: SystemTime) -> String {
     let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = since.as_secs() as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        since.subsec_millis()
-    )
+    OffsetDateTime::from_unix_timestamp_nanos(since.as_nanos() as i128)
+        .ok()
+        .and_then(|t| t.format(RFC3339_MILLIS).ok())
+        .unwrap_or_else(|| "9999-12-31T23:59:59.999Z".to_string())
 }
 
 #[cfg(test)]
@@ -38,5 +31,9 @@ mod tests {
         assert_eq!(rfc3339(t), "2026-11-25T11:27:42.042Z");
         let leap = UNIX_EPOCH + Duration::from_secs(951_782_400);
         assert_eq!(rfc3339(leap), "2000-02-29T00:00:00.000Z");
+        let before = UNIX_EPOCH - Duration::from_secs(1);
+        assert_eq!(rfc3339(before), "1970-01-01T00:00:00.000Z");
+        let far = UNIX_EPOCH + Duration::from_secs(400_000_000_000);
+        assert_eq!(rfc3339(far), "9999-12-31T23:59:59.999Z");
     }
 }

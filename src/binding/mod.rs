@@ -55,7 +55,7 @@ pub struct WorkerOptions {
     /// Called with `(jobId, reason)` when the worker gives up on a job (`TIMEOUT` or
     /// `SHUTTING_DOWN`), so the handler can abort its work.
     #[napi(ts_type = "(jobId: string, reason: string) => void")]
-    pub on_cancel: Option<LogFn>,
+    pub on_cancel: Option<CancelFn>,
     /// Lowest level passed to `logger`: `debug`, `info` (default), `warn` or `error`.
     /// Every finished job is one line: `info` when completed, `warn`/`error` for a task_error.
     pub log_level: Option<String>,
@@ -198,7 +198,19 @@ pub struct ServerStatus {
     pub queue_group: String,
 }
 
+/// `(level, message)`: where the addon's log lines go.
 type LogFn = ThreadsafeFunction<
+    FnArgs<(String, String)>,
+    UnknownReturnValue,
+    FnArgs<(String, String)>,
+    napi::Status,
+    false,
+    true,
+>;
+
+/// `(jobId, reason)`: asks the handler to abort a job the worker gave up on (`TIMEOUT`,
+/// `SHUTTING_DOWN`). The same shape as a logger's function, but a different contract.
+pub(crate) type CancelFn = ThreadsafeFunction<
     FnArgs<(String, String)>,
     UnknownReturnValue,
     FnArgs<(String, String)>,
@@ -481,10 +493,17 @@ fn publish_options(options: Option<PublishRequestOptions>) -> PublishOptions {
 }
 
 /// The one place where core errors become JS errors: an `Error` whose `code` property is the
-/// stable code, and whose message starts with it (as before `code` existed).
+/// stable code, and whose message starts with it too, so a caller that only prints or matches
+/// `message` (a log line, an agent's tool result, a regex in a script) still sees the code.
 fn js_error(env: &Env, error: PierError) -> napi::Error {
     let code = error.code();
-    let js = napi::JsError::from(napi::Error::new(code, format!("{code}: {error}")));
+    // A connect error's reason is its cause's text with credentials removed: the raw causes
+    // under it are not, and stay out.
+    let message = match &error {
+        PierError::Connect { .. } => error.to_string(),
+        _ => crate::error::with_causes(&error),
+    };
+    let js = napi::JsError::from(napi::Error::new(code, format!("{code}: {message}")));
     napi::Error::from(js.into_unknown(*env))
 }
 
