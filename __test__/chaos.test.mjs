@@ -47,7 +47,7 @@ it('JetStream on a 3-node cluster: leader, worker and node killed under load, no
     consumerName: 'chaos-workers',
     streamReplicas: 3,
     resultSubject: 'results',
-    ackWaitMs: 2000,
+    ackWaitMs: 5000,
     maxConcurrentJobs: 8,
     discovery: false,
   })
@@ -107,24 +107,26 @@ it('JetStream on a 3-node cluster: leader, worker and node killed under load, no
   const missing = ids.filter((id) => !seen.has(id))
   assert.deepEqual(missing, [], `every job answered (${events.join(', ')})`)
 
-  // What the requester's stream kept: each job's answer once.
-  const results = await streamLeader(jsm, 'RESULTS')
+  // What the requester's stream kept: each job's answer once. Read to its end.
   const kept = new Map()
   const reader = await js.consumers.get('RESULTS')
-  const batch = await reader.fetch({ max_messages: results.state.messages, expires: 5000 })
-  for await (const m of batch) {
+  const messages = await reader.consume()
+  const giveUp = setTimeout(() => messages.stop(), 20_000)
+  for await (const m of messages) {
     const r = m.json()
     kept.set(r.id, (kept.get(r.id) ?? 0) + 1)
-    if (kept.size === total && [...kept.values()].reduce((a, b) => a + b, 0) === results.state.messages) break
+    if (kept.size === total && m.info.pending === 0) break
   }
+  clearTimeout(giveUp)
   assert.equal(kept.size, total, 'every answer is in the results stream')
   const keptTwice = [...kept.values()].filter((n) => n > 1).length
   const reruns = [...seen.values()].reduce((a, n) => a + n - 1, 0)
-  // A rerun is a job whose ack was lost with a node or its worker: at most the jobs in flight
-  // at each of the three kills (3 workers x 8 slots).
-  assert.ok(reruns <= 3 * 3 * 8, `reruns bounded: ${reruns}`)
+  // A rerun is a job whose answer was confirmed and whose ack was lost: with the stream leader
+  // (acks not yet replicated), or past ackWaitMs on a machine too busy to ack in time. A tenth
+  // of the jobs is far above what a quiet run shows (0 to 4).
+  assert.ok(reruns <= total / 10, `reruns bounded: ${reruns}`)
   assert.equal(keptTwice, 0, `the stream deduplicated every rerun's answer (${reruns} reruns)`)
-  assert.ok(restarted.got().length > 0, 'the restarted worker serves again')
+  assert.ok(restarted.got().length > 0, `the restarted worker serves again:\n${restarted.err()}`)
   const left = await streamLeader(jsm, 'CHAOS_JOBS')
   assert.equal(left.state.messages, 0, 'every job was acked and left the work queue')
   console.log(`chaos: ${total} jobs, ${reruns} reruns, ${keptTwice} kept twice; ${events.join(', ')}; ${Date.now() - started} ms`)
@@ -156,7 +158,10 @@ it('core mode on the same kind of cluster: a worker killed mid-job loses only th
     const job = { version: '1.0', id, type: 'task_request', task: `t${i}` }
     requests.push(
       nc.request('jobs.chaoscore', encoder.encode(JSON.stringify(job)), { timeout: 4000 }).then(
-        (m) => outcome.set(id, JSON.parse(decoder.decode(m.data)).ok ? 'answered' : 'refused'),
+        (m) => {
+          const reply = JSON.parse(decoder.decode(m.data))
+          outcome.set(id, reply.ok ? 'answered' : reply.error.code)
+        },
         () => outcome.set(id, 'lost'),
       ),
     )
@@ -172,6 +177,10 @@ it('core mode on the same kind of cluster: a worker killed mid-job loses only th
   assert.ok(held.size > 0, 'the killed worker held jobs')
   assert.ok(lost.length <= 16, `at most its slots: ${lost.length}`)
   assert.deepEqual(lost.filter((id) => !held.has(id)), [], 'only jobs the killed worker held are lost')
-  assert.equal([...outcome.values()].filter((o) => o === 'answered').length, total - lost.length)
+  // Every other request is answered: a result, or OVERLOADED from a worker whose slots were
+  // all taken (the requester retries elsewhere).
+  const others = [...outcome.values()].filter((o) => o !== 'lost')
+  assert.deepEqual(others.filter((o) => o !== 'answered' && o !== 'OVERLOADED'), [])
+  assert.equal(others.length, total - lost.length)
   console.log(`core: ${total} requests, ${lost.length} lost with the killed worker (held ${held.size} in all)`)
 })

@@ -611,9 +611,6 @@ impl Pipeline {
             .await;
         // Every run counts, timed out or failed too (ADR-32 processing_time).
         self.stats.processed(received_at.elapsed());
-        if let Some(task) = keep_alive {
-            task.abort();
-        }
         let retry = outcome.as_ref().err().and_then(|e| inbound.retry(e));
         let settle = match (retry, outcome) {
             (Some(retry), Err(error)) => {
@@ -644,6 +641,11 @@ impl Pipeline {
                 }
             }
         };
+        // The job stays in progress until its answer is confirmed (a JetStream publish may
+        // wait out an election): the ack wait must not give it to another worker meanwhile.
+        if let Some(task) = keep_alive {
+            task.abort();
+        }
         inbound.settle(settle).await;
         drop(claim);
         self.stats.job_finished();
