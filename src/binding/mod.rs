@@ -98,7 +98,8 @@ pub struct JsStats {
 
 #[napi(object, js_name = "WorkerStatus")]
 pub struct JsWorkerStatus {
-    /// `stopped`, `connecting`, `connected`, `disconnected` or `stopping`.
+    /// `stopped`, `connecting`, `connected`, `recovering` (connected, but JetStream does not
+    /// answer yet: a leader election, a node restarting), `disconnected` or `stopping`.
     pub state: String,
     pub servers: String,
     pub server_name: Option<String>,
