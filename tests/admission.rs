@@ -594,3 +594,86 @@ async fn a_job_paying_less_than_the_floor_is_answered_price_too_low_before_a_slo
         let _ = std::fs::remove_dir_all(ledger.parent().unwrap());
     }
 }
+
+/// Reports what each attempt used; `fail-once` fails its first attempt (JetStream retries it).
+#[derive(Default)]
+struct Metered {
+    attempts: Arc<AtomicUsize>,
+}
+
+impl JobHandler for Metered {
+    fn run(&self, job: JobInput) -> BoxFuture<'static, HandlerResult> {
+        let attempt = self.attempts.fetch_add(1, Ordering::SeqCst);
+        let usage = Some(pier_connector::handler::Usage {
+            input: 100,
+            output: 20,
+            cost: 0.25,
+            ..Default::default()
+        });
+        Box::pin(async move {
+            let answer = if job.task == "fail-once" && attempt == 0 {
+                HandlerResult::failed(pier_connector::error::JobError::new(
+                    pier_connector::error::ErrorCode::ExecutionFailed,
+                    "first attempt",
+                ))
+            } else {
+                HandlerResult::answered(job.task)
+            };
+            answer.with_usage(usage)
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_retried_attempt_counts_what_it_spent_and_the_job_once() {
+    let server = NatsServer::jetstream().await;
+    let ledger = std::env::temp_dir().join(format!("pier-retry-{}/ledger.jsonl", free_port()));
+    let handler = Arc::new(Metered::default());
+    let worker = Worker::new(
+        config(
+            &server.url,
+            json!({ "delivery": "jetstream", "ackWaitMs": 1000, "ledgerFile": ledger }),
+        ),
+        handler.clone(),
+        Arc::new(MemoryLogger::default()),
+    );
+    worker.start().await.expect("worker starts");
+    let client = async_nats::connect(&server.url).await.unwrap();
+    let rig = Rig {
+        _server: server,
+        client,
+        worker,
+        handler: Arc::new(Tracking::default()),
+        mode: Mode::JetStream,
+    };
+    let reply = rig
+        .ask(json!({ "id": "r1", "task": "fail-once", "meta": { "price": 3 } }).to_string())
+        .await;
+    assert_eq!(reply["result"], "fail-once");
+    assert_eq!(handler.attempts.load(Ordering::SeqCst), 2);
+    let stats = rig.worker.status().stats;
+    assert_eq!(
+        (stats.tokens_in, stats.tokens_out),
+        (200, 40),
+        "both attempts"
+    );
+    assert_eq!(stats.spent, 0.5);
+    rig.worker.stop().await;
+    let text = std::fs::read_to_string(&ledger).unwrap();
+    let outcomes: Vec<String> = text
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["outcome"].to_string())
+        .collect();
+    assert_eq!(outcomes, ["\"retried\"", "\"completed\""], "{text}");
+    let days = pier_connector::ledger::read_days(&ledger, None).unwrap();
+    assert_eq!(
+        (
+            days[0].jobs,
+            days[0].earned,
+            days[0].spent,
+            days[0].tokens_in
+        ),
+        (1, 3.0, 0.5, 200)
+    );
+    let _ = std::fs::remove_dir_all(ledger.parent().unwrap());
+}
