@@ -199,6 +199,31 @@ pub struct DaySum {
     pub tokens_out: u64,
 }
 
+/// The fields of a ledger line the day sums read, borrowed from the line (the sums run over
+/// every kept file whenever `/pier` is asked, so a line costs no allocation).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Summed<'a> {
+    #[serde(borrow)]
+    time: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    outcome: std::borrow::Cow<'a, str>,
+    #[serde(default)]
+    earned: f64,
+    #[serde(default)]
+    cost: f64,
+    #[serde(default)]
+    tokens_in: Option<u64>,
+    #[serde(default)]
+    tokens_out: Option<u64>,
+}
+
+/// `{"time":"YYYY-MM-DD`: the day of a line as the worker writes it (time first), read without
+/// parsing the line.
+fn day_prefix(line: &[u8]) -> Option<&[u8]> {
+    line.strip_prefix(b"{\"time\":\"")?.get(..10)
+}
+
 /// Per-day sums of the ledger at `path` (with its rotated files), oldest day first, from the
 /// UTC day of `since` on (every day when `None`). A missing ledger is no day at all; lines
 /// that do not read as entries (a line cut by a crash) are skipped.
@@ -213,7 +238,14 @@ pub fn read_days(path: &Path, since: Option<SystemTime>) -> io::Result<Vec<DaySu
             Err(e) => return Err(e),
         };
         for line in reader.split(b'\n') {
-            let Ok(entry) = serde_json::from_slice::<LedgerEntry>(&line?) else {
+            let line = line?;
+            // Days before `since` are skipped before any parsing.
+            if let (Some(first), Some(day)) = (first_day.as_deref(), day_prefix(&line)) {
+                if day < first.as_bytes() {
+                    continue;
+                }
+            }
+            let Ok(entry) = serde_json::from_slice::<Summed>(&line) else {
                 continue;
             };
             let Some(day) = entry.time.get(..10) else {
