@@ -12,7 +12,7 @@ import { promisify } from 'node:util'
 import { fileURLToPath } from 'node:url'
 import { PierWorker, useNats, request, memoryLogger } from './helpers/addon.mjs'
 import { freePort } from './helpers/nats-server.mjs'
-import { replyHint } from '../plugin/tool.mjs'
+import { replyHint, createPublishTool } from '../plugin/tool.mjs'
 import { jobTurnParams, jobModelParams, usageOf } from '../plugin/agent-turn.mjs'
 import { formatAccount } from '../plugin/command.mjs'
 
@@ -103,10 +103,29 @@ it("a handler's usage is counted, logged and written in the ledger; a job withou
   assert.match(table, /\ntotal +4 +3 +11 +0\.00432 +11 +1217 +305\n/)
 })
 
-it('pier_publish tells a requester what PRICE_TOO_LOW means and whether it may pay more', () => {
-  const refused = { ok: false, error: { code: 'PRICE_TOO_LOW', message: 'this worker takes jobs paying at least 5 (meta.price); this one offers 1' } }
-  assert.match(replyHint(refused, { maxPublishPrice: 10, price: 1 }), /publish it again with a higher meta\.price, up to this account's maxPublishPrice of 10/)
-  assert.match(replyHint(refused, { maxPublishPrice: 1, price: 1 }), /may not pay more \(maxPublishPrice is 1\)/)
+it('pier_publish tells a requester what PRICE_TOO_LOW means and whether it may pay more', async () => {
+  const worker = PierWorker.echo({ natsUrl: nats.server.url, subject: 'eco.floor', minJobPrice: 5 })
+  await worker.start()
+  const config = { channels: { pier: { natsUrl: nats.server.url, publishSubject: 'eco.floor', maxPublishPrice: 3 } } }
+  const quiet = { info() {}, warn() {}, error() {}, addon() {} }
+  const tool = createPublishTool({ runtime: { config: { current: () => config } } }, quiet)
+  try {
+    const refused = (await tool.execute('c1', { task: 'cheap', timeoutMs: 5000, meta: { price: 2 } })).details
+    assert.equal(refused.error.code, 'PRICE_TOO_LOW')
+    assert.match(refused.hint, /meta\.price \(2\) is below the minimum that worker takes \(5\)\. This account may not pay that much \(maxPublishPrice is 3\)/)
+    config.channels.pier.maxPublishPrice = 10
+    const again = (await tool.execute('c2', { task: 'cheap', timeoutMs: 5000, meta: { price: 2 } })).details
+    assert.match(again.hint, /publish it again with meta\.price 5 \(within this account's maxPublishPrice of 10\)/)
+    const paid = (await tool.execute('c3', { task: 'paid', timeoutMs: 5000, meta: { price: 5 } })).details
+    assert.deepEqual([paid.ok, paid.result, paid.hint], [true, 'paid', undefined])
+  } finally {
+    await tool.close()
+    await worker.stop()
+  }
+
+  const other = { ok: false, error: { code: 'PRICE_TOO_LOW', message: 'pay more' } }
+  assert.match(replyHint(other, { maxPublishPrice: 10, price: 1 }), /publish it again with a higher meta\.price, up to this account's maxPublishPrice of 10/)
+  assert.match(replyHint(other, { maxPublishPrice: 1, price: 1 }), /may not pay that much \(maxPublishPrice is 1\)/)
   assert.equal(replyHint({ ok: true, result: 'x' }, { maxPublishPrice: 1, price: 1 }), undefined)
   assert.equal(replyHint({ ok: false, error: { code: 'OVERLOADED' } }, { maxPublishPrice: 1, price: 1 }), undefined)
 })

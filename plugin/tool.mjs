@@ -52,13 +52,16 @@ export function priceRefusal(params, maxPublishPrice) {
  */
 export function replyHint(reply, { maxPublishPrice, price }) {
   if (reply?.ok !== false || reply?.error?.code !== 'PRICE_TOO_LOW') return undefined
-  const room = maxPublishPrice > price
-  return (
-    "The worker refused the task because its meta.price is below the worker's minimum price (the error message names both). " +
-    (room
-      ? `You may publish it again with a higher meta.price, up to this account's maxPublishPrice of ${maxPublishPrice}, if the task is worth that; other workers may take it for less.`
-      : `This account may not pay more (maxPublishPrice is ${maxPublishPrice}); ask the operator to raise channels.pier.maxPublishPrice, or try again later when another worker may take it.`)
-  )
+  // This worker's message names its floor ("at least 5"); another implementation's may not.
+  const floor = Number(/at least (\d+(?:\.\d+)?)/.exec(String(reply.error.message ?? ''))?.[1])
+  const refused = `The worker refused the task: its meta.price (${price}) is below the minimum that worker takes${Number.isFinite(floor) ? ` (${floor})` : ''}. `
+  if (Number.isFinite(floor) && floor <= maxPublishPrice) {
+    return `${refused}You may publish it again with meta.price ${floor} (within this account's maxPublishPrice of ${maxPublishPrice}) if the task is worth that; other workers may take it for less.`
+  }
+  if (!Number.isFinite(floor) && maxPublishPrice > price) {
+    return `${refused}You may publish it again with a higher meta.price, up to this account's maxPublishPrice of ${maxPublishPrice}, if the task is worth that; other workers may take it for less.`
+  }
+  return `${refused}This account may not pay that much (maxPublishPrice is ${maxPublishPrice}): ask the operator to raise channels.pier.maxPublishPrice, or try again later, when another worker may take it.`
 }
 
 /** The default account as configured right now (the config may have been reloaded). */
