@@ -32,7 +32,8 @@ export declare class PierClient {
 
 /**
  * A Pier worker: takes jobs from NATS and runs each through `handler`, which returns (or
- * resolves to) the result text, or `{ error: { code, message } }` to choose the error code.
+ * resolves to) the result text, or `{ result, usage }` to report what the turn used, or
+ * `{ error: { code, message }, usage? }` to choose the error code.
  *
  * Its methods (and `PierClient`'s) throw or reject with an `Error` whose `code` property is one
  * of `PIER_CONFIG`, `PIER_CONNECT`, `PIER_ALREADY_RUNNING`, `PIER_NOT_RUNNING`, `PIER_STOPPED`,
@@ -42,7 +43,7 @@ export declare class PierClient {
  * another key); the message starts with the same code.
  */
 export declare class PierWorker {
-  constructor(config: PierConfig, handler: (job: Job) => Promise<string | HandlerError> | string, options?: WorkerOptions | undefined | null)
+  constructor(config: PierConfig, handler: (job: Job) => Promise<string | HandlerAnswer | HandlerError> | string | HandlerAnswer | HandlerError, options?: WorkerOptions | undefined | null)
   /**
    * A worker that answers every job with its own task, entirely in Rust (no JS call per job):
    * for connectivity checks and benchmarks.
@@ -75,11 +76,22 @@ export interface ClientOptions {
 export declare function generateUserKey(): UserKey
 
 /**
+ * A result with what its turn used: counted in the stats and metrics, written in the log line
+ * and the ledger.
+ */
+export interface HandlerAnswer {
+  result: string
+  usage?: TurnUsage
+}
+
+/**
  * What a handler may resolve to instead of a string, to answer with a chosen error code
- * (`RUNTIME_UNAVAILABLE`, `EXECUTION_FAILED`, `UNAUTHORIZED`, `INVALID_REQUEST` or `TIMEOUT`).
+ * (`RUNTIME_UNAVAILABLE`, `EXECUTION_FAILED`, `UNAUTHORIZED`, `INVALID_REQUEST` or `TIMEOUT`),
+ * with what the failed turn used, if it used anything.
  */
 export interface HandlerError {
   error: ReplyError
+  usage?: TurnUsage
 }
 
 /** A job as the JS handler receives it; optional fields that are not set are absent. */
@@ -98,6 +110,30 @@ export interface Job {
    */
   senderKey?: string
 }
+
+/** One UTC day of a ledger (`ledgerDays`). */
+export interface LedgerDay {
+  /** `YYYY-MM-DD` (UTC). */
+  day: string
+  /** Jobs that ran and ended that day. */
+  jobs: number
+  completed: number
+  /** Sum of `meta.price` of the jobs whose result was delivered. */
+  earned: number
+  /** Sum of the turns' cost, in the unit of the model's cost config. */
+  spent: number
+  /** `earned - spent`: meaningful when prices and model costs share a unit. */
+  margin: number
+  tokensIn: number
+  tokensOut: number
+}
+
+/**
+ * Per-day sums of the ledger at `file` (with its rotated files `<file>.1`, `.2`), oldest day
+ * first, from the UTC day of `sinceMs` (Unix ms) on. A missing ledger has no days; an
+ * unreadable one is the error `PIER_REQUEST`.
+ */
+export declare function ledgerDays(file: string, sinceMs?: number | undefined | null): Array<LedgerDay>
 
 /**
  * The worker's and client's config: every key is optional. Unknown or ill-typed keys are a
@@ -234,6 +270,25 @@ export interface PierConfig {
    */
   ackWaitMs?: number
   /**
+   * Minimum job price: Jobs whose meta.price is below this (or missing, when this is above 0) are answered PRICE_TOO_LOW before they take a slot or reach the model (0: every job runs).
+   * Default: `0`.
+   */
+  minJobPrice?: number
+  /**
+   * Max output tokens: OpenClaw only: Caps every model request of a job turn (max_tokens), so a stranger's task cannot spend more than this per request (0: the model's own limit).
+   * Default: `0`.
+   */
+  maxOutputTokens?: number
+  /** Job model: OpenClaw only: provider/model that runs job turns instead of the agent's model, e.g. a cheaper one (empty: the agent's model). */
+  jobModel?: string
+  /** Ledger file: One JSON line per job that ran (id, sender, price, outcome, code, tokens, cost, duration, time; never its task or result), rotated by size; read it with pier-connector ledger. Unset: no ledger, except under OpenClaw, which keeps one per account at <stateDir>/pier/ledger/<account>.jsonl. */
+  ledgerFile?: string
+  /**
+   * Ledger size (bytes): The ledger file is rotated at this size; two rotated files are kept (<file>.1, .2).
+   * Default: `8388608`.
+   */
+  ledgerMaxBytes?: number
+  /**
    * Max publish price: OpenClaw only: The pier_publish tool refuses a task whose meta.price is above this (0: only unpaid tasks).
    * Default: `0`.
    */
@@ -291,8 +346,9 @@ export interface PublishRequestOptions {
 /**
  * A `task_error`'s error. `code` is one of the wire protocol's codes: `PARSE_ERROR`,
  * `INVALID_REQUEST`, `RUNTIME_UNAVAILABLE`, `EXECUTION_FAILED`, `PAYLOAD_TOO_LARGE`, `TIMEOUT`,
- * `OVERLOADED`, `SHUTTING_DOWN`, `UNAUTHORIZED`, or `RESULT_TOO_LARGE` (the result did not fit
- * in the server's `max_payload`).
+ * `OVERLOADED`, `SHUTTING_DOWN`, `UNAUTHORIZED`, `RESULT_TOO_LARGE` (the result did not fit
+ * in the server's `max_payload`), or `PRICE_TOO_LOW` (the job's `meta.price` is below the
+ * worker's `minJobPrice`, or missing while that is above 0: offer more, or try another worker).
  */
 export interface ReplyError {
   code: string
@@ -331,6 +387,18 @@ export interface TaskReply {
    * `PIER_WORKER_SIGNATURE`, never a reply.
    */
   workerKey?: string
+}
+
+/**
+ * What one job's turn used: tokens by kind, and its cost in the unit of the model's cost
+ * config (OpenClaw's `result.meta.agentMeta.usage`, whose `cost.total` is accepted too).
+ */
+export interface TurnUsage {
+  input?: number
+  output?: number
+  cacheRead?: number
+  cacheWrite?: number
+  cost?: number
 }
 
 /**
@@ -373,12 +441,23 @@ export interface WorkerStats {
   serverErrors: number
   /** Sum of `meta.price` of completed jobs, in the unit requesters price in. */
   earned: number
+  /** Input tokens job turns used (not served from a prompt cache), as the handler reported. */
+  tokensIn: number
+  /** Output tokens job turns used. */
+  tokensOut: number
+  cacheReadTokens: number
+  cacheWriteTokens: number
+  /** Sum of job turns' cost, in the unit of the model's cost config (usually USD). */
+  spent: number
   /** Upper bound (ms) of the duration bucket holding the median job (buckets 1 ms · 2^k). */
   p50Ms?: number
 }
 
 export interface WorkerStatus {
-  /** `stopped`, `connecting`, `connected`, `disconnected` or `stopping`. */
+  /**
+   * `stopped`, `connecting`, `connected`, `recovering` (connected, but JetStream does not
+   * answer yet: a leader election, a node restarting), `disconnected` or `stopping`.
+   */
   state: string
   servers: string
   serverName?: string

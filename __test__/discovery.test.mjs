@@ -8,6 +8,9 @@ import { promisify } from 'node:util'
 import { fileURLToPath } from 'node:url'
 import { createInbox } from '@nats-io/transport-node'
 import { PierWorker, PierClient, useNats, request, sleep } from './helpers/addon.mjs'
+import fleetTable from '../lib/fleet-table.js'
+
+const { serverLabel } = fleetTable
 
 const PACKAGE_VERSION = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')).version
 const nats = useNats()
@@ -102,17 +105,20 @@ it('pier-connector workers prints a table a person reads: one row per worker wit
   const cli = fileURLToPath(new URL('../cli/pier-connector.js', import.meta.url))
   const { stdout } = await promisify(execFile)(process.execPath, [cli, 'workers', '--nats-url', nats.server.url, '--wait-ms', '300'])
   const [header, ...rest] = stdout.trimEnd().split('\n')
-  assert.match(header, /^WORKER\s+SERVER\s+UPTIME\s+IN FLIGHT\s+COMPLETED\s+FAILED\s+P50 MS\s+EARNED$/)
-  assert.equal(rest.pop(), 'EARNED –: the worker keeps its earnings private (set discoveryEarnings: true to publish them)')
-  assert.equal(rest.pop(), '2 workers')
+  assert.match(header, /^WORKER\s+SERVER\s+UP\s+RUN\s+DONE\s+FAIL\s+P50\s+EARNED\s+SPENT$/)
+  assert.equal(rest.pop(), 'EARNED/SPENT –: kept private (discoveryEarnings: true publishes them)')
+  assert.match(rest.pop(), /^EARNED: meta\.price of completed jobs; SPENT: model cost/)
+  assert.equal(rest.pop(), '2 workers; counts since each started (UP)')
   const rows = Object.fromEntries(rest.map((line) => [line.split(/\s+/)[0], line.split(/\s{2,}/)]))
   assert.deepEqual(Object.keys(rows).sort(), ['alpha', 'beta'])
   for (const [name, cells] of Object.entries(rows)) {
     const local = workers.find((w) => w.status().workerId === name).status()
-    assert.equal(cells[1], local.serverName)
+    assert.equal(cells[1], serverLabel(local.serverName))
     assert.match(cells[2], /^\d+s$|^\d+m \d\ds$/)
     assert.equal(Number(cells[4]), local.stats.completed)
     assert.equal(Number(cells[5]), local.stats.failed + local.stats.timedOut)
     assert.equal(cells[7], name === 'alpha' ? '0' : '–', 'only alpha publishes its earnings')
+    assert.equal(cells[8], name === 'alpha' ? '0' : '–', 'and its spending')
   }
+  for (const line of stdout.split('\n')) assert.ok(line.length <= 80, `wider than 80: ${line}`)
 })

@@ -616,17 +616,23 @@ describe('accounts through the channel lifecycle, with a real nats-server', () =
 
     const text = registered.commands[0].handler().text
     // The fleet table first (fenced for a fixed-width font), the same one the CLI prints.
-    const [title, fence, header, row, count, close] = text.split('\n')
-    assert.deepEqual([title, fence, close, count], ['Pier connector', '```', '```', '1 worker'])
-    assert.match(header, /^WORKER\s+SERVER\s+UPTIME\s+IN FLIGHT\s+COMPLETED\s+FAILED\s+P50 MS\s+EARNED$/)
+    const [title, fence, header, row, count, units, close] = text.split('\n')
+    assert.deepEqual([title, fence, close, count], ['Pier connector', '```', '```', '1 worker; counts since each started (UP)'])
+    assert.match(units, /^EARNED: meta\.price of completed jobs; SPENT: model cost/)
+    assert.match(header, /^WORKER\s+SERVER\s+UP\s+RUN\s+DONE\s+FAIL\s+P50\s+EARNED\s+SPENT$/)
     const cells = row.split(/\s{2,}/)
-    assert.deepEqual([cells[0], cells[1], cells[3], cells[4], cells[5], cells[7]], ['life-1', 'pier-test', '0', '2', '0', '2.5'])
+    assert.deepEqual([cells[0], cells[3], cells[4], cells[5], cells[7], cells[8]], ['life-1', '0', '2', '0', '2.5', '0'])
+    assert.match(cells[1], /^127\.0\.0\.1:\d+$/, 'the URL the worker uses, not the server id')
     assert.match(cells[2], /^\d+s$/)
-    assert.match(cells[6], /^≤\d+$/, 'the p50 of the jobs')
-    assert.match(text, /\naccount default\n  connection: connected, server nats:\/\/127\.0\.0\.1:\d+ \(pier-test [\d.]+\)/)
+    assert.match(cells[6], /^≤\d+ms$/, 'the p50 of the jobs')
+    for (const line of text.split('\n')) assert.ok(line.length <= 80, `wider than a chat: ${line}`)
+    assert.match(text, /\naccount default\n  connection: connected, server nats:\/\/127\.0\.0\.1:\d+ \(pier-test v[\d.]+\)/)
+    assert.match(text, /  takes jobs on jobs\.life \(queue openclaw-workers\), publishes to jobs\.life/)
+    assert.match(text, /  money: earned 2\.5 \(meta\.price\), spent 0 \(model cost\)/)
+    assert.match(text, /  uptime: \d+s; the counts below start again with the worker/)
+    assert.match(text, /  today \(UTC\): 2 jobs, earned 2\.5, spent 0, margin 2\.5/, "today's ledger line")
     assert.match(text, /  jobs: 2 received, 2 completed, 0 failed/)
     assert.match(text, /  reconnects: 0 \(0 disconnects\)\n  last error: none/)
-    assert.match(text, /  uptime: \d+s/)
 
     // The tool publishes over the running account's connection.
     const published = await registered.tools[0].execute('c1', { task: 'via tool', timeoutMs: 5000 })
@@ -736,8 +742,8 @@ describe('accounts through the channel lifecycle, with a real nats-server', () =
     assert.deepEqual(sessions, ['agent:main:pier:o1', 'agent:ops:pier:t1'])
     const text = registered.commands[0].handler().text
     assert.match(text, /account one\n[\s\S]*account two\n/)
-    assert.match(text, /\nw-one +pier-test +\d+s +0 +1 +0 +≤\d+ +0\nw-two +pier-test /, 'a table row per running account')
-    assert.match(text, /\n2 workers\n/)
+    assert.match(text, /\nw-one +127\.0\.0\.1:\d+ +\d+s +0 +1 +0 +≤\d+ms +0 +0\nw-two +127\.0\.0\.1:\d+ /, 'a table row per running account')
+    assert.match(text, /\n2 workers; counts since each started \(UP\)\n/)
     ctxs.forEach((c) => c.abort())
     await Promise.all(runs)
   })

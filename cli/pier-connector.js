@@ -5,9 +5,9 @@
 const { parseArgs } = require('node:util')
 const { readFileSync } = require('node:fs')
 // The addon, or the one-line reason it cannot load on this platform (reported as exit 2 by main).
-let PierWorker, PierClient, generateUserKey, addonError
+let PierWorker, PierClient, generateUserKey, ledgerDays, addonError
 try {
-  ;({ PierWorker, PierClient, generateUserKey } = require('../load-addon.js'))
+  ;({ PierWorker, PierClient, generateUserKey, ledgerDays } = require('../load-addon.js'))
 } catch (error) {
   addonError = error
 }
@@ -15,7 +15,7 @@ try {
 // Flags that mirror config keys, generated from the Rust config (scripts/gen-config.mjs):
 // `kind` decides how a flag is parsed.
 const CONFIG_FLAGS = require('./config-flags.json')
-const { fleetTable } = require('./fleet-table.js')
+const { fleetTable, amount } = require('../lib/fleet-table.js')
 const { execHandler, cancelJob, signalGroup } = require('./exec-runner.js')
 
 // Secrets can come from the environment so they stay out of `ps` output and shell history.
@@ -37,13 +37,17 @@ const USAGE = `Usage:
       Connect and print the server and subjects this config would use, as JSON.
   pier-connector workers [--wait-ms N] [--json] [options]
       List live workers (NATS service discovery, $SRV.STATS.pier-worker) as a table: worker,
-      server, uptime, in flight, completed, failed, p50 ms, earned. --json prints the raw answers.
+      server, uptime, running, completed, failed, p50, earned, spent. --json prints the raw
+      answers.
+  pier-connector ledger --ledger FILE [--since 7d | --since YYYY-MM-DD] [--json]
+      Sum a worker's ledger (ledgerFile) per UTC day: jobs, earned, spent, margin, tokens.
   pier-connector keygen [--json]
       Make a new NATS user key for signing: prints its seed (a secret: signingSeed, or
       PIER_SIGNING_SEED) and its public key (for allowedSenders and trustedWorkers).
 
 Options (each mirrors a config key of channels.pier in OpenClaw):
   --config FILE                  read a JSON config first; flags override it
+  --ledger FILE                  the ledger file (same as --ledger-file)
 ${CONFIG_FLAGS.map(({ flag, key, kind }) => `  --${flag}${kind === 'boolean' || kind === 'negated' ? '' : ' VALUE'}`.padEnd(33) + (kind === 'negated' ? `${key}: false` : key)).join('\n')}
   --verbose                      log debug lines too
   --version                      print the version and exit
@@ -58,6 +62,8 @@ function parse(argv) {
     'timeout-ms': { type: 'string' },
     'wait-ms': { type: 'string' },
     json: { type: 'boolean' },
+    ledger: { type: 'string' },
+    since: { type: 'string' },
     meta: { type: 'string' },
     verbose: { type: 'boolean' },
     help: { type: 'boolean', short: 'h' },
@@ -89,6 +95,7 @@ function buildConfig(values) {
       config[key] = raw
     }
   }
+  if (values.ledger !== undefined) config.ledgerFile = values.ledger
   return config
 }
 
@@ -199,6 +206,40 @@ function workersTable(workers, now) {
   )
 }
 
+/** `--since`: `7d` (today and the 6 days before it, UTC) or a `YYYY-MM-DD` day; ms since the epoch. */
+function sinceOf(text, now = Date.now()) {
+  if (text === undefined) return undefined
+  const days = /^(\d+)d$/.exec(text)
+  if (days && Number(days[1]) >= 1) return now - (Number(days[1]) - 1) * 86_400_000
+  if (/^\d{4}-\d{2}-\d{2}$/.test(text) && Number.isFinite(Date.parse(`${text}T00:00:00Z`))) return Date.parse(`${text}T00:00:00Z`)
+  throw usageError('--since must be a number of days (7d) or a day (2026-12-01)')
+}
+
+const LEDGER_HEADER = ['DAY (UTC)', 'JOBS', 'DONE', 'EARNED', 'SPENT', 'MARGIN', 'TOKENS IN', 'OUT']
+
+/** Per-day sums of the ledger, as a table with a total line, or as JSON. */
+function runLedger(values, config) {
+  const file = config.ledgerFile
+  if (!file) throw usageError('ledger needs --ledger FILE (the worker\'s ledgerFile)')
+  const days = ledgerDays(file, sinceOf(values.since))
+  const total = days.reduce(
+    (t, d) => ({ jobs: t.jobs + d.jobs, completed: t.completed + d.completed, earned: t.earned + d.earned, spent: t.spent + d.spent, margin: t.margin + d.margin, tokensIn: t.tokensIn + d.tokensIn, tokensOut: t.tokensOut + d.tokensOut }),
+    { jobs: 0, completed: 0, earned: 0, spent: 0, margin: 0, tokensIn: 0, tokensOut: 0 },
+  )
+  if (values.json) return printJson({ file, days, total })
+  const row = (day, d) => [day, String(d.jobs), String(d.completed), amount(d.earned), amount(d.spent), amount(d.margin), String(d.tokensIn), String(d.tokensOut)]
+  const rows = [LEDGER_HEADER, ...days.map((d) => row(d.day, d)), row('total', total)]
+  const widths = LEDGER_HEADER.map((_, i) => Math.max(...rows.map((r) => r[i].length)))
+  const line = (r) => r.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ')
+  process.stdout.write(
+    [
+      ...rows.map(line),
+      'EARNED: meta.price of delivered results; SPENT: model cost (cost config unit)',
+      'MARGIN = EARNED - SPENT: meaningful when both use one unit',
+    ].join('\n') + '\n',
+  )
+}
+
 /** A new user key: the seed and public key, as two labelled lines or as JSON. */
 function runKeygen(values) {
   const { seed, publicKey } = generateUserKey()
@@ -227,6 +268,8 @@ async function main(argv) {
       return runStatus(values, config)
     case 'workers':
       return runWorkers(values, config)
+    case 'ledger':
+      return runLedger(values, config)
     default:
       throw usageError(`unknown command ${JSON.stringify(command)}`)
   }

@@ -8,6 +8,7 @@ import { createSessionPruner, leftoverJobSessions } from './sessions.mjs'
 import { snapshotOf } from './status.mjs'
 import { redactSecrets } from './config.mjs'
 import { jobToolPolicy, jobWorkspaceDir } from './job-policy.mjs'
+import { withLedger } from './ledger.mjs'
 
 const STATUS_INTERVAL_MS = 1000
 
@@ -26,7 +27,7 @@ export function createAccountRun(account, { api, log, deleteSession, policy, wor
   const clean = (message) => redactSecrets(message, addonConfig)
   const turnLog = { error: (m) => log.error(`[${accountId}] ${clean(m)}`) }
   // No policy: the account is blocked (host tools) and never builds a worker.
-  const handler = policy && createAgentTurnHandler(api, running, { ...stored, agentId: account.agentId, policy, workspaceDir, log: turnLog })
+  const handler = policy && createAgentTurnHandler(api, running, { ...stored, agentId: account.agentId, policy, workspaceDir, log: turnLog, limits: account.limits })
   let worker = null
   let drained = null
   const run = {
@@ -42,7 +43,7 @@ export function createAccountRun(account, { api, log, deleteSession, policy, wor
     /** Builds the worker; throws the addon's error (config, unsupported platform) as a redacted one. */
     create() {
       try {
-        worker = new PierWorker(addonConfig, handler, {
+        worker = new PierWorker(withLedger(api, account), handler, {
           logger: (level, message) => log.addon(level, `[${accountId}] ${clean(message).replace(/^\[pier-connector\] /, '')}`),
           onCancel: (jobId, reason) => running.get(jobId)?.abort(new Error(reason)),
         })

@@ -31,3 +31,9 @@ function unavailable() {
 export const PierWorker = addon?.PierWorker ?? unavailable()
 /** @type {typeof import('../index.js').PierClient} */
 export const PierClient = addon?.PierClient ?? unavailable()
+/** Per-day sums of a ledger file (see index.d.ts); throws `addonLoadError` when it did not load. */
+export const ledgerDays =
+  addon?.ledgerDays ??
+  (() => {
+    throw addonLoadError
+  })

@@ -23,7 +23,35 @@ export function sessionIdsFor(agentId, jobId) {
   return { sessionId: `pier-${jobId}`, sessionKey: `${jobSessionPrefix(agentId)}${jobId}` }
 }
 
-const fail = (code, message) => ({ error: { code, message } })
+const fail = (code, message, usage) => ({ error: { code, message }, ...(usage ? { usage } : {}) })
+
+/**
+ * What a turn used, from OpenClaw's `result.meta.agentMeta.usage` (`{ input, output, cacheRead,
+ * cacheWrite, total, cost: { total } }`, cost from the model's cost config), or undefined when
+ * the turn reported none.
+ */
+export function usageOf(result) {
+  const u = result?.meta?.agentMeta?.usage
+  if (!u || typeof u !== 'object') return undefined
+  const n = (v) => (typeof v === 'number' && Number.isFinite(v) && v >= 0 ? v : 0)
+  return { input: n(u.input), output: n(u.output), cacheRead: n(u.cacheRead), cacheWrite: n(u.cacheWrite), cost: n(u.cost?.total) }
+}
+
+/**
+ * The per-run model settings of an account's job turns: `streamParams.maxTokens` caps every
+ * model request of the turn (OpenClaw sends it as max_tokens), `jobModel` ("provider/model")
+ * picks the model instead of the agent's.
+ */
+export function jobModelParams({ maxOutputTokens, jobModel } = {}) {
+  const params = {}
+  if (Number.isInteger(maxOutputTokens) && maxOutputTokens > 0) params.streamParams = { maxTokens: maxOutputTokens }
+  const slash = typeof jobModel === 'string' ? jobModel.indexOf('/') : -1
+  if (slash > 0 && slash < jobModel.length - 1) {
+    params.provider = jobModel.slice(0, slash)
+    params.model = jobModel.slice(slash + 1)
+  }
+  return params
+}
 
 /** A requester-chosen string as it may stand in a prompt or a log line: one line, bounded. */
 export function oneLine(value, max = 80) {
@@ -36,7 +64,7 @@ export function oneLine(value, max = 80) {
  * its policy passed it ([]: no tools). The requester's systemPrompt stays an extra prompt,
  * marked as theirs; it never replaces the operator's.
  */
-export function jobTurnParams({ job, agentId, ids, runId, workspaceDir, offered, handle, abortSignal, durable }) {
+export function jobTurnParams({ job, agentId, ids, runId, workspaceDir, offered, handle, abortSignal, durable, limits }) {
   const requester = job.sender ? oneLine(job.sender, 64) : null
   const messageTool = offered.includes(MESSAGE_TOOL)
   return {
@@ -70,6 +98,7 @@ export function jobTurnParams({ job, agentId, ids, runId, workspaceDir, offered,
     sessionPersistence: durable ? 'durable' : 'detached',
     toolsAllow: offered,
     disableMessageTool: !messageTool,
+    ...jobModelParams(limits),
   }
 }
 
@@ -84,10 +113,14 @@ export function jobTurnParams({ job, agentId, ids, runId, workspaceDir, offered,
  * `onTurnSettled(sessionKey)` the session is stored (keepSessions, for debugging) and the
  * callback runs once the turn has really ended (also after an abort), when it may be removed.
  *
+ * The handler returns `{ result, usage }` (or `{ error, usage }`) with what the turn used, as
+ * OpenClaw reported it, for the worker's metrics, log line and ledger.
+ *
  * @param {object} options `agentId`, `policy` (jobToolPolicy's answer), `workspaceDir` (the
- *   job workspace), `log` (pierLogger), `onTurnSettled`
+ *   job workspace), `log` (pierLogger), `onTurnSettled`, `limits` (the account's
+ *   `maxOutputTokens` and `jobModel`)
  */
-export function createAgentTurnHandler(api, running, { agentId, policy, workspaceDir, log, onTurnSettled }) {
+export function createAgentTurnHandler(api, running, { agentId, policy, workspaceDir, log, onTurnSettled, limits }) {
   const offered = policy.tools.offered
   const allowed = expandTools(offered)
   return async (job) => {
@@ -115,7 +148,7 @@ export function createAgentTurnHandler(api, running, { agentId, policy, workspac
         }
       }
       const turnRun = agent.runEmbeddedAgent(
-        jobTurnParams({ job, agentId, ids, runId, workspaceDir, offered, handle: turn.handle, abortSignal: abort.signal, durable: Boolean(onTurnSettled) }),
+        jobTurnParams({ job, agentId, ids, runId, workspaceDir, offered, handle: turn.handle, abortSignal: abort.signal, durable: Boolean(onTurnSettled), limits }),
       )
       if (onTurnSettled) {
         const settled = () => onTurnSettled(ids.sessionKey)
@@ -128,19 +161,21 @@ export function createAgentTurnHandler(api, running, { agentId, policy, workspac
         channelAnswer.then((text) => ({ text })),
       ])
       if (answered.text !== undefined) {
+        // The turn is cut off here, before OpenClaw reports what it used: not measured.
         abort.abort(new Error('answered on the pier channel'))
         return answered.text
       }
       if (answered.error) throw answered.error
       const { result } = answered
+      const usage = usageOf(result)
       const text = replyText(result)
-      if (text) return text
+      if (text) return usage ? { result: text, usage } : text
       // A turn cut off by its timeout resolves with no text: that is a TIMEOUT, never an
       // empty result somebody would pay for.
       if (abort.signal.aborted || result?.meta?.aborted || Date.now() - started >= job.timeoutMs - 50) {
-        return fail('TIMEOUT', `the agent turn did not finish within ${job.timeoutMs} ms`)
+        return fail('TIMEOUT', `the agent turn did not finish within ${job.timeoutMs} ms`, usage)
       }
-      return fail('EXECUTION_FAILED', 'the agent turn produced no reply')
+      return fail('EXECUTION_FAILED', 'the agent turn produced no reply', usage)
     } catch (error) {
       // The host's words (paths, config, provider errors) are the operator's, not the requester's.
       log?.error(`job ${oneLine(job.id)}: the agent turn failed: ${oneLine(error?.message ?? error, 500)}`)

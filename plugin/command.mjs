@@ -1,43 +1,71 @@
-// The /pier command, written for a person: the fleet table of this gateway's running
-// accounts (the one `pier-connector workers` prints), then one block per account.
-import fleet from '../cli/fleet-table.js'
+// The /pier command, written for a person reading a chat 80 columns wide: the fleet table of
+// this gateway's running accounts (the one `pier-connector workers` prints), then one block
+// per account, with today's ledger line (the counters restart with the worker; the ledger
+// does not).
+import fleet from '../lib/fleet-table.js'
 import { runningAccounts } from './accounts.mjs'
 import { listAccountIds, resolveAccount } from './config.mjs'
+import { ledgerFileOf, ledgerToday } from './ledger.mjs'
 
 export function formatUptime(ms) {
   if (typeof ms !== 'number' || !Number.isFinite(ms) || ms < 0) return 'not running'
   return fleet.humanDuration(ms)
 }
 
-/** A running account's row of the fleet table. */
-const fleetRow = (status) => ({ worker: status.workerId, server: status.serverName ?? status.servers, uptimeMs: status.uptimeMs, stats: status.stats })
+/** A running account's row of the fleet table: its server URL, not the server's id. */
+const fleetRow = (status) => ({ worker: status.workerId, server: status.servers, uptimeMs: status.uptimeMs, stats: status.stats })
 
 const plural = (n, one, many = `${one}s`) => `${n} ${n === 1 ? one : many}`
+const { amount } = fleet
+
+/** The server's name and version, unless its name is only its 56-character id. */
+function serverAbout(status) {
+  const name = status.serverName && !/^N[A-Z2-7]{55}$/.test(status.serverName) ? status.serverName : null
+  const about = [name, status.serverVersion ? `v${status.serverVersion}` : null].filter(Boolean).join(' ')
+  return about ? ` (${about})` : ''
+}
+
+/** Today's ledger line, or why there is none. */
+export function formatToday(today) {
+  if (!today) return '  today: no ledger (OpenClaw did not say where its state dir is)'
+  if (today.error) return `  today: ledger unreadable: ${today.error}`
+  return `  today (UTC): ${plural(today.jobs, 'job')}, earned ${amount(today.earned)}, spent ${amount(today.spent)}, margin ${amount(today.margin)}`
+}
 
 /** One account's block from its worker status (null when it does not run here). */
-export function formatAccount(accountId, status, { lastError, reason } = {}) {
+export function formatAccount(accountId, status, { lastError, reason, today } = {}) {
   const head = `account ${accountId}`
-  if (!status) return [head, `  connection: not running${reason ? ` (${reason})` : ''}`, `  last error: ${lastError ?? 'none'}`].join('\n')
+  if (!status) {
+    return [head, `  connection: not running${reason ? ` (${reason})` : ''}`, ...(today ? [formatToday(today)] : []), `  last error: ${lastError ?? 'none'}`].join('\n')
+  }
   const s = status.stats
-  const server = `${status.servers}${status.serverName ? ` (${`${status.serverName} ${status.serverVersion ?? ''}`.trim()})` : ''}`
   return [
     head,
-    `  connection: ${status.state}, server ${server}`,
+    `  connection: ${status.state}, server ${status.servers}${serverAbout(status)}`,
     `  worker: ${status.workerId}${status.walletAddress ? `, wallet ${status.walletAddress}` : ''}, up to ${plural(status.maxConcurrentJobs, 'job')} at once`,
-    `  subjects: jobs ${status.subject}, queue ${status.queueGroup}, publish ${status.publishSubject}`,
-    `  uptime: ${formatUptime(status.uptimeMs)}`,
-    `  jobs: ${s.received} received, ${s.completed} completed, ${s.failed} failed, ${s.rejected} rejected, ${s.timedOut} timed out, ${s.inFlight} in flight`,
+    `  takes jobs on ${status.subject} (queue ${status.queueGroup}), publishes to ${status.publishSubject}`,
+    `  uptime: ${formatUptime(status.uptimeMs)}; the counts below start again with the worker`,
+    `  jobs: ${s.received} received, ${s.completed} completed, ${s.failed} failed, ${s.timedOut} timed out, ${s.inFlight} running`,
+    `  refused unrun: ${s.rejected} (worker busy, stopping, or price too low)`,
+    `  money: earned ${amount(s.earned)} (meta.price), spent ${amount(s.spent)} (model cost)`,
+    `  tokens: ${s.tokensIn} in, ${s.tokensOut} out${s.cacheReadTokens || s.cacheWriteTokens ? `, ${s.cacheReadTokens} cache read, ${s.cacheWriteTokens} cache write` : ''}`,
+    ...(today !== undefined ? [formatToday(today)] : []),
     `  reconnects: ${s.reconnects} (${plural(s.disconnects, 'disconnect')})`,
     `  last error: ${status.lastError ?? lastError ?? 'none'}`,
   ].join('\n')
 }
 
-export function formatStatus(cfg) {
+/**
+ * The whole /pier text. `api` (optional) tells where each account's ledger is; without it
+ * the blocks have no ledger line.
+ */
+export function formatStatus(cfg, api) {
   const accounts = listAccountIds(cfg).map((id) => {
     const account = resolveAccount(cfg, id)
     const run = runningAccounts.get(id)
     const reason = !account.configured ? 'not configured: openclaw channels add --channel pier' : !account.enabled ? 'disabled' : undefined
-    return { id, status: run?.status() ?? null, lastError: run?.lastError, reason }
+    const file = api && account.configured ? ledgerFileOf(api, run?.account ?? account) : undefined
+    return { id, status: run?.status() ?? null, lastError: run?.lastError, reason, today: file === undefined ? undefined : file && ledgerToday(file) }
   })
   const live = accounts.filter((a) => a.status)
   // Fenced, so a chat surface shows the table in a fixed-width font.
@@ -53,7 +81,7 @@ export function createStatusCommand(api) {
     acceptsArgs: false,
     handler: () => {
       try {
-        return { text: formatStatus(api.runtime?.config?.current?.() ?? api.config ?? {}) }
+        return { text: formatStatus(api.runtime?.config?.current?.() ?? api.config ?? {}, api) }
       } catch (error) {
         return { text: `Pier connector\nstatus unavailable: ${error.message}` }
       }

@@ -111,6 +111,11 @@ export function resolveAccount(cfg, accountId, env = process.env) {
     // none by default: a job is a stranger's task.
     toolsAllow: Array.isArray(merged.toolsAllow) ? merged.toolsAllow : [],
     unsafeHostTools: merged.unsafeHostTools === true,
+    // What a job turn may spend (agent-turn.mjs): a cap per model request, and another model.
+    limits: {
+      maxOutputTokens: Number.isInteger(merged.maxOutputTokens) && merged.maxOutputTokens > 0 ? merged.maxOutputTokens : 0,
+      jobModel: typeof merged.jobModel === 'string' ? merged.jobModel : '',
+    },
     credentialSource: envKeys.length ? `env:${envKeys.join(',')}` : unresolved.length ? 'secretref (unresolved)' : hasCredentials(merged) ? 'config' : 'none',
     unresolvedSecrets: unresolved,
   }

@@ -43,6 +43,10 @@ export function snapshotOf(run, s) {
       timedOut: s.stats.timedOut,
       disconnects: s.stats.disconnects,
       reconnects: s.stats.reconnects,
+      earned: s.stats.earned,
+      spent: s.stats.spent,
+      tokensIn: s.stats.tokensIn,
+      tokensOut: s.stats.tokensOut,
     },
   }
 }

@@ -45,6 +45,25 @@ export function priceRefusal(params, maxPublishPrice) {
   return null
 }
 
+/**
+ * What a requester should do about a worker's refusal, for the codes a model can act on:
+ * PRICE_TOO_LOW means the worker wants a higher meta.price, which this account may or may not
+ * be allowed to pay.
+ */
+export function replyHint(reply, { maxPublishPrice, price }) {
+  if (reply?.ok !== false || reply?.error?.code !== 'PRICE_TOO_LOW') return undefined
+  // This worker's message names its floor ("at least 5"); another implementation's may not.
+  const floor = Number(/at least (\d+(?:\.\d+)?)/.exec(String(reply.error.message ?? ''))?.[1])
+  const refused = `The worker refused the task: its meta.price (${price}) is below the minimum that worker takes${Number.isFinite(floor) ? ` (${floor})` : ''}. `
+  if (Number.isFinite(floor) && floor <= maxPublishPrice) {
+    return `${refused}You may publish it again with meta.price ${floor} (within this account's maxPublishPrice of ${maxPublishPrice}) if the task is worth that; other workers may take it for less.`
+  }
+  if (!Number.isFinite(floor) && maxPublishPrice > price) {
+    return `${refused}You may publish it again with a higher meta.price, up to this account's maxPublishPrice of ${maxPublishPrice}, if the task is worth that; other workers may take it for less.`
+  }
+  return `${refused}This account may not pay that much (maxPublishPrice is ${maxPublishPrice}): ask the operator to raise channels.pier.maxPublishPrice, or try again later, when another worker may take it.`
+}
+
 /** The default account as configured right now (the config may have been reloaded). */
 export function publishAccount(api) {
   const cfg = api.runtime?.config?.current?.() ?? api.config ?? {}
@@ -70,7 +89,8 @@ export function createPublishTool(api, log) {
     label: 'Publish to Pier',
     description:
       'Publish a task to the Pier job marketplace and wait for a worker to answer it. ' +
-      'Returns the worker reply: { ok: true, result } or { ok: false, error: { code, message } }.',
+      'Returns the worker reply: { ok: true, result } or { ok: false, error: { code, message } }. ' +
+      'Error PRICE_TOO_LOW: the worker asks a higher meta.price than offered (see hint).',
     parameters,
     async execute(_toolCallId, params) {
       const account = publishAccount(api)
@@ -82,7 +102,8 @@ export function createPublishTool(api, log) {
       const { task, systemPrompt, timeoutMs, meta } = params ?? {}
       try {
         const reply = await publisher(account).publish(String(task ?? ''), { systemPrompt, timeoutMs, meta })
-        return textResult(reply)
+        const hint = replyHint(reply, { maxPublishPrice: account.maxPublishPrice, price: priceOf(params) })
+        return textResult(hint ? { ...reply, hint } : reply)
       } catch (error) {
         const message = redactSecrets(`pier_publish failed: ${error?.message ?? error}`, account.addonConfig)
         log.warn(message)

@@ -231,6 +231,38 @@ pub struct Config {
     #[cfg_attr(test, schemars(range(min = 1), extend("x-advanced" = true)))]
     pub ack_wait_ms: u64,
 
+    /// Minimum job price
+    ///
+    /// Jobs whose meta.price is below this (or missing, when this is above 0) are answered
+    /// PRICE_TOO_LOW before they take a slot or reach the model (0: every job runs).
+    #[cfg_attr(test, schemars(range(min = 0.0)))]
+    pub min_job_price: f64,
+    /// Max output tokens
+    ///
+    /// Caps every model request of a job turn (max_tokens), so a stranger's task cannot spend
+    /// more than this per request (0: the model's own limit).
+    #[cfg_attr(test, schemars(extend("x-host" = true)))]
+    pub max_output_tokens: u32,
+    /// Job model
+    ///
+    /// provider/model that runs job turns instead of the agent's model, e.g. a cheaper one
+    /// (empty: the agent's model).
+    #[cfg_attr(test, schemars(example = "openai/gpt-5-mini", extend("x-host" = true)))]
+    pub job_model: String,
+    /// Ledger file
+    ///
+    /// One JSON line per job that ran (id, sender, price, outcome, code, tokens, cost,
+    /// duration, time; never its task or result), rotated by size; read it with
+    /// pier-connector ledger. Unset: no ledger, except under OpenClaw, which keeps one per
+    /// account at <stateDir>/pier/ledger/<account>.jsonl.
+    #[cfg_attr(test, schemars(example = "/var/lib/pier/ledger.jsonl"))]
+    pub ledger_file: Option<PathBuf>,
+    /// Ledger size (bytes)
+    ///
+    /// The ledger file is rotated at this size; two rotated files are kept (<file>.1, .2).
+    #[cfg_attr(test, schemars(range(min = 4096), extend("x-advanced" = true)))]
+    pub ledger_max_bytes: u64,
+
     /// Max publish price
     ///
     /// The pier_publish tool refuses a task whose meta.price is above this (0: only
@@ -353,6 +385,11 @@ impl Default for Config {
             result_subject: None,
             max_deliver: 5,
             ack_wait_ms: 30_000,
+            min_job_price: 0.0,
+            max_output_tokens: 0,
+            job_model: String::new(),
+            ledger_file: None,
+            ledger_max_bytes: 8 * 1024 * 1024,
             max_publish_price: 0.0,
             keep_sessions: 0,
             tools_allow: Vec::new(),
@@ -474,6 +511,18 @@ impl Config {
         }
         if self.max_deliver < 1 {
             return bad("maxDeliver: must be at least 1".into());
+        }
+        if !(self.min_job_price.is_finite() && self.min_job_price >= 0.0) {
+            return bad("minJobPrice: must be a number of at least 0".into());
+        }
+        if self.ledger_max_bytes < 4096 {
+            return bad("ledgerMaxBytes: must be at least 4096".into());
+        }
+        if !self.job_model.is_empty() && !is_model_ref(&self.job_model) {
+            return bad(format!(
+                "jobModel: {:?} must be provider/model (e.g. openai/gpt-5-mini)",
+                crate::error::one_line(&self.job_model)
+            ));
         }
         if !(self.max_publish_price.is_finite() && self.max_publish_price >= 0.0) {
             return bad("maxPublishPrice: must be a number of at least 0".into());
@@ -611,6 +660,15 @@ pub enum LogFormat {
 pub enum SenderTrust {
     Any,
     Signed,
+}
+
+/// `provider/model`: both parts non-empty, no spaces.
+fn is_model_ref(text: &str) -> bool {
+    text.split_once('/').is_some_and(|(provider, model)| {
+        !provider.is_empty()
+            && !model.is_empty()
+            && !text.chars().any(|c| c.is_whitespace() || c.is_control())
+    })
 }
 
 /// An `allowedSenders` entry meant as a key: such an entry that is not a valid key is a typo
@@ -794,6 +852,24 @@ mod tests {
             "UDVEU3DD4KOFECV66VIHWEZOYX4ZKR3WV27L464SIIPOU2IUI3JCYSJF"
         );
         let _ = std::fs::remove_file(path);
+    }
+
+    #[test]
+    fn economics_settings_are_checked() {
+        let c = Config::from_value(json!({
+            "minJobPrice": 5, "maxOutputTokens": 300, "jobModel": "vllm/cheap",
+            "ledgerFile": "/tmp/l.jsonl"
+        }))
+        .unwrap();
+        assert_eq!(c.min_job_price, 5.0);
+        assert_eq!(c.max_output_tokens, 300);
+        assert!(Config::from_value(json!({ "minJobPrice": -1 })).is_err());
+        assert!(Config::from_value(json!({ "maxOutputTokens": -1 })).is_err());
+        assert!(Config::from_value(json!({ "ledgerMaxBytes": 100 })).is_err());
+        for bad in ["cheap", "/cheap", "vllm/", "vllm/a b"] {
+            let err = Config::from_value(json!({ "jobModel": bad })).unwrap_err();
+            assert!(err.to_string().contains("jobModel"), "{err}");
+        }
     }
 
     #[test]

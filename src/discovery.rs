@@ -32,7 +32,7 @@ pub struct ServiceIdentity {
     /// `None` in JetStream mode (a pull consumer): reported as `""`.
     pub queue_group: Option<String>,
     pub started: SystemTime,
-    /// Whether STATS report the worker's earnings (config `discoveryEarnings`).
+    /// Whether STATS report the worker's earnings and spending (config `discoveryEarnings`).
     pub earnings: bool,
     /// The public key that signs this worker's replies, for requesters to pin
     /// (`trustedWorkers`); reported as metadata `workerKey` when set.
@@ -111,13 +111,14 @@ impl ServiceIdentity {
                         "average_processing_time".into(),
                         json!(processing.checked_div(s.received).unwrap_or(0)),
                     );
-                    // The worker's own counters (p50Ms, earned when the operator opts in), plus
-                    // its server.
+                    // The worker's own counters (p50Ms, tokens; earned and spent when the
+                    // operator opts in), plus its server.
                     let mut data = serde_json::to_value(&s).unwrap_or(Value::Null);
                     if let Value::Object(d) = &mut data {
                         d.insert("server".into(), json!(server));
                         if !self.earnings {
                             d.remove("earned");
+                            d.remove("spent");
                         }
                     }
                     e.insert("data".into(), data);
@@ -231,19 +232,28 @@ mod tests {
             v["endpoints"][0]["last_error"], "TIMEOUT",
             "a code, never the message"
         );
-        assert!(
-            v["endpoints"][0]["data"].get("earned").is_none(),
-            "earnings are opt-in"
+        stats.add_usage(&crate::handler::Usage {
+            input: 7,
+            output: 3,
+            cost: 0.5,
+            ..Default::default()
+        });
+        let v = me.response("STATS", &stats, "n1");
+        let data = &v["endpoints"][0]["data"];
+        assert!(data.get("earned").is_none(), "earnings are opt-in");
+        assert!(data.get("spent").is_none(), "so is spending");
+        assert_eq!(
+            (&data["tokensIn"], &data["tokensOut"]),
+            (&json!(7), &json!(3))
         );
         let open = ServiceIdentity {
             earnings: true,
             worker_key: None,
             ..me.clone()
         };
-        assert_eq!(
-            open.response("STATS", &stats, "n1")["endpoints"][0]["data"]["earned"],
-            0.0
-        );
+        let data = &open.response("STATS", &stats, "n1")["endpoints"][0]["data"];
+        assert_eq!(data["earned"], 0.0);
+        assert_eq!(data["spent"], 0.5);
         stats.set_last_error("-ERR 'Authorization Violation' from a server");
         assert_eq!(
             me.response("STATS", &stats, "n1")["endpoints"][0]["last_error"],

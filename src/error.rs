@@ -18,10 +18,11 @@ pub enum ErrorCode {
     ShuttingDown,
     Unauthorized,
     ResultTooLarge,
+    PriceTooLow,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 10] = [
+    pub const ALL: [ErrorCode; 11] = [
         ErrorCode::ParseError,
         ErrorCode::InvalidRequest,
         ErrorCode::RuntimeUnavailable,
@@ -32,6 +33,7 @@ impl ErrorCode {
         ErrorCode::ShuttingDown,
         ErrorCode::Unauthorized,
         ErrorCode::ResultTooLarge,
+        ErrorCode::PriceTooLow,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -46,6 +48,7 @@ impl ErrorCode {
             ErrorCode::ShuttingDown => "SHUTTING_DOWN",
             ErrorCode::Unauthorized => "UNAUTHORIZED",
             ErrorCode::ResultTooLarge => "RESULT_TOO_LARGE",
+            ErrorCode::PriceTooLow => "PRICE_TOO_LOW",
         }
     }
 
@@ -145,6 +148,7 @@ pub enum RequestOp {
     Publish,
     Discovery,
     Metrics,
+    Ledger,
 }
 
 impl fmt::Display for RequestOp {
@@ -161,6 +165,7 @@ impl fmt::Display for RequestOp {
             RequestOp::Publish => "publish",
             RequestOp::Discovery => "discovery",
             RequestOp::Metrics => "metrics endpoint",
+            RequestOp::Ledger => "ledger file",
         })
     }
 }

@@ -22,7 +22,69 @@ pub struct JobInput {
     pub sender_key: Option<String>,
 }
 
-pub type HandlerResult = Result<String, JobError>;
+/// What one job's turn used, as its host measured it. Tokens by kind; `cost` is in the unit
+/// of the model's cost config (OpenClaw: per-million-token prices, usually USD).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Usage {
+    pub input: u64,
+    pub output: u64,
+    pub cache_read: u64,
+    pub cache_write: u64,
+    pub cost: f64,
+}
+
+impl Usage {
+    /// `self` with `other` added, as the sums of several turns.
+    pub fn plus(self, other: Usage) -> Usage {
+        Usage {
+            input: self.input.saturating_add(other.input),
+            output: self.output.saturating_add(other.output),
+            cache_read: self.cache_read.saturating_add(other.cache_read),
+            cache_write: self.cache_write.saturating_add(other.cache_write),
+            cost: self.cost + other.cost,
+        }
+    }
+}
+
+/// What a handler hands back for one job: the answer, and what the turn used when the
+/// handler measures it (`None`: nothing measured, e.g. the echo handler or a command).
+/// A failed turn may have spent tokens too, so usage goes with errors as well.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HandlerResult {
+    pub answer: Result<String, JobError>,
+    pub usage: Option<Usage>,
+}
+
+impl HandlerResult {
+    pub fn answered(text: impl Into<String>) -> HandlerResult {
+        HandlerResult {
+            answer: Ok(text.into()),
+            usage: None,
+        }
+    }
+
+    pub fn failed(error: JobError) -> HandlerResult {
+        HandlerResult {
+            answer: Err(error),
+            usage: None,
+        }
+    }
+
+    pub fn with_usage(mut self, usage: Option<Usage>) -> HandlerResult {
+        self.usage = usage;
+        self
+    }
+}
+
+impl From<Result<String, JobError>> for HandlerResult {
+    fn from(answer: Result<String, JobError>) -> HandlerResult {
+        HandlerResult {
+            answer,
+            usage: None,
+        }
+    }
+}
 
 pub trait JobHandler: Send + Sync + 'static {
     /// Runs one job. The future is dropped when the job's deadline passes or the worker shuts
@@ -62,7 +124,7 @@ pub struct EchoHandler;
 
 impl JobHandler for EchoHandler {
     fn run(&self, job: JobInput) -> BoxFuture<'static, HandlerResult> {
-        Box::pin(std::future::ready(Ok(job.task)))
+        Box::pin(std::future::ready(HandlerResult::answered(job.task)))
     }
 
     fn ready_on_first_poll(&self) -> bool {

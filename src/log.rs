@@ -3,6 +3,7 @@
 //! every line into one JSON object ([`JsonLines`]).
 
 use crate::error::{one_line, ErrorCode};
+use crate::handler::Usage;
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
 
@@ -82,6 +83,8 @@ pub struct JobLine {
     /// The task_error's message (one line).
     pub message: Option<String>,
     pub price: Option<f64>,
+    /// What the job's turn used, when its handler measured it (a job that did not run: none).
+    pub usage: Option<Usage>,
 }
 
 impl JobLine {
@@ -92,12 +95,29 @@ impl JobLine {
             .as_deref()
             .map(|k| format!(" from {k}"))
             .unwrap_or_default();
+        let used = self
+            .usage
+            .map(|u| {
+                let cached = if u.cache_read + u.cache_write > 0 {
+                    format!(
+                        ", cache read {}, cache write {}",
+                        u.cache_read, u.cache_write
+                    )
+                } else {
+                    String::new()
+                };
+                format!(
+                    " (tokens in {}, out {}{cached}, cost {})",
+                    u.input, u.output, u.cost
+                )
+            })
+            .unwrap_or_default();
         match (self.code, &self.message) {
             (Some(code), Some(message)) => {
-                format!("[pier-connector] job {id}{from} answered {code}: {message}")
+                format!("[pier-connector] job {id}{from} answered {code}: {message}{used}")
             }
             _ => format!(
-                "[pier-connector] job {id}{from} completed in {} ms",
+                "[pier-connector] job {id}{from} completed in {} ms{used}",
                 self.duration_ms
             ),
         }
@@ -112,6 +132,13 @@ impl JobLine {
         fields.insert("outcome".into(), json!(self.outcome));
         fields.insert("code".into(), json!(self.code.map(ErrorCode::as_str)));
         fields.insert("price".into(), json!(self.price));
+        if let Some(u) = self.usage {
+            fields.insert("tokensIn".into(), json!(u.input));
+            fields.insert("tokensOut".into(), json!(u.output));
+            fields.insert("cacheReadTokens".into(), json!(u.cache_read));
+            fields.insert("cacheWriteTokens".into(), json!(u.cache_write));
+            fields.insert("cost".into(), json!(u.cost));
+        }
         fields
     }
 }

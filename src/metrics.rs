@@ -62,7 +62,7 @@ impl Collector for WorkerCollector {
         let s = self.stats.snapshot();
         let mut jobs = encoder.encode_descriptor(
             "pier_jobs",
-            "Jobs by how they ended: completed, failed, rejected (OVERLOADED, SHUTTING_DOWN), timed_out, no_reply; code is the task_error code",
+            "Jobs by how they ended: completed, failed, rejected (OVERLOADED, SHUTTING_DOWN, PRICE_TOO_LOW), timed_out, no_reply; code is the task_error code",
             None,
             MetricType::Counter,
         )?;
@@ -125,6 +125,27 @@ impl Collector for WorkerCollector {
         ConstCounter::new(s.earned).encode(encoder.encode_descriptor(
             "pier_earned",
             "Sum of meta.price of completed jobs, in the marketplace's price unit",
+            None,
+            MetricType::Counter,
+        )?)?;
+        // Direction only: a label per sender or job would grow without bound.
+        let mut tokens = encoder.encode_descriptor(
+            "pier_job_tokens",
+            "Tokens job turns used, as the agent host reported them: input (not from a cache), output, cache_read, cache_write",
+            None,
+            MetricType::Counter,
+        )?;
+        for (direction, n) in [
+            ("input", s.tokens_in),
+            ("output", s.tokens_out),
+            ("cache_read", s.cache_read_tokens),
+            ("cache_write", s.cache_write_tokens),
+        ] {
+            ConstCounter::new(n).encode(tokens.encode_family(&[("direction", direction)])?)?;
+        }
+        ConstCounter::new(s.spent).encode(encoder.encode_descriptor(
+            "pier_job_cost",
+            "What job turns cost, in the unit of the models' cost config (OpenClaw: its per-million-token prices, usually USD)",
             None,
             MetricType::Counter,
         )?)

@@ -4,12 +4,14 @@
 //! consumer) hands each message to [`Pipeline::admit`] as an [`Inbound`]. Admission is the same
 //! for every source, in this order: the payload is read (`protocol::parse_job`), the reply
 //! target is resolved and validated, a `Pier-Sender` signature is verified (`signature`), the
-//! sender is checked against `allowedSenders`, and a concurrency slot is taken. An admitted job runs under its deadline and is answered exactly
+//! sender is checked against `allowedSenders`, its price against `minJobPrice`, and a
+//! concurrency slot is taken. An admitted job runs under its deadline and is answered exactly
 //! once; the source is then told how it ended ([`Settle`]), which is where JetStream acks.
 
 use crate::config::{Config, SenderTrust, WorkerIdentity};
 use crate::error::{ErrorCode, JobError};
-use crate::handler::{HandlerResult, JobHandler, JobInput};
+use crate::handler::{HandlerResult, JobHandler, JobInput, Usage};
+use crate::ledger::{Ledger, LedgerEntry};
 use crate::log::{loggable, JobLine, Level, SharedLogger};
 use crate::outbox::{self, Outbox, Reply};
 use crate::protocol::{self, JobRequest};
@@ -128,6 +130,10 @@ struct JobFacts {
     nonce: Option<String>,
     /// `meta.price`, when it is a positive number: what a completed job earns.
     price: Option<f64>,
+    /// The job ran (reached the handler): its end goes in the ledger.
+    ran: bool,
+    /// What its turn used, when the handler measured it.
+    usage: Option<Usage>,
 }
 
 impl JobFacts {
@@ -141,6 +147,8 @@ impl JobFacts {
                 .and_then(|j| j.meta.get("price"))
                 .and_then(serde_json::Value::as_f64)
                 .filter(|p| p.is_finite() && *p > 0.0),
+            ran: false,
+            usage: None,
         }
     }
 }
@@ -165,6 +173,8 @@ pub(crate) struct Pipeline {
     signing_key: Option<SigningKey>,
     /// `allowedSenders`, split once into keys and names.
     allowed: Option<AllowedSenders>,
+    /// `ledgerFile`: where each job that ran is written down.
+    ledger: Option<Ledger>,
 }
 
 /// `allowedSenders`: keys match a verified `Pier-Sender`, names the self-declared
@@ -256,6 +266,10 @@ impl Pipeline {
             slots: Arc::new(Semaphore::new(config.max_concurrent_jobs as usize)),
             verifier: SenderVerifier::new(config.signature_max_age_ms),
             allowed: AllowedSenders::of(&config),
+            ledger: config
+                .ledger_file
+                .as_ref()
+                .map(|path| Ledger::new(path, config.ledger_max_bytes)),
             signing_key,
             config,
             handler,
@@ -373,6 +387,12 @@ impl Pipeline {
                     .await;
             }
         }
+        // Before a slot or the id is taken: a job that pays too little costs the worker nothing.
+        if let Some(error) = self.price_refusal(&job) {
+            return self
+                .refuse(inbound, target, Some(&job.id), error, &facts)
+                .await;
+        }
         // Requester-chosen ids key the handler's running turns (their abort handles and the
         // channel's answer slots): a second job with the id of one in flight would take them over.
         let Some(claim) = IdClaim::take(&self.running_ids, &job.id) else {
@@ -424,6 +444,31 @@ impl Pipeline {
             .is_pending()
         {
             self.jobs.spawn(run);
+        }
+    }
+
+    /// PRICE_TOO_LOW when `minJobPrice` is above 0 and the job's `meta.price` is below it, or
+    /// is missing or not a number.
+    fn price_refusal(&self, job: &JobRequest) -> Option<JobError> {
+        let floor = self.config.min_job_price;
+        if floor <= 0.0 {
+            return None;
+        }
+        let offered = job
+            .meta
+            .get("price")
+            .and_then(serde_json::Value::as_f64)
+            .filter(|p| p.is_finite());
+        match offered {
+            Some(price) if price >= floor => None,
+            Some(price) => Some(JobError::new(
+                ErrorCode::PriceTooLow,
+                format!("this worker takes jobs paying at least {floor} (meta.price); this one offers {price}"),
+            )),
+            None => Some(JobError::new(
+                ErrorCode::PriceTooLow,
+                format!("this worker takes jobs paying at least {floor} (meta.price); this one names no price"),
+            )),
         }
     }
 
@@ -600,21 +645,34 @@ impl Pipeline {
         inbound: I,
         job: JobRequest,
         target: Subject,
-        facts: JobFacts,
+        mut facts: JobFacts,
         (slot, claim): (OwnedSemaphorePermit, IdClaim),
         inline: bool,
     ) {
         let keep_alive = inbound.keep_alive();
         let received_at = facts.received_at;
-        let (id, outcome) = self
+        let (
+            id,
+            HandlerResult {
+                answer: outcome,
+                usage,
+            },
+        ) = self
             .execute(job, facts.sender_key.clone(), received_at, slot)
             .await;
+        // Spent whatever the answer: a failed turn used its tokens too.
+        if let Some(usage) = &usage {
+            self.stats.add_usage(usage);
+        }
+        facts.ran = true;
+        facts.usage = usage;
         // Every run counts, timed out or failed too (ADR-32 processing_time).
         self.stats.processed(received_at.elapsed());
         let retry = outcome.as_ref().err().and_then(|e| inbound.retry(e));
         let settle = match (retry, outcome) {
             (Some(retry), Err(error)) => {
                 self.stats.record_error(error.code, &error.message);
+                self.write_ledger(&id, &facts, "retried", Some(error.code), false);
                 retry
             }
             (_, Ok(result)) => {
@@ -689,11 +747,11 @@ impl Pipeline {
             // The handler first: one that is ready at once never arms the deadline timer.
             biased;
             result = self.handler.run(input) => result,
-            _ = tokio::time::sleep_until(deadline.into()) => Err(JobError::new(
+            _ = tokio::time::sleep_until(deadline.into()) => HandlerResult::failed(JobError::new(
                 ErrorCode::Timeout,
                 format!("the job did not finish within its {} ms deadline", budget.as_millis()),
             )),
-            _ = self.cancel.cancelled() => Err(JobError::new(
+            _ = self.cancel.cancelled() => HandlerResult::failed(JobError::new(
                 ErrorCode::ShuttingDown,
                 "the worker shut down before the job finished",
             )),
@@ -701,7 +759,7 @@ impl Pipeline {
         // The slot frees before the reply goes out, so a requester that sends its next job on
         // receiving this reply never finds the worker still full.
         drop(slot);
-        if let Err(error) = &outcome {
+        if let Err(error) = &outcome.answer {
             if matches!(error.code, ErrorCode::Timeout | ErrorCode::ShuttingDown) {
                 self.handler.cancel(&id, error.code);
             }
@@ -754,9 +812,11 @@ impl Pipeline {
                 code: None,
                 message: None,
                 price: facts.price,
+                usage: facts.usage,
             };
             self.logger.job(Level::Info, &line);
         }
+        self.write_ledger(id, facts, "completed", None, sent);
         sent.then_some(true)
     }
 
@@ -790,9 +850,63 @@ impl Pipeline {
             code: Some(error.code),
             message: Some(error.message),
             price: facts.price,
+            usage: facts.usage,
         };
         self.logger.job(level, &line);
+        self.write_ledger(
+            id.unwrap_or_default(),
+            facts,
+            line.outcome,
+            Some(error.code),
+            false,
+        );
         sent
+    }
+
+    /// The ledger's line for a job that ran (refusals earn and spend nothing and are not
+    /// written); `earned` when its result was handed to the connection.
+    fn write_ledger(
+        &self,
+        id: &str,
+        facts: &JobFacts,
+        outcome: &str,
+        code: Option<ErrorCode>,
+        earned: bool,
+    ) {
+        let Some(ledger) = self.ledger.as_ref().filter(|_| facts.ran) else {
+            return;
+        };
+        let entry = LedgerEntry {
+            time: crate::timestamp::rfc3339(SystemTime::now()),
+            worker: self.identity.id.clone(),
+            id: loggable(id),
+            sender: facts.sender.clone(),
+            sender_key: facts.sender_key.clone(),
+            price: facts.price,
+            earned: if earned {
+                facts.price.unwrap_or(0.0)
+            } else {
+                0.0
+            },
+            outcome: outcome.to_string(),
+            code: code.map(|c| c.as_str().to_string()),
+            tokens_in: None,
+            tokens_out: None,
+            cache_read_tokens: None,
+            cache_write_tokens: None,
+            cost: 0.0,
+            duration_ms: facts.received_at.elapsed().as_millis() as u64,
+        }
+        .with_usage(facts.usage);
+        if let Err(e) = ledger.append(&entry) {
+            self.logger.log(
+                Level::Error,
+                &format!(
+                    "[pier-connector] could not write the ledger {}: {e}",
+                    ledger.path().display()
+                ),
+            );
+        }
     }
 
     /// Sends a reply: by the source when it settles on the answer's fate (`send_reply`), else

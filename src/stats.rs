@@ -2,6 +2,7 @@
 //! connection's event callback.
 
 use crate::error::ErrorCode;
+use crate::handler::Usage;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -26,6 +27,10 @@ pub struct Stats {
     durations: DurationHistogram,
     /// Sum of `meta.price` of completed jobs, as f64 bits.
     earned_bits: AtomicU64,
+    /// Tokens job turns used, by kind (input, output, cache read, cache write).
+    tokens: [AtomicU64; 4],
+    /// Sum of job turns' cost, in the model cost config's unit, as f64 bits.
+    spent_bits: AtomicU64,
 }
 
 impl Default for Stats {
@@ -48,6 +53,8 @@ impl Default for Stats {
             last_error: std::sync::Mutex::default(),
             durations: DurationHistogram::default(),
             earned_bits: AtomicU64::new(0f64.to_bits()),
+            tokens: Default::default(),
+            spent_bits: AtomicU64::new(0f64.to_bits()),
         }
     }
 }
@@ -76,7 +83,9 @@ impl ErrorBucket {
     pub fn of(code: ErrorCode) -> ErrorBucket {
         match code {
             ErrorCode::Timeout => ErrorBucket::TimedOut,
-            ErrorCode::Overloaded | ErrorCode::ShuttingDown => ErrorBucket::Rejected,
+            ErrorCode::Overloaded | ErrorCode::ShuttingDown | ErrorCode::PriceTooLow => {
+                ErrorBucket::Rejected
+            }
             _ => ErrorBucket::Failed,
         }
     }
@@ -130,9 +139,23 @@ impl Stats {
 
     /// Adds a completed job's `meta.price` to what this worker earned.
     pub fn add_earned(&self, price: f64) {
-        let _ = self.earned_bits.fetch_update(Relaxed, Relaxed, |bits| {
-            Some((f64::from_bits(bits) + price).to_bits())
-        });
+        add_f64(&self.earned_bits, price);
+    }
+
+    /// Adds what one job's turn used (tokens and cost) to what this worker spent.
+    pub fn add_usage(&self, usage: &Usage) {
+        let kinds = [
+            usage.input,
+            usage.output,
+            usage.cache_read,
+            usage.cache_write,
+        ];
+        for (counter, n) in self.tokens.iter().zip(kinds) {
+            counter.fetch_add(n, Relaxed);
+        }
+        if usage.cost.is_finite() && usage.cost > 0.0 {
+            add_f64(&self.spent_bits, usage.cost);
+        }
     }
 
     /// The label of the counter a task_error code falls in (`outcome` in the metrics and the
@@ -208,9 +231,21 @@ impl Stats {
             slow_consumer_events: self.slow_consumer_events.load(Relaxed),
             server_errors: self.server_errors.load(Relaxed),
             earned: f64::from_bits(self.earned_bits.load(Relaxed)),
+            tokens_in: self.tokens[0].load(Relaxed),
+            tokens_out: self.tokens[1].load(Relaxed),
+            cache_read_tokens: self.tokens[2].load(Relaxed),
+            cache_write_tokens: self.tokens[3].load(Relaxed),
+            spent: f64::from_bits(self.spent_bits.load(Relaxed)),
             p50_ms: self.durations.quantile_ms(0.5),
         }
     }
+}
+
+/// Adds `amount` to the f64 kept as bits in `cell`.
+fn add_f64(cell: &AtomicU64, amount: f64) {
+    let _ = cell.fetch_update(Relaxed, Relaxed, |bits| {
+        Some((f64::from_bits(bits) + amount).to_bits())
+    });
 }
 
 /// Bucket bounds 1 ms · 2^k, k < 20: from instant handlers to ~9 min agent turns.
@@ -294,6 +329,16 @@ pub struct StatsSnapshot {
     pub server_errors: u64,
     /// Sum of `meta.price` of completed jobs.
     pub earned: f64,
+    /// Input tokens job turns used (not served from a cache), as their host reported them.
+    pub tokens_in: u64,
+    /// Output tokens job turns used.
+    pub tokens_out: u64,
+    /// Input tokens served from the provider's prompt cache.
+    pub cache_read_tokens: u64,
+    /// Input tokens written to the provider's prompt cache.
+    pub cache_write_tokens: u64,
+    /// Sum of job turns' cost, in the unit of the model's cost config (usually USD).
+    pub spent: f64,
     /// Upper bound (ms) of the duration bucket holding the median job; `None` before any.
     pub p50_ms: Option<f64>,
 }
@@ -349,9 +394,10 @@ mod tests {
         };
         // The metrics' `outcome` labels and the snapshot's counters agree, code by code.
         assert_eq!((snap.timed_out, labelled("timed_out")), (1, 1));
-        assert_eq!((snap.rejected, labelled("rejected")), (2, 2));
+        // OVERLOADED, SHUTTING_DOWN and PRICE_TOO_LOW: refused without running.
+        assert_eq!((snap.rejected, labelled("rejected")), (3, 3));
         assert_eq!(snap.failed, labelled("failed"));
-        assert_eq!(snap.failed, ErrorCode::ALL.len() as u64 - 3);
+        assert_eq!(snap.failed, ErrorCode::ALL.len() as u64 - 4);
     }
 
     #[test]
@@ -378,5 +424,34 @@ mod tests {
         );
         assert_eq!(snap.errors_by_code.get("PARSE_ERROR"), Some(&1));
         assert_eq!(snap.errors_by_code.get("EXECUTION_FAILED"), None);
+    }
+
+    #[test]
+    fn usage_adds_up_by_kind_and_cost() {
+        let s = Stats::default();
+        let turn = Usage {
+            input: 10,
+            output: 3,
+            cache_read: 2,
+            cache_write: 1,
+            cost: 0.25,
+        };
+        s.add_usage(&turn);
+        s.add_usage(&turn);
+        s.add_usage(&Usage {
+            cost: f64::NAN,
+            ..Usage::default()
+        });
+        let snap = s.snapshot();
+        assert_eq!(
+            (
+                snap.tokens_in,
+                snap.tokens_out,
+                snap.cache_read_tokens,
+                snap.cache_write_tokens
+            ),
+            (20, 6, 4, 2)
+        );
+        assert_eq!(snap.spent, 0.5);
     }
 }

@@ -45,7 +45,7 @@ impl JobHandler for Tracking {
                 tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
             }
             running.fetch_sub(1, Ordering::SeqCst);
-            Ok(job.task)
+            HandlerResult::answered(job.task)
         })
     }
 }
@@ -506,4 +506,174 @@ async fn a_second_job_with_the_id_of_one_in_flight_is_refused_in_every_mode() {
         assert_eq!(rig.handler.runs.load(Ordering::SeqCst), 2, "{mode:?}");
         rig.worker.stop().await;
     }
+}
+
+#[tokio::test]
+async fn a_job_paying_less_than_the_floor_is_answered_price_too_low_before_a_slot() {
+    for mode in MODES {
+        let ledger =
+            std::env::temp_dir().join(format!("pier-floor-{mode:?}-{}/ledger.jsonl", free_port()));
+        let rig = Rig::start(
+            mode,
+            json!({ "minJobPrice": 5, "maxConcurrentJobs": 1, "ledgerFile": ledger }),
+        )
+        .await;
+        let job = |id: &str, task: &str, meta: Value| {
+            json!({ "id": id, "task": task, "meta": meta }).to_string()
+        };
+        // The one slot is busy: a job refused for its price is refused at once in core mode,
+        // not OVERLOADED; JetStream takes it once the slot frees and refuses it then.
+        let busy = rig.ask(job("busy", "sleep:1500", json!({ "price": 5 })));
+        let cheap = async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let asked = std::time::Instant::now();
+            (
+                rig.ask(job("cheap", "secret-task-text", json!({ "price": 1 })))
+                    .await,
+                asked.elapsed(),
+            )
+        };
+        let (busy, (cheap, waited)) = tokio::join!(busy, cheap);
+        assert_eq!(busy["result"], "sleep:1500", "{mode:?}");
+        assert_eq!(cheap["error"]["code"], "PRICE_TOO_LOW", "{mode:?}: {cheap}");
+        assert_eq!(cheap["id"], "cheap");
+        let message = cheap["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("at least 5") && message.contains("offers 1"),
+            "{message}"
+        );
+        if mode == Mode::Core {
+            assert!(waited < Duration::from_millis(1000), "{mode:?}: {waited:?}");
+        }
+        for (id, meta) in [
+            ("none", json!({})),
+            ("text", json!({ "price": "9" })),
+            ("low", json!({ "price": 4.99 })),
+        ] {
+            let reply = rig.ask(job(id, "x", meta)).await;
+            assert_eq!(reply["error"]["code"], "PRICE_TOO_LOW", "{mode:?} {id}");
+        }
+        let paid = rig.ask(job("paid", "ok", json!({ "price": 5 }))).await;
+        assert_eq!(paid["result"], "ok", "{mode:?}");
+        // Refused jobs never reached the handler; JetStream terminated them (ackWaitMs is 1 s:
+        // a refusal left unacked would come back and be answered again).
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(rig.handler.runs.load(Ordering::SeqCst), 2, "{mode:?}");
+        let stats = rig.worker.status().stats;
+        assert_eq!(stats.received, 6, "{mode:?}: nothing redelivered");
+        assert_eq!(
+            stats.errors_by_code.get("PRICE_TOO_LOW"),
+            Some(&4),
+            "{mode:?}"
+        );
+        assert_eq!(stats.rejected, 4, "{mode:?}");
+        assert_eq!(stats.earned, 10.0, "{mode:?}");
+        rig.worker.stop().await;
+
+        // The ledger: the two jobs that ran, what they earned, never a task.
+        let text = std::fs::read_to_string(&ledger).expect("a ledger");
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2, "{mode:?}: {text}");
+        assert_eq!(lines[0]["id"], "busy");
+        assert_eq!(lines[1]["id"], "paid");
+        for line in &lines {
+            assert_eq!(line["outcome"], "completed");
+            assert_eq!(line["earned"], 5.0);
+            assert_eq!(line["cost"], 0.0);
+            assert!(line.get("tokensIn").is_none(), "the echo measures nothing");
+        }
+        assert!(
+            !text.contains("sleep:") && !text.contains("secret-task-text"),
+            "{text}"
+        );
+        let days = pier_connector::ledger::read_days(&ledger, None).unwrap();
+        assert_eq!((days.len(), days[0].jobs, days[0].earned), (1, 2, 10.0));
+        let _ = std::fs::remove_dir_all(ledger.parent().unwrap());
+    }
+}
+
+/// Reports what each attempt used; `fail-once` fails its first attempt (JetStream retries it).
+#[derive(Default)]
+struct Metered {
+    attempts: Arc<AtomicUsize>,
+}
+
+impl JobHandler for Metered {
+    fn run(&self, job: JobInput) -> BoxFuture<'static, HandlerResult> {
+        let attempt = self.attempts.fetch_add(1, Ordering::SeqCst);
+        let usage = Some(pier_connector::handler::Usage {
+            input: 100,
+            output: 20,
+            cost: 0.25,
+            ..Default::default()
+        });
+        Box::pin(async move {
+            let answer = if job.task == "fail-once" && attempt == 0 {
+                HandlerResult::failed(pier_connector::error::JobError::new(
+                    pier_connector::error::ErrorCode::ExecutionFailed,
+                    "first attempt",
+                ))
+            } else {
+                HandlerResult::answered(job.task)
+            };
+            answer.with_usage(usage)
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_retried_attempt_counts_what_it_spent_and_the_job_once() {
+    let server = NatsServer::jetstream().await;
+    let ledger = std::env::temp_dir().join(format!("pier-retry-{}/ledger.jsonl", free_port()));
+    let handler = Arc::new(Metered::default());
+    let worker = Worker::new(
+        config(
+            &server.url,
+            json!({ "delivery": "jetstream", "ackWaitMs": 1000, "ledgerFile": ledger }),
+        ),
+        handler.clone(),
+        Arc::new(MemoryLogger::default()),
+    );
+    worker.start().await.expect("worker starts");
+    let client = async_nats::connect(&server.url).await.unwrap();
+    let rig = Rig {
+        _server: server,
+        client,
+        worker,
+        handler: Arc::new(Tracking::default()),
+        mode: Mode::JetStream,
+    };
+    let reply = rig
+        .ask(json!({ "id": "r1", "task": "fail-once", "meta": { "price": 3 } }).to_string())
+        .await;
+    assert_eq!(reply["result"], "fail-once");
+    assert_eq!(handler.attempts.load(Ordering::SeqCst), 2);
+    let stats = rig.worker.status().stats;
+    assert_eq!(
+        (stats.tokens_in, stats.tokens_out),
+        (200, 40),
+        "both attempts"
+    );
+    assert_eq!(stats.spent, 0.5);
+    rig.worker.stop().await;
+    let text = std::fs::read_to_string(&ledger).unwrap();
+    let outcomes: Vec<String> = text
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["outcome"].to_string())
+        .collect();
+    assert_eq!(outcomes, ["\"retried\"", "\"completed\""], "{text}");
+    let days = pier_connector::ledger::read_days(&ledger, None).unwrap();
+    assert_eq!(
+        (
+            days[0].jobs,
+            days[0].earned,
+            days[0].spent,
+            days[0].tokens_in
+        ),
+        (1, 3.0, 0.5, 200)
+    );
+    let _ = std::fs::remove_dir_all(ledger.parent().unwrap());
 }

@@ -25,7 +25,7 @@ impl JobHandler for Slow {
     fn run(&self, job: JobInput) -> BoxFuture<'static, HandlerResult> {
         Box::pin(async move {
             tokio::time::sleep(Duration::from_millis(5)).await;
-            Ok(job.task)
+            HandlerResult::answered(job.task)
         })
     }
 }

@@ -67,9 +67,12 @@ impl JobHandler for Recording {
                 keys.len() == 1
             };
             if job.task == "fail-once" && first {
-                return Err(JobError::new(ErrorCode::ExecutionFailed, "first attempt"));
+                return HandlerResult::failed(JobError::new(
+                    ErrorCode::ExecutionFailed,
+                    "first attempt",
+                ));
             }
-            Ok(job.task)
+            HandlerResult::answered(job.task)
         })
     }
 }

@@ -31,7 +31,7 @@ impl JobHandler for SleepyHandler {
         Box::pin(async move {
             let ms: u64 = job.task.parse().unwrap_or(0);
             tokio::time::sleep(Duration::from_millis(ms)).await;
-            Ok(job.task)
+            HandlerResult::answered(job.task)
         })
     }
 }
@@ -161,7 +161,7 @@ impl JobHandler for InlineButWaiting {
             started.send_modify(|n| *n += 1);
             let mut seen = started.subscribe();
             let _ = seen.wait_for(|n| *n >= wanted).await;
-            Ok(job.task)
+            HandlerResult::answered(job.task)
         })
     }
 

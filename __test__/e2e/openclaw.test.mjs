@@ -188,7 +188,7 @@ describe('pier-connector in a real OpenClaw gateway', () => {
       },
       { timeout: 30_000, interval: 500 },
     )
-    assert.match(text, /subjects: jobs jobs\.e2e, queue openclaw-workers, publish jobs\.e2e/)
+    assert.match(text, /takes jobs on jobs\.e2e \(queue openclaw-workers\), publishes to jobs\.e2e/)
     assert.match(text, /worker: e2e-worker/)
     assert.match(text, /jobs: \d+ received, \d+ completed/)
   })

@@ -4,7 +4,14 @@
 // turn's first call a `message` tool call sending `answer-<jobId>` to channel `pier`, target
 // the job's reply handle from its context; once the tool result is back it answers
 // `after-message-<jobId>` instead.
+//
+// Every answer reports its usage as OpenAI does (a streamed answer: in a last chunk with no
+// choices): USAGE.prompt prompt tokens and USAGE.completion completion tokens per request. Each
+// recorded request keeps the `model` and `max_tokens` it was sent.
 import { createServer } from 'node:http'
+
+/** The usage every model request reports. */
+export const USAGE = { prompt: 120, completion: 30 }
 
 const MARKER = /PIERQ:([A-Za-z0-9_-]+)/g
 const MESSAGE_MARKER = /PIERMSG:([A-Za-z0-9_-]+)/
@@ -60,6 +67,8 @@ export async function startFakeModel() {
       messages: JSON.stringify(body.messages ?? []),
       system: JSON.stringify(body.messages?.filter((m) => m.role === 'system') ?? []),
       tools: (body.tools ?? []).map((t) => t.function?.name ?? t.name),
+      model: body.model,
+      maxTokens: body.max_tokens ?? body.max_completion_tokens,
     })
     if (word?.startsWith('hang')) {
       hung.add(res)
@@ -73,11 +82,15 @@ export async function startFakeModel() {
         id, object: 'chat.completion.chunk', created: Math.floor(Date.now() / 1000), model: 'fake-model',
         choices: [{ index: 0, delta, finish_reason: finish }],
       })}\n\n`
+    const usage = { prompt_tokens: USAGE.prompt, completion_tokens: USAGE.completion, total_tokens: USAGE.prompt + USAGE.completion }
+    const usageChunk = () =>
+      `data: ${JSON.stringify({ id, object: 'chat.completion.chunk', created: Math.floor(Date.now() / 1000), model: 'fake-model', choices: [], usage })}\n\n`
     const toolCall = (name, args) => {
       res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' })
       res.write(chunk({ role: 'assistant', content: null, tool_calls: [{ index: 0, id: `call_${name}_${requests.length}`, type: 'function', function: { name, arguments: '' } }] }))
       res.write(chunk({ tool_calls: [{ index: 0, function: { arguments: JSON.stringify(args) } }] }))
       res.write(chunk({}, 'tool_calls'))
+      res.write(usageChunk())
       res.end('data: [DONE]\n\n')
     }
     const firstCall = !body.messages?.some((m) => m.role === 'tool') && body.stream !== false
@@ -105,7 +118,7 @@ export async function startFakeModel() {
       res.end(JSON.stringify({
         id, object: 'chat.completion', model: 'fake-model',
         choices: [{ index: 0, message: { role: 'assistant', content: text }, finish_reason: 'stop' }],
-        usage: { prompt_tokens: 1, completion_tokens: 1, total_tokens: 2 },
+        usage,
       }))
       return
     }
@@ -113,6 +126,7 @@ export async function startFakeModel() {
     res.write(chunk({ role: 'assistant', content: '' }))
     res.write(chunk({ content: text }))
     res.write(chunk({}, 'stop'))
+    res.write(usageChunk())
     res.end('data: [DONE]\n\n')
   })
   await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))

@@ -6,7 +6,7 @@
 
 use super::Job;
 use crate::error::{one_line, ErrorCode, JobError};
-use crate::handler::{handler_error_code, HandlerResult, JobHandler, JobInput};
+use crate::handler::{handler_error_code, HandlerResult, JobHandler, JobInput, Usage};
 use crate::sync::lock;
 use futures_util::future::BoxFuture;
 use napi::bindgen_prelude::{FnArgs, Function, FunctionCallContext, Unknown};
@@ -26,13 +26,14 @@ const DRIVER: &str = include_str!("driver.js");
 
 /// One job's outcome as the driver reports it: `(seq, 0, result)`, `(seq, 1, code, message)`
 /// for a returned `{ error }`, `(seq, 2)` for any other value, `(seq, 3, message)` for a throw
-/// or rejection (each padded with nulls to four arguments).
-struct Settlement(u32, u32, Option<String>, Option<String>);
+/// or rejection (each padded with nulls to four arguments); the fifth is the turn's `usage`
+/// as JSON when the handler returned one.
+struct Settlement(u32, u32, Option<String>, Option<String>, Option<String>);
 
 impl Settlement {
     fn into_result(self) -> (u32, HandlerResult) {
-        let Settlement(seq, kind, a, b) = self;
-        let result = match kind {
+        let Settlement(seq, kind, a, b, usage) = self;
+        let answer = match kind {
             0 => Ok(a.unwrap_or_default()),
             1 => Err(JobError::new(
                 handler_error_code(a.as_deref()),
@@ -51,20 +52,30 @@ impl Settlement {
             }
             _ => Err(JobError::new(
                 ErrorCode::ExecutionFailed,
-                "the handler must return a string or { error: { code, message } }",
+                "the handler must return a string, { result, usage } or { error: { code, message }, usage }",
             )),
         };
-        (seq, result)
+        let usage = usage.as_deref().and_then(parse_usage);
+        (seq, HandlerResult { answer, usage })
     }
+}
+
+/// A handler's `usage` (`{ input, output, cacheRead, cacheWrite, cost }`, numbers the driver
+/// checked), or `None` when it does not read as one.
+fn parse_usage(json: &str) -> Option<Usage> {
+    serde_json::from_str::<Usage>(json)
+        .ok()
+        .filter(|u| u.cost.is_finite() && u.cost >= 0.0)
 }
 
 /// `[seq, job, seq, job, …]` as JSON.
 type Batch = String;
-type SettleFn<'a> = Function<'a, FnArgs<(u32, u32, Option<String>, Option<String>)>, ()>;
+type SettleFn<'a> =
+    Function<'a, FnArgs<(u32, u32, Option<String>, Option<String>, Option<String>)>, ()>;
 type DriverFn<'a> =
     Function<'a, FnArgs<(Unknown<'a>, SettleFn<'a>)>, Function<'a, Batch, UnknownReturnValue>>;
 type DispatchFn = ThreadsafeFunction<(), UnknownReturnValue, Batch, napi::Status, false, true>;
-type CancelFn = super::LogFn;
+use super::CancelFn;
 
 /// The batch being written: `[seq,job,seq,job…` as JSON without its closing bracket, and its
 /// seqs, to settle them if the batch can no longer be sent.
@@ -121,7 +132,13 @@ impl JsHandler {
         let settle = env.create_function_from_closure(
             "pierSettle",
             move |ctx: FunctionCallContext| -> napi::Result<()> {
-                let outcome = Settlement(ctx.get(0)?, ctx.get(1)?, ctx.get(2)?, ctx.get(3)?);
+                let outcome = Settlement(
+                    ctx.get(0)?,
+                    ctx.get(1)?,
+                    ctx.get(2)?,
+                    ctx.get(3)?,
+                    ctx.get(4)?,
+                );
                 for_settle.settle_all(std::iter::once(outcome.into_result()));
                 Ok(())
             },
@@ -164,7 +181,7 @@ impl JobHandler for JsHandler {
                 let mut queue = lock(&shared.queue);
                 let first = queue.seqs.is_empty();
                 if queue.push(seq, &to_js_job(job)).is_err() {
-                    return Err(JobError::new(
+                    return HandlerResult::failed(JobError::new(
                         ErrorCode::ExecutionFailed,
                         "the job could not be handed to JavaScript",
                     ));
@@ -179,11 +196,13 @@ impl JobHandler for JsHandler {
                         unsent
                             .seqs
                             .into_iter()
-                            .map(|seq| (seq, Err(runtime_gone()))),
+                            .map(|seq| (seq, HandlerResult::failed(runtime_gone()))),
                     );
                 }
             }
-            receiver.await.unwrap_or_else(|_| Err(runtime_gone()))
+            receiver
+                .await
+                .unwrap_or_else(|_| HandlerResult::failed(runtime_gone()))
         })
     }
 

@@ -92,6 +92,14 @@ pub struct JsStats {
     pub server_errors: f64,
     /// Sum of `meta.price` of completed jobs, in the unit requesters price in.
     pub earned: f64,
+    /// Input tokens job turns used (not served from a prompt cache), as the handler reported.
+    pub tokens_in: f64,
+    /// Output tokens job turns used.
+    pub tokens_out: f64,
+    pub cache_read_tokens: f64,
+    pub cache_write_tokens: f64,
+    /// Sum of job turns' cost, in the unit of the model's cost config (usually USD).
+    pub spent: f64,
     /// Upper bound (ms) of the duration bucket holding the median job (buckets 1 ms · 2^k).
     pub p50_ms: Option<f64>,
 }
@@ -118,17 +126,85 @@ pub struct JsWorkerStatus {
 }
 
 /// What a handler may resolve to instead of a string, to answer with a chosen error code
-/// (`RUNTIME_UNAVAILABLE`, `EXECUTION_FAILED`, `UNAUTHORIZED`, `INVALID_REQUEST` or `TIMEOUT`).
+/// (`RUNTIME_UNAVAILABLE`, `EXECUTION_FAILED`, `UNAUTHORIZED`, `INVALID_REQUEST` or `TIMEOUT`),
+/// with what the failed turn used, if it used anything.
 #[napi(object)]
 #[allow(dead_code)] // declared for index.d.ts; JS builds and reads these shapes
 pub struct HandlerError {
     pub error: ReplyError,
+    pub usage: Option<TurnUsage>,
+}
+
+/// A result with what its turn used: counted in the stats and metrics, written in the log line
+/// and the ledger.
+#[napi(object)]
+#[allow(dead_code)] // declared for index.d.ts; JS builds and reads these shapes
+pub struct HandlerAnswer {
+    pub result: String,
+    pub usage: Option<TurnUsage>,
+}
+
+/// What one job's turn used: tokens by kind, and its cost in the unit of the model's cost
+/// config (OpenClaw's `result.meta.agentMeta.usage`, whose `cost.total` is accepted too).
+#[napi(object)]
+#[allow(dead_code)] // declared for index.d.ts; JS builds and reads these shapes
+pub struct TurnUsage {
+    pub input: Option<f64>,
+    pub output: Option<f64>,
+    pub cache_read: Option<f64>,
+    pub cache_write: Option<f64>,
+    pub cost: Option<f64>,
+}
+
+/// One UTC day of a ledger (`ledgerDays`).
+#[napi(object)]
+pub struct LedgerDay {
+    /// `YYYY-MM-DD` (UTC).
+    pub day: String,
+    /// Jobs that ran and ended that day.
+    pub jobs: f64,
+    pub completed: f64,
+    /// Sum of `meta.price` of the jobs whose result was delivered.
+    pub earned: f64,
+    /// Sum of the turns' cost, in the unit of the model's cost config.
+    pub spent: f64,
+    /// `earned - spent`: meaningful when prices and model costs share a unit.
+    pub margin: f64,
+    pub tokens_in: f64,
+    pub tokens_out: f64,
+}
+
+/// Per-day sums of the ledger at `file` (with its rotated files `<file>.1`, `.2`), oldest day
+/// first, from the UTC day of `sinceMs` (Unix ms) on. A missing ledger has no days; an
+/// unreadable one is the error `PIER_REQUEST`.
+#[napi]
+#[cfg_attr(test, allow(dead_code))] // test builds leave out napi's registration of functions
+pub fn ledger_days(env: Env, file: String, since_ms: Option<f64>) -> napi::Result<Vec<LedgerDay>> {
+    let since = since_ms
+        .filter(|ms| ms.is_finite() && *ms >= 0.0)
+        .map(|ms| std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms as u64));
+    let days = crate::ledger::read_days(std::path::Path::new(&file), since)
+        .map_err(|e| js_error(&env, PierError::request(crate::error::RequestOp::Ledger, e)))?;
+    Ok(days
+        .into_iter()
+        .map(|d| LedgerDay {
+            day: d.day,
+            jobs: d.jobs as f64,
+            completed: d.completed as f64,
+            earned: d.earned,
+            spent: d.spent,
+            margin: d.margin,
+            tokens_in: d.tokens_in as f64,
+            tokens_out: d.tokens_out as f64,
+        })
+        .collect())
 }
 
 /// A `task_error`'s error. `code` is one of the wire protocol's codes: `PARSE_ERROR`,
 /// `INVALID_REQUEST`, `RUNTIME_UNAVAILABLE`, `EXECUTION_FAILED`, `PAYLOAD_TOO_LARGE`, `TIMEOUT`,
-/// `OVERLOADED`, `SHUTTING_DOWN`, `UNAUTHORIZED`, or `RESULT_TOO_LARGE` (the result did not fit
-/// in the server's `max_payload`).
+/// `OVERLOADED`, `SHUTTING_DOWN`, `UNAUTHORIZED`, `RESULT_TOO_LARGE` (the result did not fit
+/// in the server's `max_payload`), or `PRICE_TOO_LOW` (the job's `meta.price` is below the
+/// worker's `minJobPrice`, or missing while that is above 0: offer more, or try another worker).
 #[napi(object)]
 #[allow(dead_code)] // declared for index.d.ts; JS builds and reads these shapes
 pub struct ReplyError {
@@ -221,7 +297,8 @@ pub(crate) type CancelFn = ThreadsafeFunction<
 >;
 
 /// A Pier worker: takes jobs from NATS and runs each through `handler`, which returns (or
-/// resolves to) the result text, or `{ error: { code, message } }` to choose the error code.
+/// resolves to) the result text, or `{ result, usage }` to report what the turn used, or
+/// `{ error: { code, message }, usage? }` to choose the error code.
 ///
 /// Its methods (and `PierClient`'s) throw or reject with an `Error` whose `code` property is one
 /// of `PIER_CONFIG`, `PIER_CONNECT`, `PIER_ALREADY_RUNNING`, `PIER_NOT_RUNNING`, `PIER_STOPPED`,
@@ -245,7 +322,9 @@ impl PierWorker {
     pub fn new(
         env: Env,
         #[napi(ts_arg_type = "PierConfig")] config: Value,
-        #[napi(ts_arg_type = "(job: Job) => Promise<string | HandlerError> | string")]
+        #[napi(
+            ts_arg_type = "(job: Job) => Promise<string | HandlerAnswer | HandlerError> | string | HandlerAnswer | HandlerError"
+        )]
         handler: Unknown<'_>,
         options: Option<WorkerOptions>,
     ) -> napi::Result<Self> {
@@ -611,6 +690,11 @@ fn stats_to_js(s: StatsSnapshot) -> JsStats {
         slow_consumer_events: s.slow_consumer_events as f64,
         server_errors: s.server_errors as f64,
         earned: s.earned,
+        tokens_in: s.tokens_in as f64,
+        tokens_out: s.tokens_out as f64,
+        cache_read_tokens: s.cache_read_tokens as f64,
+        cache_write_tokens: s.cache_write_tokens as f64,
+        spent: s.spent,
         p50_ms: s.p50_ms,
     }
 }

@@ -95,6 +95,19 @@ pub struct PierConfig {
     /// Ack wait (ms): JetStream mode: redelivery delay of a job without ack or heartbeat.
     /// Default: `30000`.
     pub ack_wait_ms: Option<f64>,
+    /// Minimum job price: Jobs whose meta.price is below this (or missing, when this is above 0) are answered PRICE_TOO_LOW before they take a slot or reach the model (0: every job runs).
+    /// Default: `0`.
+    pub min_job_price: Option<f64>,
+    /// Max output tokens: OpenClaw only: Caps every model request of a job turn (max_tokens), so a stranger's task cannot spend more than this per request (0: the model's own limit).
+    /// Default: `0`.
+    pub max_output_tokens: Option<f64>,
+    /// Job model: OpenClaw only: provider/model that runs job turns instead of the agent's model, e.g. a cheaper one (empty: the agent's model).
+    pub job_model: Option<String>,
+    /// Ledger file: One JSON line per job that ran (id, sender, price, outcome, code, tokens, cost, duration, time; never its task or result), rotated by size; read it with pier-connector ledger. Unset: no ledger, except under OpenClaw, which keeps one per account at <stateDir>/pier/ledger/<account>.jsonl.
+    pub ledger_file: Option<String>,
+    /// Ledger size (bytes): The ledger file is rotated at this size; two rotated files are kept (<file>.1, .2).
+    /// Default: `8388608`.
+    pub ledger_max_bytes: Option<f64>,
     /// Max publish price: OpenClaw only: The pier_publish tool refuses a task whose meta.price is above this (0: only unpaid tasks).
     /// Default: `0`.
     pub max_publish_price: Option<f64>,

@@ -120,6 +120,7 @@ pub fn encode_error(id: Option<&str>, error: &JobError, worker: &WorkerIdentity)
 pub fn error_headers(code: ErrorCode, message: &str) -> HeaderMap {
     let status = match code {
         ErrorCode::ParseError | ErrorCode::InvalidRequest => 400,
+        ErrorCode::PriceTooLow => 402,
         ErrorCode::Unauthorized => 403,
         ErrorCode::PayloadTooLarge => 413,
         ErrorCode::ExecutionFailed | ErrorCode::ResultTooLarge => 500,

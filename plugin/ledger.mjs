@@ -1,0 +1,39 @@
+// Each account's ledger: one JSON line per job that ran, written by the addon at the job's end
+// (ledgerFile). Under OpenClaw it is a plugin-owned file under the state dir unless the operator
+// names one; `/pier` reads today's line from it.
+import { join } from 'node:path'
+import { ledgerDays } from './addon.mjs'
+
+/** OpenClaw's state dir, or null when the host does not say. */
+export function stateDirOf(api, env = process.env) {
+  return api?.runtime?.state?.resolveStateDir?.(env) ?? env.OPENCLAW_STATE_DIR ?? null
+}
+
+/** The account's ledger file: its ledgerFile, else `<stateDir>/pier/ledger/<account>.jsonl`. */
+export function ledgerFileOf(api, account) {
+  const named = account?.addonConfig?.ledgerFile
+  if (typeof named === 'string' && named) return named
+  const stateDir = stateDirOf(api)
+  if (!stateDir) return null
+  return join(stateDir, 'pier', 'ledger', `${String(account.accountId).replace(/[^A-Za-z0-9_-]/g, '_')}.jsonl`)
+}
+
+/** The addon config of an account's worker, with its ledger file. */
+export function withLedger(api, account) {
+  const ledgerFile = ledgerFileOf(api, account)
+  return ledgerFile ? { ...account.addonConfig, ledgerFile } : account.addonConfig
+}
+
+/**
+ * Today's (UTC) sums of the ledger at `file`: `{ day, jobs, completed, earned, spent, margin,
+ * tokensIn, tokensOut }` (zeros when nothing ran today), or `{ error }` when it cannot be read.
+ */
+export function ledgerToday(file, now = Date.now()) {
+  const day = new Date(now).toISOString().slice(0, 10)
+  try {
+    const found = ledgerDays(file, now).find((d) => d.day === day)
+    return found ?? { day, jobs: 0, completed: 0, earned: 0, spent: 0, margin: 0, tokensIn: 0, tokensOut: 0 }
+  } catch (error) {
+    return { day, error: error?.message ?? String(error) }
+  }
+}
