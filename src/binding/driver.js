@@ -1,12 +1,12 @@
 // The JS side of the batched job handler (see js_handler.rs), loaded into the addon at build
-// time. `pierDriver(handler, settle)` returns the function the worker calls with each batch of
+// time. `pierDriver(handler, report)` returns the function the worker calls with each batch of
 // jobs: one JSON text `[seq, job, seq, job, ...]`. Each outcome goes to
-// `settle(seq, kind, a, b, usage)`: kind 0 = result text a (a string, or { result, usage });
+// `report(seq, kind, a, b, usage)`: kind 0 = result text a (a string, or { result, usage });
 // 1 = a returned { error: { code a, message b }, usage }; 2 = any other value; 3 = a throw or
 // rejection with message a. `usage` is the turn's { input, output, cacheRead, cacheWrite, cost }
 // as JSON, or null. What a handler returned or threw is reduced to strings here, in JS, so that
 // no getter or toString of the host's runs inside native code.
-(function pierDriver(handler, settle) {
+(function pierDriver(handler, report) {
   const text = (v) => {
     try {
       return typeof v === 'string' ? v : v === undefined || v === null ? null : String(v)
@@ -33,28 +33,28 @@
     }
   }
   const resolved = (seq, value) => {
-    if (typeof value === 'string') return settle(seq, 0, value, null, null)
+    if (typeof value === 'string') return report(seq, 0, value, null, null)
     try {
       if (value !== null && typeof value === 'object') {
         const usage = usageOf(value)
         const result = value.result
-        if (typeof result === 'string') return settle(seq, 0, result, null, usage)
+        if (typeof result === 'string') return report(seq, 0, result, null, usage)
         const error = value.error
         if (error !== null && typeof error === 'object' && !Array.isArray(error)) {
           const code = typeof error.code === 'string' ? error.code : null
           const message = typeof error.message === 'string' ? error.message : null
-          return settle(seq, 1, code, message, usage)
+          return report(seq, 1, code, message, usage)
         }
       }
     } catch {}
-    settle(seq, 2, null, null, null)
+    report(seq, 2, null, null, null)
   }
   const rejected = (seq, error) => {
     let message = null
     try {
       message = text(error !== null && typeof error === 'object' ? error.message : error)
     } catch {}
-    settle(seq, 3, message, null, null)
+    report(seq, 3, message, null, null)
   }
   return function pierDispatch(batch) {
     const jobs = JSON.parse(batch)
@@ -67,7 +67,7 @@
         rejected(seq, error)
         continue
       }
-      if (typeof result === 'string') settle(seq, 0, result, null, null)
+      if (typeof result === 'string') report(seq, 0, result, null, null)
       else Promise.resolve(result).then((v) => resolved(seq, v), (e) => rejected(seq, e))
     }
   }

@@ -1,8 +1,8 @@
 //! The JS job handler, called in batches: jobs that arrive while the event loop is busy are
 //! handed over in one thread-safe call as one JSON text, which the JS side parses (one string
-//! crossing instead of an N-API call per property), and a small JS driver settles each job
-//! through one native `settle` function with plain values, so a job costs no N-API function or
-//! reference of its own.
+//! crossing instead of an N-API call per property), and a small JS driver reports each job's
+//! outcome through one native `report` function with plain values, so a job costs no N-API
+//! function or reference of its own.
 
 use super::Job;
 use crate::error::{one_line, ErrorCode, JobError};
@@ -20,19 +20,20 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 
-/// Calls `handler` for each job of a batch and reports each outcome to `settle(seq, kind, a, b)`
-/// (see `Settlement`) as soon as it is known; its own file so it is linted as JavaScript.
+/// Calls `handler` for each job of a batch and reports each outcome to
+/// `report(seq, kind, a, b, usage)` (see `JsOutcome`) as soon as it is known; its own file so it
+/// is linted as JavaScript.
 const DRIVER: &str = include_str!("driver.js");
 
 /// One job's outcome as the driver reports it: `(seq, 0, result)`, `(seq, 1, code, message)`
 /// for a returned `{ error }`, `(seq, 2)` for any other value, `(seq, 3, message)` for a throw
 /// or rejection (each padded with nulls to four arguments); the fifth is the turn's `usage`
 /// as JSON when the handler returned one.
-struct Settlement(u32, u32, Option<String>, Option<String>, Option<String>);
+struct JsOutcome(u32, u32, Option<String>, Option<String>, Option<String>);
 
-impl Settlement {
+impl JsOutcome {
     fn into_result(self) -> (u32, HandlerResult) {
-        let Settlement(seq, kind, a, b, usage) = self;
+        let JsOutcome(seq, kind, a, b, usage) = self;
         let answer = match kind {
             0 => Ok(a.unwrap_or_default()),
             1 => Err(JobError::new(
@@ -70,15 +71,15 @@ fn parse_usage(json: &str) -> Option<Usage> {
 
 /// `[seq, job, seq, job, …]` as JSON.
 type Batch = String;
-type SettleFn<'a> =
+type ReportFn<'a> =
     Function<'a, FnArgs<(u32, u32, Option<String>, Option<String>, Option<String>)>, ()>;
 type DriverFn<'a> =
-    Function<'a, FnArgs<(Unknown<'a>, SettleFn<'a>)>, Function<'a, Batch, UnknownReturnValue>>;
+    Function<'a, FnArgs<(Unknown<'a>, ReportFn<'a>)>, Function<'a, Batch, UnknownReturnValue>>;
 type DispatchFn = ThreadsafeFunction<(), UnknownReturnValue, Batch, napi::Status, false, true>;
 use super::CancelFn;
 
 /// The batch being written: `[seq,job,seq,job…` as JSON without its closing bracket, and its
-/// seqs, to settle them if the batch can no longer be sent.
+/// seqs, to answer them if the batch can no longer be sent.
 #[derive(Default)]
 struct BatchBuffer {
     json: Vec<u8>,
@@ -105,7 +106,7 @@ struct BatchState {
 }
 
 impl BatchState {
-    fn settle_all(&self, outcomes: impl Iterator<Item = (u32, HandlerResult)>) {
+    fn deliver_outcomes(&self, outcomes: impl Iterator<Item = (u32, HandlerResult)>) {
         let mut pending = lock(&self.pending);
         for (seq, outcome) in outcomes {
             if let Some(sender) = pending.remove(&seq) {
@@ -128,23 +129,23 @@ impl JsHandler {
         on_cancel: Option<CancelFn>,
     ) -> napi::Result<JsHandler> {
         let shared = Arc::new(BatchState::default());
-        let for_settle = shared.clone();
-        let settle = env.create_function_from_closure(
-            "pierSettle",
+        let for_report = shared.clone();
+        let report = env.create_function_from_closure(
+            "pierReport",
             move |ctx: FunctionCallContext| -> napi::Result<()> {
-                let outcome = Settlement(
+                let outcome = JsOutcome(
                     ctx.get(0)?,
                     ctx.get(1)?,
                     ctx.get(2)?,
                     ctx.get(3)?,
                     ctx.get(4)?,
                 );
-                for_settle.settle_all(std::iter::once(outcome.into_result()));
+                for_report.deliver_outcomes(std::iter::once(outcome.into_result()));
                 Ok(())
             },
         )?;
         let driver: DriverFn = env.run_script(DRIVER)?;
-        let dispatch = driver.call((handler, settle).into())?;
+        let dispatch = driver.call((handler, report).into())?;
         let queue = shared.clone();
         let dispatch = dispatch
             .build_threadsafe_function::<()>()
@@ -192,7 +193,7 @@ impl JobHandler for JsHandler {
                 let status = dispatch.call((), ThreadsafeFunctionCallMode::NonBlocking);
                 if status != napi::Status::Ok {
                     let unsent = std::mem::take(&mut *lock(&shared.queue));
-                    shared.settle_all(
+                    shared.deliver_outcomes(
                         unsent
                             .seqs
                             .into_iter()
