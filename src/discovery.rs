@@ -12,7 +12,8 @@ use crate::stats::Stats;
 use crate::timestamp::rfc3339;
 use async_nats::{Client, Subject};
 use futures_util::stream::{select_all, StreamExt};
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio_util::sync::CancellationToken;
@@ -55,82 +56,130 @@ fn public_code(last_error: Option<String>) -> String {
     }
 }
 
+/// One answer of the micro protocol: PING carries the identity, INFO adds the description and
+/// the endpoint, STATS the start time and the endpoint's counters.
+#[derive(Debug, Serialize)]
+pub struct Response<'a> {
+    #[serde(rename = "type")]
+    kind: String,
+    name: &'static str,
+    id: &'a str,
+    version: &'static str,
+    metadata: Metadata<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    description: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    started: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    endpoints: Option<[Endpoint<'a>; 1]>,
+}
+
+#[derive(Debug, Serialize)]
+struct Metadata<'a> {
+    #[serde(rename = "workerId")]
+    worker_id: &'a str,
+    /// `""` when the worker names no wallet: readers expect a string.
+    wallet: &'a str,
+    #[serde(rename = "workerKey", skip_serializing_if = "Option::is_none")]
+    worker_key: Option<&'a str>,
+}
+
+#[derive(Debug, Serialize)]
+struct Endpoint<'a> {
+    name: &'static str,
+    subject: &'a str,
+    /// `""` in JetStream mode, which has no queue group.
+    queue_group: &'a str,
+    /// INFO: the endpoint's own metadata (none: `{}`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metadata: Option<serde_json::Map<String, Value>>,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    stats: Option<EndpointStats>,
+}
+
+#[derive(Debug, Serialize)]
+struct EndpointStats {
+    num_requests: u64,
+    num_errors: u64,
+    last_error: String,
+    processing_time: u64,
+    average_processing_time: u64,
+    /// The worker's own counters (p50Ms, tokens; earned and spent when the operator opts in),
+    /// plus its server: free-form, as the protocol's `data` is.
+    data: Value,
+}
+
 impl ServiceIdentity {
-    fn metadata(&self) -> Value {
-        let mut metadata = json!({ "workerId": self.worker_id, "wallet": self.wallet.clone().unwrap_or_default() });
-        if let Some(key) = &self.worker_key {
-            metadata["workerKey"] = json!(key);
+    fn answer(&self, kind: &str) -> Response<'_> {
+        Response {
+            kind: format!("io.nats.micro.v1.{kind}_response"),
+            name: SERVICE_NAME,
+            id: &self.id,
+            version: SERVICE_VERSION,
+            metadata: Metadata {
+                worker_id: &self.worker_id,
+                wallet: self.wallet.as_deref().unwrap_or_default(),
+                worker_key: self.worker_key.as_deref(),
+            },
+            description: None,
+            started: None,
+            endpoints: None,
         }
-        metadata
     }
 
-    fn base(&self, kind: &str) -> serde_json::Map<String, Value> {
-        let mut base = serde_json::Map::new();
-        base.insert(
-            "type".into(),
-            json!(format!("io.nats.micro.v1.{kind}_response")),
-        );
-        base.insert("name".into(), json!(SERVICE_NAME));
-        base.insert("id".into(), json!(self.id));
-        base.insert("version".into(), json!(SERVICE_VERSION));
-        base.insert("metadata".into(), self.metadata());
-        base
+    fn endpoint(&self) -> Endpoint<'_> {
+        Endpoint {
+            name: "jobs",
+            subject: &self.subject,
+            queue_group: self.queue_group.as_deref().unwrap_or_default(),
+            metadata: None,
+            stats: None,
+        }
     }
 
     /// The response to one verb, from the current counters; `server` is the NATS server the
     /// worker is connected to.
-    pub fn response(&self, verb: &str, stats: &Stats, server: &str) -> Value {
-        let endpoint = json!({
-            "name": "jobs",
-            "subject": self.subject,
-            "queue_group": self.queue_group.as_deref().unwrap_or_default(),
-        });
-        let body = match verb {
-            "INFO" => {
-                let mut b = self.base("info");
-                b.insert(
-                    "description".into(),
-                    json!("Pier marketplace worker (pier-connector)"),
-                );
-                let mut endpoint = endpoint;
-                endpoint["metadata"] = json!({});
-                b.insert("endpoints".into(), json!([endpoint]));
-                b
-            }
+    pub fn response(&self, verb: &str, stats: &Stats, server: &str) -> Response<'_> {
+        match verb {
+            "INFO" => Response {
+                description: Some("Pier marketplace worker (pier-connector)"),
+                endpoints: Some([Endpoint {
+                    metadata: Some(serde_json::Map::new()),
+                    ..self.endpoint()
+                }]),
+                ..self.answer("info")
+            },
             "STATS" => {
                 let s = stats.snapshot();
-                let errors = s.failed + s.rejected + s.timed_out;
                 let processing = stats.processing_nanos();
-                let mut endpoint = endpoint;
-                if let Value::Object(e) = &mut endpoint {
-                    e.insert("num_requests".into(), json!(s.received));
-                    e.insert("num_errors".into(), json!(errors));
-                    e.insert("last_error".into(), json!(public_code(stats.last_error())));
-                    e.insert("processing_time".into(), json!(processing));
-                    e.insert(
-                        "average_processing_time".into(),
-                        json!(processing.checked_div(s.received).unwrap_or(0)),
-                    );
-                    // The worker's own counters (p50Ms, tokens; earned and spent when the
-                    // operator opts in), plus its server.
-                    let mut data = serde_json::to_value(&s).unwrap_or(Value::Null);
-                    if let Value::Object(d) = &mut data {
-                        d.insert("server".into(), json!(server));
-                        if !self.earnings {
-                            d.remove("earned");
-                            d.remove("spent");
-                        }
+                let mut data = serde_json::to_value(&s).unwrap_or(Value::Null);
+                if let Value::Object(d) = &mut data {
+                    d.insert("server".into(), server.into());
+                    if !self.earnings {
+                        d.remove("earned");
+                        d.remove("spent");
                     }
-                    e.insert("data".into(), data);
                 }
-                let mut b = self.base("stats");
-                b.insert("started".into(), json!(rfc3339(self.started)));
-                b.insert("endpoints".into(), json!([endpoint]));
-                b
+                Response {
+                    started: Some(rfc3339(self.started)),
+                    endpoints: Some([Endpoint {
+                        stats: Some(EndpointStats {
+                            num_requests: s.received,
+                            num_errors: s.failed + s.rejected + s.timed_out,
+                            last_error: public_code(stats.last_error()),
+                            processing_time: processing,
+                            average_processing_time: processing
+                                .checked_div(s.received)
+                                .unwrap_or(0),
+                            data,
+                        }),
+                        ..self.endpoint()
+                    }]),
+                    ..self.answer("stats")
+                }
             }
-            _ => self.base("ping"),
-        };
-        Value::Object(body)
+            _ => self.answer("ping"),
+        }
     }
 }
 
@@ -204,6 +253,11 @@ pub async fn discover(client: &Client, wait: Duration) -> Result<Vec<Value>, Pie
 mod tests {
     use super::*;
     use crate::error::ErrorCode;
+    use serde_json::json;
+
+    fn answer(me: &ServiceIdentity, verb: &str, stats: &Stats) -> Value {
+        serde_json::to_value(me.response(verb, stats, "n1")).unwrap()
+    }
 
     #[test]
     fn stats_response_reports_live_counters() {
@@ -222,7 +276,7 @@ mod tests {
         stats.received();
         stats.record(crate::stats::Outcome::Completed);
         stats.record_error(ErrorCode::Timeout, "too slow");
-        let v = me.response("STATS", &stats, "n1");
+        let v = answer(&me, "STATS", &stats);
         assert_eq!(v["type"], "io.nats.micro.v1.stats_response");
         assert_eq!(v["name"], "pier-worker");
         assert_eq!(v["metadata"]["workerId"], "w1");
@@ -238,7 +292,7 @@ mod tests {
             cost: 0.5,
             ..Default::default()
         });
-        let v = me.response("STATS", &stats, "n1");
+        let v = answer(&me, "STATS", &stats);
         let data = &v["endpoints"][0]["data"];
         assert!(data.get("earned").is_none(), "earnings are opt-in");
         assert!(data.get("spent").is_none(), "so is spending");
@@ -251,20 +305,20 @@ mod tests {
             worker_key: None,
             ..me.clone()
         };
-        let data = &open.response("STATS", &stats, "n1")["endpoints"][0]["data"];
+        let data = &answer(&open, "STATS", &stats)["endpoints"][0]["data"];
         assert_eq!(data["earned"], 0.0);
         assert_eq!(data["spent"], 0.5);
         stats.set_last_error("-ERR 'Authorization Violation' from a server");
         assert_eq!(
-            me.response("STATS", &stats, "n1")["endpoints"][0]["last_error"],
+            answer(&me, "STATS", &stats)["endpoints"][0]["last_error"],
             "ERROR"
         );
         assert_eq!(
-            me.response("PING", &stats, "n1")["type"],
+            answer(&me, "PING", &stats)["type"],
             "io.nats.micro.v1.ping_response"
         );
         assert_eq!(
-            me.response("INFO", &stats, "n1")["endpoints"][0]["subject"],
+            answer(&me, "INFO", &stats)["endpoints"][0]["subject"],
             "jobs.worker"
         );
     }
