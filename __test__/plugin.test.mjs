@@ -422,8 +422,8 @@ describe('config', () => {
   })
 
   it('redaction removes URL user-info and configured secrets', () => {
-    assert.equal(redactSecrets('nats://tok3n@h:1, tls://u:p@h:2 x', {}), 'nats://***@h:1, tls://***@h:2 x')
-    assert.equal(redactSecrets('bad token s3cret-value', { token: 's3cret-value' }), 'bad token ***')
+    assert.equal(redactSecrets('nats://tok3n@h:1, tls://u:p@h:2 x', {}), 'nats://[redacted]@h:1, tls://[redacted]@h:2 x')
+    assert.equal(redactSecrets('bad token s3cret-value', { token: 's3cret-value' }), 'bad token [redacted]')
   })
 })
 

@@ -123,7 +123,7 @@ export function resolveAccount(cfg, accountId, env = process.env) {
 
 /** Removes user-info from server URLs so a status line never carries a credential. */
 export function redactUrls(text) {
-  return String(text ?? '').replace(/([a-z][a-z0-9+.-]*:\/\/)[^/@\s,]+@/gi, '$1***@')
+  return String(text ?? '').replace(/([a-z][a-z0-9+.-]*:\/\/)[^/@\s,]+@/gi, '$1[redacted]@')
 }
 
 /** Masks every configured secret value (and URL user-info) inside a message. */
@@ -131,7 +131,7 @@ export function redactSecrets(text, addonConfig = {}) {
   let out = redactUrls(text)
   for (const key of [...SECRET_KEYS, 'user']) {
     const value = addonConfig[key]
-    if (typeof value === 'string' && value.length >= 4) out = out.split(value).join('***')
+    if (typeof value === 'string' && value.length >= 4) out = out.split(value).join('[redacted]')
   }
   return out
 }
