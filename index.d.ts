@@ -364,6 +364,11 @@ export interface WorkerStats {
   errorsByCode: Record<string, number>
   disconnects: number
   reconnects: number
+  /**
+   * Connection attempts since the connection was last up: the current outage's (or the first
+   * connection's) retries; 0 while connected.
+   */
+  connectAttempts: number
   slowConsumerEvents: number
   serverErrors: number
   /** Sum of `meta.price` of completed jobs, in the unit requesters price in. */

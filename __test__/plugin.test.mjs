@@ -20,7 +20,7 @@ import { createSessionPruner, leftoverJobSessions } from '../plugin/sessions.mjs
 import { priceRefusal } from '../plugin/tool.mjs'
 import { createPublishApprovalHook } from '../plugin/approval.mjs'
 import { formatUptime, formatStatus } from '../plugin/command.mjs'
-import { collectStatusIssues } from '../plugin/status.mjs'
+import { collectStatusIssues, blockedError } from '../plugin/status.mjs'
 import { runningAccounts } from '../plugin/accounts.mjs'
 
 const STATE_DIR = mkdtempSync(join(tmpdir(), 'pier-plugin-state-'))
@@ -278,7 +278,7 @@ describe('agent turn', () => {
 describe('security audit findings', () => {
   const roster = { entries: { main: { default: true }, 'pier-jobs': { skills: [] } } }
   const findings = (accounts) => {
-    const cfg = { agents: roster, channels: { pier: { natsUrl: 'nats://h:4222', accounts } } }
+    const cfg = { agents: roster, channels: { pier: { natsUrl: 'nats://h:4222', workerId: 'w1', accounts } } }
     const adapter = createSecurityAdapter()
     return Object.keys(accounts).flatMap((accountId) => {
       const ctx = { cfg, accountId, account: { accountId } }
@@ -303,6 +303,15 @@ describe('security audit findings', () => {
     assert.match(list.find((f) => f.accountId === 'names' && f.severity === 'warn').detail, /lists 1 name\(s\)/, 'a key is not a name')
     assert.match(list.find((f) => f.accountId === 'plain').detail, /Tools offered: none\. pier_publish: never/)
     for (const f of list) assert.ok(f.title && f.detail && f.checkId.startsWith('channels.pier.'), JSON.stringify(f))
+  })
+
+  it('a worker with no workerId and no walletAddress: paid jobs with nobody to pay (info)', () => {
+    const audit = (pier) => createSecurityAdapter().collectAuditFindings({ cfg: { agents: roster, channels: { pier: { natsUrl: 'nats://h:4222', ...pier } } }, accountId: 'default' })
+    const anonymous = audit({}).find((f) => f.checkId === 'channels.pier.identity.anonymous')
+    assert.equal(anonymous?.severity, 'info')
+    assert.match(anonymous.remediation, /openclaw config set channels\.pier\.walletAddress '"0x…"'/)
+    assert.ok(!audit({ walletAddress: '0xW' }).some((f) => f.checkId === 'channels.pier.identity.anonymous'))
+    assert.ok(!audit({ workerId: 'w' }).some((f) => f.checkId === 'channels.pier.identity.anonymous'))
   })
 })
 
@@ -576,18 +585,24 @@ describe('sessions, publishing, status text', () => {
     assert.equal(formatUptime(undefined), 'not running')
   })
 
-  it('status issues name a blocked account and a disconnected one', () => {
+  it('status issues: a disconnected account, an anonymous earner; a blocked one carries its fix in lastError', () => {
     const issues = collectStatusIssues([
-      { accountId: 'a', enabled: true, configured: true, lifecycle: 'blocked', lastError: 'PIER_CONNECT: authorization violation' },
-      { accountId: 'b', enabled: true, configured: true, running: true, connected: false, lastError: 'PIER_CONNECT: refused' },
-      { accountId: 'c', enabled: true, configured: true, running: true, connected: true },
+      { accountId: 'a', enabled: true, configured: true, lifecycle: 'blocked', lastError: blockedError('PIER_CONNECT: authorization violation') },
+      { accountId: 'b', enabled: true, configured: true, running: true, connected: false, reconnectAttempts: 7, lastError: 'PIER_CONNECT: refused', pier: { server: 'nats://h:4222', workerId: 'w', wallet: null } },
+      { accountId: 'c', enabled: true, configured: true, running: true, connected: true, pier: { workerId: 'w', wallet: null } },
+      { accountId: 'd', enabled: true, configured: true, running: true, connected: true, pier: { workerId: 'anonymous-worker', wallet: null, earned: 15 } },
+      { accountId: 'e', enabled: true, configured: true, running: true, connected: true, pier: { workerId: 'anonymous-worker', wallet: '0xW' } },
     ])
-    assert.deepEqual(issues.map((i) => [i.accountId, i.kind]), [['a', 'auth'], ['b', 'runtime']])
+    // OpenClaw prints its own issue for a blocked account (message: lastError): none of ours.
+    assert.deepEqual(issues.map((i) => [i.accountId, i.kind]), [['b', 'runtime'], ['d', 'config']])
+    assert.equal(issues[0].message, 'not connected, retrying (7 attempts): PIER_CONNECT: refused')
+    assert.match(issues[0].fix, /natsUrl \(nats:\/\/h:4222\) is up and reachable/)
+    assert.match(issues[1].message, /^paid jobs with nobody to pay: .*\(earned 15 so far\)/)
     // The fix names commands that exist (there is no `openclaw channels start`).
-    assert.doesNotMatch(issues[0].fix, /channels start/)
-    assert.match(issues[0].fix, /openclaw config set channels\.pier/)
-    const [hostTools] = collectStatusIssues([{ accountId: 'h', enabled: true, configured: true, lifecycle: 'blocked', lastError: 'PIER_HOST_TOOLS: toolsAllow gives job turns host tools (exec)' }])
-    assert.match(hostTools.fix, /remove the host tools from channels\.pier toolsAllow, or sandbox the job agent/)
+    const auth = blockedError('PIER_CONNECT: authorization violation')
+    assert.doesNotMatch(auth, /channels start/)
+    assert.match(auth, /^PIER_CONNECT: authorization violation; fix: .*openclaw config set channels\.pier/)
+    assert.match(blockedError('PIER_HOST_TOOLS: toolsAllow gives job turns host tools (exec)'), /remove the host tools from channels\.pier toolsAllow, or sandbox the job agent/)
   })
 })
 

@@ -5,7 +5,7 @@ import { PierWorker } from './addon.mjs'
 import { createAgentTurnHandler } from './agent-turn.mjs'
 import { runningAccounts } from './accounts.mjs'
 import { createSessionPruner, leftoverJobSessions } from './sessions.mjs'
-import { snapshotOf } from './status.mjs'
+import { snapshotOf, blockedError } from './status.mjs'
 import { redactSecrets } from './config.mjs'
 import { jobToolPolicy, jobWorkspaceDir } from './job-policy.mjs'
 
@@ -34,7 +34,7 @@ export function createAccountRun(account, { api, log, deleteSession, policy, wor
     account,
     startedAtMs: Date.now(),
     lastError: null,
-    activity: { inboundAt: null, outboundAt: null, runAt: null, connectedAt: null, seen: { received: 0, answered: 0 } },
+    activity: { inboundAt: null, outboundAt: null, runAt: null, connectedAt: null, disconnectedAt: null, connected: false, seen: { received: 0, answered: 0 } },
     sessions,
     get worker() {
       return worker
@@ -102,7 +102,10 @@ function sweepLeftovers(run, { log, listSessions }) {
 function trackActivity(run, s) {
   const now = Date.now()
   const a = run.activity
-  if (s.state === 'connected' && !a.connectedAt) a.connectedAt = now
+  const connected = s.state === 'connected'
+  if (connected && !a.connected) a.connectedAt = now
+  if (!connected && a.connected) a.disconnectedAt = now
+  a.connected = connected
   const answered = s.stats.completed + s.stats.failed + s.stats.rejected + s.stats.timedOut
   if (s.stats.received > a.seen.received) a.inboundAt = a.runAt = now
   if (answered > a.seen.answered) a.outboundAt = a.runAt = now
@@ -181,7 +184,7 @@ export async function startAccount(ctx, deps) {
       connected: false,
       lifecycle: 'blocked',
       terminalDisconnect: true,
-      lastError: error.message,
+      lastError: blockedError(error.message),
       lastStopAt: Date.now(),
     })
   } finally {

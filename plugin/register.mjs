@@ -15,8 +15,12 @@ export function createPierRuntime() {
 
 const WARNED = Symbol.for('pier-connector.legacy-config-warned')
 
-export function registerPier(api, runtime = createPierRuntime()) {
-  const log = pierLogger(api.logger)
+/**
+ * @param {object} [options] `logger`: where pier's lines go (the channel's log subsystem);
+ *   api.logger when absent
+ */
+export function registerPier(api, runtime = createPierRuntime(), { logger } = {}) {
+  const log = pierLogger(logger ?? api.logger)
   // Tool discovery also runs registerFull, with an API that cannot run agent turns.
   if (!api.registrationMode || api.registrationMode === 'full') runtime.setDeps({ api, log })
   const cfg = api.config ?? api.runtime?.config?.current?.() ?? {}

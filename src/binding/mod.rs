@@ -88,6 +88,9 @@ pub struct JsStats {
     pub errors_by_code: HashMap<String, f64>,
     pub disconnects: f64,
     pub reconnects: f64,
+    /// Connection attempts since the connection was last up: the current outage's (or the first
+    /// connection's) retries; 0 while connected.
+    pub connect_attempts: f64,
     pub slow_consumer_events: f64,
     pub server_errors: f64,
     /// Sum of `meta.price` of completed jobs, in the unit requesters price in.
@@ -588,6 +591,7 @@ fn stats_to_js(s: StatsSnapshot) -> JsStats {
             .collect(),
         disconnects: s.disconnects as f64,
         reconnects: s.reconnects as f64,
+        connect_attempts: s.connect_attempts as f64,
         slow_consumer_events: s.slow_consumer_events as f64,
         server_errors: s.server_errors as f64,
         earned: s.earned,
