@@ -14,11 +14,11 @@ import { jobToolPolicy } from '../plugin/job-policy.mjs'
 import { createJobToolGuard } from '../plugin/job-guard.mjs'
 import { createSecurityAdapter } from '../plugin/security.mjs'
 import { sendJobReply, createPierChannel } from '../plugin/channel.mjs'
-import { resolveAccount, listAccountIds, redactSecrets } from '../plugin/config.mjs'
+import { resolveAccount, listAccountIds, redactSecrets, pierLogger } from '../plugin/config.mjs'
 import { applyAccountConfig, validateInput, setupWizard } from '../plugin/setup.mjs'
 import { createSessionPruner, leftoverJobSessions } from '../plugin/sessions.mjs'
-import { priceRefusal } from '../plugin/tool.mjs'
-import { createPublishApprovalHook } from '../plugin/approval.mjs'
+import { priceRefusal, createPublishTool } from '../plugin/tool.mjs'
+import { createPublishApprovalHook, approvalRoute, approvedCalls } from '../plugin/approval.mjs'
 import { formatUptime, formatStatus } from '../plugin/command.mjs'
 import { collectStatusIssues, blockedError } from '../plugin/status.mjs'
 import { runningAccounts } from '../plugin/accounts.mjs'
@@ -463,21 +463,42 @@ describe('setup', () => {
     assert.equal(validateInput({ input: { url: 'nats://a:1,wss://b/x' } }), null)
   })
 
-  it('the wizard writes through the same config path', async () => {
-    const [url, workerId] = setupWizard.textInputs
+  it('the wizard writes through the same config path; the token is optional, PIER_TOKEN offered, a stored one kept', async () => {
+    const [url, workerId, wallet] = setupWizard.textInputs
+    assert.equal(wallet.required, false)
+    assert.equal(workerId.required, false)
+    assert.match(await workerId.initialValue({ cfg: {}, accountId: 'default' }), /^agent-[0-9a-f]{6}$/)
+    assert.equal(await url.initialValue({ cfg: {}, accountId: 'default' }), 'wss://pier.gholl.com/nexus')
     let cfg = await url.applySet({ cfg: {}, accountId: 'default', value: 'wss://pier.example/nexus' })
     cfg = await workerId.applySet({ cfg, accountId: 'default', value: 'agent-7' })
-    cfg = await setupWizard.credentials[0].applyUseEnv({ cfg, accountId: 'default' })
-    assert.equal(cfg.channels.pier.natsUrl, 'wss://pier.example/nexus')
-    assert.equal(cfg.channels.pier.workerId, 'agent-7')
-    assert.equal(cfg.channels.pier.token.id, 'PIER_TOKEN')
+    // A prompter that picks the given select answer and records the options it was shown.
+    const shown = []
+    const prompter = (answer, typed) => ({
+      select: async ({ options, initialValue }) => (shown.push({ options: options.map((o) => o.value), initialValue }), answer ?? initialValue),
+      text: async () => typed,
+    })
+    const finalize = async (c, answer, typed) => (await setupWizard.finalize({ cfg: c, accountId: 'default', prompter: prompter(answer, typed) })).cfg
+    const saved = process.env.PIER_TOKEN
+    try {
+      process.env.PIER_TOKEN = 'in-the-shell'
+      const withEnv = await finalize(cfg)
+      assert.deepEqual(shown.at(-1), { options: ['env', 'none', 'type', 'var'], initialValue: 'env' })
+      assert.deepEqual(withEnv.channels.pier.token, { source: 'env', provider: 'default', id: 'PIER_TOKEN' })
+      assert.equal(withEnv.channels.pier.natsUrl, 'wss://pier.example/nexus')
+      // A re-run keeps what is stored by default.
+      assert.equal(await finalize(withEnv), withEnv)
+      assert.deepEqual(shown.at(-1), { options: ['keep', 'none', 'type', 'var'], initialValue: 'keep' })
+      delete process.env.PIER_TOKEN
+      assert.equal((await finalize(cfg)).channels.pier.token, undefined, 'no token by default')
+      assert.deepEqual(shown.at(-1).initialValue, 'none')
+      assert.equal((await finalize(withEnv, 'none')).channels.pier.token, undefined, 'removed')
+      assert.equal((await finalize(cfg, 'type', ' typed ')).channels.pier.token, 'typed')
+      assert.deepEqual((await finalize(cfg, 'var', 'MY_PIER')).channels.pier.token, { source: 'env', provider: 'default', id: 'MY_PIER' })
+    } finally {
+      if (saved === undefined) delete process.env.PIER_TOKEN
+      else process.env.PIER_TOKEN = saved
+    }
     assert.equal(await setupWizard.status.resolveConfigured({ cfg }), true)
-    // A SecretRef chosen in the wizard is stored as the reference, not as its resolved value.
-    const ref = { source: 'env', provider: 'default', id: 'PIER_TOKEN' }
-    const withRef = await setupWizard.credentials[0].applySet({ cfg: {}, accountId: 'default', value: ref, resolvedValue: 'resolved-secret' })
-    assert.deepEqual(withRef.channels.pier.token, ref)
-    const typed = await setupWizard.credentials[0].applySet({ cfg: {}, accountId: 'default', value: 'typed', resolvedValue: 'typed' })
-    assert.equal(typed.channels.pier.token, 'typed')
     assert.equal(url.validate({ value: 'ftp://x' }) !== undefined, true)
   })
 })
@@ -566,15 +587,33 @@ describe('sessions, publishing, status text', () => {
     assert.equal(priceRefusal({ meta: { price: -1 } }, 10).code, 'PIER_INVALID_TASK')
   })
 
-  it('a paid publish within the cap asks for approval; unpaid and over-cap tasks do not', () => {
+  it('a paid publish within the cap asks for approval where a person can be asked; the tool sends it only once approved', async () => {
     const { api } = stubApi({ config: { channels: { pier: { maxPublishPrice: 10 } } } })
     const hook = createPublishApprovalHook(api)
-    const paid = hook({ toolName: 'pier_publish', params: { task: 't', meta: { price: 5 } } })
+    const chat = { trigger: 'user', turnSourceChannel: 'telegram' }
+    const paid = hook({ toolName: 'pier_publish', toolCallId: 'c1', params: { task: 't', meta: { price: 5 } } }, chat)
     assert.deepEqual(paid.requireApproval.allowedDecisions, ['allow-once', 'deny'])
     assert.deepEqual(paid.requireApproval.scope, { kind: 'payment', amount: '5', currency: 'PIER', target: 'Pier marketplace' })
-    assert.equal(hook({ toolName: 'pier_publish', params: { task: 't' } }), undefined)
-    assert.equal(hook({ toolName: 'pier_publish', params: { task: 't', meta: { price: 50 } } }), undefined)
-    assert.equal(hook({ toolName: 'other', params: { meta: { price: 5 } } }), undefined)
+    assert.equal(hook({ toolName: 'pier_publish', params: { task: 't' } }, chat), undefined)
+    assert.equal(hook({ toolName: 'pier_publish', params: { task: 't', meta: { price: 50 } } }, chat), undefined)
+    assert.equal(hook({ toolName: 'other', params: { meta: { price: 5 } } }, chat), undefined)
+    // No route (POST /tools/invoke, cron): no approval request; the tool answers with its code.
+    const invoke = hook({ toolName: 'pier_publish', toolCallId: 'c2', params: { task: 't', meta: { price: 5 } } }, { sessionKey: 'agent:main:main' })
+    assert.equal(invoke, undefined)
+    assert.equal(hook({ toolName: 'pier_publish', toolCallId: 'c3', params: { task: 't', meta: { price: 5 } } }, { trigger: 'cron' }), undefined)
+    assert.ok(approvalRoute({}, { approvals: { plugin: { enabled: true } } }), 'forwarded plugin approvals are a route')
+    const tool = createPublishTool(api, pierLogger())
+    const refused = (await tool.execute('c2', { task: 't', meta: { price: 5 } })).details
+    assert.equal(refused.error.code, 'PIER_APPROVAL_UNAVAILABLE')
+    assert.match(refused.error.message, /needs a person's approval, and no approval route reaches one/)
+    // Denied or never answered: the tool still refuses (fail closed); approved: used once.
+    assert.equal((await tool.execute('c1', { task: 't', meta: { price: 5 } })).details.error.code, 'PIER_APPROVAL_UNAVAILABLE')
+    paid.requireApproval.onResolution('allow-once')
+    assert.ok(approvedCalls.has('c1'))
+    const approved = (await tool.execute('c1', { task: 't', meta: { price: 5 }, timeoutMs: 200 })).details
+    assert.notEqual(approved.error?.code, 'PIER_APPROVAL_UNAVAILABLE', JSON.stringify(approved))
+    assert.ok(!approvedCalls.has('c1'), 'an approval is used once')
+    await tool.close()
   })
 
   it('uptime reads like a person wrote it', () => {
@@ -771,8 +810,13 @@ describe('accounts through the channel lifecycle, with a real nats-server', () =
     assert.match(refused.details.error.message, /above maxPublishPrice 10/)
     await sleep(100)
     assert.equal(seen.length, 0, 'nothing was published')
+    const unapproved = await tool.execute('c', { task: 'cheap', meta: { price: 2 }, timeoutMs: 200 })
+    assert.equal(unapproved.details.error.code, 'PIER_APPROVAL_UNAVAILABLE')
+    await sleep(100)
+    assert.equal(seen.length, 0, 'a paid task nobody approved is not sent')
+    approvedCalls.add('c')
     const timedOut = await tool.execute('c', { task: 'cheap', meta: { price: 2 }, timeoutMs: 200 })
-    assert.equal(seen.length, 1, 'a price within the cap is sent')
+    assert.equal(seen.length, 1, 'an approved price within the cap is sent')
     assert.equal(timedOut.details.error.code, 'PIER_TIMEOUT')
     sub.unsubscribe()
     await tool.close()

@@ -6,6 +6,7 @@
 import { PierClient } from './addon.mjs'
 import { runningAccounts } from './accounts.mjs'
 import { defaultAccountId, resolveAccount, redactSecrets } from './config.mjs'
+import { approvedCalls } from './approval.mjs'
 
 export const PUBLISH_TOOL = 'pier_publish'
 
@@ -45,6 +46,16 @@ export function priceRefusal(params, maxPublishPrice) {
   return null
 }
 
+/** A paid task is sent only when a person approved this call (approval.mjs). */
+function approvalRefusal(toolCallId, params) {
+  const price = priceOf(params)
+  if (!(price > 0) || (toolCallId && approvedCalls.delete(toolCallId))) return null
+  return {
+    code: 'PIER_APPROVAL_UNAVAILABLE',
+    message: `pier_publish refused: a paid task (price ${price}) needs a person's approval, and no approval route reaches one from this call (an agent turn in a chat or the Control UI, or approvals.plugin forwarding, can ask)`,
+  }
+}
+
 /** The default account as configured right now (the config may have been reloaded). */
 export function publishAccount(api) {
   const cfg = api.runtime?.config?.current?.() ?? api.config ?? {}
@@ -72,9 +83,9 @@ export function createPublishTool(api, log) {
       'Publish a task to the Pier job marketplace and wait for a worker to answer it. ' +
       'Returns the worker reply: { ok: true, result } or { ok: false, error: { code, message } }.',
     parameters,
-    async execute(_toolCallId, params) {
+    async execute(toolCallId, params) {
       const account = publishAccount(api)
-      const refusal = priceRefusal(params, account.maxPublishPrice)
+      const refusal = priceRefusal(params, account.maxPublishPrice) ?? approvalRefusal(toolCallId, params)
       if (refusal) {
         log.warn(refusal.message)
         return failure(refusal.code, refusal.message)
