@@ -838,3 +838,4 @@ module.exports = nativeBinding
 module.exports.PierClient = nativeBinding.PierClient
 module.exports.PierWorker = nativeBinding.PierWorker
 module.exports.generateUserKey = nativeBinding.generateUserKey
+module.exports.releaseRuntime = nativeBinding.releaseRuntime

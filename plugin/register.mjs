@@ -6,6 +6,7 @@ import { createPublishTool } from './tool.mjs'
 import { createPublishApprovalHook } from './approval.mjs'
 import { createJobToolGuard } from './job-guard.mjs'
 import { createStatusCommand } from './command.mjs'
+import { releaseRuntime } from './addon.mjs'
 
 /** What the channel's startAccount needs from registerFull: `{ api, log }`. */
 export function createPierRuntime() {
@@ -33,9 +34,17 @@ export function registerPier(api, runtime = createPierRuntime(), { logger } = {}
         : 'config in plugins.entries["pier-connector"].config still works but has moved: put it under channels.pier (openclaw channels add --channel pier)',
     )
   }
-  api.registerService(createPierService(log))
   // Optional: an agent sees pier_publish only when the user allows it (tools.allow).
-  api.registerTool(createPublishTool(api, log), { optional: true })
+  const tool = createPublishTool(api, log)
+  api.registerService(createPierService(log, () => tool.close()))
+  api.registerTool(tool, { optional: true })
+  // A retired instance (a config reload or plugin reload loads the plugin again, with a new copy
+  // of the addon) closes its connection and ends its copy's runtime threads; a copy that still
+  // runs a worker keeps them (releaseRuntime refuses).
+  api.lifecycle?.onDispose?.(async () => {
+    await tool.close().catch(() => {})
+    releaseRuntime()
+  })
   // The job guard first: a job turn never gets pier_publish, approved or not.
   const guard = createJobToolGuard()
   const approval = createPublishApprovalHook(api)

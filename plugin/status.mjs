@@ -7,16 +7,21 @@ import { redactSecrets } from './config.mjs'
 
 const ANONYMOUS_WORKER = 'anonymous-worker'
 
-const LIFECYCLE = { disconnected: 'recovering', stopped: 'stopped' }
+const LIFECYCLE = { disconnected: 'recovering', stopped: 'stopped', reloading: 'recovering' }
 
 /** The standard account snapshot fields plus a `pier` block, from a worker status. */
 export function snapshotOf(run, s) {
   const a = run.activity
   if (!s) return { accountId: run.accountId, running: false, lastError: run.lastError ?? null }
   const connected = s.state === 'connected'
+  // Drained for a config change the gateway is about to apply: not a stopped account.
+  if (run.reloading) {
+    s = { ...s, state: 'reloading' }
+  }
   return {
     accountId: run.accountId,
     running: s.state !== 'stopped' || Boolean(run.worker?.running),
+    ...(run.reloading ? { stateReason: 'config changed: finishing the jobs in flight; the account restarts with the new config' } : {}),
     connected,
     // Until the first connection the account is starting; after it, a lost connection is
     // recovering (the worker reconnects by itself); a stopping worker is draining its jobs.
@@ -130,7 +135,7 @@ export function collectStatusIssues(accounts) {
     // snapshotOf puts the fix there (blockedError), so the warning is printed once.
     if (a.lifecycle === 'blocked') {
       // nothing of its own
-    } else if (a.running && a.connected === false && a.lastError) {
+    } else if (a.running && a.connected === false && a.lastError && a.pier?.state !== 'reloading') {
       const attempts = a.reconnectAttempts ? ` (${a.reconnectAttempts} attempts)` : ''
       issue('runtime', `not connected, retrying${attempts}: ${a.lastError}`, `check that the NATS server in channels.pier natsUrl (${a.pier?.server ?? a.baseUrl ?? '?'}) is up and reachable from this host; the worker reconnects by itself`)
     }
