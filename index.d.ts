@@ -344,6 +344,15 @@ export interface PublishRequestOptions {
 }
 
 /**
+ * Ends this copy of the addon's async runtime (its threads, timers and tasks) when no worker
+ * of it runs and no client of it is open, and returns whether it did. What a host calls when it
+ * retires the plugin: OpenClaw loads a fresh copy of the addon on every plugin reload or
+ * in-process restart, and the old copy stays mapped. A later `PierWorker.start()` or client
+ * call starts the runtime again.
+ */
+export declare function releaseRuntime(): boolean
+
+/**
  * A `task_error`'s error. `code` is one of the wire protocol's codes: `PARSE_ERROR`,
  * `INVALID_REQUEST`, `RUNTIME_UNAVAILABLE`, `EXECUTION_FAILED`, `PAYLOAD_TOO_LARGE`, `TIMEOUT`,
  * `OVERLOADED`, `SHUTTING_DOWN`, `UNAUTHORIZED`, `RESULT_TOO_LARGE` (the result did not fit
@@ -437,6 +446,11 @@ export interface WorkerStats {
   errorsByCode: Record<string, number>
   disconnects: number
   reconnects: number
+  /**
+   * Connection attempts since the connection was last up: the current outage's (or the first
+   * connection's) retries; 0 while connected.
+   */
+  connectAttempts: number
   slowConsumerEvents: number
   serverErrors: number
   /** Sum of `meta.price` of completed jobs, in the unit requesters price in. */

@@ -839,3 +839,4 @@ module.exports.PierClient = nativeBinding.PierClient
 module.exports.PierWorker = nativeBinding.PierWorker
 module.exports.generateUserKey = nativeBinding.generateUserKey
 module.exports.ledgerDays = nativeBinding.ledgerDays
+module.exports.releaseRuntime = nativeBinding.releaseRuntime

@@ -14,13 +14,13 @@ import { jobToolPolicy } from '../plugin/job-policy.mjs'
 import { createJobToolGuard } from '../plugin/job-guard.mjs'
 import { createSecurityAdapter } from '../plugin/security.mjs'
 import { sendJobReply, createPierChannel } from '../plugin/channel.mjs'
-import { resolveAccount, listAccountIds, redactSecrets } from '../plugin/config.mjs'
+import { resolveAccount, listAccountIds, redactSecrets, pierLogger } from '../plugin/config.mjs'
 import { applyAccountConfig, validateInput, setupWizard } from '../plugin/setup.mjs'
 import { createSessionPruner, leftoverJobSessions } from '../plugin/sessions.mjs'
-import { priceRefusal } from '../plugin/tool.mjs'
-import { createPublishApprovalHook } from '../plugin/approval.mjs'
+import { priceRefusal, createPublishTool } from '../plugin/tool.mjs'
+import { createPublishApprovalHook, approvalRoute, approvedCalls } from '../plugin/approval.mjs'
 import { formatUptime, formatStatus } from '../plugin/command.mjs'
-import { collectStatusIssues } from '../plugin/status.mjs'
+import { collectStatusIssues, blockedError } from '../plugin/status.mjs'
 import { runningAccounts } from '../plugin/accounts.mjs'
 
 const STATE_DIR = mkdtempSync(join(tmpdir(), 'pier-plugin-state-'))
@@ -278,7 +278,7 @@ describe('agent turn', () => {
 describe('security audit findings', () => {
   const roster = { entries: { main: { default: true }, 'pier-jobs': { skills: [] } } }
   const findings = (accounts) => {
-    const cfg = { agents: roster, channels: { pier: { natsUrl: 'nats://h:4222', accounts } } }
+    const cfg = { agents: roster, channels: { pier: { natsUrl: 'nats://h:4222', workerId: 'w1', accounts } } }
     const adapter = createSecurityAdapter()
     return Object.keys(accounts).flatMap((accountId) => {
       const ctx = { cfg, accountId, account: { accountId } }
@@ -303,6 +303,15 @@ describe('security audit findings', () => {
     assert.match(list.find((f) => f.accountId === 'names' && f.severity === 'warn').detail, /lists 1 name\(s\)/, 'a key is not a name')
     assert.match(list.find((f) => f.accountId === 'plain').detail, /Tools offered: none\. pier_publish: never/)
     for (const f of list) assert.ok(f.title && f.detail && f.checkId.startsWith('channels.pier.'), JSON.stringify(f))
+  })
+
+  it('a worker with no workerId and no walletAddress: paid jobs with nobody to pay (info)', () => {
+    const audit = (pier) => createSecurityAdapter().collectAuditFindings({ cfg: { agents: roster, channels: { pier: { natsUrl: 'nats://h:4222', ...pier } } }, accountId: 'default' })
+    const anonymous = audit({}).find((f) => f.checkId === 'channels.pier.identity.anonymous')
+    assert.equal(anonymous?.severity, 'info')
+    assert.match(anonymous.remediation, /openclaw config set channels\.pier\.walletAddress '"0x…"'/)
+    assert.ok(!audit({ walletAddress: '0xW' }).some((f) => f.checkId === 'channels.pier.identity.anonymous'))
+    assert.ok(!audit({ workerId: 'w' }).some((f) => f.checkId === 'channels.pier.identity.anonymous'))
   })
 })
 
@@ -454,21 +463,42 @@ describe('setup', () => {
     assert.equal(validateInput({ input: { url: 'nats://a:1,wss://b/x' } }), null)
   })
 
-  it('the wizard writes through the same config path', async () => {
-    const [url, workerId] = setupWizard.textInputs
+  it('the wizard writes through the same config path; the token is optional, PIER_TOKEN offered, a stored one kept', async () => {
+    const [url, workerId, wallet] = setupWizard.textInputs
+    assert.equal(wallet.required, false)
+    assert.equal(workerId.required, false)
+    assert.match(await workerId.initialValue({ cfg: {}, accountId: 'default' }), /^agent-[0-9a-f]{6}$/)
+    assert.equal(await url.initialValue({ cfg: {}, accountId: 'default' }), 'wss://pier.gholl.com/nexus')
     let cfg = await url.applySet({ cfg: {}, accountId: 'default', value: 'wss://pier.example/nexus' })
     cfg = await workerId.applySet({ cfg, accountId: 'default', value: 'agent-7' })
-    cfg = await setupWizard.credentials[0].applyUseEnv({ cfg, accountId: 'default' })
-    assert.equal(cfg.channels.pier.natsUrl, 'wss://pier.example/nexus')
-    assert.equal(cfg.channels.pier.workerId, 'agent-7')
-    assert.equal(cfg.channels.pier.token.id, 'PIER_TOKEN')
+    // A prompter that picks the given select answer and records the options it was shown.
+    const shown = []
+    const prompter = (answer, typed) => ({
+      select: async ({ options, initialValue }) => (shown.push({ options: options.map((o) => o.value), initialValue }), answer ?? initialValue),
+      text: async () => typed,
+    })
+    const finalize = async (c, answer, typed) => (await setupWizard.finalize({ cfg: c, accountId: 'default', prompter: prompter(answer, typed) })).cfg
+    const saved = process.env.PIER_TOKEN
+    try {
+      process.env.PIER_TOKEN = 'in-the-shell'
+      const withEnv = await finalize(cfg)
+      assert.deepEqual(shown.at(-1), { options: ['env', 'none', 'type', 'var'], initialValue: 'env' })
+      assert.deepEqual(withEnv.channels.pier.token, { source: 'env', provider: 'default', id: 'PIER_TOKEN' })
+      assert.equal(withEnv.channels.pier.natsUrl, 'wss://pier.example/nexus')
+      // A re-run keeps what is stored by default.
+      assert.equal(await finalize(withEnv), withEnv)
+      assert.deepEqual(shown.at(-1), { options: ['keep', 'none', 'type', 'var'], initialValue: 'keep' })
+      delete process.env.PIER_TOKEN
+      assert.equal((await finalize(cfg)).channels.pier.token, undefined, 'no token by default')
+      assert.deepEqual(shown.at(-1).initialValue, 'none')
+      assert.equal((await finalize(withEnv, 'none')).channels.pier.token, undefined, 'removed')
+      assert.equal((await finalize(cfg, 'type', ' typed ')).channels.pier.token, 'typed')
+      assert.deepEqual((await finalize(cfg, 'var', 'MY_PIER')).channels.pier.token, { source: 'env', provider: 'default', id: 'MY_PIER' })
+    } finally {
+      if (saved === undefined) delete process.env.PIER_TOKEN
+      else process.env.PIER_TOKEN = saved
+    }
     assert.equal(await setupWizard.status.resolveConfigured({ cfg }), true)
-    // A SecretRef chosen in the wizard is stored as the reference, not as its resolved value.
-    const ref = { source: 'env', provider: 'default', id: 'PIER_TOKEN' }
-    const withRef = await setupWizard.credentials[0].applySet({ cfg: {}, accountId: 'default', value: ref, resolvedValue: 'resolved-secret' })
-    assert.deepEqual(withRef.channels.pier.token, ref)
-    const typed = await setupWizard.credentials[0].applySet({ cfg: {}, accountId: 'default', value: 'typed', resolvedValue: 'typed' })
-    assert.equal(typed.channels.pier.token, 'typed')
     assert.equal(url.validate({ value: 'ftp://x' }) !== undefined, true)
   })
 })
@@ -557,15 +587,33 @@ describe('sessions, publishing, status text', () => {
     assert.equal(priceRefusal({ meta: { price: -1 } }, 10).code, 'PIER_INVALID_TASK')
   })
 
-  it('a paid publish within the cap asks for approval; unpaid and over-cap tasks do not', () => {
+  it('a paid publish within the cap asks for approval where a person can be asked; the tool sends it only once approved', async () => {
     const { api } = stubApi({ config: { channels: { pier: { maxPublishPrice: 10 } } } })
     const hook = createPublishApprovalHook(api)
-    const paid = hook({ toolName: 'pier_publish', params: { task: 't', meta: { price: 5 } } })
+    const chat = { trigger: 'user', turnSourceChannel: 'telegram' }
+    const paid = hook({ toolName: 'pier_publish', toolCallId: 'c1', params: { task: 't', meta: { price: 5 } } }, chat)
     assert.deepEqual(paid.requireApproval.allowedDecisions, ['allow-once', 'deny'])
     assert.deepEqual(paid.requireApproval.scope, { kind: 'payment', amount: '5', currency: 'PIER', target: 'Pier marketplace' })
-    assert.equal(hook({ toolName: 'pier_publish', params: { task: 't' } }), undefined)
-    assert.equal(hook({ toolName: 'pier_publish', params: { task: 't', meta: { price: 50 } } }), undefined)
-    assert.equal(hook({ toolName: 'other', params: { meta: { price: 5 } } }), undefined)
+    assert.equal(hook({ toolName: 'pier_publish', params: { task: 't' } }, chat), undefined)
+    assert.equal(hook({ toolName: 'pier_publish', params: { task: 't', meta: { price: 50 } } }, chat), undefined)
+    assert.equal(hook({ toolName: 'other', params: { meta: { price: 5 } } }, chat), undefined)
+    // No route (POST /tools/invoke, cron): no approval request; the tool answers with its code.
+    const invoke = hook({ toolName: 'pier_publish', toolCallId: 'c2', params: { task: 't', meta: { price: 5 } } }, { sessionKey: 'agent:main:main' })
+    assert.equal(invoke, undefined)
+    assert.equal(hook({ toolName: 'pier_publish', toolCallId: 'c3', params: { task: 't', meta: { price: 5 } } }, { trigger: 'cron' }), undefined)
+    assert.ok(approvalRoute({}, { approvals: { plugin: { enabled: true } } }), 'forwarded plugin approvals are a route')
+    const tool = createPublishTool(api, pierLogger())
+    const refused = (await tool.execute('c2', { task: 't', meta: { price: 5 } })).details
+    assert.equal(refused.error.code, 'PIER_APPROVAL_UNAVAILABLE')
+    assert.match(refused.error.message, /needs a person's approval, and no approval route reaches one/)
+    // Denied or never answered: the tool still refuses (fail closed); approved: used once.
+    assert.equal((await tool.execute('c1', { task: 't', meta: { price: 5 } })).details.error.code, 'PIER_APPROVAL_UNAVAILABLE')
+    paid.requireApproval.onResolution('allow-once')
+    assert.ok(approvedCalls.has('c1'))
+    const approved = (await tool.execute('c1', { task: 't', meta: { price: 5 }, timeoutMs: 200 })).details
+    assert.notEqual(approved.error?.code, 'PIER_APPROVAL_UNAVAILABLE', JSON.stringify(approved))
+    assert.ok(!approvedCalls.has('c1'), 'an approval is used once')
+    await tool.close()
   })
 
   it('uptime reads like a person wrote it', () => {
@@ -576,18 +624,24 @@ describe('sessions, publishing, status text', () => {
     assert.equal(formatUptime(undefined), 'not running')
   })
 
-  it('status issues name a blocked account and a disconnected one', () => {
+  it('status issues: a disconnected account, an anonymous earner; a blocked one carries its fix in lastError', () => {
     const issues = collectStatusIssues([
-      { accountId: 'a', enabled: true, configured: true, lifecycle: 'blocked', lastError: 'PIER_CONNECT: authorization violation' },
-      { accountId: 'b', enabled: true, configured: true, running: true, connected: false, lastError: 'PIER_CONNECT: refused' },
-      { accountId: 'c', enabled: true, configured: true, running: true, connected: true },
+      { accountId: 'a', enabled: true, configured: true, lifecycle: 'blocked', lastError: blockedError('PIER_CONNECT: authorization violation') },
+      { accountId: 'b', enabled: true, configured: true, running: true, connected: false, reconnectAttempts: 7, lastError: 'PIER_CONNECT: refused', pier: { server: 'nats://h:4222', workerId: 'w', wallet: null } },
+      { accountId: 'c', enabled: true, configured: true, running: true, connected: true, pier: { workerId: 'w', wallet: null } },
+      { accountId: 'd', enabled: true, configured: true, running: true, connected: true, pier: { workerId: 'anonymous-worker', wallet: null, earned: 15 } },
+      { accountId: 'e', enabled: true, configured: true, running: true, connected: true, pier: { workerId: 'anonymous-worker', wallet: '0xW' } },
     ])
-    assert.deepEqual(issues.map((i) => [i.accountId, i.kind]), [['a', 'auth'], ['b', 'runtime']])
+    // OpenClaw prints its own issue for a blocked account (message: lastError): none of ours.
+    assert.deepEqual(issues.map((i) => [i.accountId, i.kind]), [['b', 'runtime'], ['d', 'config']])
+    assert.equal(issues[0].message, 'not connected, retrying (7 attempts): PIER_CONNECT: refused')
+    assert.match(issues[0].fix, /natsUrl \(nats:\/\/h:4222\) is up and reachable/)
+    assert.match(issues[1].message, /^paid jobs with nobody to pay: .*\(earned 15 so far\)/)
     // The fix names commands that exist (there is no `openclaw channels start`).
-    assert.doesNotMatch(issues[0].fix, /channels start/)
-    assert.match(issues[0].fix, /openclaw config set channels\.pier/)
-    const [hostTools] = collectStatusIssues([{ accountId: 'h', enabled: true, configured: true, lifecycle: 'blocked', lastError: 'PIER_HOST_TOOLS: toolsAllow gives job turns host tools (exec)' }])
-    assert.match(hostTools.fix, /remove the host tools from channels\.pier toolsAllow, or sandbox the job agent/)
+    const auth = blockedError('PIER_CONNECT: authorization violation')
+    assert.doesNotMatch(auth, /channels start/)
+    assert.match(auth, /^PIER_CONNECT: authorization violation; fix: .*openclaw config set channels\.pier/)
+    assert.match(blockedError('PIER_HOST_TOOLS: toolsAllow gives job turns host tools (exec)'), /remove the host tools from channels\.pier toolsAllow, or sandbox the job agent/)
   })
 })
 
@@ -698,7 +752,7 @@ describe('accounts through the channel lifecycle, with a real nats-server', () =
     ctx.abort()
     await running
     assert.equal(ctx.last().lifecycle, 'stopped')
-    assert.equal(ctx.last().terminalDisconnect, undefined)
+    assert.ok(!ctx.last().terminalDisconnect, 'stopped, not blocked: restartable')
   })
 
   it('a refused login blocks the account with a clear error that carries no secret', async () => {
@@ -762,8 +816,13 @@ describe('accounts through the channel lifecycle, with a real nats-server', () =
     assert.match(refused.details.error.message, /above maxPublishPrice 10/)
     await sleep(100)
     assert.equal(seen.length, 0, 'nothing was published')
+    const unapproved = await tool.execute('c', { task: 'cheap', meta: { price: 2 }, timeoutMs: 200 })
+    assert.equal(unapproved.details.error.code, 'PIER_APPROVAL_UNAVAILABLE')
+    await sleep(100)
+    assert.equal(seen.length, 0, 'a paid task nobody approved is not sent')
+    approvedCalls.add('c')
     const timedOut = await tool.execute('c', { task: 'cheap', meta: { price: 2 }, timeoutMs: 200 })
-    assert.equal(seen.length, 1, 'a price within the cap is sent')
+    assert.equal(seen.length, 1, 'an approved price within the cap is sent')
     assert.equal(timedOut.details.error.code, 'PIER_TIMEOUT')
     sub.unsubscribe()
     await tool.close()

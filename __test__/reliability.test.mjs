@@ -76,7 +76,39 @@ describe('server killed with jobs in flight', () => {
       { timeout: 10_000, interval: 100 },
     )
     assert.equal(fresh.result, 'done:new')
-    assert.match(logger.text(), /NATS disconnected/)
+    assert.match(logger.text(), /NATS connection to \S+ lost; reconnecting/)
+    await worker.stop()
+  })
+
+  it('tells an outage in the status within a second, and in the log once down, once back', async () => {
+    const port = await freePort()
+    let server = await startNatsServer({ port })
+    cleanups.push(() => server.stop())
+    const logger = memoryLogger()
+    const worker = new PierWorker({ natsUrl: server.url, subject: 'jobs.outage' }, async () => 'ok', { logger })
+    await worker.start()
+    cleanups.push(() => worker.stop())
+    const before = logger.lines.length
+    await server.stop('SIGKILL')
+    const killed = Date.now()
+    const down = await waitFor(() => {
+      const s = worker.status()
+      return s.state !== 'connected' && s.stats.connectAttempts > 0 && s.lastError ? s : null
+    }, { timeout: 5000, interval: 20 })
+    assert.ok(Date.now() - killed < 1500, `status told the outage after ${Date.now() - killed} ms`)
+    assert.match(down.lastError, /^PIER_CONNECT: cannot reach nats:\/\/127\.0\.0\.1:\d+: /)
+    // Several attempts (backoff 50 ms doubling to 2 s) in 3 s of outage, one line for all of them.
+    await sleep(3000)
+    const during = worker.status().stats.connectAttempts
+    assert.ok(during >= 3, `attempts counted: ${during}`)
+    server = await startNatsServer({ port })
+    await waitFor(() => worker.status().state === 'connected', { timeout: 10_000, interval: 20 })
+    await sleep(200)
+    const lines = logger.lines.slice(before).filter((l) => /NATS|reconnect|attempt/.test(l))
+    assert.equal(lines.filter((l) => /lost; reconnecting/.test(l)).length, 1, lines.join('\n'))
+    assert.equal(lines.filter((l) => /connection back to \S+ after \d+ s \(\d+ attempts\)/.test(l)).length, 1, lines.join('\n'))
+    assert.equal(lines.length, 2, `one line down, one back:\n${lines.join('\n')}`)
+    assert.equal(worker.status().stats.connectAttempts, 0)
     await worker.stop()
   })
 })

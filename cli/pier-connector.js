@@ -46,7 +46,9 @@ const USAGE = `Usage:
       PIER_SIGNING_SEED) and its public key (for allowedSenders and trustedWorkers).
 
 Options (each mirrors a config key of channels.pier in OpenClaw):
-  --config FILE                  read a JSON config first; flags override it
+  --config FILE                  read a JSON config first (a channels.pier section as it is,
+                                 or openclaw.json); flags override it
+  --account ID                   with --config: the channels.pier account to use
   --ledger FILE                  the ledger file (same as --ledger-file)
 ${CONFIG_FLAGS.map(({ flag, key, kind }) => `  --${flag}${kind === 'boolean' || kind === 'negated' ? '' : ' VALUE'}`.padEnd(33) + (kind === 'negated' ? `${key}: false` : key)).join('\n')}
   --verbose                      log debug lines too
@@ -56,6 +58,7 @@ Secrets may also come from PIER_TOKEN, PIER_PASSWORD, PIER_NKEY_SEED and PIER_SI
 function parse(argv) {
   const options = {
     config: { type: 'string' },
+    account: { type: 'string' },
     echo: { type: 'boolean' },
     exec: { type: 'string' },
     'system-prompt': { type: 'string' },
@@ -75,8 +78,28 @@ function parse(argv) {
   return parseArgs({ args: argv, options, allowPositionals: true, strict: true })
 }
 
-function buildConfig(values) {
-  const config = values.config ? JSON.parse(readFileSync(values.config, 'utf8')) : {}
+/**
+ * A `--config` file: a `channels.pier` section as it is (shared keys, `accounts.<id>`, the
+ * channel's own keys such as `enabled`), a whole openclaw.json, or plain worker keys; resolved
+ * the way the plugin resolves an account (plugin/config.mjs). An env SecretRef is read from the
+ * environment; other SecretRefs need OpenClaw (`openclaw pier …` resolves them).
+ */
+function configFromFile(path, accountId) {
+  const raw = JSON.parse(readFileSync(path, 'utf8'))
+  const { resolveAccount, SECRET_KEYS, isSecretRef } = require('../plugin/config.mjs')
+  const cfg = raw?.channels?.pier ? raw : { channels: { pier: raw } }
+  const { addonConfig } = resolveAccount(cfg, accountId, {})
+  for (const key of SECRET_KEYS) {
+    const ref = addonConfig[key]
+    if (!isSecretRef(ref)) continue
+    if (ref.source === 'env' && process.env[ref.id]) addonConfig[key] = process.env[ref.id]
+    else throw usageError(`${key} in ${path} is a SecretRef (${ref.source}:${ref.id}) this CLI cannot resolve: set ${ref.source === 'env' ? ref.id : SECRET_ENV.find(([k]) => k === key)?.[1] ?? 'it'} in the environment, or run openclaw pier, which resolves it`)
+  }
+  return addonConfig
+}
+
+function buildConfig(values, base) {
+  const config = base ? { ...base } : values.config ? configFromFile(values.config, values.account) : {}
   for (const [key, variable] of SECRET_ENV) {
     if (process.env[variable]) config[key] = process.env[variable]
   }
@@ -165,10 +188,20 @@ async function runPublish(values, positionals, config) {
       process.stdout.write(JSON.stringify(reply) + '\n')
       process.exitCode = reply && reply.ok === true ? 0 : 1
     } catch (error) {
-      process.stderr.write(`${error.message}\n`)
+      process.stderr.write(`${error.message}${error.code === 'PIER_NO_RESPONDERS' ? noRespondersHint(config) : ''}\n`)
       process.exitCode = 2
     }
   })
+}
+
+/** Why nobody listens on publishSubject, and how to reach a worker directly. */
+function noRespondersHint(config) {
+  const to = config.publishSubject ?? 'jobs.submit'
+  return (
+    `\nNobody subscribes to ${to} on this server. publishSubject (default jobs.submit) is where the Pier marketplace takes tasks; ` +
+    `workers listen on their subject (default jobs.worker, queue openclaw-workers). ` +
+    `To reach a worker directly, publish to its subject: --publish-subject jobs.worker (or the worker's subject).`
+  )
 }
 
 /** Runs `use` with a client for this config and always closes it. */
@@ -247,18 +280,39 @@ function runKeygen(values) {
   else process.stdout.write(`seed:       ${seed}\npublic key: ${publicKey}\n`)
 }
 
-async function main(argv) {
+/**
+ * The commands this CLI has, read from its usage text (so a command documented there is one
+ * `openclaw pier` offers too): `{ name, summary }`.
+ */
+function commands() {
+  const out = []
+  for (const block of USAGE.split(/\n(?=  pier-connector )/).slice(1)) {
+    const [head, ...body] = block.split('\n')
+    const name = /^  pier-connector (\S+)/.exec(head)?.[1]
+    const end = body.findIndex((l) => !l.startsWith('      '))
+    const text = body.slice(0, end < 0 ? body.length : end).map((l) => l.trim()).join(' ')
+    if (name && !out.some((c) => c.name === name)) out.push({ name, summary: /^.*?\.(?=\s|$)|^.*/.exec(text)[0] })
+  }
+  return out
+}
+
+/**
+ * Runs one command line. `options.config`: the config to start from instead of `--config`
+ * (OpenClaw's channels.pier account, SecretRefs resolved); `options.prog`: how the usage names
+ * this CLI.
+ */
+async function main(argv, options = {}) {
   const { values, positionals } = parse(argv)
   const [command, ...rest] = positionals
   if (values.version) return void process.stdout.write(`pier-connector ${require('../package.json').version}\n`)
   if (values.help || !command) {
-    process.stdout.write(USAGE + '\n')
+    process.stdout.write(usage(options.prog) + '\n')
     return
   }
   if (addonError) throw addonError
   // Needs no config and no server.
   if (command === 'keygen') return runKeygen(values)
-  const config = buildConfig(values)
+  const config = buildConfig(values, options.config)
   switch (command) {
     case 'worker':
       return runWorker(values, config)
@@ -275,8 +329,17 @@ async function main(argv) {
   }
 }
 
-main(process.argv.slice(2)).catch((error) => {
-  process.stderr.write(`pier-connector: ${error.message}\n`)
-  if (error.usage || error.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') process.stderr.write(`\n${USAGE}\n`)
-  process.exitCode = 2
-})
+const usage = (prog = 'pier-connector') => USAGE.replaceAll('pier-connector ', `${prog} `)
+
+/** main, with a failure printed as one line (and the usage for a usage error), exit code 2. */
+function run(argv, options = {}) {
+  return main(argv, options).catch((error) => {
+    process.stderr.write(`${options.prog ?? 'pier-connector'}: ${error.message}\n`)
+    if (error.usage || error.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') process.stderr.write(`\n${usage(options.prog)}\n`)
+    process.exitCode = 2
+  })
+}
+
+module.exports = { run, commands, usage }
+
+if (require.main === module) run(process.argv.slice(2))

@@ -1,14 +1,15 @@
 // One Pier account through OpenClaw's channel account lifecycle (gateway.startAccount): a
 // worker of its own, started when the account starts, its status published with ctx.setStatus
 // while it runs, drained once when the account is stopped (reload, stop, gateway shutdown).
-import { PierWorker } from './addon.mjs'
+import { PierWorker, releaseRuntime } from './addon.mjs'
 import { createAgentTurnHandler } from './agent-turn.mjs'
 import { runningAccounts } from './accounts.mjs'
 import { createSessionPruner, leftoverJobSessions } from './sessions.mjs'
-import { snapshotOf } from './status.mjs'
+import { snapshotOf, blockedError } from './status.mjs'
 import { redactSecrets } from './config.mjs'
 import { jobToolPolicy, jobWorkspaceDir } from './job-policy.mjs'
 import { withLedger } from './ledger.mjs'
+import { accountConfigKey, configFilePath, onConfigFileChange } from './reload.mjs'
 
 const STATUS_INTERVAL_MS = 1000
 
@@ -35,7 +36,7 @@ export function createAccountRun(account, { api, log, deleteSession, policy, wor
     account,
     startedAtMs: Date.now(),
     lastError: null,
-    activity: { inboundAt: null, outboundAt: null, runAt: null, connectedAt: null, seen: { received: 0, answered: 0 } },
+    activity: { inboundAt: null, outboundAt: null, runAt: null, connectedAt: null, disconnectedAt: null, connected: false, seen: { received: 0, answered: 0 } },
     sessions,
     get worker() {
       return worker
@@ -73,6 +74,8 @@ export function createAccountRun(account, { api, log, deleteSession, policy, wor
           const { stats } = worker.status()
           log.info(`[${accountId}] stopped; ${stats.received} jobs received, ${stats.completed} completed, ${stats.failed} failed`)
         }
+        // This copy of the addon keeps its threads only while one of its workers runs.
+        releaseRuntime()
         await sessions.idle()
       })()
       return drained
@@ -103,11 +106,38 @@ function sweepLeftovers(run, { log, listSessions }) {
 function trackActivity(run, s) {
   const now = Date.now()
   const a = run.activity
-  if (s.state === 'connected' && !a.connectedAt) a.connectedAt = now
+  const connected = s.state === 'connected'
+  if (connected && !a.connected) a.connectedAt = now
+  if (!connected && a.connected) a.disconnectedAt = now
+  a.connected = connected
   const answered = s.stats.completed + s.stats.failed + s.stats.rejected + s.stats.timedOut
   if (s.stats.received > a.seen.received) a.inboundAt = a.runAt = now
   if (answered > a.seen.answered) a.outboundAt = a.runAt = now
   a.seen = { received: s.stats.received, answered }
+}
+
+/**
+ * When this account's config in the file changes, stops taking jobs and finishes the ones in
+ * flight so the gateway, idle, can apply the change (reload.mjs). `drained` resolves then: the
+ * account's run ends there, because OpenClaw retires the plugin's old instance before it
+ * restarts the channel and waits for its running calls (this one) first.
+ */
+function drainOnConfigChange(run, ctx, log) {
+  const path = configFilePath()
+  const running = accountConfigKey(ctx.accountId, path)
+  let resolveDrained
+  const drained = new Promise((resolve) => (resolveDrained = resolve))
+  let pending = false
+  const unwatch = onConfigFileChange(() => {
+    if (pending || ctx.abortSignal.aborted) return
+    const now = accountConfigKey(ctx.accountId, path)
+    if (now === undefined || running === undefined || now === running) return
+    pending = true
+    run.reloading = true
+    log.info(`[${ctx.accountId}] config changed: taking no more jobs and finishing the ones in flight, then the account restarts with it`)
+    run.drain().then(resolveDrained, resolveDrained)
+  }, path)
+  return { drained, unwatch }
 }
 
 /**
@@ -135,9 +165,10 @@ export async function startAccount(ctx, deps) {
   const publish = () => {
     const s = run.status()
     if (s) trackActivity(run, s)
-    ctx.setStatus({ ...ctx.getStatus?.(), ...snapshotOf(run, s) })
+    ctx.setStatus({ ...ctx.getStatus?.(), terminalDisconnect: false, stateReason: undefined, ...snapshotOf(run, s) })
   }
   let timer = null
+  let unwatch = () => {}
   try {
     if (policyError) throw policyError
     if (policy.unsafe) log.warn(`[${ctx.accountId}] unsafeHostTools: job turns get host tools (${policy.tools.reachesHost.join(', ')}) without a sandbox; a stranger's task can run them on this host`)
@@ -146,7 +177,8 @@ export async function startAccount(ctx, deps) {
     }
     run.create()
     sweepLeftovers(run, deps)
-    ctx.setStatus({ ...snapshotOf(run, run.status()), running: true, lastStartAt: Date.now(), lifecycle: 'starting' })
+    // Nothing of a previous run's end (a config-change stop) carries over.
+    ctx.setStatus({ ...snapshotOf(run, run.status()), running: true, lastStartAt: Date.now(), lifecycle: 'starting', terminalDisconnect: false, stateReason: undefined })
     timer = setInterval(publish, STATUS_INTERVAL_MS)
     timer.unref?.()
     const aborted = new Promise((resolve) => {
@@ -164,12 +196,34 @@ export async function startAccount(ctx, deps) {
       const s = run.status()
       log.info(`[${ctx.accountId}] worker ${s.workerId} taking jobs on ${s.subject} (queue ${s.queueGroup}) via ${s.servers}`)
       publish()
-      await aborted
+      const reload = drainOnConfigChange(run, ctx, log)
+      unwatch = reload.unwatch
+      await Promise.race([aborted, reload.drained])
     }
+    unwatch()
     await run.drain()
     clearInterval(timer)
-    ctx.setStatus({ ...snapshotOf(run, run.status()), running: false, connected: false, lifecycle: 'stopped', lastStopAt: Date.now() })
+    // Ended for a config change: the gateway restarts the account with it as soon as nothing
+    // runs. No auto-restart with the old config meanwhile (OpenClaw's channel task would stay
+    // alive for its backoff and hold the plugin's retirement for 5 s); should the change not be
+    // applied (an invalid config), the status says what to do.
+    const reloading = run.reloading && !ctx.abortSignal.aborted
+    ctx.setStatus({
+      ...snapshotOf({ ...run, reloading: false }, run.status()),
+      running: false,
+      connected: false,
+      lifecycle: 'stopped',
+      lastStopAt: Date.now(),
+      ...(reloading
+        ? {
+            terminalDisconnect: true,
+            stateReason: 'config changed: the account restarts with the new config',
+            lastError: 'stopped for a config change the gateway has not applied: check openclaw config validate, then openclaw gateway restart',
+          }
+        : {}),
+    })
   } catch (error) {
+    unwatch()
     clearInterval(timer)
     await run.drain()
     // A refused login or a bad config will not heal by restarting: report it as terminal so
@@ -182,7 +236,7 @@ export async function startAccount(ctx, deps) {
       connected: false,
       lifecycle: 'blocked',
       terminalDisconnect: true,
-      lastError: error.message,
+      lastError: blockedError(error.message),
       lastStopAt: Date.now(),
     })
   } finally {

@@ -1,13 +1,38 @@
 // A paid pier_publish waits for a person: OpenClaw's plugin approval flow
 // (docs/plugins/plugin-permission-requests.md) through a before_tool_call hook. Unpaid tasks
 // need none; a price above maxPublishPrice is refused by the tool itself, with its code.
+//
+// A call no person can be asked about (POST /tools/invoke or a non-interactive run, with no
+// approvals.plugin forwarding) is not sent to OpenClaw's approval flow, which would block it
+// with its own `{ type: "tool_call_blocked" }`: it goes on to the tool, which answers with its
+// own `{ code: "PIER_APPROVAL_UNAVAILABLE", message }`. The tool sends a paid task only when
+// this hook saw that very call approved (allow-once), so a paid task is never sent unapproved.
 import { PUBLISH_TOOL, priceOf, publishAccount } from './tool.mjs'
 
+const APPROVED = Symbol.for('pier-connector.approved-publishes')
+/** Tool call ids of paid publishes a person allowed, each used once by the tool. */
+export const approvedCalls = (globalThis[APPROVED] ??= new Set())
+
+/**
+ * Whether a person can be asked about this call, by OpenClaw's rules: an interactive run
+ * (trigger "user") with a surface that shows approvals, or plugin approvals forwarded to chat
+ * targets (approvals.plugin). Runs of other triggers (cron, heartbeat) have none.
+ */
+export function approvalRoute(ctx, cfg) {
+  if (cfg?.approvals?.plugin?.enabled === true) return true
+  const trigger = ctx?.trigger?.trim?.()
+  if (trigger) return trigger === 'user'
+  return Boolean(ctx?.turnSourceChannel?.trim?.() || ctx?.approvalReviewerDeviceId?.trim?.())
+}
+
 export function createPublishApprovalHook(api) {
-  return (event) => {
+  return (event, ctx) => {
     if (event?.toolName !== PUBLISH_TOOL) return undefined
     const price = priceOf(event.params)
     if (!(price > 0) || price > publishAccount(api).maxPublishPrice) return undefined
+    const cfg = ctx?.config ?? api.runtime?.config?.current?.() ?? api.config
+    if (!approvalRoute(ctx, cfg)) return undefined
+    const id = event.toolCallId
     return {
       requireApproval: {
         title: `Publish a paid Pier task (price ${price})`,
@@ -16,6 +41,9 @@ export function createPublishApprovalHook(api) {
         // Each paid task is its own spend: never "allow always".
         allowedDecisions: ['allow-once', 'deny'],
         scope: { kind: 'payment', amount: String(price), currency: 'PIER', target: 'Pier marketplace' },
+        onResolution: (decision) => {
+          if (decision === 'allow-once' && id) approvedCalls.add(id)
+        },
       },
     }
   }

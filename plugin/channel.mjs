@@ -65,6 +65,11 @@ export function createPierChannel(sdk, runtime = {}) {
   // token/password/nkeySeed are SecretRef-capable (the same contract as secret-contract-api.mjs).
   if (createSimpleChannelSecretContract) plugin.secrets = pierSecretContract(createSimpleChannelSecretContract)
   plugin.status = { buildAccountSnapshot, probeAccount, collectStatusIssues }
+  // A change under channels.pier restarts the changed accounts (each drains its jobs, then
+  // starts with the new config) instead of replacing the whole plugin, which OpenClaw refuses
+  // while any agent turn (a job) runs. Accounts share nothing but the addon, and an account's
+  // stop settles all its work, so only the changed account restarts.
+  plugin.reload = { configPrefixes: [`channels.${CHANNEL_ID}`], accountScopedRestart: true }
   plugin.security = createSecurityAdapter(() => runtime.getDeps?.()?.api?.runtime?.sandbox)
   // A target on this channel is a job id, and Pier has no directory of names. Without
   // looksLikeId, OpenClaw (2026.9.6, target-resolver resolveMessagingTarget) treats an id that

@@ -6,6 +6,7 @@ import { createPublishTool } from './tool.mjs'
 import { createPublishApprovalHook } from './approval.mjs'
 import { createJobToolGuard } from './job-guard.mjs'
 import { createStatusCommand } from './command.mjs'
+import { releaseRuntime } from './addon.mjs'
 
 /** What the channel's startAccount needs from registerFull: `{ api, log }`. */
 export function createPierRuntime() {
@@ -15,8 +16,12 @@ export function createPierRuntime() {
 
 const WARNED = Symbol.for('pier-connector.legacy-config-warned')
 
-export function registerPier(api, runtime = createPierRuntime()) {
-  const log = pierLogger(api.logger)
+/**
+ * @param {object} [options] `logger`: where pier's lines go (the channel's log subsystem);
+ *   api.logger when absent
+ */
+export function registerPier(api, runtime = createPierRuntime(), { logger } = {}) {
+  const log = pierLogger(logger ?? api.logger)
   // Tool discovery also runs registerFull, with an API that cannot run agent turns.
   if (!api.registrationMode || api.registrationMode === 'full') runtime.setDeps({ api, log })
   const cfg = api.config ?? api.runtime?.config?.current?.() ?? {}
@@ -29,9 +34,17 @@ export function registerPier(api, runtime = createPierRuntime()) {
         : 'config in plugins.entries["pier-connector"].config still works but has moved: put it under channels.pier (openclaw channels add --channel pier)',
     )
   }
-  api.registerService(createPierService(log))
   // Optional: an agent sees pier_publish only when the user allows it (tools.allow).
-  api.registerTool(createPublishTool(api, log), { optional: true })
+  const tool = createPublishTool(api, log)
+  api.registerService(createPierService(log, () => tool.close()))
+  api.registerTool(tool, { optional: true })
+  // A retired instance (a config reload or plugin reload loads the plugin again, with a new copy
+  // of the addon) closes its connection and ends its copy's runtime threads; a copy that still
+  // runs a worker keeps them (releaseRuntime refuses).
+  api.lifecycle?.onDispose?.(async () => {
+    await tool.close().catch(() => {})
+    releaseRuntime()
+  })
   // The job guard first: a job turn never gets pier_publish, approved or not.
   const guard = createJobToolGuard()
   const approval = createPublishApprovalHook(api)

@@ -3,6 +3,7 @@
 // collectWarnings feeds doctor and the audit; collectAuditFindings only the full audit.
 import { JOB_AGENT_ID, CHANNEL_ID, resolveAccount } from './config.mjs'
 import { jobToolPolicy } from './job-policy.mjs'
+import { IDENTITY_FIX } from './status.mjs'
 
 const USER_KEY = /^U[A-Z2-7]{55}$/
 
@@ -49,7 +50,13 @@ export function createSecurityAdapter(getSandbox = () => undefined) {
       const { policy } = policyOf(account, cfg, getSandbox())
       const offered = policy?.tools.offered ?? []
       const tools = !policy ? 'none: the account is blocked (host tools)' : offered.length ? offered.join(', ') : 'none'
+      const out = []
+      const { workerId, walletAddress } = account.addonConfig
+      if (account.configured && account.enabled && !workerId && !walletAddress) {
+        out.push(finding('identity.anonymous', 'info', `Pier account ${account.accountId}: paid jobs with nobody to pay`, `The worker answers as anonymous-worker with no walletAddress: requesters pay for its jobs and nothing names who earns them.`, IDENTITY_FIX))
+      }
       return [
+        ...out,
         finding(
           'jobs.reach',
           'info',

@@ -1,7 +1,11 @@
 // `openclaw channels add --channel pier`: OpenClaw's generic setup flags (non-interactive) and
 // the setup wizard (interactive) both end in `applyAccountConfig`, which writes the account
 // under channels.pier (or channels.pier.accounts.<id>).
+import { randomBytes } from 'node:crypto'
 import { CHANNEL_ID, DEFAULT_ACCOUNT_ID, channelSection, legacySection, resolveAccount } from './config.mjs'
+
+/** The public Pier server (the config's natsUrl default). */
+const DEFAULT_NATS_URL = 'wss://pier.gholl.com/nexus'
 
 /** The env SecretRef `--use-env` writes: the token stays in the gateway's environment. */
 export const ENV_TOKEN_REF = { source: 'env', provider: 'default', id: 'PIER_TOKEN' }
@@ -54,7 +58,92 @@ export function applyAccountConfig({ cfg, accountId, input }) {
   return next
 }
 
-/** The interactive wizard: NATS URL, token (or PIER_TOKEN), worker id and wallet. */
+/** A channels.pier account without its token (the wizard's "no token"). */
+function withoutToken(cfg, accountId) {
+  const id = accountId || DEFAULT_ACCOUNT_ID
+  const section = { ...channelSection(cfg) }
+  if (id === DEFAULT_ACCOUNT_ID && !section.accounts) {
+    delete section.token
+  } else if (section.accounts?.[id]) {
+    const { token: _token, ...account } = section.accounts[id]
+    section.accounts = { ...section.accounts, [id]: account }
+  }
+  return { ...cfg, channels: { ...cfg.channels, [CHANNEL_ID]: section } }
+}
+
+const isEnvRef = (value, name) => value && typeof value === 'object' && value.source === 'env' && (!name || value.id === name)
+
+/** How a stored token is shown: never its value. */
+function describeToken(token) {
+  if (token && typeof token === 'object') return `a reference to ${token.source === 'env' ? `the environment variable ${token.id}` : `${token.source}:${token.id}`}`
+  return 'stored in the config'
+}
+
+/** A worker id to offer: Enter takes it (anonymous-worker would earn for nobody). */
+const suggestedWorkerId = () => `agent-${randomBytes(3).toString('hex')}`
+
+/**
+ * Esc goes back one step. OpenClaw's channel setup already goes back with ← (its prompt
+ * navigation); Esc would cancel the whole setup. While the wizard runs, an Esc keypress is
+ * turned into ← before the prompt sees it (listeners share the key object).
+ */
+const ESC_BACK = Symbol.for('pier-connector.setup-esc-back')
+function escGoesBack(on) {
+  const stdin = process.stdin
+  if (!on) {
+    globalThis[ESC_BACK]?.()
+    return
+  }
+  if (globalThis[ESC_BACK] || !stdin?.isTTY) return
+  const onKey = (_text, key) => {
+    if (key?.name === 'escape' && !key.ctrl) key.name = 'left'
+  }
+  stdin.prependListener('keypress', onKey)
+  globalThis[ESC_BACK] = () => {
+    stdin.off('keypress', onKey)
+    delete globalThis[ESC_BACK]
+  }
+}
+
+/**
+ * The token, last: keep the stored one (a re-run), use PIER_TOKEN when it is set (stored as a
+ * reference), another environment variable, a typed token, or none (servers without auth).
+ */
+async function tokenStep({ cfg, accountId, prompter }) {
+  const stored = resolveAccount(cfg, accountId, {}).addonConfig.token
+  const env = process.env.PIER_TOKEN
+  const options = []
+  if (stored !== undefined) options.push({ value: 'keep', label: 'Keep the stored token', hint: describeToken(stored) })
+  if (env && !isEnvRef(stored, 'PIER_TOKEN')) {
+    options.push({ value: 'env', label: 'Use PIER_TOKEN (set in this shell)', hint: 'stored as a reference, not a copy: the gateway reads it from its own environment' })
+  }
+  options.push({ value: 'none', label: stored !== undefined ? 'No token: remove it (the server needs none)' : 'No token: the server needs none' })
+  options.push({ value: 'type', label: 'Type a token', hint: 'stored in the config as typed; openclaw secrets audit flags it' })
+  options.push({ value: 'var', label: 'Read it from another environment variable', hint: 'stored as a reference' })
+  const choice = await prompter.select({ message: 'NATS token', options, initialValue: options[0].value })
+  switch (choice) {
+    case 'env':
+      return applyAccountConfig({ cfg, accountId, input: { useEnv: true } })
+    case 'none':
+      return withoutToken(cfg, accountId)
+    case 'type': {
+      const token = await prompter.text({ message: 'NATS token', sensitive: true, validate: (v) => (String(v ?? '').trim() ? undefined : 'Type the token, or go back (Esc) and pick another way') })
+      return applyAccountConfig({ cfg, accountId, input: { token: token.trim() } })
+    }
+    case 'var': {
+      const name = await prompter.text({ message: 'Environment variable that holds the token (in the gateway\'s environment)', validate: (v) => (/^[A-Za-z_][A-Za-z0-9_]*$/.test(String(v ?? '').trim()) ? undefined : 'A variable name: letters, digits and _') })
+      return applyAccountConfig({ cfg, accountId, input: { token: { source: 'env', provider: 'default', id: name.trim() } } })
+    }
+    default:
+      return cfg
+  }
+}
+
+/**
+ * The interactive wizard (`openclaw channels add --channel pier` in a terminal): NATS URL
+ * (Enter takes the public server), worker id (Enter takes a fresh one), wallet (optional),
+ * then the token (optional; PIER_TOKEN offered when set; a re-run keeps the stored one).
+ */
 export const setupWizard = {
   channel: CHANNEL_ID,
   status: {
@@ -71,60 +160,45 @@ export const setupWizard = {
       'You need the NATS URL of your Pier server and, if it requires one, a token.',
       "Jobs are strangers' tasks: they run in an empty workspace of their own, with no tools, and never see your agent's files, notes or chats. channels.pier.toolsAllow adds tools (group:web is the safe opt-in).",
       'For a job agent of its own (its own memory, model and tool policy): openclaw agents add pier-jobs --workspace <state dir>/pier/job-workspace --non-interactive.',
+      'Enter takes the value shown; Esc goes back one step.',
     ],
   },
+  prepare: () => {
+    escGoesBack(true)
+  },
   stepOrder: 'text-first',
-  credentials: [
-    {
-      inputKey: 'token',
-      providerHint: 'pier',
-      credentialLabel: 'NATS token',
-      preferredEnvVar: 'PIER_TOKEN',
-      envPrompt: 'PIER_TOKEN is set. Use it (stored as a reference, not a copy)?',
-      keepPrompt: 'A Pier token is configured. Keep it?',
-      inputPrompt: 'NATS token (leave empty if the server needs none)',
-      inspect: ({ cfg, accountId }) => {
-        const token = resolveAccount(cfg, accountId, {}).addonConfig.token
-        return {
-          accountConfigured: Boolean(channelSection(cfg)),
-          hasConfiguredValue: token !== undefined,
-          envValue: process.env.PIER_TOKEN || undefined,
-        }
-      },
-      applyUseEnv: ({ cfg, accountId }) => applyAccountConfig({ cfg, accountId, input: { useEnv: true } }),
-      // `value` is what the user chose: a SecretRef object (env/file/exec) or a typed token.
-      // Store that, never `resolvedValue`, or a reference would land in the config as plain text.
-      applySet: ({ cfg, accountId, value, resolvedValue }) => {
-        const token = value && typeof value === 'object' ? value : value || resolvedValue
-        return token ? applyAccountConfig({ cfg, accountId, input: { token } }) : cfg
-      },
-    },
-  ],
+  // The token is asked in finalize (tokenStep): OpenClaw's credential step cannot be left empty.
+  credentials: [],
   textInputs: [
     {
       inputKey: 'url',
       message: 'NATS URL of the Pier server',
-      placeholder: 'wss://pier.gholl.com/nexus',
-      required: true,
+      initialValue: ({ cfg, accountId }) => resolveAccount(cfg, accountId, {}).addonConfig.natsUrl ?? DEFAULT_NATS_URL,
       currentValue: ({ cfg, accountId }) => resolveAccount(cfg, accountId, {}).addonConfig.natsUrl,
       validate: ({ value }) => validateInput({ input: { url: value } }) ?? undefined,
       applySet: ({ cfg, accountId, value }) => applyAccountConfig({ cfg, accountId, input: { url: value } }),
     },
     {
       inputKey: 'workerId',
-      message: 'Worker id (shown to job publishers)',
-      placeholder: 'agent-001',
+      message: 'Worker id, shown to job publishers',
+      required: false,
+      initialValue: ({ cfg, accountId }) => resolveAccount(cfg, accountId, {}).addonConfig.workerId ?? suggestedWorkerId(),
       currentValue: ({ cfg, accountId }) => resolveAccount(cfg, accountId, {}).addonConfig.workerId,
       applySet: ({ cfg, accountId, value }) => applyAccountConfig({ cfg, accountId, input: { workerId: value } }),
     },
     {
       inputKey: 'walletAddress',
-      message: 'Wallet address for rewards (optional)',
-      placeholder: '0xABC123',
+      message: 'Wallet address for rewards (optional: Enter skips)',
+      required: false,
       currentValue: ({ cfg, accountId }) => resolveAccount(cfg, accountId, {}).addonConfig.walletAddress,
       applySet: ({ cfg, accountId, value }) => (value ? applyAccountConfig({ cfg, accountId, input: { walletAddress: value } }) : cfg),
     },
   ],
+  finalize: async ({ cfg, accountId, prompter }) => {
+    const next = await tokenStep({ cfg, accountId, prompter })
+    escGoesBack(false)
+    return { cfg: next }
+  },
   completionNote: {
     title: 'Pier',
     lines: ['Restart the gateway (or let it reload) and check: openclaw channels status --probe'],

@@ -5,19 +5,30 @@ import { runningAccounts } from './accounts.mjs'
 import { PierClient } from './addon.mjs'
 import { redactSecrets } from './config.mjs'
 
+const ANONYMOUS_WORKER = 'anonymous-worker'
+
+const LIFECYCLE = { disconnected: 'recovering', recovering: 'recovering', stopped: 'stopped', reloading: 'recovering' }
+
 /** The standard account snapshot fields plus a `pier` block, from a worker status. */
 export function snapshotOf(run, s) {
   const a = run.activity
   if (!s) return { accountId: run.accountId, running: false, lastError: run.lastError ?? null }
   const connected = s.state === 'connected'
+  // Drained for a config change the gateway is about to apply: not a stopped account.
+  if (run.reloading) {
+    s = { ...s, state: 'reloading' }
+  }
   return {
     accountId: run.accountId,
     running: s.state !== 'stopped' || Boolean(run.worker?.running),
+    ...(run.reloading ? { stateReason: 'config changed: finishing the jobs in flight; the account restarts with the new config' } : {}),
     connected,
     // Until the first connection the account is starting; after it, a lost connection is
-    // recovering (the worker reconnects by itself).
-    lifecycle: connected ? 'ready' : s.state === 'connecting' ? (a.connectedAt ? 'recovering' : 'starting') : undefined,
+    // recovering (the worker reconnects by itself); a stopping worker is draining its jobs.
+    lifecycle: connected ? 'ready' : LIFECYCLE[s.state] ?? (a.connectedAt ? 'recovering' : 'starting'),
+    reconnectAttempts: s.stats.connectAttempts ?? 0,
     lastConnectedAt: a.connectedAt,
+    lastDisconnect: a.disconnectedAt ? { at: a.disconnectedAt, ...(s.lastError ? { error: s.lastError } : {}) } : null,
     lastError: s.lastError ?? run.lastError ?? null,
     activeRuns: s.stats.inFlight,
     busy: s.stats.inFlight > 0,
@@ -32,6 +43,7 @@ export function snapshotOf(run, s) {
       serverName: s.serverName ?? null,
       serverVersion: s.serverVersion ?? null,
       workerId: s.workerId,
+      wallet: s.walletAddress ?? null,
       subject: s.subject,
       queueGroup: s.queueGroup,
       uptimeMs: s.uptimeMs ?? null,
@@ -89,24 +101,52 @@ export async function probeAccount({ account, timeoutMs }) {
 }
 
 /**
- * What to do about a blocked account, with commands that exist: the account restarts by itself
- * when its config changes (a hot reload), so fixing the config is the whole fix.
+ * A blocked account's error as status shows it: the cause and what to do about it, with
+ * commands that exist (the account restarts by itself when its config changes, so fixing the
+ * config is the whole fix).
  */
+export function blockedError(error) {
+  return /\bFix: /.test(error) ? `${error}; then ${RESTART}` : `${error}; fix: ${blockedFix(error)}`
+}
+
+const RESTART = 'the account restarts when channels.pier changes (or: openclaw gateway restart)'
+
 function blockedFix(lastError) {
-  const restart = 'the account restarts when channels.pier changes (or: openclaw gateway restart)'
+  const restart = RESTART
   if (/^PIER_HOST_TOOLS/.test(lastError)) return `remove the host tools from channels.pier toolsAllow, or sandbox the job agent; ${restart}`
   return `fix channels.pier (openclaw config set channels.pier.<key> <value>); ${restart}`
 }
 
-/** `status.collectStatusIssues`: a connection problem, with what to do about it. */
+/** A worker that can be paid but names nobody to pay: jobs earn for an anonymous worker. */
+export function anonymousEarner(pier) {
+  return Boolean(pier) && (!pier.workerId || pier.workerId === ANONYMOUS_WORKER) && !pier.wallet
+}
+
+export const IDENTITY_FIX = `set who is paid: openclaw config set channels.pier.walletAddress '"0x…"' and openclaw config set channels.pier.workerId <name>`
+
+/**
+ * `status.collectStatusIssues`: what is wrong with an account, with what to do about it.
+ * OpenClaw adds a generic issue of its own for a blocked or long-disconnected account; this
+ * one names the cause and a fix with Pier's commands.
+ */
 export function collectStatusIssues(accounts) {
   const issues = []
   for (const a of accounts) {
     if (a.enabled === false || a.configured === false) continue
-    if (a.lifecycle === 'blocked' && a.lastError) {
-      issues.push({ channel: 'pier', accountId: a.accountId, kind: /AUTH|authoriz/i.test(a.lastError) ? 'auth' : 'config', message: a.lastError, fix: blockedFix(a.lastError) })
-    } else if (a.running && a.connected === false && a.lastError) {
-      issues.push({ channel: 'pier', accountId: a.accountId, kind: 'runtime', message: `not connected, retrying: ${a.lastError}`, fix: 'check that the NATS server is reachable (natsUrl)' })
+    const issue = (kind, message, fix) => issues.push({ channel: 'pier', accountId: a.accountId, kind, message, fix })
+    // A blocked account has OpenClaw's own issue, whose message is the account's lastError:
+    // snapshotOf puts the fix there (blockedError), so the warning is printed once.
+    if (a.lifecycle === 'blocked') {
+      // nothing of its own
+    } else if (a.running && a.pier?.state === 'recovering') {
+      // Connected to NATS, but JetStream does not answer: an election, or a node restarting.
+      issue('runtime', `not taking jobs, JetStream is not answering: ${a.lastError ?? 'no reason given'}`, 'the worker resumes by itself after a leader election; if it lasts, check the JetStream cluster (nats server report jetstream) and streamReplicas')
+    } else if (a.running && a.connected === false && a.lastError && a.pier?.state !== 'reloading') {
+      const attempts = a.reconnectAttempts ? ` (${a.reconnectAttempts} attempts)` : ''
+      issue('runtime', `not connected, retrying${attempts}: ${a.lastError}`, `check that the NATS server in channels.pier natsUrl (${a.pier?.server ?? a.baseUrl ?? '?'}) is up and reachable from this host; the worker reconnects by itself`)
+    }
+    if (a.running && anonymousEarner(a.pier)) {
+      issue('config', `paid jobs with nobody to pay: worker ${a.pier.workerId || ANONYMOUS_WORKER} has no workerId and no walletAddress${a.pier.earned ? ` (earned ${a.pier.earned} so far)` : ''}`, IDENTITY_FIX)
     }
   }
   return issues

@@ -6,6 +6,7 @@
 import { PierClient } from './addon.mjs'
 import { runningAccounts } from './accounts.mjs'
 import { defaultAccountId, resolveAccount, redactSecrets } from './config.mjs'
+import { approvedCalls } from './approval.mjs'
 
 export const PUBLISH_TOOL = 'pier_publish'
 
@@ -64,6 +65,16 @@ export function replyHint(reply, { maxPublishPrice, price }) {
   return `${refused}This account may not pay that much (maxPublishPrice is ${maxPublishPrice}): ask the operator to raise channels.pier.maxPublishPrice, or try again later, when another worker may take it.`
 }
 
+/** A paid task is sent only when a person approved this call (approval.mjs). */
+function approvalRefusal(toolCallId, params) {
+  const price = priceOf(params)
+  if (!(price > 0) || (toolCallId && approvedCalls.delete(toolCallId))) return null
+  return {
+    code: 'PIER_APPROVAL_UNAVAILABLE',
+    message: `pier_publish refused: a paid task (price ${price}) needs a person's approval, and no approval route reaches one from this call (an agent turn in a chat or the Control UI, or approvals.plugin forwarding, can ask)`,
+  }
+}
+
 /** The default account as configured right now (the config may have been reloaded). */
 export function publishAccount(api) {
   const cfg = api.runtime?.config?.current?.() ?? api.config ?? {}
@@ -92,9 +103,9 @@ export function createPublishTool(api, log) {
       'Returns the worker reply: { ok: true, result } or { ok: false, error: { code, message } }. ' +
       'Error PRICE_TOO_LOW: the worker asks a higher meta.price than offered (see hint).',
     parameters,
-    async execute(_toolCallId, params) {
+    async execute(toolCallId, params) {
       const account = publishAccount(api)
-      const refusal = priceRefusal(params, account.maxPublishPrice)
+      const refusal = priceRefusal(params, account.maxPublishPrice) ?? approvalRefusal(toolCallId, params)
       if (refusal) {
         log.warn(refusal.message)
         return failure(refusal.code, refusal.message)

@@ -10,7 +10,7 @@ use async_nats::{Client, ConnectOptions, Event, ServerAddr};
 use futures_util::StreamExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Reconnect delays grow from 0 to this cap, so a failover after a node dies takes well under
 /// two seconds while a long outage does not hammer the servers.
@@ -44,6 +44,192 @@ impl Attempts {
     }
 }
 
+/// While a connection stays down, at most one line per this interval says it still is.
+const OUTAGE_LINE_EVERY: Duration = Duration::from_secs(60);
+
+/// How a connection outage is told, in the log and in the status: one line when the connection
+/// goes down (or a first connection fails), at most one a minute while the attempts go on, one
+/// when it is back; the attempts and the last attempt's error are in the status all along.
+/// Shared by the first connection's retry loop and the client's reconnect callbacks.
+struct Outage {
+    logger: SharedLogger,
+    stats: Arc<Stats>,
+    servers: String,
+    /// Credentials from the server URLs, masked in every error text.
+    secrets: Vec<String>,
+    state: std::sync::Mutex<OutageState>,
+}
+
+#[derive(Default)]
+struct OutageState {
+    /// When the connection went down (or the first connection began failing); `None` while up.
+    since: Option<Instant>,
+    /// A reconnect of an established connection (the client's own loop) rather than a first
+    /// connection (the retry loop in [`connect`]).
+    reconnecting: bool,
+    last_line: Option<Instant>,
+    attempts: u64,
+    last_error: Option<String>,
+}
+
+impl Outage {
+    fn new(config: &Config, logger: SharedLogger, stats: Arc<Stats>) -> Arc<Outage> {
+        let secrets = config
+            .server_urls()
+            .iter()
+            .filter_map(|u| url_credentials(u))
+            .flat_map(|(user, password)| [Some(user), password])
+            .flatten()
+            .filter(|s| !s.is_empty())
+            .collect();
+        Arc::new(Outage {
+            logger,
+            stats,
+            servers: config.servers_for_display(),
+            secrets,
+            state: std::sync::Mutex::default(),
+        })
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, OutageState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn clean(&self, text: &str) -> String {
+        let mut text = one_line(text);
+        for secret in &self.secrets {
+            text = text.replace(secret.as_str(), "[redacted]");
+        }
+        text
+    }
+
+    /// The established connection was lost: the client reconnects by itself.
+    fn lost(&self) {
+        let mut state = self.state();
+        let now = Instant::now();
+        *state = OutageState {
+            since: Some(now),
+            reconnecting: true,
+            last_line: Some(now),
+            ..OutageState::default()
+        };
+        self.logger.log(
+            Level::Warn,
+            &format!(
+                "[pier-connector] NATS connection to {} lost; reconnecting",
+                self.servers
+            ),
+        );
+    }
+
+    /// A first connection's attempt failed with `error` (already in the status's words).
+    fn first_attempt_failed(&self, attempt: u32, error: &PierError, retry_in: Duration) {
+        let mut state = self.state();
+        let now = Instant::now();
+        state.attempts = u64::from(attempt);
+        self.stats.set_connect_attempts(state.attempts);
+        self.stats.set_last_error(&format!("PIER_CONNECT: {error}"));
+        let since = *state.since.get_or_insert(now);
+        if state.last_line.is_none() {
+            state.last_line = Some(now);
+            self.logger.log(
+                Level::Warn,
+                &format!(
+                    "[pier-connector] {error}; retrying until a server answers (every {} ms, up to {} s apart)",
+                    retry_in.as_millis(),
+                    MAX_RETRY_DELAY.as_secs()
+                ),
+            );
+        } else {
+            self.still_down(&mut state, now, since, &error.to_string());
+        }
+    }
+
+    /// One more attempt of the client's reconnect loop.
+    fn reconnect_attempt(&self, attempt: usize) {
+        let mut state = self.state();
+        if !state.reconnecting {
+            return;
+        }
+        state.attempts = attempt as u64;
+        self.stats.set_connect_attempts(state.attempts);
+        let now = Instant::now();
+        let since = *state.since.get_or_insert(now);
+        let why = state.last_error.clone().unwrap_or_default();
+        self.still_down(&mut state, now, since, &why);
+    }
+
+    /// What the last reconnect attempt failed with, from the client's server pool.
+    fn reconnect_failed(&self, error: &str) {
+        let mut state = self.state();
+        if !state.reconnecting {
+            return;
+        }
+        let error = self.clean(error);
+        self.stats.set_last_error(&format!(
+            "PIER_CONNECT: cannot reach {}: {error}",
+            self.servers
+        ));
+        state.last_error = Some(error);
+    }
+
+    fn reconnecting(&self) -> bool {
+        self.state().reconnecting
+    }
+
+    /// A failed attempt the client told without its cause: kept only until a precise one comes.
+    fn reconnect_failed_vaguely(&self, error: &str) {
+        if self.state().last_error.is_none() {
+            self.reconnect_failed(error);
+        }
+    }
+
+    /// At most one line a minute while the connection stays down.
+    fn still_down(&self, state: &mut OutageState, now: Instant, since: Instant, why: &str) {
+        if state
+            .last_line
+            .is_some_and(|at| now.duration_since(at) < OUTAGE_LINE_EVERY)
+        {
+            return;
+        }
+        state.last_line = Some(now);
+        let why = if why.is_empty() {
+            String::new()
+        } else {
+            format!(": {why}")
+        };
+        self.logger.log(
+            Level::Warn,
+            &format!(
+                "[pier-connector] NATS still not connected to {} after {} s ({} attempts){why}",
+                self.servers,
+                now.duration_since(since).as_secs(),
+                state.attempts
+            ),
+        );
+    }
+
+    /// Connected: the line that says so, naming the outage it ends.
+    fn up(&self) -> String {
+        let mut state = std::mem::take(&mut *self.state());
+        self.stats.set_connect_attempts(0);
+        let what = if state.reconnecting {
+            "connection back"
+        } else {
+            "connected"
+        };
+        match state.since.take() {
+            Some(since) => format!(
+                "{what} to {} after {} s ({} attempts)",
+                self.servers,
+                since.elapsed().as_secs(),
+                state.attempts.max(1)
+            ),
+            None => format!("connected to {}", self.servers),
+        }
+    }
+}
+
 /// Connects, retrying with backoff (250 ms doubling to 5 s) while the failure is one a retry
 /// can cure (no server reachable, a timeout); authorization, TLS and address errors are
 /// returned at once.
@@ -54,9 +240,17 @@ pub async fn connect(
     name: &str,
     attempts: Attempts,
 ) -> Result<Client, PierError> {
+    let outage = Outage::new(config, logger.clone(), stats);
+    logger.log(
+        Level::Info,
+        &format!(
+            "[pier-connector] connecting to {}",
+            config.servers_for_display()
+        ),
+    );
     let mut attempt = 0u32;
     loop {
-        match connect_once(config, logger.clone(), stats.clone(), name).await {
+        match connect_once(config, outage.clone(), name).await {
             Ok(client) => return Ok(client),
             Err(error) => {
                 attempt += 1;
@@ -72,14 +266,7 @@ pub async fn connect(
                 }
                 let delay = (Duration::from_millis(250) * 2u32.pow(attempt.min(5) - 1))
                     .min(MAX_RETRY_DELAY);
-                stats.set_last_error(&format!("PIER_CONNECT: {error}"));
-                logger.log(
-                    Level::Warn,
-                    &format!(
-                        "[pier-connector] {error}; retrying in {} ms (attempt {attempt})",
-                        delay.as_millis()
-                    ),
-                );
+                outage.first_attempt_failed(attempt, &error, delay);
                 tokio::time::sleep(delay).await;
             }
         }
@@ -88,8 +275,7 @@ pub async fn connect(
 
 async fn connect_once(
     config: &Config,
-    logger: SharedLogger,
-    stats: Arc<Stats>,
+    outage: Arc<Outage>,
     name: &str,
 ) -> Result<Client, PierError> {
     let servers_display = config.servers_for_display();
@@ -110,11 +296,7 @@ async fn connect_once(
     let options = client_options(config, &urls, name)
         .await
         .map_err(connect_error)?;
-    let options = with_events(options, logger.clone(), stats);
-    logger.log(
-        Level::Info,
-        &format!("[pier-connector] connecting to {servers_display}"),
-    );
+    let options = with_events(options, outage);
     options.connect(addrs).await.map_err(|e| {
         let reason = one_line(&redact_secrets(&e.to_string(), config));
         PierError::Connect {
@@ -157,48 +339,62 @@ async fn client_options(
 }
 
 /// Reconnect backoff, and connection events as log lines and counters.
-fn with_events(options: ConnectOptions, logger: SharedLogger, stats: Arc<Stats>) -> ConnectOptions {
-    let reconnect_logger = logger.clone();
+fn with_events(options: ConnectOptions, outage: Arc<Outage>) -> ConnectOptions {
+    let attempts = outage.clone();
+    let failures = outage.clone();
     let first_connect = Arc::new(AtomicBool::new(true));
     options
         .reconnect_delay_callback(move |attempt| {
-            let delay = if attempt <= 1 {
+            attempts.reconnect_attempt(attempt);
+            if attempt <= 1 {
                 Duration::ZERO
             } else {
                 (Duration::from_millis(50) * 2u32.saturating_pow(attempt.min(16) as u32 - 1))
                     .min(MAX_RECONNECT_DELAY)
-            };
-            // The first attempt of every (re)connect has no delay and needs no line of its own.
-            if !delay.is_zero() {
-                reconnect_logger.log(
-                    Level::Warn,
-                    &format!(
-                        "[pier-connector] reconnecting (attempt {attempt}, in {} ms)",
-                        delay.as_millis()
-                    ),
-                );
             }
-            delay
+        })
+        // Called before each attempt with the pool as the last attempts left it: the only place
+        // the client tells why a reconnect failed. `None` keeps the client's own server choice.
+        .reconnect_to_server_callback(move |servers, _info| {
+            let failed = servers
+                .iter()
+                .filter(|s| s.last_error.is_some())
+                .max_by_key(|s| s.failed_attempts)
+                .and_then(|s| s.last_error.clone());
+            if let Some(error) = failed {
+                failures.reconnect_failed(&error);
+            }
+            std::future::ready(None)
         })
         .event_callback(move |event| {
-            let (level, text) = count_event(&event, &stats, &first_connect);
-            logger.log(level, &format!("[pier-connector] NATS {text}"));
+            if let Some((level, text)) = count_event(&event, &outage, &first_connect) {
+                outage
+                    .logger
+                    .log(level, &format!("[pier-connector] NATS {text}"));
+            }
             std::future::ready(())
         })
 }
 
-/// Counts a connection event and says it in one line.
-fn count_event(event: &Event, stats: &Stats, first_connect: &AtomicBool) -> (Level, String) {
-    match event {
+/// Counts a connection event and says it in one line (none for a lost connection's reconnect
+/// bookkeeping, which [`Outage`] logs).
+fn count_event(
+    event: &Event,
+    outage: &Outage,
+    first_connect: &AtomicBool,
+) -> Option<(Level, String)> {
+    let stats = &outage.stats;
+    Some(match event {
         Event::Connected => {
             if !first_connect.swap(false, Ordering::Relaxed) {
                 stats.reconnected();
             }
-            (Level::Info, "connected".to_string())
+            (Level::Info, outage.up())
         }
         Event::Disconnected => {
             stats.disconnected();
-            (Level::Warn, "disconnected".to_string())
+            outage.lost();
+            return None;
         }
         Event::SlowConsumer(sid) => {
             stats.slow_consumer();
@@ -213,11 +409,19 @@ fn count_event(event: &Event, stats: &Stats, first_connect: &AtomicBool) -> (Lev
             stats.set_last_error(&one_line(&line));
             (Level::Error, line)
         }
-        Event::ClientError(err) => (Level::Error, format!("client error: {err}")),
+        // Each failed reconnect attempt is also a client error (a bare "IO error"): the outage
+        // already has its lines and the attempt's own error.
+        Event::ClientError(err) => {
+            if outage.reconnecting() {
+                outage.reconnect_failed_vaguely(&err.to_string());
+                return None;
+            }
+            (Level::Error, format!("client error: {err}"))
+        }
         Event::LameDuckMode => (Level::Warn, "server entered lame duck mode".to_string()),
         Event::Draining => (Level::Info, "draining".to_string()),
         Event::Closed => (Level::Info, "connection closed".to_string()),
-    }
+    })
 }
 
 /// Whether a failed connection looks like an outage (no server, a timeout) rather than a
@@ -412,6 +616,41 @@ mod tests {
         assert!(nkeys_seed_looks_valid(&typo).is_err());
         let account = nkeys::KeyPair::new_account().seed().unwrap();
         assert!(nkeys_seed_looks_valid(&account).is_err());
+    }
+
+    #[test]
+    fn an_outage_is_one_line_down_and_one_back_however_many_attempts() {
+        let memory = Arc::new(crate::log::MemoryLogger::default());
+        let stats = Arc::new(Stats::default());
+        let config = Config {
+            nats_url: "nats://s3cret@127.0.0.1:4222".into(),
+            ..Config::default()
+        };
+        let outage = Outage::new(&config, memory.clone(), stats.clone());
+        outage.lost();
+        for attempt in 1..=40 {
+            outage.reconnect_failed_vaguely("IO error");
+            outage.reconnect_failed("IO error: Connection refused for s3cret");
+            outage.reconnect_attempt(attempt);
+        }
+        let status = stats.snapshot();
+        assert_eq!(status.connect_attempts, 40);
+        let error = stats.last_error().unwrap_or_default();
+        assert!(error.starts_with("PIER_CONNECT: cannot reach nats://[redacted]@127.0.0.1:4222: IO error: Connection refused"), "{error}");
+        assert!(!error.contains("s3cret"), "{error}");
+        let back = outage.up();
+        assert!(
+            back.starts_with(
+                "connection back to nats://[redacted]@127.0.0.1:4222 after 0 s (40 attempts)"
+            ),
+            "{back}"
+        );
+        assert_eq!(stats.snapshot().connect_attempts, 0);
+        let lines = memory.lines();
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(lines[0].1.ends_with("lost; reconnecting"));
+        // After the outage, a client error is told again.
+        assert!(!outage.reconnecting());
     }
 
     #[test]

@@ -19,6 +19,8 @@ pub struct Stats {
     by_code: [AtomicU64; ErrorCode::ALL.len()],
     disconnects: AtomicU64,
     reconnects: AtomicU64,
+    /// Attempts since the connection was last up (0 while it is up).
+    connect_attempts: AtomicU64,
     slow_consumer_events: AtomicU64,
     server_errors: AtomicU64,
     processing_nanos: AtomicU64,
@@ -47,6 +49,7 @@ impl Default for Stats {
             by_code: Default::default(),
             disconnects: AtomicU64::default(),
             reconnects: AtomicU64::default(),
+            connect_attempts: AtomicU64::default(),
             slow_consumer_events: AtomicU64::default(),
             server_errors: AtomicU64::default(),
             processing_nanos: AtomicU64::default(),
@@ -118,6 +121,10 @@ impl Stats {
     }
     pub fn reconnected(&self) {
         self.reconnects.fetch_add(1, Relaxed);
+    }
+    /// Connection attempts of the current outage (or first connection); 0 once connected.
+    pub fn set_connect_attempts(&self, attempts: u64) {
+        self.connect_attempts.store(attempts, Relaxed);
     }
     pub fn slow_consumer(&self) {
         self.slow_consumer_events.fetch_add(1, Relaxed);
@@ -228,6 +235,7 @@ impl Stats {
             errors_by_code: by_code,
             disconnects: self.disconnects.load(Relaxed),
             reconnects: self.reconnects.load(Relaxed),
+            connect_attempts: self.connect_attempts.load(Relaxed),
             slow_consumer_events: self.slow_consumer_events.load(Relaxed),
             server_errors: self.server_errors.load(Relaxed),
             earned: f64::from_bits(self.earned_bits.load(Relaxed)),
@@ -325,6 +333,8 @@ pub struct StatsSnapshot {
     pub errors_by_code: BTreeMap<String, u64>,
     pub disconnects: u64,
     pub reconnects: u64,
+    /// Connection attempts since the connection was last up (0 while it is up).
+    pub connect_attempts: u64,
     pub slow_consumer_events: u64,
     pub server_errors: u64,
     /// Sum of `meta.price` of completed jobs.

@@ -170,9 +170,9 @@ describe('Pier as an OpenClaw channel', () => {
     home.env.PIER_TOKEN = 'wizard-token-not-to-be-stored'
     const { answered, screen } = await runSetupWizard([
       { prompt: /NATSURLofthePierserver/, keys: `\x15${nats.url}\r` },
-      { prompt: /Workerid\(showntojobpublishers\)/, keys: '\x15wizard-worker\r' },
+      { prompt: /Workerid,showntojobpublishers/, keys: '\x15wizard-worker\r' },
       { prompt: /Walletaddressforrewards/, keys: '\x150xW1Z\r' },
-      { prompt: /HowdoyouwanttoprovidethisNATStoken/, keys: '\x1b[B\r' }, // "Use SecretRef"
+      { prompt: /NATStoken.*UsePIER_TOKEN/, keys: '\r' }, // stored as a reference to PIER_TOKEN
     ])
     delete home.env.PIER_TOKEN
     assert.equal(answered.length, 4, `${answered.join(', ')}\n${screen.slice(-1500)}`)

@@ -23,6 +23,7 @@ use napi_derive::napi;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// A job as the JS handler receives it; optional fields that are not set are absent.
@@ -88,6 +89,9 @@ pub struct JsStats {
     pub errors_by_code: HashMap<String, f64>,
     pub disconnects: f64,
     pub reconnects: f64,
+    /// Connection attempts since the connection was last up: the current outage's (or the first
+    /// connection's) retries; 0 while connected.
+    pub connect_attempts: f64,
     pub slow_consumer_events: f64,
     pub server_errors: f64,
     /// Sum of `meta.price` of completed jobs, in the unit requesters price in.
@@ -310,11 +314,52 @@ pub(crate) type CancelFn = ThreadsafeFunction<
 pub struct PierWorker {
     worker: Arc<Worker>,
     logger: SharedLogger,
-    keep_alive: Arc<Mutex<Option<KeepAlive>>>,
+    keep_alive: Arc<Mutex<Option<(KeepAlive, RuntimeHold)>>>,
 }
 
 /// A non-weak thread-safe function that is never called: holding it keeps the event loop alive.
 type KeepAlive = ThreadsafeFunction<(), (), (), napi::Status, false, false>;
+
+/// Running workers and open clients of this copy of the addon. A host that reloads a plugin
+/// loads the addon again from a new path while the old copy stays mapped (NODELETE), each copy
+/// with its own async runtime: `releaseRuntime` ends this copy's runtime threads once this is 0.
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+/// One running worker or open client, counted in [`LIVE`] while it is held.
+struct RuntimeHold;
+
+impl RuntimeHold {
+    fn new() -> RuntimeHold {
+        LIVE.fetch_add(1, Ordering::SeqCst);
+        RuntimeHold
+    }
+}
+
+impl Drop for RuntimeHold {
+    fn drop(&mut self) {
+        LIVE.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The async runtime, started again if `releaseRuntime` ended it; before anything is spawned.
+fn ensure_runtime() {
+    napi::bindgen_prelude::start_async_runtime();
+}
+
+/// Ends this copy of the addon's async runtime (its threads, timers and tasks) when no worker
+/// of it runs and no client of it is open, and returns whether it did. What a host calls when it
+/// retires the plugin: OpenClaw loads a fresh copy of the addon on every plugin reload or
+/// in-process restart, and the old copy stays mapped. A later `PierWorker.start()` or client
+/// call starts the runtime again.
+#[napi]
+#[cfg_attr(test, allow(dead_code))] // test builds leave out napi's registration of functions
+pub fn release_runtime() -> bool {
+    if LIVE.load(Ordering::SeqCst) > 0 {
+        return false;
+    }
+    napi::bindgen_prelude::shutdown_async_runtime();
+    true
+}
 
 #[napi]
 impl PierWorker {
@@ -381,7 +426,10 @@ impl PierWorker {
             if slot.is_none() {
                 let noop =
                     env.create_function_from_closure::<(), (), _>("pierKeepAlive", |_| Ok(()))?;
-                *slot = Some(noop.build_threadsafe_function::<()>().build()?);
+                *slot = Some((
+                    noop.build_threadsafe_function::<()>().build()?,
+                    RuntimeHold::new(),
+                ));
             }
         }
         let worker = self.worker.clone();
@@ -395,12 +443,16 @@ impl PierWorker {
     }
 
     /// Drains in-flight jobs (up to `drainTimeoutMs`) and disconnects; resolves when done.
-    #[napi]
-    pub async fn stop(&self) -> napi::Result<()> {
-        self.worker.stop().await;
-        // Releasing the keep-alive handle lets the process exit once nothing else holds it.
-        lock(&self.keep_alive).take();
-        Ok(())
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn stop<'env>(&self, env: &'env Env) -> napi::Result<PromiseRaw<'env, ()>> {
+        let worker = self.worker.clone();
+        let keep_alive = self.keep_alive.clone();
+        promise(env, async move {
+            worker.stop().await;
+            // Releasing the keep-alive handle lets the process exit once nothing else holds it.
+            lock(&keep_alive).take();
+            Ok(())
+        })
     }
 
     #[napi]
@@ -449,7 +501,8 @@ pub struct PierClient {
 struct ClientState {
     config: Config,
     logger: SharedLogger,
-    publisher: tokio::sync::Mutex<Option<Arc<Publisher>>>,
+    /// The connection, once opened, and its place in [`LIVE`].
+    publisher: tokio::sync::Mutex<Option<(Arc<Publisher>, RuntimeHold)>>,
 }
 
 #[napi]
@@ -518,13 +571,16 @@ impl PierClient {
         )
     }
 
-    #[napi]
-    pub async fn close(&self) -> napi::Result<()> {
-        let taken = self.shared.publisher.lock().await.take();
-        if let Some(publisher) = taken.and_then(|p| Arc::try_unwrap(p).ok()) {
-            publisher.close().await;
-        }
-        Ok(())
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn close<'env>(&self, env: &'env Env) -> napi::Result<PromiseRaw<'env, ()>> {
+        let shared = self.shared.clone();
+        promise(env, async move {
+            let taken = shared.publisher.lock().await.take();
+            if let Some(publisher) = taken.and_then(|(p, _hold)| Arc::try_unwrap(p).ok()) {
+                publisher.close().await;
+            }
+            Ok(())
+        })
     }
 }
 
@@ -550,11 +606,11 @@ impl ClientState {
 
     async fn publisher(&self) -> Result<Arc<Publisher>, PierError> {
         let mut slot = self.publisher.lock().await;
-        if let Some(publisher) = slot.as_ref() {
+        if let Some((publisher, _)) = slot.as_ref() {
             return Ok(publisher.clone());
         }
         let publisher = Arc::new(Publisher::connect(&self.config, self.logger.clone()).await?);
-        *slot = Some(publisher.clone());
+        *slot = Some((publisher.clone(), RuntimeHold::new()));
         Ok(publisher)
     }
 }
@@ -593,9 +649,16 @@ where
     T: ToNapiValue + Send + 'static,
     F: Future<Output = Result<T, PierError>> + Send + 'static,
 {
-    env.spawn_future_with_callback(async move { Ok(work.await) }, |env, outcome| {
-        outcome.map_err(|error| js_error(env, error))
-    })
+    ensure_runtime();
+    // A call in progress keeps the runtime as a running worker does.
+    let hold = RuntimeHold::new();
+    env.spawn_future_with_callback(
+        async move {
+            let _hold = hold;
+            Ok(work.await)
+        },
+        |env, outcome| outcome.map_err(|error| js_error(env, error)),
+    )
 }
 
 struct JsLogger(LogFn);
@@ -687,6 +750,7 @@ fn stats_to_js(s: StatsSnapshot) -> JsStats {
             .collect(),
         disconnects: s.disconnects as f64,
         reconnects: s.reconnects as f64,
+        connect_attempts: s.connect_attempts as f64,
         slow_consumer_events: s.slow_consumer_events as f64,
         server_errors: s.server_errors as f64,
         earned: s.earned,
