@@ -30,20 +30,5 @@ git diff --exit-code --quiet -- index.d.ts index.js 2>/dev/null || {
   git --no-pager diff --stat -- index.d.ts index.js >&2
   exit 1
 }
-echo "== node --test __test__/: the real-gateway files (__test__/e2e/) beside the others"
-# The gateway files spend their time starting and driving OpenClaw (CPU); the others mostly
-# wait on nats-server, worker processes and timers. Two runners, each taking its files one at
-# a time, overlap the two; their reports follow each other once both are done.
-logs=$(mktemp -d)
-trap 'rm -rf "$logs"' EXIT
-node --test --test-concurrency=1 --test-timeout=300000 __test__/e2e/ >"$logs/e2e.tap" 2>&1 &
-e2e=$!
-node --test --test-concurrency=1 --test-timeout=300000 __test__/*.test.mjs >"$logs/rest.tap" 2>&1 &
-rest=$!
-failed=0
-wait "$rest" || failed=1
-wait "$e2e" || failed=1
-cat "$logs/rest.tap" "$logs/e2e.tap"
-count() { awk -v key="# $1" '($1 " " $2) == key { n += $3 } END { print n + 0 }' "$logs/rest.tap" "$logs/e2e.tap"; }
-echo "node: $(count pass) passed, $(count fail) failed"
-exit "$failed"
+echo "== node --test __test__/ (two lanes: scripts/node-tests.mjs)"
+node scripts/node-tests.mjs

@@ -1,0 +1,71 @@
+#!/usr/bin/env node
+// Runs the node test files in two lanes, one file at a time each, so the suite takes the time of
+// its longer half instead of its sum. The real-gateway files (__test__/e2e/) spend their time
+// starting and driving OpenClaw (CPU); the others mostly wait on nats-server, worker processes
+// and timers. One lane starts on the gateway files, the other on the rest; a lane that runs out
+// takes the gateway files left, from the other end, so the two end close together and two
+// gateways run at once only near the end. Each file's report is printed when it ends; the last
+// line sums them all.
+//
+//   node scripts/node-tests.mjs [file ...]     (default: every __test__/**/*.test.mjs)
+import { spawn } from 'node:child_process'
+import { readdirSync } from 'node:fs'
+import { join, relative } from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url))
+const TESTS = join(ROOT, '__test__')
+
+const testFiles = (dir) =>
+  readdirSync(dir)
+    .filter((f) => f.endsWith('.test.mjs'))
+    .sort()
+    .map((f) => join(dir, f))
+
+const gateway = testFiles(join(TESTS, 'e2e'))
+const others = testFiles(TESTS)
+const chosen = process.argv.slice(2)
+const pick = (files) => (chosen.length ? files.filter((f) => chosen.some((c) => f.endsWith(c))) : files)
+const queue = { gateway: pick(gateway), others: pick(others) }
+
+function runFile(file) {
+  const started = Date.now()
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, ['--test', '--test-reporter=tap', '--test-timeout=300000', file], {
+      cwd: ROOT,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    })
+    let out = ''
+    child.stdout.on('data', (c) => (out += c))
+    child.stderr.on('data', (c) => (out += c))
+    child.once('exit', (code, signal) => {
+      const count = (key) => Number(new RegExp(`^# ${key} (\\d+)$`, 'm').exec(out)?.[1] ?? 0)
+      const seconds = (Date.now() - started) / 1000
+      resolve({ file, out, code, signal, pass: count('pass'), fail: count('fail'), seconds })
+    })
+  })
+}
+
+const results = []
+async function lane(first) {
+  for (;;) {
+    // Own queue first; then the gateway files left, the last ones first.
+    const file = first === 'gateway' ? queue.gateway.shift() : queue.others.shift() ?? queue.gateway.pop()
+    if (!file) return
+    const r = await runFile(file)
+    results.push(r)
+    process.stdout.write(`${r.out}\n`)
+    console.log(`== ${relative(ROOT, file)}: ${r.pass} passed, ${r.fail} failed in ${r.seconds.toFixed(1)} s${r.code ? ` (exit ${r.code ?? r.signal})` : ''}`)
+  }
+}
+
+const started = Date.now()
+await Promise.all([lane('gateway'), lane('others')])
+const failedFiles = results.filter((r) => r.code !== 0 || r.fail > 0)
+console.log(`\n== node tests in ${((Date.now() - started) / 1000).toFixed(0)} s, by file:`)
+for (const r of [...results].sort((a, b) => b.seconds - a.seconds)) {
+  console.log(`   ${r.seconds.toFixed(1).padStart(6)} s  ${relative(ROOT, r.file)}${r.code !== 0 || r.fail ? '  FAILED' : ''}`)
+}
+const sum = (key) => results.reduce((n, r) => n + r[key], 0)
+console.log(`node: ${sum('pass')} passed, ${sum('fail') + failedFiles.filter((r) => r.fail === 0).length} failed`)
+process.exit(failedFiles.length ? 1 : 0)
