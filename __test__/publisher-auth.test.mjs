@@ -5,6 +5,7 @@ import { createUser } from '@nats-io/nkeys'
 import { execFile } from 'node:child_process'
 import { promisify } from 'node:util'
 import { fileURLToPath } from 'node:url'
+import { createRequire } from 'node:module'
 import { startNatsServer } from './helpers/nats-server.mjs'
 import { PierWorker, PierClient, useNats, memoryLogger } from './helpers/addon.mjs'
 
@@ -162,6 +163,20 @@ for (const auth of authCases) {
         })
         assert.equal(JSON.parse(stdout).state, 'connected')
         assert.ok(!stdout.includes(TOKEN) && !stderr.includes(TOKEN))
+      })
+
+      it('the environment fills a login the config leaves unset and never overrides one it names (CLI and plugin alike)', async () => {
+        const cli = fileURLToPath(new URL('../cli/pier-connector.js', import.meta.url))
+        // The flag's token is right, the environment's wrong: the flag's is used.
+        const { stdout } = await run(process.execPath, [cli, 'status', '--nats-url', server.url, '--token', TOKEN], {
+          env: { ...process.env, PIER_TOKEN: 'a-wrong-token-from-the-shell' },
+        })
+        assert.equal(JSON.parse(stdout).state, 'connected')
+        const { withEnvironment } = createRequire(import.meta.url)('../lib/env.js')
+        const env = { PIER_TOKEN: 'e', PIER_USER: 'u', PIER_PASSWORD: 'p', PIER_SIGNING_SEED: 'S' }
+        assert.deepEqual(withEnvironment({ natsUrl: 'nats://h:1' }, env).used, ['PIER_TOKEN', 'PIER_USER', 'PIER_PASSWORD', 'PIER_SIGNING_SEED'])
+        assert.deepEqual(withEnvironment({ natsUrl: 'nats://t@h:1' }, env).used, ['PIER_SIGNING_SEED'], 'user-info is a login')
+        assert.deepEqual(withEnvironment({ credsFile: '/x', signingSeed: 'mine' }, env).config, { credsFile: '/x', signingSeed: 'mine' })
       })
     }
 

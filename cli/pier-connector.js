@@ -16,16 +16,10 @@ try {
 // `kind` decides how a flag is parsed.
 const CONFIG_FLAGS = require('./config-flags.json')
 const { fleetTable, amount } = require('../lib/fleet-table.js')
+const { ENV_VARIABLES, withEnvironment } = require('../lib/env.js')
 const { execHandler, cancelJob, signalGroup } = require('./exec-runner.js')
 
 // Secrets can come from the environment so they stay out of `ps` output and shell history.
-const SECRET_ENV = [
-  ['token', 'PIER_TOKEN'],
-  ['password', 'PIER_PASSWORD'],
-  ['nkeySeed', 'PIER_NKEY_SEED'],
-  ['signingSeed', 'PIER_SIGNING_SEED'],
-]
-
 const USAGE = `Usage:
   pier-connector worker (--echo | --exec CMD) [options]
       Take jobs from NATS. --echo answers each job with its task; --exec runs CMD in a shell
@@ -53,7 +47,9 @@ Options (each mirrors a config key of channels.pier in OpenClaw):
 ${CONFIG_FLAGS.map(({ flag, key, kind }) => `  --${flag}${kind === 'boolean' || kind === 'negated' ? '' : ' VALUE'}`.padEnd(33) + (kind === 'negated' ? `${key}: false` : key)).join('\n')}
   --verbose                      log debug lines too
   --version                      print the version and exit
-Secrets may also come from PIER_TOKEN, PIER_PASSWORD, PIER_NKEY_SEED and PIER_SIGNING_SEED.`
+Secrets may also come from the environment, which fills what the config leaves unset:
+PIER_TOKEN, PIER_USER, PIER_PASSWORD and PIER_NKEY_SEED when it names no login of its own,
+PIER_SIGNING_SEED when it names no signingSeed (the same rule as the plugin's).`
 
 function parse(argv) {
   const options = {
@@ -93,16 +89,14 @@ function configFromFile(path, accountId) {
     const ref = addonConfig[key]
     if (!isSecretRef(ref)) continue
     if (ref.source === 'env' && process.env[ref.id]) addonConfig[key] = process.env[ref.id]
-    else throw usageError(`${key} in ${path} is a SecretRef (${ref.source}:${ref.id}) this CLI cannot resolve: set ${ref.source === 'env' ? ref.id : SECRET_ENV.find(([k]) => k === key)?.[1] ?? 'it'} in the environment, or run openclaw pier, which resolves it`)
+    else if (ref.source === 'env') throw usageError(`${key} in ${path} is a SecretRef to ${ref.id}, which is not set in this environment`)
+    else throw usageError(`${key} in ${path} is a SecretRef (${ref.source}:${ref.id}) this CLI cannot resolve: run openclaw pier, which resolves it`)
   }
   return addonConfig
 }
 
 function buildConfig(values, base) {
   const config = base ? { ...base } : values.config ? configFromFile(values.config, values.account) : {}
-  for (const [key, variable] of SECRET_ENV) {
-    if (process.env[variable]) config[key] = process.env[variable]
-  }
   for (const { flag, key, kind: type } of CONFIG_FLAGS) {
     const raw = values[flag]
     if (raw === undefined) continue
@@ -119,7 +113,7 @@ function buildConfig(values, base) {
     }
   }
   if (values.ledger !== undefined) config.ledgerFile = values.ledger
-  return config
+  return withEnvironment(config).config
 }
 
 function usageError(message) {
@@ -139,7 +133,7 @@ function logOptions(verbose, config = {}) {
 }
 
 /** The worker's credentials in its environment, kept out of an `--exec` command's. */
-const WORKER_ONLY_ENV = [...SECRET_ENV.map(([, variable]) => variable), 'PIER_USER']
+const WORKER_ONLY_ENV = ENV_VARIABLES
 
 async function runWorker(values, config) {
   if (Boolean(values.echo) === Boolean(values.exec)) {

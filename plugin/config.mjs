@@ -2,6 +2,10 @@
 // `channels.pier.accounts.<id>`, else the old `plugins.entries["pier-connector"].config`; the
 // channel-only keys are removed before the config reaches the addon (the Rust Config rejects
 // unknown keys and validates the rest).
+import pierEnv from '../lib/env.js'
+
+const { hasLogin, withEnvironment } = pierEnv
+
 export const PLUGIN_ID = 'pier-connector'
 export const CHANNEL_ID = 'pier'
 export const DEFAULT_ACCOUNT_ID = 'default'
@@ -12,8 +16,6 @@ export const JOB_AGENT_ID = 'pier-jobs'
 const CHANNEL_ONLY_KEYS = ['enabled', 'name', 'defaultAccount', 'accounts']
 /** Secrets: SecretRef-capable, masked in every line (the connection's credentials also come from the environment, below). */
 export const SECRET_KEYS = ['token', 'password', 'nkeySeed', 'signingSeed']
-const ENV_CREDENTIALS = { token: 'PIER_TOKEN', user: 'PIER_USER', password: 'PIER_PASSWORD', nkeySeed: 'PIER_NKEY_SEED' }
-const CREDENTIAL_KEYS = ['token', 'user', 'password', 'nkeySeed', 'credsFile']
 
 const isObject = (v) => v !== null && typeof v === 'object' && !Array.isArray(v)
 
@@ -68,12 +70,6 @@ function withoutChannelKeys(raw) {
   return out
 }
 
-function hasCredentials(config) {
-  if (CREDENTIAL_KEYS.some((k) => config[k] !== undefined && config[k] !== '')) return true
-  const urls = [config.natsUrl, ...(config.servers ?? [])].filter((u) => typeof u === 'string')
-  return urls.some((u) => /^[a-z]+:\/\/[^/]*@/i.test(u))
-}
-
 /**
  * One account, resolved: its addon config, the host-only settings, and where it came from.
  * `source` is 'channel', 'legacy' or 'none' (nothing configured: the account stays stopped
@@ -84,16 +80,10 @@ export function resolveAccount(cfg, accountId, env = process.env) {
   const section = channelSection(cfg)
   const legacy = section ? undefined : legacySection(cfg)
   const accountRaw = isObject(section?.accounts?.[id]) ? section.accounts[id] : {}
-  const merged = { ...withoutChannelKeys(legacy ?? section), ...withoutChannelKeys(accountRaw) }
-  const envKeys = []
-  if (id === defaultAccountId(cfg) && !hasCredentials(merged)) {
-    for (const [key, name] of Object.entries(ENV_CREDENTIALS)) {
-      if (env[name]) {
-        merged[key] = env[name]
-        envKeys.push(name)
-      }
-    }
-  }
+  const configured = { ...withoutChannelKeys(legacy ?? section), ...withoutChannelKeys(accountRaw) }
+  // The gateway's environment speaks for its default account only.
+  const { config: merged, used: envKeys } =
+    id === defaultAccountId(cfg) ? withEnvironment(configured, env) : { config: configured, used: [] }
   const unresolved = SECRET_KEYS.filter((k) => isSecretRef(merged[k]))
   return {
     accountId: id,
@@ -116,7 +106,7 @@ export function resolveAccount(cfg, accountId, env = process.env) {
       maxOutputTokens: Number.isInteger(merged.maxOutputTokens) && merged.maxOutputTokens > 0 ? merged.maxOutputTokens : 0,
       jobModel: typeof merged.jobModel === 'string' ? merged.jobModel : '',
     },
-    credentialSource: envKeys.length ? `env:${envKeys.join(',')}` : unresolved.length ? 'secretref (unresolved)' : hasCredentials(merged) ? 'config' : 'none',
+    credentialSource: envKeys.length ? `env:${envKeys.join(',')}` : unresolved.length ? 'secretref (unresolved)' : hasLogin(configured) ? 'config' : 'none',
     unresolvedSecrets: unresolved,
   }
 }
