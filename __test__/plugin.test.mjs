@@ -22,6 +22,7 @@ import { createPublishApprovalHook, approvalRoute, approvedCalls } from '../plug
 import { formatUptime, formatStatus } from '../plugin/command.mjs'
 import { collectStatusIssues, blockedError } from '../plugin/status.mjs'
 import { runningAccounts } from '../plugin/accounts.mjs'
+import { gatewayAccountConfig } from '../plugin/cli.mjs'
 
 const STATE_DIR = mkdtempSync(join(tmpdir(), 'pier-plugin-state-'))
 
@@ -423,6 +424,23 @@ describe('config', () => {
     assert.equal(resolveAccount({ channels: { pier: { token: 'cfg' } } }, 'default', env).addonConfig.token, 'cfg')
     assert.equal(resolveAccount({ channels: { pier: { natsUrl: 'nats://t@h:1' } } }, 'default', env).addonConfig.token, undefined)
     assert.equal(resolveAccount(cfg, 'b', env).addonConfig.token, undefined, 'not a non-default account')
+  })
+
+  it('openclaw pier runs the CLI with the account as the gateway runs it: its ledger file, its login over the environment', async () => {
+    const api = { runtime: { state: { resolveStateDir: () => '/state' } } }
+    const cfg = { channels: { pier: { natsUrl: 'nats://h:1', token: 'cfg', accounts: { 'two/x': { workerId: 'w2' } } } } }
+    const saved = process.env.PIER_TOKEN
+    process.env.PIER_TOKEN = 'from-the-shell'
+    try {
+      const { config } = await gatewayAccountConfig(cfg, 'default', { api })
+      assert.equal(config.ledgerFile, '/state/pier/ledger/default.jsonl', 'openclaw pier ledger reads the worker\'s ledger')
+      assert.equal(config.token, 'cfg')
+      const two = await gatewayAccountConfig(cfg, 'two/x', { api })
+      assert.equal(two.config.ledgerFile, '/state/pier/ledger/two_x.jsonl')
+    } finally {
+      if (saved === undefined) delete process.env.PIER_TOKEN
+      else process.env.PIER_TOKEN = saved
+    }
   })
 
   it('a SecretRef OpenClaw left unresolved is reported, never passed on as a value', () => {

@@ -4,6 +4,7 @@
 // flags start from. `--account <id>` picks the account; `--config <file>` replaces it.
 import { createRequire } from 'node:module'
 import { resolveAccount, SECRET_KEYS, isSecretRef, channelSection } from './config.mjs'
+import { withLedger } from './ledger.mjs'
 
 const require = createRequire(import.meta.url)
 
@@ -24,12 +25,13 @@ function flagValue(args, name) {
 
 /**
  * The addon config of a channels.pier account, as the gateway would run it: shared keys and the
- * account's, PIER_* credentials for the default account, SecretRefs resolved through OpenClaw's
- * secret providers (env, file, exec).
+ * account's, PIER_* credentials for the default account, its ledger file (so `openclaw pier
+ * ledger` reads what the gateway's worker writes), SecretRefs resolved through OpenClaw's secret
+ * providers (env, file, exec).
  */
-export async function gatewayAccountConfig(cfg, accountId, { resolveRefs } = {}) {
+export async function gatewayAccountConfig(cfg, accountId, { resolveRefs, api } = {}) {
   const account = resolveAccount(cfg, accountId)
-  const config = { ...account.addonConfig }
+  const config = { ...withLedger(api, account) }
   const refs = SECRET_KEYS.filter((key) => isSecretRef(config[key]))
   if (refs.length) {
     resolveRefs ??= async (list) => {
@@ -72,7 +74,7 @@ export function registerPierCli(api) {
             }
             let base
             try {
-              base = (await gatewayAccountConfig(cfg, flagValue(args, 'account'))).config
+              base = (await gatewayAccountConfig(cfg, flagValue(args, 'account'), { api })).config
             } catch (error) {
               process.stderr.write(`${prog}: ${error.message}\n`)
               process.exitCode = 2
