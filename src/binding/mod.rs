@@ -10,7 +10,6 @@ use crate::error::PierError;
 use crate::handler::EchoHandler;
 use crate::log::{JsonLines, Level, LevelFilter, Logger, SharedLogger};
 use crate::publisher::{PublishOptions, Publisher};
-use crate::stats::StatsSnapshot;
 use crate::sync::lock;
 use crate::worker::{Worker, WorkerStatus};
 use js_handler::JsHandler;
@@ -77,6 +76,8 @@ pub struct PublishRequestOptions {
 }
 
 #[napi(object, js_name = "WorkerStats")]
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct JsStats {
     pub received: f64,
     pub completed: f64,
@@ -109,6 +110,8 @@ pub struct JsStats {
 }
 
 #[napi(object, js_name = "WorkerStatus")]
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct JsWorkerStatus {
     /// `stopped`, `connecting`, `connected`, `recovering` (connected, but JetStream does not
     /// answer yet: a leader election, a node restarting), `disconnected` or `stopping`.
@@ -456,7 +459,7 @@ impl PierWorker {
     }
 
     #[napi]
-    pub fn status(&self) -> JsWorkerStatus {
+    pub fn status(&self) -> napi::Result<JsWorkerStatus> {
         status_to_js(self.worker.status())
     }
 
@@ -714,51 +717,10 @@ fn parse_level(level: &str) -> Level {
     Level::parse(level).unwrap_or(Level::Info)
 }
 
-fn status_to_js(s: WorkerStatus) -> JsWorkerStatus {
-    JsWorkerStatus {
-        state: s.state.to_string(),
-        servers: s.servers,
-        server_name: s.server_name,
-        server_version: s.server_version,
-        subject: s.subject,
-        queue_group: s.queue_group,
-        publish_subject: s.publish_subject,
-        worker_id: s.worker_id,
-        wallet_address: s.wallet_address,
-        max_concurrent_jobs: s.max_concurrent_jobs,
-        started_at_ms: s.started_at_ms.map(|v| v as f64),
-        uptime_ms: s.uptime_ms.map(|v| v as f64),
-        last_error: s.last_error,
-        stats: stats_to_js(s.stats),
-    }
-}
-
-fn stats_to_js(s: StatsSnapshot) -> JsStats {
-    JsStats {
-        received: s.received as f64,
-        completed: s.completed as f64,
-        failed: s.failed as f64,
-        rejected: s.rejected as f64,
-        timed_out: s.timed_out as f64,
-        in_flight: s.in_flight as f64,
-        no_reply: s.no_reply as f64,
-        reply_failures: s.reply_failures as f64,
-        errors_by_code: s
-            .errors_by_code
-            .into_iter()
-            .map(|(k, v)| (k, v as f64))
-            .collect(),
-        disconnects: s.disconnects as f64,
-        reconnects: s.reconnects as f64,
-        connect_attempts: s.connect_attempts as f64,
-        slow_consumer_events: s.slow_consumer_events as f64,
-        server_errors: s.server_errors as f64,
-        earned: s.earned,
-        tokens_in: s.tokens_in as f64,
-        tokens_out: s.tokens_out as f64,
-        cache_read_tokens: s.cache_read_tokens as f64,
-        cache_write_tokens: s.cache_write_tokens as f64,
-        spent: s.spent,
-        p50_ms: s.p50_ms,
-    }
+/// The core's status as its JS declaration, converted once through serde: a counter the core
+/// adds reaches JS by name, and its u64 becomes a JS number.
+fn status_to_js(s: WorkerStatus) -> napi::Result<JsWorkerStatus> {
+    serde_json::to_value(s)
+        .and_then(serde_json::from_value)
+        .map_err(|e| napi::Error::from_reason(format!("PIER_STATUS: {e}")))
 }
