@@ -156,7 +156,7 @@ async function openclawPart(nats) {
   }
 
   say('Pack the plugin (scripts/pack.sh): the npm package, unpacked into dist/pier-connector/')
-  const packed = packPlugin()
+  const packed = packPlugin(join(ROOT, 'dist'))
   console.log(indent(`${relative(ROOT, packed.tgz)}: ${packed.files.length} files, ${packed.files.filter((f) => f.endsWith('.node')).join(', ')}`))
 
   // The gateway's state and config in a temporary directory (OPENCLAW_STATE_DIR,

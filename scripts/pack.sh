@@ -13,10 +13,13 @@ if ! ls pier-connector.*.node >/dev/null 2>&1; then
   echo "pack: no pier-connector.<platform>.node in $(pwd): run scripts/build.sh first" >&2
   exit 1
 fi
-mkdir -p dist
-rm -rf dist/pier-connector dist/pier-connector-*.tgz
-tgz=$(npm pack --silent --pack-destination dist | tail -n 1)
-mkdir dist/pier-connector
-tar xzf "dist/$tgz" -C dist/pier-connector --strip-components=1
-echo "dist/$tgz"
-echo "dist/pier-connector/"
+# PIER_PACK_DIR: another output directory than dist/ (each test file packs into its own, so
+# test files running side by side never replace a directory a gateway has loaded).
+out="${PIER_PACK_DIR:-dist}"
+mkdir -p "$out"
+rm -rf "$out/pier-connector" "$out"/pier-connector-*.tgz
+tgz=$(npm pack --silent --pack-destination "$out" | tail -n 1)
+mkdir "$out/pier-connector"
+tar xzf "$out/$tgz" -C "$out/pier-connector" --strip-components=1
+echo "$out/$tgz"
+echo "$out/pier-connector/"

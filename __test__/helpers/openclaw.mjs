@@ -103,15 +103,24 @@ export async function createOpenClawHome({ modelBaseUrl, registryUrl }) {
 /**
  * scripts/pack.sh: a plain `npm pack` of the checkout and the same files unpacked. Link installs
  * use the unpacked directory, not the checkout: OpenClaw reads the whole linked directory, and a
- * built checkout's target/ holds gigabytes.
+ * built checkout's target/ holds gigabytes. `dist`: where to pack (default: a directory of this
+ * process's own, removed when it exits).
  */
-export function packPlugin() {
-  const out = execFileSync('bash', [join(ROOT, 'scripts/pack.sh')], { encoding: 'utf8' }).trim().split('\n')
-  const tgz = join(ROOT, out.find((l) => l.endsWith('.tgz')))
+export function packPlugin(dist) {
+  if (!dist) {
+    // A directory of this process's own, removed when it exits: test files run side by side,
+    // and a gateway keeps loading from the directory it was installed from (--link).
+    dist = mkdtempSync(join(tmpdir(), 'pier-pack-'))
+    process.once('exit', () => rmSync(dist, { recursive: true, force: true }))
+  }
+  const out = execFileSync('bash', [join(ROOT, 'scripts/pack.sh')], { encoding: 'utf8', env: { ...process.env, PIER_PACK_DIR: dist } })
+    .trim()
+    .split('\n')
+  const tgz = out.find((l) => l.endsWith('.tgz'))
   const files = execFileSync('tar', ['-tzf', tgz], { encoding: 'utf8' }).split('\n').filter(Boolean)
   return {
     tgz,
-    dir: join(ROOT, 'dist', 'pier-connector'),
+    dir: join(dist, 'pier-connector'),
     files: files.map((f) => f.replace(/^package\//, '')).sort(),
     manifest: JSON.parse(execFileSync('tar', ['-xzOf', tgz, 'package/package.json'], { encoding: 'utf8' })),
   }
