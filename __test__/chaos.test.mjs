@@ -109,8 +109,8 @@ it('JetStream on a 3-node cluster: leader, worker and node killed under load, no
 
   // What the requester's stream kept: each job's answer once. Read to its end.
   const kept = new Map()
-  const reader = await js.consumers.get('RESULTS')
-  const messages = await reader.consume()
+  const reader = await retrying(() => js.consumers.get('RESULTS'))
+  const messages = await retrying(() => reader.consume())
   const giveUp = setTimeout(() => messages.stop(), 20_000)
   for await (const m of messages) {
     const r = m.json()
