@@ -237,6 +237,6 @@ describe('channels status, logs and audit tell the truth', () => {
     writeFileSync(file, JSON.stringify(section))
     const refused = await run(process.execPath, [CLI, 'status', '--config', file]).catch((e) => e)
     assert.equal(refused.code, 2)
-    assert.match(refused.stderr, /token in .* is a SecretRef \(file:\/pier\/token\) this CLI cannot resolve: set PIER_TOKEN in the environment, or run openclaw pier/)
+    assert.match(refused.stderr, /token in .* is a SecretRef \(file:\/pier\/token\) this CLI cannot resolve: run openclaw pier, which resolves it/)
   })
 })
