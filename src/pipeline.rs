@@ -704,8 +704,11 @@ impl Pipeline {
         if let Some(task) = keep_alive {
             task.abort();
         }
-        inbound.settle(settle).await;
+        // The turn is over and answered: its id is free before the source settles, which may
+        // take a while (a JetStream ack waiting out an election), so a redelivery meanwhile runs
+        // again instead of being refused as a duplicate of itself.
         drop(claim);
+        inbound.settle(settle).await;
         self.stats.job_finished();
     }
 

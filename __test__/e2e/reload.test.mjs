@@ -179,8 +179,12 @@ describe('reloads and restarts under load', () => {
     const rss = samples.map((s) => s.rssMb)
     assert.ok(Math.max(...threads.slice(10)) <= Math.max(...threads.slice(0, 10)) + 4, `threads bounded: ${threads.join(' ')}`)
     // Each reload once left a runtime (2 threads) per addon copy OpenClaw loaded (~3 a reload) and
-    // ~30 MB of RSS: 23 -> 143 threads, 945 -> 1574 MB over 20 reloads.
-    assert.ok(Math.max(...rss.slice(10)) - Math.max(...rss.slice(0, 10)) < 100, `RSS bounded: ${rss.join(' ')}`)
+    // ~31 MB of RSS: 23 -> 143 threads, 945 -> 1574 MB over 20 reloads. Now the gateway's heap
+    // grows over the first reloads and levels off (a release build's runs: +320 to +450 MB over
+    // 20, with plateaus, one addon copy mapped); over the last 10 it must stay well under the
+    // leak's rate.
+    const lastTen = (rss[20] - rss[10]) / 10
+    assert.ok(lastTen < 20, `RSS bounded: +${lastTen.toFixed(1)} MB a reload over the last 10 (${rss.join(' ')})`)
   })
 
   it('an in-process gateway restart under load: the worker is back, alone, and the old copy left nothing running', async () => {

@@ -38,6 +38,9 @@ use tokio::task::JoinHandle;
 /// given back; a leader election usually ends within them.
 const PUBLISH_ATTEMPTS: u32 = 4;
 
+/// At most this long an answered job's ack is retried (an election here takes 5–8 s).
+const ACK_RETRY_FOR: Duration = Duration::from_secs(15);
+
 /// How long a pull asks the server for jobs.
 const PULL_EXPIRES: Duration = Duration::from_millis(500);
 
@@ -405,6 +408,22 @@ impl StreamMessage {
     fn delivered(&self) -> i64 {
         self.message.info().map(|i| i.delivered).unwrap_or(1)
     }
+
+    /// Acks a job that was answered, until the server confirms it, the ack wait would give the
+    /// job to another worker anyway, or [`ACK_RETRY_FOR`] passed: an ack sent while the
+    /// consumer's leader is being elected is lost, and the job would run again for nothing.
+    async fn ack_done(self) {
+        let give_up = tokio::time::Instant::now()
+            + Duration::from_millis(self.stream.config.ack_wait_ms).min(ACK_RETRY_FOR);
+        let mut backoff = Backoff::new();
+        while self.message.double_ack().await.is_err() {
+            let wait = backoff.next().min(Duration::from_secs(1));
+            if tokio::time::Instant::now() + wait >= give_up {
+                return;
+            }
+            tokio::time::sleep(wait).await;
+        }
+    }
 }
 
 impl Inbound for StreamMessage {
@@ -519,7 +538,7 @@ impl Inbound for StreamMessage {
     /// The answer (if any) is confirmed by now (`send_reply`), so the ack never precedes it.
     async fn settle(self, how: Settle) {
         let ack = match how {
-            Settle::Answered { ok: true } => return drop(self.message.double_ack().await),
+            Settle::Answered { ok: true } => return self.ack_done().await,
             Settle::Answered { ok: false } | Settle::Unanswerable => AckKind::Term,
             Settle::Undelivered => AckKind::Nak(Some(Duration::from_secs(1))),
             Settle::Retry { delay } => AckKind::Nak(delay),
