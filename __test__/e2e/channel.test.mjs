@@ -13,7 +13,7 @@ import { join } from 'node:path'
 import { startNatsServer, freePort } from '../helpers/nats-server.mjs'
 import { startFakeModel, answerFor } from '../helpers/fake-model.mjs'
 import { createOpenClawHome, OPENCLAW, packPlugin } from '../helpers/openclaw.mjs'
-import { rawClient, request, waitFor, sleep } from '../helpers/addon.mjs'
+import { firstRequest, rawClient, request, sleep, waitFor } from '../helpers/addon.mjs'
 
 const TOKEN = 'e2e-secret-token-7f3a'
 const FILE_TOKEN = TOKEN // the file SecretRef resolves to the same server token
@@ -39,21 +39,6 @@ async function channelStatus() {
 }
 
 const account = (status, id) => status.channelAccounts.pier.find((a) => a.accountId === id)
-
-/** Sends a request until a worker has subscribed to the subject. */
-async function firstRequest(client, subject, payload) {
-  return waitFor(
-    async () => {
-      try {
-        return await request(client, subject, payload, 30_000)
-      } catch (error) {
-        if (/no responders/i.test(error.message)) return null
-        throw error
-      }
-    },
-    { timeout: 60_000, interval: 250 },
-  )
-}
 
 /** The gateway's stored sessions (sessions.list's `sessions`, as it answers). */
 async function storedSessions() {

@@ -13,7 +13,7 @@ import { fileURLToPath } from 'node:url'
 import { startNatsServer, freePort } from '../helpers/nats-server.mjs'
 import { startFakeModel, answerFor, USAGE } from '../helpers/fake-model.mjs'
 import { createOpenClawHome, packPlugin } from '../helpers/openclaw.mjs'
-import { rawClient, request, waitFor } from '../helpers/addon.mjs'
+import { firstRequest, rawClient, request, waitFor } from '../helpers/addon.mjs'
 
 const CLI = fileURLToPath(new URL('../../cli/pier-connector.js', import.meta.url))
 // Per million tokens, as OpenClaw's model cost config reads.
@@ -29,21 +29,6 @@ async function cli(args, options) {
     error.message += `\nstdout: ${error.stdout}\nstderr: ${String(error.stderr).slice(-2000)}`
     throw error
   }
-}
-
-/** Sends a request until a worker has subscribed to the subject. */
-async function firstRequest(subject, payload, timeout = 30_000) {
-  return waitFor(
-    async () => {
-      try {
-        return await request(nc, subject, payload, timeout)
-      } catch (error) {
-        if (/no responders/i.test(error.message)) return null
-        throw error
-      }
-    },
-    { timeout: 90_000, interval: 250 },
-  )
 }
 
 const requestsOf = (marker) => model.requests.filter((r) => r.messages.includes(marker))
@@ -101,7 +86,7 @@ after(async () => {
 describe('what a job costs and what it earns', () => {
   it('with maxOutputTokens 300 every model request of a job turn carries max_tokens <= 300', async () => {
     for (const [word, price] of [['ecoa', 5], ['ecob', 10]]) {
-      const reply = await firstRequest('eco.jobs', { type: 'task_request', id: word, task: `PIERQ:${word}`, meta: { price, sender: 'alice' } })
+      const reply = await firstRequest(nc, 'eco.jobs', { type: 'task_request', id: word, task: `PIERQ:${word}`, meta: { price, sender: 'alice' } })
       assert.equal(reply.type, 'task_result', JSON.stringify(reply))
       assert.equal(reply.result, answerFor(word))
       const sent = requestsOf(`PIERQ:${word}`)
@@ -140,7 +125,7 @@ describe('what a job costs and what it earns', () => {
   })
 
   it('jobModel runs job turns on the cheaper model, priced by its own cost config', async () => {
-    const reply = await firstRequest('eco.cheap', { type: 'task_request', id: 'ecoc', task: 'PIERQ:ecoc' })
+    const reply = await firstRequest(nc, 'eco.cheap', { type: 'task_request', id: 'ecoc', task: 'PIERQ:ecoc' })
     assert.equal(reply.result, answerFor('ecoc'))
     const sent = requestsOf('PIERQ:ecoc')
     assert.ok(sent.length >= 1)
@@ -168,7 +153,7 @@ describe('what a job costs and what it earns', () => {
 
     await gateway.stop()
     gateway = await home.startGateway()
-    const reply = await firstRequest('eco.jobs', { type: 'task_request', id: 'ecod', task: 'PIERQ:ecod', meta: { price: 7 } })
+    const reply = await firstRequest(nc, 'eco.jobs', { type: 'task_request', id: 'ecod', task: 'PIERQ:ecod', meta: { price: 7 } })
     assert.equal(reply.result, answerFor('ecod'))
     const after = await waitFor(() => (ledgerLines().length === 3 ? ledgerLines() : null))
     assert.deepEqual(after.map((l) => l.id), ['ecoa', 'ecob', 'ecod'])

@@ -13,7 +13,7 @@ import { startFakeModel, answerFor } from '../helpers/fake-model.mjs'
 import { createOpenClawHome, packPlugin } from '../helpers/openclaw.mjs'
 import { startNpmRegistry } from '../helpers/npm-registry.mjs'
 import { buildPublishedLayout, tarballFiles } from '../helpers/published.mjs'
-import { rawClient, request, waitFor, sleep } from '../helpers/addon.mjs'
+import { firstRequest, rawClient, request, sleep, waitFor } from '../helpers/addon.mjs'
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url))
 const JOBS = 'jobs.e2e'
@@ -51,21 +51,6 @@ async function inspectPlugin() {
 function pluginRoot(inspect) {
   assert.ok(existsSync(join(inspect.plugin.rootDir, 'openclaw.plugin.json')), inspect.plugin.rootDir)
   return inspect.plugin.rootDir
-}
-
-/** Sends a request until the worker has subscribed (the gateway starts services after ready). */
-async function firstRequest(payload, timeout) {
-  return waitFor(
-    async () => {
-      try {
-        return await request(nc, JOBS, payload, timeout)
-      } catch (error) {
-        if (/no responders/i.test(error.message)) return null
-        throw error
-      }
-    },
-    { timeout: 60_000, interval: 250 },
-  )
 }
 
 before(async () => {
@@ -131,10 +116,7 @@ describe('pier-connector in a real OpenClaw gateway', () => {
 
   it('a task_request runs one agent turn and the model answer comes back as task_result', async () => {
     gateway = await home.startGateway()
-    const reply = await firstRequest(
-      { version: '1.0', id: 'e2e-1', type: 'task_request', task: 'Please answer PIERQ:alpha', timeoutMs: 30_000 },
-      45_000,
-    )
+    const reply = await firstRequest(nc, JOBS, { version: '1.0', id: 'e2e-1', type: 'task_request', task: 'Please answer PIERQ:alpha', timeoutMs: 30_000 }, { timeout: 45_000 })
     assert.equal(reply.type, 'task_result', JSON.stringify(reply))
     assert.equal(reply.id, 'e2e-1')
     assert.equal(reply.result, answerFor('alpha'))

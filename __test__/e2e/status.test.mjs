@@ -15,7 +15,7 @@ import { fileURLToPath } from 'node:url'
 import { startNatsServer, freePort } from '../helpers/nats-server.mjs'
 import { startFakeModel, answerFor } from '../helpers/fake-model.mjs'
 import { createOpenClawHome, packPlugin, OPENCLAW } from '../helpers/openclaw.mjs'
-import { rawClient, request, waitFor, sleep } from '../helpers/addon.mjs'
+import { firstRequest, rawClient, request, sleep, waitFor } from '../helpers/addon.mjs'
 
 const TOKEN = 'status-e2e-token-5d1c'
 const CLI = fileURLToPath(new URL('../../cli/pier-connector.js', import.meta.url))
@@ -38,20 +38,6 @@ async function channelStatus() {
 
 const account = (status, id) => status.channelAccounts.pier.find((a) => a.accountId === id)
 const issuesOf = (status, id) => status.statusIssues.filter((i) => i.channel === 'pier' && i.accountId === id)
-
-async function firstRequest(subject, payload) {
-  return waitFor(
-    async () => {
-      try {
-        return await request(nc, subject, payload, 30_000)
-      } catch (error) {
-        if (/no responders/i.test(error.message)) return null
-        throw error
-      }
-    },
-    { timeout: 60_000, interval: 250 },
-  )
-}
 
 /** Pier's lines in `openclaw channels logs --channel pier`. */
 async function channelLogLines() {
@@ -102,7 +88,7 @@ after(async () => {
 
 describe('channels status, logs and audit tell the truth', () => {
   it('a worker with no workerId and no wallet answers, and gets a status issue and an audit finding', async () => {
-    const reply = await firstRequest('jobs.st.default', { type: 'task_request', id: 'st-1', task: 'PIERQ:st1', timeoutMs: 30_000 })
+    const reply = await firstRequest(nc, 'jobs.st.default', { type: 'task_request', id: 'st-1', task: 'PIERQ:st1', timeoutMs: 30_000 })
     assert.equal(reply.result, answerFor('st1'))
     assert.deepEqual(reply.worker, { id: 'anonymous-worker', wallet: null })
     const status = await waitFor(async () => {
@@ -172,7 +158,7 @@ describe('channels status, logs and audit tell the truth', () => {
     }, { timeout: 20_000, interval: 500 })
     assert.equal(back.lifecycle, 'ready')
     assert.equal(back.reconnectAttempts, 0)
-    const reply = await firstRequest('jobs.st.default', { type: 'task_request', id: 'st-2', task: 'PIERQ:st2', timeoutMs: 30_000 })
+    const reply = await firstRequest(nc, 'jobs.st.default', { type: 'task_request', id: 'st-2', task: 'PIERQ:st2', timeoutMs: 30_000 })
     assert.equal(reply.result, answerFor('st2'))
 
     const lines = await channelLogLines()

@@ -3,6 +3,7 @@ import { createRequire } from 'node:module'
 import { before, after } from 'node:test'
 import { connect } from '@nats-io/transport-node'
 import { startNatsServer } from './nats-server.mjs'
+import { waitFor } from './wait.mjs'
 
 const require = createRequire(import.meta.url)
 export const { PierWorker, PierClient } = require('../../index.js')
@@ -58,6 +59,24 @@ export async function request(nc, subject, payload, timeout = 5000) {
 }
 
 export { waitFor, sleep } from './wait.mjs'
+
+/**
+ * `request` until a worker has subscribed (a gateway starts its services after it reports
+ * ready): sent again while NATS says no responders, for up to `within` ms.
+ */
+export async function firstRequest(nc, subject, payload, { timeout = 30_000, within = 90_000 } = {}) {
+  return waitFor(
+    async () => {
+      try {
+        return await request(nc, subject, payload, timeout)
+      } catch (error) {
+        if (/no responders/i.test(error.message)) return null
+        throw error
+      }
+    },
+    { timeout: within, interval: 250 },
+  )
+}
 
 /** A handler whose jobs wait until released, to hold jobs in flight. */
 export function gatedHandler() {
