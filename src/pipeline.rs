@@ -802,7 +802,14 @@ impl Pipeline {
         }
         let headers = self.reply_headers(None, Some(id), facts, &bytes);
         let sent = self
-            .send(inbound, Some(id), target, bytes, headers, at_once)
+            .send(
+                inbound,
+                Some(id).filter(|_| facts.ran),
+                target,
+                bytes,
+                headers,
+                at_once,
+            )
             .await;
         self.stats.record(Outcome::Completed);
         if self.logger.enabled(Level::Info) {
@@ -836,8 +843,11 @@ impl Pipeline {
         let bytes = protocol::encode_error(id, &error, &self.identity);
         let headers = protocol::error_headers(error.code, &error.message);
         let headers = self.reply_headers(Some(headers), id, facts, &bytes);
+        // Only the answer of a job that ran deduplicates by its id in a results stream: a refusal
+        // (a second copy of a running job, say) must never take the place of the real answer.
+        let dedupe = id.filter(|_| facts.ran);
         let sent = self
-            .send(inbound, id, target, bytes, headers, at_once)
+            .send(inbound, dedupe, target, bytes, headers, at_once)
             .await;
         self.stats.record_error(error.code, &error.message);
         let level = match error.code {
@@ -915,10 +925,12 @@ impl Pipeline {
     /// Sends a reply: by the source when it settles on the answer's fate (`send_reply`), else
     /// at once (`at_once`: refusals, and jobs answered on their first poll) or through the
     /// outbox. False when it could not be sent (counted and logged).
+    /// `dedupe_id`: what deduplicates the answer where a stream keeps it (the job id of a job
+    /// that ran).
     async fn send<I: Inbound>(
         &self,
         inbound: &I,
-        job_id: Option<&str>,
+        dedupe_id: Option<&str>,
         subject: Subject,
         payload: Vec<u8>,
         headers: Option<HeaderMap>,
@@ -929,7 +941,7 @@ impl Pipeline {
             payload: payload.into(),
             headers,
         };
-        let sent = match inbound.send_reply(reply, job_id) {
+        let sent = match inbound.send_reply(reply, dedupe_id) {
             Ok(confirmed) => confirmed.await,
             Err(reply) => {
                 let reply = if at_once {

@@ -18,13 +18,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Answers every job with its task after a few milliseconds (so each job runs in a task of
-/// its own, as an agent turn does).
+/// its own, as an agent turn does), or after `<ms>` for a task `sleep:<ms>`.
 struct Slow;
 
 impl JobHandler for Slow {
     fn run(&self, job: JobInput) -> BoxFuture<'static, HandlerResult> {
         Box::pin(async move {
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            let ms = job
+                .task
+                .strip_prefix("sleep:")
+                .and_then(|ms| ms.parse().ok());
+            tokio::time::sleep(Duration::from_millis(ms.unwrap_or(5))).await;
             HandlerResult::answered(job.task)
         })
     }
@@ -288,4 +292,48 @@ async fn jetstream_api_refused_by_permission_fails_the_start() {
     let text = error.to_string().to_ascii_lowercase();
     assert!(text.contains("permissions violation"), "{error}");
     assert_eq!(worker.status().state, "stopped");
+}
+
+#[tokio::test]
+async fn a_refused_copy_of_a_running_job_never_takes_the_place_of_its_answer() {
+    let server = NatsServer::jetstream().await;
+    let client = async_nats::connect(&server.url).await.unwrap();
+    let js = jetstream::new(client.clone());
+    js.create_stream(stream::Config {
+        name: "RESULTS".into(),
+        subjects: vec!["results.>".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let worker = worker(&server.url, json!({}));
+    worker.start().await.expect("worker starts");
+    // Two stream messages with one job id: the second arrives while the first runs and is
+    // refused as a duplicate.
+    for _ in 0..2 {
+        let payload = json!({ "id": "twice", "task": "sleep:1500" }).to_string();
+        js.publish("jobs.rust", payload.into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let done = eventually(Duration::from_secs(15), || {
+        let s = worker.status().stats;
+        s.completed == 1 && s.received == 2
+    })
+    .await;
+    assert!(done, "{:?}", worker.status().stats);
+    let mut results = js.get_stream("RESULTS").await.unwrap();
+    let last = results
+        .get_last_raw_message_by_subject("results.twice")
+        .await
+        .unwrap();
+    let answer: Value = serde_json::from_slice(&last.payload).unwrap();
+    assert_eq!(
+        answer["result"], "sleep:1500",
+        "the real answer is kept: {answer}"
+    );
+    assert_eq!(results.info().await.unwrap().state.messages, 2);
+    worker.stop().await;
 }

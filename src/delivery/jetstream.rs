@@ -257,6 +257,9 @@ impl PullSource {
     /// given back to the stream by the pipeline.
     pub(crate) async fn run(mut self, pipeline: Arc<Pipeline>, mut stop: oneshot::Receiver<()>) {
         let slots = pipeline.slots().clone();
+        // Pulls that failed in a row: a consumer that answers its info but not its pulls (a
+        // permission on CONSUMER.MSG.NEXT, too many waiting pulls) must show, not fail silently.
+        let mut failed_pulls = 0u32;
         loop {
             let slot = tokio::select! {
                 biased;
@@ -273,7 +276,7 @@ impl PullSource {
             match batch {
                 Ok(mut batch) => {
                     let mut first = Some(slot);
-                    let ends = tokio::time::Instant::now() + PULL_EXPIRES + PULL_GRACE;
+                    let mut ends = tokio::time::Instant::now() + PULL_EXPIRES + PULL_GRACE;
                     loop {
                         let Ok(next) = tokio::time::timeout_at(ends, batch.next()).await else {
                             failure = Some("JetStream pull: the consumer did not answer".into());
@@ -282,12 +285,16 @@ impl PullSource {
                         match next {
                             None => break,
                             Some(Ok(message)) => {
+                                // Admitting may take a while (a refusal's answer is confirmed
+                                // here): the pull's time counts from its last message.
+                                let admitted_by = tokio::time::Instant::now();
                                 let inbound = StreamMessage {
                                     message,
                                     stream: self.stream.clone(),
                                 };
                                 // Without a slot the pipeline gives the message back (`when_full`).
                                 pipeline.admit(inbound, first.take()).await;
+                                ends += admitted_by.elapsed();
                             }
                             Some(Err(error)) => {
                                 failure = Some(format!("JetStream pull: {error}"));
@@ -298,18 +305,29 @@ impl PullSource {
                 }
                 Err(error) => failure = Some(format!("JetStream pull: {error}")),
             }
-            if let Some(why) = failure {
-                if !self.recover(&mut stop, why).await {
-                    break;
+            match failure {
+                Some(why) => {
+                    failed_pulls += 1;
+                    if failed_pulls >= 2 {
+                        self.health.trouble(&why);
+                    }
+                    if !self.recover(&mut stop, why).await {
+                        break;
+                    }
                 }
+                None if failed_pulls > 0 => {
+                    failed_pulls = 0;
+                    self.health.healed();
+                }
+                None => {}
             }
         }
     }
 
     /// After a failed pull, waits until the consumer answers again: bound anew when it or its
-    /// stream is gone, state `recovering` while it takes longer than one short pause. Looks
-    /// at least every second, so pulling resumes soon after an election. False when the worker
-    /// stopped meanwhile.
+    /// stream is gone, state `recovering` while it takes longer than one short pause (or the
+    /// pulls keep failing). Looks at least every second, so pulling resumes soon after an
+    /// election. False when the worker stopped meanwhile.
     async fn recover(&mut self, stop: &mut oneshot::Receiver<()>, mut why: String) -> bool {
         let mut backoff = Backoff::new();
         loop {
@@ -319,11 +337,9 @@ impl PullSource {
                 _ = &mut *stop => return false,
                 _ = tokio::time::sleep(wait) => {}
             }
+            // Healed only once a pull works again (`run`).
             let missing = match tokio::time::timeout(PROBE_TIMEOUT, self.consumer.info()).await {
-                Ok(Ok(_)) => {
-                    self.health.healed();
-                    return true;
-                }
+                Ok(Ok(_)) => return true,
                 Ok(Err(error)) => {
                     use async_nats::jetstream::context::ConsumerInfoErrorKind as Kind;
                     let missing = matches!(error.kind(), Kind::NotFound | Kind::StreamNotFound);
@@ -341,7 +357,6 @@ impl PullSource {
                 match bind(&self.stream.js, &self.stream.config).await {
                     Ok(consumer) => {
                         self.consumer = consumer;
-                        self.health.healed();
                         return true;
                     }
                     Err(refusal) => why = refusal.why,
@@ -356,7 +371,20 @@ impl StreamContext {
     /// Sends an answer and confirms it reached the server: the JetStream way (PubAck) when a
     /// stream keeps its subject, else over core NATS and flushed.
     async fn send_confirmed(&self, reply: Reply, job_id: Option<String>) -> Result<(), String> {
-        match self.js.stream_by_subject(reply.subject.as_str()).await {
+        // The lookup is a JetStream API request: during an election it may go unanswered, and
+        // the answer must not be given up for that.
+        let mut backoff = Backoff::new();
+        let mut lookup = self.js.stream_by_subject(reply.subject.as_str()).await;
+        for _ in 1..PUBLISH_ATTEMPTS {
+            match &lookup {
+                Err(error) if error.kind() != GetStreamByNameErrorKind::NotFound => {
+                    tokio::time::sleep(backoff.next()).await;
+                    lookup = self.js.stream_by_subject(reply.subject.as_str()).await;
+                }
+                _ => break,
+            }
+        }
+        match lookup {
             Ok(_) => self.publish_to_stream(reply, job_id).await,
             Err(error) if error.kind() == GetStreamByNameErrorKind::NotFound => {
                 outbox::publish(&self.client, reply)
@@ -409,14 +437,15 @@ impl StreamMessage {
         self.message.info().map(|i| i.delivered).unwrap_or(1)
     }
 
-    /// Acks a job that was answered, until the server confirms it, the ack wait would give the
-    /// job to another worker anyway, or [`ACK_RETRY_FOR`] passed: an ack sent while the
-    /// consumer's leader is being elected is lost, and the job would run again for nothing.
-    async fn ack_done(self) {
+    /// Acks (or terminates) a job that was answered, until the server confirms it, the ack wait
+    /// would give the job to another worker anyway, or [`ACK_RETRY_FOR`] passed: an ack sent
+    /// while the consumer's leader is being elected is lost, and the job would run again for
+    /// nothing.
+    async fn ack_confirmed(self, kind: AckKind) {
         let give_up = tokio::time::Instant::now()
             + Duration::from_millis(self.stream.config.ack_wait_ms).min(ACK_RETRY_FOR);
         let mut backoff = Backoff::new();
-        while self.message.double_ack().await.is_err() {
+        while self.message.double_ack_with(kind).await.is_err() {
             let wait = backoff.next().min(Duration::from_secs(1));
             if tokio::time::Instant::now() + wait >= give_up {
                 return;
@@ -538,8 +567,11 @@ impl Inbound for StreamMessage {
     /// The answer (if any) is confirmed by now (`send_reply`), so the ack never precedes it.
     async fn settle(self, how: Settle) {
         let ack = match how {
-            Settle::Answered { ok: true } => return self.ack_done().await,
-            Settle::Answered { ok: false } | Settle::Unanswerable => AckKind::Term,
+            Settle::Answered { ok: true } => return self.ack_confirmed(AckKind::Ack).await,
+            // A lost Term would run an answered job again after the ack wait.
+            Settle::Answered { ok: false } | Settle::Unanswerable => {
+                return self.ack_confirmed(AckKind::Term).await
+            }
             Settle::Undelivered => AckKind::Nak(Some(Duration::from_secs(1))),
             Settle::Retry { delay } => AckKind::Nak(delay),
         };
