@@ -13,7 +13,7 @@ import { fileURLToPath } from 'node:url'
 import { PierWorker, useNats, request, memoryLogger } from './helpers/addon.mjs'
 import { freePort } from './helpers/nats-server.mjs'
 import { replyHint, createPublishTool } from '../plugin/tool.mjs'
-import { approvedCalls } from '../plugin/approval.mjs'
+import { recordApproval } from '../plugin/approval.mjs'
 import { jobTurnParams, jobModelParams, usageOf } from '../plugin/agent-turn.mjs'
 import { formatAccount } from '../plugin/command.mjs'
 
@@ -111,7 +111,9 @@ it('pier_publish tells a requester what PRICE_TOO_LOW means and whether it may p
   const quiet = { info() {}, warn() {}, error() {}, addon() {} }
   const tool = createPublishTool({ runtime: { config: { current: () => config } } }, quiet)
   // A person allowed each paid call (what the approval hook records for allow-once).
-  for (const id of ['c1', 'c2', 'c3']) approvedCalls.add(id)
+  recordApproval('c1', { task: 'cheap', timeoutMs: 5000, meta: { price: 2 } })
+  recordApproval('c2', { task: 'cheap', timeoutMs: 5000, meta: { price: 2 } })
+  recordApproval('c3', { task: 'paid', timeoutMs: 5000, meta: { price: 5 } })
   try {
     const refused = (await tool.execute('c1', { task: 'cheap', timeoutMs: 5000, meta: { price: 2 } })).details
     assert.equal(refused.error.code, 'PRICE_TOO_LOW')

@@ -18,7 +18,7 @@ import { resolveAccount, listAccountIds, redactSecrets, pierLogger } from '../pl
 import { applyAccountConfig, validateInput, setupWizard } from '../plugin/setup.mjs'
 import { createSessionPruner, leftoverJobSessions } from '../plugin/sessions.mjs'
 import { priceRefusal, createPublishTool } from '../plugin/tool.mjs'
-import { createPublishApprovalHook, approvalRoute, approvedCalls } from '../plugin/approval.mjs'
+import { createPublishApprovalHook, approvalRoute, approvedCalls, recordApproval, takeApproval } from '../plugin/approval.mjs'
 import { formatUptime, formatStatus } from '../plugin/command.mjs'
 import { collectStatusIssues, blockedError } from '../plugin/status.mjs'
 import { runningAccounts } from '../plugin/accounts.mjs'
@@ -609,7 +609,7 @@ describe('sessions, publishing, status text', () => {
     const { api } = stubApi({ config: { channels: { pier: { maxPublishPrice: 10 } } } })
     const hook = createPublishApprovalHook(api)
     const chat = { trigger: 'user', turnSourceChannel: 'telegram' }
-    const paid = hook({ toolName: 'pier_publish', toolCallId: 'c1', params: { task: 't', meta: { price: 5 } } }, chat)
+    const paid = hook({ toolName: 'pier_publish', toolCallId: 'c1', params: { task: 't', meta: { price: 5 }, timeoutMs: 200 } }, chat)
     assert.deepEqual(paid.requireApproval.allowedDecisions, ['allow-once', 'deny'])
     assert.deepEqual(paid.requireApproval.scope, { kind: 'payment', amount: '5', currency: 'PIER', target: 'Pier marketplace' })
     assert.equal(hook({ toolName: 'pier_publish', params: { task: 't' } }, chat), undefined)
@@ -628,10 +628,18 @@ describe('sessions, publishing, status text', () => {
     assert.equal((await tool.execute('c1', { task: 't', meta: { price: 5 } })).details.error.code, 'PIER_APPROVAL_UNAVAILABLE')
     paid.requireApproval.onResolution('allow-once')
     assert.ok(approvedCalls.has('c1'))
-    const approved = (await tool.execute('c1', { task: 't', meta: { price: 5 }, timeoutMs: 200 })).details
+    const approved = (await tool.execute('c1', { timeoutMs: 200, meta: { price: 5 }, task: 't' })).details
     assert.notEqual(approved.error?.code, 'PIER_APPROVAL_UNAVAILABLE', JSON.stringify(approved))
     assert.ok(!approvedCalls.has('c1'), 'an approval is used once')
     await tool.close()
+    // An approval holds for the parameters a person saw, for a minute, once.
+    recordApproval('c9', { task: 't', meta: { price: 5 } }, 1_000)
+    assert.equal(takeApproval('c9', { task: 'other', meta: { price: 5 } }, 1_000), false, 'other parameters')
+    recordApproval('c9', { task: 't', meta: { price: 5 } }, 1_000)
+    assert.equal(takeApproval('c9', { task: 't', meta: { price: 5 } }, 62_000), false, 'expired')
+    recordApproval('c9', { task: 't', meta: { price: 5 } }, 1_000)
+    assert.equal(takeApproval('c9', { task: 't', meta: { price: 5 } }, 2_000), true)
+    assert.equal(takeApproval('c9', { task: 't', meta: { price: 5 } }, 2_000), false, 'used once')
   })
 
   it('uptime reads like a person wrote it', () => {
@@ -838,7 +846,7 @@ describe('accounts through the channel lifecycle, with a real nats-server', () =
     assert.equal(unapproved.details.error.code, 'PIER_APPROVAL_UNAVAILABLE')
     await sleep(100)
     assert.equal(seen.length, 0, 'a paid task nobody approved is not sent')
-    approvedCalls.add('c')
+    recordApproval('c', { task: 'cheap', meta: { price: 2 }, timeoutMs: 200 })
     const timedOut = await tool.execute('c', { task: 'cheap', meta: { price: 2 }, timeoutMs: 200 })
     assert.equal(seen.length, 1, 'an approved price within the cap is sent')
     assert.equal(timedOut.details.error.code, 'PIER_TIMEOUT')

@@ -6,7 +6,7 @@
 import { PierClient } from './addon.mjs'
 import { runningAccounts } from './accounts.mjs'
 import { defaultAccountId, resolveAccount, redactSecrets } from './config.mjs'
-import { approvedCalls } from './approval.mjs'
+import { takeApproval } from './approval.mjs'
 
 export const PUBLISH_TOOL = 'pier_publish'
 
@@ -68,7 +68,7 @@ export function replyHint(reply, { maxPublishPrice, price }) {
 /** A paid task is sent only when a person approved this call (approval.mjs). */
 function approvalRefusal(toolCallId, params) {
   const price = priceOf(params)
-  if (!(price > 0) || (toolCallId && approvedCalls.delete(toolCallId))) return null
+  if (!(price > 0) || takeApproval(toolCallId, params)) return null
   return {
     code: 'PIER_APPROVAL_UNAVAILABLE',
     message: `pier_publish refused: a paid task (price ${price}) needs a person's approval, and no approval route reaches one from this call (an agent turn in a chat or the Control UI, or approvals.plugin forwarding, can ask)`,
