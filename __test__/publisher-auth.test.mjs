@@ -176,6 +176,7 @@ for (const auth of authCases) {
         const env = { PIER_TOKEN: 'e', PIER_USER: 'u', PIER_PASSWORD: 'p', PIER_SIGNING_SEED: 'S' }
         assert.deepEqual(withEnvironment({ natsUrl: 'nats://h:1' }, env).used, ['PIER_TOKEN', 'PIER_USER', 'PIER_PASSWORD', 'PIER_SIGNING_SEED'])
         assert.deepEqual(withEnvironment({ natsUrl: 'nats://t@h:1' }, env).used, ['PIER_SIGNING_SEED'], 'user-info is a login')
+        assert.deepEqual(withEnvironment({ natsUrl: 'nats://h:1, nats://u:p@h:2' }, env).used, ['PIER_SIGNING_SEED'], 'in any URL of a list')
         assert.deepEqual(withEnvironment({ credsFile: '/x', signingSeed: 'mine' }, env).config, { credsFile: '/x', signingSeed: 'mine' })
       })
     }

@@ -84,7 +84,8 @@ function configFromFile(path, accountId) {
   const raw = JSON.parse(readFileSync(path, 'utf8'))
   const { resolveAccount, SECRET_KEYS, isSecretRef } = require('../plugin/config.mjs')
   const cfg = raw?.channels?.pier ? raw : { channels: { pier: raw } }
-  const { addonConfig } = resolveAccount(cfg, accountId, {})
+  // The environment fills the default account only, as in the gateway.
+  const { addonConfig } = resolveAccount(cfg, accountId, process.env)
   for (const key of SECRET_KEYS) {
     const ref = addonConfig[key]
     if (!isSecretRef(ref)) continue
@@ -96,6 +97,8 @@ function configFromFile(path, accountId) {
 }
 
 function buildConfig(values, base) {
+  // `base` (openclaw pier) and --config were resolved as an account, environment included.
+  const resolved = Boolean(base || values.config)
   const config = base ? { ...base } : values.config ? configFromFile(values.config, values.account) : {}
   for (const { flag, key, kind: type } of CONFIG_FLAGS) {
     const raw = values[flag]
@@ -113,7 +116,7 @@ function buildConfig(values, base) {
     }
   }
   if (values.ledger !== undefined) config.ledgerFile = values.ledger
-  return withEnvironment(config).config
+  return resolved ? config : withEnvironment(config).config
 }
 
 function usageError(message) {

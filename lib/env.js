@@ -20,8 +20,10 @@ const isSet = (v) => v !== undefined && v !== null && v !== ''
 /** Whether the config names a login: a credential key, or user-info in a server URL. */
 function hasLogin(config) {
   if (['token', 'user', 'password', 'nkeySeed', 'credsFile'].some((k) => isSet(config[k]))) return true
-  const urls = [config.natsUrl, ...(config.servers ?? [])].filter((u) => typeof u === 'string')
-  return urls.some((u) => /^[a-z]+:\/\/[^/]*@/i.test(u))
+  const urls = [config.natsUrl, ...(config.servers ?? [])]
+    .filter((u) => typeof u === 'string')
+    .flatMap((u) => u.split(','))
+  return urls.some((u) => /^[a-z]+:\/\/[^/]*@/i.test(u.trim()))
 }
 
 /** `config` with what the environment supplies filled in, and the names of the variables used. */
