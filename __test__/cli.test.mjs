@@ -6,6 +6,7 @@ import { promisify } from 'node:util'
 import { fileURLToPath } from 'node:url'
 import { useNats, request, waitFor } from './helpers/addon.mjs'
 import { processesRunning } from './conformance/harness.mjs'
+import { createRequire } from 'node:module'
 
 const CLI = fileURLToPath(new URL('../cli/pier-connector.js', import.meta.url))
 const run = promisify(execFile)
@@ -78,6 +79,14 @@ describe('pier-connector worker', () => {
     assert.equal(reply.result, '0', JSON.stringify(reply))
     worker.child.kill('SIGINT')
     await worker.exited
+  })
+
+  it('--exec stops a command whose output no NATS message could hold, instead of keeping it all', async () => {
+    const { execHandler, MAX_RESULT_BYTES } = createRequire(import.meta.url)('../cli/exec-runner.js')
+    const run = execHandler(`head -c ${MAX_RESULT_BYTES + 1024} /dev/zero; sleep 30`, new Map(), [])
+    const started = Date.now()
+    await assert.rejects(run({ id: 'big', task: '', timeoutMs: 60_000, meta: {} }), /wrote more than 67108864 bytes/)
+    assert.ok(Date.now() - started < 20_000, 'killed at the limit, not at its end')
   })
 
   it('--exec kills a command that outlives the job deadline', async () => {

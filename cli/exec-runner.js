@@ -17,6 +17,8 @@ const JOB_ENV = [
 ]
 // How long a cancelled job's commands get after SIGTERM before the group is SIGKILLed.
 const KILL_GRACE_MS = 500
+/** A command's output beyond this is no answer: 64 MiB is the largest max_payload NATS allows. */
+const MAX_RESULT_BYTES = 64 * 1024 * 1024
 
 /** Signals every process of a job's process group (the shell and all it started). */
 function signalGroup(child, signal) {
@@ -63,8 +65,18 @@ function execHandler(command, running, withheldEnv) {
       }
       running.set(job.id, child)
       const stdout = []
+      let stdoutBytes = 0
       let stderr = ''
-      child.stdout.on('data', (chunk) => stdout.push(chunk))
+      child.stdout.on('data', (chunk) => {
+        stdoutBytes += chunk.length
+        // No NATS server takes a larger message: stop the command instead of holding it all.
+        if (stdoutBytes > MAX_RESULT_BYTES) {
+          child.tooLarge = true
+          signalGroup(child, 'SIGKILL')
+        } else {
+          stdout.push(chunk)
+        }
+      })
       child.stderr.on('data', (chunk) => {
         if (stderr.length < 4096) stderr += chunk
       })
@@ -80,7 +92,9 @@ function execHandler(command, running, withheldEnv) {
       child.on('close', (code, signal) => {
         running.delete(job.id)
         clearTimeout(child.cancelTimer)
-        if (code === 0) {
+        if (child.tooLarge) {
+          reject(new Error(`the command wrote more than ${MAX_RESULT_BYTES} bytes, more than any NATS message holds`))
+        } else if (code === 0) {
           resolve(Buffer.concat(stdout).toString('utf8').replace(/\r?\n$/, ''))
         } else {
           const why = signal ? `was killed by ${signal}` : `exited with code ${code}`
@@ -92,4 +106,4 @@ function execHandler(command, running, withheldEnv) {
   }
 }
 
-module.exports = { execHandler, cancelJob, signalGroup }
+module.exports = { execHandler, cancelJob, signalGroup, MAX_RESULT_BYTES }
