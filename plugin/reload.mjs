@@ -4,8 +4,10 @@
 // keeps taking jobs would defer it for ever. So each account watches the config file, and when
 // its own config there changes it stops taking jobs and finishes the ones in flight (a drain,
 // up to drainTimeoutMs); the gateway is then idle, applies the change, and the account starts
-// again with the new config. If no restart follows (a change OpenClaw rejected), the account
-// takes jobs again with the config it has.
+// again with the new config. If no restart follows (a change OpenClaw rejected, or
+// gateway.reload.mode "off"), the account stays stopped and its status says what to do
+// (openclaw config validate, then openclaw gateway restart): restarting it with the old config
+// would hold the plugin's retirement, and the next change would drain it again.
 import { watch, readFileSync } from 'node:fs'
 import { basename, dirname, join } from 'node:path'
 import { homedir } from 'node:os'
