@@ -16,21 +16,12 @@ import { replyHint, createPublishTool } from '../plugin/tool.mjs'
 import { recordApproval } from '../plugin/approval.mjs'
 import { jobTurnParams, jobModelParams, usageOf } from '../plugin/agent-turn.mjs'
 import { formatAccount } from '../plugin/command.mjs'
+import { samples } from './helpers/metrics-text.mjs'
 
 const CLI = fileURLToPath(new URL('../cli/pier-connector.js', import.meta.url))
 const nats = useNats()
 const dir = mkdtempSync(join(tmpdir(), 'pier-economics-'))
 after(() => rmSync(dir, { recursive: true, force: true }))
-
-function samples(text) {
-  const map = new Map()
-  for (const line of text.split('\n')) {
-    if (!line || line.startsWith('#')) continue
-    const at = line.lastIndexOf(' ')
-    map.set(line.slice(0, at), Number(line.slice(at + 1)))
-  }
-  return map
-}
 
 it("a handler's usage is counted, logged and written in the ledger; a job without usage records no tokens", async () => {
   const ledgerFile = join(dir, 'worker', 'ledger.jsonl')

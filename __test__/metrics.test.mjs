@@ -5,6 +5,7 @@ import { spawn } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { useNats, request, waitFor } from './helpers/addon.mjs'
 import { freePort } from './helpers/nats-server.mjs'
+import { samples } from './helpers/metrics-text.mjs'
 
 const CLI = fileURLToPath(new URL('../cli/pier-connector.js', import.meta.url))
 const nats = useNats()
@@ -12,17 +13,6 @@ const children = new Set()
 after(() => {
   for (const child of children) child.kill('SIGKILL')
 })
-
-/** `name{labels} value` lines of an exposition, as a map from `name{labels}` to a number. */
-function samples(text) {
-  const map = new Map()
-  for (const line of text.split('\n')) {
-    if (!line || line.startsWith('#')) continue
-    const at = line.lastIndexOf(' ')
-    map.set(line.slice(0, at), Number(line.slice(at + 1)))
-  }
-  return map
-}
 
 it('serves counts, a duration histogram, state and earnings after known jobs', async () => {
   const port = await freePort()

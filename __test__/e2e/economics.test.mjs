@@ -14,6 +14,7 @@ import { startNatsServer, freePort } from '../helpers/nats-server.mjs'
 import { startFakeModel, answerFor, USAGE } from '../helpers/fake-model.mjs'
 import { createOpenClawHome, packPlugin } from '../helpers/openclaw.mjs'
 import { firstRequest, rawClient, request, waitFor } from '../helpers/addon.mjs'
+import { samples } from '../helpers/metrics-text.mjs'
 
 const CLI = fileURLToPath(new URL('../../cli/pier-connector.js', import.meta.url))
 // Per million tokens, as OpenClaw's model cost config reads.
@@ -32,16 +33,6 @@ async function cli(args, options) {
 }
 
 const requestsOf = (marker) => model.requests.filter((r) => r.messages.includes(marker))
-
-function samples(text) {
-  const map = new Map()
-  for (const line of text.split('\n')) {
-    if (!line || line.startsWith('#')) continue
-    const at = line.lastIndexOf(' ')
-    map.set(line.slice(0, at), Number(line.slice(at + 1)))
-  }
-  return map
-}
 
 const metrics = async () => samples(await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text())
 const ledgerLines = () => readFileSync(ledgerFile, 'utf8').trim().split('\n').map((l) => JSON.parse(l))
