@@ -42,7 +42,7 @@ const account = (status, id) => status.channelAccounts.pier.find((a) => a.accoun
 
 /** The gateway's stored sessions (sessions.list's `sessions`, as it answers). */
 async function storedSessions() {
-  return JSON.parse(await cli(['gateway', 'call', 'sessions.list', '--params', '{"limit":1000}', '--json'])).sessions
+  return JSON.parse(await home.cli(['gateway', 'call', 'sessions.list', '--params', '{"limit":1000}', '--json'])).sessions
 }
 
 async function sessionKeys() {
@@ -68,7 +68,7 @@ async function answeredByMessageTool(id) {
   // agent's main session and makes pier/<job id> its delivery route (default dmScope "main"),
   // in the same tool call, just after sendText has answered the job (seen 3 s later).
   await sleep(3000)
-  const history = await cli(['gateway', 'call', 'chat.history', '--params', JSON.stringify({ sessionKey: 'agent:main:main', limit: 20 }), '--json'])
+  const history = await home.cli(['gateway', 'call', 'chat.history', '--params', JSON.stringify({ sessionKey: 'agent:main:main', limit: 20 }), '--json'])
   assert.doesNotMatch(history, new RegExp(answerFor(id)), 'the answer is not in the main session')
   const others = (await storedSessions()).filter((s) => s.key !== `agent:main:pier:${id}`)
   assert.doesNotMatch(JSON.stringify(others), new RegExp(id), 'no other session is routed to the job')
@@ -81,16 +81,6 @@ async function invokeTool(args) {
     body: JSON.stringify({ tool: 'pier_publish', args }),
   })
   return { status: response.status, body: await response.text() }
-}
-
-/** home.cli, failing with what the command printed. */
-async function cli(args, options) {
-  try {
-    return await home.cli(args, options)
-  } catch (error) {
-    error.message += `\nstdout: ${error.stdout}\nstderr: ${String(error.stderr).slice(-2000)}`
-    throw error
-  }
 }
 
 /**
@@ -171,15 +161,15 @@ describe('Pier as an OpenClaw channel', () => {
   })
 
   it('openclaw channels add --channel pier (non-interactive) writes a config that validates', async () => {
-    await cli(['channels', 'add', '--channel', 'pier', '--url', nats.url, '--use-env', '--name', 'Main worker'])
-    await cli(['channels', 'add', '--channel', 'pier', '--account', 'late', '--url', `nats://127.0.0.1:${latePort}`])
+    await home.cli(['channels', 'add', '--channel', 'pier', '--url', nats.url, '--use-env', '--name', 'Main worker'])
+    await home.cli(['channels', 'add', '--channel', 'pier', '--account', 'late', '--url', `nats://127.0.0.1:${latePort}`])
     const config = home.readConfig()
     const pier = config.channels.pier
     assert.equal(pier.natsUrl, nats.url)
     assert.deepEqual(pier.accounts.default.token, { source: 'env', provider: 'default', id: 'PIER_TOKEN' }, 'a reference, not the token')
     assert.equal(pier.accounts.default.name, 'Main worker')
     assert.equal(pier.accounts.late.natsUrl, `nats://127.0.0.1:${latePort}`)
-    assert.deepEqual(JSON.parse(await cli(['config', 'validate', '--json'])).valid, true)
+    assert.deepEqual(JSON.parse(await home.cli(['config', 'validate', '--json'])).valid, true)
 
     // The rest of the setup a user would write by hand: identities, subjects, a third account
     // whose token is a file SecretRef, the publish cap, bounded sessions.
@@ -193,7 +183,7 @@ describe('Pier as an OpenClaw channel', () => {
     pier.accounts.two = { subject: 'jobs.chan.two', workerId: 'chan-two', token: { source: 'file', provider: 'pierfile', id: '/two/token' } }
     config.tools = { ...config.tools, toolSearch: false }
     home.writeConfig(config)
-    const validated = JSON.parse(await cli(['config', 'validate', '--json']))
+    const validated = JSON.parse(await home.cli(['config', 'validate', '--json']))
     assert.equal(validated.valid, true, JSON.stringify(validated))
     console.log(`# channels add + validate done at ${elapsed()}`)
   })
@@ -204,7 +194,7 @@ describe('Pier as an OpenClaw channel', () => {
     home.writeConfig(config)
     let audit
     try {
-      audit = JSON.parse(await cli(['secrets', 'audit', '--json'], { timeout: 60_000 }))
+      audit = JSON.parse(await home.cli(['secrets', 'audit', '--json'], { timeout: 60_000 }))
     } catch (error) {
       audit = JSON.parse(error.stdout) // exit 1 when there are findings
     }
@@ -273,10 +263,10 @@ describe('Pier as an OpenClaw channel', () => {
     assert.deepEqual(status.statusIssues.filter((i) => i.accountId === 'default'), [])
     assert.doesNotMatch(JSON.stringify(status), new RegExp(TOKEN))
 
-    const text = await cli(['channels', 'status', '--probe'])
+    const text = await home.cli(['channels', 'status', '--probe'])
     assert.match(text, /Pier default \(Main worker\): enabled, configured, running, connected,.* works/)
     assert.doesNotMatch(text, /health:/)
-    const overview = await cli(['status'])
+    const overview = await home.cli(['status'])
     assert.doesNotMatch(overview, /No channels configured/)
     assert.match(overview, /│ Pier\s+│ ON\s+│ OK/)
   })
@@ -300,11 +290,11 @@ describe('Pier as an OpenClaw channel', () => {
 
   it('/pier shows the fleet table and one readable block per account', async () => {
     const key = 'agent:main:main'
-    await cli(['gateway', 'call', 'chat.send', '--params', JSON.stringify({ sessionKey: key, message: '/pier', idempotencyKey: `pier-${Date.now()}` }), '--json'])
+    await home.cli(['gateway', 'call', 'chat.send', '--params', JSON.stringify({ sessionKey: key, message: '/pier', idempotencyKey: `pier-${Date.now()}` }), '--json'])
     let last = ''
     const history = await waitFor(
       async () => {
-        last = await cli(['gateway', 'call', 'chat.history', '--params', JSON.stringify({ sessionKey: key, limit: 6 }), '--json'])
+        last = await home.cli(['gateway', 'call', 'chat.history', '--params', JSON.stringify({ sessionKey: key, limit: 6 }), '--json'])
         return /Pier connector/.test(last) ? last : null
       },
       { timeout: 30_000, interval: 500 },
@@ -325,10 +315,10 @@ describe('Pier as an OpenClaw channel', () => {
 
   it('pier_publish is opt-in, refused over the price cap before sending, and every error has a code', async () => {
     const effective = async () =>
-      JSON.stringify(JSON.parse(await cli(['gateway', 'call', 'tools.effective', '--params', JSON.stringify({ sessionKey: 'agent:main:main' }), '--json'])))
+      JSON.stringify(JSON.parse(await home.cli(['gateway', 'call', 'tools.effective', '--params', JSON.stringify({ sessionKey: 'agent:main:main' }), '--json'])))
     assert.doesNotMatch(await effective(), /pier_publish/, 'not offered to an agent until the user allows it')
     // The user opts in; the running gateway picks the config change up.
-    await cli(['config', 'set', 'tools.alsoAllow', '["pier_publish"]', '--strict-json'])
+    await home.cli(['config', 'set', 'tools.alsoAllow', '["pier_publish"]', '--strict-json'])
     await waitFor(async () => /pier_publish/.test(await effective()), { timeout: 30_000, interval: 1000 })
 
     const sent = []

@@ -23,15 +23,6 @@ const CHEAP_COST = { input: 1, output: 4, cacheRead: 0, cacheWrite: 0 }
 const costOf = (requests, cost) => requests * (USAGE.prompt * cost.input + USAGE.completion * cost.output) / 1e6
 let nats, nc, model, home, gateway, metricsPort, ledgerFile
 
-async function cli(args, options) {
-  try {
-    return await home.cli(args, options)
-  } catch (error) {
-    error.message += `\nstdout: ${error.stdout}\nstderr: ${String(error.stderr).slice(-2000)}`
-    throw error
-  }
-}
-
 const requestsOf = (marker) => model.requests.filter((r) => r.messages.includes(marker))
 
 const metrics = async () => samples(await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text())
@@ -59,7 +50,7 @@ before(async () => {
     },
   }
   home.writeConfig(config)
-  const validated = JSON.parse(await cli(['config', 'validate', '--json']))
+  const validated = JSON.parse(await home.cli(['config', 'validate', '--json']))
   assert.equal(validated.valid, true, JSON.stringify(validated))
   ledgerFile = join(home.dir, 'state', 'pier', 'ledger', 'default.jsonl')
   gateway = await home.startGateway()
@@ -159,7 +150,7 @@ describe('what a job costs and what it earns', () => {
 
     // /pier: the counts restarted with the gateway; today's ledger line did not.
     const key = 'agent:main:main'
-    await cli(['gateway', 'call', 'chat.send', '--params', JSON.stringify({ sessionKey: key, message: '/pier', idempotencyKey: `eco-${Date.now()}` }), '--json'])
+    await home.cli(['gateway', 'call', 'chat.send', '--params', JSON.stringify({ sessionKey: key, message: '/pier', idempotencyKey: `eco-${Date.now()}` }), '--json'])
     const history = await waitFor(
       async () => {
         const h = await home.cli(['gateway', 'call', 'chat.history', '--params', JSON.stringify({ sessionKey: key, limit: 6 }), '--json'])

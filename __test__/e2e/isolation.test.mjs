@@ -18,16 +18,6 @@ import { firstRequest, rawClient, request, sleep, waitFor } from '../helpers/add
 const CANARY = 'CANARY-7d41-operator-private-note'
 let nats, nc, js, jsm, model, home, gateway, mainWorkspace
 
-/** home.cli, failing with what the command printed. */
-async function cli(args, options) {
-  try {
-    return await home.cli(args, options)
-  } catch (error) {
-    error.message += `\nstdout: ${error.stdout}\nstderr: ${String(error.stderr).slice(-2000)}`
-    throw error
-  }
-}
-
 async function channelStatus() {
   return waitFor(
     async () => {
@@ -56,7 +46,7 @@ function obeyed(reply) {
 
 /** Sends `/pier`-style chat text to the operator's own main session. */
 async function operatorChat(message) {
-  await cli(['gateway', 'call', 'chat.send', '--params', JSON.stringify({ sessionKey: 'agent:main:main', message, idempotencyKey: `op-${Date.now()}-${Math.random()}` }), '--json'])
+  await home.cli(['gateway', 'call', 'chat.send', '--params', JSON.stringify({ sessionKey: 'agent:main:main', message, idempotencyKey: `op-${Date.now()}-${Math.random()}` }), '--json'])
 }
 
 before(async () => {
@@ -105,7 +95,7 @@ before(async () => {
     },
   }
   home.writeConfig(config)
-  const validated = JSON.parse(await cli(['config', 'validate', '--json']))
+  const validated = JSON.parse(await home.cli(['config', 'validate', '--json']))
   assert.equal(validated.valid, true, JSON.stringify(validated))
   gateway = await home.startGateway()
 })
@@ -236,7 +226,7 @@ describe("a stranger's job cannot reach the operator", () => {
   it('openclaw security audit --json carries the pier findings', async () => {
     let audit
     try {
-      audit = JSON.parse(await cli(['security', 'audit', '--json'], { timeout: 120_000 }))
+      audit = JSON.parse(await home.cli(['security', 'audit', '--json'], { timeout: 120_000 }))
     } catch (error) {
       audit = JSON.parse(error.stdout || '{}')
     }

@@ -22,18 +22,9 @@ const CLI = fileURLToPath(new URL('../../cli/pier-connector.js', import.meta.url
 const run = promisify(execFile)
 let nats, natsPort, nc, model, home, gateway
 
-async function cli(args, options) {
-  try {
-    return await home.cli(args, options)
-  } catch (error) {
-    error.message += `\nstdout: ${error.stdout}\nstderr: ${String(error.stderr).slice(-2000)}`
-    throw error
-  }
-}
-
 /** `openclaw channels status --json` (from the running gateway). */
 async function channelStatus() {
-  return JSON.parse(await cli(['channels', 'status', '--json']))
+  return JSON.parse(await home.cli(['channels', 'status', '--json']))
 }
 
 const account = (status, id) => status.channelAccounts.pier.find((a) => a.accountId === id)
@@ -41,7 +32,7 @@ const issuesOf = (status, id) => status.statusIssues.filter((i) => i.channel ===
 
 /** Pier's lines in `openclaw channels logs --channel pier`. */
 async function channelLogLines() {
-  const out = JSON.parse(await cli(['channels', 'logs', '--channel', 'pier', '--lines', '2000', '--json']))
+  const out = JSON.parse(await home.cli(['channels', 'logs', '--channel', 'pier', '--lines', '2000', '--json']))
   const lines = out.lines ?? out.entries ?? out
   return lines.map((l) => (typeof l === 'string' ? l : `${l.message ?? l.msg ?? JSON.stringify(l)}`))
 }
@@ -102,7 +93,7 @@ describe('channels status, logs and audit tell the truth', () => {
 
     let audit
     try {
-      audit = JSON.parse(await cli(['security', 'audit', '--json'], { timeout: 60_000 }))
+      audit = JSON.parse(await home.cli(['security', 'audit', '--json'], { timeout: 60_000 }))
     } catch (error) {
       audit = JSON.parse(error.stdout) // exit 1 when there are critical findings
     }

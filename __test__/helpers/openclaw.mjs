@@ -67,8 +67,14 @@ export async function createOpenClawHome({ modelBaseUrl, registryUrl }) {
     writeConfig: (c) => writeFileSync(configPath, JSON.stringify(c, null, 2)),
     /** Runs `openclaw ...args` and returns its stdout. */
     async cli(args, { timeout = 120_000 } = {}) {
-      const { stdout } = await run(OPENCLAW, args, { env, timeout, maxBuffer: 64 * 1024 * 1024 })
-      return stdout
+      try {
+        const { stdout } = await run(OPENCLAW, args, { env, timeout, maxBuffer: 64 * 1024 * 1024 })
+        return stdout
+      } catch (error) {
+        // A failing command says why in what it printed.
+        error.message += `\nstdout: ${error.stdout}\nstderr: ${String(error.stderr).slice(-2000)}`
+        throw error
+      }
     },
     /** Starts `openclaw gateway run` and resolves once it logs that it is ready. */
     async startGateway() {
