@@ -16,7 +16,7 @@ import { createSecurityAdapter } from '../plugin/security.mjs'
 import { sendJobReply, createPierChannel } from '../plugin/channel.mjs'
 import { resolveAccount, listAccountIds, redactSecrets, pierLogger } from '../plugin/config.mjs'
 import { applyAccountConfig, validateInput, setupWizard } from '../plugin/setup.mjs'
-import { createSessionPruner, leftoverJobSessions } from '../plugin/sessions.mjs'
+import { createSessionPruner, leftoverJobSessions, newJobSession } from '../plugin/sessions.mjs'
 import { priceRefusal, createPublishTool } from '../plugin/tool.mjs'
 import { createPublishApprovalHook, approvalRoute, approvedCalls, recordApproval, takeApproval } from '../plugin/approval.mjs'
 import { formatUptime, formatStatus } from '../plugin/command.mjs'
@@ -522,37 +522,37 @@ describe('setup', () => {
 })
 
 describe('sessions, publishing, status text', () => {
-  it('finished job sessions are deleted in gaps between jobs, keeping the newest N', async () => {
-    const deleted = []
-    let inFlight = 0
+  it('finished job sessions past the newest N are removed as they end, each by its own random key', async () => {
+    const calls = []
     const pruner = createSessionPruner({
-      agentId: 'main', keep: 2, maxBacklog: 3, idleMs: 50, busy: () => inFlight > 0,
-      deleteSession: async (p) => deleted.push(p.sessionKey),
+      agentId: 'main', keep: 2,
+      cleanupSession: async (p) => calls.push(p),
+      deleteSession: async () => assert.fail('a session of the current key shape is never deleted one by one'),
     })
-    inFlight = 1
-    for (const key of ['k1', 'k2', 'k3', 'k4']) pruner.finished(key)
-    await sleep(100)
-    assert.deepEqual(deleted, [], 'nothing while a job runs and the backlog is within bounds')
-    inFlight = 0
-    pruner.finished('k5') // the gap after this job
-    assert.deepEqual(deleted, [], 'not at once: only after idleMs without jobs')
-    await sleep(100)
-    assert.deepEqual(deleted, ['k1', 'k2', 'k3'])
-    assert.deepEqual(pruner.kept, ['k4', 'k5'])
+    const sessions = ['a', 'b', 'c', 'd'].map(() => newJobSession('main'))
+    assert.equal(new Set(sessions.map((s) => s.sessionKey)).size, 4)
+    for (const s of sessions) {
+      assert.match(s.sessionKey, /^agent:main:pier:[0-9a-f]{24}$/, 'lower case: OpenClaw stores keys so')
+      assert.equal(s.sessionId, `pier-${s.sessionKey.split(':').pop()}`)
+    }
+    pruner.finished(sessions[0].sessionKey)
+    await pruner.finished(sessions[1].sessionKey)
+    assert.deepEqual(calls, [], 'the newest 2 stay')
+    pruner.finished(sessions[2].sessionKey)
+    await pruner.finished(sessions[3].sessionKey)
+    const token = (s) => s.sessionKey.split(':').pop()
+    assert.deepEqual(calls, sessions.slice(0, 2).map((s) => ({
+      agentId: 'main', sessionKeySegmentPrefix: `pier:${token(s)}`, transcriptContentMarker: s.sessionId,
+      orphanTranscriptMinAgeMs: 0, archiveRemovedEntryTranscripts: false,
+    })))
+    assert.deepEqual(pruner.kept, sessions.slice(2).map((s) => s.sessionKey))
+    assert.equal(pruner.deleted, 2)
 
-    inFlight = 1 // busy throughout: only the part over maxBacklog goes, right away
-    for (const key of ['k6', 'k7', 'k8', 'k9']) await pruner.finished(key)
-    assert.deepEqual(deleted, ['k1', 'k2', 'k3', 'k4'])
-    assert.equal(pruner.kept.length, 2 + 3, 'keep + maxBacklog stay while jobs run')
-    await pruner.idle() // drain deletes everything due, busy or not
-    assert.deepEqual(deleted, ['k1', 'k2', 'k3', 'k4', 'k5', 'k6', 'k7'])
-    assert.deepEqual(pruner.kept, ['k8', 'k9'])
-    assert.equal(pruner.deleted, 7)
-
-    const none = createSessionPruner({ agentId: 'main', deleteSession: async (p) => deleted.push(p) })
-    none.finished('k10')
-    await none.idle() // drain deletes everything due without waiting
-    assert.deepEqual(deleted.at(-1), { agentId: 'main', sessionKey: 'k10', archiveTranscript: true })
+    const deleted = []
+    const none = createSessionPruner({ agentId: 'main', deleteSession: async (p) => deleted.push(p), cleanupSession: async () => assert.fail('not its shape') })
+    none.finished('agent:main:pier:job-id-of-an-earlier-version')
+    await none.idle()
+    assert.deepEqual(deleted, [{ agentId: 'main', sessionKey: 'agent:main:pier:job-id-of-an-earlier-version', archiveTranscript: true }], 'another shape may prefix another key: deleted alone')
   })
 
   it('job sessions an earlier gateway process left behind are found once per agent, oldest first', async () => {
@@ -572,7 +572,7 @@ describe('sessions, publishing, status text', () => {
 
     // Adopted leftovers are older than this run's jobs: keep spares the newest overall.
     const deleted = []
-    const pruner = createSessionPruner({ agentId: 'crash', keep: 1, idleMs: 1, deleteSession: async (p) => deleted.push(p.sessionKey) })
+    const pruner = createSessionPruner({ agentId: 'crash', keep: 1, deleteSession: async (p) => deleted.push(p.sessionKey) })
     pruner.finished('agent:crash:pier:job1')
     await pruner.adopt(['agent:crash:pier:a', 'agent:crash:pier:b'])
     await pruner.idle()
@@ -580,20 +580,27 @@ describe('sessions, publishing, status text', () => {
     assert.deepEqual(pruner.kept, ['agent:crash:pier:job1'])
   })
 
-  it('a failed session deletion is logged and the rest still go', async () => {
+  it('a failed session deletion is logged and the rest still go; a refused cleanup falls back to deleting alone', async () => {
     const warnings = []
     const deleted = []
+    const good = newJobSession('main').sessionKey
+    const refused = newJobSession('main').sessionKey
     const pruner = createSessionPruner({
       agentId: 'main', log: { warn: (m) => warnings.push(m) },
+      cleanupSession: async (p) => {
+        if (refused.endsWith(p.sessionKeySegmentPrefix)) throw new Error('invalid persisted session row requires repair')
+        deleted.push(`cleanup ${p.sessionKeySegmentPrefix}`)
+      },
       deleteSession: async (p) => {
         if (p.sessionKey === 'bad') throw new Error('store busy')
         deleted.push(p.sessionKey)
       },
     })
-    for (const key of ['a', 'bad', 'b']) pruner.finished(key)
+    for (const key of ['a', 'bad', good, refused, 'b']) pruner.finished(key)
     await pruner.idle()
-    assert.deepEqual(deleted, ['a', 'b'])
+    assert.deepEqual(deleted, ['a', `cleanup pier:${good.split(':').pop()}`, refused, 'b'])
     assert.match(warnings.join('\n'), /could not delete job session bad: store busy/)
+    assert.match(warnings.join('\n'), /cleanup refused it \(invalid persisted session row requires repair\); deleting it on its own/)
   })
 
   it('a price above maxPublishPrice (or not a number) is refused with a code', () => {

@@ -14,19 +14,19 @@ import { accountConfigKey, configFilePath, onConfigFileChange } from './reload.m
 const STATUS_INTERVAL_MS = 1000
 
 /**
- * @param {object} deps `api` (OpenClaw plugin API), `log` (pierLogger), `deleteSession` and
- *   `listSessions` (optional overrides of the session store's delete and list, for tests)
+ * @param {object} deps `api` (OpenClaw plugin API), `log` (pierLogger), `deleteSession`,
+ *   `cleanupSession` and `listSessions` (optional overrides of the session store's calls, for tests)
  */
-export function createAccountRun(account, { api, log, deleteSession, policy, workspaceDir }) {
+export function createAccountRun(account, { api, log, deleteSession, cleanupSession, policy, workspaceDir }) {
   const { addonConfig, accountId } = account
   const running = new Map()
   // Job turns are detached (nothing stored) unless keepSessions asks to keep some for
-  // debugging; stored ones are deleted while no job of this account runs (see sessions.mjs).
+  // debugging; stored ones past that number are deleted as their turns end (see sessions.mjs).
   // The pruner also deletes what an earlier gateway run left behind.
-  const sessions = createSessionPruner({ agentId: account.agentId, keep: account.keepSessions, log, deleteSession, busy: () => running.size > 0 })
+  const sessions = createSessionPruner({ agentId: account.agentId, keep: account.keepSessions, log, deleteSession, cleanupSession })
   const stored = account.keepSessions > 0 ? { onTurnSettled: sessions.finished } : {}
   const clean = (message) => redactSecrets(message, addonConfig)
-  const turnLog = { error: (m) => log.error(`[${accountId}] ${clean(m)}`) }
+  const turnLog = { error: (m) => log.error(`[${accountId}] ${clean(m)}`), info: (m) => log.info(`[${accountId}] ${clean(m)}`) }
   // No policy: the account is blocked (host tools) and never builds a worker.
   const handler = policy && createAgentTurnHandler(api, running, { ...stored, agentId: account.agentId, policy, workspaceDir, log: turnLog, limits: account.limits })
   let worker = null
