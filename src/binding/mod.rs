@@ -316,9 +316,18 @@ impl IdentityInfo {
     }
 }
 
-/// The identity of `config` (`signingSeed`, else its identity file), without making one unless
-/// `create` is true. Rejects with `PIER_CONFIG` for an unreadable file, a file others can read,
-/// or a key equal to the NATS login key.
+/// The identity of `config`: the key its worker signs results with (`Pier-Worker`) and its
+/// requests are signed with (`Pier-Sender`). It is `signingSeed` when set (a secret: keep it in
+/// a SecretRef or `PIER_SIGNING_SEED`), else a key of its own, made on first use and kept in
+/// the identity file: `identityFile`, by default `~/.config/pier-connector/identity.seed`
+/// (`$XDG_CONFIG_HOME` when set; under OpenClaw `<stateDir>/pier/identity/<account>.seed`),
+/// mode 0600, never in openclaw.json. Back that file up like a private key; `rotateIdentity`
+/// replaces its key. Requesters pin the `publicKey` in `trustedWorkers` (workers list a
+/// requester's in `allowedSenders`), taken from the operator rather than from a reply. The NATS
+/// login key (`nkeySeed`, the `credsFile` seed) never signs.
+///
+/// Nothing is made unless `create` is true. Rejects with `PIER_CONFIG` for an unreadable file,
+/// a file others can read, or a key equal to the NATS login key.
 #[napi]
 #[cfg_attr(test, allow(dead_code))] // test builds leave out napi's registration of functions
 pub fn identity(
