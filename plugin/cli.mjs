@@ -3,7 +3,7 @@
 // CLI with the gateway config's channels.pier account (SecretRefs resolved) as the config its
 // flags start from. `--account <id>` picks the account; `--config <file>` replaces it.
 import { createRequire } from 'node:module'
-import { resolveAccount, SECRET_KEYS, isSecretRef, channelSection } from './config.mjs'
+import { resolveAccount, SECRET_KEYS, isSecretRef, channelSection, legacySection } from './config.mjs'
 import { accountAddonConfig } from './identity.mjs'
 
 const require = createRequire(import.meta.url)
@@ -70,7 +70,7 @@ export function registerPierCli(api) {
           .action(async (_args, _options, command) => {
             const args = command.args
             const prog = 'openclaw pier'
-            if (args.includes('--help') || args.includes('-h') || flagValue(args, 'config') !== undefined || !channelSection(cfg)) {
+            if (args.includes('--help') || args.includes('-h') || flagValue(args, 'config') !== undefined || !(channelSection(cfg) ?? legacySection(cfg))) {
               return cli.run([name, ...args], { prog })
             }
             let base
