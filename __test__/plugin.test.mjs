@@ -3,7 +3,7 @@
 // resolved, set up, run, reported and drained.
 import { describe, it } from 'node:test'
 import assert from 'node:assert/strict'
-import { mkdtempSync } from 'node:fs'
+import { mkdtempSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { useNats, request, waitFor, sleep } from './helpers/addon.mjs'
@@ -434,9 +434,11 @@ describe('config', () => {
     try {
       const { config } = await gatewayAccountConfig(cfg, 'default', { api })
       assert.equal(config.ledgerFile, '/state/pier/ledger/default.jsonl', 'openclaw pier ledger reads the worker\'s ledger')
+      assert.equal(config.identityFile, '/state/pier/identity/default.seed', 'openclaw pier identity shows the worker\'s key')
       assert.equal(config.token, 'cfg')
       const two = await gatewayAccountConfig(cfg, 'two/x', { api })
       assert.equal(two.config.ledgerFile, '/state/pier/ledger/two_x.jsonl')
+      assert.equal(two.config.identityFile, '/state/pier/identity/two_x.seed')
     } finally {
       if (saved === undefined) delete process.env.PIER_TOKEN
       else process.env.PIER_TOKEN = saved
@@ -492,7 +494,7 @@ describe('setup', () => {
     // A prompter that picks the given select answer and records the options it was shown.
     const shown = []
     const prompter = (answer, typed) => ({
-      select: async ({ options, initialValue }) => (shown.push({ options: options.map((o) => o.value), initialValue }), answer ?? initialValue),
+      select: async ({ message, options, initialValue }) => (message === 'NATS token' && shown.push({ options: options.map((o) => o.value), initialValue }), answer ?? initialValue),
       text: async () => typed,
     })
     const finalize = async (c, answer, typed) => (await setupWizard.finalize({ cfg: c, accountId: 'default', prompter: prompter(answer, typed) })).cfg
@@ -518,6 +520,38 @@ describe('setup', () => {
     }
     assert.equal(await setupWizard.status.resolveConfigured({ cfg }), true)
     assert.equal(url.validate({ value: 'ftp://x' }) !== undefined, true)
+  })
+
+  it('the wizard keeps signing seeds out of openclaw.json: a key of its own by default, a signingSeed only as a SecretRef', async () => {
+    const shown = []
+    const prompter = (answer, typed) => ({
+      select: async ({ message, options, initialValue }) => {
+        if (message === 'NATS token') return 'none'
+        shown.push({ options: options.map((o) => o.value), initialValue })
+        return answer ?? initialValue
+      },
+      text: async ({ initialValue }) => typed ?? initialValue,
+    })
+    const finalize = async (c, answer, typed) => (await setupWizard.finalize({ cfg: c, accountId: 'default', prompter: prompter(answer, typed) })).cfg
+    const cfg = { channels: { pier: { natsUrl: 'nats://127.0.0.1:4222' } } }
+    // By default nothing is written: the account makes and keeps a key of its own.
+    const own = await finalize(cfg)
+    assert.deepEqual(shown.at(-1), { options: ['own', 'env'], initialValue: 'own' })
+    assert.equal(own.channels.pier.signingSeed, undefined)
+    // A seed the operator brings is a reference to the environment, PIER_SIGNING_SEED unless named.
+    const ref = await finalize(cfg, 'env')
+    assert.deepEqual(ref.channels.pier.signingSeed, { source: 'env', provider: 'default', id: 'PIER_SIGNING_SEED' })
+    assert.deepEqual((await finalize(cfg, 'env', 'MY_SEED')).channels.pier.signingSeed, { source: 'env', provider: 'default', id: 'MY_SEED' })
+    // A re-run keeps a stored reference by default.
+    assert.deepEqual((await finalize(ref)).channels.pier.signingSeed, ref.channels.pier.signingSeed)
+    assert.deepEqual(shown.at(-1), { options: ['keep', 'own', 'env'], initialValue: 'keep' })
+    // A seed stored in plain text is moved out by default (keeping it is the last choice).
+    const plain = { channels: { pier: { natsUrl: 'nats://127.0.0.1:4222', signingSeed: 'SUplain' } } }
+    assert.equal((await finalize(plain)).channels.pier.signingSeed, undefined)
+    assert.deepEqual(shown.at(-1), { options: ['own', 'env', 'keep'], initialValue: 'own' })
+    assert.deepEqual((await finalize(plain, 'env')).channels.pier.signingSeed, { source: 'env', provider: 'default', id: 'PIER_SIGNING_SEED' })
+    // The generic setup path never writes a seed's value either.
+    assert.equal(applyAccountConfig({ cfg: {}, accountId: 'default', input: { signingSeed: 'SUvalue' } }).channels.pier.signingSeed, undefined)
   })
 })
 
@@ -719,11 +753,20 @@ describe('accounts through the channel lifecycle, with a real nats-server', () =
     assert.match(text, /  uptime: \d+s; the counts below start again with the worker/)
     assert.match(text, /  today \(UTC\): 2 jobs, earned 2\.5, spent 0, margin 2\.5/, "today's ledger line")
     assert.match(text, /  jobs: 2 received, 2 completed, 0 failed/)
+    // Its own signing key, made at its first start under the state dir, never in the config.
+    const keyFile = join(STATE_DIR, 'pier', 'identity', 'default.seed')
+    const workerKey = ctx.last().pier.workerKey
+    assert.match(workerKey, /^U[A-Z2-7]{55}$/)
+    assert.equal(ctx.last().pier.identityFile, keyFile)
+    assert.ok(text.includes(`\n  signs with key ${workerKey}\n  key file: ${keyFile}\n`), text)
+    assert.equal(statSync(keyFile).mode & 0o777, 0o600)
+    assert.doesNotMatch(JSON.stringify(config), /signingSeed|SU[A-Z2-7]{56}/)
     assert.match(text, /  reconnects: 0 \(0 disconnects\)\n  last error: none/)
 
     // The tool publishes over the running account's connection.
     const published = await registered.tools[0].execute('c1', { task: 'via tool', timeoutMs: 5000 })
     assert.equal(published.details.result, 'agent says via tool')
+    assert.equal(published.details.workerKey, workerKey, 'the result is signed by default')
 
     ctx.abort()
     await registered.services[0].stop() // gateway stop: the service waits for the same drain

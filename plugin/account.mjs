@@ -8,7 +8,7 @@ import { createSessionPruner, leftoverJobSessions } from './sessions.mjs'
 import { snapshotOf, blockedError } from './status.mjs'
 import { redactSecrets } from './config.mjs'
 import { jobToolPolicy, jobWorkspaceDir } from './job-policy.mjs'
-import { withLedger } from './ledger.mjs'
+import { accountAddonConfig } from './identity.mjs'
 import { accountConfigKey, configFilePath, onConfigFileChange } from './reload.mjs'
 
 const STATUS_INTERVAL_MS = 1000
@@ -44,7 +44,7 @@ export function createAccountRun(account, { api, log, deleteSession, cleanupSess
     /** Builds the worker; throws the addon's error (config, unsupported platform) as a redacted one. */
     create() {
       try {
-        worker = new PierWorker(withLedger(api, account), handler, {
+        worker = new PierWorker(accountAddonConfig(api, account), handler, {
           logger: (level, message) => log.addon(level, `[${accountId}] ${clean(message).replace(/^\[pier-connector\] /, '')}`),
           onCancel: (jobId, reason) => running.get(jobId)?.abort(new Error(reason)),
         })
@@ -194,7 +194,7 @@ export async function startAccount(ctx, deps) {
     if (first.error && first.error.code !== 'PIER_STOPPED') throw cleanError(first.error, (m) => m)
     if (first.ok) {
       const s = run.status()
-      log.info(`[${ctx.accountId}] worker ${s.workerId} taking jobs on ${s.subject} (queue ${s.queueGroup}) via ${s.servers}`)
+      log.info(`[${ctx.accountId}] worker ${s.workerId} taking jobs on ${s.subject} (queue ${s.queueGroup}) via ${s.servers}; results signed by ${s.workerKey}`)
       publish()
       const reload = drainOnConfigChange(run, ctx, log)
       unwatch = reload.unwatch

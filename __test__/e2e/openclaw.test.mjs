@@ -176,6 +176,16 @@ describe('pier-connector in a real OpenClaw gateway', () => {
     assert.match(text, /takes jobs on jobs\.e2e \(queue openclaw-workers\), publishes to jobs\.e2e/)
     assert.match(text, /worker: e2e-worker/)
     assert.match(text, /jobs: \d+ received, \d+ completed/)
+    // The account's own signing key: made at its first start under the state dir, never in
+    // openclaw.json; `openclaw pier identity` shows the same key.
+    const workerKey = /signs with key (U[A-Z2-7]{55})/.exec(text)?.[1]
+    assert.ok(workerKey, text)
+    const keyFile = join(home.dir, 'state', 'pier', 'identity', 'default.seed')
+    assert.ok(text.includes(`key file: ${keyFile}`), text)
+    assert.equal(statSync(keyFile).mode & 0o777, 0o600)
+    assert.doesNotMatch(JSON.stringify(home.readConfig()), /signingSeed|identityFile|SU[A-Z2-7]{56}/)
+    const shown = JSON.parse(await home.cli(['pier', 'identity', '--json']))
+    assert.deepEqual([shown.publicKey, shown.file, shown.created], [workerKey, keyFile, false])
   })
 
   it('pier_publish publishes through the gateway and returns the worker reply', async () => {
