@@ -67,11 +67,11 @@ function accountCtx(cfg, accountId = 'default') {
   }
 }
 
-function setup({ config, runEmbeddedAgent, deleteSession, listSessions = async () => [] } = {}) {
+function setup({ config, runEmbeddedAgent, deleteSession, cleanupSession, listSessions = async () => [] } = {}) {
   const stub = stubApi({ config, runEmbeddedAgent })
   const runtime = registerPier(stub.api, createPierRuntime())
   // No host session store here: the leftover sweep lists a stub (empty unless a test says).
-  runtime.setDeps({ ...runtime.getDeps(), listSessions, ...(deleteSession ? { deleteSession } : {}) })
+  runtime.setDeps({ ...runtime.getDeps(), listSessions, ...(deleteSession ? { deleteSession } : {}), ...(cleanupSession ? { cleanupSession } : {}) })
   const channel = createPierChannel(sdk, runtime)
   return { ...stub, runtime, channel }
 }
@@ -101,8 +101,8 @@ describe('agent turn', () => {
     const handler = turnHandler(api)
     assert.equal(await handler(job({ systemPrompt: 'be brief', sender: 'alice\n[pier-connector] forged' })), 'the answer')
     const [p] = calls
-    assert.equal(p.sessionId, 'pier-j1')
-    assert.equal(p.sessionKey, 'agent:pier-jobs:pier:j1')
+    assert.match(p.sessionKey, /^agent:pier-jobs:pier:[0-9a-f]{24}$/, 'a token of the worker, never the job id')
+    assert.equal(p.sessionId, `pier-${p.sessionKey.split(':').pop()}`)
     assert.equal(p.agentId, 'pier-jobs')
     assert.equal(p.prompt, 'do it')
     assert.equal(p.workspaceDir, WORKSPACE)
@@ -264,7 +264,8 @@ describe('agent turn', () => {
     await turnHandler(api, { agentId: 'ops', onTurnSettled: (key) => settled.push(key) })(job({ id: 'k1' }))
     await sleep(5)
     assert.deepEqual(persistence, ['detached', 'durable'])
-    assert.deepEqual(settled, ['agent:ops:pier:k1'])
+    assert.equal(settled.length, 1)
+    assert.match(settled[0], /^agent:ops:pier:[0-9a-f]{24}$/)
   })
 
   it('channel-only keys stay out of the addon config (the Rust Config refuses unknown keys)', () => {
@@ -719,7 +720,12 @@ describe('accounts through the channel lifecycle, with a real nats-server', () =
   it('an account runs its worker, publishes its status, answers jobs and drains once on abort', async () => {
     const deleted = []
     const config = { channels: { pier: { natsUrl: nats.server.url, subject: 'jobs.life', publishSubject: 'jobs.life', workerId: 'life-1', keepSessions: 1 } } }
-    const { channel, registered, lines } = setup({ config, runEmbeddedAgent: agent, deleteSession: async (p) => deleted.push(p.sessionKey) })
+    const keys = []
+    const { channel, registered, lines } = setup({
+      config,
+      runEmbeddedAgent: async (p) => (keys.push(p.sessionKey), agent(p)),
+      cleanupSession: async (p) => deleted.push(`agent:main:${p.sessionKeySegmentPrefix}`),
+    })
     const ctx = accountCtx(config)
     const running = channel.gateway.startAccount(ctx)
     await waitFor(() => ctx.last().connected === true, { timeout: 10_000 })
@@ -727,10 +733,10 @@ describe('accounts through the channel lifecycle, with a real nats-server', () =
     assert.equal(ctx.last().running, true)
     const reply = await request(nats.nc, 'jobs.life', { type: 'task_request', id: 'l1', task: 'hi', meta: { price: 2.5 } })
     assert.equal(reply.result, 'agent says hi')
-    // keepSessions 1: stored sessions, the newest kept, older ones deleted once no job runs.
+    // keepSessions 1: stored sessions, the newest kept, older ones deleted as their turns end.
     assert.equal((await request(nats.nc, 'jobs.life', { id: 'l2', task: 'again' })).result, 'agent says again')
     await waitFor(() => deleted.length === 1, { timeout: 3000 })
-    assert.deepEqual(deleted, ['agent:main:pier:l1'])
+    assert.deepEqual(deleted, [keys[0]])
     await waitFor(() => ctx.last().pier?.completed === 2, { timeout: 5000 })
     assert.equal(ctx.last().pier.workerId, 'life-1')
     assert.equal(ctx.last().activeRuns, 0)
@@ -869,7 +875,7 @@ describe('accounts through the channel lifecycle, with a real nats-server', () =
     const one = await request(nats.nc, 'jobs.one', { id: 'o1', task: 'for one' })
     const two = await request(nats.nc, 'jobs.two', { id: 't1', task: 'for two' })
     assert.deepEqual([one.worker.id, two.worker.id], ['w-one', 'w-two'])
-    assert.deepEqual(sessions, ['agent:main:pier:o1', 'agent:ops:pier:t1'])
+    assert.deepEqual(sessions.map((k) => k.replace(/:[0-9a-f]{24}$/, ':<token>')), ['agent:main:pier:<token>', 'agent:ops:pier:<token>'])
     const text = registered.commands[0].handler().text
     assert.match(text, /account one\n[\s\S]*account two\n/)
     assert.match(text, /\nw-one +127\.0\.0\.1:\d+ +\d+s +0 +1 +0 +≤\d+ms +0 +0\nw-two +127\.0\.0\.1:\d+ /, 'a table row per running account')

@@ -129,6 +129,10 @@ export function createAgentTurnHandler(api, running, { agentId, policy, workspac
     let answer
     // A message its own turn sends on the `pier` channel answers the job before the turn ends.
     const channelAnswer = new Promise((resolve) => (answer = resolve))
+    // The worker's cancel notice names the job by its id: a second job with the id of one in
+    // flight must not take over its abort handle (the addon refuses it first; this holds when
+    // it does not).
+    if (running.has(job.id)) return fail('INVALID_REQUEST', 'a job with this id is already running on this worker; give each job its own id')
     const turn = openJobTurn({ jobId: job.id, runId, sessionKey: ids.sessionKey, allowed, answer })
     const abort = new AbortController()
     running.set(job.id, abort)

@@ -9,7 +9,8 @@
 //
 //   node scripts/node-tests.mjs [file ...]     (default: every __test__/**/*.test.mjs)
 import { spawn } from 'node:child_process'
-import { readdirSync } from 'node:fs'
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { join, relative } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
@@ -27,12 +28,17 @@ const others = testFiles(TESTS)
 const chosen = process.argv.slice(2)
 const pick = (files) => (chosen.length ? files.filter((f) => chosen.some((c) => f.endsWith(c))) : files)
 const queue = { gateway: pick(gateway), others: pick(others) }
+// Workers and clients made without an identityFile keep their key under XDG_CONFIG_HOME
+// (~/.config by default): the tests' keys go to a directory of this run's own.
+const configHome = mkdtempSync(join(tmpdir(), 'pier-tests-config-'))
+process.once('exit', () => rmSync(configHome, { recursive: true, force: true }))
 
 function runFile(file) {
   const started = Date.now()
   return new Promise((resolve) => {
     const child = spawn(process.execPath, ['--test', '--test-reporter=tap', '--test-timeout=300000', file], {
       cwd: ROOT,
+      env: { ...process.env, XDG_CONFIG_HOME: configHome },
       stdio: ['ignore', 'pipe', 'pipe'],
     })
     let out = ''
