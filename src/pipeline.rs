@@ -1,23 +1,22 @@
-//! The one place a job is admitted and answered, whatever delivered it.
+//! Moves jobs, whatever delivered them: admits, runs and answers each.
 //!
 //! A delivery source (`delivery::subscription` for core NATS, `delivery::jetstream` for a pull
-//! consumer) hands each message to [`Pipeline::admit`] as an [`Inbound`]. Admission is the same
-//! for every source, in this order: the payload is read (`protocol::parse_job`), the reply
-//! target is resolved and validated, a `Pier-Sender` signature is verified (`signature`), the
-//! sender is checked against `allowedSenders`, its price against `minJobPrice`, and a
-//! concurrency slot is taken. An admitted job runs under its deadline and is answered exactly
-//! once; the source is then told how it ended ([`Settle`]), which is where JetStream acks.
+//! consumer) hands each message to [`Pipeline::admit`] as an [`Inbound`]. What becomes of it is
+//! decided in one place, as a pure step ([`admission::admit`]); the pipeline only does what
+//! the verdict says: takes the slot, the id and the nonce it names, runs the job under its
+//! deadline, and answers it exactly once; the source is then told how it ended ([`Settle`]),
+//! which is where JetStream acks.
 
-use crate::config::{Config, SenderTrust, WorkerIdentity};
+use crate::admission::{self, Admitted, Current, Message, NotRun, Policy, SenderFacts};
+use crate::config::{Config, WorkerIdentity};
 use crate::error::{ErrorCode, JobError};
 use crate::handler::{HandlerResult, JobHandler, JobInput, Usage};
 use crate::ledger::{Ledger, LedgerEntry};
 use crate::log::{loggable, JobLine, Level, SharedLogger};
 use crate::outbox::{self, Outbox, Reply};
 use crate::protocol::{self, JobRequest};
-use crate::signature::{self, Delivered, Denied, SenderVerifier, SigningKey};
+use crate::signature::{self, Accepted, Denied, SigningKey};
 use crate::stats::{Outcome, Stats};
-use crate::subject;
 use async_nats::{Client, HeaderMap, Subject};
 use std::collections::HashSet;
 use std::future::Future;
@@ -29,6 +28,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub(crate) use crate::admission::ReplyTarget;
+
 /// How long jobs cancelled at shutdown get to send their SHUTTING_DOWN replies, and the
 /// connection to flush them.
 pub(crate) const FINAL_FLUSH: Duration = Duration::from_secs(2);
@@ -36,14 +37,6 @@ pub(crate) const FINAL_FLUSH: Duration = Duration::from_secs(2);
 /// Room left in a message for the protocol line and the error headers, so a reply judged to
 /// fit does fit under the server's `max_payload`.
 const REPLY_OVERHEAD: usize = 1024;
-
-/// Where a job's answer can go.
-pub(crate) enum ReplyTarget {
-    /// A subject that may be published to.
-    Subject(Subject),
-    /// Nowhere: the message named no usable reply subject. `why` is logged.
-    Nowhere { why: String },
-}
 
 /// How a job ended, as its delivery source needs to know it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,13 +116,8 @@ pub(crate) trait Inbound: Send + Sync + 'static {
 /// What a job's log line tells besides how it ended (never its task).
 struct JobFacts {
     received_at: Instant,
-    sender: Option<String>,
-    /// The `Pier-Sender` key, once its signature verified.
-    sender_key: Option<String>,
-    /// The request's `Pier-Sender` nonce, for the reply's `Pier-Worker` signature.
-    nonce: Option<String>,
-    /// `meta.price`, when it is a positive number: what a completed job earns.
-    price: Option<f64>,
+    /// Who sent it, as admission read it.
+    sender: SenderFacts,
     /// The job ran (reached the handler): its end goes in the ledger.
     ran: bool,
     /// What its turn used, when the handler measured it.
@@ -137,16 +125,10 @@ struct JobFacts {
 }
 
 impl JobFacts {
-    fn new(received_at: Instant, job: Option<&JobRequest>) -> JobFacts {
+    fn new(received_at: Instant, sender: SenderFacts) -> JobFacts {
         JobFacts {
             received_at,
-            sender: job.and_then(JobRequest::sender).map(loggable),
-            sender_key: None,
-            nonce: None,
-            price: job
-                .and_then(|j| j.meta.get("price"))
-                .and_then(serde_json::Value::as_f64)
-                .filter(|p| p.is_finite() && *p > 0.0),
+            sender,
             ran: false,
             usage: None,
         }
@@ -167,53 +149,20 @@ pub(crate) struct Pipeline {
     outbox: Arc<Outbox>,
     outbox_task: std::sync::Mutex<Option<JoinHandle<()>>>,
     running_ids: RunningIds,
-    /// Checks `Pier-Sender` headers, and remembers their nonces.
-    verifier: SenderVerifier,
+    /// What admission decides by: the config, `allowedSenders`, the signature checker (whose
+    /// replay memory the pipeline fills with the nonces of jobs that run).
+    policy: Policy,
     /// Signs every reply (`Pier-Worker`) when the worker has a key.
     signing_key: Option<SigningKey>,
-    /// `allowedSenders`, split once into keys and names.
-    allowed: Option<AllowedSenders>,
     /// `ledgerFile`: where each job that ran is written down.
     ledger: Option<Ledger>,
 }
 
-/// `allowedSenders`: keys match a verified `Pier-Sender`, names the self-declared
-/// `meta.sender` (under `senderTrust: "any"` only).
-struct AllowedSenders {
-    keys: HashSet<String>,
-    names: HashSet<String>,
-}
-
-impl AllowedSenders {
-    fn of(config: &Config) -> Option<AllowedSenders> {
-        let names: HashSet<String> = config
-            .allowed_names()
-            .into_iter()
-            .map(String::from)
-            .collect();
-        config.allowed_senders.as_ref().map(|all| AllowedSenders {
-            keys: all
-                .iter()
-                .filter(|s| !names.contains(*s))
-                .cloned()
-                .collect(),
-            names: match config.sender_trust {
-                SenderTrust::Any => names,
-                // Every job is signed: a self-declared name proves nothing.
-                SenderTrust::Signed => HashSet::new(),
-            },
-        })
-    }
-
-    fn allow(&self, key: Option<&str>, name: Option<&str>) -> bool {
-        key.is_some_and(|k| self.keys.contains(k)) || name.is_some_and(|n| self.names.contains(n))
-    }
-}
-
-/// Ids of the jobs admitted and not yet answered.
+/// Ids of the jobs admitted whose handler call has not yet stopped.
 type RunningIds = Arc<std::sync::Mutex<HashSet<String>>>;
 
-/// A job id held from admission until the job is answered; released on drop.
+/// A job id held from admission until the job is answered and its handler call has stopped;
+/// released on drop.
 pub(crate) struct IdClaim {
     ids: RunningIds,
     id: String,
@@ -234,6 +183,32 @@ impl IdClaim {
 impl Drop for IdClaim {
     fn drop(&mut self) {
         crate::sync::lock(&self.ids).remove(&self.id);
+    }
+}
+
+/// The worker as admission sees it when a message arrives.
+struct Occupancy<'a> {
+    pipeline: &'a Pipeline,
+    /// The source already holds a slot for this message.
+    held: bool,
+    draining: bool,
+}
+
+impl Current for Occupancy<'_> {
+    fn draining(&self) -> bool {
+        self.draining
+    }
+
+    fn slots_free(&self) -> usize {
+        self.pipeline.slots.available_permits() + usize::from(self.held)
+    }
+
+    fn running(&self, id: &str) -> bool {
+        crate::sync::lock(&self.pipeline.running_ids).contains(id)
+    }
+
+    fn nonce(&self, accepted: &Accepted) -> Result<(), Denied> {
+        self.pipeline.policy.signatures.lookup(accepted)
     }
 }
 
@@ -264,8 +239,7 @@ impl Pipeline {
         });
         Arc::new(Pipeline {
             slots: Arc::new(Semaphore::new(config.max_concurrent_jobs as usize)),
-            verifier: SenderVerifier::new(config.signature_max_age_ms),
-            allowed: AllowedSenders::of(&config),
+            policy: Policy::new(config.clone(), signing_key.is_some()),
             ledger: config
                 .ledger_file
                 .as_ref()
@@ -294,9 +268,54 @@ impl Pipeline {
         &self.slots
     }
 
-    /// Admits one message: reads it, resolves its reply target, checks its sender, takes a
-    /// slot (`slot` when the source already holds one), then runs it in its own task, or
-    /// inline when the handler answers on its first poll. Every refusal is answered here.
+    /// What admission says of `inbound`, with the worker as it is now.
+    fn judge<I: Inbound>(
+        &self,
+        inbound: &I,
+        held: bool,
+        draining: bool,
+    ) -> Result<Box<Admitted>, NotRun> {
+        let parsed = protocol::parse_job(inbound.payload(), self.config.max_payload_bytes);
+        let id = match &parsed {
+            Ok(job) => Some(job.id.as_str()),
+            Err(rejection) => rejection.id.as_deref(),
+        };
+        let target = inbound.reply_target(id);
+        let sender_headers = inbound
+            .headers()
+            .map(|h| {
+                h.get_all(signature::SENDER_HEADER)
+                    .map(|v| v.as_str())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let message = Message {
+            parsed,
+            target,
+            defect: inbound.defect(),
+            sender_headers,
+            payload: inbound.payload(),
+            subject: inbound.subject(),
+            signed_reply: inbound.signed_reply(),
+            stored: inbound.stored(),
+            gives_back_when_full: inbound.when_full().is_some(),
+        };
+        let current = Occupancy {
+            pipeline: self,
+            held,
+            draining,
+        };
+        admission::admit(
+            message,
+            &self.policy,
+            signature::unix_ms(SystemTime::now()),
+            &current,
+        )
+    }
+
+    /// Admits one message (`slot` when the source already holds one for it): asks admission,
+    /// answers a refusal, or takes the slot, the id and the nonce it names and runs the job in
+    /// its own task, or inline when the handler answers on its first poll.
     pub(crate) async fn admit<I: Inbound>(
         self: &Arc<Self>,
         inbound: I,
@@ -304,134 +323,54 @@ impl Pipeline {
     ) {
         let received_at = Instant::now();
         self.stats.received();
-        let parsed = protocol::parse_job(inbound.payload(), self.config.max_payload_bytes);
-        let id = match &parsed {
-            Ok(job) => Some(job.id.as_str()),
-            Err(rejection) => rejection.id.as_deref(),
+        let admitted = match self.judge(&inbound, slot.is_some(), false) {
+            Ok(admitted) => admitted,
+            Err(not_run) => return self.not_run(inbound, not_run, received_at).await,
         };
-        let mut facts = JobFacts::new(received_at, parsed.as_ref().ok());
-        let target = match self.reply_target(&inbound, id) {
-            ReplyTarget::Subject(subject) => subject,
-            ReplyTarget::Nowhere { why } => {
-                self.stats.record(Outcome::NoReply);
-                self.logger.log(
-                    Level::Warn,
-                    &format!(
-                        "[pier-connector] job {} not run: {why}",
-                        id.map_or_else(|| "(no id)".to_string(), loggable)
-                    ),
-                );
-                inbound.settle(Settle::Unanswerable).await;
-                return;
+        let Admitted {
+            job,
+            target,
+            sender,
+            signature,
+            budget,
+            left,
+        } = *admitted;
+        let facts = JobFacts::new(received_at, sender);
+        let id = Some(job.id.as_str());
+        // Admission saw them free; each is taken here, atomically, and a race lost is answered
+        // like the rule it lost to.
+        let Some(slot) = slot.or_else(|| self.slots.clone().try_acquire_owned().ok()) else {
+            if let Some(settle) = inbound.when_full() {
+                self.stats.record(Outcome::Errored(ErrorCode::Overloaded));
+                return inbound.settle(settle).await;
             }
+            let error = admission::overloaded(self.config.max_concurrent_jobs);
+            return self.refuse(inbound, target, id, error, &facts).await;
         };
-        if let Some(defect) = inbound.defect() {
-            let error = JobError::new(ErrorCode::InvalidRequest, defect);
-            let id = id.map(str::to_string);
-            return self
-                .refuse(inbound, target, id.as_deref(), error, &facts)
-                .await;
-        }
-        // Before the payload's own errors: a message signed in someone else's name is refused
-        // as that, whatever it holds.
-        if let Err(error) = self.check_signature(&inbound, &mut facts) {
-            let id = id.map(str::to_string);
-            return self
-                .refuse(inbound, target, id.as_deref(), error, &facts)
-                .await;
-        }
-        // A signed job is answered where its signature says: on the reply line the requester
-        // signed (core: Pier-Reply-To when a relay set it). Headers are not signed, so without
-        // this a copy of someone's request with its own NATS reply and their Pier-Reply-To would
-        // run in their name and be answered to the copier.
-        let target = match (&facts.sender_key, inbound.signed_reply()) {
-            (Some(_), signed) if !signed.is_empty() && signed != target.as_str() => {
-                if !subject::is_publish_subject(signed)
-                    || subject::reply_refusal(signed, &self.config.reply_subject_prefixes).is_some()
-                {
-                    let error = JobError::new(
-                        ErrorCode::Unauthorized,
-                        "the signed reply subject (Pier-Reply-To) is not one this worker answers on",
-                    );
-                    let id = id.map(str::to_string);
-                    return self
-                        .refuse(inbound, target, id.as_deref(), error, &facts)
-                        .await;
-                }
-                Subject::from(signed)
-            }
-            _ => target,
-        };
-        let job = match parsed {
-            Ok(job) => job,
-            Err(rejection) => {
-                return self
-                    .refuse(
-                        inbound,
-                        target,
-                        rejection.id.as_deref(),
-                        rejection.error,
-                        &facts,
-                    )
-                    .await;
-            }
-        };
-        if let Some(allowed) = &self.allowed {
-            if !allowed.allow(facts.sender_key.as_deref(), job.sender()) {
-                let error = JobError::new(
-                    ErrorCode::Unauthorized,
-                    "this worker does not take jobs from this sender",
-                );
-                return self
-                    .refuse(inbound, target, Some(&job.id), error, &facts)
-                    .await;
-            }
-        }
-        // Before a slot or the id is taken: a job that pays too little costs the worker nothing.
-        if let Some(error) = self.price_refusal(&job) {
-            return self
-                .refuse(inbound, target, Some(&job.id), error, &facts)
-                .await;
-        }
-        // Requester-chosen ids key the handler's running turns (their abort handles and the
-        // channel's answer slots): a second job with the id of one in flight would take them over.
         let Some(claim) = IdClaim::take(&self.running_ids, &job.id) else {
-            let error = JobError::new(
-                ErrorCode::InvalidRequest,
-                "a job with this id is already running on this worker; give each job its own id",
-            );
-            return self
-                .refuse(inbound, target, Some(&job.id), error, &facts)
-                .await;
+            let error = admission::duplicate_id();
+            return self.refuse(inbound, target, id, error, &facts).await;
         };
-        let slot = match slot.map_or_else(|| self.slots.clone().try_acquire_owned().ok(), Some) {
-            Some(slot) => slot,
-            None => match inbound.when_full() {
-                Some(settle) => {
-                    self.stats.record(Outcome::Errored(ErrorCode::Overloaded));
-                    return inbound.settle(settle).await;
-                }
-                None => {
-                    let error = JobError::new(
-                        ErrorCode::Overloaded,
-                        format!(
-                            "worker is running its limit of {} jobs; retry on another worker",
-                            self.config.max_concurrent_jobs
-                        ),
-                    );
-                    return self
-                        .refuse(inbound, target, Some(&job.id), error, &facts)
-                        .await;
-                }
-            },
-        };
+        // Only a job that runs is remembered: one refused before it runs may come again, and
+        // a flood refused for lack of slots never fills the memory.
+        if let Some(Err(denied)) = signature.map(|s| self.policy.signatures.remember(&s)) {
+            let error = admission::denied(denied);
+            return self.refuse(inbound, target, id, error, &facts).await;
+        }
         self.stats.job_started();
+        // A JetStream job's deadline counts from when the stream stored it (`left`).
+        let deadline = received_at + left;
         // A handler that answers on its first poll runs here, in the receive loop, and its
         // reply is published at once (it would gain nothing from waiting in the outbox).
         let inline = self.handler.ready_on_first_poll();
-        let run = self
-            .clone()
-            .run(inbound, job, target, facts, (slot, claim), inline);
+        let run = self.clone().run(
+            inbound,
+            (job, target),
+            facts,
+            (slot, claim),
+            (deadline, budget),
+            inline,
+        );
         if !inline {
             self.jobs.spawn(run);
             return;
@@ -447,106 +386,37 @@ impl Pipeline {
         }
     }
 
-    /// PRICE_TOO_LOW when `minJobPrice` is above 0 and the job's `meta.price` is below it, or
-    /// is missing or not a number.
-    fn price_refusal(&self, job: &JobRequest) -> Option<JobError> {
-        let floor = self.config.min_job_price;
-        if floor <= 0.0 {
-            return None;
-        }
-        let offered = job
-            .meta
-            .get("price")
-            .and_then(serde_json::Value::as_f64)
-            .filter(|p| p.is_finite());
-        match offered {
-            Some(price) if price >= floor => None,
-            Some(price) => Some(JobError::new(
-                ErrorCode::PriceTooLow,
-                format!("this worker takes jobs paying at least {floor} (meta.price); this one offers {price}"),
-            )),
-            None => Some(JobError::new(
-                ErrorCode::PriceTooLow,
-                format!("this worker takes jobs paying at least {floor} (meta.price); this one names no price"),
-            )),
-        }
-    }
-
-    /// Verifies the message's `Pier-Sender` header, if it has one; without one, refuses it
-    /// under `senderTrust: "signed"`. A verified key and the nonce go into `facts`. An
-    /// unsigned message costs one header lookup.
-    fn check_signature<I: Inbound>(
-        &self,
-        inbound: &I,
-        facts: &mut JobFacts,
-    ) -> Result<(), JobError> {
-        let unauthorized = |why: &str| JobError::new(ErrorCode::Unauthorized, why);
-        let headers = inbound.headers();
-        let Some(value) = headers.and_then(|h| h.get(signature::SENDER_HEADER)) else {
-            return match self.config.sender_trust {
-                SenderTrust::Any => Ok(()),
-                SenderTrust::Signed => Err(unauthorized(
-                    "this worker takes signed jobs only: the request has no Pier-Sender header",
-                )),
-            };
-        };
-        let verified = self.verify_sender(inbound, headers, value.as_str());
-        match verified {
-            Ok((key, nonce)) => {
-                facts.sender_key = Some(key);
-                facts.nonce = Some(nonce);
-                Ok(())
+    /// Does what admission said of a job that does not run.
+    async fn not_run<I: Inbound>(&self, inbound: I, not_run: NotRun, received_at: Instant) {
+        match not_run {
+            NotRun::Refuse(refusal) => {
+                let facts = JobFacts::new(received_at, refusal.sender);
+                self.refuse(
+                    inbound,
+                    refusal.target,
+                    refusal.id.as_deref(),
+                    refusal.error,
+                    &facts,
+                )
+                .await
             }
-            Err(error) => {
-                // The refusal is signed too, for the request it refuses, if its nonce reads.
-                if self.signing_key.is_some() {
-                    facts.nonce = signature::sender_nonce(value.as_str());
-                }
-                Err(error)
+            NotRun::GiveBack => {
+                self.stats.record(Outcome::Errored(ErrorCode::Overloaded));
+                let settle = inbound.when_full().unwrap_or(Settle::Retry { delay: None });
+                inbound.settle(settle).await
             }
-        }
-    }
-
-    /// The verified `(key, nonce)` of a `Pier-Sender` header, or why the job is refused.
-    fn verify_sender<I: Inbound>(
-        &self,
-        inbound: &I,
-        headers: Option<&HeaderMap>,
-        value: &str,
-    ) -> Result<(String, String), JobError> {
-        let unauthorized = |why: &str| JobError::new(ErrorCode::Unauthorized, why);
-        if headers.is_some_and(|h| h.get_all(signature::SENDER_HEADER).count() > 1) {
-            return Err(unauthorized(
-                "Pier-Sender header refused: malformed (more than one)",
-            ));
-        }
-        let header = signature::parse_sender(value).map_err(|r| unauthorized(&r.0))?;
-        let now_ms = signature::unix_ms(SystemTime::now());
-        let stored = inbound.stored();
-        let message = Delivered {
-            payload: inbound.payload(),
-            subjects: [inbound.subject(), &self.config.publish_subject],
-            reply: inbound.signed_reply(),
-            time_ms: stored.map_or(now_ms, |(at, _)| at),
-            stream_seq: stored.map(|(_, seq)| seq),
-        };
-        // A listed key only, where allowedSenders lists keys alone; with names (senderTrust
-        // "any") the name may still admit the job, and the full check comes after the payload.
-        let admits = |key: &str| {
-            self.allowed
-                .as_ref()
-                .is_none_or(|a| !a.names.is_empty() || a.keys.contains(key))
-        };
-        match self.verifier.verify(&header, &message, now_ms, admits) {
-            Ok(()) => Ok((header.key, header.nonce)),
-            Err(Denied::Unauthorized(refusal)) => Err(unauthorized(&refusal.0)),
-            Err(Denied::MemoryFull) => Err(JobError::new(
-                ErrorCode::Overloaded,
-                format!(
-                    "this worker's replay memory is full ({} signed jobs inside signatureMaxAgeMs); retry on another worker",
-                    signature::REPLAY_MEMORY_CAP
-                ),
-            )),
+            NotRun::Unanswerable { id, why } => {
+                self.stats.record(Outcome::NoReply);
+                self.logger.log(
+                    Level::Warn,
+                    &format!(
+                        "[pier-connector] job {} not run: {why}",
+                        id.as_deref()
+                            .map_or_else(|| "(no id)".to_string(), loggable)
+                    ),
+                );
+                inbound.settle(Settle::Unanswerable).await
+            }
         }
     }
 
@@ -565,7 +435,7 @@ impl Pipeline {
         let header = signature::sign_result(
             key,
             id,
-            facts.nonce.as_deref().unwrap_or_default(),
+            facts.sender.nonce.as_deref().unwrap_or_default(),
             payload,
             SystemTime::now(),
         );
@@ -574,50 +444,23 @@ impl Pipeline {
         Some(headers)
     }
 
-    /// Answers a message without running it (`code` when the worker is shutting down).
-    pub(crate) async fn refuse_unrun<I: Inbound>(&self, inbound: I, code: ErrorCode, why: &str) {
+    /// Answers a message that arrived while the worker is shutting down: SHUTTING_DOWN (signed
+    /// for the request it refuses, so a signed requester reads a refusal it can retry
+    /// elsewhere), never run.
+    pub(crate) async fn refuse_draining<I: Inbound>(&self, inbound: I) {
+        let received_at = Instant::now();
         self.stats.received();
-        // The id is worth reading so the requester can match the refusal to its request.
-        let id = protocol::parse_job(inbound.payload(), self.config.max_payload_bytes)
-            .map(|job| job.id)
-            .map_err(|rejection| rejection.id);
-        let id = match &id {
-            Ok(id) => Some(id.as_str()),
-            Err(id) => id.as_deref(),
+        let not_run = match self.judge(&inbound, false, true) {
+            Err(not_run) => not_run,
+            // Admission admits nothing while draining; should it, the job is refused all the same.
+            Ok(admitted) => NotRun::Refuse(Box::new(admission::Refusal {
+                error: JobError::new(ErrorCode::ShuttingDown, "the worker is shutting down"),
+                id: Some(admitted.job.id),
+                target: admitted.target,
+                sender: admitted.sender,
+            })),
         };
-        match self.reply_target(&inbound, id) {
-            ReplyTarget::Subject(target) => {
-                let mut facts = JobFacts::new(Instant::now(), None);
-                // Signed for the request it refuses, so a signed requester reads a refusal it
-                // can retry elsewhere (SHUTTING_DOWN), not a signature error.
-                if self.signing_key.is_some() {
-                    facts.nonce = inbound
-                        .headers()
-                        .and_then(|h| h.get(signature::SENDER_HEADER))
-                        .and_then(|v| signature::sender_nonce(v.as_str()));
-                }
-                self.refuse(inbound, target, id, JobError::new(code, why), &facts)
-                    .await
-            }
-            ReplyTarget::Nowhere { .. } => {
-                self.stats.record(Outcome::NoReply);
-                inbound.settle(Settle::Unanswerable).await;
-            }
-        }
-    }
-
-    /// Where the source says the answer goes, unless the worker must not publish there
-    /// (`subject::reply_refusal`): one rule for every source.
-    fn reply_target<I: Inbound>(&self, inbound: &I, job_id: Option<&str>) -> ReplyTarget {
-        match inbound.reply_target(job_id) {
-            ReplyTarget::Subject(subject) => {
-                match subject::reply_refusal(&subject, &self.config.reply_subject_prefixes) {
-                    None => ReplyTarget::Subject(subject),
-                    Some(why) => ReplyTarget::Nowhere { why: why.into() },
-                }
-            }
-            nowhere => nowhere,
-        }
+        self.not_run(inbound, not_run, received_at).await
     }
 
     async fn refuse<I: Inbound>(
@@ -643,10 +486,10 @@ impl Pipeline {
     async fn run<I: Inbound>(
         self: Arc<Self>,
         inbound: I,
-        job: JobRequest,
-        target: Subject,
+        (job, target): (JobRequest, Subject),
         mut facts: JobFacts,
         (slot, claim): (OwnedSemaphorePermit, IdClaim),
+        (deadline, budget): (Instant, Duration),
         inline: bool,
     ) {
         let keep_alive = inbound.keep_alive();
@@ -658,7 +501,7 @@ impl Pipeline {
                 usage,
             },
         ) = self
-            .execute(job, facts.sender_key.clone(), received_at, slot)
+            .execute(job, facts.sender.key.clone(), (deadline, budget), slot)
             .await;
         // Spent whatever the answer: a failed turn used its tokens too.
         if let Some(usage) = &usage {
@@ -679,7 +522,7 @@ impl Pipeline {
                 let delivered = self
                     .answer_result(&inbound, target, &id, &facts, &result, inline)
                     .await;
-                if let (Some(true), Some(price)) = (delivered, facts.price) {
+                if let (Some(true), Some(price)) = (delivered, facts.sender.price) {
                     self.stats.add_earned(price);
                 }
                 match delivered {
@@ -717,11 +560,9 @@ impl Pipeline {
         &self,
         job: JobRequest,
         sender_key: Option<String>,
-        received_at: Instant,
+        (deadline, budget): (Instant, Duration),
         slot: OwnedSemaphorePermit,
     ) -> (String, HandlerResult) {
-        let budget = self.config.job_deadline(job.timeout_ms);
-        let deadline = received_at + budget;
         let id = job.id.clone();
         let input = JobInput {
             sender: job.sender().map(str::to_string),
@@ -815,13 +656,13 @@ impl Pipeline {
         if self.logger.enabled(Level::Info) {
             let line = JobLine {
                 job_id: Some(loggable(id)),
-                sender: facts.sender.clone(),
-                sender_key: facts.sender_key.clone(),
+                sender: facts.sender.name.clone(),
+                sender_key: facts.sender.key.clone(),
                 duration_ms: latency_ms,
                 outcome: "completed",
                 code: None,
                 message: None,
-                price: facts.price,
+                price: facts.sender.price,
                 usage: facts.usage,
             };
             self.logger.job(Level::Info, &line);
@@ -856,13 +697,13 @@ impl Pipeline {
         };
         let line = JobLine {
             job_id: id.map(loggable),
-            sender: facts.sender.clone(),
-            sender_key: facts.sender_key.clone(),
+            sender: facts.sender.name.clone(),
+            sender_key: facts.sender.key.clone(),
             duration_ms: facts.received_at.elapsed().as_millis() as u64,
             outcome: crate::stats::Stats::bucket_of(error.code),
             code: Some(error.code),
             message: Some(error.message),
-            price: facts.price,
+            price: facts.sender.price,
             usage: facts.usage,
         };
         self.logger.job(level, &line);
@@ -893,11 +734,11 @@ impl Pipeline {
             time: crate::timestamp::rfc3339(SystemTime::now()),
             worker: self.identity.id.clone(),
             id: loggable(id),
-            sender: facts.sender.clone(),
-            sender_key: facts.sender_key.clone(),
-            price: facts.price,
+            sender: facts.sender.name.clone(),
+            sender_key: facts.sender.key.clone(),
+            price: facts.sender.price,
             earned: if earned {
-                facts.price.unwrap_or(0.0)
+                facts.sender.price.unwrap_or(0.0)
             } else {
                 0.0
             },
