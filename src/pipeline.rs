@@ -6,6 +6,10 @@
 //! the verdict says: takes the slot, the id and the nonce it names, runs the job under its
 //! deadline, and answers it exactly once; the source is then told how it ended ([`Settle`]),
 //! which is where JetStream acks.
+//!
+//! A handler call holds its concurrency slot and its id until it has really returned: a turn
+//! past its deadline is answered TIMEOUT at once and told to stop, and keeps both until it has.
+//! So no more than `maxConcurrentJobs` handler calls run at once, ever.
 
 use crate::admission::{self, Admitted, Current, Message, NotRun, Policy, SenderFacts};
 use crate::config::{Config, WorkerIdentity};
@@ -18,6 +22,7 @@ use crate::protocol::{self, JobRequest};
 use crate::signature::{self, Accepted, Denied, SigningKey};
 use crate::stats::{Outcome, Stats};
 use async_nats::{Client, HeaderMap, Subject};
+use futures_util::future::BoxFuture;
 use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
@@ -122,7 +127,14 @@ struct JobFacts {
     ran: bool,
     /// What its turn used, when the handler measured it.
     usage: Option<Usage>,
+    /// Set while its handler call runs on after its answer (past its deadline): its ledger
+    /// line waits until the call has returned, to hold what it spent; here the line's outcome
+    /// and code wait for then.
+    ledger_later: Option<std::sync::Mutex<Option<LedgerLine>>>,
 }
+
+/// A ledger line's outcome and code.
+type LedgerLine = (String, Option<ErrorCode>);
 
 impl JobFacts {
     fn new(received_at: Instant, sender: SenderFacts) -> JobFacts {
@@ -131,6 +143,7 @@ impl JobFacts {
             sender,
             ran: false,
             usage: None,
+            ledger_later: None,
         }
     }
 }
@@ -494,15 +507,27 @@ impl Pipeline {
     ) {
         let keep_alive = inbound.keep_alive();
         let received_at = facts.received_at;
-        let (
-            id,
-            HandlerResult {
-                answer: outcome,
-                usage,
-            },
-        ) = self
-            .execute(job, facts.sender.key.clone(), (deadline, budget), slot)
+        let id = job.id.clone();
+        let (outcome, still_running) = self
+            .execute(job, facts.sender.key.clone(), (deadline, budget))
             .await;
+        // A call that returned frees its slot before the reply goes out, so a requester that
+        // sends its next job on receiving this reply never finds the worker still full. One
+        // that did not keeps it, with its id, until it has (below).
+        let still_running = match still_running {
+            None => {
+                drop(slot);
+                None
+            }
+            Some(turn) => {
+                facts.ledger_later = Some(std::sync::Mutex::new(None));
+                Some((turn, slot))
+            }
+        };
+        let HandlerResult {
+            answer: outcome,
+            usage,
+        } = outcome;
         // Spent whatever the answer: a failed turn used its tokens too.
         if let Some(usage) = &usage {
             self.stats.add_usage(usage);
@@ -547,22 +572,72 @@ impl Pipeline {
         if let Some(task) = keep_alive {
             task.abort();
         }
-        // The turn is over and answered: its id is free before the source settles, which may
-        // take a while (a JetStream ack waiting out an election), so a redelivery meanwhile runs
-        // again instead of being refused as a duplicate of itself.
-        drop(claim);
+        let Some((turn, slot)) = still_running else {
+            // The turn is over and answered: its id is free before the source settles, which
+            // may take a while (a JetStream ack waiting out an election), so a redelivery
+            // meanwhile runs again instead of being refused as a duplicate of itself.
+            drop(claim);
+            inbound.settle(settle).await;
+            self.stats.job_finished();
+            return;
+        };
+        // Answered (TIMEOUT, SHUTTING_DOWN) and settled, while the handler call, told to stop,
+        // has not returned yet: it is still running, so it keeps its slot and its id until it
+        // has. A cap that freed them now would let a flood of short deadlines run any number of
+        // turns at once.
         inbound.settle(settle).await;
+        self.outlive(&id, turn, &mut facts).await;
+        drop(slot);
+        drop(claim);
         self.stats.job_finished();
     }
 
-    /// Runs the handler under the job's deadline; frees the concurrency slot when it ends.
+    /// Waits for a handler call the worker stopped waiting for to return (or for the worker to
+    /// stop for good), counts what it spent meanwhile, and writes its ledger line.
+    async fn outlive(
+        &self,
+        id: &str,
+        turn: BoxFuture<'static, HandlerResult>,
+        facts: &mut JobFacts,
+    ) {
+        let late = tokio::select! {
+            biased;
+            result = turn => Some(result),
+            _ = self.cancel.cancelled() => None,
+        };
+        let after = facts.received_at.elapsed();
+        if let Some(usage) = late.and_then(|r| r.usage) {
+            self.stats.add_usage(&usage);
+            facts.usage = Some(facts.usage.map_or(usage, |u| u.plus(usage)));
+        }
+        if self.logger.enabled(Level::Debug) {
+            self.logger.log(
+                Level::Debug,
+                &format!(
+                    "[pier-connector] job {}: its handler call stopped {} ms after it was received; its slot is free",
+                    loggable(id),
+                    after.as_millis()
+                ),
+            );
+        }
+        let line = facts
+            .ledger_later
+            .take()
+            .and_then(|later| later.into_inner().ok().flatten());
+        if let Some((outcome, code)) = line {
+            self.write_ledger(id, facts, &outcome, code, false);
+        }
+    }
+
+    /// Calls the handler under the job's deadline. The answer, and the call itself when the
+    /// worker stopped waiting for it (its deadline passed, or the worker is shutting down): the
+    /// handler was told to stop it, but it runs until it returns.
     async fn execute(
         &self,
         job: JobRequest,
         sender_key: Option<String>,
         (deadline, budget): (Instant, Duration),
-        slot: OwnedSemaphorePermit,
-    ) -> (String, HandlerResult) {
+    ) -> (HandlerResult, Option<BoxFuture<'static, HandlerResult>>) {
         let id = job.id.clone();
         let input = JobInput {
             sender: job.sender().map(str::to_string),
@@ -586,29 +661,22 @@ impl Pipeline {
                 ),
             );
         }
-
-        let outcome = tokio::select! {
+        let mut turn = self.handler.run(input);
+        let cut = tokio::select! {
             // The handler first: one that is ready at once never arms the deadline timer.
             biased;
-            result = self.handler.run(input) => result,
-            _ = tokio::time::sleep_until(deadline.into()) => HandlerResult::failed(JobError::new(
+            result = &mut turn => return (result, None),
+            _ = tokio::time::sleep_until(deadline.into()) => JobError::new(
                 ErrorCode::Timeout,
                 format!("the job did not finish within its {} ms deadline", budget.as_millis()),
-            )),
-            _ = self.cancel.cancelled() => HandlerResult::failed(JobError::new(
+            ),
+            _ = self.cancel.cancelled() => JobError::new(
                 ErrorCode::ShuttingDown,
                 "the worker shut down before the job finished",
-            )),
+            ),
         };
-        // The slot frees before the reply goes out, so a requester that sends its next job on
-        // receiving this reply never finds the worker still full.
-        drop(slot);
-        if let Err(error) = &outcome.answer {
-            if matches!(error.code, ErrorCode::Timeout | ErrorCode::ShuttingDown) {
-                self.handler.cancel(&id, error.code);
-            }
-        }
-        (id, outcome)
+        self.handler.cancel(&id, cut.code);
+        (HandlerResult::failed(cut), Some(turn))
     }
 
     /// Sends a `task_result` and counts it. A result too large for the server becomes a
@@ -730,6 +798,10 @@ impl Pipeline {
         let Some(ledger) = self.ledger.as_ref().filter(|_| facts.ran) else {
             return;
         };
+        if let Some(later) = &facts.ledger_later {
+            *crate::sync::lock(later) = Some((outcome.to_string(), code));
+            return;
+        }
         let entry = LedgerEntry {
             time: crate::timestamp::rfc3339(SystemTime::now()),
             worker: self.identity.id.clone(),
