@@ -13,8 +13,8 @@ export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-was
 export declare class PierClient {
   constructor(config: PierConfig, options?: ClientOptions | undefined | null)
   /**
-   * Sends a `task_request` to `publishSubject` (signed with `Pier-Sender` when the config
-   * has a signing key) and resolves to the parsed reply (`task_result` or `task_error`),
+   * Sends a `task_request` to `publishSubject`, signed (`Pier-Sender`) with the requester's
+   * own key (`signingSeed`, else the identity file's, made on the first publish), and resolves to the parsed reply (`task_result` or `task_error`),
    * with `workerKey` when its `Pier-Worker` signature verified. Rejects with `PIER_TIMEOUT`,
    * `PIER_NO_RESPONDERS`, `PIER_WORKER_SIGNATURE` or `PIER_UNTRUSTED_WORKER`.
    */
@@ -92,6 +92,43 @@ export interface HandlerAnswer {
 export interface HandlerError {
   error: ReplyError
   usage?: TurnUsage
+}
+
+/**
+ * The identity of `config`: the key its worker signs results with (`Pier-Worker`) and its
+ * requests are signed with (`Pier-Sender`). It is `signingSeed` when set (a secret: keep it in
+ * a SecretRef or `PIER_SIGNING_SEED`), else a key of its own, made on first use and kept in
+ * the identity file: `identityFile`, by default `~/.config/pier-connector/identity.seed`
+ * (`$XDG_CONFIG_HOME` when set; under OpenClaw `<stateDir>/pier/identity/<account>.seed`),
+ * mode 0600, never in openclaw.json. Back that file up like a private key; `rotateIdentity`
+ * replaces its key. Requesters pin the `publicKey` in `trustedWorkers` (workers list a
+ * requester's in `allowedSenders`), taken from the operator rather than from a reply. The NATS
+ * login key (`nkeySeed`, the `credsFile` seed) never signs.
+ *
+ * Nothing is made unless `create` is true. Rejects with `PIER_CONFIG` for an unreadable file,
+ * a file others can read, or a key equal to the NATS login key.
+ */
+export declare function identity(config: PierConfig, create?: boolean | undefined | null): IdentityInfo
+
+/**
+ * The key a worker signs its results with and a requester its requests: `signingSeed`, or
+ * the key of its own kept in the identity file (`identityFile`, else the default path).
+ */
+export interface IdentityInfo {
+  /**
+   * The public key (`U…`): what requesters pin in `trustedWorkers`, and workers list in
+   * `allowedSenders`. Absent when the identity file does not exist yet.
+   */
+  publicKey?: string
+  /** `signingSeed` or `file`. */
+  source: string
+  /** The identity file (absent for `signingSeed`). */
+  file?: string
+  /** Whether the key was made by this call. */
+  created: boolean
+  /** After a rotation: the key it replaced, and the file the old seed was kept in. */
+  previousPublicKey?: string
+  backupFile?: string
 }
 
 /** A job as the JS handler receives it; optional fields that are not set are absent. */
@@ -320,8 +357,10 @@ export interface PierConfig {
   password?: string
   /** NATS nkey seed: Nkey auth with a user seed (SU...). */
   nkeySeed?: string
-  /** Signing seed: User nkey seed (SU...) that signs this worker's replies (Pier-Worker) and this publisher's requests (Pier-Sender). Unset: the nkeySeed or credsFile seed, if any. */
+  /** Signing seed: User nkey seed (SU...) that signs this worker's replies (Pier-Worker) and this publisher's requests (Pier-Sender); a secret, best kept as a SecretRef. Never the NATS login key (nkeySeed, the credsFile seed): that is refused. Unset: a key of its own, made on first start and kept in identityFile. */
   signingSeed?: string
+  /** Identity file: Where the worker's and requester's own signing key is kept when signingSeed is unset: made on first start (mode 0600) and kept; back it up, rotate it with pier-connector identity --rotate. Unset: ~/.config/pier-connector/identity.seed (under $XDG_CONFIG_HOME when set); under OpenClaw one per account at <stateDir>/pier/identity/<account>.seed. */
+  identityFile?: string
   /** NATS creds file: Path to a .creds file (JWT and nkey seed). */
   credsFile?: string
   /** TLS CA file: CA certificate(s) to verify the server with. */
@@ -368,6 +407,13 @@ export interface ReplyWorker {
   id: string
   wallet?: string
 }
+
+/**
+ * Replaces the identity file's key with a new one (the old file is kept as `<file>.old`). A
+ * worker signs with the new key from its next start. Rejects with `PIER_CONFIG` when the
+ * config has a `signingSeed`.
+ */
+export declare function rotateIdentity(config: PierConfig): IdentityInfo
 
 export interface ServerStatus {
   state: string
@@ -484,6 +530,13 @@ export interface WorkerStatus {
   maxConcurrentJobs: number
   startedAtMs?: number
   uptimeMs?: number
+  /**
+   * The public key (`U…`) that signs this worker's replies (`Pier-Worker`): what a requester
+   * pins in `trustedWorkers`. Set once the worker has started.
+   */
+  workerKey?: string
+  /** The file that key is kept in (absent when it is `signingSeed`). */
+  identityFile?: string
   /** The last error: a failed connection attempt, a NATS server error or a job's task_error. */
   lastError?: string
   stats: WorkerStats

@@ -838,5 +838,7 @@ module.exports = nativeBinding
 module.exports.PierClient = nativeBinding.PierClient
 module.exports.PierWorker = nativeBinding.PierWorker
 module.exports.generateUserKey = nativeBinding.generateUserKey
+module.exports.identity = nativeBinding.identity
 module.exports.ledgerDays = nativeBinding.ledgerDays
 module.exports.releaseRuntime = nativeBinding.releaseRuntime
+module.exports.rotateIdentity = nativeBinding.rotateIdentity

@@ -7,6 +7,9 @@ import { fileURLToPath } from 'node:url'
 import { useNats, request, waitFor } from './helpers/addon.mjs'
 import { processesRunning } from './conformance/harness.mjs'
 import { createRequire } from 'node:module'
+import { mkdtempSync, rmSync, statSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 
 const CLI = fileURLToPath(new URL('../cli/pier-connector.js', import.meta.url))
 const run = promisify(execFile)
@@ -238,6 +241,53 @@ describe('pier-connector publish and status', () => {
     assert.ok(!worker.stderr().includes(workerKey.seed), 'the seed never shows in logs')
     worker.child.kill('SIGTERM')
     await worker.exited
+  })
+
+  it('identity: every worker and requester signs by default with a key of its own, kept 0600 in --identity-file and rotated on request', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'pier-cli-identity-'))
+    const [workerFile, requesterFile] = [join(dir, 'worker', 'id.seed'), join(dir, 'requester.seed')]
+    const identity = async (file, extra = []) => JSON.parse((await run(process.execPath, [CLI, 'identity', '--identity-file', file, '--json', ...extra])).stdout)
+    const made = await identity(workerFile)
+    assert.match(made.publicKey, /^U[A-Z2-7]{55}$/)
+    assert.equal(made.source, 'file')
+    assert.equal(made.created, true)
+    assert.equal(statSync(workerFile).mode & 0o777, 0o600)
+    assert.equal(statSync(join(dir, 'worker')).mode & 0o777, 0o700)
+    const again = await identity(workerFile)
+    assert.deepEqual([again.publicKey, again.created], [made.publicKey, false])
+    // No signingSeed anywhere: the worker signs its results and the requester its requests.
+    const env = { ...process.env }
+    delete env.PIER_SIGNING_SEED
+    const worker = await startCliWorker(['--exec', 'printf %s "$PIER_SENDER_KEY"', '--subject', 'jobs.cli.identity', '--identity-file', workerFile], env)
+    const publish = (extra = []) =>
+      run(process.execPath, [CLI, 'publish', 'who', '--nats-url', nats.server.url, '--publish-subject', 'jobs.cli.identity', '--timeout-ms', '3000', '--identity-file', requesterFile, ...extra], { env })
+    const reply = JSON.parse((await publish(['--trusted-workers', made.publicKey])).stdout)
+    const requester = await identity(requesterFile)
+    assert.equal(requester.created, false, 'the requester made its key when it first published')
+    assert.equal(reply.result, requester.publicKey, 'the job was signed by the requester')
+    assert.equal(reply.workerKey, made.publicKey, 'the result was signed by the worker')
+    const text = (await run(process.execPath, [CLI, 'identity', '--identity-file', workerFile])).stdout
+    assert.match(text, new RegExp(`^public key: ${made.publicKey}\n`))
+    assert.ok(!text.includes('SU'), 'the seed is never printed')
+    // Rotation: a new key, the old seed kept beside it; the running worker keeps the old key.
+    const rotated = await identity(workerFile, ['--rotate'])
+    assert.notEqual(rotated.publicKey, made.publicKey)
+    assert.equal(rotated.previousPublicKey, made.publicKey)
+    assert.equal(rotated.backupFile, `${workerFile}.old`)
+    assert.equal(statSync(`${workerFile}.old`).mode & 0o777, 0o600)
+    assert.equal((await identity(workerFile)).publicKey, rotated.publicKey)
+    assert.equal(JSON.parse((await publish()).stdout).workerKey, made.publicKey)
+    worker.child.kill('SIGTERM')
+    await worker.exited
+    // The login key never signs: a signingSeed equal to nkeySeed is PIER_CONFIG.
+    const { seed } = JSON.parse((await run(process.execPath, [CLI, 'keygen', '--json'])).stdout)
+    await assert.rejects(run(process.execPath, [CLI, 'identity', '--nkey-seed', seed, '--signing-seed', seed]), (e) => {
+      assert.equal(e.code, 2)
+      assert.match(e.stderr, /PIER_CONFIG: .*signingSeed is the NATS login key \(nkeySeed\)/)
+      assert.ok(!e.stderr.includes(seed))
+      return true
+    })
+    rmSync(dir, { recursive: true, force: true })
   })
 
   it('rejects unknown flags with usage', async () => {

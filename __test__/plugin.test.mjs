@@ -3,7 +3,7 @@
 // resolved, set up, run, reported and drained.
 import { describe, it } from 'node:test'
 import assert from 'node:assert/strict'
-import { mkdtempSync } from 'node:fs'
+import { mkdtempSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { useNats, request, waitFor, sleep } from './helpers/addon.mjs'
@@ -16,7 +16,7 @@ import { createSecurityAdapter } from '../plugin/security.mjs'
 import { sendJobReply, createPierChannel } from '../plugin/channel.mjs'
 import { resolveAccount, listAccountIds, redactSecrets, pierLogger } from '../plugin/config.mjs'
 import { applyAccountConfig, validateInput, setupWizard } from '../plugin/setup.mjs'
-import { createSessionPruner, leftoverJobSessions } from '../plugin/sessions.mjs'
+import { createSessionPruner, leftoverJobSessions, newJobSession } from '../plugin/sessions.mjs'
 import { priceRefusal, createPublishTool } from '../plugin/tool.mjs'
 import { createPublishApprovalHook, approvalRoute, approvedCalls, recordApproval, takeApproval } from '../plugin/approval.mjs'
 import { formatUptime, formatStatus } from '../plugin/command.mjs'
@@ -434,9 +434,11 @@ describe('config', () => {
     try {
       const { config } = await gatewayAccountConfig(cfg, 'default', { api })
       assert.equal(config.ledgerFile, '/state/pier/ledger/default.jsonl', 'openclaw pier ledger reads the worker\'s ledger')
+      assert.equal(config.identityFile, '/state/pier/identity/default.seed', 'openclaw pier identity shows the worker\'s key')
       assert.equal(config.token, 'cfg')
       const two = await gatewayAccountConfig(cfg, 'two/x', { api })
       assert.equal(two.config.ledgerFile, '/state/pier/ledger/two_x.jsonl')
+      assert.equal(two.config.identityFile, '/state/pier/identity/two_x.seed')
     } finally {
       if (saved === undefined) delete process.env.PIER_TOKEN
       else process.env.PIER_TOKEN = saved
@@ -492,7 +494,7 @@ describe('setup', () => {
     // A prompter that picks the given select answer and records the options it was shown.
     const shown = []
     const prompter = (answer, typed) => ({
-      select: async ({ options, initialValue }) => (shown.push({ options: options.map((o) => o.value), initialValue }), answer ?? initialValue),
+      select: async ({ message, options, initialValue }) => (message === 'NATS token' && shown.push({ options: options.map((o) => o.value), initialValue }), answer ?? initialValue),
       text: async () => typed,
     })
     const finalize = async (c, answer, typed) => (await setupWizard.finalize({ cfg: c, accountId: 'default', prompter: prompter(answer, typed) })).cfg
@@ -519,40 +521,72 @@ describe('setup', () => {
     assert.equal(await setupWizard.status.resolveConfigured({ cfg }), true)
     assert.equal(url.validate({ value: 'ftp://x' }) !== undefined, true)
   })
+
+  it('the wizard keeps signing seeds out of openclaw.json: a key of its own by default, a signingSeed only as a SecretRef', async () => {
+    const shown = []
+    const prompter = (answer, typed) => ({
+      select: async ({ message, options, initialValue }) => {
+        if (message === 'NATS token') return 'none'
+        shown.push({ options: options.map((o) => o.value), initialValue })
+        return answer ?? initialValue
+      },
+      text: async ({ initialValue }) => typed ?? initialValue,
+    })
+    const finalize = async (c, answer, typed) => (await setupWizard.finalize({ cfg: c, accountId: 'default', prompter: prompter(answer, typed) })).cfg
+    const cfg = { channels: { pier: { natsUrl: 'nats://127.0.0.1:4222' } } }
+    // By default nothing is written: the account makes and keeps a key of its own.
+    const own = await finalize(cfg)
+    assert.deepEqual(shown.at(-1), { options: ['own', 'env'], initialValue: 'own' })
+    assert.equal(own.channels.pier.signingSeed, undefined)
+    // A seed the operator brings is a reference to the environment, PIER_SIGNING_SEED unless named.
+    const ref = await finalize(cfg, 'env')
+    assert.deepEqual(ref.channels.pier.signingSeed, { source: 'env', provider: 'default', id: 'PIER_SIGNING_SEED' })
+    assert.deepEqual((await finalize(cfg, 'env', 'MY_SEED')).channels.pier.signingSeed, { source: 'env', provider: 'default', id: 'MY_SEED' })
+    // A re-run keeps a stored reference by default.
+    assert.deepEqual((await finalize(ref)).channels.pier.signingSeed, ref.channels.pier.signingSeed)
+    assert.deepEqual(shown.at(-1), { options: ['keep', 'own', 'env'], initialValue: 'keep' })
+    // A seed stored in plain text is moved out by default (keeping it is the last choice).
+    const plain = { channels: { pier: { natsUrl: 'nats://127.0.0.1:4222', signingSeed: 'SUplain' } } }
+    assert.equal((await finalize(plain)).channels.pier.signingSeed, undefined)
+    assert.deepEqual(shown.at(-1), { options: ['own', 'env', 'keep'], initialValue: 'own' })
+    assert.deepEqual((await finalize(plain, 'env')).channels.pier.signingSeed, { source: 'env', provider: 'default', id: 'PIER_SIGNING_SEED' })
+    // The generic setup path never writes a seed's value either.
+    assert.equal(applyAccountConfig({ cfg: {}, accountId: 'default', input: { signingSeed: 'SUvalue' } }).channels.pier.signingSeed, undefined)
+  })
 })
 
 describe('sessions, publishing, status text', () => {
-  it('finished job sessions are deleted in gaps between jobs, keeping the newest N', async () => {
-    const deleted = []
-    let inFlight = 0
+  it('finished job sessions past the newest N are removed as they end, each by its own random key', async () => {
+    const calls = []
     const pruner = createSessionPruner({
-      agentId: 'main', keep: 2, maxBacklog: 3, idleMs: 50, busy: () => inFlight > 0,
-      deleteSession: async (p) => deleted.push(p.sessionKey),
+      agentId: 'main', keep: 2,
+      cleanupSession: async (p) => calls.push(p),
+      deleteSession: async () => assert.fail('a session of the current key shape is never deleted one by one'),
     })
-    inFlight = 1
-    for (const key of ['k1', 'k2', 'k3', 'k4']) pruner.finished(key)
-    await sleep(100)
-    assert.deepEqual(deleted, [], 'nothing while a job runs and the backlog is within bounds')
-    inFlight = 0
-    pruner.finished('k5') // the gap after this job
-    assert.deepEqual(deleted, [], 'not at once: only after idleMs without jobs')
-    await sleep(100)
-    assert.deepEqual(deleted, ['k1', 'k2', 'k3'])
-    assert.deepEqual(pruner.kept, ['k4', 'k5'])
+    const sessions = ['a', 'b', 'c', 'd'].map(() => newJobSession('main'))
+    assert.equal(new Set(sessions.map((s) => s.sessionKey)).size, 4)
+    for (const s of sessions) {
+      assert.match(s.sessionKey, /^agent:main:pier:[0-9a-f]{24}$/, 'lower case: OpenClaw stores keys so')
+      assert.equal(s.sessionId, `pier-${s.sessionKey.split(':').pop()}`)
+    }
+    pruner.finished(sessions[0].sessionKey)
+    await pruner.finished(sessions[1].sessionKey)
+    assert.deepEqual(calls, [], 'the newest 2 stay')
+    pruner.finished(sessions[2].sessionKey)
+    await pruner.finished(sessions[3].sessionKey)
+    const token = (s) => s.sessionKey.split(':').pop()
+    assert.deepEqual(calls, sessions.slice(0, 2).map((s) => ({
+      agentId: 'main', sessionKeySegmentPrefix: `pier:${token(s)}`, transcriptContentMarker: s.sessionId,
+      orphanTranscriptMinAgeMs: 0, archiveRemovedEntryTranscripts: false,
+    })))
+    assert.deepEqual(pruner.kept, sessions.slice(2).map((s) => s.sessionKey))
+    assert.equal(pruner.deleted, 2)
 
-    inFlight = 1 // busy throughout: only the part over maxBacklog goes, right away
-    for (const key of ['k6', 'k7', 'k8', 'k9']) await pruner.finished(key)
-    assert.deepEqual(deleted, ['k1', 'k2', 'k3', 'k4'])
-    assert.equal(pruner.kept.length, 2 + 3, 'keep + maxBacklog stay while jobs run')
-    await pruner.idle() // drain deletes everything due, busy or not
-    assert.deepEqual(deleted, ['k1', 'k2', 'k3', 'k4', 'k5', 'k6', 'k7'])
-    assert.deepEqual(pruner.kept, ['k8', 'k9'])
-    assert.equal(pruner.deleted, 7)
-
-    const none = createSessionPruner({ agentId: 'main', deleteSession: async (p) => deleted.push(p) })
-    none.finished('k10')
-    await none.idle() // drain deletes everything due without waiting
-    assert.deepEqual(deleted.at(-1), { agentId: 'main', sessionKey: 'k10', archiveTranscript: true })
+    const deleted = []
+    const none = createSessionPruner({ agentId: 'main', deleteSession: async (p) => deleted.push(p), cleanupSession: async () => assert.fail('not its shape') })
+    none.finished('agent:main:pier:job-id-of-an-earlier-version')
+    await none.idle()
+    assert.deepEqual(deleted, [{ agentId: 'main', sessionKey: 'agent:main:pier:job-id-of-an-earlier-version', archiveTranscript: true }], 'another shape may prefix another key: deleted alone')
   })
 
   it('job sessions an earlier gateway process left behind are found once per agent, oldest first', async () => {
@@ -572,7 +606,7 @@ describe('sessions, publishing, status text', () => {
 
     // Adopted leftovers are older than this run's jobs: keep spares the newest overall.
     const deleted = []
-    const pruner = createSessionPruner({ agentId: 'crash', keep: 1, idleMs: 1, deleteSession: async (p) => deleted.push(p.sessionKey) })
+    const pruner = createSessionPruner({ agentId: 'crash', keep: 1, deleteSession: async (p) => deleted.push(p.sessionKey) })
     pruner.finished('agent:crash:pier:job1')
     await pruner.adopt(['agent:crash:pier:a', 'agent:crash:pier:b'])
     await pruner.idle()
@@ -580,20 +614,27 @@ describe('sessions, publishing, status text', () => {
     assert.deepEqual(pruner.kept, ['agent:crash:pier:job1'])
   })
 
-  it('a failed session deletion is logged and the rest still go', async () => {
+  it('a failed session deletion is logged and the rest still go; a refused cleanup falls back to deleting alone', async () => {
     const warnings = []
     const deleted = []
+    const good = newJobSession('main').sessionKey
+    const refused = newJobSession('main').sessionKey
     const pruner = createSessionPruner({
       agentId: 'main', log: { warn: (m) => warnings.push(m) },
+      cleanupSession: async (p) => {
+        if (refused.endsWith(p.sessionKeySegmentPrefix)) throw new Error('invalid persisted session row requires repair')
+        deleted.push(`cleanup ${p.sessionKeySegmentPrefix}`)
+      },
       deleteSession: async (p) => {
         if (p.sessionKey === 'bad') throw new Error('store busy')
         deleted.push(p.sessionKey)
       },
     })
-    for (const key of ['a', 'bad', 'b']) pruner.finished(key)
+    for (const key of ['a', 'bad', good, refused, 'b']) pruner.finished(key)
     await pruner.idle()
-    assert.deepEqual(deleted, ['a', 'b'])
+    assert.deepEqual(deleted, ['a', `cleanup pier:${good.split(':').pop()}`, refused, 'b'])
     assert.match(warnings.join('\n'), /could not delete job session bad: store busy/)
+    assert.match(warnings.join('\n'), /cleanup refused it \(invalid persisted session row requires repair\); deleting it on its own/)
   })
 
   it('a price above maxPublishPrice (or not a number) is refused with a code', () => {
@@ -712,11 +753,20 @@ describe('accounts through the channel lifecycle, with a real nats-server', () =
     assert.match(text, /  uptime: \d+s; the counts below start again with the worker/)
     assert.match(text, /  today \(UTC\): 2 jobs, earned 2\.5, spent 0, margin 2\.5/, "today's ledger line")
     assert.match(text, /  jobs: 2 received, 2 completed, 0 failed/)
+    // Its own signing key, made at its first start under the state dir, never in the config.
+    const keyFile = join(STATE_DIR, 'pier', 'identity', 'default.seed')
+    const workerKey = ctx.last().pier.workerKey
+    assert.match(workerKey, /^U[A-Z2-7]{55}$/)
+    assert.equal(ctx.last().pier.identityFile, keyFile)
+    assert.ok(text.includes(`\n  signs with key ${workerKey}\n  key file: ${keyFile}\n`), text)
+    assert.equal(statSync(keyFile).mode & 0o777, 0o600)
+    assert.doesNotMatch(JSON.stringify(config), /signingSeed|SU[A-Z2-7]{56}/)
     assert.match(text, /  reconnects: 0 \(0 disconnects\)\n  last error: none/)
 
     // The tool publishes over the running account's connection.
     const published = await registered.tools[0].execute('c1', { task: 'via tool', timeoutMs: 5000 })
     assert.equal(published.details.result, 'agent says via tool')
+    assert.equal(published.details.workerKey, workerKey, 'the result is signed by default')
 
     ctx.abort()
     await registered.services[0].stop() // gateway stop: the service waits for the same drain

@@ -5,9 +5,9 @@
 const { parseArgs } = require('node:util')
 const { readFileSync } = require('node:fs')
 // The addon, or the one-line reason it cannot load on this platform (reported as exit 2 by main).
-let PierWorker, PierClient, generateUserKey, ledgerDays, addonError
+let PierWorker, PierClient, generateUserKey, ledgerDays, identity, rotateIdentity, addonError
 try {
-  ;({ PierWorker, PierClient, generateUserKey, ledgerDays } = require('../load-addon.js'))
+  ;({ PierWorker, PierClient, generateUserKey, ledgerDays, identity, rotateIdentity } = require('../load-addon.js'))
 } catch (error) {
   addonError = error
 }
@@ -38,6 +38,13 @@ const USAGE = `Usage:
   pier-connector keygen [--json]
       Make a new NATS user key for signing: prints its seed (a secret: signingSeed, or
       PIER_SIGNING_SEED) and its public key (for allowedSenders and trustedWorkers).
+  pier-connector identity [--rotate] [--json] [options]
+      Show the key this worker signs its results and this requester its requests with: its
+      public key (what requesters pin in trustedWorkers, workers list in allowedSenders) and
+      where its seed is kept, made now if there is none yet. Without signingSeed it is kept in
+      --identity-file, by default ~/.config/pier-connector/identity.seed ($XDG_CONFIG_HOME
+      when set), mode 0600. --rotate replaces it and keeps the old seed as FILE.old; a
+      running worker signs with the new key from its next start.
 
 Options (each mirrors a config key of channels.pier in OpenClaw):
   --config FILE                  read a JSON config first (a channels.pier section as it is,
@@ -65,6 +72,7 @@ function parse(argv) {
     since: { type: 'string' },
     meta: { type: 'string' },
     verbose: { type: 'boolean' },
+    rotate: { type: 'boolean' },
     help: { type: 'boolean', short: 'h' },
     version: { type: 'boolean' },
   }
@@ -277,6 +285,22 @@ function runKeygen(values) {
   else process.stdout.write(`seed:       ${seed}\npublic key: ${publicKey}\n`)
 }
 
+/** The signing identity: shown (made if missing), or rotated with --rotate. */
+function runIdentity(values, config) {
+  const info = values.rotate ? rotateIdentity(config) : identity(config, true)
+  if (values.json) return printJson(info)
+  const lines = [`public key: ${info.publicKey}`]
+  if (info.source === 'signingSeed') lines.push('seed:       signingSeed (from the config; rotate it by setting a new one)')
+  else lines.push(`seed:       ${info.file}${info.created && !values.rotate ? ' (made now)' : ''} (a secret: back it up; never share it)`)
+  if (values.rotate) {
+    if (info.previousPublicKey) lines.push(`replaced:   ${info.previousPublicKey} (its seed kept in ${info.backupFile})`)
+    lines.push('Requesters that pin the old key (trustedWorkers) need the new one; a running worker signs with it from its next start.')
+  } else {
+    lines.push('Requesters pin the public key in trustedWorkers; workers list it in allowedSenders.')
+  }
+  process.stdout.write(lines.join('\n') + '\n')
+}
+
 /**
  * The commands this CLI has, read from its usage text (so a command documented there is one
  * `openclaw pier` offers too): `{ name, summary }`.
@@ -321,6 +345,8 @@ async function main(argv, options = {}) {
       return runWorkers(values, config)
     case 'ledger':
       return runLedger(values, config)
+    case 'identity':
+      return runIdentity(values, config)
     default:
       throw usageError(`unknown command ${JSON.stringify(command)}`)
   }

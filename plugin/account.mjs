@@ -8,25 +8,25 @@ import { createSessionPruner, leftoverJobSessions } from './sessions.mjs'
 import { snapshotOf, blockedError } from './status.mjs'
 import { redactSecrets } from './config.mjs'
 import { jobToolPolicy, jobWorkspaceDir } from './job-policy.mjs'
-import { withLedger } from './ledger.mjs'
+import { accountAddonConfig } from './identity.mjs'
 import { accountConfigKey, configFilePath, onConfigFileChange } from './reload.mjs'
 
 const STATUS_INTERVAL_MS = 1000
 
 /**
- * @param {object} deps `api` (OpenClaw plugin API), `log` (pierLogger), `deleteSession` and
- *   `listSessions` (optional overrides of the session store's delete and list, for tests)
+ * @param {object} deps `api` (OpenClaw plugin API), `log` (pierLogger), `deleteSession`,
+ *   `cleanupSession` and `listSessions` (optional overrides of the session store's calls, for tests)
  */
-export function createAccountRun(account, { api, log, deleteSession, policy, workspaceDir }) {
+export function createAccountRun(account, { api, log, deleteSession, cleanupSession, policy, workspaceDir }) {
   const { addonConfig, accountId } = account
   const running = new Map()
   // Job turns are detached (nothing stored) unless keepSessions asks to keep some for
-  // debugging; stored ones are deleted while no job of this account runs (see sessions.mjs).
+  // debugging; stored ones past that number are deleted as their turns end (see sessions.mjs).
   // The pruner also deletes what an earlier gateway run left behind.
-  const sessions = createSessionPruner({ agentId: account.agentId, keep: account.keepSessions, log, deleteSession, busy: () => running.size > 0 })
+  const sessions = createSessionPruner({ agentId: account.agentId, keep: account.keepSessions, log, deleteSession, cleanupSession })
   const stored = account.keepSessions > 0 ? { onTurnSettled: sessions.finished } : {}
   const clean = (message) => redactSecrets(message, addonConfig)
-  const turnLog = { error: (m) => log.error(`[${accountId}] ${clean(m)}`) }
+  const turnLog = { error: (m) => log.error(`[${accountId}] ${clean(m)}`), info: (m) => log.info(`[${accountId}] ${clean(m)}`) }
   // No policy: the account is blocked (host tools) and never builds a worker.
   const handler = policy && createAgentTurnHandler(api, running, { ...stored, agentId: account.agentId, policy, workspaceDir, log: turnLog, limits: account.limits })
   let worker = null
@@ -44,7 +44,7 @@ export function createAccountRun(account, { api, log, deleteSession, policy, wor
     /** Builds the worker; throws the addon's error (config, unsupported platform) as a redacted one. */
     create() {
       try {
-        worker = new PierWorker(withLedger(api, account), handler, {
+        worker = new PierWorker(accountAddonConfig(api, account), handler, {
           logger: (level, message) => log.addon(level, `[${accountId}] ${clean(message).replace(/^\[pier-connector\] /, '')}`),
           onCancel: (jobId, reason) => running.get(jobId)?.abort(new Error(reason)),
         })
@@ -194,7 +194,7 @@ export async function startAccount(ctx, deps) {
     if (first.error && first.error.code !== 'PIER_STOPPED') throw cleanError(first.error, (m) => m)
     if (first.ok) {
       const s = run.status()
-      log.info(`[${ctx.accountId}] worker ${s.workerId} taking jobs on ${s.subject} (queue ${s.queueGroup}) via ${s.servers}`)
+      log.info(`[${ctx.accountId}] worker ${s.workerId} taking jobs on ${s.subject} (queue ${s.queueGroup}) via ${s.servers}; results signed by ${s.workerKey}`)
       publish()
       const reload = drainOnConfigChange(run, ctx, log)
       unwatch = reload.unwatch

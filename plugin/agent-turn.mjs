@@ -6,6 +6,7 @@ import { randomUUID } from 'node:crypto'
 import { openJobTurn, closeJobTurn } from './jobs.mjs'
 import { expandTools, MESSAGE_TOOL } from './job-policy.mjs'
 import { CHANNEL_ID } from './config.mjs'
+import { newJobSession } from './sessions.mjs'
 
 /** Text of a turn's final reply: visible payload text, else the final assistant text. */
 export function replyText(result) {
@@ -16,12 +17,6 @@ export function replyText(result) {
   return text || String(result?.meta?.finalAssistantVisibleText ?? '').trim()
 }
 
-/** Every job session's key starts with this (one session per job, see sessions.mjs). */
-export const jobSessionPrefix = (agentId) => `agent:${agentId}:pier:`
-
-export function sessionIdsFor(agentId, jobId) {
-  return { sessionId: `pier-${jobId}`, sessionKey: `${jobSessionPrefix(agentId)}${jobId}` }
-}
 
 const fail = (code, message, usage) => ({ error: { code, message }, ...(usage ? { usage } : {}) })
 
@@ -130,12 +125,11 @@ export function createAgentTurnHandler(api, running, { agentId, policy, workspac
     }
     const cfg = api.runtime.config?.current?.() ?? api.config
     const runId = randomUUID()
-    const ids = sessionIdsFor(agentId, job.id)
+    const ids = newJobSession(agentId)
     let answer
     // A message its own turn sends on the `pier` channel answers the job before the turn ends.
     const channelAnswer = new Promise((resolve) => (answer = resolve))
     const turn = openJobTurn({ jobId: job.id, runId, sessionKey: ids.sessionKey, allowed, answer })
-    if (!turn) return fail('INVALID_REQUEST', 'a job with this id is already running on this gateway; give each job its own id')
     const abort = new AbortController()
     running.set(job.id, abort)
     const started = Date.now()
@@ -151,6 +145,7 @@ export function createAgentTurnHandler(api, running, { agentId, policy, workspac
         jobTurnParams({ job, agentId, ids, runId, workspaceDir, offered, handle: turn.handle, abortSignal: abort.signal, durable: Boolean(onTurnSettled), limits }),
       )
       if (onTurnSettled) {
+        log?.info?.(`job ${oneLine(job.id)} runs in stored session ${ids.sessionKey} (keepSessions)`)
         const settled = () => onTurnSettled(ids.sessionKey)
         Promise.resolve(turnRun).then(settled, settled)
       }

@@ -3,8 +3,8 @@
 // CLI with the gateway config's channels.pier account (SecretRefs resolved) as the config its
 // flags start from. `--account <id>` picks the account; `--config <file>` replaces it.
 import { createRequire } from 'node:module'
-import { resolveAccount, SECRET_KEYS, isSecretRef, channelSection } from './config.mjs'
-import { withLedger } from './ledger.mjs'
+import { resolveAccount, SECRET_KEYS, isSecretRef, channelSection, legacySection } from './config.mjs'
+import { accountAddonConfig } from './identity.mjs'
 
 const require = createRequire(import.meta.url)
 
@@ -26,12 +26,13 @@ function flagValue(args, name) {
 /**
  * The addon config of a channels.pier account, as the gateway would run it: shared keys and the
  * account's, PIER_* credentials for the default account, its ledger file (so `openclaw pier
- * ledger` reads what the gateway's worker writes), SecretRefs resolved through OpenClaw's secret
+ * ledger` reads what the gateway's worker writes), its identity file (so `openclaw pier identity`
+ * shows and rotates the key the gateway's worker signs with), SecretRefs resolved through OpenClaw's secret
  * providers (env, file, exec).
  */
 export async function gatewayAccountConfig(cfg, accountId, { resolveRefs, api } = {}) {
   const account = resolveAccount(cfg, accountId)
-  const config = { ...withLedger(api, account) }
+  const config = { ...accountAddonConfig(api, account) }
   const refs = SECRET_KEYS.filter((key) => isSecretRef(config[key]))
   if (refs.length) {
     resolveRefs ??= async (list) => {
@@ -69,7 +70,7 @@ export function registerPierCli(api) {
           .action(async (_args, _options, command) => {
             const args = command.args
             const prog = 'openclaw pier'
-            if (args.includes('--help') || args.includes('-h') || flagValue(args, 'config') !== undefined || !channelSection(cfg)) {
+            if (args.includes('--help') || args.includes('-h') || flagValue(args, 'config') !== undefined || !(channelSection(cfg) ?? legacySection(cfg))) {
               return cli.run([name, ...args], { prog })
             }
             let base

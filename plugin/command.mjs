@@ -43,6 +43,9 @@ export function formatAccount(accountId, status, { lastError, reason, today } = 
     head,
     `  connection: ${status.state}, server ${status.servers}${serverAbout(status)}`,
     `  worker: ${status.workerId}${status.walletAddress ? `, wallet ${status.walletAddress}` : ''}, up to ${plural(status.maxConcurrentJobs, 'job')} at once`,
+    // The key its results are signed with: what requesters pin (trustedWorkers).
+    `  signs with key ${status.workerKey ?? '(known once it starts)'}`,
+    ...(status.identityFile ? [`  key file: ${status.identityFile}`] : status.workerKey ? ['  key file: none (signingSeed)'] : []),
     `  takes jobs on ${status.subject} (queue ${status.queueGroup}), publishes to ${status.publishSubject}`,
     `  uptime: ${formatUptime(status.uptimeMs)}; the counts below start again with the worker`,
     `  jobs: ${s.received} received, ${s.completed} completed, ${s.failed} failed, ${s.timedOut} timed out, ${s.inFlight} running`,

@@ -3,35 +3,37 @@
 // the channel: the message target is the job's reply handle, a random token that only its own
 // turn is told (sendText is not told which session sends, so the target itself must be the
 // proof); another job's turn or the operator's chat knows at most the job id.
+//
+// Kept on globalThis, as the running accounts are (accounts.mjs): OpenClaw may evaluate the
+// plugin's modules again (a reload) while turns started by the earlier copy still run, and the
+// guard and the channel of the new copy must still know them as job turns.
 import { randomBytes } from 'node:crypto'
 
-const byJob = new Map()
-const byHandle = new Map()
+const KEY = Symbol.for('pier-connector.jobTurns')
+/** Open turns by their reply handle. */
+const byHandle = (globalThis[KEY] ??= new Map())
 
 /**
  * Opens a job turn: `answer(text)` settles the job with that text. `allowed` is the set of
- * tool names the turn was offered. Returns the turn record (with its `handle`), or null when a
- * turn with this id is still open (the worker refuses a second job with an id in flight; this
- * is the second lock, across the gateway's accounts).
+ * tool names the turn was offered. Returns the turn record with its `handle`. Turns are told
+ * apart by their run id and session key, both the worker's own: a job's id is the requester's
+ * choice, and two requesters may pick the same one.
  */
 export function openJobTurn({ jobId, runId, sessionKey, allowed, answer }) {
-  if (byJob.has(jobId)) return null
   const handle = `pier-reply-${randomBytes(12).toString('base64url')}`
   const turn = { jobId, runId, sessionKey, allowed, answer, handle }
-  byJob.set(jobId, turn)
   byHandle.set(handle, turn)
   return turn
 }
 
 export function closeJobTurn(turn) {
-  if (byJob.get(turn.jobId) === turn) byJob.delete(turn.jobId)
   byHandle.delete(turn.handle)
 }
 
 /** The job turn a tool call comes from (by its run id, else its session key), or undefined. */
 export function jobTurnOf(ctx) {
   if (!ctx) return undefined
-  for (const turn of byJob.values()) {
+  for (const turn of byHandle.values()) {
     if ((ctx.runId && ctx.runId === turn.runId) || (ctx.sessionKey && ctx.sessionKey === turn.sessionKey)) return turn
   }
   return undefined

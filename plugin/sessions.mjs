@@ -1,36 +1,44 @@
 // Stored job sessions, bounded. Job turns are detached by default (agent-turn.mjs) and store
-// nothing; with keepSessions > 0 each job runs in a stored session of its own, deleted from the
-// agent's session store once the job's turn has ended, keeping the newest `keep` for debugging.
-// Sessions an earlier gateway run left behind (older versions stored every job) go the same way.
+// nothing; with keepSessions > 0 each job runs in a stored session of its own, deleted once its
+// turn has ended, keeping the newest `keep` for debugging. Sessions an earlier gateway run left
+// behind go the same way.
 //
-// Deletion is OpenClaw's own (deleteSessionEntry with archiveTranscript, as `openclaw sessions
-// delete` does): the row and its transcript leave the database, the transcript stays as a
-// `.deleted` archive under OpenClaw's retention (session.maintenance.resetArchiveRetention,
-// maxDiskBytes). In OpenClaw 2026.9.6 each such call starts an archive Worker thread of its own
-// and costs 0.3-0.9 s of CPU on a 2-core machine (bench/gateway.mjs --delete-cost), several
-// times an agent turn, and turns running beside it wait for the CPU and the store. Without the
-// archive it costs ~30 ms but leaves the transcript and a row needing repair in SQLite. The
-// bulk cleanupSessionLifecycleArtifacts is cheap but selects by key prefix, so removing job
-// "a" would also remove a kept job "ab": not used.
-//
-// So deletions wait for a gap: they run one at a time while the account has no job in flight
-// (`busy()` false for `idleMs`), and stop as soon as a job comes in. Only when more than
-// `maxBacklog` finished sessions are waiting do they run beside jobs, one per finished job, so
-// the store never holds more than keep + maxBacklog + in-flight job sessions. Drain deletes
-// everything due.
+// A job session is keyed by a fresh random token, never by the job's id: ids are the
+// requester's choice, and a later job (anyone's) must never resume an earlier one's transcript.
+// Tokens all have one length, so no other session's key starts with `pier:<token>`, and one
+// cleanupSessionLifecycleArtifacts call with that prefix removes exactly that session, its row
+// and its transcript, in ~10 ms (bench/RESULTS.md, "Ways to run a job turn and clean up"),
+// without keeping a stranger's task in an archive. OpenClaw's deleteSessionEntry with
+// archiveTranscript costs 0.3-0.9 s of CPU a call in 2026.9.6 (an archive Worker thread each):
+// deferred to gaps between jobs, those calls piled up behind busy workers. It is kept for keys of
+// another shape (earlier versions keyed sessions by job id, which may be a prefix of another's)
+// and for a store whose bulk cleanup refuses some row.
 
-import { jobSessionPrefix } from './agent-turn.mjs'
+import { randomBytes } from 'node:crypto'
 
 let storeRuntime
 /** OpenClaw's session store API, from the host (`openclaw/plugin-sdk/session-store-runtime`). */
 const hostStore = () => (storeRuntime ??= import('openclaw/plugin-sdk/session-store-runtime'))
 const hostDeleteSessionEntry = async (params) => (await hostStore()).deleteSessionEntry(params)
+const hostCleanupSession = async (params) => (await hostStore()).cleanupSessionLifecycleArtifacts(params)
 const hostListSessionEntries = async (params) => (await hostStore()).listSessionEntries(params)
 
-// A gateway that stopped without draining (a crash, a kill) leaves up to keep + maxBacklog +
-// in-flight job sessions behind. Those are this agent's pier sessions last updated before this
-// process started, so none of them can be a job in flight here. Once per agent and process:
-// accounts that share an agent share its sessions.
+/** Every job session's key starts with this. */
+export const jobSessionPrefix = (agentId) => `agent:${agentId}:pier:`
+
+const TOKEN_BYTES = 12
+const TOKEN = new RegExp(`:pier:([0-9a-f]{${TOKEN_BYTES * 2}})$`)
+
+/** A new job session's id and key: a random token, lower case as OpenClaw stores keys. */
+export function newJobSession(agentId) {
+  const token = randomBytes(TOKEN_BYTES).toString('hex')
+  return { sessionId: `pier-${token}`, sessionKey: `${jobSessionPrefix(agentId)}${token}` }
+}
+
+// A gateway that stopped without draining (a crash, a kill) leaves up to keep + in-flight job
+// sessions behind. Those are this agent's pier sessions last updated before this process
+// started, so none of them can be a job in flight here. Once per agent and process: accounts
+// that share an agent share its sessions.
 const sweptAgents = new Set()
 
 /** Keys of job sessions an earlier gateway process left behind, oldest first. */
@@ -46,50 +54,47 @@ export async function leftoverJobSessions({ agentId, listSessions = hostListSess
     .map((r) => r.sessionKey)
 }
 
-export function createSessionPruner({
-  agentId,
-  keep = 0,
-  log,
-  deleteSession = hostDeleteSessionEntry,
-  busy = () => false,
-  maxBacklog = 64,
-  idleMs = 250,
-}) {
+/**
+ * Keeps the newest `keep` finished job sessions and deletes the others, one at a time in the
+ * order they finished, as soon as they are due.
+ */
+export function createSessionPruner({ agentId, keep = 0, log, deleteSession = hostDeleteSessionEntry, cleanupSession = hostCleanupSession }) {
   const finished = []
-  let timer = null
-  let pumping = null
+  let queue = Promise.resolve()
   let deleted = 0
-  const due = () => finished.length - keep
-  const deleteOne = async (key) => {
+  const removeOne = async (sessionKey) => {
+    const token = TOKEN.exec(sessionKey)?.[1]
+    if (token) {
+      try {
+        await cleanupSession({
+          agentId,
+          sessionKeySegmentPrefix: `pier:${token}`,
+          transcriptContentMarker: `pier-${token}`,
+          orphanTranscriptMinAgeMs: 0,
+          archiveRemovedEntryTranscripts: false,
+        })
+        deleted++
+        return
+      } catch (error) {
+        log?.warn?.(`job session ${sessionKey}: the store's cleanup refused it (${error?.message ?? error}); deleting it on its own`)
+      }
+    }
     try {
-      await deleteSession({ agentId, sessionKey: key, archiveTranscript: true })
+      await deleteSession({ agentId, sessionKey, archiveTranscript: true })
       deleted++
     } catch (error) {
-      log?.warn?.(`could not delete job session ${key}: ${error?.message ?? error}`)
+      log?.warn?.(`could not delete job session ${sessionKey}: ${error?.message ?? error}`)
     }
   }
-  /** Deletes the oldest due sessions one by one; `all` ignores jobs in flight (drain). */
-  const pump = (all = false) =>
-    (pumping ??= (async () => {
-      while (due() > 0 && (all || due() > maxBacklog || !busy())) await deleteOne(finished.shift())
-    })().finally(() => {
-      pumping = null
-    }))
-  const arm = () => {
-    clearTimeout(timer)
-    timer = setTimeout(() => {
-      timer = null
-      if (!busy()) pump()
-    }, idleMs)
-    timer.unref?.()
-  }
   const schedule = () => {
-    if (due() > maxBacklog) return pump()
-    if (due() > 0) arm()
-    return pumping ?? Promise.resolve()
+    while (finished.length > keep) {
+      const key = finished.shift()
+      queue = queue.then(() => removeOne(key))
+    }
+    return queue
   }
   return {
-    /** A job's turn has settled: its session goes in the next gap, or now if too many wait. */
+    /** A job's turn has ended: the oldest session past `keep` is deleted now. */
     finished(sessionKey) {
       finished.push(sessionKey)
       return schedule()
@@ -99,13 +104,8 @@ export function createSessionPruner({
       finished.unshift(...sessionKeys)
       return schedule()
     },
-    /** Deletes everything due, jobs in flight or not, and resolves when done (drain). */
-    async idle() {
-      clearTimeout(timer)
-      timer = null
-      while (pumping) await pumping
-      await pump(true)
-    },
+    /** Resolves once every deletion due has run (drain). */
+    idle: schedule,
     get kept() {
       return [...finished]
     },

@@ -2,13 +2,16 @@
 // the setup wizard (interactive) both end in `applyAccountConfig`, which writes the account
 // under channels.pier (or channels.pier.accounts.<id>).
 import { randomBytes } from 'node:crypto'
-import { CHANNEL_ID, DEFAULT_ACCOUNT_ID, channelSection, legacySection, resolveAccount } from './config.mjs'
+import { CHANNEL_ID, DEFAULT_ACCOUNT_ID, channelSection, legacySection, resolveAccount, isSecretRef } from './config.mjs'
 
 /** The public Pier server (the config's natsUrl default). */
 const DEFAULT_NATS_URL = 'wss://pier.gholl.com/nexus'
 
 /** The env SecretRef `--use-env` writes: the token stays in the gateway's environment. */
 export const ENV_TOKEN_REF = { source: 'env', provider: 'default', id: 'PIER_TOKEN' }
+
+/** The variable a signingSeed reference names unless the operator picks another. */
+export const SIGNING_SEED_VAR = 'PIER_SIGNING_SEED'
 
 /** Setup input (generic flags / wizard keys) → Pier config keys. */
 export function accountPatch(input = {}) {
@@ -19,6 +22,8 @@ export function accountPatch(input = {}) {
   if (input.userId) patch.user = String(input.userId)
   if (input.password) patch.password = input.password
   if (input.name) patch.name = String(input.name)
+  // A signing seed is a secret: only ever written as a SecretRef, never as its value.
+  if (isSecretRef(input.signingSeed)) patch.signingSeed = { ...input.signingSeed }
   // Wizard-only keys, named after the config keys they set.
   for (const key of ['workerId', 'walletAddress', 'subject']) {
     if (typeof input[key] === 'string' && input[key].trim()) patch[key] = input[key].trim()
@@ -58,25 +63,65 @@ export function applyAccountConfig({ cfg, accountId, input }) {
   return next
 }
 
-/** A channels.pier account without its token (the wizard's "no token"). */
-function withoutToken(cfg, accountId) {
+/** A channels.pier account without `key` (the wizard's "no token", "a key of its own"). */
+function withoutKey(cfg, accountId, key) {
   const id = accountId || DEFAULT_ACCOUNT_ID
   const section = { ...channelSection(cfg) }
   if (id === DEFAULT_ACCOUNT_ID && !section.accounts) {
-    delete section.token
+    delete section[key]
   } else if (section.accounts?.[id]) {
-    const { token: _token, ...account } = section.accounts[id]
+    const { [key]: _removed, ...account } = section.accounts[id]
     section.accounts = { ...section.accounts, [id]: account }
   }
   return { ...cfg, channels: { ...cfg.channels, [CHANNEL_ID]: section } }
 }
 
+const withoutToken = (cfg, accountId) => withoutKey(cfg, accountId, 'token')
+
 const isEnvRef = (value, name) => value && typeof value === 'object' && value.source === 'env' && (!name || value.id === name)
 
-/** How a stored token is shown: never its value. */
+/** How a stored token or seed is shown: never its value. */
 function describeToken(token) {
   if (token && typeof token === 'object') return `a reference to ${token.source === 'env' ? `the environment variable ${token.id}` : `${token.source}:${token.id}`}`
   return 'stored in the config'
+}
+
+const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/
+
+/**
+ * The signing key, after the token. By default none is configured: the account makes a key of
+ * its own on its first start and keeps it under the state dir (mode 0600), never in
+ * openclaw.json. A signingSeed the operator brings is stored as a SecretRef to an environment
+ * variable, never as typed text; a seed stored in plain text can be moved out.
+ */
+async function signingStep({ cfg, accountId, prompter }) {
+  const stored = resolveAccount(cfg, accountId, {}).addonConfig.signingSeed
+  const options = []
+  if (isSecretRef(stored)) options.push({ value: 'keep', label: 'Keep the stored signing seed', hint: describeToken(stored) })
+  options.push({
+    value: 'own',
+    label: stored === undefined ? 'A key of its own, made on first start (recommended)' : 'A key of its own instead: remove the stored signing seed',
+    hint: 'kept under the state dir (mode 0600), never in openclaw.json; openclaw pier identity shows it',
+  })
+  options.push({ value: 'env', label: 'A signing seed from an environment variable', hint: `stored as a SecretRef (${SIGNING_SEED_VAR} unless you name another), not a copy` })
+  if (stored !== undefined && !isSecretRef(stored)) {
+    options.push({ value: 'keep', label: 'Keep the seed stored in plain text', hint: 'openclaw secrets audit flags it; better moved to an environment variable' })
+  }
+  const choice = await prompter.select({ message: 'Pier signing key (signs results and paid requests)', options, initialValue: options[0].value })
+  switch (choice) {
+    case 'own':
+      return stored === undefined ? cfg : withoutKey(cfg, accountId, 'signingSeed')
+    case 'env': {
+      const name = await prompter.text({
+        message: "Environment variable that holds the signing seed (in the gateway's environment)",
+        initialValue: SIGNING_SEED_VAR,
+        validate: (v) => (ENV_NAME.test(String(v ?? '').trim()) ? undefined : 'A variable name: letters, digits and _'),
+      })
+      return applyAccountConfig({ cfg, accountId, input: { signingSeed: { source: 'env', provider: 'default', id: name.trim() } } })
+    }
+    default:
+      return cfg
+  }
 }
 
 /** A worker id to offer: Enter takes it (anonymous-worker would earn for nobody). */
@@ -131,7 +176,7 @@ async function tokenStep({ cfg, accountId, prompter }) {
       return applyAccountConfig({ cfg, accountId, input: { token: token.trim() } })
     }
     case 'var': {
-      const name = await prompter.text({ message: 'Environment variable that holds the token (in the gateway\'s environment)', validate: (v) => (/^[A-Za-z_][A-Za-z0-9_]*$/.test(String(v ?? '').trim()) ? undefined : 'A variable name: letters, digits and _') })
+      const name = await prompter.text({ message: 'Environment variable that holds the token (in the gateway\'s environment)', validate: (v) => (ENV_NAME.test(String(v ?? '').trim()) ? undefined : 'A variable name: letters, digits and _') })
       return applyAccountConfig({ cfg, accountId, input: { token: { source: 'env', provider: 'default', id: name.trim() } } })
     }
     default:
@@ -142,7 +187,8 @@ async function tokenStep({ cfg, accountId, prompter }) {
 /**
  * The interactive wizard (`openclaw channels add --channel pier` in a terminal): NATS URL
  * (Enter takes the public server), worker id (Enter takes a fresh one), wallet (optional),
- * then the token (optional; PIER_TOKEN offered when set; a re-run keeps the stored one).
+ * then the token (optional; PIER_TOKEN offered when set; a re-run keeps the stored one), then
+ * the signing key (a key of its own by default; a signingSeed only as a SecretRef).
  */
 export const setupWizard = {
   channel: CHANNEL_ID,
@@ -195,7 +241,7 @@ export const setupWizard = {
     },
   ],
   finalize: async ({ cfg, accountId, prompter }) => {
-    const next = await tokenStep({ cfg, accountId, prompter })
+    const next = await signingStep({ cfg: await tokenStep({ cfg, accountId, prompter }), accountId, prompter })
     escGoesBack(false)
     return { cfg: next }
   },

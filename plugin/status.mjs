@@ -44,6 +44,9 @@ export function snapshotOf(run, s) {
       serverVersion: s.serverVersion ?? null,
       workerId: s.workerId,
       wallet: s.walletAddress ?? null,
+      // The key its results are signed with: what requesters pin (trustedWorkers).
+      workerKey: s.workerKey ?? null,
+      identityFile: s.identityFile ?? null,
       subject: s.subject,
       queueGroup: s.queueGroup,
       uptimeMs: s.uptimeMs ?? null,

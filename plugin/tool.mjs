@@ -7,6 +7,7 @@ import { PierClient } from './addon.mjs'
 import { runningAccounts } from './accounts.mjs'
 import { defaultAccountId, resolveAccount, redactSecrets } from './config.mjs'
 import { takeApproval } from './approval.mjs'
+import { accountAddonConfig } from './identity.mjs'
 
 export const PUBLISH_TOOL = 'pier_publish'
 
@@ -87,13 +88,16 @@ export function createPublishTool(api, log) {
   const publisher = (account) => {
     const run = runningAccounts.get(account.accountId)
     if (run?.worker?.running) return run.worker
-    const key = JSON.stringify(account.addonConfig)
+    // Signed with the account's own key (its signingSeed, else its identity file): the key
+    // the account's worker signs with too.
+    const config = accountAddonConfig(api, account)
+    const key = JSON.stringify(config)
     if (client && clientConfig !== key) {
       client.close().catch(() => {})
       client = null
     }
     clientConfig = key
-    return (client ??= new PierClient(account.addonConfig, { logger: (level, m) => log.addon(level, redactSecrets(m, account.addonConfig)) }))
+    return (client ??= new PierClient(config, { logger: (level, m) => log.addon(level, redactSecrets(m, account.addonConfig)) }))
   }
   return {
     name: PUBLISH_TOOL,

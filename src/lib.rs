@@ -14,6 +14,7 @@ mod delivery;
 pub mod discovery;
 pub mod error;
 pub mod handler;
+pub mod identity;
 pub mod ledger;
 pub mod log;
 pub mod metrics;

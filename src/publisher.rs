@@ -1,6 +1,8 @@
 //! Sending a `task_request` and waiting for its reply: the `pier_publish` tool and the CLI's
-//! `publish`. With a signing key the request carries `Pier-Sender`; a reply's `Pier-Worker`
-//! is verified when present (required when `trustedWorkers` is set).
+//! `publish`. Every request is signed (`Pier-Sender`) with the requester's own key: its
+//! `signingSeed`, else the key kept in its identity file (made on the first publish), never the
+//! NATS login key. A reply's `Pier-Worker` is verified when present (required when
+//! `trustedWorkers` is set).
 
 use crate::config::{Config, Delivery};
 use crate::connection::{self, Attempts};
@@ -9,7 +11,7 @@ use crate::log::SharedLogger;
 use crate::protocol::{self, REPLY_HEADER};
 use crate::signature::{self, SigningKey};
 use crate::stats::Stats;
-use async_nats::{Client, HeaderMap, RequestErrorKind, StatusCode};
+use async_nats::{Client, HeaderMap, StatusCode};
 use futures_util::StreamExt;
 use serde_json::Value;
 use std::collections::HashSet;
@@ -40,7 +42,12 @@ pub struct Publisher {
     subject: String,
     default_timeout_ms: u64,
     delivery: Delivery,
-    signing_key: Option<SigningKey>,
+    /// The requester's key: given (a worker's, whose connection this is), or resolved from
+    /// the config on the first publish, so a client that only asks for status or the live
+    /// workers makes no key.
+    signing_key: std::sync::OnceLock<SigningKey>,
+    /// The config the key is resolved from when none was given.
+    identity_config: Option<Box<Config>>,
     trusted_workers: Option<HashSet<String>>,
 }
 
@@ -55,23 +62,45 @@ impl Publisher {
             Attempts::AtMost(1),
         )
         .await?;
-        Ok(Publisher::with_client(client, config))
+        Ok(Publisher::with_client(client, config, None))
     }
 
-    pub fn with_client(client: Client, config: &Config) -> Publisher {
+    /// A publisher over `client`, signing with `key` (a running worker's), or when `None` with
+    /// the config's identity, resolved on the first publish.
+    pub fn with_client(client: Client, config: &Config, key: Option<SigningKey>) -> Publisher {
+        let signing_key = std::sync::OnceLock::new();
+        let identity_config = match key {
+            Some(key) => {
+                let _ = signing_key.set(key);
+                None
+            }
+            None => Some(Box::new(config.clone())),
+        };
         Publisher {
             client,
             subject: config.publish_subject.clone(),
             default_timeout_ms: config.job_timeout_ms,
             delivery: config.delivery,
-            // A signingSeed was checked with the config; an unusable connection seed signs
-            // nothing (the connection reports it).
-            signing_key: config.signing_key().ok().flatten(),
+            signing_key,
+            identity_config,
             trusted_workers: config
                 .trusted_workers
                 .as_ref()
                 .map(|keys| keys.iter().cloned().collect()),
         }
+    }
+
+    /// The key requests are signed with (resolved, and its file made, on first use).
+    pub fn signing_key(&self) -> Result<&SigningKey, PierError> {
+        if let Some(key) = self.signing_key.get() {
+            return Ok(key);
+        }
+        let config = self
+            .identity_config
+            .as_ref()
+            .ok_or_else(|| PierError::Config("no signing key".into()))?;
+        let identity = config.identity()?;
+        Ok(self.signing_key.get_or_init(|| identity.key))
     }
 
     /// Sends one task and returns the reply, parsed. A `task_error` reply is a reply, not an
@@ -105,33 +134,12 @@ impl Publisher {
         }
         let wait_ms = timeout_ms.saturating_add(REPLY_GRACE_MS);
         let wait = Duration::from_millis(wait_ms);
-        let (reply, nonce) = match (self.delivery, &self.signing_key) {
-            (Delivery::Jetstream, _) => self.publish_to_stream(&id, payload, wait).await?,
-            (Delivery::Core, None) => (self.request(payload, wait).await?, None),
-            (Delivery::Core, Some(key)) => self.signed_request(key, payload, wait).await?,
+        let key = self.signing_key()?;
+        let (reply, nonce) = match self.delivery {
+            Delivery::Jetstream => self.publish_to_stream(key, &id, payload, wait).await?,
+            Delivery::Core => self.signed_request(key, payload, wait).await?,
         };
         self.read_reply(reply, &id, nonce.as_deref())
-    }
-
-    /// Core mode, unsigned: the client's shared reply subscription.
-    async fn request(
-        &self,
-        payload: Vec<u8>,
-        wait: Duration,
-    ) -> Result<async_nats::Message, PierError> {
-        let request = async_nats::Request::new()
-            .payload(payload.into())
-            .timeout(Some(wait));
-        self.client
-            .send_request(self.subject.clone(), request)
-            .await
-            .map_err(|e| match e.kind() {
-                RequestErrorKind::TimedOut => self.timed_out(wait),
-                RequestErrorKind::NoResponders => PierError::NoResponders {
-                    subject: self.subject.clone(),
-                },
-                _ => PierError::request(RequestOp::Publish, e),
-            })
     }
 
     /// Core mode, signed: the signature covers the reply subject, so the request gets an
@@ -217,6 +225,7 @@ impl Publisher {
     /// for its reply. Returns the reply and the request's nonce, when signed.
     async fn publish_to_stream(
         &self,
+        key: &SigningKey,
         id: &str,
         payload: Vec<u8>,
         wait: Duration,
@@ -226,12 +235,10 @@ impl Publisher {
         let mut headers = HeaderMap::new();
         headers.insert("Nats-Msg-Id", id);
         headers.insert(REPLY_HEADER, inbox.as_str());
-        let nonce = self.signing_key.as_ref().map(|key| {
-            let signed =
-                signature::sign_request(key, &self.subject, &inbox, &payload, SystemTime::now());
-            headers.insert(signature::SENDER_HEADER, signed.header.as_str());
-            signed.nonce
-        });
+        let signed =
+            signature::sign_request(key, &self.subject, &inbox, &payload, SystemTime::now());
+        headers.insert(signature::SENDER_HEADER, signed.header.as_str());
+        let nonce = Some(signed.nonce);
         async_nats::jetstream::new(self.client.clone())
             .publish_with_headers(self.subject.clone(), headers, payload.into())
             .await

@@ -7,6 +7,7 @@ use crate::delivery::{Health, Source};
 use crate::discovery;
 use crate::error::PierError;
 use crate::handler::JobHandler;
+use crate::identity::Identity;
 use crate::log::{Level, SharedLogger};
 use crate::metrics::MetricsServer;
 use crate::pipeline::{Pipeline, PipelineParts, FINAL_FLUSH};
@@ -35,6 +36,8 @@ pub struct Worker {
     abort_start: Mutex<Option<CancellationToken>>,
     /// Whether the delivery source can take jobs (JetStream may be re-electing a leader).
     health: Arc<Health>,
+    /// The key replies are signed with, from the last start (the identity file is read then).
+    signing: Mutex<Option<Identity>>,
 }
 
 /// The tasks of a running worker.
@@ -76,6 +79,11 @@ pub struct WorkerStatus {
     pub max_concurrent_jobs: u32,
     pub started_at_ms: Option<u64>,
     pub uptime_ms: Option<u64>,
+    /// The public key (`U…`) that signs this worker's replies (`Pier-Worker`): what requesters
+    /// pin in `trustedWorkers`. Known once the worker has started.
+    pub worker_key: Option<String>,
+    /// Where that key is kept when it is not `signingSeed`: the identity file.
+    pub identity_file: Option<String>,
     /// The last error the worker met: a failed connection attempt, a NATS server error or a
     /// job's `task_error` (`CODE: message`).
     pub last_error: Option<String>,
@@ -89,6 +97,7 @@ impl Worker {
         Worker {
             health,
             identity: config.worker_identity(),
+            signing: Mutex::new(None),
             config: Arc::new(config),
             handler,
             logger,
@@ -107,8 +116,28 @@ impl Worker {
         if lifecycle.is_some() {
             return Err(PierError::AlreadyRunning);
         }
-        // Read at each start: a credsFile's seed may have been rotated since the last one.
-        let signing_key = self.config.signing_key()?;
+        // Read at each start: the identity may have been rotated, and a credsFile's seed (which
+        // must differ from it) replaced, since the last one. Made on the first start.
+        let identity = self.config.identity().inspect_err(|error| {
+            self.stats
+                .set_last_error(&format!("{}: {error}", error.code()));
+        })?;
+        if let crate::identity::IdentitySource::File {
+            path,
+            created: true,
+        } = &identity.source
+        {
+            self.logger.log(
+                Level::Info,
+                &format!(
+                    "[pier-connector] made this worker's own signing key {} (kept in {}; back it up)",
+                    identity.public_key(),
+                    path.display()
+                ),
+            );
+        }
+        let signing_key = Some(identity.key.clone());
+        *lock(&self.signing) = Some(identity);
         let abort = CancellationToken::new();
         *lock(&self.abort_start) = Some(abort.clone());
         *lock(&self.phase) = Phase::Connecting;
@@ -320,6 +349,7 @@ impl Worker {
 
     pub fn status(&self) -> WorkerStatus {
         let phase = lock(&self.phase).clone();
+        let signing = lock(&self.signing).clone();
         let config = &self.config;
         let state = state_of(&phase, &self.health);
         let (client, since) = match &phase {
@@ -345,6 +375,11 @@ impl Worker {
             max_concurrent_jobs: config.max_concurrent_jobs,
             started_at_ms: since.map(|(_, ms)| ms),
             uptime_ms: since.map(|(started, _)| started.elapsed().as_millis() as u64),
+            worker_key: signing.as_ref().map(|i| i.public_key().to_string()),
+            identity_file: signing
+                .as_ref()
+                .and_then(|i| i.file())
+                .map(|p| p.display().to_string()),
             last_error: self.stats.last_error(),
             stats: self.stats.snapshot(),
         }
@@ -360,6 +395,12 @@ impl Worker {
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The key this worker signs with, once it has started: a publisher sharing its
+    /// connection signs requests with it too.
+    pub fn signing_key(&self) -> Option<crate::signature::SigningKey> {
+        lock(&self.signing).as_ref().map(|i| i.key.clone())
     }
 }
 

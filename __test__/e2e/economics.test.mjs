@@ -150,10 +150,10 @@ describe('what a job costs and what it earns', () => {
 
     // /pier: the counts restarted with the gateway; today's ledger line did not.
     const key = 'agent:main:main'
-    await home.cli(['gateway', 'call', 'chat.send', '--params', JSON.stringify({ sessionKey: key, message: '/pier', idempotencyKey: `eco-${Date.now()}` }), '--json'])
+    await home.call('chat.send', { sessionKey: key, message: '/pier', idempotencyKey: `eco-${Date.now()}` })
     const history = await waitFor(
       async () => {
-        const h = await home.cli(['gateway', 'call', 'chat.history', '--params', JSON.stringify({ sessionKey: key, limit: 6 }), '--json'])
+        const h = JSON.stringify(await home.call('chat.history', { sessionKey: key, limit: 6 }), null, 2)
         return /Pier connector/.test(h) ? h : null
       },
       { timeout: 30_000, interval: 500 },

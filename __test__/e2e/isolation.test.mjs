@@ -46,7 +46,7 @@ function obeyed(reply) {
 
 /** Sends `/pier`-style chat text to the operator's own main session. */
 async function operatorChat(message) {
-  await home.cli(['gateway', 'call', 'chat.send', '--params', JSON.stringify({ sessionKey: 'agent:main:main', message, idempotencyKey: `op-${Date.now()}-${Math.random()}` }), '--json'])
+  await home.call('chat.send', { sessionKey: 'agent:main:main', message, idempotencyKey: `op-${Date.now()}-${Math.random()}` })
 }
 
 before(async () => {

@@ -135,9 +135,12 @@ describe('pier-connector in a real OpenClaw gateway', () => {
     assert.ok(calls('bravo').length >= 1 && calls('charlie').length >= 1)
     for (const call of calls('bravo')) assert.doesNotMatch(call.messages, /charlie/)
     for (const call of calls('charlie')) assert.doesNotMatch(call.messages, /bravo/)
-    const sessions = await home.cli(['gateway', 'call', 'sessions.list', '--params', '{}', '--json'])
-    assert.match(sessions, /agent:main:pier:e2e-a/)
-    assert.match(sessions, /agent:main:pier:e2e-b/)
+    // Each in a stored session of its own (keepSessions 10), keyed by the worker's token.
+    const keys = (await home.call('sessions.list', {})).sessions.map((s) => s.key)
+    for (const id of ['e2e-a', 'e2e-b']) {
+      const stored = new RegExp(`job ${id} runs in stored session (agent:main:pier:[0-9a-f]{24})`).exec(gateway.log())
+      assert.ok(stored && keys.includes(stored[1]), `${id}: ${stored?.[1]} in ${keys}`)
+    }
   })
 
   it('the job systemPrompt reaches the model', async () => {
@@ -162,10 +165,10 @@ describe('pier-connector in a real OpenClaw gateway', () => {
 
   it('/pier reports the worker status through the gateway', async () => {
     const key = 'agent:main:main'
-    await home.cli(['gateway', 'call', 'chat.send', '--params', JSON.stringify({ sessionKey: key, message: '/pier', idempotencyKey: `pier-${Date.now()}` }), '--json'])
+    await home.call('chat.send', { sessionKey: key, message: '/pier', idempotencyKey: `pier-${Date.now()}` })
     const text = await waitFor(
       async () => {
-        const history = await home.cli(['gateway', 'call', 'chat.history', '--params', JSON.stringify({ sessionKey: key, limit: 6 }), '--json'])
+        const history = JSON.stringify(await home.call('chat.history', { sessionKey: key, limit: 6 }), null, 2)
         return /Pier connector[\s\S]*connection: connected/.test(history) ? history : null
       },
       { timeout: 30_000, interval: 500 },
@@ -173,6 +176,16 @@ describe('pier-connector in a real OpenClaw gateway', () => {
     assert.match(text, /takes jobs on jobs\.e2e \(queue openclaw-workers\), publishes to jobs\.e2e/)
     assert.match(text, /worker: e2e-worker/)
     assert.match(text, /jobs: \d+ received, \d+ completed/)
+    // The account's own signing key: made at its first start under the state dir, never in
+    // openclaw.json; `openclaw pier identity` shows the same key.
+    const workerKey = /signs with key (U[A-Z2-7]{55})/.exec(text)?.[1]
+    assert.ok(workerKey, text)
+    const keyFile = join(home.dir, 'state', 'pier', 'identity', 'default.seed')
+    assert.ok(text.includes(`key file: ${keyFile}`), text)
+    assert.equal(statSync(keyFile).mode & 0o777, 0o600)
+    assert.doesNotMatch(JSON.stringify(home.readConfig()), /signingSeed|identityFile|SU[A-Z2-7]{56}/)
+    const shown = JSON.parse(await home.cli(['pier', 'identity', '--json']))
+    assert.deepEqual([shown.publicKey, shown.file, shown.created], [workerKey, keyFile, false])
   })
 
   it('pier_publish publishes through the gateway and returns the worker reply', async () => {
@@ -278,7 +291,7 @@ describe('other installs', () => {
     const failure = await waitFor(
       async () => {
         try {
-          const health = JSON.parse(await home.cli(['gateway', 'call', 'health', '--json']))
+          const health = await home.call('health')
           return health.plugins?.errors?.find((e) => e.id === 'pier-connector' && e.failurePhase === 'service')
         } catch {
           return null // the gateway is still starting

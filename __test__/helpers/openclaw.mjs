@@ -76,7 +76,7 @@ export async function createOpenClawHome({ modelBaseUrl, registryUrl }) {
         throw error
       }
     },
-    /** Starts `openclaw gateway run` and resolves once it logs that it is ready. */
+    /** Starts `openclaw gateway run` and resolves once its server listens. */
     async startGateway() {
       const child = spawn(OPENCLAW, ['gateway', 'run', '--port', String(port)], { env, stdio: ['ignore', 'pipe', 'pipe'] })
       let log = ''
@@ -84,7 +84,8 @@ export async function createOpenClawHome({ modelBaseUrl, registryUrl }) {
       child.stderr.on('data', (c) => (log += c))
       const exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })))
       const deadline = Date.now() + 90_000
-      while (!/\bready\b/i.test(log)) {
+      // Listening, not the earlier "spawn broker ready": a call before it is refused.
+      while (!/\[gateway\] http server listening/.test(log)) {
         if (child.exitCode !== null) throw new Error(`gateway exited early:\n${log}`)
         if (Date.now() > deadline) throw new Error(`gateway not ready:\n${log}`)
         await new Promise((r) => setTimeout(r, 100))
@@ -92,7 +93,7 @@ export async function createOpenClawHome({ modelBaseUrl, registryUrl }) {
       return {
         child,
         exited,
-        /** When the gateway logged `ready` (ms since the epoch). */
+        /** When the gateway began to listen (ms since the epoch). */
         readyAt: Date.now(),
         log: () => log,
         async stop() {
@@ -101,9 +102,65 @@ export async function createOpenClawHome({ modelBaseUrl, registryUrl }) {
         },
       }
     },
-    cleanup: () => rmSync(dir, { recursive: true, force: true }),
+    /**
+     * Calls a gateway RPC method (as `openclaw gateway call <method> --params <json> --json`
+     * does) and resolves with its result, through one client process per home that loads
+     * OpenClaw once (helpers/gateway-rpc-client.mjs).
+     */
+    call(method, params = {}, { timeout = 60_000 } = {}) {
+      rpc ??= startRpcClient(env)
+      return rpc.call(method, params, timeout)
+    },
+    cleanup: () => {
+      rpc?.close()
+      rpc = null
+      rmSync(dir, { recursive: true, force: true })
+    },
   }
+  let rpc = null
   return home
+}
+
+function startRpcClient(env) {
+  const child = spawn(join(NODE24_BIN, 'node'), [fileURLToPath(new URL('./gateway-rpc-client.mjs', import.meta.url)), join(E2E_CACHE, 'openclaw', 'package.json')], {
+    env,
+    stdio: ['pipe', 'pipe', 'pipe'],
+  })
+  const close = () => child.kill()
+  process.once('exit', close)
+  const waiting = new Map()
+  let stderr = ''
+  let buffered = ''
+  let nextId = 1
+  child.stderr.on('data', (c) => (stderr = `${stderr}${c}`.slice(-4000)))
+  child.stdout.on('data', (chunk) => {
+    buffered += chunk
+    for (let i; (i = buffered.indexOf('\n')) >= 0; ) {
+      const reply = JSON.parse(buffered.slice(0, i))
+      buffered = buffered.slice(i + 1)
+      const settle = waiting.get(reply.id)
+      waiting.delete(reply.id)
+      if (reply.error !== undefined) settle?.reject(new Error(`gateway call: ${reply.error}`))
+      else settle?.resolve(reply.result)
+    }
+  })
+  child.once('exit', (code, signal) => {
+    for (const { reject } of waiting.values()) reject(new Error(`gateway RPC client exited (${code ?? signal}): ${stderr}`))
+    waiting.clear()
+  })
+  return {
+    call(method, params, timeoutMs) {
+      const id = nextId++
+      return new Promise((resolve, reject) => {
+        waiting.set(id, { resolve, reject })
+        child.stdin.write(`${JSON.stringify({ id, method, params, timeoutMs })}\n`)
+      })
+    },
+    close() {
+      process.off('exit', close)
+      close()
+    },
+  }
 }
 
 /**

@@ -127,6 +127,11 @@ pub struct JsWorkerStatus {
     pub max_concurrent_jobs: u32,
     pub started_at_ms: Option<f64>,
     pub uptime_ms: Option<f64>,
+    /// The public key (`U…`) that signs this worker's replies (`Pier-Worker`): what a requester
+    /// pins in `trustedWorkers`. Set once the worker has started.
+    pub worker_key: Option<String>,
+    /// The file that key is kept in (absent when it is `signingSeed`).
+    pub identity_file: Option<String>,
     /// The last error: a failed connection attempt, a NATS server error or a job's task_error.
     pub last_error: Option<String>,
     pub stats: JsStats,
@@ -268,6 +273,102 @@ pub fn generate_user_key(env: Env) -> napi::Result<UserKey> {
         )
     })?;
     Ok(UserKey { seed, public_key })
+}
+
+/// The key a worker signs its results with and a requester its requests: `signingSeed`, or
+/// the key of its own kept in the identity file (`identityFile`, else the default path).
+#[napi(object)]
+#[cfg_attr(test, allow(dead_code))] // test builds leave out napi's registration of functions
+pub struct IdentityInfo {
+    /// The public key (`U…`): what requesters pin in `trustedWorkers`, and workers list in
+    /// `allowedSenders`. Absent when the identity file does not exist yet.
+    pub public_key: Option<String>,
+    /// `signingSeed` or `file`.
+    pub source: String,
+    /// The identity file (absent for `signingSeed`).
+    pub file: Option<String>,
+    /// Whether the key was made by this call.
+    pub created: bool,
+    /// After a rotation: the key it replaced, and the file the old seed was kept in.
+    pub previous_public_key: Option<String>,
+    pub backup_file: Option<String>,
+}
+
+impl IdentityInfo {
+    fn of(identity: Option<&crate::identity::Identity>, file: Option<String>) -> IdentityInfo {
+        use crate::identity::IdentitySource;
+        let (source, created) = match identity.map(|i| &i.source) {
+            Some(IdentitySource::SigningSeed) => ("signingSeed", false),
+            Some(IdentitySource::File { created, .. }) => ("file", *created),
+            None => ("file", false),
+        };
+        IdentityInfo {
+            public_key: identity.map(|i| i.public_key().to_string()),
+            source: source.to_string(),
+            file: match identity {
+                Some(i) => i.file().map(|p| p.display().to_string()),
+                None => file,
+            },
+            created,
+            previous_public_key: None,
+            backup_file: None,
+        }
+    }
+}
+
+/// The identity of `config`: the key its worker signs results with (`Pier-Worker`) and its
+/// requests are signed with (`Pier-Sender`). It is `signingSeed` when set (a secret: keep it in
+/// a SecretRef or `PIER_SIGNING_SEED`), else a key of its own, made on first use and kept in
+/// the identity file: `identityFile`, by default `~/.config/pier-connector/identity.seed`
+/// (`$XDG_CONFIG_HOME` when set; under OpenClaw `<stateDir>/pier/identity/<account>.seed`),
+/// mode 0600, never in openclaw.json. Back that file up like a private key; `rotateIdentity`
+/// replaces its key. Requesters pin the `publicKey` in `trustedWorkers` (workers list a
+/// requester's in `allowedSenders`), taken from the operator rather than from a reply. The NATS
+/// login key (`nkeySeed`, the `credsFile` seed) never signs.
+///
+/// Nothing is made unless `create` is true. Rejects with `PIER_CONFIG` for an unreadable file,
+/// a file others can read, or a key equal to the NATS login key.
+#[napi]
+#[cfg_attr(test, allow(dead_code))] // test builds leave out napi's registration of functions
+pub fn identity(
+    env: Env,
+    #[napi(ts_arg_type = "PierConfig")] config: Value,
+    create: Option<bool>,
+) -> napi::Result<IdentityInfo> {
+    let config = Config::from_value(config).map_err(|e| js_error(&env, e))?;
+    let found = std::panic::catch_unwind(|| {
+        if create == Some(true) {
+            config.identity().map(Some)
+        } else {
+            crate::identity::peek(&config)
+        }
+    })
+    .unwrap_or_else(|_| Err(PierError::Config("the system random source failed".into())))
+    .map_err(|e| js_error(&env, e))?;
+    let file = crate::identity::identity_file_of(&config)
+        .ok()
+        .map(|p| p.display().to_string());
+    Ok(IdentityInfo::of(found.as_ref(), file))
+}
+
+/// Replaces the identity file's key with a new one (the old file is kept as `<file>.old`). A
+/// worker signs with the new key from its next start. Rejects with `PIER_CONFIG` when the
+/// config has a `signingSeed`.
+#[napi]
+#[cfg_attr(test, allow(dead_code))] // test builds leave out napi's registration of functions
+pub fn rotate_identity(
+    env: Env,
+    #[napi(ts_arg_type = "PierConfig")] config: Value,
+) -> napi::Result<IdentityInfo> {
+    let config = Config::from_value(config).map_err(|e| js_error(&env, e))?;
+    // nkeys draws from the OS random source and would panic if it failed: never across N-API.
+    let rotated = std::panic::catch_unwind(|| crate::identity::rotate(&config))
+        .unwrap_or_else(|_| Err(PierError::Config("the system random source failed".into())))
+        .map_err(|e| js_error(&env, e))?;
+    let mut info = IdentityInfo::of(Some(&rotated.identity), None);
+    info.previous_public_key = rotated.previous_public_key;
+    info.backup_file = rotated.backup.map(|p| p.display().to_string());
+    Ok(info)
 }
 
 #[napi(object)]
@@ -471,10 +572,9 @@ impl PierWorker {
         task: String,
         options: Option<PublishRequestOptions>,
     ) -> napi::Result<PromiseRaw<'env, Value>> {
-        let publisher = self
-            .worker
-            .client()
-            .map(|client| Publisher::with_client(client, self.worker.config()));
+        let publisher = self.worker.client().map(|client| {
+            Publisher::with_client(client, self.worker.config(), self.worker.signing_key())
+        });
         promise(env, async move {
             publisher
                 .ok_or(PierError::NotRunning)?
@@ -529,8 +629,8 @@ impl PierClient {
         })
     }
 
-    /// Sends a `task_request` to `publishSubject` (signed with `Pier-Sender` when the config
-    /// has a signing key) and resolves to the parsed reply (`task_result` or `task_error`),
+    /// Sends a `task_request` to `publishSubject`, signed (`Pier-Sender`) with the requester's
+    /// own key (`signingSeed`, else the identity file's, made on the first publish), and resolves to the parsed reply (`task_result` or `task_error`),
     /// with `workerKey` when its `Pier-Worker` signature verified. Rejects with `PIER_TIMEOUT`,
     /// `PIER_NO_RESPONDERS`, `PIER_WORKER_SIGNATURE` or `PIER_UNTRUSTED_WORKER`.
     #[napi(ts_return_type = "Promise<TaskReply>")]

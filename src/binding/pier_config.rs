@@ -132,8 +132,10 @@ pub struct PierConfig {
     pub password: Option<String>,
     /// NATS nkey seed: Nkey auth with a user seed (SU...).
     pub nkey_seed: Option<String>,
-    /// Signing seed: User nkey seed (SU...) that signs this worker's replies (Pier-Worker) and this publisher's requests (Pier-Sender). Unset: the nkeySeed or credsFile seed, if any.
+    /// Signing seed: User nkey seed (SU...) that signs this worker's replies (Pier-Worker) and this publisher's requests (Pier-Sender); a secret, best kept as a SecretRef. Never the NATS login key (nkeySeed, the credsFile seed): that is refused. Unset: a key of its own, made on first start and kept in identityFile.
     pub signing_seed: Option<String>,
+    /// Identity file: Where the worker's and requester's own signing key is kept when signingSeed is unset: made on first start (mode 0600) and kept; back it up, rotate it with pier-connector identity --rotate. Unset: ~/.config/pier-connector/identity.seed (under $XDG_CONFIG_HOME when set); under OpenClaw one per account at <stateDir>/pier/identity/<account>.seed.
+    pub identity_file: Option<String>,
     /// NATS creds file: Path to a .creds file (JWT and nkey seed).
     pub creds_file: Option<String>,
     /// TLS CA file: CA certificate(s) to verify the server with.

@@ -112,9 +112,18 @@ impl Drop for NatsServer {
     }
 }
 
+/// The identity file the tests' workers and publishers keep their own key in (one per test
+/// process, under the temporary directory: never the user's default one).
+pub fn identity_file() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("pier-test-identity-{}.seed", std::process::id()))
+}
+
 /// A config for `url` on subject `jobs.rust`, worker `rust-1`, with `extra` keys on top.
 pub fn config(url: &str, extra: Value) -> Config {
-    let mut base = json!({ "natsUrl": url, "subject": "jobs.rust", "workerId": "rust-1" });
+    let mut base = json!({
+        "natsUrl": url, "subject": "jobs.rust", "workerId": "rust-1",
+        "identityFile": identity_file()
+    });
     if let (Some(base), Some(extra)) = (base.as_object_mut(), extra.as_object()) {
         base.extend(extra.clone());
     }

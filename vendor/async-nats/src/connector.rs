@@ -170,6 +170,35 @@ pub(crate) struct Connector {
     last_info: ServerInfo,
 }
 
+/// The longest server nonce a client signs. nats-server sends 11 random bytes in base64url
+/// (15 characters); the margin leaves room for other servers.
+const MAX_NONCE_LEN: usize = 64;
+
+/// The server's nonce, when it looks like one: at most [`MAX_NONCE_LEN`] URL-safe base64
+/// characters (`A-Z a-z 0-9 - _`, and `=` padding). Anything else is refused unsigned: a key
+/// that logs in signs whatever nonce the server sends, so a hostile or impersonated server
+/// could otherwise choose the bytes and obtain the key's signature over a message of another
+/// protocol the same key signs (a newline-separated document, a JSON object, a digest).
+fn signable_nonce(info: &ServerInfo) -> Result<String, ConnectError> {
+    let nonce = &info.nonce;
+    let looks_like_one = nonce.len() <= MAX_NONCE_LEN
+        && nonce
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'='));
+    if looks_like_one {
+        Ok(nonce.clone())
+    } else {
+        tracing::error!("refusing to sign a server nonce that does not look like one");
+        Err(ConnectError::with_source(
+            crate::ConnectErrorKind::Authentication,
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the server's nonce does not look like one (URL-safe base64, at most 64 characters): not signed",
+            ),
+        ))
+    }
+}
+
 pub(crate) fn reconnect_delay_callback_default(attempts: usize) -> Duration {
     if attempts <= 1 {
         Duration::from_millis(0)
@@ -643,7 +672,7 @@ impl Connector {
         if let Some(nkey) = self.options.auth.nkey.as_ref() {
             match nkeys::KeyPair::from_seed(nkey.as_str()) {
                 Ok(key_pair) => {
-                    let nonce = info.nonce.clone();
+                    let nonce = signable_nonce(&info)?;
                     match key_pair.sign(nonce.as_bytes()) {
                         Ok(signed) => {
                             connect_info.nkey = Some(key_pair.public_key());
@@ -665,7 +694,7 @@ impl Connector {
         #[cfg(feature = "nkeys")]
         if let Some(jwt) = self.options.auth.jwt.as_ref() {
             if let Some(sign_fn) = self.options.auth.signature_callback.as_ref() {
-                match sign_fn.call(info.nonce.clone()).await {
+                match sign_fn.call(signable_nonce(&info)?).await {
                     Ok(sig) => {
                         connect_info.user_jwt = Some(jwt.clone());
                         connect_info.signature = Some(sig);
@@ -680,7 +709,7 @@ impl Connector {
 
         if let Some(callback) = self.options.auth_callback.as_ref() {
             let auth: crate::Auth = callback
-                .call(info.nonce.as_bytes().to_vec())
+                .call(signable_nonce(&info)?.into_bytes())
                 .await
                 .map_err(|err| {
                     tracing::error!(error = %err, "auth callback failed");
@@ -762,5 +791,21 @@ mod tests {
         // The max (4s) was reached and we shouldn't exceed it, regardless of the no of attempts
         let duration = reconnect_delay_callback_default(50);
         assert_eq!(duration.as_millis(), 4000);
+    }
+
+    #[test]
+    fn only_a_nonce_that_looks_like_one_is_signed() {
+        let info = |nonce: &str| ServerInfo {
+            nonce: nonce.to_string(),
+            ..Default::default()
+        };
+        for good in ["", "aBc-_09xyz12345", "aGVsbG8=", &"n".repeat(64)] {
+            assert_eq!(signable_nonce(&info(good)).unwrap(), good);
+        }
+        let document = "PIER-RESULT-V1\nUABC\njob-1\n\n2026-12-04T02:30:00Z\n0123abcd\n";
+        for bad in [document, &"n".repeat(65), "a b", "{\"a\":1}", "abc/def+", "é"] {
+            let err = signable_nonce(&info(bad)).unwrap_err();
+            assert_eq!(err.kind(), crate::ConnectErrorKind::Authentication);
+        }
     }
 }
