@@ -81,15 +81,32 @@ pub(crate) struct Policy {
     pub signatures: SenderVerifier,
     /// The worker signs its replies: a refusal names the request's nonce.
     pub signs: bool,
+    /// How many nonces the replay memory holds at most (`signature::REPLAY_MEMORY_CAP`).
+    pub replay_memory_cap: usize,
 }
 
 impl Policy {
-    pub(crate) fn new(config: Arc<Config>, signs: bool) -> Policy {
+    pub(crate) fn new(config: Arc<Config>, signs: bool, replay_memory_cap: usize) -> Policy {
         Policy {
             allowed: AllowedSenders::of(&config),
-            signatures: SenderVerifier::new(config.signature_max_age_ms),
+            signatures: SenderVerifier::with_cap(config.signature_max_age_ms, replay_memory_cap),
             config,
             signs,
+            replay_memory_cap,
+        }
+    }
+
+    /// The refusal for a signature the replay memory denied.
+    pub(crate) fn denied(&self, denied: Denied) -> JobError {
+        match denied {
+            Denied::Unauthorized(refusal) => JobError::new(ErrorCode::Unauthorized, refusal.0),
+            Denied::MemoryFull => JobError::new(
+                ErrorCode::Overloaded,
+                format!(
+                    "this worker's replay memory is full ({} signed jobs inside signatureMaxAgeMs); retry on another worker",
+                    self.replay_memory_cap
+                ),
+            ),
         }
     }
 }
@@ -207,19 +224,6 @@ pub(crate) fn duplicate_id() -> JobError {
         ErrorCode::InvalidRequest,
         "a job with this id is already running on this worker; give each job its own id",
     )
-}
-
-pub(crate) fn denied(denied: Denied) -> JobError {
-    match denied {
-        Denied::Unauthorized(refusal) => JobError::new(ErrorCode::Unauthorized, refusal.0),
-        Denied::MemoryFull => JobError::new(
-            ErrorCode::Overloaded,
-            format!(
-                "this worker's replay memory is full ({} signed jobs inside signatureMaxAgeMs); retry on another worker",
-                signature::REPLAY_MEMORY_CAP
-            ),
-        ),
-    }
 }
 
 /// Decides what becomes of `message` under `policy`, at wall-clock time `now_ms` (Unix ms),
@@ -377,7 +381,7 @@ pub(crate) fn admit(
     // Checked last, so only a job that would run can find the memory full.
     if let Some(accepted) = &accepted {
         if let Err(full) = current.nonce(accepted) {
-            return refuse(denied(full), id, sender);
+            return refuse(policy.denied(full), id, sender);
         }
     }
     Ok(Box::new(Admitted {
@@ -426,9 +430,9 @@ fn check_signature(
     let accepted = policy
         .signatures
         .check(&header, delivered, now_ms, admits)
-        .map_err(denied)?;
+        .map_err(|d| policy.denied(d))?;
     match current.nonce(&accepted) {
-        Err(replay @ Denied::Unauthorized(_)) => Err(denied(replay)),
+        Err(replay @ Denied::Unauthorized(_)) => Err(policy.denied(replay)),
         Ok(()) | Err(Denied::MemoryFull) => Ok(Some(accepted)),
     }
 }
@@ -580,7 +584,7 @@ mod tests {
             c.extend(extra.clone());
         }
         let config = Arc::new(Config::from_value(config).expect("valid config"));
-        let policy = Policy::new(config.clone(), true);
+        let policy = Policy::new(config.clone(), true, signature::REPLAY_MEMORY_CAP);
         let now_ms = signature::unix_ms(SystemTime::now());
         let message = Message {
             parsed: protocol::parse_job(&case.payload, config.max_payload_bytes),

@@ -233,6 +233,8 @@ pub(crate) struct PipelineParts {
     pub stats: Arc<Stats>,
     pub identity: WorkerIdentity,
     pub signing_key: Option<SigningKey>,
+    /// How many nonces the replay memory holds at most.
+    pub replay_memory_cap: usize,
 }
 
 impl Pipeline {
@@ -245,6 +247,7 @@ impl Pipeline {
             stats,
             identity,
             signing_key,
+            replay_memory_cap,
         } = parts;
         let (outbox, outbox_task) = Outbox::start(client.clone(), {
             let (stats, logger) = (stats.clone(), logger.clone());
@@ -252,7 +255,7 @@ impl Pipeline {
         });
         Arc::new(Pipeline {
             slots: Arc::new(Semaphore::new(config.max_concurrent_jobs as usize)),
-            policy: Policy::new(config.clone(), signing_key.is_some()),
+            policy: Policy::new(config.clone(), signing_key.is_some(), replay_memory_cap),
             ledger: config
                 .ledger_file
                 .as_ref()
@@ -367,7 +370,7 @@ impl Pipeline {
         // Only a job that runs is remembered: one refused before it runs may come again, and
         // a flood refused for lack of slots never fills the memory.
         if let Some(Err(denied)) = signature.map(|s| self.policy.signatures.remember(&s)) {
-            let error = admission::denied(denied);
+            let error = self.policy.denied(denied);
             return self.refuse(inbound, target, id, error, &facts).await;
         }
         self.stats.job_started();

@@ -33,7 +33,8 @@ const MAX_HEADER_BYTES: usize = 1024;
 /// How many `(key, nonce)` pairs a worker remembers at most. Each costs about 50 bytes, so the
 /// memory stays under ~5 MB; at the default 60 s window it holds ~1,600 signed jobs a second.
 /// When it is full a signed job is answered OVERLOADED: forgetting a nonce early would let a
-/// replay through.
+/// replay through. Only the nonces of jobs that run are kept (a job refused before it runs may
+/// come again without harm), so it is filled by no more than the worker can run in a window.
 pub const REPLAY_MEMORY_CAP: usize = 100_000;
 
 /// `ts`: RFC 3339 UTC, whole seconds, `Z`.
