@@ -108,10 +108,11 @@ pub(crate) trait Inbound: Send + Sync + 'static {
     /// answer is confirmed) sends it itself: the future resolves when the server confirmed
     /// it, or with why it could not. The others hand the reply back (`Err`), and the pipeline
     /// sends it on, through the outbox with the other replies finishing together.
+    /// `answer_key`: what names the answer of a job that ran where a stream keeps it.
     fn send_reply(
         &self,
         reply: Reply,
-        job_id: Option<&str>,
+        answer_key: Option<&str>,
     ) -> Result<impl Future<Output = Result<(), String>> + Send + 'static, Reply>;
 
     /// Told how the job ended, after its answer (if any) was sent.
@@ -131,6 +132,8 @@ struct JobFacts {
     /// line waits until the call has returned, to hold what it spent; here the line's outcome
     /// and code wait for then.
     ledger_later: Option<std::sync::Mutex<Option<LedgerLine>>>,
+    /// What names the job's answer where a stream keeps it (`Nats-Msg-Id`): see [`answer_key`].
+    answer_key: Option<String>,
 }
 
 /// A ledger line's outcome and code.
@@ -144,6 +147,7 @@ impl JobFacts {
             ran: false,
             usage: None,
             ledger_later: None,
+            answer_key: None,
         }
     }
 }
@@ -351,7 +355,12 @@ impl Pipeline {
             budget,
             left,
         } = *admitted;
-        let facts = JobFacts::new(received_at, sender);
+        let mut facts = JobFacts::new(received_at, sender);
+        facts.answer_key = Some(answer_key(
+            facts.sender.key.as_deref(),
+            &job.id,
+            inbound.stored(),
+        ));
         let id = Some(job.id.as_str());
         // Admission saw them free; each is taken here, atomically, and a race lost is answered
         // like the rule it lost to.
@@ -716,7 +725,7 @@ impl Pipeline {
         let sent = self
             .send(
                 inbound,
-                Some(id).filter(|_| facts.ran),
+                facts.answer_key.as_deref().filter(|_| facts.ran),
                 target,
                 bytes,
                 headers,
@@ -757,7 +766,7 @@ impl Pipeline {
         let headers = self.reply_headers(Some(headers), id, facts, &bytes);
         // Only the answer of a job that ran deduplicates by its id in a results stream: a refusal
         // (a second copy of a running job, say) must never take the place of the real answer.
-        let dedupe = id.filter(|_| facts.ran);
+        let dedupe = facts.answer_key.as_deref().filter(|_| facts.ran);
         let sent = self
             .send(inbound, dedupe, target, bytes, headers, at_once)
             .await;
@@ -841,8 +850,8 @@ impl Pipeline {
     /// Sends a reply: by the source when it settles on the answer's fate (`send_reply`), else
     /// at once (`at_once`: refusals, and jobs answered on their first poll) or through the
     /// outbox. False when it could not be sent (counted and logged).
-    /// `dedupe_id`: what deduplicates the answer where a stream keeps it (the job id of a job
-    /// that ran).
+    /// `dedupe_id`: what deduplicates the answer where a stream keeps it (the answer key of a
+    /// job that ran, [`answer_key`]).
     async fn send<I: Inbound>(
         &self,
         inbound: &I,
@@ -917,6 +926,23 @@ impl Pipeline {
             let _ = tokio::time::timeout(FINAL_FLUSH, task).await;
         }
         let _ = self.flush().await;
+    }
+}
+
+/// What names a job's answer where a stream keeps it (its `Nats-Msg-Id`, by which the stream
+/// deduplicates the answer of a redelivered job). A job's id is the requester's choice, so it
+/// names a job only with who sent it (protocol.md, "Job identity"): the verified key and the id
+/// for a signed job, the stream sequence for an unsigned JetStream job, a fresh random token
+/// otherwise. Two requesters that pick the same id never deduplicate away each other's
+/// answer. Hashed, so no id can put a line break or any other byte in a header.
+fn answer_key(sender_key: Option<&str>, id: &str, stored: Option<(i64, u64)>) -> String {
+    match (sender_key, stored) {
+        (Some(key), _) => format!(
+            "pier-{}",
+            signature::sha256_hex(format!("{key}\n{id}").as_bytes())
+        ),
+        (None, Some((_, seq))) => format!("pier-seq-{seq}"),
+        (None, None) => format!("pier-{}", protocol::new_id()),
     }
 }
 

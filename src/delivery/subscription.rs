@@ -110,7 +110,7 @@ impl Inbound for CoreMessage {
     fn send_reply(
         &self,
         reply: Reply,
-        _job_id: Option<&str>,
+        _answer_key: Option<&str>,
     ) -> Result<impl Future<Output = Result<(), String>> + Send + 'static, Reply> {
         Err::<std::future::Ready<_>, _>(reply)
     }
