@@ -598,10 +598,14 @@ impl Pipeline {
         // has. A cap that freed them now would let a flood of short deadlines run any number of
         // turns at once.
         inbound.settle(settle).await;
-        self.outlive(&id, turn, &mut facts).await;
-        drop(slot);
-        drop(claim);
-        self.stats.job_finished();
+        // Answered: stopping the worker need not wait for it (it was told to stop; `finish`
+        // ends this wait once the answered jobs are done).
+        tokio::spawn(async move {
+            self.outlive(&id, turn, &mut facts).await;
+            drop(slot);
+            drop(claim);
+            self.stats.job_finished();
+        });
     }
 
     /// Waits for a handler call the worker stopped waiting for to return (or for the worker to
@@ -920,6 +924,9 @@ impl Pipeline {
             self.cancel.cancel();
             let _ = tokio::time::timeout(FINAL_FLUSH, self.jobs.wait()).await;
         }
+        // Handler calls answered at their deadline and still running were told to stop; the
+        // worker stops waiting for them.
+        self.cancel.cancel();
         self.outbox.close();
         let task = crate::sync::lock(&self.outbox_task).take();
         if let Some(task) = task {
