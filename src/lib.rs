@@ -5,6 +5,7 @@
 //! JetStream), `worker` (lifecycle), `publisher`, `discovery`, `stats`. `binding` is the only
 //! module that knows about N-API (feature `addon`).
 
+mod admission;
 pub mod config;
 #[cfg(test)]
 mod config_schema;

@@ -1,24 +1,28 @@
-//! The one place a job is admitted and answered, whatever delivered it.
+//! Moves jobs, whatever delivered them: admits, runs and answers each.
 //!
 //! A delivery source (`delivery::subscription` for core NATS, `delivery::jetstream` for a pull
-//! consumer) hands each message to [`Pipeline::admit`] as an [`Inbound`]. Admission is the same
-//! for every source, in this order: the payload is read (`protocol::parse_job`), the reply
-//! target is resolved and validated, a `Pier-Sender` signature is verified (`signature`), the
-//! sender is checked against `allowedSenders`, its price against `minJobPrice`, and a
-//! concurrency slot is taken. An admitted job runs under its deadline and is answered exactly
-//! once; the source is then told how it ended ([`Settle`]), which is where JetStream acks.
+//! consumer) hands each message to [`Pipeline::admit`] as an [`Inbound`]. What becomes of it is
+//! decided in one place, as a pure step ([`admission::admit`]); the pipeline only does what
+//! the verdict says: takes the slot, the id and the nonce it names, runs the job under its
+//! deadline, and answers it exactly once; the source is then told how it ended ([`Settle`]),
+//! which is where JetStream acks.
+//!
+//! A handler call holds its concurrency slot and its id until it has really returned: a turn
+//! past its deadline is answered TIMEOUT at once and told to stop, and keeps both until it has.
+//! So no more than `maxConcurrentJobs` handler calls run at once, ever.
 
-use crate::config::{Config, SenderTrust, WorkerIdentity};
+use crate::admission::{self, Admitted, Current, Message, NotRun, Policy, SenderFacts};
+use crate::config::{Config, WorkerIdentity};
 use crate::error::{ErrorCode, JobError};
 use crate::handler::{HandlerResult, JobHandler, JobInput, Usage};
 use crate::ledger::{Ledger, LedgerEntry};
 use crate::log::{loggable, JobLine, Level, SharedLogger};
 use crate::outbox::{self, Outbox, Reply};
 use crate::protocol::{self, JobRequest};
-use crate::signature::{self, Delivered, Denied, SenderVerifier, SigningKey};
+use crate::signature::{self, Accepted, Denied, SigningKey};
 use crate::stats::{Outcome, Stats};
-use crate::subject;
 use async_nats::{Client, HeaderMap, Subject};
+use futures_util::future::BoxFuture;
 use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
@@ -29,6 +33,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub(crate) use crate::admission::ReplyTarget;
+
 /// How long jobs cancelled at shutdown get to send their SHUTTING_DOWN replies, and the
 /// connection to flush them.
 pub(crate) const FINAL_FLUSH: Duration = Duration::from_secs(2);
@@ -36,14 +42,6 @@ pub(crate) const FINAL_FLUSH: Duration = Duration::from_secs(2);
 /// Room left in a message for the protocol line and the error headers, so a reply judged to
 /// fit does fit under the server's `max_payload`.
 const REPLY_OVERHEAD: usize = 1024;
-
-/// Where a job's answer can go.
-pub(crate) enum ReplyTarget {
-    /// A subject that may be published to.
-    Subject(Subject),
-    /// Nowhere: the message named no usable reply subject. `why` is logged.
-    Nowhere { why: String },
-}
 
 /// How a job ended, as its delivery source needs to know it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,10 +108,11 @@ pub(crate) trait Inbound: Send + Sync + 'static {
     /// answer is confirmed) sends it itself: the future resolves when the server confirmed
     /// it, or with why it could not. The others hand the reply back (`Err`), and the pipeline
     /// sends it on, through the outbox with the other replies finishing together.
+    /// `answer_key`: what names the answer of a job that ran where a stream keeps it.
     fn send_reply(
         &self,
         reply: Reply,
-        job_id: Option<&str>,
+        answer_key: Option<&str>,
     ) -> Result<impl Future<Output = Result<(), String>> + Send + 'static, Reply>;
 
     /// Told how the job ended, after its answer (if any) was sent.
@@ -123,32 +122,32 @@ pub(crate) trait Inbound: Send + Sync + 'static {
 /// What a job's log line tells besides how it ended (never its task).
 struct JobFacts {
     received_at: Instant,
-    sender: Option<String>,
-    /// The `Pier-Sender` key, once its signature verified.
-    sender_key: Option<String>,
-    /// The request's `Pier-Sender` nonce, for the reply's `Pier-Worker` signature.
-    nonce: Option<String>,
-    /// `meta.price`, when it is a positive number: what a completed job earns.
-    price: Option<f64>,
+    /// Who sent it, as admission read it.
+    sender: SenderFacts,
     /// The job ran (reached the handler): its end goes in the ledger.
     ran: bool,
     /// What its turn used, when the handler measured it.
     usage: Option<Usage>,
+    /// Set while its handler call runs on after its answer (past its deadline): its ledger
+    /// line waits until the call has returned, to hold what it spent; here the line's outcome
+    /// and code wait for then.
+    ledger_later: Option<std::sync::Mutex<Option<LedgerLine>>>,
+    /// What names the job's answer where a stream keeps it (`Nats-Msg-Id`): see [`answer_key`].
+    answer_key: Option<String>,
 }
 
+/// A ledger line's outcome and code.
+type LedgerLine = (String, Option<ErrorCode>);
+
 impl JobFacts {
-    fn new(received_at: Instant, job: Option<&JobRequest>) -> JobFacts {
+    fn new(received_at: Instant, sender: SenderFacts) -> JobFacts {
         JobFacts {
             received_at,
-            sender: job.and_then(JobRequest::sender).map(loggable),
-            sender_key: None,
-            nonce: None,
-            price: job
-                .and_then(|j| j.meta.get("price"))
-                .and_then(serde_json::Value::as_f64)
-                .filter(|p| p.is_finite() && *p > 0.0),
+            sender,
             ran: false,
             usage: None,
+            ledger_later: None,
+            answer_key: None,
         }
     }
 }
@@ -167,53 +166,20 @@ pub(crate) struct Pipeline {
     outbox: Arc<Outbox>,
     outbox_task: std::sync::Mutex<Option<JoinHandle<()>>>,
     running_ids: RunningIds,
-    /// Checks `Pier-Sender` headers, and remembers their nonces.
-    verifier: SenderVerifier,
+    /// What admission decides by: the config, `allowedSenders`, the signature checker (whose
+    /// replay memory the pipeline fills with the nonces of jobs that run).
+    policy: Policy,
     /// Signs every reply (`Pier-Worker`) when the worker has a key.
     signing_key: Option<SigningKey>,
-    /// `allowedSenders`, split once into keys and names.
-    allowed: Option<AllowedSenders>,
     /// `ledgerFile`: where each job that ran is written down.
     ledger: Option<Ledger>,
 }
 
-/// `allowedSenders`: keys match a verified `Pier-Sender`, names the self-declared
-/// `meta.sender` (under `senderTrust: "any"` only).
-struct AllowedSenders {
-    keys: HashSet<String>,
-    names: HashSet<String>,
-}
-
-impl AllowedSenders {
-    fn of(config: &Config) -> Option<AllowedSenders> {
-        let names: HashSet<String> = config
-            .allowed_names()
-            .into_iter()
-            .map(String::from)
-            .collect();
-        config.allowed_senders.as_ref().map(|all| AllowedSenders {
-            keys: all
-                .iter()
-                .filter(|s| !names.contains(*s))
-                .cloned()
-                .collect(),
-            names: match config.sender_trust {
-                SenderTrust::Any => names,
-                // Every job is signed: a self-declared name proves nothing.
-                SenderTrust::Signed => HashSet::new(),
-            },
-        })
-    }
-
-    fn allow(&self, key: Option<&str>, name: Option<&str>) -> bool {
-        key.is_some_and(|k| self.keys.contains(k)) || name.is_some_and(|n| self.names.contains(n))
-    }
-}
-
-/// Ids of the jobs admitted and not yet answered.
+/// Ids of the jobs admitted whose handler call has not yet stopped.
 type RunningIds = Arc<std::sync::Mutex<HashSet<String>>>;
 
-/// A job id held from admission until the job is answered; released on drop.
+/// A job id held from admission until the job is answered and its handler call has stopped;
+/// released on drop.
 pub(crate) struct IdClaim {
     ids: RunningIds,
     id: String,
@@ -237,6 +203,32 @@ impl Drop for IdClaim {
     }
 }
 
+/// The worker as admission sees it when a message arrives.
+struct Occupancy<'a> {
+    pipeline: &'a Pipeline,
+    /// The source already holds a slot for this message.
+    held: bool,
+    draining: bool,
+}
+
+impl Current for Occupancy<'_> {
+    fn draining(&self) -> bool {
+        self.draining
+    }
+
+    fn slots_free(&self) -> usize {
+        self.pipeline.slots.available_permits() + usize::from(self.held)
+    }
+
+    fn running(&self, id: &str) -> bool {
+        crate::sync::lock(&self.pipeline.running_ids).contains(id)
+    }
+
+    fn nonce(&self, accepted: &Accepted) -> Result<(), Denied> {
+        self.pipeline.policy.signatures.lookup(accepted)
+    }
+}
+
 /// The parts of a worker a pipeline is built from.
 pub(crate) struct PipelineParts {
     pub config: Arc<Config>,
@@ -245,6 +237,8 @@ pub(crate) struct PipelineParts {
     pub stats: Arc<Stats>,
     pub identity: WorkerIdentity,
     pub signing_key: Option<SigningKey>,
+    /// How many nonces the replay memory holds at most.
+    pub replay_memory_cap: usize,
 }
 
 impl Pipeline {
@@ -257,6 +251,7 @@ impl Pipeline {
             stats,
             identity,
             signing_key,
+            replay_memory_cap,
         } = parts;
         let (outbox, outbox_task) = Outbox::start(client.clone(), {
             let (stats, logger) = (stats.clone(), logger.clone());
@@ -264,8 +259,7 @@ impl Pipeline {
         });
         Arc::new(Pipeline {
             slots: Arc::new(Semaphore::new(config.max_concurrent_jobs as usize)),
-            verifier: SenderVerifier::new(config.signature_max_age_ms),
-            allowed: AllowedSenders::of(&config),
+            policy: Policy::new(config.clone(), signing_key.is_some(), replay_memory_cap),
             ledger: config
                 .ledger_file
                 .as_ref()
@@ -294,9 +288,54 @@ impl Pipeline {
         &self.slots
     }
 
-    /// Admits one message: reads it, resolves its reply target, checks its sender, takes a
-    /// slot (`slot` when the source already holds one), then runs it in its own task, or
-    /// inline when the handler answers on its first poll. Every refusal is answered here.
+    /// What admission says of `inbound`, with the worker as it is now.
+    fn judge<I: Inbound>(
+        &self,
+        inbound: &I,
+        held: bool,
+        draining: bool,
+    ) -> Result<Box<Admitted>, NotRun> {
+        let parsed = protocol::parse_job(inbound.payload(), self.config.max_payload_bytes);
+        let id = match &parsed {
+            Ok(job) => Some(job.id.as_str()),
+            Err(rejection) => rejection.id.as_deref(),
+        };
+        let target = inbound.reply_target(id);
+        let sender_headers = inbound
+            .headers()
+            .map(|h| {
+                h.get_all(signature::SENDER_HEADER)
+                    .map(|v| v.as_str())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let message = Message {
+            parsed,
+            target,
+            defect: inbound.defect(),
+            sender_headers,
+            payload: inbound.payload(),
+            subject: inbound.subject(),
+            signed_reply: inbound.signed_reply(),
+            stored: inbound.stored(),
+            gives_back_when_full: inbound.when_full().is_some(),
+        };
+        let current = Occupancy {
+            pipeline: self,
+            held,
+            draining,
+        };
+        admission::admit(
+            message,
+            &self.policy,
+            signature::unix_ms(SystemTime::now()),
+            &current,
+        )
+    }
+
+    /// Admits one message (`slot` when the source already holds one for it): asks admission,
+    /// answers a refusal, or takes the slot, the id and the nonce it names and runs the job in
+    /// its own task, or inline when the handler answers on its first poll.
     pub(crate) async fn admit<I: Inbound>(
         self: &Arc<Self>,
         inbound: I,
@@ -304,134 +343,59 @@ impl Pipeline {
     ) {
         let received_at = Instant::now();
         self.stats.received();
-        let parsed = protocol::parse_job(inbound.payload(), self.config.max_payload_bytes);
-        let id = match &parsed {
-            Ok(job) => Some(job.id.as_str()),
-            Err(rejection) => rejection.id.as_deref(),
+        let admitted = match self.judge(&inbound, slot.is_some(), false) {
+            Ok(admitted) => admitted,
+            Err(not_run) => return self.not_run(inbound, not_run, received_at).await,
         };
-        let mut facts = JobFacts::new(received_at, parsed.as_ref().ok());
-        let target = match self.reply_target(&inbound, id) {
-            ReplyTarget::Subject(subject) => subject,
-            ReplyTarget::Nowhere { why } => {
-                self.stats.record(Outcome::NoReply);
-                self.logger.log(
-                    Level::Warn,
-                    &format!(
-                        "[pier-connector] job {} not run: {why}",
-                        id.map_or_else(|| "(no id)".to_string(), loggable)
-                    ),
-                );
-                inbound.settle(Settle::Unanswerable).await;
-                return;
+        let Admitted {
+            job,
+            target,
+            sender,
+            signature,
+            budget,
+            left,
+        } = *admitted;
+        let mut facts = JobFacts::new(received_at, sender);
+        facts.answer_key = Some(answer_key(
+            facts.sender.key.as_deref(),
+            &job.id,
+            inbound.stored(),
+        ));
+        let id = Some(job.id.as_str());
+        // Admission saw them free; each is taken here, atomically, and a race lost is answered
+        // like the rule it lost to.
+        let Some(slot) = slot.or_else(|| self.slots.clone().try_acquire_owned().ok()) else {
+            if let Some(settle) = inbound.when_full() {
+                self.stats.record(Outcome::Errored(ErrorCode::Overloaded));
+                return inbound.settle(settle).await;
             }
+            let error = admission::overloaded(self.config.max_concurrent_jobs);
+            return self.refuse(inbound, target, id, error, &facts).await;
         };
-        if let Some(defect) = inbound.defect() {
-            let error = JobError::new(ErrorCode::InvalidRequest, defect);
-            let id = id.map(str::to_string);
-            return self
-                .refuse(inbound, target, id.as_deref(), error, &facts)
-                .await;
-        }
-        // Before the payload's own errors: a message signed in someone else's name is refused
-        // as that, whatever it holds.
-        if let Err(error) = self.check_signature(&inbound, &mut facts) {
-            let id = id.map(str::to_string);
-            return self
-                .refuse(inbound, target, id.as_deref(), error, &facts)
-                .await;
-        }
-        // A signed job is answered where its signature says: on the reply line the requester
-        // signed (core: Pier-Reply-To when a relay set it). Headers are not signed, so without
-        // this a copy of someone's request with its own NATS reply and their Pier-Reply-To would
-        // run in their name and be answered to the copier.
-        let target = match (&facts.sender_key, inbound.signed_reply()) {
-            (Some(_), signed) if !signed.is_empty() && signed != target.as_str() => {
-                if !subject::is_publish_subject(signed)
-                    || subject::reply_refusal(signed, &self.config.reply_subject_prefixes).is_some()
-                {
-                    let error = JobError::new(
-                        ErrorCode::Unauthorized,
-                        "the signed reply subject (Pier-Reply-To) is not one this worker answers on",
-                    );
-                    let id = id.map(str::to_string);
-                    return self
-                        .refuse(inbound, target, id.as_deref(), error, &facts)
-                        .await;
-                }
-                Subject::from(signed)
-            }
-            _ => target,
-        };
-        let job = match parsed {
-            Ok(job) => job,
-            Err(rejection) => {
-                return self
-                    .refuse(
-                        inbound,
-                        target,
-                        rejection.id.as_deref(),
-                        rejection.error,
-                        &facts,
-                    )
-                    .await;
-            }
-        };
-        if let Some(allowed) = &self.allowed {
-            if !allowed.allow(facts.sender_key.as_deref(), job.sender()) {
-                let error = JobError::new(
-                    ErrorCode::Unauthorized,
-                    "this worker does not take jobs from this sender",
-                );
-                return self
-                    .refuse(inbound, target, Some(&job.id), error, &facts)
-                    .await;
-            }
-        }
-        // Before a slot or the id is taken: a job that pays too little costs the worker nothing.
-        if let Some(error) = self.price_refusal(&job) {
-            return self
-                .refuse(inbound, target, Some(&job.id), error, &facts)
-                .await;
-        }
-        // Requester-chosen ids key the handler's running turns (their abort handles and the
-        // channel's answer slots): a second job with the id of one in flight would take them over.
         let Some(claim) = IdClaim::take(&self.running_ids, &job.id) else {
-            let error = JobError::new(
-                ErrorCode::InvalidRequest,
-                "a job with this id is already running on this worker; give each job its own id",
-            );
-            return self
-                .refuse(inbound, target, Some(&job.id), error, &facts)
-                .await;
+            let error = admission::duplicate_id();
+            return self.refuse(inbound, target, id, error, &facts).await;
         };
-        let slot = match slot.map_or_else(|| self.slots.clone().try_acquire_owned().ok(), Some) {
-            Some(slot) => slot,
-            None => match inbound.when_full() {
-                Some(settle) => {
-                    self.stats.record(Outcome::Errored(ErrorCode::Overloaded));
-                    return inbound.settle(settle).await;
-                }
-                None => {
-                    let error = JobError::new(
-                        ErrorCode::Overloaded,
-                        format!(
-                            "worker is running its limit of {} jobs; retry on another worker",
-                            self.config.max_concurrent_jobs
-                        ),
-                    );
-                    return self
-                        .refuse(inbound, target, Some(&job.id), error, &facts)
-                        .await;
-                }
-            },
-        };
+        // Only a job that runs is remembered: one refused before it runs may come again, and
+        // a flood refused for lack of slots never fills the memory.
+        if let Some(Err(denied)) = signature.map(|s| self.policy.signatures.remember(&s)) {
+            let error = self.policy.denied(denied);
+            return self.refuse(inbound, target, id, error, &facts).await;
+        }
         self.stats.job_started();
+        // A JetStream job's deadline counts from when the stream stored it (`left`).
+        let deadline = received_at + left;
         // A handler that answers on its first poll runs here, in the receive loop, and its
         // reply is published at once (it would gain nothing from waiting in the outbox).
         let inline = self.handler.ready_on_first_poll();
-        let run = self
-            .clone()
-            .run(inbound, job, target, facts, (slot, claim), inline);
+        let run = self.clone().run(
+            inbound,
+            (job, target),
+            facts,
+            (slot, claim),
+            (deadline, budget),
+            inline,
+        );
         if !inline {
             self.jobs.spawn(run);
             return;
@@ -447,106 +411,37 @@ impl Pipeline {
         }
     }
 
-    /// PRICE_TOO_LOW when `minJobPrice` is above 0 and the job's `meta.price` is below it, or
-    /// is missing or not a number.
-    fn price_refusal(&self, job: &JobRequest) -> Option<JobError> {
-        let floor = self.config.min_job_price;
-        if floor <= 0.0 {
-            return None;
-        }
-        let offered = job
-            .meta
-            .get("price")
-            .and_then(serde_json::Value::as_f64)
-            .filter(|p| p.is_finite());
-        match offered {
-            Some(price) if price >= floor => None,
-            Some(price) => Some(JobError::new(
-                ErrorCode::PriceTooLow,
-                format!("this worker takes jobs paying at least {floor} (meta.price); this one offers {price}"),
-            )),
-            None => Some(JobError::new(
-                ErrorCode::PriceTooLow,
-                format!("this worker takes jobs paying at least {floor} (meta.price); this one names no price"),
-            )),
-        }
-    }
-
-    /// Verifies the message's `Pier-Sender` header, if it has one; without one, refuses it
-    /// under `senderTrust: "signed"`. A verified key and the nonce go into `facts`. An
-    /// unsigned message costs one header lookup.
-    fn check_signature<I: Inbound>(
-        &self,
-        inbound: &I,
-        facts: &mut JobFacts,
-    ) -> Result<(), JobError> {
-        let unauthorized = |why: &str| JobError::new(ErrorCode::Unauthorized, why);
-        let headers = inbound.headers();
-        let Some(value) = headers.and_then(|h| h.get(signature::SENDER_HEADER)) else {
-            return match self.config.sender_trust {
-                SenderTrust::Any => Ok(()),
-                SenderTrust::Signed => Err(unauthorized(
-                    "this worker takes signed jobs only: the request has no Pier-Sender header",
-                )),
-            };
-        };
-        let verified = self.verify_sender(inbound, headers, value.as_str());
-        match verified {
-            Ok((key, nonce)) => {
-                facts.sender_key = Some(key);
-                facts.nonce = Some(nonce);
-                Ok(())
+    /// Does what admission said of a job that does not run.
+    async fn not_run<I: Inbound>(&self, inbound: I, not_run: NotRun, received_at: Instant) {
+        match not_run {
+            NotRun::Refuse(refusal) => {
+                let facts = JobFacts::new(received_at, refusal.sender);
+                self.refuse(
+                    inbound,
+                    refusal.target,
+                    refusal.id.as_deref(),
+                    refusal.error,
+                    &facts,
+                )
+                .await
             }
-            Err(error) => {
-                // The refusal is signed too, for the request it refuses, if its nonce reads.
-                if self.signing_key.is_some() {
-                    facts.nonce = signature::sender_nonce(value.as_str());
-                }
-                Err(error)
+            NotRun::GiveBack => {
+                self.stats.record(Outcome::Errored(ErrorCode::Overloaded));
+                let settle = inbound.when_full().unwrap_or(Settle::Retry { delay: None });
+                inbound.settle(settle).await
             }
-        }
-    }
-
-    /// The verified `(key, nonce)` of a `Pier-Sender` header, or why the job is refused.
-    fn verify_sender<I: Inbound>(
-        &self,
-        inbound: &I,
-        headers: Option<&HeaderMap>,
-        value: &str,
-    ) -> Result<(String, String), JobError> {
-        let unauthorized = |why: &str| JobError::new(ErrorCode::Unauthorized, why);
-        if headers.is_some_and(|h| h.get_all(signature::SENDER_HEADER).count() > 1) {
-            return Err(unauthorized(
-                "Pier-Sender header refused: malformed (more than one)",
-            ));
-        }
-        let header = signature::parse_sender(value).map_err(|r| unauthorized(&r.0))?;
-        let now_ms = signature::unix_ms(SystemTime::now());
-        let stored = inbound.stored();
-        let message = Delivered {
-            payload: inbound.payload(),
-            subjects: [inbound.subject(), &self.config.publish_subject],
-            reply: inbound.signed_reply(),
-            time_ms: stored.map_or(now_ms, |(at, _)| at),
-            stream_seq: stored.map(|(_, seq)| seq),
-        };
-        // A listed key only, where allowedSenders lists keys alone; with names (senderTrust
-        // "any") the name may still admit the job, and the full check comes after the payload.
-        let admits = |key: &str| {
-            self.allowed
-                .as_ref()
-                .is_none_or(|a| !a.names.is_empty() || a.keys.contains(key))
-        };
-        match self.verifier.verify(&header, &message, now_ms, admits) {
-            Ok(()) => Ok((header.key, header.nonce)),
-            Err(Denied::Unauthorized(refusal)) => Err(unauthorized(&refusal.0)),
-            Err(Denied::MemoryFull) => Err(JobError::new(
-                ErrorCode::Overloaded,
-                format!(
-                    "this worker's replay memory is full ({} signed jobs inside signatureMaxAgeMs); retry on another worker",
-                    signature::REPLAY_MEMORY_CAP
-                ),
-            )),
+            NotRun::Unanswerable { id, why } => {
+                self.stats.record(Outcome::NoReply);
+                self.logger.log(
+                    Level::Warn,
+                    &format!(
+                        "[pier-connector] job {} not run: {why}",
+                        id.as_deref()
+                            .map_or_else(|| "(no id)".to_string(), loggable)
+                    ),
+                );
+                inbound.settle(Settle::Unanswerable).await
+            }
         }
     }
 
@@ -565,7 +460,7 @@ impl Pipeline {
         let header = signature::sign_result(
             key,
             id,
-            facts.nonce.as_deref().unwrap_or_default(),
+            facts.sender.nonce.as_deref().unwrap_or_default(),
             payload,
             SystemTime::now(),
         );
@@ -574,50 +469,23 @@ impl Pipeline {
         Some(headers)
     }
 
-    /// Answers a message without running it (`code` when the worker is shutting down).
-    pub(crate) async fn refuse_unrun<I: Inbound>(&self, inbound: I, code: ErrorCode, why: &str) {
+    /// Answers a message that arrived while the worker is shutting down: SHUTTING_DOWN (signed
+    /// for the request it refuses, so a signed requester reads a refusal it can retry
+    /// elsewhere), never run.
+    pub(crate) async fn refuse_draining<I: Inbound>(&self, inbound: I) {
+        let received_at = Instant::now();
         self.stats.received();
-        // The id is worth reading so the requester can match the refusal to its request.
-        let id = protocol::parse_job(inbound.payload(), self.config.max_payload_bytes)
-            .map(|job| job.id)
-            .map_err(|rejection| rejection.id);
-        let id = match &id {
-            Ok(id) => Some(id.as_str()),
-            Err(id) => id.as_deref(),
+        let not_run = match self.judge(&inbound, false, true) {
+            Err(not_run) => not_run,
+            // Admission admits nothing while draining; should it, the job is refused all the same.
+            Ok(admitted) => NotRun::Refuse(Box::new(admission::Refusal {
+                error: JobError::new(ErrorCode::ShuttingDown, "the worker is shutting down"),
+                id: Some(admitted.job.id),
+                target: admitted.target,
+                sender: admitted.sender,
+            })),
         };
-        match self.reply_target(&inbound, id) {
-            ReplyTarget::Subject(target) => {
-                let mut facts = JobFacts::new(Instant::now(), None);
-                // Signed for the request it refuses, so a signed requester reads a refusal it
-                // can retry elsewhere (SHUTTING_DOWN), not a signature error.
-                if self.signing_key.is_some() {
-                    facts.nonce = inbound
-                        .headers()
-                        .and_then(|h| h.get(signature::SENDER_HEADER))
-                        .and_then(|v| signature::sender_nonce(v.as_str()));
-                }
-                self.refuse(inbound, target, id, JobError::new(code, why), &facts)
-                    .await
-            }
-            ReplyTarget::Nowhere { .. } => {
-                self.stats.record(Outcome::NoReply);
-                inbound.settle(Settle::Unanswerable).await;
-            }
-        }
-    }
-
-    /// Where the source says the answer goes, unless the worker must not publish there
-    /// (`subject::reply_refusal`): one rule for every source.
-    fn reply_target<I: Inbound>(&self, inbound: &I, job_id: Option<&str>) -> ReplyTarget {
-        match inbound.reply_target(job_id) {
-            ReplyTarget::Subject(subject) => {
-                match subject::reply_refusal(&subject, &self.config.reply_subject_prefixes) {
-                    None => ReplyTarget::Subject(subject),
-                    Some(why) => ReplyTarget::Nowhere { why: why.into() },
-                }
-            }
-            nowhere => nowhere,
-        }
+        self.not_run(inbound, not_run, received_at).await
     }
 
     async fn refuse<I: Inbound>(
@@ -643,23 +511,35 @@ impl Pipeline {
     async fn run<I: Inbound>(
         self: Arc<Self>,
         inbound: I,
-        job: JobRequest,
-        target: Subject,
+        (job, target): (JobRequest, Subject),
         mut facts: JobFacts,
         (slot, claim): (OwnedSemaphorePermit, IdClaim),
+        (deadline, budget): (Instant, Duration),
         inline: bool,
     ) {
         let keep_alive = inbound.keep_alive();
         let received_at = facts.received_at;
-        let (
-            id,
-            HandlerResult {
-                answer: outcome,
-                usage,
-            },
-        ) = self
-            .execute(job, facts.sender_key.clone(), received_at, slot)
+        let id = job.id.clone();
+        let (outcome, still_running) = self
+            .execute(job, facts.sender.key.clone(), (deadline, budget))
             .await;
+        // A call that returned frees its slot before the reply goes out, so a requester that
+        // sends its next job on receiving this reply never finds the worker still full. One
+        // that did not keeps it, with its id, until it has (below).
+        let still_running = match still_running {
+            None => {
+                drop(slot);
+                None
+            }
+            Some(turn) => {
+                facts.ledger_later = Some(std::sync::Mutex::new(None));
+                Some((turn, slot))
+            }
+        };
+        let HandlerResult {
+            answer: outcome,
+            usage,
+        } = outcome;
         // Spent whatever the answer: a failed turn used its tokens too.
         if let Some(usage) = &usage {
             self.stats.add_usage(usage);
@@ -679,7 +559,7 @@ impl Pipeline {
                 let delivered = self
                     .answer_result(&inbound, target, &id, &facts, &result, inline)
                     .await;
-                if let (Some(true), Some(price)) = (delivered, facts.price) {
+                if let (Some(true), Some(price)) = (delivered, facts.sender.price) {
                     self.stats.add_earned(price);
                 }
                 match delivered {
@@ -704,24 +584,76 @@ impl Pipeline {
         if let Some(task) = keep_alive {
             task.abort();
         }
-        // The turn is over and answered: its id is free before the source settles, which may
-        // take a while (a JetStream ack waiting out an election), so a redelivery meanwhile runs
-        // again instead of being refused as a duplicate of itself.
-        drop(claim);
+        let Some((turn, slot)) = still_running else {
+            // The turn is over and answered: its id is free before the source settles, which
+            // may take a while (a JetStream ack waiting out an election), so a redelivery
+            // meanwhile runs again instead of being refused as a duplicate of itself.
+            drop(claim);
+            inbound.settle(settle).await;
+            self.stats.job_finished();
+            return;
+        };
+        // Answered (TIMEOUT, SHUTTING_DOWN) and settled, while the handler call, told to stop,
+        // has not returned yet: it is still running, so it keeps its slot and its id until it
+        // has. A cap that freed them now would let a flood of short deadlines run any number of
+        // turns at once.
         inbound.settle(settle).await;
-        self.stats.job_finished();
+        // Answered: stopping the worker need not wait for it (it was told to stop; `finish`
+        // ends this wait once the answered jobs are done).
+        tokio::spawn(async move {
+            self.outlive(&id, turn, &mut facts).await;
+            drop(slot);
+            drop(claim);
+            self.stats.job_finished();
+        });
     }
 
-    /// Runs the handler under the job's deadline; frees the concurrency slot when it ends.
+    /// Waits for a handler call the worker stopped waiting for to return (or for the worker to
+    /// stop for good), counts what it spent meanwhile, and writes its ledger line.
+    async fn outlive(
+        &self,
+        id: &str,
+        turn: BoxFuture<'static, HandlerResult>,
+        facts: &mut JobFacts,
+    ) {
+        let late = tokio::select! {
+            biased;
+            result = turn => Some(result),
+            _ = self.cancel.cancelled() => None,
+        };
+        let after = facts.received_at.elapsed();
+        if let Some(usage) = late.and_then(|r| r.usage) {
+            self.stats.add_usage(&usage);
+            facts.usage = Some(facts.usage.map_or(usage, |u| u.plus(usage)));
+        }
+        if self.logger.enabled(Level::Debug) {
+            self.logger.log(
+                Level::Debug,
+                &format!(
+                    "[pier-connector] job {}: its handler call stopped {} ms after it was received; its slot is free",
+                    loggable(id),
+                    after.as_millis()
+                ),
+            );
+        }
+        let line = facts
+            .ledger_later
+            .take()
+            .and_then(|later| later.into_inner().ok().flatten());
+        if let Some((outcome, code)) = line {
+            self.write_ledger(id, facts, &outcome, code, false);
+        }
+    }
+
+    /// Calls the handler under the job's deadline. The answer, and the call itself when the
+    /// worker stopped waiting for it (its deadline passed, or the worker is shutting down): the
+    /// handler was told to stop it, but it runs until it returns.
     async fn execute(
         &self,
         job: JobRequest,
         sender_key: Option<String>,
-        received_at: Instant,
-        slot: OwnedSemaphorePermit,
-    ) -> (String, HandlerResult) {
-        let budget = self.config.job_deadline(job.timeout_ms);
-        let deadline = received_at + budget;
+        (deadline, budget): (Instant, Duration),
+    ) -> (HandlerResult, Option<BoxFuture<'static, HandlerResult>>) {
         let id = job.id.clone();
         let input = JobInput {
             sender: job.sender().map(str::to_string),
@@ -745,29 +677,22 @@ impl Pipeline {
                 ),
             );
         }
-
-        let outcome = tokio::select! {
+        let mut turn = self.handler.run(input);
+        let cut = tokio::select! {
             // The handler first: one that is ready at once never arms the deadline timer.
             biased;
-            result = self.handler.run(input) => result,
-            _ = tokio::time::sleep_until(deadline.into()) => HandlerResult::failed(JobError::new(
+            result = &mut turn => return (result, None),
+            _ = tokio::time::sleep_until(deadline.into()) => JobError::new(
                 ErrorCode::Timeout,
                 format!("the job did not finish within its {} ms deadline", budget.as_millis()),
-            )),
-            _ = self.cancel.cancelled() => HandlerResult::failed(JobError::new(
+            ),
+            _ = self.cancel.cancelled() => JobError::new(
                 ErrorCode::ShuttingDown,
                 "the worker shut down before the job finished",
-            )),
+            ),
         };
-        // The slot frees before the reply goes out, so a requester that sends its next job on
-        // receiving this reply never finds the worker still full.
-        drop(slot);
-        if let Err(error) = &outcome.answer {
-            if matches!(error.code, ErrorCode::Timeout | ErrorCode::ShuttingDown) {
-                self.handler.cancel(&id, error.code);
-            }
-        }
-        (id, outcome)
+        self.handler.cancel(&id, cut.code);
+        (HandlerResult::failed(cut), Some(turn))
     }
 
     /// Sends a `task_result` and counts it. A result too large for the server becomes a
@@ -804,7 +729,7 @@ impl Pipeline {
         let sent = self
             .send(
                 inbound,
-                Some(id).filter(|_| facts.ran),
+                facts.answer_key.as_deref().filter(|_| facts.ran),
                 target,
                 bytes,
                 headers,
@@ -815,13 +740,13 @@ impl Pipeline {
         if self.logger.enabled(Level::Info) {
             let line = JobLine {
                 job_id: Some(loggable(id)),
-                sender: facts.sender.clone(),
-                sender_key: facts.sender_key.clone(),
+                sender: facts.sender.name.clone(),
+                sender_key: facts.sender.key.clone(),
                 duration_ms: latency_ms,
                 outcome: "completed",
                 code: None,
                 message: None,
-                price: facts.price,
+                price: facts.sender.price,
                 usage: facts.usage,
             };
             self.logger.job(Level::Info, &line);
@@ -845,7 +770,7 @@ impl Pipeline {
         let headers = self.reply_headers(Some(headers), id, facts, &bytes);
         // Only the answer of a job that ran deduplicates by its id in a results stream: a refusal
         // (a second copy of a running job, say) must never take the place of the real answer.
-        let dedupe = id.filter(|_| facts.ran);
+        let dedupe = facts.answer_key.as_deref().filter(|_| facts.ran);
         let sent = self
             .send(inbound, dedupe, target, bytes, headers, at_once)
             .await;
@@ -856,13 +781,13 @@ impl Pipeline {
         };
         let line = JobLine {
             job_id: id.map(loggable),
-            sender: facts.sender.clone(),
-            sender_key: facts.sender_key.clone(),
+            sender: facts.sender.name.clone(),
+            sender_key: facts.sender.key.clone(),
             duration_ms: facts.received_at.elapsed().as_millis() as u64,
             outcome: crate::stats::Stats::bucket_of(error.code),
             code: Some(error.code),
             message: Some(error.message),
-            price: facts.price,
+            price: facts.sender.price,
             usage: facts.usage,
         };
         self.logger.job(level, &line);
@@ -889,15 +814,19 @@ impl Pipeline {
         let Some(ledger) = self.ledger.as_ref().filter(|_| facts.ran) else {
             return;
         };
+        if let Some(later) = &facts.ledger_later {
+            *crate::sync::lock(later) = Some((outcome.to_string(), code));
+            return;
+        }
         let entry = LedgerEntry {
             time: crate::timestamp::rfc3339(SystemTime::now()),
             worker: self.identity.id.clone(),
             id: loggable(id),
-            sender: facts.sender.clone(),
-            sender_key: facts.sender_key.clone(),
-            price: facts.price,
+            sender: facts.sender.name.clone(),
+            sender_key: facts.sender.key.clone(),
+            price: facts.sender.price,
             earned: if earned {
-                facts.price.unwrap_or(0.0)
+                facts.sender.price.unwrap_or(0.0)
             } else {
                 0.0
             },
@@ -925,8 +854,8 @@ impl Pipeline {
     /// Sends a reply: by the source when it settles on the answer's fate (`send_reply`), else
     /// at once (`at_once`: refusals, and jobs answered on their first poll) or through the
     /// outbox. False when it could not be sent (counted and logged).
-    /// `dedupe_id`: what deduplicates the answer where a stream keeps it (the job id of a job
-    /// that ran).
+    /// `dedupe_id`: what deduplicates the answer where a stream keeps it (the answer key of a
+    /// job that ran, [`answer_key`]).
     async fn send<I: Inbound>(
         &self,
         inbound: &I,
@@ -995,12 +924,32 @@ impl Pipeline {
             self.cancel.cancel();
             let _ = tokio::time::timeout(FINAL_FLUSH, self.jobs.wait()).await;
         }
+        // Handler calls answered at their deadline and still running were told to stop; the
+        // worker stops waiting for them.
+        self.cancel.cancel();
         self.outbox.close();
         let task = crate::sync::lock(&self.outbox_task).take();
         if let Some(task) = task {
             let _ = tokio::time::timeout(FINAL_FLUSH, task).await;
         }
         let _ = self.flush().await;
+    }
+}
+
+/// What names a job's answer where a stream keeps it (its `Nats-Msg-Id`, by which the stream
+/// deduplicates the answer of a redelivered job). A job's id is the requester's choice, so it
+/// names a job only with who sent it (protocol.md, "Job identity"): the verified key and the id
+/// for a signed job, the stream sequence for an unsigned JetStream job, a fresh random token
+/// otherwise. Two requesters that pick the same id never deduplicate away each other's
+/// answer. Hashed, so no id can put a line break or any other byte in a header.
+fn answer_key(sender_key: Option<&str>, id: &str, stored: Option<(i64, u64)>) -> String {
+    match (sender_key, stored) {
+        (Some(key), _) => format!(
+            "pier-{}",
+            signature::sha256_hex(format!("{key}\n{id}").as_bytes())
+        ),
+        (None, Some((_, seq))) => format!("pier-seq-{seq}"),
+        (None, None) => format!("pier-{}", protocol::new_id()),
     }
 }
 

@@ -33,7 +33,8 @@ const MAX_HEADER_BYTES: usize = 1024;
 /// How many `(key, nonce)` pairs a worker remembers at most. Each costs about 50 bytes, so the
 /// memory stays under ~5 MB; at the default 60 s window it holds ~1,600 signed jobs a second.
 /// When it is full a signed job is answered OVERLOADED: forgetting a nonce early would let a
-/// replay through.
+/// replay through. Only the nonces of jobs that run are kept (a job refused before it runs may
+/// come again without harm), so it is filled by no more than the worker can run in a window.
 pub const REPLAY_MEMORY_CAP: usize = 100_000;
 
 /// `ts`: RFC 3339 UTC, whole seconds, `Z`.
@@ -408,10 +409,8 @@ impl SenderVerifier {
         }
     }
 
-    /// Verifies `header` for `message`; `now_ms` is the wall clock. `admits(key)` is the
-    /// worker's sender policy, asked once the signature holds and before the nonce is
-    /// remembered: a stranger's validly signed jobs, refused anyway, must not fill the memory
-    /// the listed senders need.
+    /// Verifies `header` for `message` and remembers its nonce: [`SenderVerifier::check`],
+    /// then [`SenderVerifier::remember`].
     pub fn verify(
         &self,
         header: &SenderHeader,
@@ -419,6 +418,22 @@ impl SenderVerifier {
         now_ms: i64,
         admits: impl FnOnce(&str) -> bool,
     ) -> Result<(), Denied> {
+        let accepted = self.check(header, message, now_ms, admits)?;
+        self.remember(&accepted)
+    }
+
+    /// Checks `header` for `message` without touching the replay memory: the window, the
+    /// signature, then `admits(key)`, the worker's sender policy. `now_ms` is the wall clock.
+    /// Pure: what to remember comes back, and is remembered only for a job that will run
+    /// ([`SenderVerifier::remember`]), so jobs refused anyway (a stranger's, or any while every
+    /// slot is taken) never fill the memory the genuine ones need.
+    pub fn check(
+        &self,
+        header: &SenderHeader,
+        message: &Delivered<'_>,
+        now_ms: i64,
+        admits: impl FnOnce(&str) -> bool,
+    ) -> Result<Accepted, Denied> {
         let deny = |why: &str| Err(Denied::Unauthorized(refused(SENDER_HEADER, why)));
         // The window before the signature: a stale header costs no ed25519 verify.
         if (message.time_ms - header.ts_ms).abs() > self.max_age_ms {
@@ -450,25 +465,61 @@ impl SenderVerifier {
         // JetStream the stream's stored time, so a copy stored inside the window is still
         // caught however long it waited in the stream. Kept until the ts could no longer pass
         // the window, and at least a window from now.
-        let clock = if message.stream_seq.is_some() {
+        let clock_ms = if message.stream_seq.is_some() {
             message.time_ms
         } else {
             now_ms
         };
-        let expires = header.ts_ms.max(clock).saturating_add(self.max_age_ms);
-        let seen = crate::sync::lock(&self.memory).remember(
-            &header.key,
-            &header.nonce,
-            message.stream_seq,
-            expires,
-            clock,
-        );
-        match seen {
-            Ok(()) => Ok(()),
-            Err(Seen::Replay) => deny("nonce already used by this key (replay)"),
-            Err(Seen::Full) => Err(Denied::MemoryFull),
-        }
+        Ok(Accepted {
+            key: header.key.clone(),
+            nonce: header.nonce.clone(),
+            stream_seq: message.stream_seq,
+            expires_ms: header.ts_ms.max(clock_ms).saturating_add(self.max_age_ms),
+            clock_ms,
+        })
     }
+
+    /// Whether `accepted` would be remembered now, without remembering it: a replay is
+    /// refused, and a full memory answered OVERLOADED, before the job takes a slot.
+    pub fn lookup(&self, accepted: &Accepted) -> Result<(), Denied> {
+        let seen = crate::sync::lock(&self.memory).lookup(
+            &accepted.key,
+            &accepted.nonce,
+            accepted.stream_seq,
+            accepted.clock_ms,
+        );
+        seen.map(|_| ()).map_err(Seen::denied)
+    }
+
+    /// Remembers the nonce of a job that will run (its slot is taken): a replay of it is refused
+    /// from now until its ts could no longer pass the window.
+    pub fn remember(&self, accepted: &Accepted) -> Result<(), Denied> {
+        crate::sync::lock(&self.memory)
+            .remember(
+                &accepted.key,
+                &accepted.nonce,
+                accepted.stream_seq,
+                accepted.expires_ms,
+                accepted.clock_ms,
+            )
+            .map_err(Seen::denied)
+    }
+
+    /// How many nonces are remembered now.
+    pub fn remembered(&self) -> usize {
+        crate::sync::lock(&self.memory).seen.len()
+    }
+}
+
+/// A `Pier-Sender` whose window, signature and sender policy held: the verified key, and what
+/// the replay memory keeps of it once its job runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    pub key: String,
+    pub nonce: String,
+    stream_seq: Option<u64>,
+    expires_ms: i64,
+    clock_ms: i64,
 }
 
 /// Checks a reply's `Pier-Worker` header against the request (`id` as in the reply's id
@@ -503,6 +554,18 @@ pub fn verify_result(
 enum Seen {
     Replay,
     Full,
+}
+
+impl Seen {
+    fn denied(self) -> Denied {
+        match self {
+            Seen::Replay => Denied::Unauthorized(refused(
+                SENDER_HEADER,
+                "nonce already used by this key (replay)",
+            )),
+            Seen::Full => Denied::MemoryFull,
+        }
+    }
 }
 
 struct Remembered {
@@ -547,6 +610,29 @@ impl ReplayMemory {
         }
     }
 
+    /// `Ok(true)` when the pair is new and there is room for it, `Ok(false)` when it is the
+    /// same stream message delivered again (a retry, a lost ack): nothing to add.
+    fn lookup(
+        &mut self,
+        key: &str,
+        nonce: &str,
+        stream_seq: Option<u64>,
+        now_ms: i64,
+    ) -> Result<bool, Seen> {
+        self.forget_expired(now_ms);
+        let id = self.id(key, nonce);
+        if let Some(earlier) = self.seen.get(&id) {
+            return match (stream_seq, earlier.stream_seq) {
+                (Some(now), Some(then)) if now == then => Ok(false),
+                _ => Err(Seen::Replay),
+            };
+        }
+        if self.seen.len() >= self.cap {
+            return Err(Seen::Full);
+        }
+        Ok(true)
+    }
+
     fn remember(
         &mut self,
         key: &str,
@@ -555,18 +641,10 @@ impl ReplayMemory {
         expires_ms: i64,
         now_ms: i64,
     ) -> Result<(), Seen> {
-        self.forget_expired(now_ms);
+        if !self.lookup(key, nonce, stream_seq, now_ms)? {
+            return Ok(());
+        }
         let id = self.id(key, nonce);
-        if let Some(earlier) = self.seen.get(&id) {
-            return match (stream_seq, earlier.stream_seq) {
-                // The same stream message delivered again (a retry, a lost ack).
-                (Some(now), Some(then)) if now == then => Ok(()),
-                _ => Err(Seen::Replay),
-            };
-        }
-        if self.seen.len() >= self.cap {
-            return Err(Seen::Full);
-        }
         self.seen.insert(
             id,
             Remembered {

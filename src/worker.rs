@@ -38,6 +38,8 @@ pub struct Worker {
     health: Arc<Health>,
     /// The key replies are signed with, from the last start (the identity file is read then).
     signing: Mutex<Option<Identity>>,
+    /// How many signed jobs' nonces the replay memory holds at most.
+    replay_memory_cap: usize,
 }
 
 /// The tasks of a running worker.
@@ -105,7 +107,16 @@ impl Worker {
             lifecycle: tokio::sync::Mutex::new(None),
             phase: Arc::new(Mutex::new(Phase::Stopped)),
             abort_start: Mutex::new(None),
+            replay_memory_cap: crate::signature::REPLAY_MEMORY_CAP,
         }
+    }
+
+    /// A replay memory of `cap` nonces instead of [`crate::signature::REPLAY_MEMORY_CAP`]: for
+    /// tests that fill it without sending 100,000 signed jobs.
+    #[doc(hidden)]
+    pub fn with_replay_memory_cap(mut self, cap: usize) -> Worker {
+        self.replay_memory_cap = cap;
+        self
     }
 
     /// Connects, opens the delivery source and starts taking jobs; resolves once jobs can
@@ -193,6 +204,7 @@ impl Worker {
                 stats: self.stats.clone(),
                 identity: self.identity.clone(),
                 signing_key: signing_key.clone(),
+                replay_memory_cap: self.replay_memory_cap,
             },
             client.clone(),
         );

@@ -130,7 +130,7 @@ async fn an_answer_the_results_stream_refuses_leaves_the_job_in_its_stream_until
     })
     .await;
     assert!(stored_one, "the first answer is stored");
-    publish_job(&js, "kept-2").await;
+    let kept_2 = publish_job(&js, "kept-2").await;
     // The results stream is full: the second answer is refused (after the publish attempts),
     // so its job is not acked.
     let refused = eventually(Duration::from_secs(15), || {
@@ -164,8 +164,8 @@ async fn an_answer_the_results_stream_refuses_leaves_the_job_in_its_stream_until
     let headers = stored.headers;
     assert_eq!(
         headers.get("Nats-Msg-Id").map(|v| v.as_str()),
-        Some("kept-2"),
-        "the job id deduplicates a redelivered job's second answer"
+        Some(format!("pier-seq-{kept_2}").as_str()),
+        "the unsigned job's stream sequence deduplicates a redelivered job's second answer"
     );
     let answer: Value = serde_json::from_slice(&stored.payload).unwrap();
     assert_eq!(answer["result"], "task kept-2");
@@ -335,5 +335,76 @@ async fn a_refused_copy_of_a_running_job_never_takes_the_place_of_its_answer() {
         "the real answer is kept: {answer}"
     );
     assert_eq!(results.info().await.unwrap().state.messages, 2);
+    worker.stop().await;
+}
+
+/// protocol.md "Job identity": the `Nats-Msg-Id` of a stored answer is keyed by who sent the
+/// job (the verified key and the id) or, unsigned, by its stream sequence: jobs of two
+/// requesters that picked the same id are both answered in a results stream, neither
+/// deduplicated away by the other.
+#[tokio::test]
+async fn answers_of_jobs_with_the_same_id_from_different_requesters_are_all_stored() {
+    use pier_connector::signature::{self, SigningKey};
+    let server = NatsServer::jetstream().await;
+    let client = async_nats::connect(&server.url).await.unwrap();
+    let js = jetstream::new(client.clone());
+    js.create_stream(stream::Config {
+        name: "RESULTS".into(),
+        subjects: vec!["results.>".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let worker = worker(&server.url, json!({}));
+    worker.start().await.expect("worker starts");
+    let key = |byte: u8| {
+        let pair = nkeys::KeyPair::new_from_raw(nkeys::KeyPairType::User, [byte; 32]).unwrap();
+        SigningKey::from_seed(&pair.seed().unwrap()).unwrap()
+    };
+    let mut sent = Vec::new();
+    for (who, signer) in [
+        ("unsigned-1", None),
+        ("unsigned-2", None),
+        ("alice", Some(key(1))),
+        ("bob", Some(key(2))),
+    ] {
+        let payload = json!({ "id": "same", "task": who }).to_string();
+        let mut headers = async_nats::HeaderMap::new();
+        if let Some(signer) = &signer {
+            let signed = signature::sign_request(
+                signer,
+                "jobs.rust",
+                "",
+                payload.as_bytes(),
+                std::time::SystemTime::now(),
+            );
+            headers.insert(signature::SENDER_HEADER, signed.header.as_str());
+        }
+        js.publish_with_headers("jobs.rust", headers, payload.into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        sent.push(who);
+        // One after the other: the same id twice in flight is refused (a claim by id).
+        let n = sent.len() as u64;
+        let ran = eventually(Duration::from_secs(10), || {
+            worker.status().stats.completed >= n
+        })
+        .await;
+        assert!(ran, "{who}'s job ran: {:?}", worker.status().stats);
+    }
+    let mut results = js.get_stream("RESULTS").await.unwrap();
+    let stored = results.info().await.unwrap().state.messages;
+    let mut answers = Vec::new();
+    for seq in 1..=stored {
+        let message = results.get_raw_message(seq).await.unwrap();
+        let answer: Value = serde_json::from_slice(&message.payload).unwrap();
+        answers.push(answer["result"].as_str().unwrap_or_default().to_string());
+    }
+    answers.sort();
+    let mut expected: Vec<String> = sent.iter().map(|s| s.to_string()).collect();
+    expected.sort();
+    assert_eq!(answers, expected, "every requester's answer is stored");
     worker.stop().await;
 }

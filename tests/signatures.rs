@@ -654,3 +654,144 @@ async fn a_signed_job_is_answered_on_the_reply_it_signed_not_the_copiers() {
     );
     rig.worker.stop().await;
 }
+
+/// Holds a job whose task is `hold` until it is released; echoes the others.
+#[derive(Default)]
+struct Gate {
+    open: Arc<tokio::sync::Notify>,
+    runs: Arc<Mutex<Vec<String>>>,
+}
+
+impl JobHandler for Gate {
+    fn run(&self, job: JobInput) -> BoxFuture<'static, HandlerResult> {
+        let (open, runs) = (self.open.clone(), self.runs.clone());
+        Box::pin(async move {
+            runs.lock().unwrap().push(job.id.clone());
+            if job.task == "hold" {
+                open.notified().await;
+            }
+            HandlerResult::answered(job.task)
+        })
+    }
+}
+
+/// Publishes `payload` with `headers` and `inbox` as its reply, and reads the next reply there.
+async fn exchange(
+    client: &async_nats::Client,
+    replies: &mut async_nats::Subscriber,
+    inbox: &str,
+    headers: HeaderMap,
+    payload: &[u8],
+) -> Value {
+    client
+        .publish_with_reply_and_headers(
+            "jobs.rust",
+            inbox.to_string(),
+            headers,
+            payload.to_vec().into(),
+        )
+        .await
+        .unwrap();
+    let reply = tokio::time::timeout(Duration::from_secs(10), replies.next())
+        .await
+        .expect("a reply in time")
+        .expect("a reply");
+    body(&reply)
+}
+
+/// Core mode: a job refused for lack of slots is answered OVERLOADED. (In JetStream mode the
+/// worker pulls only as many jobs as it has free slots, and gives back any it cannot run.)
+#[tokio::test]
+async fn signed_jobs_refused_for_lack_of_slots_never_fill_the_replay_memory() {
+    const CAP: usize = 20;
+    let server = NatsServer::start().await;
+    let handler = Arc::new(Gate::default());
+    let worker = Worker::new(
+        config(
+            &server.url,
+            json!({ "maxConcurrentJobs": 1, "signingSeed": seed_of(2) }),
+        ),
+        handler.clone(),
+        Arc::new(MemoryLogger::default()),
+    )
+    .with_replay_memory_cap(CAP);
+    worker.start().await.expect("worker starts");
+    let client = async_nats::connect(&server.url).await.unwrap();
+    let inbox = client.new_inbox();
+    let mut replies = client.subscribe(inbox.clone()).await.unwrap();
+    client.flush().await.unwrap();
+
+    // The one slot is taken.
+    let held = tokio::spawn({
+        let client = client.clone();
+        async move {
+            client
+                .request(
+                    "jobs.rust",
+                    json!({ "id": "held", "task": "hold" }).to_string().into(),
+                )
+                .await
+                .unwrap()
+        }
+    });
+    let full = common::eventually(Duration::from_secs(5), || {
+        worker.status().stats.in_flight == 1
+    })
+    .await;
+    assert!(full, "the held job runs");
+
+    // A flood of validly signed jobs from a key of its own, more than the memory holds: all
+    // refused OVERLOADED for lack of slots.
+    let stranger = key_of(9);
+    let mut kept = None;
+    for i in 0..CAP * 2 {
+        let payload = job(&format!("flood-{i}"));
+        let headers = sender_headers(&stranger, "jobs.rust", &inbox, &payload, SystemTime::now());
+        let reply = exchange(&client, &mut replies, &inbox, headers.clone(), &payload).await;
+        assert_eq!(reply["error"]["code"], "OVERLOADED", "{reply}");
+        assert!(
+            reply["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("limit of 1 jobs"),
+            "{reply}"
+        );
+        kept = Some((payload, headers));
+    }
+    handler.open.notify_one();
+    let released = tokio::time::timeout(Duration::from_secs(5), held)
+        .await
+        .expect("the held job ends")
+        .unwrap();
+    assert_eq!(body(&released)["result"], "hold");
+    common::eventually(Duration::from_secs(5), || {
+        worker.status().stats.in_flight == 0
+    })
+    .await;
+
+    // A genuine signed job is answered, not refused for a full memory.
+    let payload = job("genuine");
+    let headers = sender_headers(
+        &requester(),
+        "jobs.rust",
+        &inbox,
+        &payload,
+        SystemTime::now(),
+    );
+    let reply = exchange(&client, &mut replies, &inbox, headers, &payload).await;
+    assert_eq!(reply["result"], "hi", "{reply}");
+
+    // A job refused before it ran may be sent again as it was: it never ran. Once it has run,
+    // the same copy is a replay.
+    let (payload, headers) = kept.unwrap();
+    let again = exchange(&client, &mut replies, &inbox, headers.clone(), &payload).await;
+    assert_eq!(again["result"], "hi", "{again}");
+    let replay = exchange(&client, &mut replies, &inbox, headers, &payload).await;
+    assert_unauthorized(&replay, "replay", Mode::Core);
+    assert_eq!(
+        handler.runs.lock().unwrap().as_slice(),
+        ["held", "genuine", &format!("flood-{}", CAP * 2 - 1)],
+        "only the jobs answered with a result ran"
+    );
+    worker.stop().await;
+}

@@ -5,8 +5,9 @@
 //! never acked as done.
 //!
 //! A job is acked only after its answer is confirmed: to a reply subject that a stream keeps,
-//! the answer is published the JetStream way (PubAck awaited, the job id as `Nats-Msg-Id`, so
-//! the answer of a redelivered job is deduplicated); to any other subject it goes over core
+//! the answer is published the JetStream way (PubAck awaited, the job's answer key as
+//! `Nats-Msg-Id`: its sender's key and id, or its stream sequence when unsigned, so the answer of
+//! a redelivered job is deduplicated and two requesters' same ids never are); to any other subject it goes over core
 //! NATS, flushed before the ack, and is at most once like every core message.
 //!
 //! JetStream being briefly unavailable (a leader election, a node restarting) is waited out,
@@ -370,7 +371,7 @@ impl PullSource {
 impl StreamContext {
     /// Sends an answer and confirms it reached the server: the JetStream way (PubAck) when a
     /// stream keeps its subject, else over core NATS and flushed.
-    async fn send_confirmed(&self, reply: Reply, job_id: Option<String>) -> Result<(), String> {
+    async fn send_confirmed(&self, reply: Reply, answer_key: Option<String>) -> Result<(), String> {
         // The lookup is a JetStream API request: during an election it may go unanswered, and
         // the answer must not be given up for that.
         let mut backoff = Backoff::new();
@@ -385,7 +386,7 @@ impl StreamContext {
             }
         }
         match lookup {
-            Ok(_) => self.publish_to_stream(reply, job_id).await,
+            Ok(_) => self.publish_to_stream(reply, answer_key).await,
             Err(error) if error.kind() == GetStreamByNameErrorKind::NotFound => {
                 outbox::publish(&self.client, reply)
                     .await
@@ -401,9 +402,13 @@ impl StreamContext {
         }
     }
 
-    /// Publishes into the stream that keeps the reply subject, with the job id as
+    /// Publishes into the stream that keeps the reply subject, with the job's answer key as
     /// `Nats-Msg-Id`, until a PubAck confirms it (or the attempts run out).
-    async fn publish_to_stream(&self, reply: Reply, job_id: Option<String>) -> Result<(), String> {
+    async fn publish_to_stream(
+        &self,
+        reply: Reply,
+        answer_key: Option<String>,
+    ) -> Result<(), String> {
         let mut backoff = Backoff::new();
         let mut last = String::new();
         for _ in 0..PUBLISH_ATTEMPTS {
@@ -411,8 +416,8 @@ impl StreamContext {
             if let Some(headers) = reply.headers.clone() {
                 publish = publish.headers(headers);
             }
-            if let Some(id) = &job_id {
-                publish = publish.message_id(id);
+            if let Some(key) = &answer_key {
+                publish = publish.message_id(key);
             }
             match self.js.send_publish(reply.subject.clone(), publish).await {
                 Ok(ack) => match ack.await {
@@ -526,11 +531,11 @@ impl Inbound for StreamMessage {
     fn send_reply(
         &self,
         reply: Reply,
-        job_id: Option<&str>,
+        answer_key: Option<&str>,
     ) -> Result<impl Future<Output = Result<(), String>> + Send + 'static, Reply> {
         let stream = self.stream.clone();
-        let job_id = job_id.map(str::to_string);
-        Ok(async move { stream.send_confirmed(reply, job_id).await })
+        let answer_key = answer_key.map(str::to_string);
+        Ok(async move { stream.send_confirmed(reply, answer_key).await })
     }
 
     fn retry(&self, error: &JobError) -> Option<Settle> {

@@ -4,7 +4,7 @@
 
 use crate::config::Config;
 use crate::connection;
-use crate::error::{ErrorCode, PierError, RequestOp};
+use crate::error::{PierError, RequestOp};
 use crate::log::Level;
 use crate::outbox::Reply;
 use crate::pipeline::{Inbound, Pipeline, ReplyTarget, Settle, FINAL_FLUSH};
@@ -51,13 +51,7 @@ impl QueueSubscription {
         if self.subscriber.drain().await.is_ok() {
             let refuse_rest = async {
                 while let Some(message) = self.subscriber.next().await {
-                    pipeline
-                        .refuse_unrun(
-                            CoreMessage(message),
-                            ErrorCode::ShuttingDown,
-                            "the worker is shutting down",
-                        )
-                        .await;
+                    pipeline.refuse_draining(CoreMessage(message)).await;
                 }
             };
             let _ = tokio::time::timeout(FINAL_FLUSH, refuse_rest).await;
@@ -116,7 +110,7 @@ impl Inbound for CoreMessage {
     fn send_reply(
         &self,
         reply: Reply,
-        _job_id: Option<&str>,
+        _answer_key: Option<&str>,
     ) -> Result<impl Future<Output = Result<(), String>> + Send + 'static, Reply> {
         Err::<std::future::Ready<_>, _>(reply)
     }
