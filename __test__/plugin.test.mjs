@@ -10,7 +10,8 @@ import { useNats, request, waitFor, sleep } from './helpers/addon.mjs'
 import { startNatsServer, freePort } from './helpers/nats-server.mjs'
 import { registerPier, createPierRuntime } from '../plugin/register.mjs'
 import { createAgentTurnHandler, replyText } from '../plugin/agent-turn.mjs'
-import { jobToolPolicy } from '../plugin/job-policy.mjs'
+import { jobToolPolicy, expandTools } from '../plugin/job-policy.mjs'
+import { openJobTurn, closeJobTurn } from '../plugin/jobs.mjs'
 import { createJobToolGuard } from '../plugin/job-guard.mjs'
 import { createSecurityAdapter } from '../plugin/security.mjs'
 import { sendJobReply, createPierChannel } from '../plugin/channel.mjs'
@@ -322,6 +323,33 @@ describe('job tool policy', () => {
   const unconfined = { resolveWorkspaceAuthority: () => ({ sandboxed: true, workspaceAccess: 'rw', confinementError: 'target sandbox is not exclusive to this worker session.' }) }
   const policy = (toolsAllow, extra = {}, sandbox) => jobToolPolicy({ agentId: 'pier-jobs', toolsAllow, ...extra }, { cfg: {}, sandbox })
 
+  it('toolsAllow is read as OpenClaw reads tool names: case, whitespace and aliases never slip past the refusals', () => {
+    // unsafeHostTools on: only the wildcard and pier_publish rules stand between a job and a tool.
+    const unsafe = (toolsAllow) => policy(toolsAllow, { unsafeHostTools: true })
+    for (const wild of [['GROUP:PLUGINS'], [' group:Plugins '], ['Pier-Connector'], ['web_*'], ['*']]) {
+      assert.throws(() => unsafe(wild), /PIER_HOST_TOOLS: toolsAllow lists .* every tool/, JSON.stringify(wild))
+    }
+    assert.deepEqual(unsafe(['PIER_PUBLISH', ' pier_publish ', 'Group:Web']).tools.offered, ['group:web'], 'pier_publish in any case is dropped')
+    assert.deepEqual(unsafe(['BASH', 'Apply-Patch', 'exec']).tools.offered, ['exec', 'apply_patch'], 'aliases resolved, duplicates once')
+    // Without the override a host tool in any spelling still blocks the account.
+    assert.throws(() => policy(['MESSAGE']), /PIER_HOST_TOOLS: toolsAllow gives job turns host tools \(message\)/)
+    assert.throws(() => policy(['Bash']), /host tools \(exec\)/)
+    assert.equal(policy(['WEB_SEARCH']).tools.safe[0], 'web_search', 'a safe tool in capitals is still the safe one')
+    assert.deepEqual([...expandTools(['Group:Web', 'BASH'])].sort(), ['exec', 'web_fetch', 'web_search', 'x_search'])
+  })
+
+  it('the job guard reads a tool call name as OpenClaw does: PIER_PUBLISH is pier_publish', () => {
+    const guard = createJobToolGuard()
+    const turn = openJobTurn({ jobId: 'g1', runId: 'run-g1', sessionKey: 'agent:main:pier:g1', allowed: expandTools(['web_search']), answer: () => {} })
+    try {
+      assert.match(guard({ toolName: 'PIER_PUBLISH', runId: 'run-g1' }, {})?.blockReason ?? '', /never available/)
+      assert.match(guard({ toolName: 'Exec', runId: 'run-g1' }, {})?.blockReason ?? '', /not offered/)
+      assert.equal(guard({ toolName: 'Web_Search', runId: 'run-g1' }, {}), undefined)
+    } finally {
+      closeJobTurn(turn)
+    }
+  })
+
   it("jobs run as pier-jobs once the operator adds it, else as the default agent; an agentId missing from the roster blocks the account", () => {
     const jobAgent = (agents) => resolveAccount({ agents, channels: { pier: {} } }, 'default', {}).agentId
     assert.equal(jobAgent({ entries: { main: {} } }), 'main', 'no job agent: the default agent, isolated')
@@ -521,6 +549,10 @@ describe('setup', () => {
     }
     assert.equal(await setupWizard.status.resolveConfigured({ cfg }), true)
     assert.equal(url.validate({ value: 'ftp://x' }) !== undefined, true)
+    assert.match(url.validate({ value: 'wss://pier.gholl.com/nexusnats://my-server:4222' }), /two URLs run together/)
+    assert.match(url.validate({ value: 'nats://' }), /must be nats:\/\//)
+    assert.equal(url.validate({ value: 'nats://a:4222, tls://user:p%40ss@b:4222,ws://c/nexus' }), undefined)
+    assert.doesNotMatch(url.validate({ value: 'nats://user:secret@a:4222 tls://b' }), /secret/, 'a login is never echoed')
   })
 
   it('the wizard keeps signing seeds out of openclaw.json: a key of its own by default, a signingSeed only as a SecretRef', async () => {
@@ -797,6 +829,21 @@ describe('accounts through the channel lifecycle, with a real nats-server', () =
     assert.ok(lines.some((l) => /\[default\] deleting 1 job sessions an earlier gateway run left behind/.test(l)))
     ctx.abort()
     await running
+  })
+
+  it('an account stopped while its worker is still starting leaves no worker running', async () => {
+    const config = { channels: { pier: { natsUrl: nats.server.url, subject: 'jobs.early', workerId: 'early-1' } } }
+    for (let i = 0; i < 5; i++) {
+      const { channel } = setup({ config, runEmbeddedAgent: agent })
+      const ctx = accountCtx(config)
+      const running = channel.gateway.startAccount(ctx)
+      const run = runningAccounts.get('default')
+      ctx.abort() // at once: the worker is still making its identity or connecting
+      await running
+      await run.starting
+      assert.equal(run.worker.running, false, `attempt ${i}: the worker runs on after its account stopped`)
+      assert.notEqual(run.worker.status().state, 'connected')
+    }
   })
 
   it('a boot-time outage: the account keeps connecting, then takes jobs once NATS is up', async () => {

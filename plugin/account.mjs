@@ -64,10 +64,15 @@ export function createAccountRun(account, { api, log, deleteSession, cleanupSess
     drain() {
       drained ??= (async () => {
         if (!worker) return
-        if (worker.running || run.status()?.state === 'connecting') {
+        const starting = run.starting
+        if (starting || worker.running || run.status()?.state === 'connecting') {
           log.info(`[${accountId}] stopping: draining in-flight jobs`)
           try {
             await worker.stop()
+            // A start still under way (making the identity, connecting) holds the worker until
+            // it has connected or given up, and a stop that came before it began stops
+            // nothing: once it is done, stop what it started.
+            if (starting && (await starting).ok) await worker.stop()
           } catch (error) {
             log.warn(`[${accountId}] stop failed: ${clean(error.message)}`)
           }
@@ -190,6 +195,7 @@ export async function startAccount(ctx, deps) {
       () => ({ ok: true }),
       (error) => ({ error }),
     )
+    run.starting = started
     const first = await Promise.race([started, aborted.then(() => ({ aborted: true }))])
     if (first.error && first.error.code !== 'PIER_STOPPED') throw cleanError(first.error, (m) => m)
     if (first.ok) {

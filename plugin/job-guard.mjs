@@ -8,7 +8,7 @@
 // - no other session (another job's turn, the operator's chat) may send on channel pier.
 import { jobTurnOf } from './jobs.mjs'
 import { CHANNEL_ID } from './config.mjs'
-import { MESSAGE_TOOL, NEVER_FOR_JOBS } from './job-policy.mjs'
+import { MESSAGE_TOOL, NEVER_FOR_JOBS, normalizeToolName } from './job-policy.mjs'
 
 const block = (blockReason) => ({ block: true, blockReason })
 
@@ -23,7 +23,7 @@ function messageRoute(params = {}) {
 
 export function createJobToolGuard() {
   return (event, ctx) => {
-    const tool = event?.toolName
+    const tool = normalizeToolName(event?.toolName)
     const turn = jobTurnOf({ runId: event?.runId ?? ctx?.runId, sessionKey: ctx?.sessionKey })
     if (turn) {
       if (NEVER_FOR_JOBS.has(tool)) return block(`${tool} is never available to a Pier job`)

@@ -20,17 +20,33 @@ const SAFE_GROUPS = new Map([['group:web', ['web_search', 'web_fetch', 'x_search
 export const MESSAGE_TOOL = 'message'
 
 /** Host tools OpenClaw's sandbox confines (docs/gateway/sandboxing/): only these move into it. */
-const SANDBOXED_TOOLS = new Set(['exec', 'process', 'read', 'write', 'edit', 'apply_patch', 'ls', 'bash', 'apply-patch'])
+const SANDBOXED_TOOLS = new Set(['exec', 'process', 'read', 'write', 'edit', 'apply_patch', 'ls'])
 const SANDBOXED_GROUPS = new Map([
   ['group:fs', ['ls', 'read', 'write', 'edit', 'apply_patch']],
   ['group:runtime', ['exec', 'process']],
 ])
 
-/** Entries that would offer every tool, pier_publish included: never accepted. */
-const WILDCARDS = new Set(['*', 'group:plugins', 'group:openclaw', 'pier-connector'])
+/** Entries that would offer every tool, pier_publish included: never accepted (and any glob). */
+const WILDCARDS = new Set(['group:plugins', 'group:openclaw', 'pier-connector'])
 
 /** Never offered to a job turn: it publishes paid tasks with the operator's money. */
 export const NEVER_FOR_JOBS = new Set(['pier_publish'])
+
+/** OpenClaw's tool aliases (its tool-policy-shared TOOL_NAME_ALIASES in 2026.9.6). */
+const TOOL_NAME_ALIASES = new Map([
+  ['bash', 'exec'],
+  ['apply-patch', 'apply_patch'],
+  ['cron', 'automations'],
+])
+
+/**
+ * A toolsAllow entry as OpenClaw's policy reads it (normalizeToolPolicyName: trimmed, lower
+ * case, aliases resolved): `PIER_PUBLISH` is pier_publish to OpenClaw, and so it must be here.
+ */
+export function normalizeToolName(raw) {
+  const name = String(raw ?? '').trim().toLowerCase()
+  return TOOL_NAME_ALIASES.get(name) ?? name
+}
 
 /**
  * Sorts an account's toolsAllow: `safe` (web), `sandboxed` (host tools the sandbox can
@@ -41,10 +57,10 @@ export const NEVER_FOR_JOBS = new Set(['pier_publish'])
 export function classifyTools(toolsAllow = []) {
   const out = { safe: [], sandboxed: [], host: [], wildcards: [], offered: [] }
   for (const raw of toolsAllow) {
-    const name = String(raw).trim()
-    if (!name) continue
+    const name = normalizeToolName(raw)
+    if (!name || out.offered.includes(name) || out.wildcards.includes(name)) continue
     if (NEVER_FOR_JOBS.has(name)) continue
-    if (WILDCARDS.has(name)) out.wildcards.push(name)
+    if (WILDCARDS.has(name) || name.includes('*')) out.wildcards.push(name)
     else if (SAFE_TOOLS.has(name) || SAFE_GROUPS.has(name)) out.safe.push(name)
     else if (SANDBOXED_TOOLS.has(name) || SANDBOXED_GROUPS.has(name)) out.sandboxed.push(name)
     else out.host.push(name)
@@ -54,14 +70,13 @@ export function classifyTools(toolsAllow = []) {
   return out
 }
 
-/** The tool names a list stands for, groups expanded (for the job guard's call-time check). */
+/** The tool names a list stands for, normalized, groups expanded (for the job guard's call-time check). */
 export function expandTools(names) {
   const out = new Set()
-  for (const name of names) {
+  for (const raw of names) {
+    const name = normalizeToolName(raw)
     for (const n of SAFE_GROUPS.get(name) ?? SANDBOXED_GROUPS.get(name) ?? [name]) out.add(n)
   }
-  if (out.has('bash')) out.add('exec')
-  if (out.has('apply-patch')) out.add('apply_patch')
   return out
 }
 
