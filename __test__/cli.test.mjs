@@ -174,6 +174,18 @@ describe('pier-connector worker', () => {
       return true
     })
   })
+
+  it('never joins the public marketplace unless told: a worker with no server named refuses, naming the flag', async () => {
+    const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('PIER_')))
+    for (const handler of [['--echo'], ['--exec', 'cat']]) {
+      await assert.rejects(run(process.execPath, [CLI, 'worker', ...handler], { env }), (e) => {
+        assert.equal(e.code, 2)
+        assert.match(e.stderr, /only from a server you name: --nats-url nats:\/\/127\.0\.0\.1:4222 .*--nats-url wss:\/\/pier\.gholl\.com\/nexus to answer strangers' jobs/)
+        assert.doesNotMatch(e.stderr, /subscribed|connect/i, 'refused before connecting')
+        return true
+      })
+    }
+  })
 })
 
 describe('pier-connector publish and status', () => {

@@ -109,6 +109,7 @@ describe('server killed with jobs in flight', () => {
     assert.equal(lines.filter((l) => /connection back to \S+ after \d+ s \(\d+ attempts\)/.test(l)).length, 1, lines.join('\n'))
     assert.equal(lines.length, 2, `one line down, one back:\n${lines.join('\n')}`)
     assert.equal(worker.status().stats.connectAttempts, 0)
+    assert.equal(worker.status().lastError ?? null, null, 'the outage is past: status tells the present')
     await worker.stop()
   })
 })

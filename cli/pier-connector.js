@@ -21,9 +21,11 @@ const { execHandler, cancelJob, signalGroup } = require('./exec-runner.js')
 
 // Secrets can come from the environment so they stay out of `ps` output and shell history.
 const USAGE = `Usage:
-  pier-connector worker (--echo | --exec CMD) [options]
+  pier-connector worker (--echo | --exec CMD) --nats-url URL [options]
       Take jobs from NATS. --echo answers each job with its task; --exec runs CMD in a shell
       per job, with the task on stdin; stdout is the result, a non-zero exit is EXECUTION_FAILED.
+      The server must be named (--nats-url, --servers or the config): the public marketplace
+      is joined only when it is named.
   pier-connector publish TASK [--system-prompt S] [--timeout-ms N] [--meta JSON] [options]
       Send one task_request to publishSubject and print the reply JSON.
       Exit 0 for task_result, 1 for task_error, 2 when no reply came.
@@ -143,12 +145,22 @@ function logOptions(verbose, config = {}) {
   }
 }
 
+/** The public Pier marketplace: the config's default server, which a CLI worker joins only when named. */
+const PUBLIC_MARKETPLACE = 'wss://pier.gholl.com/nexus'
+
 /** The worker's credentials in its environment, kept out of an `--exec` command's. */
 const WORKER_ONLY_ENV = ENV_VARIABLES
 
 async function runWorker(values, config) {
   if (Boolean(values.echo) === Boolean(values.exec)) {
     throw usageError('worker needs exactly one of --echo or --exec CMD')
+  }
+  // With no server named the worker would join the public marketplace and answer strangers'
+  // jobs, paid ones included, with whatever --echo or --exec makes of them: only when told so.
+  if (!config.natsUrl && !config.servers?.length) {
+    throw usageError(
+      `worker takes jobs only from a server you name: --nats-url nats://127.0.0.1:4222 for a local nats-server, or --nats-url ${PUBLIC_MARKETPLACE} to answer strangers' jobs on the public Pier marketplace`,
+    )
   }
   const running = new Map()
   const log = logOptions(values.verbose, config)

@@ -37,8 +37,31 @@ export function validateInput({ input = {} }) {
   }
   if (input.token && input.useEnv) return 'pier: give either --token or --use-env, not both'
   const url = input.url || input.httpUrl
-  if (url && !String(url).split(',').every((u) => /^(nats|tls|ws|wss):\/\/\S+$/i.test(u.trim()))) {
-    return `pier: --url must be nats://, tls://, ws:// or wss:// URLs separated by commas`
+  return url ? natsUrlProblem(url) : null
+}
+
+const NATS_SCHEMES = new Set(['nats:', 'tls:', 'ws:', 'wss:'])
+
+/**
+ * What is wrong with a server list (URLs separated by commas), or null. Each must parse as a
+ * URL of a NATS scheme with a host, and hold no second URL: a prompt's pre-filled value with
+ * another typed after it (`wss://…/nexusnats://my-server:4222`) is two URLs run together. The
+ * URLs are never echoed: they may carry a login.
+ */
+export function natsUrlProblem(list) {
+  for (const text of String(list).split(',').map((u) => u.trim())) {
+    let url
+    try {
+      url = new URL(text)
+    } catch {
+      return 'pier: --url must be nats://, tls://, ws:// or wss:// URLs separated by commas'
+    }
+    if (!NATS_SCHEMES.has(url.protocol) || !url.hostname || /\s/.test(text)) {
+      return 'pier: --url must be nats://, tls://, ws:// or wss:// URLs separated by commas'
+    }
+    if (/[a-z][a-z0-9+.-]*:\/\//i.test(text.slice(url.protocol.length + 2))) {
+      return 'pier: that is two URLs run together (a pre-filled value with another typed after it): clear the field and type one URL, or separate several with commas'
+    }
   }
   return null
 }

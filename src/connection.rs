@@ -213,6 +213,7 @@ impl Outage {
     fn up(&self) -> String {
         let mut state = std::mem::take(&mut *self.state());
         self.stats.set_connect_attempts(0);
+        self.stats.clear_last_error_of("PIER_CONNECT");
         let what = if state.reconnecting {
             "connection back"
         } else {

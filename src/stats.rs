@@ -188,6 +188,16 @@ impl Stats {
         }
     }
 
+    /// Forgets the last error when it starts with `kind` (`PIER_CONNECT` once connected
+    /// again): status tells the present, and a past outage is in the log.
+    pub fn clear_last_error_of(&self, kind: &str) {
+        if let Ok(mut last) = self.last_error.lock() {
+            if last.as_deref().is_some_and(|e| e.starts_with(kind)) {
+                *last = None;
+            }
+        }
+    }
+
     pub fn last_error(&self) -> Option<String> {
         self.last_error.lock().ok().and_then(|l| l.clone())
     }
@@ -356,6 +366,17 @@ pub struct StatsSnapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_connection_error_is_forgotten_once_connected_again_and_other_errors_are_kept() {
+        let stats = Stats::default();
+        stats.set_last_error("PIER_CONNECT: cannot reach nats://127.0.0.1:4222: refused");
+        stats.clear_last_error_of("PIER_CONNECT");
+        assert_eq!(stats.last_error(), None);
+        stats.set_last_error("TIMEOUT: the job's deadline passed");
+        stats.clear_last_error_of("PIER_CONNECT");
+        assert_eq!(stats.last_error().as_deref(), Some("TIMEOUT: the job's deadline passed"));
+    }
 
     #[test]
     fn durations_fall_in_doubling_millisecond_buckets() {

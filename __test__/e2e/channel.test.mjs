@@ -1,7 +1,7 @@
 // End to end: Pier as an OpenClaw channel in one real gateway (Node 24, openclaw@2026.9.6),
 // with real nats-servers and the fake model; nothing of the host is stubbed. Set up with
 // `openclaw channels add`, secrets as SecretRefs (env and file) against a token-protected
-// nats-server, three accounts (one whose NATS starts 10 s after the gateway, one whose turns may
+// nats-server, three accounts (one whose NATS starts after the gateway, one whose turns may
 // use the message tool: toolsAllow), live status through `openclaw channels status
 // --probe`, the opt-in capped pier_publish, bounded job sessions, a job answered through the
 // message tool on channel pier, /pier, and one drain per account on stop.
@@ -207,12 +207,11 @@ describe('Pier as an OpenClaw channel', () => {
     home.writeConfig(config)
   })
 
-  it('NATS started 10 s after the gateway: the account reports connecting, then answers a job', async () => {
+  it('NATS started after the gateway: the account reports connecting, then answers a job, and its status forgets the outage', async () => {
     home.env.PIER_TOKEN = TOKEN // the env SecretRef's value, only in the gateway's environment
     gateway = await home.startGateway()
     console.log(`# gateway ready at ${elapsed()}`)
-    // NATS for this account starts 10 s after the gateway is ready (later only if this machine
-    // is too busy to show the connecting state by then).
+    // NATS for this account starts once its status has shown it connecting.
     const before = await waitFor(async () => {
       const s = await channelStatus()
       return account(s, 'late')?.lastError ? s : null
@@ -223,7 +222,6 @@ describe('Pier as an OpenClaw channel', () => {
     assert.equal(waiting.pier.state, 'connecting')
     assert.match(waiting.lastError, /^PIER_CONNECT: /)
     assert.ok(before.statusIssues.some((i) => i.accountId === 'late' && i.kind === 'runtime'), JSON.stringify(before.statusIssues))
-    await sleep(Math.max(0, gateway.readyAt + 10_000 - Date.now()))
     late = await startNatsServer({ name: 'pier-late', port: latePort })
     lateNc = await rawClient(late.url)
     console.log(`# late NATS up ${((Date.now() - gateway.readyAt) / 1000).toFixed(1)} s after the gateway was ready`)
@@ -233,6 +231,7 @@ describe('Pier as an OpenClaw channel', () => {
     const after = account(await channelStatus(), 'late')
     assert.equal(after.connected, true)
     assert.equal(after.lifecycle, 'ready')
+    assert.equal(after.lastError ?? null, null, `status tells the present: ${after.lastError}`)
   })
 
   it('channels status --probe --json: the account runs, is connected, and answers a job through a real agent turn', async () => {
@@ -344,7 +343,7 @@ describe('Pier as an OpenClaw channel', () => {
     assert.doesNotMatch(over.body + paid.body + free.body, new RegExp(TOKEN))
   })
 
-  it('job sessions are removed once answered: after 20 jobs at most 5 Pier sessions remain', async () => {
+  it('job sessions past keepSessions are removed as each turn ends: after 20 jobs the newest 2 remain, keyed by a token of the worker', async () => {
     for (let i = 0; i < 20; i++) {
       const reply = await request(nc, 'jobs.chan.default', { id: `s-${i}`, task: `PIERQ:s${i}`, timeoutMs: 30_000 }, 45_000)
       assert.equal(reply.result, answerFor(`s${i}`))

@@ -84,6 +84,20 @@ function startLoad() {
   }
 }
 
+/**
+ * A slow job (2 s in the model, PIERQ:<word>) once its turn has reached the model: sent again
+ * while the background load holds every slot (OVERLOADED). Resolves with the promise of its
+ * answer.
+ */
+async function slowJobInFlight(word) {
+  for (let attempt = 0; ; attempt++) {
+    const reply = request(nc, SUBJECT, { type: 'task_request', id: `${word}-${attempt}`, task: `PIERQ:${word}`, timeoutMs: 20_000 }, 25_000)
+    const reached = waitFor(() => model.requests.some((r) => r.word === word), { timeout: 25_000, interval: 50 }).catch(() => false)
+    const first = await Promise.race([reached.then(() => 'running'), reply.then((r) => r, () => 'failed')])
+    if (first === 'running' || first === 'failed' || first.error?.code !== 'OVERLOADED') return { answer: reply }
+  }
+}
+
 /** Sends a job until the worker `workerId` answers one; resolves with the time it took. */
 async function answeredBy(workerId, since) {
   let k = 0
@@ -145,8 +159,7 @@ describe('reloads and restarts under load', () => {
     try {
       for (let i = 1; i <= RELOADS; i++) {
         // A slow job (2 s in the model) is in flight when the config changes.
-        const slow = request(nc, SUBJECT, { type: 'task_request', id: `slow-${i}`, task: `PIERQ:slow${i}`, timeoutMs: 20_000 }, 25_000)
-        await sleep(300)
+        const slow = (await slowJobInFlight(`slow${i}`)).answer
         const changed = Date.now()
         setWorkerId(`rl-${i}`)
         const ms = await answeredBy(`rl-${i}`, changed)
@@ -191,8 +204,7 @@ describe('reloads and restarts under load', () => {
     const pid = gatewayPid(gateway.child.pid)
     const before = { threads: threadsOf(pid), rssMb: rssMbOf(pid) }
     const load = startLoad()
-    const slow = request(nc, SUBJECT, { type: 'task_request', id: 'slow-restart', task: 'PIERQ:slowrestart', timeoutMs: 20_000 }, 25_000)
-    await sleep(300)
+    const slow = (await slowJobInFlight('slowrestart')).answer
     const restarted = Date.now()
     try {
       await home.cli(['gateway', 'restart'], { timeout: 120_000 })

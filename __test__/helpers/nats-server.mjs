@@ -49,6 +49,9 @@ export async function startNatsServer(options = {}) {
     const routes = options.cluster.routes.map((p) => `nats-route://127.0.0.1:${p}`).join(', ')
     lines.push(`cluster { name: pier, host: 127.0.0.1, port: ${options.cluster.port}, routes: [${routes}] }`)
   }
+  // The monitoring endpoint (/connz, /varz): what the server itself counted, for tests that
+  // must know what it delivered to whom.
+  if (options.monitorPort) lines.push(`http: "127.0.0.1:${options.monitorPort}"`)
   if (options.extra) lines.push(options.extra)
   writeFileSync(conf, lines.join('\n') + '\n')
 
@@ -76,6 +79,7 @@ export async function startNatsServer(options = {}) {
     wsPort,
     url: `nats://127.0.0.1:${port}`,
     wsUrl: wsPort ? `ws://127.0.0.1:${wsPort}` : undefined,
+    monitorUrl: options.monitorPort ? `http://127.0.0.1:${options.monitorPort}` : undefined,
     log: () => log,
     async stop(signal = 'SIGTERM') {
       if (child.exitCode === null && child.signalCode === null) {
@@ -112,17 +116,19 @@ export async function startNatsCluster(size = 3) {
 export async function startJetStreamCluster(size = 3) {
   const base = mkdtempSync(join(tmpdir(), 'pier-js-cluster-'))
   const ports = []
-  for (let i = 0; i < size; i++) ports.push({ client: await freePort(), route: await freePort() })
-  const nodes = ports.map(({ client, route }, i) => {
+  for (let i = 0; i < size; i++) ports.push({ client: await freePort(), route: await freePort(), monitor: await freePort() })
+  const nodes = ports.map(({ client, route, monitor }, i) => {
     const node = {
       name: `n${i + 1}`,
       port: client,
       url: `nats://127.0.0.1:${client}`,
+      monitorUrl: `http://127.0.0.1:${monitor}`,
       server: null,
       async start() {
         node.server = await startNatsServer({
           name: node.name,
           port: client,
+          monitorPort: monitor,
           jetstream: true,
           storeDir: join(base, node.name),
           cluster: { port: route, routes: ports.filter((p) => p.route !== route).map((p) => p.route) },
