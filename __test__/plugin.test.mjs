@@ -684,6 +684,27 @@ describe('sessions, publishing, status text', () => {
     assert.equal(takeApproval('c9', { task: 't', meta: { price: 5 } }, 2_000), false, 'used once')
   })
 
+  it('the approval hook, called as registered, asks a person about a paid publish from an interactive chat', () => {
+    // Through the before_tool_call hook registerPier puts on the API, with the context the host
+    // passes it (an interactive chat run), not through createPublishApprovalHook directly.
+    const { api, registered } = stubApi({ config: { channels: { pier: { maxPublishPrice: 10 } } } })
+    registerPier(api, createPierRuntime())
+    const hooks = registered.hooks.filter((h) => h.name === 'before_tool_call')
+    assert.equal(hooks.length, 1)
+    const call = (event, ctx) => hooks[0].fn(event, ctx)
+    const event = { toolName: 'pier_publish', toolCallId: 'reg-1', params: { task: 't', meta: { price: 5 } } }
+    const chat = { trigger: 'user', turnSourceChannel: 'telegram', sessionKey: 'agent:main:telegram:direct:42', runId: 'run-chat-1' }
+    const asked = call(event, chat)
+    assert.ok(asked?.requireApproval, `an approval is requested: ${JSON.stringify(asked)}`)
+    assert.deepEqual(asked.requireApproval.allowedDecisions, ['allow-once', 'deny'])
+    assert.equal(asked.requireApproval.scope.amount, '5')
+    // The same call without a person to ask (cron, /tools/invoke) goes on to the tool, which
+    // answers PIER_APPROVAL_UNAVAILABLE; an unpaid one needs no approval.
+    assert.equal(call(event, { trigger: 'cron', sessionKey: 'agent:main:cron:x' }), undefined)
+    assert.equal(call(event, { sessionKey: 'agent:main:main' }), undefined)
+    assert.equal(call({ ...event, params: { task: 't' } }, chat), undefined)
+  })
+
   it('uptime reads like a person wrote it', () => {
     assert.equal(formatUptime(42_000), '42s')
     assert.equal(formatUptime(185_000), '3m 05s')
