@@ -25,7 +25,8 @@ enum Mode {
 
 const MODES: [Mode; 2] = [Mode::Core, Mode::JetStream];
 
-/// Echoes the task, reports `usage` for each turn, and records each call's job id.
+/// Echoes the task (after sleeping `sleep:<ms>` when the task says so), reports `usage` for
+/// each turn, and records each call's job id.
 struct Metered {
     usage: Option<Usage>,
     calls: Arc<AtomicUsize>,
@@ -47,7 +48,12 @@ impl JobHandler for Metered {
         self.calls.fetch_add(1, Ordering::SeqCst);
         self.ids.lock().unwrap().push(job.id.clone());
         let usage = self.usage;
-        Box::pin(async move { HandlerResult::answered(job.task).with_usage(usage) })
+        Box::pin(async move {
+            if let Some(ms) = job.task.strip_prefix("sleep:") {
+                tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
+            }
+            HandlerResult::answered(job.task).with_usage(usage)
+        })
     }
 }
 
@@ -377,4 +383,31 @@ async fn each_sender_runs_its_share_per_minute_and_the_rest_is_rate_limited() {
         assert_eq!(rig.calls(), 7, "{mode:?}");
         rig.worker.stop().await;
     }
+}
+
+#[tokio::test]
+async fn a_job_refused_for_a_full_worker_does_not_use_the_share() {
+    // One slot, a share of 2 unsigned jobs a minute: while the first runs, a second is refused
+    // OVERLOADED; that refusal used no share, so a third still runs once the slot is free.
+    let rig = Rig::start(
+        Mode::Core,
+        json!({ "maxConcurrentJobs": 1, "unsignedJobsPerMinute": 2 }),
+        None,
+    )
+    .await;
+    let first = json!({ "id": "o1", "task": "sleep:800" });
+    let long = rig.ask(None, &first);
+    let busy = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        rig.ask(None, &job("o2")).await
+    };
+    let (long, busy) = tokio::join!(long, busy);
+    assert_eq!(long["result"], "sleep:800");
+    assert_eq!(code(&busy), "OVERLOADED", "{busy}");
+    let third = rig.ask(None, &job("o3")).await;
+    assert_eq!(third["result"], "task o3", "{third}");
+    let fourth = rig.ask(None, &job("o4")).await;
+    assert_eq!(code(&fourth), "RATE_LIMITED", "{fourth}");
+    assert_eq!(rig.calls(), 2);
+    rig.worker.stop().await;
 }
