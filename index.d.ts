@@ -163,6 +163,11 @@ export interface LedgerDay {
   margin: number
   tokensIn: number
   tokensOut: number
+  /**
+   * Every token of the day's turns: input, output, cache reads and writes (what
+   * `maxDailyTokens` counts).
+   */
+  tokens: number
 }
 
 /**
@@ -312,6 +317,26 @@ export interface PierConfig {
    */
   minJobPrice?: number
   /**
+   * Daily spending cap: What job turns may cost per UTC day, in the unit of the model's cost config (usually USD). Once the day's turns have cost this much, jobs are answered BUDGET_EXHAUSTED before they reach the model, until the next UTC day; jobs already running finish. Counted from the ledger, so it holds across restarts (without a ledger file: from the worker's start). 0: no cap.
+   * Default: `0`.
+   */
+  maxDailySpend?: number
+  /**
+   * Daily token cap: Like maxDailySpend, in tokens (input, output, cache reads and writes of every job turn): for models without a cost config. 0: no cap.
+   * Default: `0`.
+   */
+  maxDailyTokens?: number
+  /**
+   * Jobs per sender per minute: Jobs one signed sender (a verified Pier-Sender key) may run per minute; more are answered RATE_LIMITED, never run. Only jobs that run use the share. 0: no limit.
+   * Default: `0`.
+   */
+  senderJobsPerMinute?: number
+  /**
+   * Unsigned jobs per minute: Jobs without a Pier-Sender signature may run this many per minute, all together (their sender names are self-declared); more are answered RATE_LIMITED, never run. 0: no limit.
+   * Default: `0`.
+   */
+  unsignedJobsPerMinute?: number
+  /**
    * Max output tokens: OpenClaw only: Caps every model request of a job turn (max_tokens), so a stranger's task cannot spend more than this per request (0: the model's own limit).
    * Default: `0`.
    */
@@ -395,8 +420,12 @@ export declare function releaseRuntime(): boolean
  * A `task_error`'s error. `code` is one of the wire protocol's codes: `PARSE_ERROR`,
  * `INVALID_REQUEST`, `RUNTIME_UNAVAILABLE`, `EXECUTION_FAILED`, `PAYLOAD_TOO_LARGE`, `TIMEOUT`,
  * `OVERLOADED`, `SHUTTING_DOWN`, `UNAUTHORIZED`, `RESULT_TOO_LARGE` (the result did not fit
- * in the server's `max_payload`), or `PRICE_TOO_LOW` (the job's `meta.price` is below the
- * worker's `minJobPrice`, or missing while that is above 0: offer more, or try another worker).
+ * in the server's `max_payload`), `PRICE_TOO_LOW` (the job's `meta.price` is below the
+ * worker's `minJobPrice`, or missing while that is above 0: offer more, or try another worker),
+ * `RATE_LIMITED` (this sender's share of the worker, `senderJobsPerMinute` or
+ * `unsignedJobsPerMinute`, is used up: retry later or elsewhere) or `BUDGET_EXHAUSTED` (the
+ * worker's `maxDailySpend` / `maxDailyTokens` for the UTC day is reached: retry elsewhere).
+ * A job refused with either of these two never reached the model.
  */
 export interface ReplyError {
   code: string
@@ -539,5 +568,30 @@ export interface WorkerStatus {
   identityFile?: string
   /** The last error: a failed connection attempt, a NATS server error or a job's task_error. */
   lastError?: string
+  /** What job turns used today (UTC) against the daily budget; set once the worker started. */
+  today?: WorkerToday
   stats: WorkerStats
+}
+
+/**
+ * One UTC day's use against `maxDailySpend` / `maxDailyTokens`. Jobs are answered
+ * `BUDGET_EXHAUSTED` once `spent` reaches `maxDailySpend` or `tokens` reaches
+ * `maxDailyTokens` (when above 0), until the next UTC day; a job already running finishes.
+ */
+export interface WorkerToday {
+  /** `YYYY-MM-DD` (UTC). */
+  day: string
+  /** What today's job turns cost, in the unit of the model's cost config. */
+  spent: number
+  /** Every token of today's job turns: input, output, cache reads and writes. */
+  tokens: number
+  /** `maxDailySpend` (0: no cap). */
+  maxDailySpend: number
+  /** `maxDailyTokens` (0: no cap). */
+  maxDailyTokens: number
+  /**
+   * `ledger`: counted from the ledger file's lines of the day when the worker started (a
+   * restart keeps the day's use); `start`: no ledger file, counted from the worker's start.
+   */
+  countedFrom: string
 }

@@ -16,6 +16,7 @@ import { replyHint, createPublishTool } from '../plugin/tool.mjs'
 import { recordApproval } from '../plugin/approval.mjs'
 import { jobTurnParams, jobModelParams, usageOf } from '../plugin/agent-turn.mjs'
 import { formatAccount } from '../plugin/command.mjs'
+import { ledgerToday } from '../plugin/ledger.mjs'
 import { samples } from './helpers/metrics-text.mjs'
 
 const CLI = fileURLToPath(new URL('../cli/pier-connector.js', import.meta.url))
@@ -93,6 +94,56 @@ it("a handler's usage is counted, logged and written in the ledger; a job withou
   const table = (await promisify(execFile)(process.execPath, [CLI, 'ledger', '--ledger', ledgerFile])).stdout
   assert.match(table, /^DAY \(UTC\) +JOBS +DONE +EARNED +SPENT +MARGIN +TOKENS IN +OUT\n/)
   assert.match(table, /\ntotal +4 +3 +11 +0\.00432 +11 +1217 +305\n/)
+})
+
+it('a daily budget stops jobs before the model once spent; status, /pier and the ledger CLI show the day against it', async () => {
+  const ledgerFile = join(dir, 'budget', 'ledger.jsonl')
+  const metricsPort = await freePort()
+  let calls = 0
+  const usage = { input: 400, output: 100, cacheRead: 0, cacheWrite: 0, cost: 0.5 }
+  const config = { natsUrl: nats.server.url, subject: 'eco.budget', workerId: 'eco-budget', ledgerFile, metricsPort, maxDailySpend: 1 }
+  const worker = new PierWorker(config, (job) => (calls++, { result: `done ${job.id}`, usage }))
+  await worker.start()
+  try {
+    assert.deepEqual(worker.status().today, { day: new Date().toISOString().slice(0, 10), spent: 0, tokens: 0, maxDailySpend: 1, maxDailyTokens: 0, countedFrom: 'ledger' })
+    for (const id of ['d1', 'd2']) assert.equal((await request(nats.nc, 'eco.budget', { id, task: 't' })).result, `done ${id}`)
+    const refused = await request(nats.nc, 'eco.budget', { id: 'd3', task: 't' })
+    assert.equal(refused.error.code, 'BUDGET_EXHAUSTED')
+    assert.match(refused.error.message, /spending cap for the day \(1\) is reached/)
+    assert.equal(calls, 2, 'the refused job never reached the handler')
+    const status = worker.status()
+    assert.deepEqual([status.today.spent, status.today.tokens], [1, 1000])
+    assert.equal(status.stats.errorsByCode.BUDGET_EXHAUSTED, 1)
+    const m = samples(await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text())
+    assert.equal(m.get('pier_jobs_total{outcome="rejected",code="BUDGET_EXHAUSTED"}'), 1)
+    assert.equal(m.get('pier_jobs_total{outcome="rejected",code="RATE_LIMITED"}'), 0)
+    // /pier: the day's use against the budget, in 80 columns.
+    const text = formatAccount('default', status, { today: ledgerToday(ledgerFile), config })
+    // (The last error line quotes the refusal, as it quotes any error.)
+    for (const line of text.split('\n').filter((l) => !l.startsWith('  last error:'))) assert.ok(line.length <= 80, `${line.length}: ${line}`)
+    assert.match(text, /\n  today: spent 1 of maxDailySpend 1\n  budget reached: new jobs get BUDGET_EXHAUSTED until 00:00 UTC\n/)
+    assert.match(text, /today \(UTC\): 2 jobs, earned 0, spent 1, margin -1/)
+  } finally {
+    await worker.stop()
+  }
+  // The ledger CLI shows the day against the budget the config names.
+  const table = (await promisify(execFile)(process.execPath, [CLI, 'ledger', '--ledger', ledgerFile, '--max-daily-spend', '1', '--max-daily-tokens', '5000'])).stdout
+  assert.match(table, /\nbudget today \(\d{4}-\d\d-\d\d UTC\): spent 1 of maxDailySpend 1, tokens 1000 of maxDailyTokens 5000 \(input, output and cache\), reached: new jobs are answered BUDGET_EXHAUSTED until 00:00 UTC\n/)
+  const json = JSON.parse((await promisify(execFile)(process.execPath, [CLI, 'ledger', '--ledger', ledgerFile, '--max-daily-spend', '1', '--json'])).stdout)
+  assert.deepEqual([json.budget.spent, json.budget.tokens, json.budget.maxDailySpend, json.budget.reached], [1, 1000, 1, true])
+  const plain = JSON.parse((await promisify(execFile)(process.execPath, [CLI, 'ledger', '--ledger', ledgerFile, '--json'])).stdout)
+  assert.equal(plain.budget, undefined, 'no budget in the config: none shown')
+
+  // Started again the same day on the same ledger: still spent, nothing runs.
+  const again = new PierWorker(config, () => (calls++, 'ran'))
+  await again.start()
+  try {
+    assert.equal(again.status().today.spent, 1)
+    assert.equal((await request(nats.nc, 'eco.budget', { id: 'd4', task: 't' })).error.code, 'BUDGET_EXHAUSTED')
+    assert.equal(calls, 2)
+  } finally {
+    await again.stop()
+  }
 })
 
 it('pier_publish tells a requester what PRICE_TOO_LOW means and whether it may pay more', async () => {

@@ -281,7 +281,7 @@ describe('agent turn', () => {
 describe('security audit findings', () => {
   const roster = { entries: { main: { default: true }, 'pier-jobs': { skills: [] } } }
   const findings = (accounts) => {
-    const cfg = { agents: roster, channels: { pier: { natsUrl: 'nats://h:4222', workerId: 'w1', accounts } } }
+    const cfg = { agents: roster, channels: { pier: { natsUrl: 'nats://h:4222', workerId: 'w1', maxDailySpend: 5, accounts } } }
     const adapter = createSecurityAdapter()
     return Object.keys(accounts).flatMap((accountId) => {
       const ctx = { cfg, accountId, account: { accountId } }
@@ -306,6 +306,21 @@ describe('security audit findings', () => {
     assert.match(list.find((f) => f.accountId === 'names' && f.severity === 'warn').detail, /lists 1 name\(s\)/, 'a key is not a name')
     assert.match(list.find((f) => f.accountId === 'plain').detail, /Tools offered: none\. pier_publish: never/)
     for (const f of list) assert.ok(f.title && f.detail && f.checkId.startsWith('channels.pier.'), JSON.stringify(f))
+  })
+
+  it('an account with neither a daily budget nor a price floor is warned about', () => {
+    const warnings = (pier) =>
+      createSecurityAdapter()
+        .collectWarnings({ cfg: { agents: roster, channels: { pier: { natsUrl: 'nats://h:4222', workerId: 'w', ...pier } } }, accountId: 'default' })
+        .filter((f) => f.checkId === 'channels.pier.spend.unbounded')
+    const [unbounded] = warnings({})
+    assert.equal(unbounded?.severity, 'warn')
+    assert.match(unbounded.detail, /Neither maxDailySpend, maxDailyTokens nor minJobPrice is set/)
+    assert.match(unbounded.remediation, /channels\.pier\.maxDailySpend/)
+    for (const bounded of [{ maxDailySpend: 2 }, { maxDailyTokens: 100000 }, { minJobPrice: 1 }]) {
+      assert.deepEqual(warnings(bounded), [], JSON.stringify(bounded))
+    }
+    assert.equal(warnings({ maxDailySpend: 0, minJobPrice: 0 }).length, 1, '0 is no bound')
   })
 
   it('a worker with no workerId and no walletAddress: paid jobs with nobody to pay (info)', () => {
@@ -716,6 +731,27 @@ describe('sessions, publishing, status text', () => {
     assert.equal(takeApproval('c9', { task: 't', meta: { price: 5 } }, 2_000), false, 'used once')
   })
 
+  it('the approval hook, called as registered, asks a person about a paid publish from an interactive chat', () => {
+    // Through the before_tool_call hook registerPier puts on the API, with the context the host
+    // passes it (an interactive chat run), not through createPublishApprovalHook directly.
+    const { api, registered } = stubApi({ config: { channels: { pier: { maxPublishPrice: 10 } } } })
+    registerPier(api, createPierRuntime())
+    const hooks = registered.hooks.filter((h) => h.name === 'before_tool_call')
+    assert.equal(hooks.length, 1)
+    const call = (event, ctx) => hooks[0].fn(event, ctx)
+    const event = { toolName: 'pier_publish', toolCallId: 'reg-1', params: { task: 't', meta: { price: 5 } } }
+    const chat = { trigger: 'user', turnSourceChannel: 'telegram', sessionKey: 'agent:main:telegram:direct:42', runId: 'run-chat-1' }
+    const asked = call(event, chat)
+    assert.ok(asked?.requireApproval, `an approval is requested: ${JSON.stringify(asked)}`)
+    assert.deepEqual(asked.requireApproval.allowedDecisions, ['allow-once', 'deny'])
+    assert.equal(asked.requireApproval.scope.amount, '5')
+    // The same call without a person to ask (cron, /tools/invoke) goes on to the tool, which
+    // answers PIER_APPROVAL_UNAVAILABLE; an unpaid one needs no approval.
+    assert.equal(call(event, { trigger: 'cron', sessionKey: 'agent:main:cron:x' }), undefined)
+    assert.equal(call(event, { sessionKey: 'agent:main:main' }), undefined)
+    assert.equal(call({ ...event, params: { task: 't' } }, chat), undefined)
+  })
+
   it('uptime reads like a person wrote it', () => {
     assert.equal(formatUptime(42_000), '42s')
     assert.equal(formatUptime(185_000), '3m 05s')
@@ -742,6 +778,16 @@ describe('sessions, publishing, status text', () => {
     assert.doesNotMatch(auth, /channels start/)
     assert.match(auth, /^PIER_CONNECT: authorization violation; fix: .*openclaw config set channels\.pier/)
     assert.match(blockedError('PIER_HOST_TOOLS: toolsAllow gives job turns host tools (exec)'), /remove the host tools from channels\.pier toolsAllow, or sandbox the job agent/)
+  })
+
+  it('status issues: a daily budget reached says until when jobs are refused', () => {
+    const pier = (today) => ({ accountId: 'a', enabled: true, configured: true, running: true, connected: true, pier: { workerId: 'w', wallet: '0xW', today } })
+    const [reached] = collectStatusIssues([pier({ day: '2026-12-06', spent: 5.2, tokens: 10, maxDailySpend: 5, maxDailyTokens: 0 })])
+    assert.equal(reached?.kind, 'runtime')
+    assert.match(reached.message, /^daily budget reached \(spent 5\.2 of maxDailySpend 5\): jobs are answered BUDGET_EXHAUSTED until 00:00 UTC$/)
+    assert.match(collectStatusIssues([pier({ day: 'd', spent: 0, tokens: 900, maxDailySpend: 0, maxDailyTokens: 900 })])[0].message, /tokens 900 of maxDailyTokens 900/)
+    assert.deepEqual(collectStatusIssues([pier({ day: 'd', spent: 4.9, tokens: 0, maxDailySpend: 5, maxDailyTokens: 0 })]), [])
+    assert.deepEqual(collectStatusIssues([pier({ day: 'd', spent: 99, tokens: 99, maxDailySpend: 0, maxDailyTokens: 0 })]), [], 'no budget')
   })
 })
 

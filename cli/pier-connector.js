@@ -276,7 +276,8 @@ function runLedger(values, config) {
     (t, d) => ({ jobs: t.jobs + d.jobs, completed: t.completed + d.completed, earned: t.earned + d.earned, spent: t.spent + d.spent, margin: t.margin + d.margin, tokensIn: t.tokensIn + d.tokensIn, tokensOut: t.tokensOut + d.tokensOut }),
     { jobs: 0, completed: 0, earned: 0, spent: 0, margin: 0, tokensIn: 0, tokensOut: 0 },
   )
-  if (values.json) return printJson({ file, days, total })
+  const budget = ledgerBudget(file, config)
+  if (values.json) return printJson({ file, days, total, ...(budget ? { budget } : {}) })
   const row = (day, d) => [day, String(d.jobs), String(d.completed), amount(d.earned), amount(d.spent), amount(d.margin), String(d.tokensIn), String(d.tokensOut)]
   const rows = [LEDGER_HEADER, ...days.map((d) => row(d.day, d)), row('total', total)]
   const widths = LEDGER_HEADER.map((_, i) => Math.max(...rows.map((r) => r[i].length)))
@@ -286,8 +287,31 @@ function runLedger(values, config) {
       ...rows.map(line),
       'EARNED: meta.price of delivered results; SPENT: model cost (cost config unit)',
       'MARGIN = EARNED - SPENT: meaningful when both use one unit',
+      ...(budget ? [budgetLine(budget)] : []),
     ].join('\n') + '\n',
   )
+}
+
+/** Today's (UTC) use against the config's daily budget, or null when it has none. */
+function ledgerBudget(file, config, now = Date.now()) {
+  const maxDailySpend = config.maxDailySpend > 0 ? config.maxDailySpend : 0
+  const maxDailyTokens = config.maxDailyTokens > 0 ? config.maxDailyTokens : 0
+  if (!maxDailySpend && !maxDailyTokens) return null
+  const day = new Date(now).toISOString().slice(0, 10)
+  const today = ledgerDays(file, now).find((d) => d.day === day)
+  const spent = today?.spent ?? 0
+  const tokens = today?.tokens ?? 0
+  const reached = (maxDailySpend > 0 && spent >= maxDailySpend) || (maxDailyTokens > 0 && tokens >= maxDailyTokens)
+  return { day, spent, tokens, maxDailySpend, maxDailyTokens, reached }
+}
+
+/** `budget today (UTC): spent X of maxDailySpend Y, tokens T of maxDailyTokens Z`. */
+function budgetLine(b) {
+  const parts = []
+  if (b.maxDailySpend) parts.push(`spent ${amount(b.spent)} of maxDailySpend ${amount(b.maxDailySpend)}`)
+  if (b.maxDailyTokens) parts.push(`tokens ${b.tokens} of maxDailyTokens ${b.maxDailyTokens} (input, output and cache)`)
+  if (b.reached) parts.push('reached: new jobs are answered BUDGET_EXHAUSTED until 00:00 UTC')
+  return `budget today (${b.day} UTC): ${parts.join(', ')}`
 }
 
 /** A new user key: the seed and public key, as two labelled lines or as JSON. */

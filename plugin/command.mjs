@@ -32,11 +32,36 @@ export function formatToday(today) {
   return `  today (UTC): ${plural(today.jobs, 'job')}, earned ${amount(today.earned)}, spent ${amount(today.spent)}, margin ${amount(today.margin)}`
 }
 
+/**
+ * The day's use against the daily budget, as lines: `today: spent X of maxDailySpend Y, tokens
+ * T of maxDailyTokens Z` (each part only when that cap is set), and whether jobs are refused
+ * for it; none without a budget. `used`: `{ spent, tokens }` (the running worker's own count,
+ * `status.today`, else the ledger's day); `budget`: `{ maxDailySpend, maxDailyTokens }`.
+ */
+export function formatBudget(used, budget = {}) {
+  const spend = budget.maxDailySpend > 0 ? budget.maxDailySpend : 0
+  const tokens = budget.maxDailyTokens > 0 ? budget.maxDailyTokens : 0
+  if (!spend && !tokens) return []
+  if (!used || used.error) return [`  today: budget ${[spend && `maxDailySpend ${amount(spend)}`, tokens && `maxDailyTokens ${tokens}`].filter(Boolean).join(', ')} (use unknown)`]
+  const parts = []
+  if (spend) parts.push(`spent ${amount(used.spent ?? 0)} of maxDailySpend ${amount(spend)}`)
+  if (tokens) parts.push(`tokens ${used.tokens ?? 0} of maxDailyTokens ${tokens}`)
+  const reached = (spend && (used.spent ?? 0) >= spend) || (tokens && (used.tokens ?? 0) >= tokens)
+  return [`  today: ${parts.join(', ')}`, ...(reached ? ['  budget reached: new jobs get BUDGET_EXHAUSTED until 00:00 UTC'] : [])]
+}
+
+/** The account's daily budget: the running worker's, else its config's. */
+const budgetOf = (status, config = {}) => ({
+  maxDailySpend: status?.today?.maxDailySpend ?? config.maxDailySpend ?? 0,
+  maxDailyTokens: status?.today?.maxDailyTokens ?? config.maxDailyTokens ?? 0,
+})
+
 /** One account's block from its worker status (null when it does not run here). */
-export function formatAccount(accountId, status, { lastError, reason, today } = {}) {
+export function formatAccount(accountId, status, { lastError, reason, today, config } = {}) {
   const head = `account ${accountId}`
+  const budget = formatBudget(status?.today ?? today, budgetOf(status, config))
   if (!status) {
-    return [head, `  connection: not running${reason ? ` (${reason})` : ''}`, ...(today ? [formatToday(today)] : []), `  last error: ${lastError ?? 'none'}`].join('\n')
+    return [head, `  connection: not running${reason ? ` (${reason})` : ''}`, ...(today ? [formatToday(today)] : []), ...budget, `  last error: ${lastError ?? 'none'}`].join('\n')
   }
   const s = status.stats
   return [
@@ -49,10 +74,11 @@ export function formatAccount(accountId, status, { lastError, reason, today } = 
     `  takes jobs on ${status.subject} (queue ${status.queueGroup}), publishes to ${status.publishSubject}`,
     `  uptime: ${formatUptime(status.uptimeMs)}; the counts below start again with the worker`,
     `  jobs: ${s.received} received, ${s.completed} completed, ${s.failed} failed, ${s.timedOut} timed out, ${s.inFlight} running`,
-    `  refused unrun: ${s.rejected} (worker busy, stopping, or price too low)`,
+    `  refused unrun: ${s.rejected} (busy, stopping, price, sender's share, budget)`,
     `  money: earned ${amount(s.earned)} (meta.price), spent ${amount(s.spent)} (model cost)`,
     `  tokens: ${s.tokensIn} in, ${s.tokensOut} out${s.cacheReadTokens || s.cacheWriteTokens ? `, ${s.cacheReadTokens} cache read, ${s.cacheWriteTokens} cache write` : ''}`,
     ...(today !== undefined ? [formatToday(today)] : []),
+    ...budget,
     `  reconnects: ${s.reconnects} (${plural(s.disconnects, 'disconnect')})`,
     `  last error: ${status.lastError ?? lastError ?? 'none'}`,
   ].join('\n')
@@ -68,7 +94,8 @@ export function formatStatus(cfg, api) {
     const run = runningAccounts.get(id)
     const reason = !account.configured ? 'not configured: openclaw channels add --channel pier' : !account.enabled ? 'disabled' : undefined
     const file = api && account.configured ? ledgerFileOf(api, run?.account ?? account) : undefined
-    return { id, status: run?.status() ?? null, lastError: run?.lastError, reason, today: file === undefined ? undefined : file && ledgerToday(file) }
+    const config = (run?.account ?? account).addonConfig
+    return { id, status: run?.status() ?? null, lastError: run?.lastError, reason, config, today: file === undefined ? undefined : file && ledgerToday(file) }
   })
   const live = accounts.filter((a) => a.status)
   // Fenced, so a chat surface shows the table in a fixed-width font.

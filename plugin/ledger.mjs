@@ -26,13 +26,13 @@ export function withLedger(api, account) {
 
 /**
  * Today's (UTC) sums of the ledger at `file`: `{ day, jobs, completed, earned, spent, margin,
- * tokensIn, tokensOut }` (zeros when nothing ran today), or `{ error }` when it cannot be read.
+ * tokensIn, tokensOut, tokens }` (zeros when nothing ran today), or `{ error }` when it cannot be read.
  */
 export function ledgerToday(file, now = Date.now()) {
   const day = new Date(now).toISOString().slice(0, 10)
   try {
     const found = ledgerDays(file, now).find((d) => d.day === day)
-    return found ?? { day, jobs: 0, completed: 0, earned: 0, spent: 0, margin: 0, tokensIn: 0, tokensOut: 0 }
+    return found ?? { day, jobs: 0, completed: 0, earned: 0, spent: 0, margin: 0, tokensIn: 0, tokensOut: 0, tokens: 0 }
   } catch (error) {
     return { day, error: error?.message ?? String(error) }
   }

@@ -48,7 +48,9 @@ export function registerPier(api, runtime = createPierRuntime(), { logger } = {}
   // The job guard first: a job turn never gets pier_publish, approved or not.
   const guard = createJobToolGuard()
   const approval = createPublishApprovalHook(api)
-  api.on?.('before_tool_call', (event, ctx) => guard(event, ctx) ?? approval(event))
+  // The approval hook needs the call's context: whether a person can be asked depends on the run
+  // (an interactive chat, a cron job, /tools/invoke).
+  api.on?.('before_tool_call', (event, ctx) => guard(event, ctx) ?? approval(event, ctx))
   api.registerCommand(createStatusCommand(api))
   return runtime
 }

@@ -39,6 +39,10 @@ export function createSecurityAdapter(getSandbox = () => undefined) {
       if (account.agentId !== JOB_AGENT_ID) {
         out.push(finding('jobs.shared_agent', 'warn', `Pier account ${id}: jobs run as agent ${account.agentId}`, `Strangers' jobs run as agent ${account.agentId}, which may also serve your own chats. Job turns still get an empty workspace of their own, no bootstrap files, no owner rights and only the tools toolsAllow lists, but the agent's tool policy, model credentials and memory index are shared with it.`, `Give jobs an agent of their own: openclaw agents add ${JOB_AGENT_ID} --workspace <state dir>/pier/job-workspace --non-interactive, and leave channels.${CHANNEL_ID}.agentId unset (with a second agent, unscoped gateway calls name their agent)`))
       }
+      const { maxDailySpend, maxDailyTokens, minJobPrice } = account.addonConfig
+      if (account.configured && account.enabled && !(maxDailySpend > 0) && !(maxDailyTokens > 0) && !(minJobPrice > 0)) {
+        out.push(finding('spend.unbounded', 'warn', `Pier account ${id}: no daily budget and no price floor`, `Neither maxDailySpend, maxDailyTokens nor minJobPrice is set: any stranger's job, paid or not, reaches the model, and nothing stops the day's jobs from costing more than they earn.`, `Set a daily budget (openclaw config set channels.${CHANNEL_ID}.maxDailySpend 5, in the model's cost unit; maxDailyTokens for a model without a cost config) and/or a price floor (channels.${CHANNEL_ID}.minJobPrice)`))
+      }
       const names = (account.addonConfig.allowedSenders ?? []).filter((s) => !USER_KEY.test(String(s)))
       if (names.length) {
         out.push(finding('senders.self_declared', 'warn', `Pier account ${id}: allowedSenders matches self-declared names`, `allowedSenders lists ${names.length} name(s) that are matched against the job's meta.sender, which any requester can write: it keeps out nobody who knows a listed name.`, 'List requesters by their signing keys (U…) instead of names'))

@@ -62,6 +62,8 @@ export function snapshotOf(run, s) {
       spent: s.stats.spent,
       tokensIn: s.stats.tokensIn,
       tokensOut: s.stats.tokensOut,
+      // The UTC day's use against the daily budget (maxDailySpend, maxDailyTokens: 0 is none).
+      today: s.today ? { day: s.today.day, spent: s.today.spent, tokens: s.today.tokens, maxDailySpend: s.today.maxDailySpend, maxDailyTokens: s.today.maxDailyTokens } : null,
     },
   }
 }
@@ -147,6 +149,11 @@ export function collectStatusIssues(accounts) {
     } else if (a.running && a.connected === false && a.lastError && a.pier?.state !== 'reloading') {
       const attempts = a.reconnectAttempts ? ` (${a.reconnectAttempts} attempts)` : ''
       issue('runtime', `not connected, retrying${attempts}: ${a.lastError}`, `check that the NATS server in channels.pier natsUrl (${a.pier?.server ?? a.baseUrl ?? '?'}) is up and reachable from this host; the worker reconnects by itself`)
+    }
+    const today = a.pier?.today
+    if (a.running && today && ((today.maxDailySpend > 0 && today.spent >= today.maxDailySpend) || (today.maxDailyTokens > 0 && today.tokens >= today.maxDailyTokens))) {
+      const used = [today.maxDailySpend > 0 ? `spent ${today.spent} of maxDailySpend ${today.maxDailySpend}` : null, today.maxDailyTokens > 0 ? `tokens ${today.tokens} of maxDailyTokens ${today.maxDailyTokens}` : null].filter(Boolean).join(', ')
+      issue('runtime', `daily budget reached (${used}): jobs are answered BUDGET_EXHAUSTED until 00:00 UTC`, `raise channels.pier maxDailySpend / maxDailyTokens if you mean to spend more today`)
     }
     if (a.running && anonymousEarner(a.pier)) {
       issue('config', `paid jobs with nobody to pay: worker ${a.pier.workerId || ANONYMOUS_WORKER} has no workerId and no walletAddress${a.pier.earned ? ` (earned ${a.pier.earned} so far)` : ''}`, IDENTITY_FIX)

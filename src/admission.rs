@@ -3,18 +3,21 @@
 //! [`admit`] takes what a delivery source saw of one message ([`Message`]: the parsed payload or
 //! its rejection, the reply target, the `Pier-Sender` header, the stream's stored time), the
 //! worker's [`Policy`] (its config), the wall clock, and the current occupancy ([`Current`]:
-//! free slots, ids in flight, the replay memory, draining), and answers: run it ([`Admitted`]),
-//! or not ([`NotRun`]): refuse it with a code ([`Refusal`]), give it back to its source, or leave
-//! it unanswered. It sends nothing, takes nothing and logs nothing; the pipeline does that with what
+//! free slots, ids in flight, the replay memory, draining, the day's use, the senders' shares),
+//! and answers: run it ([`Admitted`]), or not ([`NotRun`]): refuse it with a code
+//! ([`Refusal`]), give it back to its source, or leave it unanswered. It sends nothing, takes nothing and logs nothing; the pipeline does that with what
 //! the verdict says. The same rules hold whatever delivered the job.
 //!
 //! The order: the reply target (nobody to answer: not run), draining (SHUTTING_DOWN), malformed
 //! headers, the signature (UNAUTHORIZED, before the payload's own errors: a message signed in
 //! someone else's name is refused as that), the signed reply line, the payload (PARSE_ERROR,
-//! INVALID_REQUEST, PAYLOAD_TOO_LARGE), `allowedSenders`, `minJobPrice`, the deadline (a
+//! INVALID_REQUEST, PAYLOAD_TOO_LARGE), `allowedSenders`, `minJobPrice`, the day's budget
+//! (`maxDailySpend`, `maxDailyTokens`: BUDGET_EXHAUSTED), the sender's share per minute
+//! (`senderJobsPerMinute`, `unsignedJobsPerMinute`: RATE_LIMITED), the deadline (a
 //! JetStream job that waited past it in the stream), a duplicate id, a free slot, and room in
 //! the replay memory. Everything that costs the worker nothing comes before what it would hold.
 
+use crate::budget::DayUse;
 use crate::config::{Config, SenderTrust};
 use crate::error::{ErrorCode, JobError};
 use crate::log::loggable;
@@ -70,6 +73,11 @@ pub(crate) trait Current {
     /// Whether the replay memory would take this verified nonce now (without taking it):
     /// `Denied::Unauthorized` for a replay, `Denied::MemoryFull` when it is full.
     fn nonce(&self, accepted: &Accepted) -> Result<(), Denied>;
+    /// What job turns used on the UTC day of `now_ms` (`maxDailySpend`, `maxDailyTokens`).
+    fn day_use(&self, now_ms: i64) -> DayUse;
+    /// Jobs that ran in the minute before `now_ms` on the share of `sender_key` (a verified
+    /// key; `None`: the unsigned jobs' share).
+    fn jobs_this_minute(&self, sender_key: Option<&str>, now_ms: i64) -> f64;
 }
 
 /// The worker's admission policy: its config, read once.
@@ -219,6 +227,30 @@ pub(crate) fn overloaded(max_concurrent_jobs: u32) -> JobError {
     )
 }
 
+/// RATE_LIMITED: the share of a signed sender (`signed`) or of the unsigned jobs is used up.
+pub(crate) fn rate_limited(config: &Config, signed: bool) -> JobError {
+    let message = if signed {
+        format!(
+            "this sender's share of this worker ({} jobs a minute) is used up; retry later or on another worker",
+            config.sender_jobs_per_minute
+        )
+    } else {
+        format!(
+            "the unsigned jobs' share of this worker ({} jobs a minute, all unsigned senders together) is used up; sign the request (Pier-Sender), retry later or on another worker",
+            config.unsigned_jobs_per_minute
+        )
+    };
+    JobError::new(ErrorCode::RateLimited, message)
+}
+
+/// The share per minute a job of `sender_key` is counted against (0: no limit).
+pub(crate) fn share_of(config: &Config, sender_key: Option<&str>) -> u32 {
+    match sender_key {
+        Some(_) => config.sender_jobs_per_minute,
+        None => config.unsigned_jobs_per_minute,
+    }
+}
+
 pub(crate) fn duplicate_id() -> JobError {
     JobError::new(
         ErrorCode::InvalidRequest,
@@ -352,6 +384,15 @@ pub(crate) fn admit(
     if let Some(error) = price_refusal(config, &job) {
         return refuse(error, id, sender);
     }
+    // The day's budget, then the sender's share: both cost nothing to tell.
+    if let Some(error) = budget_refusal(config, current.day_use(now_ms)) {
+        return refuse(error, id, sender);
+    }
+    let share = share_of(config, sender.key.as_deref());
+    if share > 0 && current.jobs_this_minute(sender.key.as_deref(), now_ms) + 1.0 > f64::from(share)
+    {
+        return refuse(rate_limited(config, sender.key.is_some()), id, sender);
+    }
     // A JetStream job's deadline counts from when the stream stored it: one that waited past
     // it is answered TIMEOUT without running (its requester has given up on it).
     let budget = config.job_deadline(job.timeout_ms);
@@ -437,6 +478,30 @@ fn check_signature(
     }
 }
 
+/// BUDGET_EXHAUSTED when the day's use has reached `maxDailySpend` or `maxDailyTokens`.
+fn budget_refusal(config: &Config, used: DayUse) -> Option<JobError> {
+    let until = "retry on another worker (this one takes jobs again after 00:00 UTC)";
+    if config.max_daily_spend > 0.0 && used.spent >= config.max_daily_spend {
+        return Some(JobError::new(
+            ErrorCode::BudgetExhausted,
+            format!(
+                "this worker's spending cap for the day ({}) is reached; {until}",
+                config.max_daily_spend
+            ),
+        ));
+    }
+    if config.max_daily_tokens > 0 && used.tokens >= config.max_daily_tokens {
+        return Some(JobError::new(
+            ErrorCode::BudgetExhausted,
+            format!(
+                "this worker's token cap for the day ({} tokens) is reached; {until}",
+                config.max_daily_tokens
+            ),
+        ));
+    }
+    None
+}
+
 /// PRICE_TOO_LOW when `minJobPrice` is above 0 and the job's `meta.price` is below it, or is
 /// missing or not a number.
 fn price_refusal(config: &Config, job: &JobRequest) -> Option<JobError> {
@@ -478,6 +543,11 @@ mod tests {
         running: Vec<&'static str>,
         seen_nonces: Vec<String>,
         memory_full: bool,
+        /// What the day's turns used.
+        day: DayUse,
+        /// Jobs in the last minute: of any signed sender, of the unsigned jobs.
+        minute_signed: f64,
+        minute_unsigned: f64,
     }
 
     impl Current for Fake {
@@ -501,6 +571,15 @@ mod tests {
                 Ok(())
             }
         }
+        fn day_use(&self, _now_ms: i64) -> DayUse {
+            self.day
+        }
+        fn jobs_this_minute(&self, sender_key: Option<&str>, _now_ms: i64) -> f64 {
+            match sender_key {
+                Some(_) => self.minute_signed,
+                None => self.minute_unsigned,
+            }
+        }
     }
 
     const IDLE: Fake = Fake {
@@ -509,6 +588,12 @@ mod tests {
         running: Vec::new(),
         seen_nonces: Vec::new(),
         memory_full: false,
+        day: DayUse {
+            spent: 0.0,
+            tokens: 0,
+        },
+        minute_signed: 0.0,
+        minute_unsigned: 0.0,
     };
 
     #[derive(Debug, PartialEq)]
@@ -869,6 +954,189 @@ mod tests {
                     "a price at the floor",
                     job("j6", json!({ "meta": { "price": 5 } })),
                     Admit { left_ms: 60_000 },
+                )
+            },
+            Case {
+                config: json!({ "maxDailySpend": 2.5 }),
+                current: Fake {
+                    day: DayUse {
+                        spent: 2.5,
+                        tokens: 10,
+                    },
+                    ..IDLE
+                },
+                ..base(
+                    "the day's spending has reached maxDailySpend",
+                    ok.clone(),
+                    Code(
+                        BudgetExhausted,
+                        "spending cap for the day (2.5)",
+                        Some("j1"),
+                    ),
+                )
+            },
+            Case {
+                config: json!({ "maxDailySpend": 2.5 }),
+                current: Fake {
+                    day: DayUse {
+                        spent: 2.49,
+                        tokens: 1_000_000,
+                    },
+                    ..IDLE
+                },
+                ..base(
+                    "the day's spending under maxDailySpend",
+                    ok.clone(),
+                    Admit { left_ms: 60_000 },
+                )
+            },
+            Case {
+                config: json!({ "maxDailyTokens": 1000 }),
+                current: Fake {
+                    day: DayUse {
+                        spent: 0.0,
+                        tokens: 1000,
+                    },
+                    ..IDLE
+                },
+                ..base(
+                    "the day's tokens have reached maxDailyTokens",
+                    ok.clone(),
+                    Code(
+                        BudgetExhausted,
+                        "token cap for the day (1000 tokens)",
+                        Some("j1"),
+                    ),
+                )
+            },
+            Case {
+                config: json!({ "maxDailyTokens": 1000, "minJobPrice": 5 }),
+                current: Fake {
+                    day: DayUse {
+                        spent: 0.0,
+                        tokens: 5000,
+                    },
+                    slots: 0,
+                    ..IDLE
+                },
+                ..base(
+                    "an exhausted budget is told after the price, before the worker is full",
+                    job("j6", json!({ "meta": { "price": 5 } })),
+                    Code(BudgetExhausted, "token cap", Some("j6")),
+                )
+            },
+            Case {
+                current: Fake {
+                    day: DayUse {
+                        spent: 1e9,
+                        tokens: u64::MAX,
+                    },
+                    minute_signed: 1e9,
+                    minute_unsigned: 1e9,
+                    ..IDLE
+                },
+                ..base(
+                    "no budget and no shares set: nothing is limited",
+                    ok.clone(),
+                    Admit { left_ms: 60_000 },
+                )
+            },
+            Case {
+                config: json!({ "senderJobsPerMinute": 3 }),
+                headers: vec![signed(&alice, &ok, "_INBOX.a", now)],
+                current: Fake {
+                    minute_signed: 3.0,
+                    ..IDLE
+                },
+                ..base(
+                    "a signed sender whose share is used up",
+                    ok.clone(),
+                    Code(
+                        RateLimited,
+                        "this sender's share of this worker (3 jobs",
+                        Some("j1"),
+                    ),
+                )
+            },
+            Case {
+                config: json!({ "senderJobsPerMinute": 3 }),
+                headers: vec![signed(&alice, &ok, "_INBOX.a", now)],
+                current: Fake {
+                    minute_signed: 2.0,
+                    ..IDLE
+                },
+                ..base(
+                    "a signed sender with room for one more",
+                    ok.clone(),
+                    Admit { left_ms: 60_000 },
+                )
+            },
+            Case {
+                config: json!({ "senderJobsPerMinute": 3 }),
+                current: Fake {
+                    minute_signed: 3.0,
+                    minute_unsigned: 100.0,
+                    ..IDLE
+                },
+                ..base(
+                    "senderJobsPerMinute does not limit unsigned jobs",
+                    ok.clone(),
+                    Admit { left_ms: 60_000 },
+                )
+            },
+            Case {
+                config: json!({ "unsignedJobsPerMinute": 2 }),
+                current: Fake {
+                    minute_unsigned: 2.0,
+                    ..IDLE
+                },
+                ..base(
+                    "the unsigned jobs' share is used up",
+                    ok.clone(),
+                    Code(RateLimited, "all unsigned senders together", Some("j1")),
+                )
+            },
+            Case {
+                config: json!({ "unsignedJobsPerMinute": 2 }),
+                headers: vec![signed(&alice, &ok, "_INBOX.a", now)],
+                current: Fake {
+                    minute_unsigned: 2.0,
+                    ..IDLE
+                },
+                ..base(
+                    "unsignedJobsPerMinute does not limit signed jobs",
+                    ok.clone(),
+                    Admit { left_ms: 60_000 },
+                )
+            },
+            Case {
+                config: json!({ "unsignedJobsPerMinute": 2 }),
+                current: Fake {
+                    minute_unsigned: 2.0,
+                    slots: 0,
+                    ..IDLE
+                },
+                gives_back_when_full: true,
+                ..base(
+                    "a used-up share is told before the worker is full",
+                    ok.clone(),
+                    Code(RateLimited, "", Some("j1")),
+                )
+            },
+            Case {
+                config: json!({ "maxDailySpend": 1, "unsignedJobsPerMinute": 2 }),
+                current: Fake {
+                    day: DayUse {
+                        spent: 1.0,
+                        tokens: 0,
+                    },
+                    minute_unsigned: 2.0,
+                    ..IDLE
+                },
+                ..base(
+                    "an exhausted budget is told before a used-up share",
+                    ok.clone(),
+                    Code(BudgetExhausted, "", Some("j1")),
                 )
             },
             Case {

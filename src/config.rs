@@ -237,6 +237,30 @@ pub struct Config {
     /// PRICE_TOO_LOW before they take a slot or reach the model (0: every job runs).
     #[cfg_attr(test, schemars(range(min = 0.0)))]
     pub min_job_price: f64,
+    /// Daily spending cap
+    ///
+    /// What job turns may cost per UTC day, in the unit of the model's cost config (usually
+    /// USD). Once the day's turns have cost this much, jobs are answered BUDGET_EXHAUSTED before
+    /// they reach the model, until the next UTC day; jobs already running finish. Counted from
+    /// the ledger, so it holds across restarts (without a ledger file: from the worker's start).
+    /// 0: no cap.
+    #[cfg_attr(test, schemars(range(min = 0.0)))]
+    pub max_daily_spend: f64,
+    /// Daily token cap
+    ///
+    /// Like maxDailySpend, in tokens (input, output, cache reads and writes of every job turn):
+    /// for models without a cost config. 0: no cap.
+    pub max_daily_tokens: u64,
+    /// Jobs per sender per minute
+    ///
+    /// Jobs one signed sender (a verified Pier-Sender key) may run per minute; more are answered
+    /// RATE_LIMITED, never run. Only jobs that run use the share. 0: no limit.
+    pub sender_jobs_per_minute: u32,
+    /// Unsigned jobs per minute
+    ///
+    /// Jobs without a Pier-Sender signature may run this many per minute, all together (their
+    /// sender names are self-declared); more are answered RATE_LIMITED, never run. 0: no limit.
+    pub unsigned_jobs_per_minute: u32,
     /// Max output tokens
     ///
     /// Caps every model request of a job turn (max_tokens), so a stranger's task cannot spend
@@ -397,6 +421,10 @@ impl Default for Config {
             max_deliver: 5,
             ack_wait_ms: 30_000,
             min_job_price: 0.0,
+            max_daily_spend: 0.0,
+            max_daily_tokens: 0,
+            sender_jobs_per_minute: 0,
+            unsigned_jobs_per_minute: 0,
             max_output_tokens: 0,
             job_model: String::new(),
             ledger_file: None,
@@ -537,6 +565,9 @@ impl Config {
         }
         if !(self.min_job_price.is_finite() && self.min_job_price >= 0.0) {
             return bad("minJobPrice: must be a number of at least 0".into());
+        }
+        if !(self.max_daily_spend.is_finite() && self.max_daily_spend >= 0.0) {
+            return bad("maxDailySpend: must be a number of at least 0".into());
         }
         if self.ledger_max_bytes < 4096 {
             return bad("ledgerMaxBytes: must be at least 4096".into());

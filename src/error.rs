@@ -19,10 +19,12 @@ pub enum ErrorCode {
     Unauthorized,
     ResultTooLarge,
     PriceTooLow,
+    RateLimited,
+    BudgetExhausted,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 11] = [
+    pub const ALL: [ErrorCode; 13] = [
         ErrorCode::ParseError,
         ErrorCode::InvalidRequest,
         ErrorCode::RuntimeUnavailable,
@@ -34,6 +36,8 @@ impl ErrorCode {
         ErrorCode::Unauthorized,
         ErrorCode::ResultTooLarge,
         ErrorCode::PriceTooLow,
+        ErrorCode::RateLimited,
+        ErrorCode::BudgetExhausted,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -49,6 +53,8 @@ impl ErrorCode {
             ErrorCode::Unauthorized => "UNAUTHORIZED",
             ErrorCode::ResultTooLarge => "RESULT_TOO_LARGE",
             ErrorCode::PriceTooLow => "PRICE_TOO_LOW",
+            ErrorCode::RateLimited => "RATE_LIMITED",
+            ErrorCode::BudgetExhausted => "BUDGET_EXHAUSTED",
         }
     }
 

@@ -35,6 +35,13 @@ pub struct Usage {
 }
 
 impl Usage {
+    /// Every token of the turn: input, output, cache reads and cache writes.
+    pub fn tokens(&self) -> u64 {
+        [self.input, self.output, self.cache_read, self.cache_write]
+            .into_iter()
+            .fold(0u64, u64::saturating_add)
+    }
+
     /// `self` with `other` added, as the sums of several turns.
     pub fn plus(self, other: Usage) -> Usage {
         Usage {

@@ -197,6 +197,9 @@ pub struct DaySum {
     pub margin: f64,
     pub tokens_in: u64,
     pub tokens_out: u64,
+    /// Every token of the day's turns: input, output, cache reads and cache writes (what
+    /// `maxDailyTokens` counts).
+    pub tokens: u64,
 }
 
 /// The fields of a ledger line the day sums read, borrowed from the line (the sums run over
@@ -216,6 +219,10 @@ struct Summed<'a> {
     tokens_in: Option<u64>,
     #[serde(default)]
     tokens_out: Option<u64>,
+    #[serde(default)]
+    cache_read_tokens: Option<u64>,
+    #[serde(default)]
+    cache_write_tokens: Option<u64>,
 }
 
 /// `{"time":"YYYY-MM-DD`: the day of a line as the worker writes it (time first), read without
@@ -272,6 +279,15 @@ pub fn read_days(path: &Path, since: Option<SystemTime>) -> io::Result<Vec<DaySu
             }
             sum.tokens_in += entry.tokens_in.unwrap_or(0);
             sum.tokens_out += entry.tokens_out.unwrap_or(0);
+            sum.tokens += [
+                entry.tokens_in,
+                entry.tokens_out,
+                entry.cache_read_tokens,
+                entry.cache_write_tokens,
+            ]
+            .into_iter()
+            .map(|n| n.unwrap_or(0))
+            .fold(0u64, u64::saturating_add);
         }
     }
     Ok(days
@@ -415,6 +431,7 @@ mod tests {
         }
         assert_eq!(days[1].tokens_in, 300, "three lines of 100 on the 2nd");
         assert_eq!(days[1].tokens_out, 30);
+        assert_eq!(days[1].tokens, 330, "every kind of token");
 
         // From the 2nd on (any time of that UTC day).
         let dec_2_noon = UNIX_EPOCH + Duration::from_secs(1_796_169_600 + 12 * 3600);

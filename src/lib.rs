@@ -6,6 +6,7 @@
 //! module that knows about N-API (feature `addon`).
 
 mod admission;
+pub mod budget;
 pub mod config;
 #[cfg(test)]
 mod config_schema;
@@ -22,6 +23,7 @@ mod outbox;
 mod pipeline;
 pub mod protocol;
 pub mod publisher;
+mod rate;
 pub mod signature;
 pub mod stats;
 pub mod subject;

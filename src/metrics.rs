@@ -62,7 +62,7 @@ impl Collector for WorkerCollector {
         let s = self.stats.snapshot();
         let mut jobs = encoder.encode_descriptor(
             "pier_jobs",
-            "Jobs by how they ended: completed, failed, rejected (OVERLOADED, SHUTTING_DOWN, PRICE_TOO_LOW), timed_out, no_reply; code is the task_error code",
+            "Jobs by how they ended: completed, failed, rejected (OVERLOADED, SHUTTING_DOWN, PRICE_TOO_LOW, RATE_LIMITED, BUDGET_EXHAUSTED), timed_out, no_reply; code is the task_error code",
             None,
             MetricType::Counter,
         )?;

@@ -12,6 +12,7 @@
 //! So no more than `maxConcurrentJobs` handler calls run at once, ever.
 
 use crate::admission::{self, Admitted, Current, Message, NotRun, Policy, SenderFacts};
+use crate::budget::{DailyUse, DayUse};
 use crate::config::{Config, WorkerIdentity};
 use crate::error::{ErrorCode, JobError};
 use crate::handler::{HandlerResult, JobHandler, JobInput, Usage};
@@ -19,6 +20,7 @@ use crate::ledger::{Ledger, LedgerEntry};
 use crate::log::{loggable, JobLine, Level, SharedLogger};
 use crate::outbox::{self, Outbox, Reply};
 use crate::protocol::{self, JobRequest};
+use crate::rate::RateLimits;
 use crate::signature::{self, Accepted, Denied, SigningKey};
 use crate::stats::{Outcome, Stats};
 use async_nats::{Client, HeaderMap, Subject};
@@ -173,6 +175,10 @@ pub(crate) struct Pipeline {
     signing_key: Option<SigningKey>,
     /// `ledgerFile`: where each job that ran is written down.
     ledger: Option<Ledger>,
+    /// What job turns used today (`maxDailySpend`, `maxDailyTokens`).
+    daily: Arc<DailyUse>,
+    /// The senders' shares per minute (`senderJobsPerMinute`, `unsignedJobsPerMinute`).
+    rates: std::sync::Mutex<RateLimits>,
 }
 
 /// Ids of the jobs admitted whose handler call has not yet stopped.
@@ -227,6 +233,14 @@ impl Current for Occupancy<'_> {
     fn nonce(&self, accepted: &Accepted) -> Result<(), Denied> {
         self.pipeline.policy.signatures.lookup(accepted)
     }
+
+    fn day_use(&self, now_ms: i64) -> DayUse {
+        self.pipeline.daily.on(now_ms)
+    }
+
+    fn jobs_this_minute(&self, sender_key: Option<&str>, now_ms: i64) -> f64 {
+        crate::sync::lock(&self.pipeline.rates).used(sender_key, now_ms)
+    }
 }
 
 /// The parts of a worker a pipeline is built from.
@@ -239,6 +253,8 @@ pub(crate) struct PipelineParts {
     pub signing_key: Option<SigningKey>,
     /// How many nonces the replay memory holds at most.
     pub replay_memory_cap: usize,
+    /// What job turns used today, read from the ledger when the worker started.
+    pub daily: Arc<DailyUse>,
 }
 
 impl Pipeline {
@@ -252,6 +268,7 @@ impl Pipeline {
             identity,
             signing_key,
             replay_memory_cap,
+            daily,
         } = parts;
         let (outbox, outbox_task) = Outbox::start(client.clone(), {
             let (stats, logger) = (stats.clone(), logger.clone());
@@ -276,7 +293,15 @@ impl Pipeline {
             outbox,
             outbox_task: std::sync::Mutex::new(Some(outbox_task)),
             running_ids: Arc::default(),
+            daily,
+            rates: std::sync::Mutex::new(RateLimits::new(crate::rate::SENDER_MEMORY_CAP)),
         })
+    }
+
+    /// Counts what a turn used: in the stats, and in the day's use the budget is held to.
+    fn spent(&self, usage: &Usage) {
+        self.stats.add_usage(usage);
+        self.daily.add(usage, signature::unix_ms(SystemTime::now()));
     }
 
     pub(crate) fn logger(&self) -> &SharedLogger {
@@ -376,6 +401,19 @@ impl Pipeline {
             let error = admission::duplicate_id();
             return self.refuse(inbound, target, id, error, &facts).await;
         };
+        // The sender's share is used by a job that runs, and only then. A job that lost its
+        // share meanwhile to another of the same sender's jobs is refused as admission would.
+        let share = admission::share_of(&self.config, facts.sender.key.as_deref());
+        if share > 0
+            && !crate::sync::lock(&self.rates).take(
+                facts.sender.key.as_deref(),
+                share,
+                signature::unix_ms(SystemTime::now()),
+            )
+        {
+            let error = admission::rate_limited(&self.config, facts.sender.key.is_some());
+            return self.refuse(inbound, target, id, error, &facts).await;
+        }
         // Only a job that runs is remembered: one refused before it runs may come again, and
         // a flood refused for lack of slots never fills the memory.
         if let Some(Err(denied)) = signature.map(|s| self.policy.signatures.remember(&s)) {
@@ -542,7 +580,7 @@ impl Pipeline {
         } = outcome;
         // Spent whatever the answer: a failed turn used its tokens too.
         if let Some(usage) = &usage {
-            self.stats.add_usage(usage);
+            self.spent(usage);
         }
         facts.ran = true;
         facts.usage = usage;
@@ -623,7 +661,7 @@ impl Pipeline {
         };
         let after = facts.received_at.elapsed();
         if let Some(usage) = late.and_then(|r| r.usage) {
-            self.stats.add_usage(&usage);
+            self.spent(&usage);
             facts.usage = Some(facts.usage.map_or(usage, |u| u.plus(usage)));
         }
         if self.logger.enabled(Level::Debug) {

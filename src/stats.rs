@@ -86,9 +86,11 @@ impl ErrorBucket {
     pub fn of(code: ErrorCode) -> ErrorBucket {
         match code {
             ErrorCode::Timeout => ErrorBucket::TimedOut,
-            ErrorCode::Overloaded | ErrorCode::ShuttingDown | ErrorCode::PriceTooLow => {
-                ErrorBucket::Rejected
-            }
+            ErrorCode::Overloaded
+            | ErrorCode::ShuttingDown
+            | ErrorCode::PriceTooLow
+            | ErrorCode::RateLimited
+            | ErrorCode::BudgetExhausted => ErrorBucket::Rejected,
             _ => ErrorBucket::Failed,
         }
     }
@@ -332,7 +334,8 @@ pub struct StatsSnapshot {
     pub completed: u64,
     /// task_errors other than TIMEOUT, OVERLOADED and SHUTTING_DOWN.
     pub failed: u64,
-    /// OVERLOADED and SHUTTING_DOWN: refused without running.
+    /// OVERLOADED, SHUTTING_DOWN, PRICE_TOO_LOW, RATE_LIMITED and BUDGET_EXHAUSTED: refused
+    /// without running.
     pub rejected: u64,
     pub timed_out: u64,
     pub in_flight: u64,
@@ -425,10 +428,11 @@ mod tests {
         };
         // The metrics' `outcome` labels and the snapshot's counters agree, code by code.
         assert_eq!((snap.timed_out, labelled("timed_out")), (1, 1));
-        // OVERLOADED, SHUTTING_DOWN and PRICE_TOO_LOW: refused without running.
-        assert_eq!((snap.rejected, labelled("rejected")), (3, 3));
+        // OVERLOADED, SHUTTING_DOWN, PRICE_TOO_LOW, RATE_LIMITED and BUDGET_EXHAUSTED: refused
+        // without running.
+        assert_eq!((snap.rejected, labelled("rejected")), (5, 5));
         assert_eq!(snap.failed, labelled("failed"));
-        assert_eq!(snap.failed, ErrorCode::ALL.len() as u64 - 4);
+        assert_eq!(snap.failed, ErrorCode::ALL.len() as u64 - 6);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The worker's lifecycle: connect (retrying through an outage), open the configured delivery
 //! source, feed its jobs to the pipeline, answer service discovery, and stop once, draining.
 
+use crate::budget::{DailyUse, TodayStatus};
 use crate::config::{Config, WorkerIdentity};
 use crate::connection::{self, Attempts};
 use crate::delivery::{Health, Source};
@@ -40,6 +41,8 @@ pub struct Worker {
     signing: Mutex<Option<Identity>>,
     /// How many signed jobs' nonces the replay memory holds at most.
     replay_memory_cap: usize,
+    /// What job turns used today, from the last start on (read from the ledger then).
+    daily: Mutex<Option<Arc<DailyUse>>>,
 }
 
 /// The tasks of a running worker.
@@ -89,6 +92,9 @@ pub struct WorkerStatus {
     /// The last error the worker met: a failed connection attempt, a NATS server error or a
     /// job's `task_error` (`CODE: message`).
     pub last_error: Option<String>,
+    /// What job turns used today (UTC) against `maxDailySpend` / `maxDailyTokens`; known once
+    /// the worker has started.
+    pub today: Option<TodayStatus>,
     pub stats: StatsSnapshot,
 }
 
@@ -108,6 +114,7 @@ impl Worker {
             phase: Arc::new(Mutex::new(Phase::Stopped)),
             abort_start: Mutex::new(None),
             replay_memory_cap: crate::signature::REPLAY_MEMORY_CAP,
+            daily: Mutex::new(None),
         }
     }
 
@@ -196,6 +203,7 @@ impl Worker {
         let discovery = config
             .discovery
             .then(|| self.serve_discovery(&client, signing_key.as_ref()));
+        let daily = self.count_today();
         let pipeline = Pipeline::new(
             PipelineParts {
                 config: self.config.clone(),
@@ -205,6 +213,7 @@ impl Worker {
                 identity: self.identity.clone(),
                 signing_key: signing_key.clone(),
                 replay_memory_cap: self.replay_memory_cap,
+                daily,
             },
             client.clone(),
         );
@@ -229,6 +238,26 @@ impl Worker {
             metrics,
         });
         Ok(())
+    }
+
+    /// Today's use from the ledger's lines of the UTC day (from zero without a ledger file).
+    fn count_today(&self) -> Arc<DailyUse> {
+        let now_ms = i64::try_from(unix_ms()).unwrap_or(i64::MAX);
+        let (daily, failed) = DailyUse::starting(self.config.ledger_file.as_deref(), now_ms);
+        if let (Some(e), Some(path)) = (failed, &self.config.ledger_file) {
+            let why = format!(
+                "could not read the ledger {} for today's spending: {e}; the daily budget counts from now",
+                path.display()
+            );
+            self.logger
+                .log(Level::Warn, &format!("[pier-connector] {why}"));
+            if self.config.max_daily_spend > 0.0 || self.config.max_daily_tokens > 0 {
+                self.stats.set_last_error(&format!("PIER_LEDGER: {why}"));
+            }
+        }
+        let daily = Arc::new(daily);
+        *lock(&self.daily) = Some(daily.clone());
+        daily
     }
 
     async fn serve_metrics(&self) -> Result<Option<MetricsServer>, PierError> {
@@ -393,6 +422,13 @@ impl Worker {
                 .and_then(|i| i.file())
                 .map(|p| p.display().to_string()),
             last_error: self.stats.last_error(),
+            today: lock(&self.daily).as_ref().map(|daily| {
+                daily.status(
+                    i64::try_from(unix_ms()).unwrap_or(i64::MAX),
+                    config.max_daily_spend,
+                    config.max_daily_tokens,
+                )
+            }),
             stats: self.stats.snapshot(),
         }
     }

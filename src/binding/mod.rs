@@ -109,6 +109,28 @@ pub struct JsStats {
     pub p50_ms: Option<f64>,
 }
 
+/// One UTC day's use against `maxDailySpend` / `maxDailyTokens`. Jobs are answered
+/// `BUDGET_EXHAUSTED` once `spent` reaches `maxDailySpend` or `tokens` reaches
+/// `maxDailyTokens` (when above 0), until the next UTC day; a job already running finishes.
+#[napi(object, js_name = "WorkerToday")]
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct JsToday {
+    /// `YYYY-MM-DD` (UTC).
+    pub day: String,
+    /// What today's job turns cost, in the unit of the model's cost config.
+    pub spent: f64,
+    /// Every token of today's job turns: input, output, cache reads and writes.
+    pub tokens: f64,
+    /// `maxDailySpend` (0: no cap).
+    pub max_daily_spend: f64,
+    /// `maxDailyTokens` (0: no cap).
+    pub max_daily_tokens: f64,
+    /// `ledger`: counted from the ledger file's lines of the day when the worker started (a
+    /// restart keeps the day's use); `start`: no ledger file, counted from the worker's start.
+    pub counted_from: String,
+}
+
 #[napi(object, js_name = "WorkerStatus")]
 #[derive(serde::Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -134,6 +156,8 @@ pub struct JsWorkerStatus {
     pub identity_file: Option<String>,
     /// The last error: a failed connection attempt, a NATS server error or a job's task_error.
     pub last_error: Option<String>,
+    /// What job turns used today (UTC) against the daily budget; set once the worker started.
+    pub today: Option<JsToday>,
     pub stats: JsStats,
 }
 
@@ -184,6 +208,9 @@ pub struct LedgerDay {
     pub margin: f64,
     pub tokens_in: f64,
     pub tokens_out: f64,
+    /// Every token of the day's turns: input, output, cache reads and writes (what
+    /// `maxDailyTokens` counts).
+    pub tokens: f64,
 }
 
 /// Per-day sums of the ledger at `file` (with its rotated files `<file>.1`, `.2`), oldest day
@@ -208,6 +235,7 @@ pub fn ledger_days(env: Env, file: String, since_ms: Option<f64>) -> napi::Resul
             margin: d.margin,
             tokens_in: d.tokens_in as f64,
             tokens_out: d.tokens_out as f64,
+            tokens: d.tokens as f64,
         })
         .collect())
 }
@@ -215,8 +243,12 @@ pub fn ledger_days(env: Env, file: String, since_ms: Option<f64>) -> napi::Resul
 /// A `task_error`'s error. `code` is one of the wire protocol's codes: `PARSE_ERROR`,
 /// `INVALID_REQUEST`, `RUNTIME_UNAVAILABLE`, `EXECUTION_FAILED`, `PAYLOAD_TOO_LARGE`, `TIMEOUT`,
 /// `OVERLOADED`, `SHUTTING_DOWN`, `UNAUTHORIZED`, `RESULT_TOO_LARGE` (the result did not fit
-/// in the server's `max_payload`), or `PRICE_TOO_LOW` (the job's `meta.price` is below the
-/// worker's `minJobPrice`, or missing while that is above 0: offer more, or try another worker).
+/// in the server's `max_payload`), `PRICE_TOO_LOW` (the job's `meta.price` is below the
+/// worker's `minJobPrice`, or missing while that is above 0: offer more, or try another worker),
+/// `RATE_LIMITED` (this sender's share of the worker, `senderJobsPerMinute` or
+/// `unsignedJobsPerMinute`, is used up: retry later or elsewhere) or `BUDGET_EXHAUSTED` (the
+/// worker's `maxDailySpend` / `maxDailyTokens` for the UTC day is reached: retry elsewhere).
+/// A job refused with either of these two never reached the model.
 #[napi(object)]
 #[allow(dead_code)] // declared for index.d.ts; JS builds and reads these shapes
 pub struct ReplyError {

@@ -98,6 +98,18 @@ pub struct PierConfig {
     /// Minimum job price: Jobs whose meta.price is below this (or missing, when this is above 0) are answered PRICE_TOO_LOW before they take a slot or reach the model (0: every job runs).
     /// Default: `0`.
     pub min_job_price: Option<f64>,
+    /// Daily spending cap: What job turns may cost per UTC day, in the unit of the model's cost config (usually USD). Once the day's turns have cost this much, jobs are answered BUDGET_EXHAUSTED before they reach the model, until the next UTC day; jobs already running finish. Counted from the ledger, so it holds across restarts (without a ledger file: from the worker's start). 0: no cap.
+    /// Default: `0`.
+    pub max_daily_spend: Option<f64>,
+    /// Daily token cap: Like maxDailySpend, in tokens (input, output, cache reads and writes of every job turn): for models without a cost config. 0: no cap.
+    /// Default: `0`.
+    pub max_daily_tokens: Option<f64>,
+    /// Jobs per sender per minute: Jobs one signed sender (a verified Pier-Sender key) may run per minute; more are answered RATE_LIMITED, never run. Only jobs that run use the share. 0: no limit.
+    /// Default: `0`.
+    pub sender_jobs_per_minute: Option<f64>,
+    /// Unsigned jobs per minute: Jobs without a Pier-Sender signature may run this many per minute, all together (their sender names are self-declared); more are answered RATE_LIMITED, never run. 0: no limit.
+    /// Default: `0`.
+    pub unsigned_jobs_per_minute: Option<f64>,
     /// Max output tokens: OpenClaw only: Caps every model request of a job turn (max_tokens), so a stranger's task cannot spend more than this per request (0: the model's own limit).
     /// Default: `0`.
     pub max_output_tokens: Option<f64>,

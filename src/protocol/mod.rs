@@ -123,8 +123,12 @@ pub fn error_headers(code: ErrorCode, message: &str) -> HeaderMap {
         ErrorCode::PriceTooLow => 402,
         ErrorCode::Unauthorized => 403,
         ErrorCode::PayloadTooLarge => 413,
+        ErrorCode::RateLimited => 429,
         ErrorCode::ExecutionFailed | ErrorCode::ResultTooLarge => 500,
-        ErrorCode::RuntimeUnavailable | ErrorCode::Overloaded | ErrorCode::ShuttingDown => 503,
+        ErrorCode::RuntimeUnavailable
+        | ErrorCode::Overloaded
+        | ErrorCode::ShuttingDown
+        | ErrorCode::BudgetExhausted => 503,
         ErrorCode::Timeout => 504,
     };
     let mut headers = HeaderMap::new();
