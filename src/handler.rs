@@ -111,8 +111,9 @@ pub trait JobHandler: Send + Sync + 'static {
     fn cancel(&self, _job_id: &str, _reason: ErrorCode) {}
 }
 
-/// Codes a handler may choose itself (TIMEOUT for a turn its host cut off at the deadline);
-/// the worker owns the others.
+/// Codes a handler may choose itself (TIMEOUT for a turn its host cut off at the deadline;
+/// SHUTTING_DOWN when its host refused to start the turn because it is stopping, so the job
+/// never reached the model); the worker owns the others.
 pub fn handler_error_code(code: Option<&str>) -> ErrorCode {
     match code.and_then(ErrorCode::parse) {
         Some(
@@ -120,7 +121,8 @@ pub fn handler_error_code(code: Option<&str>) -> ErrorCode {
             | ErrorCode::ExecutionFailed
             | ErrorCode::Unauthorized
             | ErrorCode::InvalidRequest
-            | ErrorCode::Timeout),
+            | ErrorCode::Timeout
+            | ErrorCode::ShuttingDown),
         ) => c,
         _ => ErrorCode::ExecutionFailed,
     }

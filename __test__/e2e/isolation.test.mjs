@@ -9,6 +9,7 @@ import { describe, it, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { writeFileSync, mkdirSync, existsSync } from 'node:fs'
 import { join } from 'node:path'
+import { hostname, release } from 'node:os'
 import { headers as natsHeaders } from '@nats-io/transport-node'
 import { startNatsServer } from '../helpers/nats-server.mjs'
 import { startFakeModel, afterMessageFor } from '../helpers/fake-model.mjs'
@@ -22,7 +23,8 @@ async function channelStatus() {
   return waitFor(
     async () => {
       try {
-        const status = JSON.parse(await home.cli(['channels', 'status', '--json']))
+        // The gateway's own answer, as the CLI prints it (one CLI process costs 6-20 s).
+        const status = await home.call('channels.status', {})
         return status.channelAccounts?.pier ? status : null
       } catch {
         return null
@@ -152,6 +154,14 @@ describe("a stranger's job cannot reach the operator", () => {
       assert.deepEqual(call.tools, [])
     }
     assert.equal(existsSync(marker), false, 'nothing executed')
+    // Nothing about the host: its name, OS, Node version, the state directory's paths (the task
+    // itself names two paths under the test's home, so the check is for the state directory).
+    const word = (text) => new RegExp(`(^|[^\\w.-])${text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}($|[^\\w.-])`)
+    const facts = [word(hostname()), word(release()), /\bnode=v\d/, /\bos=/, /\bhost=/, /\brepo=/, /Runtime:/, new RegExp(join(home.dir, 'state')), /job-workspace/]
+    for (const fact of facts) {
+      assert.doesNotMatch(reply.result, fact, "the job's result names a fact of the host")
+      for (const call of calls) assert.doesNotMatch(call.messages, fact, "a job turn's prompt names a fact of the host")
+    }
     // The turn knows what it is doing: the job id and the requester's name, and that the task is untrusted.
     assert.match(calls[0].messages, /Pier marketplace job iso-d1 from \\"mallory\\"/)
     assert.match(calls[0].messages, /untrusted input/)
