@@ -6,7 +6,7 @@
 import { PierClient } from './addon.mjs'
 import { runningAccounts } from './accounts.mjs'
 import { defaultAccountId, resolveAccount, redactSecrets } from './config.mjs'
-import { takeApproval } from './approval.mjs'
+import { takeApproval } from './approved-calls.mjs'
 import { accountAddonConfig } from './identity.mjs'
 
 export const PUBLISH_TOOL = 'pier_publish'
