@@ -92,6 +92,10 @@ before(async () => {
         sandboxed: { subject: 'iso.sandboxed', workerId: 'iso-sandboxed', agentId: 'pier-sandbox', toolsAllow: ['exec'] },
         // The message tool can reach every channel: a host tool, here with the loud override.
         msg: { subject: 'iso.msg', workerId: 'iso-msg', toolsAllow: ['message'], unsafeHostTools: true, maxConcurrentJobs: 4 },
+        // Tool names as people type them: OpenClaw's rules read ' Message ' as message and BASH
+        // as exec (with the loud override: both reach the host); any '*' is a wildcard, refused.
+        norm: { subject: 'iso.norm', workerId: 'iso-norm', toolsAllow: [' Message ', 'BASH'], unsafeHostTools: true },
+        wild: { subject: 'iso.wild', workerId: 'iso-wild', toolsAllow: ['Web_*'], unsafeHostTools: true },
         js: { subject: 'iso.js', workerId: 'iso-js', delivery: 'jetstream', streamName: 'ISO_JOBS', consumerName: 'iso-workers' },
       },
     },
@@ -117,11 +121,12 @@ describe("a stranger's job cannot reach the operator", () => {
     let last
     const status = await waitFor(async () => {
       const s = (last = await channelStatus())
-      const ids = ['default', 'web', 'shared', 'sandboxed', 'msg', 'js']
-      return ids.every((id) => account(s, id)?.connected) && account(s, 'hostexec')?.lifecycle === 'blocked' ? s : null
+      const ids = ['default', 'web', 'shared', 'sandboxed', 'msg', 'js', 'norm']
+      return ids.every((id) => account(s, id)?.connected) && ['hostexec', 'wild'].every((id) => account(s, id)?.lifecycle === 'blocked') ? s : null
     }, { timeout: 90_000, interval: 1000 }).catch((error) => {
       throw new Error(`${error.message}: ${JSON.stringify(last?.channelAccounts?.pier?.map((a) => [a.accountId, a.lifecycle, a.connected, a.lastError]))}\n${gateway.log().slice(-4000)}`)
     })
+    assert.match(account(status, 'wild').lastError, /^PIER_HOST_TOOLS: toolsAllow lists web_\*, which would offer a stranger's job every tool/)
     const blocked = account(status, 'hostexec')
     assert.equal(blocked.running, false)
     assert.match(blocked.lastError, /^PIER_HOST_TOOLS: toolsAllow gives job turns host tools \(exec, read\), and agent pier-jobs has no sandbox/)
@@ -172,6 +177,11 @@ describe("a stranger's job cannot reach the operator", () => {
     obeyed(reply)
     assert.doesNotMatch(reply.result, new RegExp(CANARY))
     for (const call of requestsOf('iso-s1')) assert.doesNotMatch(call.messages, new RegExp(CANARY))
+  })
+
+  it("tool names are read as OpenClaw reads them: ' Message ' and BASH offer message and exec, and the audit says so", async () => {
+    const reply = await firstRequest(nc, 'iso.norm', { id: 'iso-n1', task: 'PIEROBEY iso-n1' })
+    assert.deepEqual([...obeyed(reply).tools].sort(), ['exec', 'message'])
   })
 
   it('group:web offers web tools only', async () => {
@@ -246,6 +256,7 @@ describe("a stranger's job cannot reach the operator", () => {
     const seen = JSON.stringify(pier, null, 1)
     assert.ok(has('channels.pier.jobs.host_tools', 'critical', /hostexec[\s\S]*exec, read/), seen)
     assert.ok(has('channels.pier.jobs.unsafe_host_tools', 'critical', /msg[\s\S]*message/), seen)
+    assert.ok(has('channels.pier.jobs.unsafe_host_tools', 'critical', /norm[\s\S]*exec/), seen)
     assert.ok(has('channels.pier.jobs.shared_agent', 'warn', /shared[\s\S]*agent main/), seen)
     assert.ok(has('channels.pier.senders.self_declared', 'warn', /web/), seen)
     assert.ok(has('channels.pier.jobs.reach', 'info', /default[\s\S]*Tools offered: none/), seen)

@@ -247,7 +247,8 @@ describe('reloads and restarts under load', () => {
     const status = await home.call('channels.status', {})
     const account = status.channelAccounts.pier.find((a) => a.accountId === 'default')
     assert.equal(account.lifecycle, 'ready', JSON.stringify(account))
-    assert.equal(account.lastError ?? null, null)
+    // (lastError may name the load's last OVERLOADED refusal; never a stop.)
+    assert.doesNotMatch(account.lastError ?? '', /config change|PIER_|stopped/)
 
     // /pier from the operator's own chat, in a gateway that now has two agents.
     const key = 'agent:main:main'
