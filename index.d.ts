@@ -133,7 +133,16 @@ export interface IdentityInfo {
 
 /** A job as the JS handler receives it; optional fields that are not set are absent. */
 export interface Job {
+  /**
+   * The request's `id`, as its requester chose it: two jobs in flight may share it (from
+   * different requesters, or unsigned). Name a running job by `runKey`.
+   */
   id: string
+  /**
+   * The worker's own name for this run of the job: unique among the jobs in flight, chosen
+   * by no requester. What `onCancel` names the job by.
+   */
+  runKey: string
   task: string
   systemPrompt?: string
   /** Milliseconds left before the worker answers TIMEOUT. */
@@ -498,10 +507,11 @@ export interface WorkerOptions {
   /** `(level, message)`; level is `debug`, `info`, `warn` or `error`. */
   logger?: (level: string, message: string) => void
   /**
-   * Called with `(jobId, reason)` when the worker gives up on a job (`TIMEOUT` or
-   * `SHUTTING_DOWN`), so the handler can abort its work.
+   * Called with `(runKey, reason, jobId)` when the worker gives up on a job (`TIMEOUT`,
+   * `SHUTTING_DOWN`, or `CANCELLED` by its requester), so the handler can abort its work.
+   * `runKey` is the job's `runKey`: key running work by it, never by the requester-chosen id.
    */
-  onCancel?: (jobId: string, reason: string) => void
+  onCancel?: (runKey: string, reason: string, jobId: string) => void
   /**
    * Lowest level passed to `logger`: `debug`, `info` (default), `warn` or `error`.
    * Every finished job is one line: `info` when completed, `warn`/`error` for a task_error.

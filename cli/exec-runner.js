@@ -39,7 +39,8 @@ function cancelJob(child) {
 
 /**
  * A PierWorker handler that runs `command` per job and resolves to its stdout. `running` maps
- * each job id to its shell while it runs (for cancelJob); `withheldEnv` names the worker's own
+ * each job's run key (never its id: two requesters may choose the same) to its shell while it
+ * runs (for cancelJob); `withheldEnv` names the worker's own
  * variables (its credentials) that a stranger's task must not get.
  * @param {string} command
  * @param {Map<string, import('node:child_process').ChildProcess>} running
@@ -63,7 +64,7 @@ function execHandler(command, running, withheldEnv) {
         reject(new Error(`could not run the command (${error.code ?? 'spawn failed'})`))
         return
       }
-      running.set(job.id, child)
+      running.set(job.runKey, child)
       const stdout = []
       let stdoutBytes = 0
       let stderr = ''
@@ -85,12 +86,12 @@ function execHandler(command, running, withheldEnv) {
       // The shell is done: what it left in the background (holding our pipes, or not) goes too.
       child.on('exit', () => signalGroup(child, 'SIGKILL'))
       child.on('error', (error) => {
-        running.delete(job.id)
+        running.delete(job.runKey)
         clearTimeout(child.cancelTimer)
         reject(new Error(`could not run the command (${error.code ?? 'spawn failed'})`))
       })
       child.on('close', (code, signal) => {
-        running.delete(job.id)
+        running.delete(job.runKey)
         clearTimeout(child.cancelTimer)
         if (child.tooLarge) {
           reject(new Error(`the command wrote more than ${MAX_RESULT_BYTES} bytes, more than any NATS message holds`))

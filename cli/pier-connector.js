@@ -168,7 +168,7 @@ async function runWorker(values, config) {
     ? PierWorker.echo(config, log)
     : new PierWorker(config, execHandler(values.exec, running, WORKER_ONLY_ENV), {
         ...log,
-        onCancel: (jobId) => cancelJob(running.get(jobId)),
+        onCancel: (runKey) => cancelJob(running.get(runKey)),
       })
   // Last resort: no job's processes outlive the CLI, however it exits.
   process.on('exit', () => running.forEach((child) => signalGroup(child, 'SIGKILL')))

@@ -98,8 +98,10 @@ export function jobTurnParams({ job, agentId, ids, runId, workspaceDir, offered,
 }
 
 /**
- * The addon's job handler. `running` maps job ids to AbortControllers so the worker's
- * cancel notice (TIMEOUT, SHUTTING_DOWN) aborts the turn.
+ * The addon's job handler. `running` maps each job's run key (the worker's own name for it:
+ * a job's id is its requester's choice, and two requesters may choose the same) to its
+ * AbortController, so the worker's cancel notice (TIMEOUT, SHUTTING_DOWN, CANCELLED) aborts
+ * the turn.
  *
  * Without `onTurnSettled` the turn is detached (OpenClaw's `sessionPersistence: 'detached'`,
  * as its own one-shot turns run): the session is in memory only, so no row, transcript or
@@ -129,13 +131,13 @@ export function createAgentTurnHandler(api, running, { agentId, policy, workspac
     let answer
     // A message its own turn sends on the `pier` channel answers the job before the turn ends.
     const channelAnswer = new Promise((resolve) => (answer = resolve))
-    // The worker's cancel notice names the job by its id: a second job with the id of one in
-    // flight must not take over its abort handle (the addon refuses it first; this holds when
-    // it does not).
-    if (running.has(job.id)) return fail('INVALID_REQUEST', 'a job with this id is already running on this worker; give each job its own id')
+    // The worker's cancel notice names the job by its run key, unique among the jobs in
+    // flight: a job can never take over another's abort handle, whatever ids they carry.
+    const runKey = typeof job.runKey === 'string' ? job.runKey : `run-${runId}`
+    if (running.has(runKey)) return fail('EXECUTION_FAILED', 'the job reached the handler with the run key of a job in flight')
     const turn = openJobTurn({ jobId: job.id, runId, sessionKey: ids.sessionKey, allowed, answer })
     const abort = new AbortController()
-    running.set(job.id, abort)
+    running.set(runKey, abort)
     const started = Date.now()
     try {
       if (policy.sandboxed) {
@@ -180,7 +182,7 @@ export function createAgentTurnHandler(api, running, { agentId, policy, workspac
       log?.error(`job ${oneLine(job.id)}: the agent turn failed: ${oneLine(error?.message ?? error, 500)}`)
       return fail('EXECUTION_FAILED', 'the agent turn failed')
     } finally {
-      if (running.get(job.id) === abort) running.delete(job.id)
+      if (running.get(runKey) === abort) running.delete(runKey)
       closeJobTurn(turn)
     }
   }

@@ -68,8 +68,8 @@ pub(crate) trait Current {
     fn draining(&self) -> bool;
     /// Concurrency slots free now (including one the source already holds for this message).
     fn slots_free(&self) -> usize;
-    /// A job with this id is in flight (admitted and not yet stopped).
-    fn running(&self, id: &str) -> bool;
+    /// A job with this claim ([`claim_key`]) is in flight (admitted and not yet stopped).
+    fn running(&self, claim: &str) -> bool;
     /// Whether the replay memory would take this verified nonce now (without taking it):
     /// `Denied::Unauthorized` for a replay, `Denied::MemoryFull` when it is full.
     fn nonce(&self, accepted: &Accepted) -> Result<(), Denied>;
@@ -191,6 +191,9 @@ pub(crate) struct Admitted {
     pub budget: Duration,
     /// What is left of it now: the budget, less the time a JetStream job waited in the stream.
     pub left: Duration,
+    /// What the job's in-flight claim is keyed by ([`claim_key`]); `None`: nothing another job
+    /// could collide with (an unsigned job over core NATS).
+    pub claim: Option<String>,
 }
 
 /// A job answered with a `task_error` and not run.
@@ -408,9 +411,10 @@ pub(crate) fn admit(
         );
         return refuse(error, id, sender);
     }
-    // Requester-chosen ids key the handler's running turns (their abort handles and the
-    // channel's answer slots): a second job with the id of one in flight would take them over.
-    if current.running(&job.id) {
+    // A second copy of a job in flight (the same sender and id, or the same stream message)
+    // is refused; jobs of different requesters never collide, whatever ids they chose.
+    let claim = claim_key(sender.key.as_deref(), &job.id, stored);
+    if claim.as_deref().is_some_and(|claim| current.running(claim)) {
         return refuse(duplicate_id(), id, sender);
     }
     if current.slots_free() == 0 {
@@ -432,7 +436,24 @@ pub(crate) fn admit(
         signature: accepted,
         budget,
         left: Duration::from_millis(left_ms as u64),
+        claim,
     }))
+}
+
+/// What names a job in flight (protocol.md, "Job identity"): a job's id is its requester's
+/// choice, so it names a job only together with who sent it. The verified key and the id for a
+/// signed job, the stream sequence for an unsigned JetStream job; `None` for an unsigned job
+/// over core NATS, which the worker keys by a fresh token of its own (nothing to collide with).
+pub(crate) fn claim_key(
+    sender_key: Option<&str>,
+    id: &str,
+    stored: Option<(i64, u64)>,
+) -> Option<String> {
+    match (sender_key, stored) {
+        (Some(key), _) => Some(format!("key:{key}\n{id}")),
+        (None, Some((_, seq))) => Some(format!("seq:{seq}")),
+        (None, None) => None,
+    }
 }
 
 /// Verifies the message's `Pier-Sender` header, if it has one (its nonce not yet remembered);
@@ -540,7 +561,8 @@ mod tests {
     struct Fake {
         draining: bool,
         slots: usize,
-        running: Vec<&'static str>,
+        /// Claim keys in flight ([`claim_key`]).
+        running: Vec<String>,
         seen_nonces: Vec<String>,
         memory_full: bool,
         /// What the day's turns used.
@@ -557,8 +579,8 @@ mod tests {
         fn slots_free(&self) -> usize {
             self.slots
         }
-        fn running(&self, id: &str) -> bool {
-            self.running.contains(&id)
+        fn running(&self, claim: &str) -> bool {
+            self.running.iter().any(|c| c == claim)
         }
         fn nonce(&self, accepted: &Accepted) -> Result<(), Denied> {
             if self.seen_nonces.contains(&accepted.nonce) {
@@ -1156,14 +1178,65 @@ mod tests {
                 )
             },
             Case {
+                headers: vec![signed(&alice, &ok, "_INBOX.a", now)],
                 current: Fake {
-                    running: vec!["j1"],
+                    running: vec![claim_key(Some(alice.public_key()), "j1", None).unwrap()],
                     ..IDLE
                 },
                 ..base(
-                    "a second job with the id of one in flight",
+                    "a second job of one sender with the id of its job in flight",
                     ok.clone(),
                     Code(InvalidRequest, "already running", Some("j1")),
+                )
+            },
+            Case {
+                headers: vec![signed(&stranger, &ok, "_INBOX.a", now)],
+                current: Fake {
+                    running: vec![claim_key(Some(alice.public_key()), "j1", None).unwrap()],
+                    ..IDLE
+                },
+                ..base(
+                    "another sender's job with the id of one in flight runs",
+                    ok.clone(),
+                    Admit { left_ms: 60_000 },
+                )
+            },
+            Case {
+                current: Fake {
+                    running: vec![
+                        claim_key(Some(alice.public_key()), "j1", None).unwrap(),
+                        "j1".to_string(),
+                    ],
+                    ..IDLE
+                },
+                ..base(
+                    "an unsigned job with the id of one in flight runs (core NATS)",
+                    ok.clone(),
+                    Admit { left_ms: 60_000 },
+                )
+            },
+            Case {
+                stored_ago_ms: Some(0),
+                current: Fake {
+                    running: vec!["seq:7".to_string()],
+                    ..IDLE
+                },
+                ..base(
+                    "a second delivery of a stream message in flight",
+                    ok.clone(),
+                    Code(InvalidRequest, "already running", Some("j1")),
+                )
+            },
+            Case {
+                stored_ago_ms: Some(0),
+                current: Fake {
+                    running: vec!["seq:6".to_string()],
+                    ..IDLE
+                },
+                ..base(
+                    "an unsigned stream message with the id of another in flight runs",
+                    ok.clone(),
+                    Admit { left_ms: 60_000 },
                 )
             },
             Case {

@@ -181,25 +181,27 @@ pub(crate) struct Pipeline {
     rates: std::sync::Mutex<RateLimits>,
 }
 
-/// Ids of the jobs admitted whose handler call has not yet stopped.
+/// The claims ([`admission::claim_key`]) of the jobs admitted whose handler call has not yet
+/// stopped.
 type RunningIds = Arc<std::sync::Mutex<HashSet<String>>>;
 
-/// A job id held from admission until the job is answered and its handler call has stopped;
-/// released on drop.
+/// A job's claim held from admission until the job is answered and its handler call has
+/// stopped; released on drop. Keyed by who sent the job and its id (protocol.md, "Job
+/// identity"), never by the id alone: two requesters that chose one id never collide.
 pub(crate) struct IdClaim {
     ids: RunningIds,
     id: String,
 }
 
 impl IdClaim {
-    /// `None` when a job with this id is already running.
-    fn take(ids: &RunningIds, id: &str) -> Option<IdClaim> {
-        crate::sync::lock(ids)
-            .insert(id.to_string())
-            .then(|| IdClaim {
-                ids: ids.clone(),
-                id: id.to_string(),
-            })
+    /// `None` when a job with this claim is already running; `claim` `None` takes a fresh
+    /// token of the worker's own, which nothing can collide with.
+    fn take(ids: &RunningIds, claim: Option<String>) -> Option<IdClaim> {
+        let id = claim.unwrap_or_else(|| format!("run:{}", protocol::new_id()));
+        crate::sync::lock(ids).insert(id.clone()).then(|| IdClaim {
+            ids: ids.clone(),
+            id,
+        })
     }
 }
 
@@ -226,8 +228,8 @@ impl Current for Occupancy<'_> {
         self.pipeline.slots.available_permits() + usize::from(self.held)
     }
 
-    fn running(&self, id: &str) -> bool {
-        crate::sync::lock(&self.pipeline.running_ids).contains(id)
+    fn running(&self, claim: &str) -> bool {
+        crate::sync::lock(&self.pipeline.running_ids).contains(claim)
     }
 
     fn nonce(&self, accepted: &Accepted) -> Result<(), Denied> {
@@ -379,6 +381,7 @@ impl Pipeline {
             signature,
             budget,
             left,
+            claim,
         } = *admitted;
         let mut facts = JobFacts::new(received_at, sender);
         facts.answer_key = Some(answer_key(
@@ -397,7 +400,7 @@ impl Pipeline {
             let error = admission::overloaded(self.config.max_concurrent_jobs);
             return self.refuse(inbound, target, id, error, &facts).await;
         };
-        let Some(claim) = IdClaim::take(&self.running_ids, &job.id) else {
+        let Some(claim) = IdClaim::take(&self.running_ids, claim) else {
             let error = admission::duplicate_id();
             return self.refuse(inbound, target, id, error, &facts).await;
         };
@@ -693,9 +696,11 @@ impl Pipeline {
         (deadline, budget): (Instant, Duration),
     ) -> (HandlerResult, Option<BoxFuture<'static, HandlerResult>>) {
         let id = job.id.clone();
+        let run_key = protocol::new_token();
         let input = JobInput {
             sender: job.sender().map(str::to_string),
             sender_key,
+            run_key: run_key.clone(),
             id: job.id,
             task: job.task,
             system_prompt: job.system_prompt,
@@ -729,7 +734,7 @@ impl Pipeline {
                 "the worker shut down before the job finished",
             ),
         };
-        self.handler.cancel(&id, cut.code);
+        self.handler.cancel(&run_key, &id, cut.code);
         (HandlerResult::failed(cut), Some(turn))
     }
 

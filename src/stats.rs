@@ -378,7 +378,10 @@ mod tests {
         assert_eq!(stats.last_error(), None);
         stats.set_last_error("TIMEOUT: the job's deadline passed");
         stats.clear_last_error_of("PIER_CONNECT");
-        assert_eq!(stats.last_error().as_deref(), Some("TIMEOUT: the job's deadline passed"));
+        assert_eq!(
+            stats.last_error().as_deref(),
+            Some("TIMEOUT: the job's deadline passed")
+        );
     }
 
     #[test]

@@ -207,10 +207,15 @@ impl JobHandler for JsHandler {
         })
     }
 
-    fn cancel(&self, job_id: &str, reason: ErrorCode) {
+    fn cancel(&self, run_key: &str, job_id: &str, reason: ErrorCode) {
         if let Some(on_cancel) = &self.on_cancel {
             on_cancel.call(
-                (job_id.to_string(), reason.as_str().to_string()).into(),
+                (
+                    run_key.to_string(),
+                    reason.as_str().to_string(),
+                    job_id.to_string(),
+                )
+                    .into(),
                 ThreadsafeFunctionCallMode::NonBlocking,
             );
         }
@@ -231,6 +236,7 @@ impl Drop for ForgetOnDrop<'_> {
 fn to_js_job(job: JobInput) -> Job {
     Job {
         id: job.id,
+        run_key: job.run_key,
         task: job.task,
         system_prompt: job.system_prompt,
         timeout_ms: job.timeout_ms as f64,

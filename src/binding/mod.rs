@@ -31,7 +31,12 @@ use std::sync::{Arc, Mutex};
 #[derive(serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Job {
+    /// The request's `id`, as its requester chose it: two jobs in flight may share it (from
+    /// different requesters, or unsigned). Name a running job by `runKey`.
     pub id: String,
+    /// The worker's own name for this run of the job: unique among the jobs in flight, chosen
+    /// by no requester. What `onCancel` names the job by.
+    pub run_key: String,
     pub task: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub system_prompt: Option<String>,
@@ -52,9 +57,10 @@ pub struct WorkerOptions {
     /// `(level, message)`; level is `debug`, `info`, `warn` or `error`.
     #[napi(ts_type = "(level: string, message: string) => void")]
     pub logger: Option<LogFn>,
-    /// Called with `(jobId, reason)` when the worker gives up on a job (`TIMEOUT` or
-    /// `SHUTTING_DOWN`), so the handler can abort its work.
-    #[napi(ts_type = "(jobId: string, reason: string) => void")]
+    /// Called with `(runKey, reason, jobId)` when the worker gives up on a job (`TIMEOUT`,
+    /// `SHUTTING_DOWN`, or `CANCELLED` by its requester), so the handler can abort its work.
+    /// `runKey` is the job's `runKey`: key running work by it, never by the requester-chosen id.
+    #[napi(ts_type = "(runKey: string, reason: string, jobId: string) => void")]
     pub on_cancel: Option<CancelFn>,
     /// Lowest level passed to `logger`: `debug`, `info` (default), `warn` or `error`.
     /// Every finished job is one line: `info` when completed, `warn`/`error` for a task_error.
@@ -425,12 +431,12 @@ type LogFn = ThreadsafeFunction<
     true,
 >;
 
-/// `(jobId, reason)`: asks the handler to abort a job the worker gave up on (`TIMEOUT`,
-/// `SHUTTING_DOWN`). The same shape as a logger's function, but a different contract.
+/// `(runKey, reason, jobId)`: asks the handler to abort a job the worker gave up on
+/// (`TIMEOUT`, `SHUTTING_DOWN`, `CANCELLED`).
 pub(crate) type CancelFn = ThreadsafeFunction<
-    FnArgs<(String, String)>,
+    FnArgs<(String, String, String)>,
     UnknownReturnValue,
-    FnArgs<(String, String)>,
+    FnArgs<(String, String, String)>,
     napi::Status,
     false,
     true,

@@ -21,6 +21,13 @@ pub fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
+/// A fresh random token of 22 URL-safe characters (122 random bits): a job's run key, a cancel
+/// token. Nobody can choose or guess one.
+pub fn new_token() -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(uuid::Uuid::new_v4().as_bytes())
+}
+
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct TaskRequest<'a> {
