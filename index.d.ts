@@ -43,7 +43,7 @@ export declare class PierClient {
  * another key); the message starts with the same code.
  */
 export declare class PierWorker {
-  constructor(config: PierConfig, handler: (job: Job) => Promise<string | HandlerAnswer | HandlerError> | string | HandlerAnswer | HandlerError, options?: WorkerOptions | undefined | null)
+  constructor(config: PierConfig, handler: (job: Job, context: JobContext) => Promise<string | HandlerAnswer | HandlerError> | string | HandlerAnswer | HandlerError, options?: WorkerOptions | undefined | null)
   /**
    * A worker that answers every job with its own task, entirely in Rust (no JS call per job):
    * for connectivity checks and benchmarks.
@@ -155,6 +155,21 @@ export interface Job {
    * really sent it. Absent for an unsigned job.
    */
   senderKey?: string
+  /**
+   * `true` when the requester asked for progress (protocol v1.1): pieces of the answer the
+   * handler passes to `context.partial(text)` reach it as they come. Absent otherwise.
+   */
+  progress?: boolean
+}
+
+/**
+ * What a handler gets besides its job: `partial(text)` sends the next piece of the answer to
+ * a requester that asked for progress (`job.progress`; a no-op otherwise). Pieces are batched
+ * (100 characters or 500 ms); all of them in order should be the final result (what they
+ * lack of it is sent last).
+ */
+export interface JobContext {
+  partial: (text: string) => void
 }
 
 /** One UTC day of a ledger (`ledgerDays`). */
@@ -244,6 +259,11 @@ export interface PierConfig {
    * Default: `10000`.
    */
   drainTimeoutMs?: number
+  /**
+   * Progress interval (ms): Jobs whose requester asks for progress (Pier-Progress-To, protocol v1.1) get a working keep-alive whenever no other progress message was sent for this long; requesters treat 3 times it without one as a lost job.
+   * Default: `5000`.
+   */
+  progressIntervalMs?: number
   /**
    * Connect timeout (ms): Per connection attempt.
    * Default: `10000`.
@@ -433,8 +453,9 @@ export declare function releaseRuntime(): boolean
  * worker's `minJobPrice`, or missing while that is above 0: offer more, or try another worker),
  * `RATE_LIMITED` (this sender's share of the worker, `senderJobsPerMinute` or
  * `unsignedJobsPerMinute`, is used up: retry later or elsewhere) or `BUDGET_EXHAUSTED` (the
- * worker's `maxDailySpend` / `maxDailyTokens` for the UTC day is reached: retry elsewhere).
- * A job refused with either of these two never reached the model.
+ * worker's `maxDailySpend` / `maxDailyTokens` for the UTC day is reached: retry elsewhere),
+ * and `CANCELLED` (the requester cancelled the job: protocol v1.1 `task_cancel`). A job
+ * refused with `RATE_LIMITED` or `BUDGET_EXHAUSTED` never reached the model.
  */
 export interface ReplyError {
   code: string
@@ -538,6 +559,13 @@ export interface WorkerStats {
   connectAttempts: number
   slowConsumerEvents: number
   serverErrors: number
+  /** `task_progress` messages sent to requesters that asked for progress (protocol v1.1). */
+  progressSent: number
+  /**
+   * `task_cancel` messages that cancelled nothing (a wrong or stale token, an id that is not
+   * the token's job's, a job already answered): counted, never answered.
+   */
+  cancelsIgnored: number
   /** Sum of `meta.price` of completed jobs, in the unit requesters price in. */
   earned: number
   /** Input tokens job turns used (not served from a prompt cache), as the handler reported. */

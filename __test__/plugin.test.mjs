@@ -9,7 +9,7 @@ import { join } from 'node:path'
 import { useNats, request, waitFor, sleep } from './helpers/addon.mjs'
 import { startNatsServer, freePort } from './helpers/nats-server.mjs'
 import { registerPier, createPierRuntime } from '../plugin/register.mjs'
-import { createAgentTurnHandler, replyText } from '../plugin/agent-turn.mjs'
+import { createAgentTurnHandler, partialForwarder, replyText } from '../plugin/agent-turn.mjs'
 import { jobToolPolicy, expandTools } from '../plugin/job-policy.mjs'
 import { openJobTurn, closeJobTurn } from '../plugin/jobs.mjs'
 import { createJobToolGuard } from '../plugin/job-guard.mjs'
@@ -198,6 +198,32 @@ describe('agent turn', () => {
     assert.equal(await first, 'first')
     assert.equal((await second).error.code, 'TIMEOUT', 'an aborted turn is no result')
     assert.equal(running.size, 0)
+  })
+
+  it('streams a tool-less turn\'s text to a requester that asked for progress: pieces that in order are the trimmed result, nothing once the stream is rewritten', async () => {
+    const snapshots = ['  Hel', '  Hello', '  Hello wor', '  Hello world \n', '  Hello world!  ']
+    const { api } = stubApi({
+      runEmbeddedAgent: async (p) => {
+        for (const text of snapshots) p.onPartialReply?.({ text, delta: '' })
+        return { payloads: [{ text: snapshots.at(-1) }] }
+      },
+    })
+    const pieces = []
+    const handler = turnHandler(api)
+    const result = await handler(job({ progress: true }), { partial: (t) => pieces.push(t) })
+    assert.equal(result, 'Hello world!')
+    assert.deepEqual(pieces, ['Hel', 'lo', ' wor', 'ld', '!'])
+    assert.equal(pieces.join(''), result)
+    // No progress asked, or tools offered: nothing streamed.
+    const none = []
+    await handler(job(), { partial: (t) => none.push(t) })
+    await turnHandler(api, { toolsAllow: ['group:web'] })(job({ progress: true }), { partial: (t) => none.push(t) })
+    assert.deepEqual(none, [])
+    // A rewrite stops the stream; the worker sends the rest only when what was sent is the result's start.
+    const rewritten = []
+    const forward = partialForwarder({ progress: true }, { partial: (t) => rewritten.push(t) }, [])
+    for (const text of ['Draft one', 'Final answer', 'Final answer here']) forward({ text })
+    assert.deepEqual(rewritten, ['Draft one'])
   })
 
   it("a pier channel message answers the job only at its reply handle, which only its own turn is told, and aborts the turn", async () => {

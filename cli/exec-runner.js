@@ -5,6 +5,7 @@
 'use strict'
 
 const { spawn } = require('node:child_process')
+const { StringDecoder } = require('node:string_decoder')
 
 // What a job's command gets in its environment. Node refuses a NUL byte in an environment
 // value, so a job carrying one is answered with a one-line INVALID_REQUEST instead.
@@ -47,7 +48,7 @@ function cancelJob(child) {
  * @param {string[]} withheldEnv
  */
 function execHandler(command, running, withheldEnv) {
-  return (job) => {
+  return (job, context) => {
     const env = Object.fromEntries(Object.entries(process.env).filter(([name]) => !withheldEnv.includes(name)))
     for (const [variable, field, value] of JOB_ENV) {
       const text = value(job)
@@ -67,6 +68,12 @@ function execHandler(command, running, withheldEnv) {
       running.set(job.runKey, child)
       const stdout = []
       let stdoutBytes = 0
+      // A requester that asked for progress gets the output as it comes (protocol v1.1
+      // partials). The result drops one final line break, so a chunk's trailing line break waits
+      // for more output: all the pieces in order are exactly the result.
+      const streaming = job.progress === true && typeof context?.partial === 'function'
+      const decoder = new StringDecoder('utf8')
+      let heldBreak = ''
       let stderr = ''
       child.stdout.on('data', (chunk) => {
         stdoutBytes += chunk.length
@@ -76,6 +83,12 @@ function execHandler(command, running, withheldEnv) {
           signalGroup(child, 'SIGKILL')
         } else {
           stdout.push(chunk)
+          if (streaming) {
+            let text = heldBreak + decoder.write(chunk)
+            heldBreak = /\r?\n$/.exec(text)?.[0] ?? ''
+            text = text.slice(0, text.length - heldBreak.length)
+            if (text) context.partial(text)
+          }
         }
       })
       child.stderr.on('data', (chunk) => {

@@ -55,11 +55,41 @@ export function oneLine(value, max = 80) {
 }
 
 /**
+ * Forwards a turn's streamed text (OpenClaw's `onPartialReply`, whose `text` is the reply so
+ * far) to a requester that asked for progress, as pieces that in order are exactly the job's
+ * result: leading whitespace skipped and trailing whitespace held back (the result is trimmed),
+ * and nothing more once the stream stops growing at its end (a rewrite). Only for a turn with
+ * no tools: one with tools may write text before a tool call that is not its final reply.
+ * Returns the callback, or undefined when there is nothing to forward.
+ */
+export function partialForwarder(job, context, offered) {
+  if (job?.progress !== true || typeof context?.partial !== 'function' || offered.length > 0) return undefined
+  let sent = ''
+  let diverged = false
+  return (payload) => {
+    try {
+      const text = payload?.text
+      if (diverged || typeof text !== 'string') return
+      const visible = text.trim()
+      if (!visible.startsWith(sent)) {
+        diverged = true
+        return
+      }
+      const piece = visible.slice(sent.length)
+      if (piece) {
+        sent = visible
+        context.partial(piece)
+      }
+    } catch {}
+  }
+}
+
+/**
  * The runEmbeddedAgent options of one job turn. `offered` is the account's toolsAllow as
  * its policy passed it ([]: no tools). The requester's systemPrompt stays an extra prompt,
  * marked as theirs; it never replaces the operator's.
  */
-export function jobTurnParams({ job, agentId, ids, runId, workspaceDir, offered, handle, abortSignal, durable, limits }) {
+export function jobTurnParams({ job, agentId, ids, runId, workspaceDir, offered, handle, abortSignal, durable, limits, onPartialReply }) {
   const requester = job.sender ? oneLine(job.sender, 64) : null
   const messageTool = offered.includes(MESSAGE_TOOL)
   return {
@@ -93,6 +123,7 @@ export function jobTurnParams({ job, agentId, ids, runId, workspaceDir, offered,
     sessionPersistence: durable ? 'durable' : 'detached',
     toolsAllow: offered,
     disableMessageTool: !messageTool,
+    ...(onPartialReply ? { onPartialReply } : {}),
     ...jobModelParams(limits),
   }
 }
@@ -120,7 +151,7 @@ export function jobTurnParams({ job, agentId, ids, runId, workspaceDir, offered,
 export function createAgentTurnHandler(api, running, { agentId, policy, workspaceDir, log, onTurnSettled, limits }) {
   const offered = policy.tools.offered
   const allowed = expandTools(offered)
-  return async (job) => {
+  return async (job, context) => {
     const agent = api.runtime?.agent
     if (typeof agent?.runEmbeddedAgent !== 'function') {
       return fail('RUNTIME_UNAVAILABLE', 'the OpenClaw agent runtime is not available')
@@ -148,7 +179,7 @@ export function createAgentTurnHandler(api, running, { agentId, policy, workspac
         }
       }
       const turnRun = agent.runEmbeddedAgent(
-        jobTurnParams({ job, agentId, ids, runId, workspaceDir, offered, handle: turn.handle, abortSignal: abort.signal, durable: Boolean(onTurnSettled), limits }),
+        jobTurnParams({ job, agentId, ids, runId, workspaceDir, offered, handle: turn.handle, abortSignal: abort.signal, durable: Boolean(onTurnSettled), limits, onPartialReply: partialForwarder(job, context, offered) }),
       )
       if (onTurnSettled) {
         log?.info?.(`job ${oneLine(job.id)} runs in stored session ${ids.sessionKey} (keepSessions)`)

@@ -48,6 +48,8 @@ pub(crate) struct Message<'a> {
     pub defect: Option<&'a str>,
     /// The `Pier-Sender` header values (more than one is malformed).
     pub sender_headers: Vec<&'a str>,
+    /// The `Pier-Progress-To` header values (protocol v1.1; more than one is malformed).
+    pub progress_headers: Vec<&'a str>,
     /// The payload exactly as received (what a signature covers).
     pub payload: &'a [u8],
     /// The subject the message arrived on.
@@ -194,6 +196,8 @@ pub(crate) struct Admitted {
     /// What the job's in-flight claim is keyed by ([`claim_key`]); `None`: nothing another job
     /// could collide with (an unsigned job over core NATS).
     pub claim: Option<String>,
+    /// Where the job's progress goes (`Pier-Progress-To`), when its requester asked for it.
+    pub progress_to: Option<Subject>,
 }
 
 /// A job answered with a `task_error` and not run.
@@ -275,6 +279,7 @@ pub(crate) fn admit(
         target,
         defect,
         sender_headers,
+        progress_headers,
         payload,
         subject: arrived_on,
         signed_reply,
@@ -374,6 +379,10 @@ pub(crate) fn admit(
         Ok(job) => job,
         Err(rejection) => return refuse(rejection.error, rejection.id, sender),
     };
+    let progress_to = match progress_subject(&progress_headers, &config.reply_subject_prefixes) {
+        Ok(to) => to,
+        Err(why) => return refuse(JobError::new(ErrorCode::InvalidRequest, why), id, sender),
+    };
     if let Some(allowed) = &policy.allowed {
         if !allowed.allow(sender.key.as_deref(), job.sender()) {
             let error = JobError::new(
@@ -437,7 +446,33 @@ pub(crate) fn admit(
         budget,
         left: Duration::from_millis(left_ms as u64),
         claim,
+        progress_to,
     }))
+}
+
+/// Where a job's progress goes: the `Pier-Progress-To` header's subject, or `None` when the
+/// request has none; the reason to refuse it (INVALID_REQUEST) when it names no subject the
+/// worker may publish progress to (protocol v1.1: a publish subject, no wildcards or spaces,
+/// never under `$`; and, like replies, inside `replySubjectPrefixes` when that is set).
+fn progress_subject(values: &[&str], prefixes: &[String]) -> Result<Option<Subject>, String> {
+    let value = match values {
+        [] => return Ok(None),
+        [value] => value.trim(),
+        _ => return Err("Pier-Progress-To header refused: more than one".into()),
+    };
+    if !subject::is_publish_subject(value) {
+        return Err(
+            "Pier-Progress-To header refused: not a subject one can publish to (no wildcards, no spaces)"
+                .into(),
+        );
+    }
+    if let Some(why) = subject::reply_refusal(value, prefixes) {
+        return Err(format!(
+            "Pier-Progress-To header refused: {}",
+            why.replace("its reply subject", "the subject")
+        ));
+    }
+    Ok(Some(Subject::from(value)))
 }
 
 /// What names a job in flight (protocol.md, "Job identity"): a job's id is its requester's
@@ -638,6 +673,8 @@ mod tests {
         target: Option<&'static str>,
         defect: Option<&'static str>,
         headers: Vec<String>,
+        /// `Pier-Progress-To` header values.
+        progress: Vec<String>,
         signed_reply: &'static str,
         /// How long ago the stream stored the message (JetStream), ms.
         stored_ago_ms: Option<i64>,
@@ -662,6 +699,7 @@ mod tests {
             target: Some("_INBOX.a"),
             defect: None,
             headers: Vec::new(),
+            progress: Vec::new(),
             signed_reply: "_INBOX.a",
             stored_ago_ms: None,
             gives_back_when_full: false,
@@ -703,6 +741,7 @@ mod tests {
             },
             defect: case.defect,
             sender_headers: case.headers.iter().map(String::as_str).collect(),
+            progress_headers: case.progress.iter().map(String::as_str).collect(),
             payload: &case.payload,
             subject: "jobs.worker",
             signed_reply: case.signed_reply,
@@ -1237,6 +1276,55 @@ mod tests {
                     "an unsigned stream message with the id of another in flight runs",
                     ok.clone(),
                     Admit { left_ms: 60_000 },
+                )
+            },
+            Case {
+                progress: vec!["_INBOX.progress.1".into()],
+                ..base(
+                    "a job that asks for progress to a subject it may have runs",
+                    ok.clone(),
+                    Admit { left_ms: 60_000 },
+                )
+            },
+            Case {
+                progress: vec!["_INBOX.*".into()],
+                ..base(
+                    "progress to a wildcard is refused",
+                    ok.clone(),
+                    Code(InvalidRequest, "Pier-Progress-To", Some("j1")),
+                )
+            },
+            Case {
+                progress: vec!["two words".into()],
+                ..base(
+                    "progress to a subject with a space is refused",
+                    ok.clone(),
+                    Code(InvalidRequest, "Pier-Progress-To", Some("j1")),
+                )
+            },
+            Case {
+                progress: vec!["$JS.API.STREAM.DELETE.X".into()],
+                ..base(
+                    "progress under $ is refused",
+                    ok.clone(),
+                    Code(InvalidRequest, "under $", Some("j1")),
+                )
+            },
+            Case {
+                progress: vec!["_INBOX.a".into(), "_INBOX.b".into()],
+                ..base(
+                    "two Pier-Progress-To headers are refused",
+                    ok.clone(),
+                    Code(InvalidRequest, "more than one", Some("j1")),
+                )
+            },
+            Case {
+                config: json!({ "replySubjectPrefixes": ["_INBOX."] }),
+                progress: vec!["progress.elsewhere".into()],
+                ..base(
+                    "progress outside replySubjectPrefixes is refused",
+                    ok.clone(),
+                    Code(InvalidRequest, "replySubjectPrefixes", Some("j1")),
                 )
             },
             Case {

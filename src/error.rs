@@ -21,10 +21,12 @@ pub enum ErrorCode {
     PriceTooLow,
     RateLimited,
     BudgetExhausted,
+    /// The requester cancelled the job (protocol v1.1, `task_cancel`).
+    Cancelled,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 13] = [
+    pub const ALL: [ErrorCode; 14] = [
         ErrorCode::ParseError,
         ErrorCode::InvalidRequest,
         ErrorCode::RuntimeUnavailable,
@@ -38,6 +40,7 @@ impl ErrorCode {
         ErrorCode::PriceTooLow,
         ErrorCode::RateLimited,
         ErrorCode::BudgetExhausted,
+        ErrorCode::Cancelled,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -55,6 +58,7 @@ impl ErrorCode {
             ErrorCode::PriceTooLow => "PRICE_TOO_LOW",
             ErrorCode::RateLimited => "RATE_LIMITED",
             ErrorCode::BudgetExhausted => "BUDGET_EXHAUSTED",
+            ErrorCode::Cancelled => "CANCELLED",
         }
     }
 

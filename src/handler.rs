@@ -24,6 +24,10 @@ pub struct JobInput {
     pub sender: Option<String>,
     /// The user public key whose `Pier-Sender` signature on this job verified: who sent it.
     pub sender_key: Option<String>,
+    /// Where pieces of the answer go as the handler produces them, when the requester asked
+    /// for progress (`partials.wanted()`); all pieces in order should be the result.
+    #[serde(skip)]
+    pub partials: crate::progress::Partials,
 }
 
 /// What one job's turn used, as its host measured it. Tokens by kind; `cost` is in the unit

@@ -50,6 +50,10 @@ pub struct Job {
     /// really sent it. Absent for an unsigned job.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sender_key: Option<String>,
+    /// `true` when the requester asked for progress (protocol v1.1): pieces of the answer the
+    /// handler passes to `context.partial(text)` reach it as they come. Absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub progress: Option<bool>,
 }
 
 #[napi(object, object_to_js = false)]
@@ -101,6 +105,11 @@ pub struct JsStats {
     pub connect_attempts: f64,
     pub slow_consumer_events: f64,
     pub server_errors: f64,
+    /// `task_progress` messages sent to requesters that asked for progress (protocol v1.1).
+    pub progress_sent: f64,
+    /// `task_cancel` messages that cancelled nothing (a wrong or stale token, an id that is not
+    /// the token's job's, a job already answered): counted, never answered.
+    pub cancels_ignored: f64,
     /// Sum of `meta.price` of completed jobs, in the unit requesters price in.
     pub earned: f64,
     /// Input tokens job turns used (not served from a prompt cache), as the handler reported.
@@ -175,6 +184,17 @@ pub struct JsWorkerStatus {
 pub struct HandlerError {
     pub error: ReplyError,
     pub usage: Option<TurnUsage>,
+}
+
+/// What a handler gets besides its job: `partial(text)` sends the next piece of the answer to
+/// a requester that asked for progress (`job.progress`; a no-op otherwise). Pieces are batched
+/// (100 characters or 500 ms); all of them in order should be the final result (what they
+/// lack of it is sent last).
+#[napi(object)]
+#[allow(dead_code)] // declared for index.d.ts; the JS driver builds it
+pub struct JobContext {
+    #[napi(ts_type = "(text: string) => void")]
+    pub partial: Unknown<'static>,
 }
 
 /// A result with what its turn used: counted in the stats and metrics, written in the log line
@@ -253,8 +273,9 @@ pub fn ledger_days(env: Env, file: String, since_ms: Option<f64>) -> napi::Resul
 /// worker's `minJobPrice`, or missing while that is above 0: offer more, or try another worker),
 /// `RATE_LIMITED` (this sender's share of the worker, `senderJobsPerMinute` or
 /// `unsignedJobsPerMinute`, is used up: retry later or elsewhere) or `BUDGET_EXHAUSTED` (the
-/// worker's `maxDailySpend` / `maxDailyTokens` for the UTC day is reached: retry elsewhere).
-/// A job refused with either of these two never reached the model.
+/// worker's `maxDailySpend` / `maxDailyTokens` for the UTC day is reached: retry elsewhere),
+/// and `CANCELLED` (the requester cancelled the job: protocol v1.1 `task_cancel`). A job
+/// refused with `RATE_LIMITED` or `BUDGET_EXHAUSTED` never reached the model.
 #[napi(object)]
 #[allow(dead_code)] // declared for index.d.ts; JS builds and reads these shapes
 pub struct ReplyError {
@@ -510,7 +531,7 @@ impl PierWorker {
         env: Env,
         #[napi(ts_arg_type = "PierConfig")] config: Value,
         #[napi(
-            ts_arg_type = "(job: Job) => Promise<string | HandlerAnswer | HandlerError> | string | HandlerAnswer | HandlerError"
+            ts_arg_type = "(job: Job, context: JobContext) => Promise<string | HandlerAnswer | HandlerError> | string | HandlerAnswer | HandlerError"
         )]
         handler: Unknown<'_>,
         options: Option<WorkerOptions>,

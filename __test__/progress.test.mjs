@@ -1,0 +1,121 @@
+// Progress and cancellation (protocol v1.1) as an outsider's client sees them: nats.js
+// (@nats-io/transport-node) asks the CLI `--exec` worker for progress, reads `task_progress`
+// (accepted, keep-alives, the command's output as partials) and publishes `task_cancel`.
+import { describe, it, after } from 'node:test'
+import assert from 'node:assert/strict'
+import { readFileSync, mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { connect, createInbox, headers as natsHeaders } from '@nats-io/transport-node'
+import { startNatsServer } from './helpers/nats-server.mjs'
+import { startCliWorker, waitFor } from './conformance/harness.mjs'
+
+const cleanups = []
+after(async () => {
+  for (const cleanup of cleanups.reverse()) await cleanup()
+})
+
+const dir = mkdtempSync(join(tmpdir(), 'pier-progress-'))
+cleanups.push(() => rmSync(dir, { recursive: true, force: true }))
+
+const server = await startNatsServer()
+cleanups.push(() => server.stop())
+const nc = await connect({ servers: server.url })
+cleanups.push(() => nc.close())
+
+/** Sends `job` to `subject` asking for progress; returns the answer and every progress message in arrival order. */
+function askWithProgress(subject, job, { onProgress = () => {} } = {}) {
+  const reply = createInbox()
+  const progressTo = createInbox()
+  const seen = []
+  const answers = nc.subscribe(reply, { max: 1 })
+  const progress = nc.subscribe(progressTo)
+  ;(async () => {
+    for await (const m of progress) {
+      const message = m.json()
+      seen.push(message)
+      onProgress(message)
+    }
+  })()
+  const answer = (async () => {
+    for await (const m of answers) return m.json()
+  })()
+  const headers = natsHeaders()
+  headers.set('Pier-Progress-To', progressTo)
+  nc.publish(subject, JSON.stringify(job), { reply, headers })
+  return {
+    seen,
+    answer: answer.then(async (a) => {
+      // Whatever progress was sent went before the answer on the worker's one connection.
+      await nc.flush()
+      return a
+    }),
+    stop: () => progress.unsubscribe(),
+  }
+}
+
+describe('progress and cancellation through nats.js', () => {
+  it("a command's output streams as partials that are its result, after accepted and between keep-alives, seq by one, nothing after the answer", async () => {
+    await startCliWorker(server.url, ['--exec', 'for i in 1 2 3 4 5 6; do echo "line $i of the answer"; sleep 0.2; done', '--subject', 'jobs.progress', '--progress-interval-ms', '300'], cleanups)
+    const asked = askWithProgress('jobs.progress', { id: 'p1', task: 'stream' })
+    const answer = await asked.answer
+    assert.equal(answer.type, 'task_result', JSON.stringify(answer))
+    const seen = [...asked.seen]
+    assert.equal(seen[0].state, 'accepted')
+    assert.equal(seen[0].version, '1.1')
+    assert.equal(seen[0].intervalMs, 300)
+    assert.match(seen[0].cancel.token, /^[A-Za-z0-9_-]{22,}$/)
+    seen.forEach((p, n) => assert.equal(p.seq, n, JSON.stringify(seen)))
+    const partials = seen.filter((p) => p.state === 'partial')
+    assert.ok(partials.length >= 2, `streamed in pieces: ${partials.length}`)
+    assert.equal(partials.map((p) => p.text).join(''), answer.result)
+    assert.equal(answer.result.split('\n').length, 6)
+    const count = asked.seen.length
+    await new Promise((r) => setTimeout(r, 700))
+    assert.equal(asked.seen.length, count, 'nothing after the answer')
+    asked.stop()
+  })
+
+  it('a wrong token changes nothing; the right one kills the command and is answered CANCELLED within a second', async () => {
+    const pidFile = join(dir, 'pid')
+    await startCliWorker(server.url, ['--exec', `echo $$ > ${pidFile}; sleep 30; echo never`, '--subject', 'jobs.cancel'], cleanups)
+    let accepted
+    const asked = askWithProgress('jobs.cancel', { id: 'c1', task: 'hold', timeoutMs: 60000 }, {
+      onProgress: (p) => {
+        if (p.state === 'accepted') accepted = p
+      },
+    })
+    const pidWritten = () => {
+      try {
+        return readFileSync(pidFile, 'utf8').trim()
+      } catch {
+        return ''
+      }
+    }
+    await waitFor(() => accepted && pidWritten(), { timeout: 10_000 })
+    const pid = Number(readFileSync(pidFile, 'utf8').trim())
+    const alive = (p) => {
+      try {
+        process.kill(p, 0)
+        return true
+      } catch {
+        return false
+      }
+    }
+    assert.ok(alive(pid))
+    nc.publish(accepted.cancel.subject, JSON.stringify({ version: '1.1', type: 'task_cancel', id: 'c1', token: 'wrong-token-wrong-token-x' }))
+    nc.publish(accepted.cancel.subject, JSON.stringify({ version: '1.1', type: 'task_cancel', id: 'other', token: accepted.cancel.token }))
+    await nc.flush()
+    const early = await Promise.race([asked.answer, new Promise((r) => setTimeout(() => r('none'), 400))])
+    assert.equal(early, 'none', 'a wrong cancel is never answered')
+    assert.ok(alive(pid), 'and stops nothing')
+    const sent = performance.now()
+    nc.publish(accepted.cancel.subject, JSON.stringify({ version: '1.1', type: 'task_cancel', id: 'c1', token: accepted.cancel.token }))
+    const answer = await asked.answer
+    const latency = performance.now() - sent
+    assert.equal(answer.error?.code, 'CANCELLED', JSON.stringify(answer))
+    assert.ok(latency < 1000, `${latency} ms`)
+    await waitFor(() => !alive(pid), { timeout: 3000 })
+    asked.stop()
+  })
+})
