@@ -434,6 +434,22 @@ export interface PublishRequestOptions {
   systemPrompt?: string
   timeoutMs?: number
   meta?: any
+  /**
+   * Ask the worker for progress (protocol v1.1, `Pier-Progress-To`): set by `onProgress` or
+   * `signal` too. Once the worker said `accepted`, 3 × its `intervalMs` without any message
+   * rejects with `PIER_TIMEOUT` (the job is lost) before `timeoutMs` would.
+   */
+  progress?: boolean
+  /**
+   * Each `task_progress` of the job, as it arrives: `accepted`, `working`, `partial` (with
+   * `text`, the next piece of the answer).
+   */
+  onProgress?: (progress: TaskProgress) => void
+  /**
+   * Aborting it cancels the job (`task_cancel`, sent once the worker's `accepted` says
+   * where); the promise still resolves to the answer: `CANCELLED`, or whatever came first.
+   */
+  signal?: AbortSignal
 }
 
 /**
@@ -483,6 +499,36 @@ export interface ServerStatus {
   subject: string
   publishSubject: string
   queueGroup: string
+}
+
+/** A `task_progress` message (protocol v1.1) as a requester receives it. */
+export interface TaskProgress {
+  /** `"1.1"`. */
+  version: string
+  /** `"task_progress"`. */
+  type: string
+  id: string
+  /** 0 for the first message of the job, then one more with each. */
+  seq: number
+  /**
+   * `accepted` (first, once: with `intervalMs` and `cancel`), `working` (a keep-alive) or
+   * `partial` (with `text`).
+   */
+  state: string
+  elapsedMs: number
+  intervalMs?: number
+  cancel?: TaskProgressCancel
+  text?: string
+  worker: ReplyWorker
+}
+
+/**
+ * Where and how to cancel a job: publish `{"version":"1.1","type":"task_cancel","id","token"}`
+ * to `subject`.
+ */
+export interface TaskProgressCancel {
+  subject: string
+  token: string
 }
 
 /** A `task_result` (`ok: true`) or `task_error` (`ok: false`) as received by a publisher. */

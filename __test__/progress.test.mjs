@@ -8,7 +8,13 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { connect, createInbox, headers as natsHeaders } from '@nats-io/transport-node'
 import { startNatsServer } from './helpers/nats-server.mjs'
-import { startCliWorker, waitFor } from './conformance/harness.mjs'
+import { startCliWorker, waitFor, CLI } from './conformance/harness.mjs'
+import { spawn } from 'node:child_process'
+import { createRequire } from 'node:module'
+import { createPublishTool } from '../plugin/tool.mjs'
+import { pierLogger } from '../plugin/config.mjs'
+
+const { PierClient } = createRequire(import.meta.url)('../index.js')
 
 const cleanups = []
 after(async () => {
@@ -117,5 +123,78 @@ describe('progress and cancellation through nats.js', () => {
     assert.ok(latency < 1000, `${latency} ms`)
     await waitFor(() => !alive(pid), { timeout: 3000 })
     asked.stop()
+  })
+
+  it('PierClient: onProgress sees the job, and aborting its AbortSignal cancels it (CANCELLED within a second)', async () => {
+    await startCliWorker(server.url, ['--exec', 'printf "first part "; sleep 0.6; printf "second part"; sleep 30', '--subject', 'jobs.client'], cleanups)
+    const client = new PierClient({ natsUrl: server.url, publishSubject: 'jobs.client', identityFile: join(dir, 'client.seed') })
+    cleanups.push(() => client.close())
+    const seen = []
+    const controller = new AbortController()
+    const reply = client.publish('go', { timeoutMs: 60000, signal: controller.signal, onProgress: (p) => seen.push(p) })
+    await waitFor(() => seen.some((p) => p.state === 'partial'), { timeout: 10_000 })
+    assert.equal(seen[0].state, 'accepted')
+    assert.equal(seen[0].type, 'task_progress')
+    const aborted = performance.now()
+    controller.abort()
+    const answer = await reply
+    assert.equal(answer.error?.code, 'CANCELLED', JSON.stringify(answer))
+    assert.ok(performance.now() - aborted < 1000)
+    assert.equal(seen.filter((p) => p.state === 'partial').map((p) => p.text).join(''), 'first part ')
+    seen.forEach((p, n) => assert.equal(p.seq, n))
+  })
+
+  it('publish --progress prints each task_progress as a JSON line, then the reply; Ctrl-C cancels the job and waits for CANCELLED', async () => {
+    await startCliWorker(server.url, ['--exec', 'echo one; sleep 0.3; echo two', '--subject', 'jobs.cli-progress'], cleanups)
+    const publish = (task) => {
+      const child = spawn(process.execPath, [CLI, 'publish', task, '--progress', '--nats-url', server.url, '--publish-subject', 'jobs.cli-progress', '--identity-file', join(dir, 'cli.seed')], { stdio: ['ignore', 'pipe', 'pipe'] })
+      let stdout = ''
+      let stderr = ''
+      child.stdout.on('data', (c) => (stdout += c))
+      child.stderr.on('data', (c) => (stderr += c))
+      const exited = new Promise((resolve) => child.once('exit', (code) => resolve(code)))
+      cleanups.push(() => child.kill('SIGKILL'))
+      return { child, exited, out: () => stdout, err: () => stderr }
+    }
+    const done = publish('streamed')
+    assert.equal(await done.exited, 0, done.err())
+    const lines = done.out().trim().split('\n').map((l) => JSON.parse(l))
+    const reply = lines.at(-1)
+    assert.equal(reply.type, 'task_result')
+    assert.equal(reply.result, 'one\ntwo')
+    const progress = lines.slice(0, -1)
+    assert.equal(progress[0].state, 'accepted')
+    assert.equal(progress.filter((p) => p.state === 'partial').map((p) => p.text).join(''), reply.result)
+    // Ctrl-C once the job runs: the cancel goes out and the CANCELLED answer is printed.
+    await startCliWorker(server.url, ['--exec', 'sleep 30', '--subject', 'jobs.cli-cancel'], cleanups)
+    const child = spawn(process.execPath, [CLI, 'publish', 'long', '--progress', '--timeout-ms', '60000', '--nats-url', server.url, '--publish-subject', 'jobs.cli-cancel', '--identity-file', join(dir, 'cli.seed')], { stdio: ['ignore', 'pipe', 'pipe'] })
+    cleanups.push(() => child.kill('SIGKILL'))
+    let stdout = ''
+    let stderr = ''
+    child.stdout.on('data', (c) => (stdout += c))
+    child.stderr.on('data', (c) => (stderr += c))
+    const exited = new Promise((resolve) => child.once('exit', (code) => resolve(code)))
+    await waitFor(() => stdout.includes('"accepted"'), { timeout: 10_000 })
+    child.kill('SIGINT')
+    assert.equal(await exited, 1, stderr)
+    const answer = JSON.parse(stdout.trim().split('\n').at(-1))
+    assert.equal(answer.error?.code, 'CANCELLED', stdout)
+    assert.match(stderr, /cancelling the job/)
+  })
+
+  it('pier_publish asks for progress: partial text reaches onUpdate, the host abort cancels the job', async () => {
+    await startCliWorker(server.url, ['--exec', 'printf "half"; sleep 30', '--subject', 'jobs.tool'], cleanups)
+    const cfg = { channels: { pier: { natsUrl: server.url, publishSubject: 'jobs.tool', identityFile: join(dir, 'tool.seed') } } }
+    const api = { config: cfg, runtime: { config: { current: () => cfg } } }
+    const tool = createPublishTool(api, pierLogger())
+    cleanups.push(() => tool.close())
+    const updates = []
+    const controller = new AbortController()
+    const result = tool.execute('t1', { task: 'go', timeoutMs: 60000 }, controller.signal, (u) => updates.push(u))
+    await waitFor(() => updates.length > 0, { timeout: 10_000 })
+    assert.equal(updates[0].content[0].text, 'half')
+    controller.abort()
+    const { details } = await result
+    assert.equal(details.error?.code, 'CANCELLED', JSON.stringify(details))
   })
 })

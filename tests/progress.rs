@@ -484,3 +484,128 @@ async fn a_cancel_with_the_right_token_stops_the_handler_and_is_answered_cancell
         let _ = std::fs::remove_file(&ledger);
     }
 }
+
+fn publisher_config(url: &str, extra: Value) -> pier_connector::config::Config {
+    let mut settings = json!({ "publishSubject": "jobs.rust" });
+    if let (Some(s), Some(e)) = (settings.as_object_mut(), extra.as_object()) {
+        s.extend(e.clone());
+    }
+    config(url, settings)
+}
+
+fn watch(
+    seen: Arc<Mutex<Vec<Value>>>,
+) -> (
+    Arc<pier_connector::publisher::Watch>,
+    tokio_util::sync::CancellationToken,
+) {
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let watch = pier_connector::publisher::Watch {
+        on_progress: Some(Box::new(move |p: &Value| {
+            seen.lock().unwrap().push(p.clone())
+        })),
+        cancel: cancel.clone(),
+    };
+    (Arc::new(watch), cancel)
+}
+
+#[tokio::test]
+async fn a_watching_publisher_sees_progress_and_cancels_its_job() {
+    use pier_connector::publisher::{PublishOptions, Publisher};
+    for mode in MODES {
+        let rig = Rig::start(mode, json!({})).await;
+        let mut extra = json!({});
+        if mode == Mode::JetStream {
+            extra["delivery"] = json!("jetstream");
+        }
+        let publisher = Publisher::connect(
+            &publisher_config(&rig._server.url, extra),
+            Arc::new(MemoryLogger::default()),
+        )
+        .await
+        .unwrap();
+        // Watched to its answer: every message of its job, the partials the result.
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (w, _) = watch(seen.clone());
+        let options = PublishOptions {
+            watch: Some(w),
+            ..Default::default()
+        };
+        let answer = publisher.publish("stream:12:30", options).await.unwrap();
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen[0]["state"], "accepted", "{mode:?}");
+        assert_eq!(texts(&seen), answer["result"].as_str().unwrap(), "{mode:?}");
+        // Cancelled through its token: the job is answered CANCELLED, the handler stopped.
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (w, cancel) = watch(seen.clone());
+        let options = PublishOptions {
+            watch: Some(w),
+            timeout_ms: Some(30_000),
+            ..Default::default()
+        };
+        let asked = tokio::spawn(async move { publisher.publish("hold", options).await });
+        assert!(eventually(Duration::from_secs(10), || !seen.lock().unwrap().is_empty()).await);
+        let sent = Instant::now();
+        cancel.cancel();
+        let answer = asked.await.unwrap().unwrap();
+        assert_eq!(answer["error"]["code"], "CANCELLED", "{mode:?}: {answer}");
+        assert!(sent.elapsed() < Duration::from_secs(1), "{mode:?}");
+        assert_eq!(rig.handler.cancels.lock().unwrap().len(), 1, "{mode:?}");
+        rig.worker.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_job_whose_worker_falls_silent_is_lost_after_three_keep_alive_intervals() {
+    use pier_connector::publisher::{PublishOptions, Publisher};
+    let server = NatsServer::start().await;
+    // A worker that says accepted (every 100 ms, keep-alives promised) and then nothing.
+    let client = async_nats::connect(&server.url).await.unwrap();
+    let mut jobs = client.subscribe("jobs.rust").await.unwrap();
+    let fake = tokio::spawn({
+        let client = client.clone();
+        async move {
+            let job = jobs.next().await.unwrap();
+            let to = job
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(protocol::PROGRESS_TO_HEADER))
+                .unwrap()
+                .to_string();
+            let id = serde_json::from_slice::<Value>(&job.payload).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            let accepted = json!({ "version": "1.1", "type": "task_progress", "id": id, "seq": 0,
+                "state": "accepted", "elapsedMs": 1, "intervalMs": 100,
+                "cancel": { "subject": "_INBOX.nowhere", "token": "t".repeat(22) },
+                "worker": { "id": "silent", "wallet": null } });
+            client
+                .publish(to, accepted.to_string().into())
+                .await
+                .unwrap();
+            client.flush().await.unwrap();
+        }
+    });
+    let publisher = Publisher::connect(
+        &publisher_config(&server.url, json!({})),
+        Arc::new(MemoryLogger::default()),
+    )
+    .await
+    .unwrap();
+    let started = Instant::now();
+    let options = PublishOptions {
+        watch: Some(Arc::new(pier_connector::publisher::Watch::default())),
+        timeout_ms: Some(60_000),
+        ..Default::default()
+    };
+    let error = publisher.publish("anything", options).await.unwrap_err();
+    let took = started.elapsed();
+    fake.await.unwrap();
+    assert_eq!(error.code(), "PIER_TIMEOUT", "{error}");
+    assert!(error.to_string().contains("lost"), "{error}");
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(3),
+        "lost after 3 x 100 ms of silence, not after the 60 s timeout: {took:?}"
+    );
+}

@@ -9,11 +9,13 @@ use crate::config::{Config, LogFormat};
 use crate::error::PierError;
 use crate::handler::EchoHandler;
 use crate::log::{JsonLines, Level, LevelFilter, Logger, SharedLogger};
-use crate::publisher::{PublishOptions, Publisher};
+use crate::publisher::{OnProgress, PublishOptions, Publisher, Watch};
 use crate::sync::lock;
 use crate::worker::{Worker, WorkerStatus};
 use js_handler::JsHandler;
-use napi::bindgen_prelude::{FnArgs, PromiseRaw, ToNapiValue, Unknown};
+use napi::bindgen_prelude::{
+    FnArgs, Function, JsObjectValue, Object, PromiseRaw, ToNapiValue, Unknown,
+};
 use napi::threadsafe_function::{
     ThreadsafeFunction, ThreadsafeFunctionCallMode, UnknownReturnValue,
 };
@@ -78,11 +80,54 @@ pub struct ClientOptions {
     pub log_level: Option<String>,
 }
 
-#[napi(object)]
-pub struct PublishRequestOptions {
+#[napi(object, object_to_js = false)]
+pub struct PublishRequestOptions<'a> {
     pub system_prompt: Option<String>,
     pub timeout_ms: Option<f64>,
     pub meta: Option<Value>,
+    /// Ask the worker for progress (protocol v1.1, `Pier-Progress-To`): set by `onProgress` or
+    /// `signal` too. Once the worker said `accepted`, 3 × its `intervalMs` without any message
+    /// rejects with `PIER_TIMEOUT` (the job is lost) before `timeoutMs` would.
+    pub progress: Option<bool>,
+    /// Each `task_progress` of the job, as it arrives: `accepted`, `working`, `partial` (with
+    /// `text`, the next piece of the answer).
+    #[napi(ts_type = "(progress: TaskProgress) => void")]
+    pub on_progress: Option<Function<'a, Value, UnknownReturnValue>>,
+    /// Aborting it cancels the job (`task_cancel`, sent once the worker's `accepted` says
+    /// where); the promise still resolves to the answer: `CANCELLED`, or whatever came first.
+    #[napi(ts_type = "AbortSignal")]
+    pub signal: Option<Object<'a>>,
+}
+
+/// A `task_progress` message (protocol v1.1) as a requester receives it.
+#[napi(object)]
+#[allow(dead_code)] // declared for index.d.ts; the worker's JSON is passed on as is
+pub struct TaskProgress {
+    /// `"1.1"`.
+    pub version: String,
+    /// `"task_progress"`.
+    #[napi(js_name = "type")]
+    pub kind: String,
+    pub id: String,
+    /// 0 for the first message of the job, then one more with each.
+    pub seq: f64,
+    /// `accepted` (first, once: with `intervalMs` and `cancel`), `working` (a keep-alive) or
+    /// `partial` (with `text`).
+    pub state: String,
+    pub elapsed_ms: f64,
+    pub interval_ms: Option<f64>,
+    pub cancel: Option<TaskProgressCancel>,
+    pub text: Option<String>,
+    pub worker: ReplyWorker,
+}
+
+/// Where and how to cancel a job: publish `{"version":"1.1","type":"task_cancel","id","token"}`
+/// to `subject`.
+#[napi(object)]
+#[allow(dead_code)] // declared for index.d.ts
+pub struct TaskProgressCancel {
+    pub subject: String,
+    pub token: String,
 }
 
 #[napi(object, js_name = "WorkerStats")]
@@ -631,13 +676,14 @@ impl PierWorker {
         task: String,
         options: Option<PublishRequestOptions>,
     ) -> napi::Result<PromiseRaw<'env, Value>> {
+        let options = publish_options(env, options)?;
         let publisher = self.worker.client().map(|client| {
             Publisher::with_client(client, self.worker.config(), self.worker.signing_key())
         });
         promise(env, async move {
             publisher
                 .ok_or(PierError::NotRunning)?
-                .publish(&task, publish_options(options))
+                .publish(&task, options)
                 .await
         })
     }
@@ -699,10 +745,11 @@ impl PierClient {
         task: String,
         options: Option<PublishRequestOptions>,
     ) -> napi::Result<PromiseRaw<'env, Value>> {
+        let options = publish_options(env, options)?;
         let shared = self.shared.clone();
         promise(env, async move {
             let publisher = shared.publisher().await?;
-            publisher.publish(&task, publish_options(options)).await
+            publisher.publish(&task, options).await
         })
     }
 
@@ -777,17 +824,67 @@ impl ClientState {
     }
 }
 
-fn publish_options(options: Option<PublishRequestOptions>) -> PublishOptions {
-    options
-        .map(|o| PublishOptions {
-            system_prompt: o.system_prompt,
-            timeout_ms: o
-                .timeout_ms
-                .filter(|t| t.is_finite() && *t >= 1.0)
-                .map(|t| t as u64),
-            meta: o.meta,
-        })
-        .unwrap_or_default()
+/// An `AbortSignal`'s `addEventListener(type, listener)`.
+type AddEventListener<'a> =
+    Function<'a, FnArgs<(String, Function<'a, (), ()>)>, UnknownReturnValue>;
+
+/// `(progress)`: a requester's progress callback.
+type ProgressFn = ThreadsafeFunction<Value, UnknownReturnValue, Value, napi::Status, false, true>;
+
+/// The core's options from JS ones; on the JS thread, so an `AbortSignal` can be listened to.
+fn publish_options(
+    env: &Env,
+    options: Option<PublishRequestOptions>,
+) -> napi::Result<PublishOptions> {
+    let Some(o) = options else {
+        return Ok(PublishOptions::default());
+    };
+    let watched = o.progress == Some(true) || o.on_progress.is_some() || o.signal.is_some();
+    let watch = if watched {
+        let on_progress: Option<OnProgress> = match o.on_progress {
+            Some(f) => {
+                let f: ProgressFn = f
+                    .build_threadsafe_function()
+                    .callee_handled::<false>()
+                    .weak::<true>()
+                    .build()?;
+                Some(Box::new(move |progress: &Value| {
+                    f.call(progress.clone(), ThreadsafeFunctionCallMode::NonBlocking);
+                }))
+            }
+            None => None,
+        };
+        let cancel = tokio_util::sync::CancellationToken::new();
+        if let Some(signal) = o.signal {
+            if signal.get::<bool>("aborted")?.unwrap_or(false) {
+                cancel.cancel();
+            } else {
+                let token = cancel.clone();
+                let on_abort =
+                    env.create_function_from_closure::<(), (), _>("pierCancelJob", move |_| {
+                        token.cancel();
+                        Ok(())
+                    })?;
+                let add: AddEventListener = signal.get_named_property("addEventListener")?;
+                add.apply(signal, ("abort".to_string(), on_abort).into())?;
+            }
+        }
+        Some(Arc::new(Watch {
+            on_progress,
+            cancel,
+        }))
+    } else {
+        None
+    };
+    Ok(PublishOptions {
+        system_prompt: o.system_prompt,
+        timeout_ms: o
+            .timeout_ms
+            .filter(|t| t.is_finite() && *t >= 1.0)
+            .map(|t| t as u64),
+        meta: o.meta,
+        watch,
+    })
 }
 
 /// The one place where core errors become JS errors: an `Error` whose `code` property is the
