@@ -609,3 +609,65 @@ async fn a_job_whose_worker_falls_silent_is_lost_after_three_keep_alive_interval
         "lost after 3 x 100 ms of silence, not after the 60 s timeout: {took:?}"
     );
 }
+
+/// The cost of progress (not part of the tests: `cargo test --release --test progress -- --ignored
+/// --nocapture`): 4,000 jobs, 256 in flight, each streaming 10 pieces of 30 characters, with
+/// and without `Pier-Progress-To`; jobs per second of each.
+#[tokio::test]
+#[ignore]
+async fn measure_the_cost_of_progress() {
+    use futures_util::stream::{self, StreamExt as _};
+    let rig = Rig::start(
+        Mode::Core,
+        json!({ "maxConcurrentJobs": 256, "progressIntervalMs": 5000 }),
+    )
+    .await;
+    const JOBS: usize = 4000;
+    for round in 0..2 {
+        for with_progress in [false, true] {
+            let started = Instant::now();
+            let client = rig.client.clone();
+            let answered = stream::iter(0..JOBS)
+                .map(|n| {
+                    let client = client.clone();
+                    async move {
+                        let inbox = client.new_inbox();
+                        let mut answers = client.subscribe(inbox.clone()).await.unwrap();
+                        let mut headers = HeaderMap::new();
+                        let progress_to = format!("{inbox}.p");
+                        let _progress = client.subscribe(progress_to.clone()).await.unwrap();
+                        if with_progress {
+                            headers.insert(protocol::PROGRESS_TO_HEADER, progress_to.as_str());
+                        }
+                        let payload = json!({ "id": format!("m{n}"), "task": "stream:10:0" });
+                        client
+                            .publish_with_reply_and_headers(
+                                "jobs.rust",
+                                inbox,
+                                headers,
+                                payload.to_string().into(),
+                            )
+                            .await
+                            .unwrap();
+                        let answer = answers.next().await.unwrap();
+                        serde_json::from_slice::<Value>(&answer.payload).unwrap()["ok"] == true
+                    }
+                })
+                .buffer_unordered(256)
+                .filter(|ok| std::future::ready(*ok))
+                .count()
+                .await;
+            let took = started.elapsed();
+            assert_eq!(answered, JOBS);
+            eprintln!(
+                "round {round}: progress {with_progress}: {JOBS} jobs in {took:?}: {:.0} jobs/s",
+                JOBS as f64 / took.as_secs_f64()
+            );
+        }
+    }
+    eprintln!(
+        "progress messages sent: {}",
+        rig.worker.status().stats.progress_sent
+    );
+    rig.worker.stop().await;
+}
