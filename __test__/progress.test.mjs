@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { connect, createInbox, headers as natsHeaders } from '@nats-io/transport-node'
 import { startNatsServer } from './helpers/nats-server.mjs'
-import { startCliWorker, waitFor, CLI } from './conformance/harness.mjs'
+import { startCliWorker, waitFor, CLI, natsPy } from './conformance/harness.mjs'
 import { spawn } from 'node:child_process'
 import { createRequire } from 'node:module'
 import { createPublishTool } from '../plugin/tool.mjs'
@@ -196,5 +196,22 @@ describe('progress and cancellation through nats.js', () => {
     controller.abort()
     const { details } = await result
     assert.equal(details.error?.code, 'CANCELLED', JSON.stringify(details))
+  })
+
+  it('nats-py: progress with its keep-alives and partials, a v1.0 request gets one message, a wrong cancel changes nothing, the right one CANCELLED', async () => {
+    await startCliWorker(server.url, ['--exec', 'printf "py one "; sleep 0.7; printf "py two"', '--subject', 'jobs.py', '--progress-interval-ms', '200'], cleanups)
+    const streamed = await natsPy(['progress', server.url, 'jobs.py', 'go'])
+    assert.equal(streamed.reply.result, 'py one py two', JSON.stringify(streamed))
+    assert.equal(streamed.progress[0].state, 'accepted')
+    streamed.progress.forEach((p, n) => assert.equal(p.seq, n))
+    assert.ok(streamed.progress.some((p) => p.state === 'working'), 'a keep-alive during the 0.7 s of silence')
+    assert.equal(streamed.progress.filter((p) => p.state === 'partial').map((p) => p.text).join(''), streamed.reply.result)
+    const plain = await natsPy(['request', server.url, 'jobs.py', 'go'])
+    assert.equal(plain.reply.result, 'py one py two', 'a v1.0 requester gets its one answer')
+    await startCliWorker(server.url, ['--exec', 'sleep 30', '--subject', 'jobs.py-cancel'], cleanups)
+    const cancelled = await natsPy(['progress', server.url, 'jobs.py-cancel', 'go', 'cancel'])
+    assert.equal(cancelled.answered_before_right_cancel, false, 'the wrong token changed nothing')
+    assert.equal(cancelled.reply.error?.code, 'CANCELLED', JSON.stringify(cancelled.reply))
+    assert.ok(cancelled.cancel_ms < 1000, `${cancelled.cancel_ms} ms`)
   })
 })
