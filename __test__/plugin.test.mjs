@@ -9,7 +9,7 @@ import { join } from 'node:path'
 import { useNats, request, waitFor, sleep } from './helpers/addon.mjs'
 import { startNatsServer, freePort } from './helpers/nats-server.mjs'
 import { registerPier, createPierRuntime } from '../plugin/register.mjs'
-import { createAgentTurnHandler, replyText } from '../plugin/agent-turn.mjs'
+import { createAgentTurnHandler, partialForwarder, replyText } from '../plugin/agent-turn.mjs'
 import { jobToolPolicy, expandTools } from '../plugin/job-policy.mjs'
 import { openJobTurn, closeJobTurn } from '../plugin/jobs.mjs'
 import { createJobToolGuard } from '../plugin/job-guard.mjs'
@@ -214,19 +214,58 @@ describe('agent turn', () => {
     assert.ok(calls[1].toolsAllow.length > 0)
   })
 
-  it("a second job with the id of one in flight is refused, and keeps the first one's abort handle and answer slot", async () => {
-    let release
-    const { api } = stubApi({ runEmbeddedAgent: () => new Promise((r) => (release = () => r({ payloads: [{ text: 'first' }] }))) })
+  it("jobs are known by their run keys: two in flight with one id both run, each aborted by its own key, and a run key in flight is never taken over", async () => {
+    const releases = []
+    const signals = []
+    const { api } = stubApi({
+      runEmbeddedAgent: (p) => {
+        signals.push(p.abortSignal)
+        return new Promise((r) => releases.push((text) => r({ payloads: [{ text }] })))
+      },
+    })
     const running = new Map()
     const handler = turnHandler(api, { running })
-    const first = handler(job({ id: 'dup' }))
+    const first = handler(job({ id: 'dup', runKey: 'run-a' }))
+    const second = handler(job({ id: 'dup', runKey: 'run-b' }))
     await new Promise((r) => setImmediate(r))
-    const abort = running.get('dup')
-    assert.equal((await handler(job({ id: 'dup' }))).error.code, 'INVALID_REQUEST')
-    assert.equal(running.get('dup'), abort)
-    release()
+    assert.deepEqual([...running.keys()].sort(), ['run-a', 'run-b'], 'both jobs with one id run')
+    const abortA = running.get('run-a')
+    assert.equal((await handler(job({ id: 'other', runKey: 'run-a' }))).error.code, 'EXECUTION_FAILED')
+    assert.equal(running.get('run-a'), abortA, "a run key in flight keeps its job's abort handle")
+    running.get('run-b').abort(new Error('CANCELLED'))
+    assert.equal(signals[1].aborted, true, "the second job's turn is aborted by its own key")
+    assert.equal(signals[0].aborted, false, 'the first job, with the same id, runs on')
+    releases[0]('first')
+    releases[1]('')
     assert.equal(await first, 'first')
-    assert.equal(running.has('dup'), false)
+    assert.equal((await second).error.code, 'TIMEOUT', 'an aborted turn is no result')
+    assert.equal(running.size, 0)
+  })
+
+  it('streams a tool-less turn\'s text to a requester that asked for progress: pieces that in order are the trimmed result, nothing once the stream is rewritten', async () => {
+    const snapshots = ['  Hel', '  Hello', '  Hello wor', '  Hello world \n', '  Hello world!  ']
+    const { api } = stubApi({
+      runEmbeddedAgent: async (p) => {
+        for (const text of snapshots) p.onPartialReply?.({ text, delta: '' })
+        return { payloads: [{ text: snapshots.at(-1) }] }
+      },
+    })
+    const pieces = []
+    const handler = turnHandler(api)
+    const result = await handler(job({ progress: true }), { partial: (t) => pieces.push(t) })
+    assert.equal(result, 'Hello world!')
+    assert.deepEqual(pieces, ['Hel', 'lo', ' wor', 'ld', '!'])
+    assert.equal(pieces.join(''), result)
+    // No progress asked, or tools offered: nothing streamed.
+    const none = []
+    await handler(job(), { partial: (t) => none.push(t) })
+    await turnHandler(api, { toolsAllow: ['group:web'] })(job({ progress: true }), { partial: (t) => none.push(t) })
+    assert.deepEqual(none, [])
+    // A rewrite stops the stream; the worker sends the rest only when what was sent is the result's start.
+    const rewritten = []
+    const forward = partialForwarder({ progress: true }, { partial: (t) => rewritten.push(t) }, [])
+    for (const text of ['Draft one', 'Final answer', 'Final answer here']) forward({ text })
+    assert.deepEqual(rewritten, ['Draft one'])
   })
 
   it("a pier channel message answers the job only at its reply handle, which only its own turn is told, and aborts the turn", async () => {
@@ -249,7 +288,7 @@ describe('agent turn', () => {
     const other = turnHandler(api, { toolsAllow: ['message'], unsafeHostTools: true, running: otherRunning })
     const pending = handler(job({ id: 'chan-1' }))
     await new Promise((r) => setImmediate(r))
-    const otherPending = other(job({ id: 'chan-2' }))
+    const otherPending = other(job({ id: 'chan-2', runKey: 'run-chan-2' }))
     await new Promise((r) => setImmediate(r))
     const [own, second] = contexts
     const handle = /to target (pier-reply-[A-Za-z0-9_-]+)/.exec(own.runtimeContextFragments[0].text)?.[1]
@@ -270,7 +309,7 @@ describe('agent turn', () => {
     assert.equal(signal.aborted, false, 'the second turn still runs')
     assert.equal(own.abortSignal.aborted, true, 'the answered turn is aborted')
     await assert.rejects(sendJobReply({ to: handle, text: 'late' }), /not an open Pier job's reply handle/)
-    otherRunning.get('chan-2').abort()
+    otherRunning.get('run-chan-2').abort()
     await otherPending
     await new Promise((r) => setTimeout(r, 20))
     process.off('unhandledRejection', onUnhandled)

@@ -190,14 +190,14 @@ describe('overload and slow handlers', () => {
       (job) =>
         new Promise((resolve, reject) => {
           const controller = new AbortController()
-          controllers.set(job.id, controller)
+          controllers.set(job.runKey, controller)
           controller.signal.addEventListener('abort', () => {
             aborted.push(job.id)
             reject(new Error('aborted'))
           })
           setTimeout(() => resolve('too late'), 5000)
         }),
-      { logger: () => {}, onCancel: (id) => controllers.get(id)?.abort() },
+      { logger: () => {}, onCancel: (runKey) => controllers.get(runKey)?.abort() },
     )
     await worker.start()
     const replies = await Promise.all([1, 2].map((i) => request(nc, 'jobs.slow', { id: `s${i}`, task: 'x' })))

@@ -54,7 +54,7 @@ export function createAccountRun(account, { api, log, deleteSession, cleanupSess
       try {
         worker = new PierWorker(accountAddonConfig(api, account), handler, {
           logger: (level, message) => log.addon(level, `[${accountId}] ${clean(message).replace(/^\[pier-connector\] /, '')}`),
-          onCancel: (jobId, reason) => running.get(jobId)?.abort(new Error(reason)),
+          onCancel: (runKey, reason) => running.get(runKey)?.abort(new Error(reason)),
         })
         return worker
       } catch (error) {
