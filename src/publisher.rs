@@ -344,15 +344,22 @@ impl Publisher {
         let mut last_heard = tokio::time::Instant::now();
         let mut cancel_sent = false;
         let watch = watching.watch.clone();
+        let mut progress_open = true;
         loop {
             let lost_at = silence.map(|s| last_heard + s);
             let want_cancel = !cancel_sent && cancel_at.is_some();
+            // Progress first: the worker sends its last partial before its answer, and the
+            // connection hands both to their subscriptions in that order, so every progress
+            // message of the job is already waiting when its answer is; an unbiased select
+            // could return the answer with some of them still unread.
             tokio::select! {
-                reply = replies.next() => {
-                    return reply.ok_or_else(|| PierError::request(op, "connection closed"));
-                }
-                message = watching.messages.next() => {
-                    let Some(message) = message else { continue };
+                biased;
+                message = watching.messages.next(), if progress_open => {
+                    let Some(message) = message else {
+                        // Its subscription ended (the connection closing): the reply decides.
+                        progress_open = false;
+                        continue;
+                    };
                     let Ok(progress) = serde_json::from_slice::<Value>(&message.payload) else {
                         continue;
                     };
@@ -375,6 +382,9 @@ impl Publisher {
                     if let Some(on_progress) = &watch.on_progress {
                         on_progress(&progress);
                     }
+                }
+                reply = replies.next() => {
+                    return reply.ok_or_else(|| PierError::request(op, "connection closed"));
                 }
                 _ = watch.cancel.cancelled(), if want_cancel => {
                     if let Some((subject, token)) = &cancel_at {
