@@ -224,7 +224,7 @@ describe('reloads and restarts under load', () => {
     assert.ok(lastTen < 20, `RSS bounded: +${lastTen.toFixed(1)} MB a reload over the last 10 (${rss.join(' ')})`)
   })
 
-  it('adding the job agent (openclaw agents add pier-jobs) while jobs arrive never stops the worker; /pier works with two agents', async () => {
+  it('adding the job agent (openclaw agents add pier-jobs) while jobs arrive never stops the worker', async () => {
     const load = startLoad()
     const added = Date.now()
     let out
@@ -250,20 +250,6 @@ describe('reloads and restarts under load', () => {
     // (lastError may name the load's last OVERLOADED refusal; never a stop.)
     assert.doesNotMatch(account.lastError ?? '', /config change|PIER_|stopped/)
 
-    // /pier from the operator's own chat, in a gateway that now has two agents.
-    const key = 'agent:main:main'
-    await home.call('chat.send', { sessionKey: key, message: '/pier', idempotencyKey: `pier-two-agents-${Date.now()}` })
-    let last = ''
-    await waitFor(
-      async () => {
-        last = JSON.stringify(await home.call('chat.history', { sessionKey: key, limit: 6 }))
-        return /Pier connector/.test(last)
-      },
-      { timeout: 30_000, interval: 500 },
-    ).catch((error) => {
-      throw new Error(`${error.message}; last history: ${last.slice(-2000)}`)
-    })
-    assert.doesNotMatch(last, /PIERQ|fake model/i, 'the command answered, not the model')
   })
 
   it('an in-process gateway restart under load: running jobs finish or are answered SHUTTING_DOWN, the worker is back, alone, and the old copy left nothing running', async () => {
