@@ -518,6 +518,12 @@ export interface WorkerStats {
   inFlight: number
   noReply: number
   replyFailures: number
+  /**
+   * JetStream jobs refused for this worker's own reason (OVERLOADED, RATE_LIMITED,
+   * BUDGET_EXHAUSTED) and given back to the stream for another worker instead of answered
+   * (until their last delivery or near their deadline); also counted in `rejected`.
+   */
+  passedOn: number
   errorsByCode: Record<string, number>
   disconnects: number
   reconnects: number

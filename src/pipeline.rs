@@ -95,8 +95,11 @@ pub(crate) trait Inbound: Send + Sync + 'static {
         None
     }
 
-    /// What to do with a job admitted while every slot is taken: `None` answers OVERLOADED.
-    fn when_full(&self) -> Option<Settle> {
+    /// A refusal for a reason of this worker's own (OVERLOADED, RATE_LIMITED,
+    /// BUDGET_EXHAUSTED) need not end a job another worker may take: the source's way to give
+    /// it back instead of answering it, or `None` to answer it. `left`: what is left of the
+    /// job's deadline, when its payload could be read.
+    fn pass_on(&self, _error: &JobError, _left: Option<Duration>) -> Option<Settle> {
         None
     }
 
@@ -136,6 +139,8 @@ struct JobFacts {
     ledger_later: Option<std::sync::Mutex<Option<LedgerLine>>>,
     /// What names the job's answer where a stream keeps it (`Nats-Msg-Id`): see [`answer_key`].
     answer_key: Option<String>,
+    /// What was left of its deadline when it was admitted or refused (once its payload read).
+    left: Option<Duration>,
 }
 
 /// A ledger line's outcome and code.
@@ -150,6 +155,7 @@ impl JobFacts {
             usage: None,
             ledger_later: None,
             answer_key: None,
+            left: None,
         }
     }
 }
@@ -343,7 +349,6 @@ impl Pipeline {
             subject: inbound.subject(),
             signed_reply: inbound.signed_reply(),
             stored: inbound.stored(),
-            gives_back_when_full: inbound.when_full().is_some(),
         };
         let current = Occupancy {
             pipeline: self,
@@ -381,6 +386,7 @@ impl Pipeline {
             left,
         } = *admitted;
         let mut facts = JobFacts::new(received_at, sender);
+        facts.left = Some(left);
         facts.answer_key = Some(answer_key(
             facts.sender.key.as_deref(),
             &job.id,
@@ -390,10 +396,6 @@ impl Pipeline {
         // Admission saw them free; each is taken here, atomically, and a race lost is answered
         // like the rule it lost to.
         let Some(slot) = slot.or_else(|| self.slots.clone().try_acquire_owned().ok()) else {
-            if let Some(settle) = inbound.when_full() {
-                self.stats.record(Outcome::Errored(ErrorCode::Overloaded));
-                return inbound.settle(settle).await;
-            }
             let error = admission::overloaded(self.config.max_concurrent_jobs);
             return self.refuse(inbound, target, id, error, &facts).await;
         };
@@ -453,7 +455,8 @@ impl Pipeline {
     async fn not_run<I: Inbound>(&self, inbound: I, not_run: NotRun, received_at: Instant) {
         match not_run {
             NotRun::Refuse(refusal) => {
-                let facts = JobFacts::new(received_at, refusal.sender);
+                let mut facts = JobFacts::new(received_at, refusal.sender);
+                facts.left = refusal.left;
                 self.refuse(
                     inbound,
                     refusal.target,
@@ -462,11 +465,6 @@ impl Pipeline {
                     &facts,
                 )
                 .await
-            }
-            NotRun::GiveBack => {
-                self.stats.record(Outcome::Errored(ErrorCode::Overloaded));
-                let settle = inbound.when_full().unwrap_or(Settle::Retry { delay: None });
-                inbound.settle(settle).await
             }
             NotRun::Unanswerable { id, why } => {
                 self.stats.record(Outcome::NoReply);
@@ -521,6 +519,7 @@ impl Pipeline {
                 id: Some(admitted.job.id),
                 target: admitted.target,
                 sender: admitted.sender,
+                left: Some(admitted.left),
             })),
         };
         self.not_run(inbound, not_run, received_at).await
@@ -534,6 +533,21 @@ impl Pipeline {
         error: JobError,
         facts: &JobFacts,
     ) {
+        // Another worker may take it (JetStream): given back, not answered.
+        if let Some(settle) = inbound.pass_on(&error, facts.left) {
+            self.stats.passed_on(error.code);
+            if self.logger.enabled(Level::Debug) {
+                self.logger.log(
+                    Level::Debug,
+                    &format!(
+                        "[pier-connector] job {} given back for another worker: {}",
+                        id.map_or_else(|| "(no id)".to_string(), loggable),
+                        error.code.as_str()
+                    ),
+                );
+            }
+            return inbound.settle(settle).await;
+        }
         let delivered = self
             .answer_error(&inbound, target, id, error, true, facts)
             .await;

@@ -87,6 +87,10 @@ pub struct JsStats {
     pub in_flight: f64,
     pub no_reply: f64,
     pub reply_failures: f64,
+    /// JetStream jobs refused for this worker's own reason (OVERLOADED, RATE_LIMITED,
+    /// BUDGET_EXHAUSTED) and given back to the stream for another worker instead of answered
+    /// (until their last delivery or near their deadline); also counted in `rejected`.
+    pub passed_on: f64,
     pub errors_by_code: HashMap<String, f64>,
     pub disconnects: f64,
     pub reconnects: f64,
