@@ -13,7 +13,7 @@
 //! NATS, flushed before the ack, and is at most once like every core message.
 //!
 //! Whether a stream keeps a reply subject is asked once per subject class (the subject without
-//! its last token) and kept for a minute, not asked before every answer.
+//! its last token) and kept for a minute (5 s when none does), not asked before every answer.
 //!
 //! JetStream being briefly unavailable (a leader election, a node restarting) is waited out,
 //! at start and while running; only a refusal that no wait can heal (a missing permission, a
@@ -67,8 +67,11 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 const PERMISSION_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How long a verdict on whether a stream keeps a reply subject class is used without asking
-/// again.
+/// again: a minute when one does (should the stream go, the JetStream publish fails at once
+/// and the subject is asked again), a few seconds when none does (a stream made meanwhile
+/// would store the answers published over core NATS, but unconfirmed).
 const REPLY_STREAMS_TTL: Duration = Duration::from_secs(60);
+const NO_REPLY_STREAM_TTL: Duration = Duration::from_secs(5);
 
 /// At most this many subject classes are remembered (each requester's own inbox is one).
 const REPLY_STREAMS_CAP: usize = 1024;
@@ -113,9 +116,14 @@ impl ReplyStreams {
     /// The verdict on `subject`'s class, and whether it is still fresh.
     fn get(&self, subject: &str) -> Option<(bool, bool)> {
         let known = crate::sync::lock(&self.0);
-        known
-            .get(subject_class(subject))
-            .map(|(kept, at)| (*kept, at.elapsed() < REPLY_STREAMS_TTL))
+        known.get(subject_class(subject)).map(|(kept, at)| {
+            let ttl = if *kept {
+                REPLY_STREAMS_TTL
+            } else {
+                NO_REPLY_STREAM_TTL
+            };
+            (*kept, at.elapsed() < ttl)
+        })
     }
 
     fn set(&self, subject: &str, kept: bool) {
