@@ -16,7 +16,7 @@ use crate::budget::{DailyUse, DayUse};
 use crate::config::{Config, WorkerIdentity};
 use crate::error::{ErrorCode, JobError};
 use crate::handler::{HandlerResult, JobHandler, JobInput, Usage};
-use crate::ledger::{Ledger, LedgerEntry};
+use crate::ledger::{Ledger, LedgerEntry, RETRIED, UNDELIVERED};
 use crate::log::{loggable, JobLine, Level, SharedLogger};
 use crate::outbox::{self, Outbox, Reply};
 use crate::protocol::{self, JobRequest};
@@ -143,8 +143,8 @@ struct JobFacts {
     left: Option<Duration>,
 }
 
-/// A ledger line's outcome and code.
-type LedgerLine = (String, Option<ErrorCode>);
+/// A ledger line's outcome and code, and whether its answer was delivered.
+type LedgerLine = (String, Option<ErrorCode>, bool);
 
 impl JobFacts {
     fn new(received_at: Instant, sender: SenderFacts) -> JobFacts {
@@ -604,16 +604,13 @@ impl Pipeline {
         let settle = match (retry, outcome) {
             (Some(retry), Err(error)) => {
                 self.stats.record_error(error.code, &error.message);
-                self.write_ledger(&id, &facts, "retried", Some(error.code), false);
+                self.write_ledger(&id, &facts, RETRIED, Some(error.code), false);
                 retry
             }
             (_, Ok(result)) => {
                 let delivered = self
                     .answer_result(&inbound, target, &id, &facts, &result, inline)
                     .await;
-                if let (Some(true), Some(price)) = (delivered, facts.sender.price) {
-                    self.stats.add_earned(price);
-                }
                 match delivered {
                     Some(true) => Settle::Answered { ok: true },
                     Some(false) => Settle::Answered { ok: false },
@@ -692,8 +689,8 @@ impl Pipeline {
             .ledger_later
             .take()
             .and_then(|later| later.into_inner().ok().flatten());
-        if let Some((outcome, code)) = line {
-            self.write_ledger(id, facts, &outcome, code, false);
+        if let Some((outcome, code, delivered)) = line {
+            self.write_ledger(id, facts, &outcome, code, delivered);
         }
     }
 
@@ -848,41 +845,60 @@ impl Pipeline {
             facts,
             line.outcome,
             Some(error.code),
-            false,
+            sent,
         );
         sent
     }
 
-    /// The ledger's line for a job that ran (refusals earn and spend nothing and are not
-    /// written); `earned` when its result was handed to the connection.
+    /// The end of a run of a job (refusals earn and spend nothing and are not counted or
+    /// written): counted in the day's jobs and earnings, and its ledger line. `delivered`: its
+    /// answer was handed to the connection (confirmed, where the source confirms): one that
+    /// was not is `undelivered`, and a job earns once, at its first delivered result (stats
+    /// and ledger alike). A rerun (the job ran before) is marked.
     fn write_ledger(
         &self,
         id: &str,
         facts: &JobFacts,
         outcome: &str,
         code: Option<ErrorCode>,
-        earned: bool,
+        delivered: bool,
     ) {
-        let Some(ledger) = self.ledger.as_ref().filter(|_| facts.ran) else {
-            return;
-        };
-        if let Some(later) = &facts.ledger_later {
-            *crate::sync::lock(later) = Some((outcome.to_string(), code));
+        if !facts.ran {
             return;
         }
+        if let Some(later) = &facts.ledger_later {
+            *crate::sync::lock(later) = Some((outcome.to_string(), code, delivered));
+            return;
+        }
+        let outcome = if delivered || outcome == RETRIED {
+            outcome
+        } else {
+            UNDELIVERED
+        };
+        let now = SystemTime::now();
+        let (counted, earned) = self.daily.ended(
+            facts.answer_key.as_deref(),
+            outcome,
+            facts.sender.price,
+            signature::unix_ms(now),
+        );
+        if earned > 0.0 {
+            self.stats.add_earned(earned);
+        }
+        let Some(ledger) = self.ledger.as_ref() else {
+            return;
+        };
         let entry = LedgerEntry {
-            time: crate::timestamp::rfc3339(SystemTime::now()),
+            time: crate::timestamp::rfc3339(now),
             worker: self.identity.id.clone(),
             id: loggable(id),
+            job: facts.answer_key.clone(),
             sender: facts.sender.name.clone(),
             sender_key: facts.sender.key.clone(),
             price: facts.sender.price,
-            earned: if earned {
-                facts.sender.price.unwrap_or(0.0)
-            } else {
-                0.0
-            },
+            earned,
             outcome: outcome.to_string(),
+            rerun: counted.rerun,
             code: code.map(|c| c.as_str().to_string()),
             tokens_in: None,
             tokens_out: None,
