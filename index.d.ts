@@ -176,12 +176,19 @@ export interface JobContext {
 export interface LedgerDay {
   /** `YYYY-MM-DD` (UTC). */
   day: string
-  /** Jobs that ran and ended that day. */
+  /**
+   * Jobs that ended that day, each once (a run whose answer was undelivered, or given back
+   * for a retry, is not a job yet; a rerun of a job already counted is not another).
+   */
   jobs: number
   completed: number
-  /** Sum of `meta.price` of the jobs whose result was delivered. */
+  /** Runs whose answer could not be delivered (`undelivered` lines). */
+  undelivered: number
+  /** Runs of jobs that had run before (JetStream redeliveries). */
+  reruns: number
+  /** Each job's `meta.price` once, when its result was delivered. */
   earned: number
-  /** Sum of the turns' cost, in the unit of the model's cost config. */
+  /** Sum of every run's cost, in the unit of the model's cost config. */
   spent: number
   /** `earned - spent`: meaningful when prices and model costs share a unit. */
   margin: number
@@ -196,10 +203,22 @@ export interface LedgerDay {
 
 /**
  * Per-day sums of the ledger at `file` (with its rotated files `<file>.1`, `.2`), oldest day
- * first, from the UTC day of `sinceMs` (Unix ms) on. A missing ledger has no days; an
- * unreadable one is the error `PIER_REQUEST`.
+ * first, from the UTC day of `sinceMs` (Unix ms) on, read off the JavaScript thread. Each job
+ * and its earnings count once; every run's spending counts. A missing ledger has no days; an
+ * unreadable one rejects with the error `PIER_REQUEST`.
  */
-export declare function ledgerDays(file: string, sinceMs?: number | undefined | null): Array<LedgerDay>
+export declare function ledgerDays(file: string, sinceMs?: number | undefined | null): Promise<LedgerDays>
+
+/** A ledger read by `ledgerDays`. */
+export interface LedgerDays {
+  /** Oldest day first. */
+  days: Array<LedgerDay>
+  /**
+   * Lines that do not read as ledger entries (cut short by a crash, or not the worker's):
+   * skipped.
+   */
+  unreadableLines: number
+}
 
 /**
  * The worker's and client's config: every key is optional. Unknown or ill-typed keys are a
@@ -595,6 +614,12 @@ export interface WorkerStats {
   inFlight: number
   noReply: number
   replyFailures: number
+  /**
+   * JetStream jobs refused for this worker's own reason (OVERLOADED, RATE_LIMITED,
+   * BUDGET_EXHAUSTED) and given back to the stream for another worker instead of answered
+   * (until their last delivery or near their deadline); also counted in `rejected`.
+   */
+  passedOn: number
   errorsByCode: Record<string, number>
   disconnects: number
   reconnects: number
@@ -678,4 +703,19 @@ export interface WorkerToday {
    * restart keeps the day's use); `start`: no ledger file, counted from the worker's start.
    */
   countedFrom: string
+  /**
+   * Jobs that ended today, each once, as the ledger counts them (a run whose answer was
+   * undelivered, or given back for a retry, is not a job yet).
+   */
+  jobs: number
+  /** Of those, completed. */
+  completed: number
+  /** Runs whose answer could not be delivered (`undelivered` in the ledger). */
+  undelivered: number
+  /** Runs of jobs that had run before (JetStream redeliveries; `rerun` in the ledger). */
+  reruns: number
+  /** Each job's `meta.price` once, when its result was delivered. */
+  earned: number
+  /** `earned - spent`: meaningful when prices and model costs share a unit. */
+  margin: number
 }

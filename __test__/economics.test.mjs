@@ -5,12 +5,12 @@
 import { it, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { execFile } from 'node:child_process'
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { fileURLToPath } from 'node:url'
-import { PierWorker, useNats, request, memoryLogger } from './helpers/addon.mjs'
+import { PierWorker, ledgerDays, useNats, request, memoryLogger } from './helpers/addon.mjs'
 import { freePort } from './helpers/nats-server.mjs'
 import { replyHint, createPublishTool } from '../plugin/tool.mjs'
 import { recordApproval } from '../plugin/approved-calls.mjs'
@@ -105,7 +105,20 @@ it('a daily budget stops jobs before the model once spent; status, /pier and the
   const worker = new PierWorker(config, (job) => (calls++, { result: `done ${job.id}`, usage }))
   await worker.start()
   try {
-    assert.deepEqual(worker.status().today, { day: new Date().toISOString().slice(0, 10), spent: 0, tokens: 0, maxDailySpend: 1, maxDailyTokens: 0, countedFrom: 'ledger' })
+    assert.deepEqual(worker.status().today, {
+      day: new Date().toISOString().slice(0, 10),
+      spent: 0,
+      tokens: 0,
+      maxDailySpend: 1,
+      maxDailyTokens: 0,
+      countedFrom: 'ledger',
+      jobs: 0,
+      completed: 0,
+      undelivered: 0,
+      reruns: 0,
+      earned: 0,
+      margin: 0,
+    })
     for (const id of ['d1', 'd2']) assert.equal((await request(nats.nc, 'eco.budget', { id, task: 't' })).result, `done ${id}`)
     const refused = await request(nats.nc, 'eco.budget', { id: 'd3', task: 't' })
     assert.equal(refused.error.code, 'BUDGET_EXHAUSTED')
@@ -118,7 +131,10 @@ it('a daily budget stops jobs before the model once spent; status, /pier and the
     assert.equal(m.get('pier_jobs_total{outcome="rejected",code="BUDGET_EXHAUSTED"}'), 1)
     assert.equal(m.get('pier_jobs_total{outcome="rejected",code="RATE_LIMITED"}'), 0)
     // /pier: the day's use against the budget, in 80 columns.
-    const text = formatAccount('default', status, { today: ledgerToday(ledgerFile), config })
+    const today = await ledgerToday(ledgerFile)
+    // The running worker counts its day as its ledger does.
+    for (const key of ['jobs', 'completed', 'earned', 'spent', 'margin', 'tokens']) assert.equal(status.today[key], today[key], key)
+    const text = formatAccount('default', status, { today, config })
     // (The last error line quotes the refusal, as it quotes any error.)
     for (const line of text.split('\n').filter((l) => !l.startsWith('  last error:'))) assert.ok(line.length <= 80, `${line.length}: ${line}`)
     assert.match(text, /\n  today: spent 1 of maxDailySpend 1\n  budget reached: new jobs get BUDGET_EXHAUSTED until 00:00 UTC\n/)
@@ -203,4 +219,42 @@ it("/pier's account block fits a chat 80 columns wide and says the counts restar
   assert.match(text, /today \(UTC\): 12 jobs, earned 150, spent 0\.08, margin 149\.9/)
   assert.match(text, /the counts below start again with the worker/)
   assert.match(text, /jobs: 120 received, 100 completed, 10 failed, 2 timed out, 0 running\n  refused unrun: 8 /)
+})
+
+it('reading a ledger never blocks the event loop; a line cut short is skipped, counted, and swallows nothing', async () => {
+  const ledgerFile = join(dir, 'big', 'ledger.jsonl')
+  mkdirSync(join(dir, 'big'))
+  const day = new Date().toISOString().slice(0, 10)
+  const line = (i, outcome, earned, rerun) =>
+    JSON.stringify({ time: `${day}T00:00:00.000Z`, worker: 'w', id: `j${i}`, job: `pier-seq-${i}`, price: 1, earned, outcome, ...(rerun ? { rerun: true } : {}), code: null, cost: 0.5, durationMs: 1 })
+  // 60,000 jobs (a few tens of MB), one of them undelivered and run again, and a line a crash
+  // cut short, followed by a whole one.
+  const lines = [line(0, 'undelivered', 0, false), line(0, 'completed', 1, true)]
+  for (let i = 1; i < 60_000; i++) lines.push(line(i, 'completed', 1, false))
+  writeFileSync(ledgerFile, `${lines.join('\n')}\n{"time":"${day}T01:00:00.000Z","wor\n${line(60_000, 'completed', 1, false)}\n`)
+  let last = performance.now()
+  let longestStall = 0
+  const timer = setInterval(() => {
+    const now = performance.now()
+    longestStall = Math.max(longestStall, now - last)
+    last = now
+  }, 1)
+  const started = performance.now()
+  const pending = ledgerDays(ledgerFile)
+  assert.ok(pending instanceof Promise, 'read off the JavaScript thread')
+  const read = await pending
+  const took = performance.now() - started
+  clearInterval(timer)
+  assert.equal(read.unreadableLines, 1)
+  assert.equal(read.days.length, 1)
+  const today = read.days[0]
+  assert.deepEqual([today.jobs, today.completed, today.earned, today.undelivered, today.reruns], [60_001, 60_001, 60_001, 1, 1])
+  assert.equal(today.spent, 0.5 * 60_002, 'every run spent')
+  // The event loop kept turning while the file was read.
+  assert.ok(took > 20, `a read long enough to tell (${took} ms)`)
+  assert.ok(longestStall < took / 2, `the event loop stalled ${longestStall} ms of a ${took} ms read`)
+  const shown = await ledgerToday(ledgerFile)
+  assert.equal(shown.unreadableLines, 1)
+  assert.match(formatAccount('default', null, { today: shown }), /today \(UTC\): 60001 jobs, earned 60001, spent 30001, margin 30000\n  runs: 1 rerun, 1 undelivered \(spent; each job counted once\)\n  ledger: 1 unreadable line skipped/)
+  await assert.rejects(ledgerDays(join(dir, 'big')), (error) => error.code === 'PIER_REQUEST')
 })

@@ -940,7 +940,7 @@ describe('accounts through the channel lifecycle, with a real nats-server', () =
     assert.equal(ctx.last().pier.workerId, 'life-1')
     assert.equal(ctx.last().activeRuns, 0)
 
-    const text = registered.commands[0].handler().text
+    const text = (await registered.commands[0].handler()).text
     // The fleet table first (fenced for a fixed-width font), the same one the CLI prints.
     const [title, fence, header, row, count, units, close] = text.split('\n')
     assert.deepEqual([title, fence, close, count], ['Pier connector', '```', '```', '1 worker; counts since each started (UP)'])
@@ -980,7 +980,7 @@ describe('accounts through the channel lifecycle, with a real nats-server', () =
     assert.equal(ctx.last().lifecycle, 'stopped')
     assert.equal(lines.filter((l) => /stopping: draining/.test(l)).length, 1, 'drained once')
     assert.equal(runningAccounts.size, 0)
-    assert.match(registered.commands[0].handler().text, /connection: not running/)
+    assert.match((await registered.commands[0].handler()).text, /connection: not running/)
     assert.ok(lines.every((l) => l.includes('[pier-connector]')), 'every line prefixed')
   })
 
@@ -1090,7 +1090,7 @@ describe('accounts through the channel lifecycle, with a real nats-server', () =
     const two = await request(nats.nc, 'jobs.two', { id: 't1', task: 'for two' })
     assert.deepEqual([one.worker.id, two.worker.id], ['w-one', 'w-two'])
     assert.deepEqual(sessions.map((k) => k.replace(/:[0-9a-f]{24}$/, ':<token>')), ['agent:main:pier:<token>', 'agent:ops:pier:<token>'])
-    const text = registered.commands[0].handler().text
+    const text = (await registered.commands[0].handler()).text
     assert.match(text, /account one\n[\s\S]*account two\n/)
     assert.match(text, /\nw-one +127\.0\.0\.1:\d+ +\d+s +0 +1 +0 +≤\d+ms +0 +0\nw-two +127\.0\.0\.1:\d+ /, 'a table row per running account')
     assert.match(text, /\n2 workers; counts since each started \(UP\)\n/)
@@ -1149,13 +1149,13 @@ describe('accounts through the channel lifecycle, with a real nats-server', () =
     assert.equal(registered.hooks[0].name, 'before_tool_call')
   })
 
-  it('the old plugin config warns once, naming channels.pier', () => {
+  it('the old plugin config warns once, naming channels.pier', async () => {
     const config = { plugins: { entries: { 'pier-connector': { config: { natsUrl: 'nats://old:1' } } } } }
     delete globalThis[Symbol.for('pier-connector.legacy-config-warned')]
     const first = setup({ config })
     const second = setup({ config })
     assert.equal(first.lines.filter((l) => /channels\.pier/.test(l)).length, 1)
     assert.equal(second.lines.filter((l) => /channels\.pier/.test(l)).length, 0)
-    assert.match(formatStatus(config), /account default\n  connection: not running/)
+    assert.match(await formatStatus(config), /account default\n  connection: not running/)
   })
 })

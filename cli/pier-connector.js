@@ -326,16 +326,16 @@ function sinceOf(text, now = Date.now()) {
 const LEDGER_HEADER = ['DAY (UTC)', 'JOBS', 'DONE', 'EARNED', 'SPENT', 'MARGIN', 'TOKENS IN', 'OUT']
 
 /** Per-day sums of the ledger, as a table with a total line, or as JSON. */
-function runLedger(values, config) {
+async function runLedger(values, config) {
   const file = config.ledgerFile
   if (!file) throw usageError('ledger needs --ledger FILE (the worker\'s ledgerFile)')
-  const days = ledgerDays(file, sinceOf(values.since))
+  const { days, unreadableLines } = await ledgerDays(file, sinceOf(values.since))
   const total = days.reduce(
-    (t, d) => ({ jobs: t.jobs + d.jobs, completed: t.completed + d.completed, earned: t.earned + d.earned, spent: t.spent + d.spent, margin: t.margin + d.margin, tokensIn: t.tokensIn + d.tokensIn, tokensOut: t.tokensOut + d.tokensOut }),
-    { jobs: 0, completed: 0, earned: 0, spent: 0, margin: 0, tokensIn: 0, tokensOut: 0 },
+    (t, d) => ({ jobs: t.jobs + d.jobs, completed: t.completed + d.completed, undelivered: t.undelivered + d.undelivered, reruns: t.reruns + d.reruns, earned: t.earned + d.earned, spent: t.spent + d.spent, margin: t.margin + d.margin, tokensIn: t.tokensIn + d.tokensIn, tokensOut: t.tokensOut + d.tokensOut }),
+    { jobs: 0, completed: 0, undelivered: 0, reruns: 0, earned: 0, spent: 0, margin: 0, tokensIn: 0, tokensOut: 0 },
   )
-  const budget = ledgerBudget(file, config)
-  if (values.json) return printJson({ file, days, total, ...(budget ? { budget } : {}) })
+  const budget = await ledgerBudget(file, config)
+  if (values.json) return printJson({ file, days, total, unreadableLines, ...(budget ? { budget } : {}) })
   const row = (day, d) => [day, String(d.jobs), String(d.completed), amount(d.earned), amount(d.spent), amount(d.margin), String(d.tokensIn), String(d.tokensOut)]
   const rows = [LEDGER_HEADER, ...days.map((d) => row(d.day, d)), row('total', total)]
   const widths = LEDGER_HEADER.map((_, i) => Math.max(...rows.map((r) => r[i].length)))
@@ -343,20 +343,23 @@ function runLedger(values, config) {
   process.stdout.write(
     [
       ...rows.map(line),
-      'EARNED: meta.price of delivered results; SPENT: model cost (cost config unit)',
+      'EARNED: meta.price of delivered results, each job once; SPENT: model cost of every run (cost config unit)',
       'MARGIN = EARNED - SPENT: meaningful when both use one unit',
+      ...(total.reruns ? [`${total.reruns} rerun(s): runs of jobs that had run before (JetStream redeliveries); spent, not counted again`] : []),
+      ...(total.undelivered ? [`${total.undelivered} run(s) undelivered: their answer could not be sent; spent, not counted as jobs`] : []),
+      ...(unreadableLines ? [`${unreadableLines} ledger line(s) unreadable (cut short by a crash, or not the worker's): skipped`] : []),
       ...(budget ? [budgetLine(budget)] : []),
     ].join('\n') + '\n',
   )
 }
 
 /** Today's (UTC) use against the config's daily budget, or null when it has none. */
-function ledgerBudget(file, config, now = Date.now()) {
+async function ledgerBudget(file, config, now = Date.now()) {
   const maxDailySpend = config.maxDailySpend > 0 ? config.maxDailySpend : 0
   const maxDailyTokens = config.maxDailyTokens > 0 ? config.maxDailyTokens : 0
   if (!maxDailySpend && !maxDailyTokens) return null
   const day = new Date(now).toISOString().slice(0, 10)
-  const today = ledgerDays(file, now).find((d) => d.day === day)
+  const today = (await ledgerDays(file, now)).days.find((d) => d.day === day)
   const spent = today?.spent ?? 0
   const tokens = today?.tokens ?? 0
   const reached = (maxDailySpend > 0 && spent >= maxDailySpend) || (maxDailyTokens > 0 && tokens >= maxDailyTokens)

@@ -52,5 +52,5 @@ export const PierClient = function PierClient(...args) {
 /** Ends this addon copy's runtime threads once none of its workers or clients runs (index.d.ts). */
 export const releaseRuntime = () => (addon ? addon.releaseRuntime() : true)
 
-/** Per-day sums of a ledger file (see index.d.ts); throws the load error where the addon cannot load. */
-export const ledgerDays = (...args) => load().ledgerDays(...args)
+/** Per-day sums of a ledger file, read off the event loop (a Promise, see index.d.ts); rejects with the load error where the addon cannot load. */
+export const ledgerDays = async (...args) => load().ledgerDays(...args)

@@ -1,7 +1,8 @@
 // The /pier command, written for a person reading a chat 80 columns wide: the fleet table of
 // this gateway's running accounts (the one `pier-connector workers` prints), then one block
 // per account, with today's ledger line (the counters restart with the worker; the ledger
-// does not).
+// does not). A running worker counts its day as its ledger does; for the others the ledger is
+// read in the addon, off the gateway's event loop.
 import fleet from '../lib/fleet-table.js'
 import { runningAccounts } from './accounts.mjs'
 import { listAccountIds, resolveAccount } from './config.mjs'
@@ -25,11 +26,17 @@ function serverAbout(status) {
   return about ? ` (${about})` : ''
 }
 
-/** Today's ledger line, or why there is none. */
+/** Today's ledger line (and a line of its reruns and undelivered answers, when any), or why there is none. */
 export function formatToday(today) {
   if (!today) return '  today: no ledger (OpenClaw did not say where its state dir is)'
   if (today.error) return `  today: ledger unreadable: ${today.error}`
-  return `  today (UTC): ${plural(today.jobs, 'job')}, earned ${amount(today.earned)}, spent ${amount(today.spent)}, margin ${amount(today.margin)}`
+  const margin = today.margin ?? (today.earned ?? 0) - (today.spent ?? 0)
+  const lines = [`  today (UTC): ${plural(today.jobs ?? 0, 'job')}, earned ${amount(today.earned ?? 0)}, spent ${amount(today.spent ?? 0)}, margin ${amount(margin)}`]
+  // Runs that spent without counting as another job: JetStream redeliveries, lost answers.
+  const runs = [today.reruns ? plural(today.reruns, 'rerun') : null, today.undelivered ? `${today.undelivered} undelivered` : null].filter(Boolean)
+  if (runs.length) lines.push(`  runs: ${runs.join(', ')} (spent; each job counted once)`)
+  if (today.unreadableLines) lines.push(`  ledger: ${plural(today.unreadableLines, 'unreadable line')} skipped`)
+  return lines.join('\n')
 }
 
 /**
@@ -85,18 +92,33 @@ export function formatAccount(accountId, status, { lastError, reason, today, con
 }
 
 /**
+ * Today's line of an account: its running worker's own count of the day (the ledger's rule, from
+ * the ledger's lines when it started), else the ledger file read off the event loop; null
+ * without a ledger file, undefined when not asked (`file` undefined).
+ */
+async function todayOf(file, status) {
+  if (file === undefined) return undefined
+  if (!file) return null
+  if (status?.today && status.today.countedFrom === 'ledger') return status.today
+  return ledgerToday(file)
+}
+
+/**
  * The whole /pier text. `api` (optional) tells where each account's ledger is; without it
  * the blocks have no ledger line.
  */
-export function formatStatus(cfg, api) {
-  const accounts = listAccountIds(cfg).map((id) => {
-    const account = resolveAccount(cfg, id)
-    const run = runningAccounts.get(id)
-    const reason = !account.configured ? 'not configured: openclaw channels add --channel pier' : !account.enabled ? 'disabled' : undefined
-    const file = api && account.configured ? ledgerFileOf(api, run?.account ?? account) : undefined
-    const config = (run?.account ?? account).addonConfig
-    return { id, status: run?.status() ?? null, lastError: run?.lastError, reason, config, today: file === undefined ? undefined : file && ledgerToday(file) }
-  })
+export async function formatStatus(cfg, api) {
+  const accounts = await Promise.all(
+    listAccountIds(cfg).map(async (id) => {
+      const account = resolveAccount(cfg, id)
+      const run = runningAccounts.get(id)
+      const reason = !account.configured ? 'not configured: openclaw channels add --channel pier' : !account.enabled ? 'disabled' : undefined
+      const file = api && account.configured ? ledgerFileOf(api, run?.account ?? account) : undefined
+      const config = (run?.account ?? account).addonConfig
+      const status = run?.status() ?? null
+      return { id, status, lastError: run?.lastError, reason, config, today: await todayOf(file, status) }
+    }),
+  )
   const live = accounts.filter((a) => a.status)
   // Fenced, so a chat surface shows the table in a fixed-width font.
   const table = live.length ? ['```', fleet.fleetTable(live.map((a) => fleetRow(a.status))), '```'] : []
@@ -109,9 +131,9 @@ export function createStatusCommand(api) {
     name: 'pier',
     description: 'Show the Pier connector status',
     acceptsArgs: false,
-    handler: () => {
+    handler: async () => {
       try {
-        return { text: formatStatus(api.runtime?.config?.current?.() ?? api.config ?? {}, api) }
+        return { text: await formatStatus(api.runtime?.config?.current?.() ?? api.config ?? {}, api) }
       } catch (error) {
         return { text: `Pier connector\nstatus unavailable: ${error.message}` }
       }

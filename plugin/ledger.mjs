@@ -1,6 +1,7 @@
-// Each account's ledger: one JSON line per job that ran, written by the addon at the job's end
+// Each account's ledger: one JSON line per run of a job, written by the addon at the run's end
 // (ledgerFile). Under OpenClaw it is a plugin-owned file under the state dir unless the operator
-// names one; `/pier` reads today's line from it.
+// names one; `/pier` shows today's line (the running worker's own count, else read from the file
+// off the event loop).
 import { join } from 'node:path'
 import { ledgerDays } from './addon.mjs'
 
@@ -25,14 +26,18 @@ export function withLedger(api, account) {
 }
 
 /**
- * Today's (UTC) sums of the ledger at `file`: `{ day, jobs, completed, earned, spent, margin,
- * tokensIn, tokensOut, tokens }` (zeros when nothing ran today), or `{ error }` when it cannot be read.
+ * Today's (UTC) sums of the ledger at `file`, read in the addon off the event loop: `{ day, jobs,
+ * completed, undelivered, reruns, earned, spent, margin, tokensIn, tokensOut, tokens,
+ * unreadableLines }` (zeros when nothing ran today), or `{ day, error }` when it cannot be read.
+ * Yesterday's lines are read too, so a rerun today of a job that ran yesterday counts as the
+ * worker counts it.
  */
-export function ledgerToday(file, now = Date.now()) {
+export async function ledgerToday(file, now = Date.now()) {
   const day = new Date(now).toISOString().slice(0, 10)
   try {
-    const found = ledgerDays(file, now).find((d) => d.day === day)
-    return found ?? { day, jobs: 0, completed: 0, earned: 0, spent: 0, margin: 0, tokensIn: 0, tokensOut: 0, tokens: 0 }
+    const { days, unreadableLines } = await ledgerDays(file, now - 86_400_000)
+    const found = days.find((d) => d.day === day)
+    return { ...(found ?? { day, jobs: 0, completed: 0, undelivered: 0, reruns: 0, earned: 0, spent: 0, margin: 0, tokensIn: 0, tokensOut: 0, tokens: 0 }), unreadableLines }
   } catch (error) {
     return { day, error: error?.message ?? String(error) }
   }

@@ -67,7 +67,22 @@ export function snapshotOf(run, s) {
       tokensIn: s.stats.tokensIn,
       tokensOut: s.stats.tokensOut,
       // The UTC day's use against the daily budget (maxDailySpend, maxDailyTokens: 0 is none).
-      today: s.today ? { day: s.today.day, spent: s.today.spent, tokens: s.today.tokens, maxDailySpend: s.today.maxDailySpend, maxDailyTokens: s.today.maxDailyTokens } : null,
+      // Its jobs and earnings, each once, as the ledger counts them.
+      today: s.today
+        ? {
+            day: s.today.day,
+            jobs: s.today.jobs,
+            completed: s.today.completed,
+            earned: s.today.earned,
+            spent: s.today.spent,
+            margin: s.today.margin,
+            tokens: s.today.tokens,
+            undelivered: s.today.undelivered,
+            reruns: s.today.reruns,
+            maxDailySpend: s.today.maxDailySpend,
+            maxDailyTokens: s.today.maxDailyTokens,
+          }
+        : null,
     },
   }
 }

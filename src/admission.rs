@@ -58,9 +58,6 @@ pub(crate) struct Message<'a> {
     pub signed_reply: &'a str,
     /// JetStream: when the stream stored the message (Unix ms), and its stream sequence.
     pub stored: Option<(i64, u64)>,
-    /// The source takes a job back when every slot is taken (JetStream) instead of having it
-    /// answered OVERLOADED.
-    pub gives_back_when_full: bool,
 }
 
 /// What the worker is doing right now, as far as admission needs it. Passed in, so admission
@@ -208,14 +205,15 @@ pub(crate) struct Refusal {
     pub id: Option<String>,
     pub target: Subject,
     pub sender: SenderFacts,
+    /// What was left of the job's deadline, once its payload was read (a source that may give
+    /// a refused job back for another worker answers it instead when little is left).
+    pub left: Option<Duration>,
 }
 
 /// What becomes of a delivered message that does not run.
 #[derive(Debug)]
 pub(crate) enum NotRun {
     Refuse(Box<Refusal>),
-    /// Every slot is taken and the source takes the job back (JetStream): not answered.
-    GiveBack,
     /// No usable reply target: not run, not answered. `why` is logged.
     Unanswerable {
         id: Option<String>,
@@ -284,7 +282,6 @@ pub(crate) fn admit(
         subject: arrived_on,
         signed_reply,
         stored,
-        gives_back_when_full,
     } = message;
     let id = match &parsed {
         Ok(job) => Some(job.id.clone()),
@@ -311,6 +308,7 @@ pub(crate) fn admit(
             id,
             target: target.clone(),
             sender,
+            left: None,
         })))
     };
     // A refusal is signed for the request it refuses, when its nonce reads.
@@ -373,11 +371,27 @@ pub(crate) fn admit(
             id,
             target: target.clone(),
             sender,
+            left: None,
         })))
     };
     let job = match parsed {
         Ok(job) => job,
         Err(rejection) => return refuse(rejection.error, rejection.id, sender),
+    };
+    // A JetStream job's deadline counts from when the stream stored it.
+    let budget = config.job_deadline(job.timeout_ms);
+    let budget_ms = i64::try_from(budget.as_millis()).unwrap_or(i64::MAX);
+    let waited_ms = stored.map_or(0, |(at, _)| now_ms.saturating_sub(at).max(0));
+    let left_ms = budget_ms.saturating_sub(waited_ms);
+    let left = Duration::from_millis(u64::try_from(left_ms).unwrap_or(0));
+    let refuse = |error: JobError, id: Option<String>, sender: SenderFacts| {
+        Err(NotRun::Refuse(Box::new(Refusal {
+            error,
+            id,
+            target: target.clone(),
+            sender,
+            left: Some(left),
+        })))
     };
     let progress_to = match progress_subject(&progress_headers, &config.reply_subject_prefixes) {
         Ok(to) => to,
@@ -405,12 +419,8 @@ pub(crate) fn admit(
     {
         return refuse(rate_limited(config, sender.key.is_some()), id, sender);
     }
-    // A JetStream job's deadline counts from when the stream stored it: one that waited past
-    // it is answered TIMEOUT without running (its requester has given up on it).
-    let budget = config.job_deadline(job.timeout_ms);
-    let budget_ms = i64::try_from(budget.as_millis()).unwrap_or(i64::MAX);
-    let waited_ms = stored.map_or(0, |(at, _)| now_ms.saturating_sub(at).max(0));
-    let left_ms = budget_ms.saturating_sub(waited_ms);
+    // A JetStream job that waited past its deadline in the stream is answered TIMEOUT without
+    // running (its requester has given up on it).
     if left_ms <= 0 {
         let error = JobError::new(
             ErrorCode::Timeout,
@@ -426,10 +436,9 @@ pub(crate) fn admit(
     if claim.as_deref().is_some_and(|claim| current.running(claim)) {
         return refuse(duplicate_id(), id, sender);
     }
+    // A source whose jobs another worker may take (JetStream) gives this one back instead of
+    // answering it (`Inbound::pass_on`).
     if current.slots_free() == 0 {
-        if gives_back_when_full {
-            return Err(NotRun::GiveBack);
-        }
         return refuse(overloaded(config.max_concurrent_jobs), id, sender);
     }
     // Checked last, so only a job that would run can find the memory full.
@@ -444,7 +453,7 @@ pub(crate) fn admit(
         sender,
         signature: accepted,
         budget,
-        left: Duration::from_millis(left_ms as u64),
+        left,
         claim,
         progress_to,
     }))
@@ -661,7 +670,6 @@ mod tests {
         },
         /// Refused with this code, a message containing this text, and this id.
         Code(ErrorCode, &'static str, Option<&'static str>),
-        GiveBack,
         Unanswerable,
     }
 
@@ -678,7 +686,6 @@ mod tests {
         signed_reply: &'static str,
         /// How long ago the stream stored the message (JetStream), ms.
         stored_ago_ms: Option<i64>,
-        gives_back_when_full: bool,
         current: Fake,
         expect: Expect,
     }
@@ -702,7 +709,6 @@ mod tests {
             progress: Vec::new(),
             signed_reply: "_INBOX.a",
             stored_ago_ms: None,
-            gives_back_when_full: false,
             current: IDLE,
             expect,
         }
@@ -746,7 +752,6 @@ mod tests {
             subject: "jobs.worker",
             signed_reply: case.signed_reply,
             stored: case.stored_ago_ms.map(|ago| (now_ms - ago, 7)),
-            gives_back_when_full: case.gives_back_when_full,
         };
         admit(message, &policy, now_ms, &case.current)
     }
@@ -763,11 +768,34 @@ mod tests {
                     && refusal.error.message.contains(text)
                     && refusal.id.as_deref() == *id
             }
-            (Expect::GiveBack, Err(NotRun::GiveBack)) => true,
             (Expect::Unanswerable, Err(NotRun::Unanswerable { .. })) => true,
             _ => false,
         };
         (!fits).then(|| format!("{}: got {got:?}, expected {:?}", case.name, case.expect))
+    }
+
+    #[test]
+    fn a_refusal_of_a_readable_job_tells_what_is_left_of_its_deadline() {
+        let full = Case {
+            stored_ago_ms: Some(400),
+            current: Fake { slots: 0, ..IDLE },
+            ..base(
+                "every slot taken",
+                job("j7", json!({ "timeoutMs": 1_000 })),
+                Expect::Unanswerable,
+            )
+        };
+        let Err(NotRun::Refuse(refusal)) = decide(&full) else {
+            panic!("refused");
+        };
+        assert_eq!(refusal.error.code, ErrorCode::Overloaded);
+        let left = refusal.left.expect("the time left").as_millis();
+        assert!((550..=600).contains(&left), "{left} ms left");
+        let unreadable = base("not JSON", b"{".to_vec(), Expect::Unanswerable);
+        let Err(NotRun::Refuse(refusal)) = decide(&unreadable) else {
+            panic!("refused");
+        };
+        assert_eq!(refusal.left, None, "no deadline without a payload");
     }
 
     #[test]
@@ -1177,7 +1205,6 @@ mod tests {
                     slots: 0,
                     ..IDLE
                 },
-                gives_back_when_full: true,
                 ..base(
                     "a used-up share is told before the worker is full",
                     ok.clone(),
@@ -1333,15 +1360,6 @@ mod tests {
                     "every slot taken",
                     ok.clone(),
                     Code(Overloaded, "limit of 4 jobs", Some("j1")),
-                )
-            },
-            Case {
-                current: Fake { slots: 0, ..IDLE },
-                gives_back_when_full: true,
-                ..base(
-                    "every slot taken, the source takes it back",
-                    ok.clone(),
-                    GiveBack,
                 )
             },
             Case {

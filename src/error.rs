@@ -155,6 +155,8 @@ pub enum RequestOp {
     JetStreamConsumer,
     JetStreamConsumerUpdate,
     JetStreamPublish,
+    /// The permissions a JetStream worker needs, asked at start.
+    JetStreamPermissions,
     Publish,
     Discovery,
     Metrics,
@@ -172,6 +174,7 @@ impl fmt::Display for RequestOp {
                 "JetStream consumer update to the configured ackWaitMs/maxDeliver"
             }
             RequestOp::JetStreamPublish => "JetStream publish",
+            RequestOp::JetStreamPermissions => "JetStream permissions",
             RequestOp::Publish => "publish",
             RequestOp::Discovery => "discovery",
             RequestOp::Metrics => "metrics endpoint",

@@ -7,12 +7,22 @@
 //! Jobs refused before they ran (PRICE_TOO_LOW, OVERLOADED, a bad payload, ...) earn and cost
 //! nothing and are not written: a flood of refused junk could otherwise rotate the real history
 //! away. They are counted in the metrics and stats.
+//!
+//! Every run is a line, and its spending counts; a job counts once and earns once. A line names
+//! its job (`job`: the key its answer is stored under, see `pipeline::answer_key`), so a
+//! JetStream redelivery of a job that already ran is marked `rerun`, and [`Jobs`] (one rule for
+//! the writer and the readers) counts the job at its first line that ends it and its earnings
+//! at its first delivered result. An answer that was never delivered is `undelivered`, never
+//! `completed`, and earns nothing.
+//!
+//! A line cut short by a crash never swallows the next: an append to a file that does not end
+//! with a line break starts with one, and readers skip lines they cannot read, and count them.
 
 use crate::handler::Usage;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -21,16 +31,30 @@ use std::time::SystemTime;
 /// Rotated generations kept besides the live file: `<file>.1`, `<file>.2`.
 pub const KEPT_GENERATIONS: usize = 2;
 
-/// One job that ran. `time` is when it ended (RFC 3339 UTC); `price` what the request offered
-/// (`meta.price`), `earned` what it earned (the price when a result was delivered, else 0);
-/// `cost` in the unit of the model's cost config. Token fields are absent when the handler
-/// measured nothing (echo, a command).
+/// `outcome` of a run given back to JetStream for another attempt.
+pub const RETRIED: &str = "retried";
+/// `outcome` of a run whose answer could not be delivered.
+pub const UNDELIVERED: &str = "undelivered";
+
+/// Whether a line with `outcome` ends its job (counts it): every outcome but `retried` and
+/// `undelivered`, after which the job runs again.
+pub fn ends_job(outcome: &str) -> bool {
+    outcome != RETRIED && outcome != UNDELIVERED
+}
+
+/// One run of a job. `time` is when it ended (RFC 3339 UTC); `price` what the request offered
+/// (`meta.price`), `earned` what it earned (the price when its result was delivered and the job
+/// had not earned before, else 0); `cost` in the unit of the model's cost config. Token fields
+/// are absent when the handler measured nothing (echo, a command).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LedgerEntry {
     pub time: String,
     pub worker: String,
     pub id: String,
+    /// What names the job across its runs (its answer key); absent in lines of older versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sender: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -39,9 +63,15 @@ pub struct LedgerEntry {
     pub price: Option<f64>,
     #[serde(default)]
     pub earned: f64,
-    /// `completed`, `failed`, `timed_out`, `rejected` (SHUTTING_DOWN) or `retried` (given back
-    /// to JetStream for another attempt: its spending counts, the job does not yet).
+    /// `completed`, `failed`, `timed_out`, `rejected` (SHUTTING_DOWN), `retried` (given back
+    /// to JetStream for another attempt: its spending counts, the job does not yet) or
+    /// `undelivered` (its answer could not be sent: its spending counts, the job does not, and
+    /// JetStream runs it again; `code` is the error it answered, if it was one).
     pub outcome: String,
+    /// The job had run before (a JetStream redelivery): its spending counts, the job and its
+    /// earnings only if no earlier run counted them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rerun: bool,
     #[serde(default)]
     pub code: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -75,8 +105,9 @@ impl LedgerEntry {
 pub struct Ledger {
     path: PathBuf,
     max_bytes: u64,
-    /// The open file and its size, opened on the first line.
-    open: Mutex<Option<(File, u64)>>,
+    /// The open file, its size, and whether it ends with a line break (or is empty), opened on
+    /// the first line.
+    open: Mutex<Option<(File, u64, bool)>>,
     /// Set after a failed write, so a failing disk is reported once, not once per job.
     failing: AtomicBool,
 }
@@ -110,33 +141,57 @@ impl Ledger {
     }
 
     fn write_line(&self, entry: &LedgerEntry) -> io::Result<()> {
-        let mut line = serde_json::to_vec(entry)?;
+        let mut line = Vec::with_capacity(320);
+        // Room for a line break first, in case the file ends with a line cut short.
+        line.push(b'\n');
+        serde_json::to_writer(&mut line, entry)?;
         line.push(b'\n');
         let mut open = crate::sync::lock(&self.open);
         if open.is_none() {
             *open = Some(open_append(&self.path)?);
         }
-        let size = open.as_ref().map_or(0, |(_, size)| *size);
-        if size > 0 && size + line.len() as u64 > self.max_bytes {
+        // What this line adds: without the leading line break when the file ends clean.
+        let adds = |clean: bool| line.len() as u64 - u64::from(clean);
+        let (size, clean) = open
+            .as_ref()
+            .map_or((0, true), |(_, size, clean)| (*size, *clean));
+        if size > 0 && size + adds(clean) > self.max_bytes {
             *open = None;
             rotate(&self.path)?;
             *open = Some(open_append(&self.path)?);
         }
-        let Some((file, size)) = open.as_mut() else {
+        let Some((file, size, clean)) = open.as_mut() else {
             return Err(io::Error::other("the ledger file is not open"));
         };
+        // A file that ends with a line cut short (a crash mid-write) gets a line break first,
+        // so that line stays alone and this one reads.
+        let line = if *clean { &line[1..] } else { &line[..] };
         // One write of the whole line: an O_APPEND write of this size is not interleaved.
-        if let Err(e) = file.write_all(&line) {
-            // Reopen next time: the file may have been removed or the disk may have room again.
+        if let Err(e) = file.write_all(line) {
+            // Reopen next time: the file may have been removed or the disk may have room again
+            // (and may end with part of this line).
             *open = None;
             return Err(e);
         }
         *size += line.len() as u64;
+        *clean = true;
         Ok(())
     }
 }
 
-fn open_append(path: &Path) -> io::Result<(File, u64)> {
+/// Whether the file at `path` is empty or ends with a line break.
+fn ends_clean(path: &Path, size: u64) -> io::Result<bool> {
+    if size == 0 {
+        return Ok(true);
+    }
+    let mut file = File::open(path)?;
+    file.seek(SeekFrom::End(-1))?;
+    let mut last = [0u8; 1];
+    file.read_exact(&mut last)?;
+    Ok(last[0] == b'\n')
+}
+
+fn open_append(path: &Path) -> io::Result<(File, u64, bool)> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
@@ -150,7 +205,7 @@ fn open_append(path: &Path) -> io::Result<(File, u64)> {
     }
     let file = options.open(path)?;
     let size = file.metadata()?.len();
-    Ok((file, size))
+    Ok((file, size, ends_clean(path, size)?))
 }
 
 /// `<file>.<n>`.
@@ -181,10 +236,83 @@ pub fn files(path: &Path) -> Vec<PathBuf> {
     all.into_iter().filter(|p| p.exists()).collect()
 }
 
-/// One UTC day of the ledger. `jobs` counts the jobs that ran and ended that day (a JetStream
-/// attempt given back for a retry is not a job yet, but what it spent counts); `margin` is
-/// `earned - spent`, which means something when requesters' prices and the models' cost config
-/// are in the same unit.
+/// How one line counts, by [`Jobs::count`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counted {
+    /// The job had a line before: this run is a rerun.
+    pub rerun: bool,
+    /// The line ends its job, and no earlier line did: the job counts here.
+    pub job: bool,
+    /// The line's delivered result earns, and no earlier line earned for the job.
+    pub earns: bool,
+}
+
+/// What a ledger's lines say of the jobs they name (by the `job` key), so that the writer
+/// marks a rerun and earns a job once, and the readers count each job and its earnings once,
+/// by the same rule. Holds at most `cap` jobs (the oldest forgotten first).
+#[derive(Debug)]
+pub struct Jobs {
+    /// Per job: it has counted (a line ended it), it has earned.
+    seen: HashMap<String, (bool, bool)>,
+    order: VecDeque<String>,
+    cap: usize,
+}
+
+/// How many jobs a worker remembers: far more than a JetStream redelivery can span.
+pub const JOBS_REMEMBERED: usize = 100_000;
+
+impl Jobs {
+    pub fn with_cap(cap: usize) -> Jobs {
+        Jobs {
+            seen: HashMap::new(),
+            order: VecDeque::new(),
+            cap: cap.max(1),
+        }
+    }
+
+    /// Counts one line of job `job` (`None`: a line that names no job, counted on its own)
+    /// whose outcome `ends` the job (see [`ends_job`]) and whose result was delivered with a
+    /// price (`earning`).
+    pub fn count(&mut self, job: Option<&str>, ends: bool, earning: bool) -> Counted {
+        let Some(job) = job else {
+            return Counted {
+                rerun: false,
+                job: ends,
+                earns: earning,
+            };
+        };
+        let (counted, earned) = match self.seen.get_mut(job) {
+            Some(seen) => {
+                let before = *seen;
+                seen.0 |= ends;
+                seen.1 |= earning;
+                return Counted {
+                    rerun: true,
+                    job: ends && !before.0,
+                    earns: earning && !before.1,
+                };
+            }
+            None => (ends, earning),
+        };
+        if self.seen.len() >= self.cap {
+            if let Some(oldest) = self.order.pop_front() {
+                self.seen.remove(&oldest);
+            }
+        }
+        self.seen.insert(job.to_string(), (counted, earned));
+        self.order.push_back(job.to_string());
+        Counted {
+            rerun: false,
+            job: ends,
+            earns: earning,
+        }
+    }
+}
+
+/// One UTC day of the ledger. `jobs` counts the jobs that ended that day, each once (a
+/// JetStream attempt given back for a retry, or a run whose answer was undelivered, is not a
+/// job yet, but what it spent counts); `margin` is `earned - spent`, which means something when
+/// requesters' prices and the models' cost config are in the same unit.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DaySum {
@@ -192,6 +320,11 @@ pub struct DaySum {
     pub day: String,
     pub jobs: u64,
     pub completed: u64,
+    /// Runs whose answer could not be delivered (`undelivered` lines).
+    pub undelivered: u64,
+    /// Runs of jobs that had run before (JetStream redeliveries).
+    pub reruns: u64,
+    /// Each job's `meta.price` once, when its result was delivered.
     pub earned: f64,
     pub spent: f64,
     pub margin: f64,
@@ -202,6 +335,42 @@ pub struct DaySum {
     pub tokens: u64,
 }
 
+impl DaySum {
+    /// Adds one line's count: its job, completion, earnings, undelivered answer and rerun.
+    pub fn count(&mut self, outcome: &str, counted: Counted, earned: f64) {
+        if counted.job {
+            self.jobs += 1;
+            if outcome == "completed" {
+                self.completed += 1;
+            }
+        }
+        if outcome == UNDELIVERED {
+            self.undelivered += 1;
+        }
+        if counted.rerun {
+            self.reruns += 1;
+        }
+        if counted.earns && earned.is_finite() {
+            self.earned += earned;
+        }
+        self.margin = self.earned - self.spent;
+    }
+
+    /// Adds what one run spent.
+    fn spend(&mut self, cost: f64, tokens: [Option<u64>; 4]) {
+        if cost.is_finite() {
+            self.spent += cost;
+        }
+        self.tokens_in += tokens[0].unwrap_or(0);
+        self.tokens_out += tokens[1].unwrap_or(0);
+        self.tokens = tokens
+            .into_iter()
+            .map(|n| n.unwrap_or(0))
+            .fold(self.tokens, u64::saturating_add);
+        self.margin = self.earned - self.spent;
+    }
+}
+
 /// The fields of a ledger line the day sums read, borrowed from the line (the sums run over
 /// every kept file whenever `/pier` is asked, so a line costs no allocation).
 #[derive(Deserialize)]
@@ -209,8 +378,12 @@ pub struct DaySum {
 struct Summed<'a> {
     #[serde(borrow)]
     time: std::borrow::Cow<'a, str>,
+    #[serde(borrow, default)]
+    job: Option<std::borrow::Cow<'a, str>>,
     #[serde(borrow)]
     outcome: std::borrow::Cow<'a, str>,
+    #[serde(default)]
+    rerun: bool,
     #[serde(default)]
     earned: f64,
     #[serde(default)]
@@ -231,12 +404,32 @@ fn day_prefix(line: &[u8]) -> Option<&[u8]> {
     line.strip_prefix(b"{\"time\":\"")?.get(..10)
 }
 
+/// What the ledger's kept files say: the per-day sums, how many lines could not be read (a
+/// line cut by a crash, a stranger's line), and the jobs the lines named.
+#[derive(Debug)]
+pub struct LedgerRead {
+    /// Oldest day first.
+    pub days: Vec<DaySum>,
+    pub unreadable: u64,
+    pub jobs: Jobs,
+}
+
 /// Per-day sums of the ledger at `path` (with its rotated files), oldest day first, from the
 /// UTC day of `since` on (every day when `None`). A missing ledger is no day at all; lines
 /// that do not read as entries (a line cut by a crash) are skipped.
 pub fn read_days(path: &Path, since: Option<SystemTime>) -> io::Result<Vec<DaySum>> {
+    read(path, since, usize::MAX).map(|read| read.days)
+}
+
+/// Reads the ledger at `path` (with its rotated files) from the UTC day of `since` on (every
+/// day when `None`): per-day sums, each job and its earnings counted once ([`Jobs`], holding
+/// at most `jobs_cap` jobs), unreadable lines skipped and counted. A missing ledger is no day
+/// at all.
+pub fn read(path: &Path, since: Option<SystemTime>, jobs_cap: usize) -> io::Result<LedgerRead> {
     let first_day = since.map(|t| crate::timestamp::rfc3339(t)[..10].to_string());
     let mut days: BTreeMap<String, DaySum> = BTreeMap::new();
+    let mut jobs = Jobs::with_cap(jobs_cap);
+    let mut unreadable = 0;
     for file in files(path) {
         let reader = match File::open(&file) {
             Ok(f) => BufReader::new(f),
@@ -246,6 +439,9 @@ pub fn read_days(path: &Path, since: Option<SystemTime>) -> io::Result<Vec<DaySu
         };
         for line in reader.split(b'\n') {
             let line = line?;
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
             // Days before `since` are skipped before any parsing.
             if let (Some(first), Some(day)) = (first_day.as_deref(), day_prefix(&line)) {
                 if day < first.as_bytes() {
@@ -253,9 +449,11 @@ pub fn read_days(path: &Path, since: Option<SystemTime>) -> io::Result<Vec<DaySu
                 }
             }
             let Ok(entry) = serde_json::from_slice::<Summed>(&line) else {
+                unreadable += 1;
                 continue;
             };
             let Some(day) = entry.time.get(..10) else {
+                unreadable += 1;
                 continue;
             };
             if first_day.as_deref().is_some_and(|first| day < first) {
@@ -265,38 +463,27 @@ pub fn read_days(path: &Path, since: Option<SystemTime>) -> io::Result<Vec<DaySu
                 day: day.to_string(),
                 ..DaySum::default()
             });
-            if entry.outcome != "retried" {
-                sum.jobs += 1;
-            }
-            if entry.outcome == "completed" {
-                sum.completed += 1;
-            }
-            if entry.earned.is_finite() {
-                sum.earned += entry.earned;
-            }
-            if entry.cost.is_finite() {
-                sum.spent += entry.cost;
-            }
-            sum.tokens_in += entry.tokens_in.unwrap_or(0);
-            sum.tokens_out += entry.tokens_out.unwrap_or(0);
-            sum.tokens += [
-                entry.tokens_in,
-                entry.tokens_out,
-                entry.cache_read_tokens,
-                entry.cache_write_tokens,
-            ]
-            .into_iter()
-            .map(|n| n.unwrap_or(0))
-            .fold(0u64, u64::saturating_add);
+            let earning = entry.outcome == "completed" && entry.earned > 0.0;
+            let mut counted = jobs.count(entry.job.as_deref(), ends_job(&entry.outcome), earning);
+            // A rerun of a job whose first run is not in what was read.
+            counted.rerun |= entry.rerun;
+            sum.count(&entry.outcome, counted, entry.earned);
+            sum.spend(
+                entry.cost,
+                [
+                    entry.tokens_in,
+                    entry.tokens_out,
+                    entry.cache_read_tokens,
+                    entry.cache_write_tokens,
+                ],
+            );
         }
     }
-    Ok(days
-        .into_values()
-        .map(|mut d| {
-            d.margin = d.earned - d.spent;
-            d
-        })
-        .collect())
+    Ok(LedgerRead {
+        days: days.into_values().collect(),
+        unreadable,
+        jobs,
+    })
 }
 
 #[cfg(test)]
@@ -321,11 +508,13 @@ mod tests {
             time: time.to_string(),
             worker: "w1".into(),
             id: format!("job-{time}-{outcome}"),
+            job: None,
             sender: Some("alice".into()),
             sender_key: None,
             price: Some(earned),
             earned,
             outcome: outcome.to_string(),
+            rerun: false,
             code: None,
             tokens_in: None,
             tokens_out: None,
@@ -447,7 +636,153 @@ mod tests {
         assert!(read_days(&path.with_extension("missing"), None)
             .unwrap()
             .is_empty());
+        assert_eq!(
+            read(&path, None, usize::MAX).unwrap().unreadable,
+            2,
+            "the torn line and the stranger's, counted"
+        );
         let _ = std::fs::remove_dir_all(path.parent().unwrap().parent().unwrap());
+    }
+
+    #[test]
+    fn a_line_cut_short_by_a_crash_never_swallows_the_next() {
+        let path = temp_ledger("torn");
+        let ledger = Ledger::new(&path, 1 << 20);
+        ledger
+            .append(&entry("2026-12-03T10:00:00.000Z", "completed", 5.0, 0.5))
+            .unwrap();
+        // The worker dies in the middle of its next line.
+        let mut live = OpenOptions::new().append(true).open(&path).unwrap();
+        live.write_all(b"{\"time\":\"2026-12-03T11:00:00.000Z\",\"wor")
+            .unwrap();
+        drop(live);
+        // Started again, it writes its next line after the cut one, not onto it.
+        let again = Ledger::new(&path, 1 << 20);
+        again
+            .append(&entry("2026-12-03T12:00:00.000Z", "completed", 2.0, 0.25))
+            .unwrap();
+        again
+            .append(&entry("2026-12-03T13:00:00.000Z", "completed", 1.0, 0.25))
+            .unwrap();
+        let read = read(&path, None, usize::MAX).unwrap();
+        assert_eq!(read.unreadable, 1, "the cut line, skipped and counted");
+        assert_eq!(read.days.len(), 1);
+        let day = &read.days[0];
+        assert_eq!((day.jobs, day.earned, day.spent), (3, 8.0, 1.0), "{day:?}");
+        assert_eq!(lines(&path), 4, "the cut line stands alone");
+        let _ = std::fs::remove_dir_all(path.parent().unwrap().parent().unwrap());
+    }
+
+    /// A line of job `job` (its answer key) that ended at `time` with `outcome`.
+    fn run(time: &str, job: &str, outcome: &str, earned: f64, rerun: bool) -> LedgerEntry {
+        LedgerEntry {
+            job: Some(job.to_string()),
+            rerun,
+            ..entry(time, outcome, earned, 0.25)
+        }
+    }
+
+    #[test]
+    fn a_job_counts_once_and_earns_once_and_every_run_spends() {
+        let path = temp_ledger("reruns");
+        let ledger = Ledger::new(&path, 1 << 20);
+        let rows = [
+            // Its answer could not be delivered: spent, not a job, no earnings.
+            run(
+                "2026-12-04T10:00:00.000Z",
+                "pier-seq-7",
+                UNDELIVERED,
+                0.0,
+                false,
+            ),
+            // Redelivered and run again: delivered, so the job counts and earns here.
+            run(
+                "2026-12-04T10:00:05.000Z",
+                "pier-seq-7",
+                "completed",
+                5.0,
+                true,
+            ),
+            // Its ack was lost: run once more by a worker that did not know (it wrote the
+            // price again); the reader counts neither the job nor its price twice.
+            run(
+                "2026-12-04T10:01:00.000Z",
+                "pier-seq-7",
+                "completed",
+                5.0,
+                true,
+            ),
+            // Another job, given back for a retry, then completed.
+            run("2026-12-04T11:00:00.000Z", "pier-k-1", RETRIED, 0.0, false),
+            run(
+                "2026-12-04T11:00:02.000Z",
+                "pier-k-1",
+                "completed",
+                3.0,
+                true,
+            ),
+            // A job whose every run was undelivered: no job, no earnings.
+            run(
+                "2026-12-04T12:00:00.000Z",
+                "pier-seq-9",
+                UNDELIVERED,
+                0.0,
+                false,
+            ),
+        ];
+        for row in &rows {
+            ledger.append(row).unwrap();
+        }
+        let read = read(&path, None, usize::MAX).unwrap();
+        let day = &read.days[0];
+        assert_eq!((day.jobs, day.completed), (2, 2), "{day:?}");
+        assert_eq!(day.earned, 8.0, "each job's price once: {day:?}");
+        assert_eq!(day.spent, 1.5, "every run's spending: {day:?}");
+        assert_eq!((day.undelivered, day.reruns), (2, 3), "{day:?}");
+        assert_eq!(day.margin, 6.5);
+        let written = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            written.contains("\"outcome\":\"completed\",\"rerun\":true"),
+            "{written}"
+        );
+        assert!(
+            !written.lines().next().unwrap().contains("rerun"),
+            "a first run says nothing of reruns"
+        );
+        let _ = std::fs::remove_dir_all(path.parent().unwrap().parent().unwrap());
+    }
+
+    #[test]
+    fn the_writers_rule_marks_a_rerun_and_earns_a_job_once() {
+        let mut jobs = Jobs::with_cap(2);
+        let first = jobs.count(Some("a"), false, false);
+        assert_eq!(first, Counted::default(), "undelivered: nothing yet");
+        let second = jobs.count(Some("a"), true, true);
+        assert_eq!(
+            second,
+            Counted {
+                rerun: true,
+                job: true,
+                earns: true
+            }
+        );
+        let third = jobs.count(Some("a"), true, true);
+        assert_eq!(
+            third,
+            Counted {
+                rerun: true,
+                job: false,
+                earns: false
+            }
+        );
+        // A line that names no job (an older version's) counts on its own.
+        assert!(jobs.count(None, true, true).job);
+        assert!(!jobs.count(None, true, true).rerun);
+        // Beyond its cap the oldest job is forgotten.
+        jobs.count(Some("b"), true, false);
+        jobs.count(Some("c"), true, false);
+        assert!(!jobs.count(Some("a"), true, false).rerun, "forgotten");
+        assert!(jobs.count(Some("c"), true, false).rerun);
     }
 
     #[test]

@@ -122,6 +122,12 @@ impl Collector for WorkerCollector {
             "Replies the connection refused to send",
             s.reply_failures,
         )?;
+        counter(
+            &mut encoder,
+            "pier_passed_on",
+            "JetStream jobs refused for this worker's own reason and given back for another worker",
+            s.passed_on,
+        )?;
         ConstCounter::new(s.earned).encode(encoder.encode_descriptor(
             "pier_earned",
             "Sum of meta.price of completed jobs, in the marketplace's price unit",

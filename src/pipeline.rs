@@ -16,7 +16,7 @@ use crate::budget::{DailyUse, DayUse};
 use crate::config::{Config, WorkerIdentity};
 use crate::error::{ErrorCode, JobError};
 use crate::handler::{HandlerResult, JobHandler, JobInput, Usage};
-use crate::ledger::{Ledger, LedgerEntry};
+use crate::ledger::{Ledger, LedgerEntry, RETRIED, UNDELIVERED};
 use crate::log::{loggable, JobLine, Level, SharedLogger};
 use crate::outbox::{self, Outbox, Reply};
 use crate::progress::{JobProgress, Partials, Progress};
@@ -96,8 +96,11 @@ pub(crate) trait Inbound: Send + Sync + 'static {
         None
     }
 
-    /// What to do with a job admitted while every slot is taken: `None` answers OVERLOADED.
-    fn when_full(&self) -> Option<Settle> {
+    /// A refusal for a reason of this worker's own (OVERLOADED, RATE_LIMITED,
+    /// BUDGET_EXHAUSTED) need not end a job another worker may take: the source's way to give
+    /// it back instead of answering it, or `None` to answer it. `left`: what is left of the
+    /// job's deadline, when its payload could be read.
+    fn pass_on(&self, _error: &JobError, _left: Option<Duration>) -> Option<Settle> {
         None
     }
 
@@ -137,10 +140,12 @@ struct JobFacts {
     ledger_later: Option<std::sync::Mutex<Option<LedgerLine>>>,
     /// What names the job's answer where a stream keeps it (`Nats-Msg-Id`): see [`answer_key`].
     answer_key: Option<String>,
+    /// What was left of its deadline when it was admitted or refused (once its payload read).
+    left: Option<Duration>,
 }
 
-/// A ledger line's outcome and code.
-type LedgerLine = (String, Option<ErrorCode>);
+/// A ledger line's outcome and code, and whether its answer was delivered.
+type LedgerLine = (String, Option<ErrorCode>, bool);
 
 impl JobFacts {
     fn new(received_at: Instant, sender: SenderFacts) -> JobFacts {
@@ -151,6 +156,7 @@ impl JobFacts {
             usage: None,
             ledger_later: None,
             answer_key: None,
+            left: None,
         }
     }
 }
@@ -376,7 +382,6 @@ impl Pipeline {
             subject: inbound.subject(),
             signed_reply: inbound.signed_reply(),
             stored: inbound.stored(),
-            gives_back_when_full: inbound.when_full().is_some(),
         };
         let current = Occupancy {
             pipeline: self,
@@ -416,6 +421,7 @@ impl Pipeline {
             progress_to,
         } = *admitted;
         let mut facts = JobFacts::new(received_at, sender);
+        facts.left = Some(left);
         facts.answer_key = Some(answer_key(
             facts.sender.key.as_deref(),
             &job.id,
@@ -425,10 +431,6 @@ impl Pipeline {
         // Admission saw them free; each is taken here, atomically, and a race lost is answered
         // like the rule it lost to.
         let Some(slot) = slot.or_else(|| self.slots.clone().try_acquire_owned().ok()) else {
-            if let Some(settle) = inbound.when_full() {
-                self.stats.record(Outcome::Errored(ErrorCode::Overloaded));
-                return inbound.settle(settle).await;
-            }
             let error = admission::overloaded(self.config.max_concurrent_jobs);
             return self.refuse(inbound, target, id, error, &facts).await;
         };
@@ -490,7 +492,8 @@ impl Pipeline {
     async fn not_run<I: Inbound>(&self, inbound: I, not_run: NotRun, received_at: Instant) {
         match not_run {
             NotRun::Refuse(refusal) => {
-                let facts = JobFacts::new(received_at, refusal.sender);
+                let mut facts = JobFacts::new(received_at, refusal.sender);
+                facts.left = refusal.left;
                 self.refuse(
                     inbound,
                     refusal.target,
@@ -499,11 +502,6 @@ impl Pipeline {
                     &facts,
                 )
                 .await
-            }
-            NotRun::GiveBack => {
-                self.stats.record(Outcome::Errored(ErrorCode::Overloaded));
-                let settle = inbound.when_full().unwrap_or(Settle::Retry { delay: None });
-                inbound.settle(settle).await
             }
             NotRun::Unanswerable { id, why } => {
                 self.stats.record(Outcome::NoReply);
@@ -558,6 +556,7 @@ impl Pipeline {
                 id: Some(admitted.job.id),
                 target: admitted.target,
                 sender: admitted.sender,
+                left: Some(admitted.left),
             })),
         };
         self.not_run(inbound, not_run, received_at).await
@@ -571,6 +570,21 @@ impl Pipeline {
         error: JobError,
         facts: &JobFacts,
     ) {
+        // Another worker may take it (JetStream): given back, not answered.
+        if let Some(settle) = inbound.pass_on(&error, facts.left) {
+            self.stats.passed_on(error.code);
+            if self.logger.enabled(Level::Debug) {
+                self.logger.log(
+                    Level::Debug,
+                    &format!(
+                        "[pier-connector] job {} given back for another worker: {}",
+                        id.map_or_else(|| "(no id)".to_string(), loggable),
+                        error.code.as_str()
+                    ),
+                );
+            }
+            return inbound.settle(settle).await;
+        }
         let delivered = self
             .answer_error(&inbound, target, id, error, true, facts)
             .await;
@@ -638,16 +652,13 @@ impl Pipeline {
         let settle = match (retry, outcome) {
             (Some(retry), Err(error)) => {
                 self.stats.record_error(error.code, &error.message);
-                self.write_ledger(&id, &facts, "retried", Some(error.code), false);
+                self.write_ledger(&id, &facts, RETRIED, Some(error.code), false);
                 retry
             }
             (_, Ok(result)) => {
                 let delivered = self
                     .answer_result(&inbound, target, &id, &facts, &result, inline)
                     .await;
-                if let (Some(true), Some(price)) = (delivered, facts.sender.price) {
-                    self.stats.add_earned(price);
-                }
                 match delivered {
                     Some(true) => Settle::Answered { ok: true },
                     Some(false) => Settle::Answered { ok: false },
@@ -726,8 +737,8 @@ impl Pipeline {
             .ledger_later
             .take()
             .and_then(|later| later.into_inner().ok().flatten());
-        if let Some((outcome, code)) = line {
-            self.write_ledger(id, facts, &outcome, code, false);
+        if let Some((outcome, code, delivered)) = line {
+            self.write_ledger(id, facts, &outcome, code, delivered);
         }
     }
 
@@ -891,41 +902,60 @@ impl Pipeline {
             facts,
             line.outcome,
             Some(error.code),
-            false,
+            sent,
         );
         sent
     }
 
-    /// The ledger's line for a job that ran (refusals earn and spend nothing and are not
-    /// written); `earned` when its result was handed to the connection.
+    /// The end of a run of a job (refusals earn and spend nothing and are not counted or
+    /// written): counted in the day's jobs and earnings, and its ledger line. `delivered`: its
+    /// answer was handed to the connection (confirmed, where the source confirms): one that
+    /// was not is `undelivered`, and a job earns once, at its first delivered result (stats
+    /// and ledger alike). A rerun (the job ran before) is marked.
     fn write_ledger(
         &self,
         id: &str,
         facts: &JobFacts,
         outcome: &str,
         code: Option<ErrorCode>,
-        earned: bool,
+        delivered: bool,
     ) {
-        let Some(ledger) = self.ledger.as_ref().filter(|_| facts.ran) else {
-            return;
-        };
-        if let Some(later) = &facts.ledger_later {
-            *crate::sync::lock(later) = Some((outcome.to_string(), code));
+        if !facts.ran {
             return;
         }
+        if let Some(later) = &facts.ledger_later {
+            *crate::sync::lock(later) = Some((outcome.to_string(), code, delivered));
+            return;
+        }
+        let outcome = if delivered || outcome == RETRIED {
+            outcome
+        } else {
+            UNDELIVERED
+        };
+        let now = SystemTime::now();
+        let (counted, earned) = self.daily.ended(
+            facts.answer_key.as_deref(),
+            outcome,
+            facts.sender.price,
+            signature::unix_ms(now),
+        );
+        if earned > 0.0 {
+            self.stats.add_earned(earned);
+        }
+        let Some(ledger) = self.ledger.as_ref() else {
+            return;
+        };
         let entry = LedgerEntry {
-            time: crate::timestamp::rfc3339(SystemTime::now()),
+            time: crate::timestamp::rfc3339(now),
             worker: self.identity.id.clone(),
             id: loggable(id),
+            job: facts.answer_key.clone(),
             sender: facts.sender.name.clone(),
             sender_key: facts.sender.key.clone(),
             price: facts.sender.price,
-            earned: if earned {
-                facts.sender.price.unwrap_or(0.0)
-            } else {
-                0.0
-            },
+            earned,
             outcome: outcome.to_string(),
+            rerun: counted.rerun,
             code: code.map(|c| c.as_str().to_string()),
             tokens_in: None,
             tokens_out: None,

@@ -16,6 +16,7 @@ pub struct Stats {
     in_flight: AtomicU64,
     no_reply: AtomicU64,
     reply_failures: AtomicU64,
+    passed_on: AtomicU64,
     by_code: [AtomicU64; ErrorCode::ALL.len()],
     disconnects: AtomicU64,
     reconnects: AtomicU64,
@@ -51,6 +52,7 @@ impl Default for Stats {
             in_flight: AtomicU64::default(),
             no_reply: AtomicU64::default(),
             reply_failures: AtomicU64::default(),
+            passed_on: AtomicU64::default(),
             by_code: Default::default(),
             disconnects: AtomicU64::default(),
             reconnects: AtomicU64::default(),
@@ -191,6 +193,13 @@ impl Stats {
     }
 
     /// Records a task_error and keeps it as the last error discovery reports.
+    /// A job refused for this worker's own reason (`code`) and given back to its JetStream
+    /// stream for another worker: counted under its code and `rejected`, and as passed on.
+    pub fn passed_on(&self, code: ErrorCode) {
+        self.record(Outcome::Errored(code));
+        self.passed_on.fetch_add(1, Relaxed);
+    }
+
     pub fn record_error(&self, code: ErrorCode, message: &str) {
         self.record(Outcome::Errored(code));
         self.set_last_error(&format!("{code}: {message}"));
@@ -257,6 +266,7 @@ impl Stats {
             in_flight: self.in_flight.load(Relaxed),
             no_reply: self.no_reply.load(Relaxed),
             reply_failures: self.reply_failures.load(Relaxed),
+            passed_on: self.passed_on.load(Relaxed),
             errors_by_code: by_code,
             disconnects: self.disconnects.load(Relaxed),
             reconnects: self.reconnects.load(Relaxed),
@@ -358,6 +368,10 @@ pub struct StatsSnapshot {
     pub no_reply: u64,
     /// Replies the connection refused to send.
     pub reply_failures: u64,
+    /// JetStream jobs refused for this worker's own reason (OVERLOADED, RATE_LIMITED,
+    /// BUDGET_EXHAUSTED) and given back to the stream for another worker instead of answered;
+    /// also counted in `rejected`.
+    pub passed_on: u64,
     pub errors_by_code: BTreeMap<String, u64>,
     pub disconnects: u64,
     pub reconnects: u64,

@@ -256,6 +256,18 @@ impl Worker {
                 self.stats.set_last_error(&format!("PIER_LEDGER: {why}"));
             }
         }
+        if daily.unreadable_lines() > 0 {
+            if let Some(path) = &self.config.ledger_file {
+                self.logger.log(
+                    Level::Warn,
+                    &format!(
+                        "[pier-connector] the ledger {} has {} line(s) that do not read as entries (cut short by a crash, or not the worker's): skipped",
+                        path.display(),
+                        daily.unreadable_lines()
+                    ),
+                );
+            }
+        }
         let daily = Arc::new(daily);
         *lock(&self.daily) = Some(daily.clone());
         daily

@@ -6,7 +6,7 @@ import { startNatsServer } from './nats-server.mjs'
 import { waitFor } from './wait.mjs'
 
 const require = createRequire(import.meta.url)
-export const { PierWorker, PierClient } = require('../../index.js')
+export const { PierWorker, PierClient, ledgerDays } = require('../../index.js')
 
 /** A logger that keeps every line, so tests can assert what was logged. */
 export function memoryLogger() {

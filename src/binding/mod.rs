@@ -14,7 +14,7 @@ use crate::sync::lock;
 use crate::worker::{Worker, WorkerStatus};
 use js_handler::JsHandler;
 use napi::bindgen_prelude::{
-    FnArgs, Function, JsObjectValue, Object, PromiseRaw, ToNapiValue, Unknown,
+    AsyncTask, FnArgs, Function, JsObjectValue, Object, PromiseRaw, ToNapiValue, Unknown,
 };
 use napi::threadsafe_function::{
     ThreadsafeFunction, ThreadsafeFunctionCallMode, UnknownReturnValue,
@@ -142,6 +142,10 @@ pub struct JsStats {
     pub in_flight: f64,
     pub no_reply: f64,
     pub reply_failures: f64,
+    /// JetStream jobs refused for this worker's own reason (OVERLOADED, RATE_LIMITED,
+    /// BUDGET_EXHAUSTED) and given back to the stream for another worker instead of answered
+    /// (until their last delivery or near their deadline); also counted in `rejected`.
+    pub passed_on: f64,
     pub errors_by_code: HashMap<String, f64>,
     pub disconnects: f64,
     pub reconnects: f64,
@@ -189,6 +193,19 @@ pub struct JsToday {
     /// `ledger`: counted from the ledger file's lines of the day when the worker started (a
     /// restart keeps the day's use); `start`: no ledger file, counted from the worker's start.
     pub counted_from: String,
+    /// Jobs that ended today, each once, as the ledger counts them (a run whose answer was
+    /// undelivered, or given back for a retry, is not a job yet).
+    pub jobs: f64,
+    /// Of those, completed.
+    pub completed: f64,
+    /// Runs whose answer could not be delivered (`undelivered` in the ledger).
+    pub undelivered: f64,
+    /// Runs of jobs that had run before (JetStream redeliveries; `rerun` in the ledger).
+    pub reruns: f64,
+    /// Each job's `meta.price` once, when its result was delivered.
+    pub earned: f64,
+    /// `earned - spent`: meaningful when prices and model costs share a unit.
+    pub margin: f64,
 }
 
 #[napi(object, js_name = "WorkerStatus")]
@@ -268,12 +285,17 @@ pub struct TurnUsage {
 pub struct LedgerDay {
     /// `YYYY-MM-DD` (UTC).
     pub day: String,
-    /// Jobs that ran and ended that day.
+    /// Jobs that ended that day, each once (a run whose answer was undelivered, or given back
+    /// for a retry, is not a job yet; a rerun of a job already counted is not another).
     pub jobs: f64,
     pub completed: f64,
-    /// Sum of `meta.price` of the jobs whose result was delivered.
+    /// Runs whose answer could not be delivered (`undelivered` lines).
+    pub undelivered: f64,
+    /// Runs of jobs that had run before (JetStream redeliveries).
+    pub reruns: f64,
+    /// Each job's `meta.price` once, when its result was delivered.
     pub earned: f64,
-    /// Sum of the turns' cost, in the unit of the model's cost config.
+    /// Sum of every run's cost, in the unit of the model's cost config.
     pub spent: f64,
     /// `earned - spent`: meaningful when prices and model costs share a unit.
     pub margin: f64,
@@ -284,31 +306,73 @@ pub struct LedgerDay {
     pub tokens: f64,
 }
 
+/// A ledger read by `ledgerDays`.
+#[napi(object)]
+pub struct LedgerDays {
+    /// Oldest day first.
+    pub days: Vec<LedgerDay>,
+    /// Lines that do not read as ledger entries (cut short by a crash, or not the worker's):
+    /// skipped.
+    pub unreadable_lines: f64,
+}
+
+/// Reads a ledger off the JavaScript thread (libuv's thread pool): the event loop never waits
+/// for the file.
+pub struct ReadLedger {
+    file: String,
+    since: Option<std::time::SystemTime>,
+}
+
+impl napi::Task for ReadLedger {
+    type Output = std::io::Result<crate::ledger::LedgerRead>;
+    type JsValue = LedgerDays;
+
+    fn compute(&mut self) -> napi::Result<Self::Output> {
+        Ok(crate::ledger::read(
+            std::path::Path::new(&self.file),
+            self.since,
+            usize::MAX,
+        ))
+    }
+
+    /// On the JS thread, where a failure becomes the coded error (`PIER_REQUEST`).
+    fn resolve(&mut self, env: Env, read: Self::Output) -> napi::Result<LedgerDays> {
+        let read = read
+            .map_err(|e| js_error(&env, PierError::request(crate::error::RequestOp::Ledger, e)))?;
+        Ok(LedgerDays {
+            days: read
+                .days
+                .into_iter()
+                .map(|d| LedgerDay {
+                    day: d.day,
+                    jobs: d.jobs as f64,
+                    completed: d.completed as f64,
+                    undelivered: d.undelivered as f64,
+                    reruns: d.reruns as f64,
+                    earned: d.earned,
+                    spent: d.spent,
+                    margin: d.margin,
+                    tokens_in: d.tokens_in as f64,
+                    tokens_out: d.tokens_out as f64,
+                    tokens: d.tokens as f64,
+                })
+                .collect(),
+            unreadable_lines: read.unreadable as f64,
+        })
+    }
+}
+
 /// Per-day sums of the ledger at `file` (with its rotated files `<file>.1`, `.2`), oldest day
-/// first, from the UTC day of `sinceMs` (Unix ms) on. A missing ledger has no days; an
-/// unreadable one is the error `PIER_REQUEST`.
-#[napi]
+/// first, from the UTC day of `sinceMs` (Unix ms) on, read off the JavaScript thread. Each job
+/// and its earnings count once; every run's spending counts. A missing ledger has no days; an
+/// unreadable one rejects with the error `PIER_REQUEST`.
+#[napi(ts_return_type = "Promise<LedgerDays>")]
 #[cfg_attr(test, allow(dead_code))] // test builds leave out napi's registration of functions
-pub fn ledger_days(env: Env, file: String, since_ms: Option<f64>) -> napi::Result<Vec<LedgerDay>> {
+pub fn ledger_days(file: String, since_ms: Option<f64>) -> AsyncTask<ReadLedger> {
     let since = since_ms
         .filter(|ms| ms.is_finite() && *ms >= 0.0)
         .map(|ms| std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms as u64));
-    let days = crate::ledger::read_days(std::path::Path::new(&file), since)
-        .map_err(|e| js_error(&env, PierError::request(crate::error::RequestOp::Ledger, e)))?;
-    Ok(days
-        .into_iter()
-        .map(|d| LedgerDay {
-            day: d.day,
-            jobs: d.jobs as f64,
-            completed: d.completed as f64,
-            earned: d.earned,
-            spent: d.spent,
-            margin: d.margin,
-            tokens_in: d.tokens_in as f64,
-            tokens_out: d.tokens_out as f64,
-            tokens: d.tokens as f64,
-        })
-        .collect())
+    AsyncTask::new(ReadLedger { file, since })
 }
 
 /// A `task_error`'s error. `code` is one of the wire protocol's codes: `PARSE_ERROR`,

@@ -2,7 +2,9 @@
 //! stream. The pull budget is the free concurrency slots; a running job sends `in_progress`
 //! heartbeats; a failed turn is retried with backoff up to `maxDeliver`; a job answered with a
 //! final error is terminated, and one whose answer could not be confirmed is given back (nak),
-//! never acked as done.
+//! never acked as done. A job this worker will not run for a reason of its own (OVERLOADED,
+//! RATE_LIMITED, BUDGET_EXHAUSTED) is given back for another worker, after a short delay, until
+//! its last delivery or its deadline is near; then it is answered with the refusal.
 //!
 //! A job is acked only after its answer is confirmed: to a reply subject that a stream keeps,
 //! the answer is published the JetStream way (PubAck awaited, the job's answer key as
@@ -10,9 +12,14 @@
 //! a redelivered job is deduplicated and two requesters' same ids never are); to any other subject it goes over core
 //! NATS, flushed before the ack, and is at most once like every core message.
 //!
+//! Whether a stream keeps a reply subject is asked once per subject class (the subject without
+//! its last token) and kept for a minute (5 s when none does), not asked before every answer.
+//!
 //! JetStream being briefly unavailable (a leader election, a node restarting) is waited out,
-//! at start and while running; only a refusal that no wait can heal (permissions, a stream
-//! whose config conflicts) fails the start.
+//! at start and while running; only a refusal that no wait can heal (a missing permission, a
+//! stream whose config conflicts) fails the start. The permissions a worker needs are asked at
+//! start ([`StreamContext::check_permissions`]), so a missing one blocks the start with its
+//! name instead of costing a paid turn on every job.
 
 use super::Health;
 use crate::config::Config;
@@ -29,9 +36,10 @@ use async_nats::jetstream::ErrorCode as ApiCode;
 use async_nats::jetstream::{self, AckKind};
 use async_nats::{Client, HeaderMap, Subject};
 use futures_util::StreamExt;
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -53,6 +61,31 @@ const PULL_GRACE: Duration = Duration::from_secs(1);
 /// answers, and the next look comes sooner than the client's 5 s request timeout.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// How long a permission probe at start waits for its answer. A request the server refuses by
+/// permission is never answered (the refusal comes as an -ERR line); one merely unanswered is
+/// asked again.
+const PERMISSION_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long a verdict on whether a stream keeps a reply subject class is used without asking
+/// again: a minute when one does (should the stream go, the JetStream publish fails at once
+/// and the subject is asked again), a few seconds when none does (a stream made meanwhile
+/// would store the answers published over core NATS, but unconfirmed).
+const REPLY_STREAMS_TTL: Duration = Duration::from_secs(60);
+const NO_REPLY_STREAM_TTL: Duration = Duration::from_secs(5);
+
+/// At most this many subject classes are remembered (each requester's own inbox is one).
+const REPLY_STREAMS_CAP: usize = 1024;
+
+/// A job refused for a reason of this worker's own is given back after this delay, doubled at
+/// each delivery, at most [`PASS_ON_MAX_DELAY`]: long enough that the worker does not pull it
+/// straight back, short enough that another worker soon has it.
+const PASS_ON_DELAY: Duration = Duration::from_millis(100);
+const PASS_ON_MAX_DELAY: Duration = Duration::from_secs(2);
+
+/// A job with less than this (plus its next delay) left of its deadline is answered with the
+/// refusal instead of given back, while its requester still waits for it.
+const PASS_ON_MARGIN: Duration = Duration::from_secs(1);
+
 pub(crate) struct PullSource {
     consumer: PullConsumer,
     stream: Arc<StreamContext>,
@@ -65,6 +98,48 @@ struct StreamContext {
     js: jetstream::Context,
     client: Client,
     config: Arc<Config>,
+    /// Whether a stream keeps a reply subject, by subject class.
+    replies: ReplyStreams,
+}
+
+/// What the worker learned of which reply subjects a stream keeps: a verdict per subject class
+/// (the subject without its last token: `results.<id>` is `results`), with when it was learned.
+#[derive(Default)]
+struct ReplyStreams(Mutex<HashMap<String, (bool, Instant)>>);
+
+/// A reply subject's class: all but its last token (a one-token subject is its own class).
+fn subject_class(subject: &str) -> &str {
+    subject.rsplit_once('.').map_or(subject, |(class, _)| class)
+}
+
+impl ReplyStreams {
+    /// The verdict on `subject`'s class, and whether it is still fresh.
+    fn get(&self, subject: &str) -> Option<(bool, bool)> {
+        let known = crate::sync::lock(&self.0);
+        known.get(subject_class(subject)).map(|(kept, at)| {
+            let ttl = if *kept {
+                REPLY_STREAMS_TTL
+            } else {
+                NO_REPLY_STREAM_TTL
+            };
+            (*kept, at.elapsed() < ttl)
+        })
+    }
+
+    fn set(&self, subject: &str, kept: bool) {
+        let mut known = crate::sync::lock(&self.0);
+        if known.len() >= REPLY_STREAMS_CAP {
+            known.retain(|_, (_, at)| at.elapsed() < REPLY_STREAMS_TTL);
+            if known.len() >= REPLY_STREAMS_CAP {
+                known.clear();
+            }
+        }
+        known.insert(subject_class(subject).to_string(), (kept, Instant::now()));
+    }
+
+    fn forget(&self, subject: &str) {
+        crate::sync::lock(&self.0).remove(subject_class(subject));
+    }
 }
 
 /// Why the stream or the consumer could not be bound, and whether waiting can cure it.
@@ -72,6 +147,8 @@ struct StreamContext {
 struct Refusal {
     why: String,
     heals: bool,
+    /// What the start failed at: the stream and consumer, or the permissions.
+    op: RequestOp,
 }
 
 impl Refusal {
@@ -98,6 +175,7 @@ impl Refusal {
         Refusal {
             why: format!("JetStream {op}: {error}"),
             heals,
+            op: RequestOp::JetStreamStream,
         }
     }
 
@@ -106,6 +184,7 @@ impl Refusal {
         Refusal {
             why: format!("JetStream {op}: {error}"),
             heals: true,
+            op: RequestOp::JetStreamStream,
         }
     }
 
@@ -113,6 +192,16 @@ impl Refusal {
         Refusal {
             why: format!("JetStream {op}: {error}"),
             heals: false,
+            op: RequestOp::JetStreamStream,
+        }
+    }
+
+    /// The server refused a publish the worker needs by permission: no wait cures it.
+    fn denied(why: String) -> Refusal {
+        Refusal {
+            why,
+            heals: false,
+            op: RequestOp::JetStreamPermissions,
         }
     }
 
@@ -226,25 +315,34 @@ impl PullSource {
         loop {
             let refusal = match bind(&js, config).await {
                 Ok(consumer) => {
-                    health.healed();
                     let stream = Arc::new(StreamContext {
-                        js,
+                        js: js.clone(),
                         client: client.clone(),
                         config: config.clone(),
+                        replies: ReplyStreams::default(),
                     });
-                    return Ok(PullSource {
-                        consumer,
-                        stream,
-                        health,
-                    });
+                    match stream.check_permissions(&health).await {
+                        Ok(()) => {
+                            health.healed();
+                            return Ok(PullSource {
+                                consumer,
+                                stream,
+                                health,
+                            });
+                        }
+                        Err(refusal) => refusal,
+                    }
                 }
                 Err(refusal) => refusal,
             };
             // A request the server's permissions drop never gets an answer: the server says so
             // only in an -ERR line, which the connection recorded.
-            if !refusal.heals || health.jetstream_denied() {
+            if !refusal.heals {
+                return Err(PierError::request(refusal.op, refusal.why));
+            }
+            if health.jetstream_denied() {
                 return Err(PierError::request(
-                    RequestOp::JetStreamStream,
+                    refusal.op,
                     health.denied_or(refusal.why),
                 ));
             }
@@ -369,46 +467,165 @@ impl PullSource {
 }
 
 impl StreamContext {
-    /// Sends an answer and confirms it reached the server: the JetStream way (PubAck) when a
-    /// stream keeps its subject, else over core NATS and flushed.
-    async fn send_confirmed(&self, reply: Reply, answer_key: Option<String>) -> Result<(), String> {
-        // The lookup is a JetStream API request: during an election it may go unanswered, and
-        // the answer must not be given up for that.
-        let mut backoff = Backoff::new();
-        let mut lookup = self.js.stream_by_subject(reply.subject.as_str()).await;
-        for _ in 1..PUBLISH_ATTEMPTS {
-            match &lookup {
-                Err(error) if error.kind() != GetStreamByNameErrorKind::NotFound => {
-                    tokio::time::sleep(backoff.next()).await;
-                    lookup = self.js.stream_by_subject(reply.subject.as_str()).await;
-                }
-                _ => break,
-            }
-        }
-        match lookup {
-            Ok(_) => self.publish_to_stream(reply, answer_key).await,
-            Err(error) if error.kind() == GetStreamByNameErrorKind::NotFound => {
-                outbox::publish(&self.client, reply)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                match tokio::time::timeout(FINAL_FLUSH, self.client.flush()).await {
-                    Ok(Ok(())) => Ok(()),
-                    _ => Err("the server did not confirm the answer (flush)".into()),
-                }
-            }
-            Err(error) => Err(format!(
-                "could not learn whether a stream keeps the reply subject: {error}"
+    /// Asks, once, what the worker will need besides the stream and the consumer it bound, each
+    /// with a request that changes nothing: `$JS.API.STREAM.NAMES` (whether a stream keeps a
+    /// reply subject: the answer for the result subjects is kept), `$JS.API.CONSUMER.MSG.NEXT`
+    /// (a pull that no message fits: `max_bytes` 1, `no_wait`) and `$JS.ACK` (an in-progress
+    /// ack of a sequence the consumer does not hold). A request the server refuses by
+    /// permission gets no answer, only an -ERR line naming its subject: that refusal is final
+    /// and names the permission; a request merely unanswered (an election) is asked again.
+    async fn check_permissions(&self, health: &Health) -> Result<(), Refusal> {
+        let config = &self.config;
+        let (stream, consumer) = (&config.stream_name, &config.consumer_name);
+        // The result subjects' class is learned here, so the first answers ask nothing.
+        let names_probe = match &config.result_subject {
+            Some(prefix) => format!("{prefix}.{}", crate::protocol::new_id()),
+            None => config.subject.clone(),
+        };
+        let names = async {
+            let kept = self.look_up(&names_probe).await?;
+            self.replies.set(&names_probe, kept);
+            Ok::<_, String>(())
+        };
+        self.probe(
+            health,
+            "$JS.API.STREAM.NAMES",
+            "$JS.API.STREAM.NAMES",
+            "to learn whether a stream keeps a reply subject",
+            names,
+        )
+        .await?;
+        let next = format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}");
+        let pull = self.client.request(
+            next.clone(),
+            r#"{"batch":1,"no_wait":true,"max_bytes":1}"#.into(),
+        );
+        self.probe(health, &next, &next, "to pull jobs", async {
+            pull.await.map(|_| ()).map_err(|e| e.to_string())
+        })
+        .await?;
+        let ack_prefix = format!("$JS.ACK.{stream}.{consumer}.");
+        let ack = self.client.request(
+            format!("{ack_prefix}1.{0}.{0}.0.0", u32::MAX),
+            "+WPI".into(),
+        );
+        self.probe(
+            health,
+            &ack_prefix,
+            &format!("$JS.ACK.{stream}.>"),
+            "to acknowledge jobs (ack, nak, term, in progress)",
+            async { ack.await.map(|_| ()).map_err(|e| e.to_string()) },
+        )
+        .await
+    }
+
+    /// One permission probe: `Ok` once `request` is answered (whatever it says), a final
+    /// refusal naming `permission` when the server refused a publish to `subject` by
+    /// permission, else a refusal that heals.
+    async fn probe(
+        &self,
+        health: &Health,
+        subject: &str,
+        permission: &str,
+        what_for: &str,
+        request: impl Future<Output = Result<(), String>>,
+    ) -> Result<(), Refusal> {
+        let unanswered = match tokio::time::timeout(PERMISSION_PROBE_TIMEOUT, request).await {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(error)) => error,
+            Err(_) => "no answer".to_string(),
+        };
+        match health.denied_publish(subject) {
+            Some(server) => Err(Refusal::denied(format!(
+                "this worker's NATS user may not publish to {permission}, which a JetStream worker needs {what_for}; grant it (docs/security.md, NATS permissions). The server said: {server}"
+            ))),
+            None => Err(Refusal::unanswered(
+                "permission check",
+                format!("{subject}: {unanswered}"),
             )),
         }
     }
 
+    /// Whether a stream keeps `subject`, asked of the server (`$JS.API.STREAM.NAMES`); during
+    /// an election the question may go unanswered, so it is asked a few times.
+    async fn look_up(&self, subject: &str) -> Result<bool, String> {
+        let mut backoff = Backoff::new();
+        let mut attempt = 1;
+        loop {
+            match self.js.stream_by_subject(subject).await {
+                Ok(_) => return Ok(true),
+                Err(error) if error.kind() == GetStreamByNameErrorKind::NotFound => {
+                    return Ok(false)
+                }
+                Err(error) if attempt >= PUBLISH_ATTEMPTS => {
+                    return Err(format!(
+                        "could not learn whether a stream keeps the reply subject: {error}"
+                    ))
+                }
+                Err(_) => {
+                    attempt += 1;
+                    tokio::time::sleep(backoff.next()).await;
+                }
+            }
+        }
+    }
+
+    /// Whether a stream keeps `subject`: the verdict on its class while fresh, else asked
+    /// again; when asking fails, a stale verdict is used rather than none (a job whose answer
+    /// cannot go out runs again, a paid turn).
+    async fn keeps(&self, subject: &str) -> Result<bool, String> {
+        let known = self.replies.get(subject);
+        if let Some((kept, true)) = known {
+            return Ok(kept);
+        }
+        match self.look_up(subject).await {
+            Ok(kept) => {
+                self.replies.set(subject, kept);
+                Ok(kept)
+            }
+            Err(error) => known.map(|(kept, _)| kept).ok_or(error),
+        }
+    }
+
+    /// Sends an answer and confirms it reached the server: the JetStream way (PubAck) when a
+    /// stream keeps its subject, else over core NATS and flushed.
+    async fn send_confirmed(&self, reply: Reply, answer_key: Option<String>) -> Result<(), String> {
+        let subject = reply.subject.to_string();
+        if !self.keeps(&subject).await? {
+            return self.publish_core(reply).await;
+        }
+        let Err(failed) = self.publish_to_stream(&reply, answer_key.as_deref()).await else {
+            return Ok(());
+        };
+        // The verdict was its class's, or is out of date (the stream was deleted): this one
+        // subject is asked, and an answer no stream keeps goes over core NATS.
+        self.replies.forget(&subject);
+        match self.look_up(&subject).await {
+            Ok(false) => self.publish_core(reply).await,
+            _ => Err(failed),
+        }
+    }
+
+    /// Publishes over core NATS and waits for the server to confirm it has it (flush).
+    async fn publish_core(&self, reply: Reply) -> Result<(), String> {
+        outbox::publish(&self.client, reply)
+            .await
+            .map_err(|e| e.to_string())?;
+        match tokio::time::timeout(FINAL_FLUSH, self.client.flush()).await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err("the server did not confirm the answer (flush)".into()),
+        }
+    }
+
     /// Publishes into the stream that keeps the reply subject, with the job's answer key as
-    /// `Nats-Msg-Id`, until a PubAck confirms it (or the attempts run out).
+    /// `Nats-Msg-Id`, until a PubAck confirms it (or the attempts run out, or no stream keeps
+    /// the subject after all).
     async fn publish_to_stream(
         &self,
-        reply: Reply,
-        answer_key: Option<String>,
+        reply: &Reply,
+        answer_key: Option<&str>,
     ) -> Result<(), String> {
+        use async_nats::jetstream::context::PublishErrorKind;
         let mut backoff = Backoff::new();
         let mut last = String::new();
         for _ in 0..PUBLISH_ATTEMPTS {
@@ -416,12 +633,15 @@ impl StreamContext {
             if let Some(headers) = reply.headers.clone() {
                 publish = publish.headers(headers);
             }
-            if let Some(key) = &answer_key {
+            if let Some(key) = answer_key {
                 publish = publish.message_id(key);
             }
             match self.js.send_publish(reply.subject.clone(), publish).await {
                 Ok(ack) => match ack.await {
                     Ok(_) => return Ok(()),
+                    Err(error) if error.kind() == PublishErrorKind::StreamNotFound => {
+                        return Err(format!("JetStream publish of the answer: {error}"))
+                    }
                     Err(error) => last = error.to_string(),
                 },
                 Err(error) => last = error.to_string(),
@@ -552,8 +772,26 @@ impl Inbound for StreamMessage {
         }
     }
 
-    fn when_full(&self) -> Option<Settle> {
-        Some(Settle::Retry { delay: None })
+    /// OVERLOADED, RATE_LIMITED and BUDGET_EXHAUSTED are this worker's reasons, not the job's:
+    /// it goes back to the stream for another worker, after [`pass_on_delay`]. Bounded: on its
+    /// last delivery (`maxDeliver`), or with less than the delay and [`PASS_ON_MARGIN`] left of
+    /// its deadline, it is answered with the refusal (and terminated), so its requester hears.
+    fn pass_on(&self, error: &JobError, left: Option<Duration>) -> Option<Settle> {
+        if !matches!(
+            error.code,
+            ErrorCode::Overloaded | ErrorCode::RateLimited | ErrorCode::BudgetExhausted
+        ) {
+            return None;
+        }
+        let delivered = self.delivered();
+        if delivered >= self.stream.config.max_deliver {
+            return None;
+        }
+        let delay = pass_on_delay(delivered);
+        if left.is_some_and(|left| left < delay + PASS_ON_MARGIN) {
+            return None;
+        }
+        Some(Settle::Retry { delay: Some(delay) })
     }
 
     fn keep_alive(&self) -> Option<JoinHandle<()>> {
@@ -584,9 +822,36 @@ impl Inbound for StreamMessage {
     }
 }
 
+/// The delay before a job given back for another worker is delivered again, after its
+/// `delivered`-th delivery: [`PASS_ON_DELAY`], doubled each time, at most [`PASS_ON_MAX_DELAY`].
+fn pass_on_delay(delivered: i64) -> Duration {
+    let doublings = u32::try_from(delivered.saturating_sub(1).clamp(0, 16)).unwrap_or(16);
+    (PASS_ON_DELAY * 2u32.pow(doublings)).min(PASS_ON_MAX_DELAY)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_job_given_back_waits_longer_each_time_up_to_two_seconds() {
+        let waits: Vec<u128> = (1..=7).map(|d| pass_on_delay(d).as_millis()).collect();
+        assert_eq!(waits, [100, 200, 400, 800, 1600, 2000, 2000]);
+        assert_eq!(pass_on_delay(i64::MAX), PASS_ON_MAX_DELAY);
+    }
+
+    #[test]
+    fn reply_subjects_are_classed_by_all_but_their_last_token() {
+        assert_eq!(subject_class("results.job-1"), "results");
+        assert_eq!(subject_class("_INBOX.abc.7"), "_INBOX.abc");
+        assert_eq!(subject_class("single"), "single");
+        let replies = ReplyStreams::default();
+        replies.set("results.a", true);
+        assert_eq!(replies.get("results.b"), Some((true, true)));
+        assert_eq!(replies.get("other.b"), None);
+        replies.forget("results.zzz");
+        assert_eq!(replies.get("results.a"), None);
+    }
 
     fn api(code: u64) -> jetstream::Error {
         serde_json::from_value(serde_json::json!({

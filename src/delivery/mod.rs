@@ -95,6 +95,16 @@ impl Health {
         })
     }
 
+    /// The server's refusal of a publish to `subject` (or to a subject it starts with) by
+    /// permission, in its own words, when the connection recorded one: a request the server
+    /// refuses gets no answer, only that -ERR line.
+    pub(crate) fn denied_publish(&self, subject: &str) -> Option<String> {
+        let error = self.stats.last_error()?;
+        let lower = error.to_ascii_lowercase();
+        (lower.contains("permissions violation") && lower.contains(&subject.to_ascii_lowercase()))
+            .then_some(error)
+    }
+
     /// The permission refusal when there is one, else `why`.
     pub(crate) fn denied_or(&self, why: String) -> String {
         match self.stats.last_error() {
