@@ -347,7 +347,7 @@ describe('Pier as an OpenClaw channel', () => {
   it('job sessions past keepSessions are removed as each turn ends: after 20 jobs the newest 2 remain, keyed by a token of the worker', async () => {
     for (let i = 0; i < 20; i++) {
       const reply = await request(nc, 'jobs.chan.default', { id: `s-${i}`, task: `PIERQ:s${i}`, timeoutMs: 30_000 }, 45_000)
-      assert.equal(reply.result, answerFor(`s${i}`))
+      assert.equal(reply.result, answerFor(`s${i}`), `${JSON.stringify(reply)}\n${gateway.log().split('\n').slice(-30).join('\n')}`)
     }
     // Each job's session is deleted as its turn ends, past the newest 2 of each of the three
     // accounts that share this agent: no wait for a gap between jobs.
