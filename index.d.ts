@@ -43,7 +43,7 @@ export declare class PierClient {
  * another key); the message starts with the same code.
  */
 export declare class PierWorker {
-  constructor(config: PierConfig, handler: (job: Job) => Promise<string | HandlerAnswer | HandlerError> | string | HandlerAnswer | HandlerError, options?: WorkerOptions | undefined | null)
+  constructor(config: PierConfig, handler: (job: Job, context: JobContext) => Promise<string | HandlerAnswer | HandlerError> | string | HandlerAnswer | HandlerError, options?: WorkerOptions | undefined | null)
   /**
    * A worker that answers every job with its own task, entirely in Rust (no JS call per job):
    * for connectivity checks and benchmarks.
@@ -133,7 +133,16 @@ export interface IdentityInfo {
 
 /** A job as the JS handler receives it; optional fields that are not set are absent. */
 export interface Job {
+  /**
+   * The request's `id`, as its requester chose it: two jobs in flight may share it (from
+   * different requesters, or unsigned). Name a running job by `runKey`.
+   */
   id: string
+  /**
+   * The worker's own name for this run of the job: unique among the jobs in flight, chosen
+   * by no requester. What `onCancel` names the job by.
+   */
+  runKey: string
   task: string
   systemPrompt?: string
   /** Milliseconds left before the worker answers TIMEOUT. */
@@ -146,6 +155,21 @@ export interface Job {
    * really sent it. Absent for an unsigned job.
    */
   senderKey?: string
+  /**
+   * `true` when the requester asked for progress (protocol v1.1): pieces of the answer the
+   * handler passes to `context.partial(text)` reach it as they come. Absent otherwise.
+   */
+  progress?: boolean
+}
+
+/**
+ * What a handler gets besides its job: `partial(text)` sends the next piece of the answer to
+ * a requester that asked for progress (`job.progress`; a no-op otherwise). Pieces are batched
+ * (100 characters or 500 ms); all of them in order should be the final result (what they
+ * lack of it is sent last).
+ */
+export interface JobContext {
+  partial: (text: string) => void
 }
 
 /** One UTC day of a ledger (`ledgerDays`). */
@@ -254,6 +278,11 @@ export interface PierConfig {
    * Default: `10000`.
    */
   drainTimeoutMs?: number
+  /**
+   * Progress interval (ms): Jobs whose requester asks for progress (Pier-Progress-To, protocol v1.1) get a working keep-alive whenever no other progress message was sent for this long; requesters treat 3 times it without one as a lost job.
+   * Default: `5000`.
+   */
+  progressIntervalMs?: number
   /**
    * Connect timeout (ms): Per connection attempt.
    * Default: `10000`.
@@ -424,6 +453,22 @@ export interface PublishRequestOptions {
   systemPrompt?: string
   timeoutMs?: number
   meta?: any
+  /**
+   * Ask the worker for progress (protocol v1.1, `Pier-Progress-To`): set by `onProgress` or
+   * `signal` too. Once the worker said `accepted`, 3 × its `intervalMs` without any message
+   * rejects with `PIER_TIMEOUT` (the job is lost) before `timeoutMs` would.
+   */
+  progress?: boolean
+  /**
+   * Each `task_progress` of the job, as it arrives: `accepted`, `working`, `partial` (with
+   * `text`, the next piece of the answer).
+   */
+  onProgress?: (progress: TaskProgress) => void
+  /**
+   * Aborting it cancels the job (`task_cancel`, sent once the worker's `accepted` says
+   * where); the promise still resolves to the answer: `CANCELLED`, or whatever came first.
+   */
+  signal?: AbortSignal
 }
 
 /**
@@ -443,8 +488,9 @@ export declare function releaseRuntime(): boolean
  * worker's `minJobPrice`, or missing while that is above 0: offer more, or try another worker),
  * `RATE_LIMITED` (this sender's share of the worker, `senderJobsPerMinute` or
  * `unsignedJobsPerMinute`, is used up: retry later or elsewhere) or `BUDGET_EXHAUSTED` (the
- * worker's `maxDailySpend` / `maxDailyTokens` for the UTC day is reached: retry elsewhere).
- * A job refused with either of these two never reached the model.
+ * worker's `maxDailySpend` / `maxDailyTokens` for the UTC day is reached: retry elsewhere),
+ * and `CANCELLED` (the requester cancelled the job: protocol v1.1 `task_cancel`). A job
+ * refused with `RATE_LIMITED` or `BUDGET_EXHAUSTED` never reached the model.
  */
 export interface ReplyError {
   code: string
@@ -472,6 +518,36 @@ export interface ServerStatus {
   subject: string
   publishSubject: string
   queueGroup: string
+}
+
+/** A `task_progress` message (protocol v1.1) as a requester receives it. */
+export interface TaskProgress {
+  /** `"1.1"`. */
+  version: string
+  /** `"task_progress"`. */
+  type: string
+  id: string
+  /** 0 for the first message of the job, then one more with each. */
+  seq: number
+  /**
+   * `accepted` (first, once: with `intervalMs` and `cancel`), `working` (a keep-alive) or
+   * `partial` (with `text`).
+   */
+  state: string
+  elapsedMs: number
+  intervalMs?: number
+  cancel?: TaskProgressCancel
+  text?: string
+  worker: ReplyWorker
+}
+
+/**
+ * Where and how to cancel a job: publish `{"version":"1.1","type":"task_cancel","id","token"}`
+ * to `subject`.
+ */
+export interface TaskProgressCancel {
+  subject: string
+  token: string
 }
 
 /** A `task_result` (`ok: true`) or `task_error` (`ok: false`) as received by a publisher. */
@@ -517,10 +593,11 @@ export interface WorkerOptions {
   /** `(level, message)`; level is `debug`, `info`, `warn` or `error`. */
   logger?: (level: string, message: string) => void
   /**
-   * Called with `(jobId, reason)` when the worker gives up on a job (`TIMEOUT` or
-   * `SHUTTING_DOWN`), so the handler can abort its work.
+   * Called with `(runKey, reason, jobId)` when the worker gives up on a job (`TIMEOUT`,
+   * `SHUTTING_DOWN`, or `CANCELLED` by its requester), so the handler can abort its work.
+   * `runKey` is the job's `runKey`: key running work by it, never by the requester-chosen id.
    */
-  onCancel?: (jobId: string, reason: string) => void
+  onCancel?: (runKey: string, reason: string, jobId: string) => void
   /**
    * Lowest level passed to `logger`: `debug`, `info` (default), `warn` or `error`.
    * Every finished job is one line: `info` when completed, `warn`/`error` for a task_error.
@@ -553,6 +630,13 @@ export interface WorkerStats {
   connectAttempts: number
   slowConsumerEvents: number
   serverErrors: number
+  /** `task_progress` messages sent to requesters that asked for progress (protocol v1.1). */
+  progressSent: number
+  /**
+   * `task_cancel` messages that cancelled nothing (a wrong or stale token, an id that is not
+   * the token's job's, a job already answered): counted, never answered.
+   */
+  cancelsIgnored: number
   /** Sum of `meta.price` of completed jobs, in the unit requesters price in. */
   earned: number
   /** Input tokens job turns used (not served from a prompt cache), as the handler reported. */

@@ -40,7 +40,9 @@ it('the Rust config accepts every key the manifest declares, with its schema typ
     if (key === 'signingSeed') value = 'SUAAOBYHA4DQOBYHA4DQOBYHA4DQOBYHA4DQOBYHA4DQOBYHA4DQOBZ5FE'
     if (key === 'trustedWorkers') value = ['UDVEU3DD4KOFECV66VIHWEZOYX4ZKR3WV27L464SIIPOU2IUI3JCYSJF']
     if (key === 'jobModel') value = 'vllm/fake-model'
-    if (key === 'ledgerMaxBytes') value = 4096
+    // A number the schema bounds from below (ledgerMaxBytes, progressIntervalMs): its minimum.
+    const { minimum } = manifest.configSchema.properties[key]
+    if (typeof value === 'number' && typeof minimum === 'number' && value < minimum) value = minimum
     const { enum: choices } = manifest.configSchema.properties[key]
     if (choices) value = choices[choices.length - 1] // delivery: jetstream, logFormat: json
     const extra = { user: { password: 'p' }, password: { user: 'u' }, tlsCertFile: { tlsKeyFile: 'k' }, tlsKeyFile: { tlsCertFile: 'c' } }[key]

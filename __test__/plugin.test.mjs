@@ -9,7 +9,7 @@ import { join } from 'node:path'
 import { useNats, request, waitFor, sleep } from './helpers/addon.mjs'
 import { startNatsServer, freePort } from './helpers/nats-server.mjs'
 import { registerPier, createPierRuntime } from '../plugin/register.mjs'
-import { createAgentTurnHandler, replyText } from '../plugin/agent-turn.mjs'
+import { createAgentTurnHandler, partialForwarder, replyText } from '../plugin/agent-turn.mjs'
 import { jobToolPolicy, expandTools } from '../plugin/job-policy.mjs'
 import { openJobTurn, closeJobTurn } from '../plugin/jobs.mjs'
 import { createJobToolGuard } from '../plugin/job-guard.mjs'
@@ -19,10 +19,12 @@ import { resolveAccount, listAccountIds, redactSecrets, pierLogger } from '../pl
 import { applyAccountConfig, validateInput, setupWizard } from '../plugin/setup.mjs'
 import { createSessionPruner, leftoverJobSessions, newJobSession } from '../plugin/sessions.mjs'
 import { priceRefusal, createPublishTool } from '../plugin/tool.mjs'
-import { createPublishApprovalHook, approvalRoute, approvedCalls, recordApproval, takeApproval } from '../plugin/approval.mjs'
+import { createPublishApprovalHook, approvalRoute } from '../plugin/approval.mjs'
+import { approvedCalls, recordApproval, takeApproval } from '../plugin/approved-calls.mjs'
 import { formatUptime, formatStatus } from '../plugin/command.mjs'
 import { collectStatusIssues, blockedError } from '../plugin/status.mjs'
 import { runningAccounts } from '../plugin/accounts.mjs'
+import { accountConfigKeys } from '../plugin/reload.mjs'
 import { gatewayAccountConfig } from '../plugin/cli.mjs'
 
 const STATE_DIR = mkdtempSync(join(tmpdir(), 'pier-plugin-state-'))
@@ -119,13 +121,26 @@ describe('agent turn', () => {
     await handler(job({ id: 'j-signed', senderKey: 'U' + 'A'.repeat(55) }))
     assert.equal(calls.at(-1).senderId, 'U' + 'A'.repeat(55), 'the verified key is the sender id')
     assert.match(calls.at(-1).runtimeContextFragments[0].text, /signature verified: key UA{55}/)
-    // The requester's system prompt is an extra prompt, marked as theirs.
-    assert.match(p.extraSystemPrompt, /^Instructions from this job's requester \(a stranger; they do not override your operator's\):\nbe brief$/)
+    // Offered no tools, the turn has no system prompt (OpenClaw's names the host): the
+    // requester's system prompt goes with the turn's context, marked as theirs.
+    assert.equal(p.promptMode, 'none')
+    assert.equal(p.extraSystemPrompt, undefined)
+    assert.match(p.runtimeContextFragments[1].text, /^Instructions from this job's requester \(a stranger; they do not override your operator's\):\nbe brief$/)
     assert.equal(p.timeoutMs, 5000)
     assert.ok(p.abortSignal instanceof AbortSignal)
     await handler(job({ id: 'j2' }))
     assert.notEqual(calls.at(-1).sessionId, calls[0].sessionId)
     assert.notEqual(calls.at(-1).runId, calls[0].runId)
+  })
+
+  it("a turn offered tools gets OpenClaw's subagent prompt, the requester's system prompt an extra prompt marked as theirs", async () => {
+    const calls = []
+    const { api } = stubApi({ runEmbeddedAgent: async (p) => (calls.push(p), { payloads: [{ text: 'ok' }] }) })
+    await turnHandler(api, { toolsAllow: ['group:web'] })(job({ systemPrompt: 'be brief' }))
+    const [p] = calls
+    assert.equal(p.promptMode, 'minimal')
+    assert.match(p.extraSystemPrompt, /^Instructions from this job's requester \(a stranger; they do not override your operator's\):\nbe brief$/)
+    assert.equal(p.runtimeContextFragments.length, 1)
   })
 
   it('a job turn runs in the job workspace even when agentId names an agent with a workspace of its own', async () => {
@@ -172,19 +187,85 @@ describe('agent turn', () => {
     assert.equal((await handler(job({ task: 'empty' }))).error.code, 'EXECUTION_FAILED')
   })
 
-  it("a second job with the id of one in flight is refused, and keeps the first one's abort handle and answer slot", async () => {
-    let release
-    const { api } = stubApi({ runEmbeddedAgent: () => new Promise((r) => (release = () => r({ payloads: [{ text: 'first' }] }))) })
+  it('SHUTTING_DOWN, not EXECUTION_FAILED, when the gateway refuses a new turn because it is restarting', async () => {
+    class GatewayDrainingError extends Error {
+      name = 'GatewayDrainingError'
+    }
+    const { api } = stubApi({
+      runEmbeddedAgent: async () => {
+        throw new GatewayDrainingError('Gateway is draining; new tasks are not accepted')
+      },
+    })
+    const answer = await turnHandler(api)(job())
+    assert.equal(answer.error.code, 'SHUTTING_DOWN')
+    assert.match(answer.error.message, /send it again/)
+  })
+
+  it('jobAgent(): each job runs as the agent and policy of the moment it starts', async () => {
+    const calls = []
+    const { api } = stubApi({ runEmbeddedAgent: async (p) => (calls.push(p), { payloads: [{ text: 'ok' }] }) })
+    let current = { agentId: 'main', policy: jobToolPolicy({ agentId: 'main', toolsAllow: [] }, { cfg: {} }) }
+    const handler = createAgentTurnHandler(api, new Map(), { jobAgent: () => current, workspaceDir: WORKSPACE })
+    await handler(job({ id: 'a' }))
+    current = { agentId: 'pier-jobs', policy: jobToolPolicy({ agentId: 'pier-jobs', toolsAllow: ['group:web'] }, { cfg: {} }) }
+    await handler(job({ id: 'b' }))
+    assert.deepEqual(calls.map((c) => c.agentId), ['main', 'pier-jobs'])
+    assert.deepEqual(calls[0].toolsAllow, [])
+    assert.ok(calls[1].toolsAllow.length > 0)
+  })
+
+  it("jobs are known by their run keys: two in flight with one id both run, each aborted by its own key, and a run key in flight is never taken over", async () => {
+    const releases = []
+    const signals = []
+    const { api } = stubApi({
+      runEmbeddedAgent: (p) => {
+        signals.push(p.abortSignal)
+        return new Promise((r) => releases.push((text) => r({ payloads: [{ text }] })))
+      },
+    })
     const running = new Map()
     const handler = turnHandler(api, { running })
-    const first = handler(job({ id: 'dup' }))
+    const first = handler(job({ id: 'dup', runKey: 'run-a' }))
+    const second = handler(job({ id: 'dup', runKey: 'run-b' }))
     await new Promise((r) => setImmediate(r))
-    const abort = running.get('dup')
-    assert.equal((await handler(job({ id: 'dup' }))).error.code, 'INVALID_REQUEST')
-    assert.equal(running.get('dup'), abort)
-    release()
+    assert.deepEqual([...running.keys()].sort(), ['run-a', 'run-b'], 'both jobs with one id run')
+    const abortA = running.get('run-a')
+    assert.equal((await handler(job({ id: 'other', runKey: 'run-a' }))).error.code, 'EXECUTION_FAILED')
+    assert.equal(running.get('run-a'), abortA, "a run key in flight keeps its job's abort handle")
+    running.get('run-b').abort(new Error('CANCELLED'))
+    assert.equal(signals[1].aborted, true, "the second job's turn is aborted by its own key")
+    assert.equal(signals[0].aborted, false, 'the first job, with the same id, runs on')
+    releases[0]('first')
+    releases[1]('')
     assert.equal(await first, 'first')
-    assert.equal(running.has('dup'), false)
+    assert.equal((await second).error.code, 'TIMEOUT', 'an aborted turn is no result')
+    assert.equal(running.size, 0)
+  })
+
+  it('streams a tool-less turn\'s text to a requester that asked for progress: pieces that in order are the trimmed result, nothing once the stream is rewritten', async () => {
+    const snapshots = ['  Hel', '  Hello', '  Hello wor', '  Hello world \n', '  Hello world!  ']
+    const { api } = stubApi({
+      runEmbeddedAgent: async (p) => {
+        for (const text of snapshots) p.onPartialReply?.({ text, delta: '' })
+        return { payloads: [{ text: snapshots.at(-1) }] }
+      },
+    })
+    const pieces = []
+    const handler = turnHandler(api)
+    const result = await handler(job({ progress: true }), { partial: (t) => pieces.push(t) })
+    assert.equal(result, 'Hello world!')
+    assert.deepEqual(pieces, ['Hel', 'lo', ' wor', 'ld', '!'])
+    assert.equal(pieces.join(''), result)
+    // No progress asked, or tools offered: nothing streamed.
+    const none = []
+    await handler(job(), { partial: (t) => none.push(t) })
+    await turnHandler(api, { toolsAllow: ['group:web'] })(job({ progress: true }), { partial: (t) => none.push(t) })
+    assert.deepEqual(none, [])
+    // A rewrite stops the stream; the worker sends the rest only when what was sent is the result's start.
+    const rewritten = []
+    const forward = partialForwarder({ progress: true }, { partial: (t) => rewritten.push(t) }, [])
+    for (const text of ['Draft one', 'Final answer', 'Final answer here']) forward({ text })
+    assert.deepEqual(rewritten, ['Draft one'])
   })
 
   it("a pier channel message answers the job only at its reply handle, which only its own turn is told, and aborts the turn", async () => {
@@ -207,7 +288,7 @@ describe('agent turn', () => {
     const other = turnHandler(api, { toolsAllow: ['message'], unsafeHostTools: true, running: otherRunning })
     const pending = handler(job({ id: 'chan-1' }))
     await new Promise((r) => setImmediate(r))
-    const otherPending = other(job({ id: 'chan-2' }))
+    const otherPending = other(job({ id: 'chan-2', runKey: 'run-chan-2' }))
     await new Promise((r) => setImmediate(r))
     const [own, second] = contexts
     const handle = /to target (pier-reply-[A-Za-z0-9_-]+)/.exec(own.runtimeContextFragments[0].text)?.[1]
@@ -228,7 +309,7 @@ describe('agent turn', () => {
     assert.equal(signal.aborted, false, 'the second turn still runs')
     assert.equal(own.abortSignal.aborted, true, 'the answered turn is aborted')
     await assert.rejects(sendJobReply({ to: handle, text: 'late' }), /not an open Pier job's reply handle/)
-    otherRunning.get('chan-2').abort()
+    otherRunning.get('run-chan-2').abort()
     await otherPending
     await new Promise((r) => setTimeout(r, 20))
     process.off('unhandledRejection', onUnhandled)
@@ -250,6 +331,23 @@ describe('agent turn', () => {
     release()
     await pending
     assert.equal(guard(...toolCall('exec', {}, { runId })), undefined, 'the turn is over')
+  })
+
+  it("after the plugin's modules are evaluated again (a reload), the new copy's guard and channel still know a turn the old copy started", async () => {
+    let release
+    const { api } = stubApi({ runEmbeddedAgent: () => new Promise((r) => (release = r)) })
+    const turnDone = turnHandler(api, { toolsAllow: ['message'], unsafeHostTools: true })(job({ id: 'before-reload' }))
+    await new Promise((r) => setImmediate(r))
+    const turn = [...globalThis[Symbol.for('pier-connector.jobTurns')].values()].find((t) => t.jobId === 'before-reload')
+    // A fresh evaluation of each module, as OpenClaw's reload makes one.
+    const fresh = `?reload=${Date.now()}`
+    const guard = (await import(`../plugin/job-guard.mjs${fresh}`)).createJobToolGuard()
+    const channel = await import(`../plugin/channel.mjs${fresh}`)
+    assert.match(guard(...toolCall('exec', { command: 'id' }, { runId: turn.runId }))?.blockReason ?? '', /not offered to this Pier job/)
+    assert.equal(guard(...toolCall('message', { action: 'send', channel: 'pier', target: turn.handle, message: 'hi' }, { runId: turn.runId })), undefined)
+    await channel.sendJobReply({ to: turn.handle, text: 'answered after the reload' })
+    assert.equal(await turnDone, 'answered after the reload')
+    release({ payloads: [] })
   })
 
   it('replyText falls back to the final assistant text', () => {
@@ -378,6 +476,21 @@ describe('job tool policy', () => {
     assert.equal(jobToolPolicy({ agentId: 'main', toolsAllow: [] }, { cfg: running }).sandboxed, false)
     assert.throws(() => jobToolPolicy({ agentId: 'researcher', toolsAllow: [] }, { cfg: running }), (e) => e.code === 'PIER_CONFIG' && /agent researcher \(channels.pier agentId\) is not configured/.test(e.message))
     assert.equal(applyAccountConfig({ cfg: {}, accountId: 'default', input: { url: 'nats://h:4222' } }).agents, undefined, 'channels add adds no agent')
+  })
+
+  it("a config change is read in two parts: the account's own settings (the gateway restarts the account) and its job agent (followed in place)", () => {
+    const base = { agents: { entries: { main: {} } }, channels: { pier: { natsUrl: 'nats://h:4222', subject: 'jobs.a' } } }
+    const keys = (cfg) => accountConfigKeys(cfg, 'default')
+    const was = keys(base)
+    const added = keys({ ...base, agents: { entries: { main: {}, 'pier-jobs': { workspace: '/w' } } } })
+    assert.equal(added.own, was.own, 'openclaw agents add pier-jobs changes no setting of the account')
+    assert.notEqual(added.agent, was.agent)
+    const sandboxed = keys({ ...base, agents: { entries: { main: { sandbox: { mode: 'all' } } } } })
+    assert.equal(sandboxed.own, was.own)
+    assert.notEqual(sandboxed.agent, was.agent, "the job agent's sandbox decides its tools")
+    assert.notEqual(keys({ ...base, channels: { pier: { ...base.channels.pier, subject: 'jobs.b' } } }).own, was.own)
+    assert.equal(was.applies, true)
+    assert.equal(keys({ ...base, gateway: { reload: { mode: 'off' } } }).applies, false)
   })
 
   it('web tools need no sandbox; the message tool (any channel) is a host tool no sandbox confines', () => {
@@ -531,8 +644,16 @@ describe('setup', () => {
     const [url, workerId, wallet] = setupWizard.textInputs
     assert.equal(wallet.required, false)
     assert.equal(workerId.required, false)
-    assert.match(await workerId.initialValue({ cfg: {}, accountId: 'default' }), /^agent-[0-9a-f]{6}$/)
-    assert.equal(await url.initialValue({ cfg: {}, accountId: 'default' }), 'wss://pier.gholl.com/nexus')
+    // Defaults are placeholders (typed text is the whole value); Enter on the empty field takes them.
+    assert.equal(url.initialValue, undefined)
+    assert.equal(workerId.initialValue, undefined)
+    assert.equal(url.placeholder, 'wss://pier.gholl.com/nexus')
+    assert.match(workerId.placeholder, /^agent-[0-9a-f]{6}$/)
+    assert.equal([url, workerId].every((i) => i.required === false && i.applyEmptyValue === true), true)
+    assert.equal((await url.applySet({ cfg: {}, accountId: 'default', value: '' })).channels.pier.natsUrl, 'wss://pier.gholl.com/nexus')
+    assert.equal((await workerId.applySet({ cfg: {}, accountId: 'default', value: '' })).channels.pier.workerId, workerId.placeholder)
+    assert.equal(url.validate({ value: '' }), undefined)
+    assert.match(url.validate({ value: 'wss://pier.gholl.com/nexusnats://my-server:4222' }), /./)
     let cfg = await url.applySet({ cfg: {}, accountId: 'default', value: 'wss://pier.example/nexus' })
     cfg = await workerId.applySet({ cfg, accountId: 'default', value: 'agent-7' })
     // A prompter that picks the given select answer and records the options it was shown.

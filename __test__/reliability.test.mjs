@@ -126,7 +126,9 @@ describe('cluster failover over websocket', () => {
     await worker.start()
     cleanups.push(() => worker.stop())
     const home = worker.status().serverName
-    const victim = cluster.nodes.find((n) => n.log().includes(`"${home}"`) || home === `n${cluster.nodes.indexOf(n) + 1}`)
+    // Nodes are named n1..n3 (server_name), which is what the worker reports as serverName.
+    const victim = cluster.nodes.find((_, i) => home === `n${i + 1}`)
+    assert.ok(victim, `the worker is on ${home}`)
     const others = cluster.nodes.filter((n) => n !== victim)
     const nc = await rawClient(others[0].url)
     cleanups.push(() => nc.close())
@@ -188,14 +190,14 @@ describe('overload and slow handlers', () => {
       (job) =>
         new Promise((resolve, reject) => {
           const controller = new AbortController()
-          controllers.set(job.id, controller)
+          controllers.set(job.runKey, controller)
           controller.signal.addEventListener('abort', () => {
             aborted.push(job.id)
             reject(new Error('aborted'))
           })
           setTimeout(() => resolve('too late'), 5000)
         }),
-      { logger: () => {}, onCancel: (id) => controllers.get(id)?.abort() },
+      { logger: () => {}, onCancel: (runKey) => controllers.get(runKey)?.abort() },
     )
     await worker.start()
     const replies = await Promise.all([1, 2].map((i) => request(nc, 'jobs.slow', { id: `s${i}`, task: 'x' })))

@@ -61,7 +61,8 @@ describe('task_request v1', () => {
     const payload = '{"id":"j2","task":"t \\u2028 \\ud83d\\ude00","meta":{"__proto__":{"polluted":true},"n":[1,{"k":null}]}}'
     assert.equal((await request(nats.nc, subject, payload)).result, 'ok')
     const [job] = seen
-    assert.deepEqual(Object.keys(job).sort(), ['id', 'meta', 'task', 'timeoutMs'])
+    assert.deepEqual(Object.keys(job).sort(), ['id', 'meta', 'runKey', 'task', 'timeoutMs'])
+    assert.match(job.runKey, /^[A-Za-z0-9_-]{22,}$/, "the worker's own name for the run")
     assert.equal(job.task, 't \u2028 \u{1F600}')
     assert.equal(Object.getPrototypeOf(job.meta), Object.prototype)
     assert.equal(job.meta.polluted, undefined)
@@ -247,8 +248,12 @@ describe('handler outcomes', () => {
 describe('deadlines', () => {
   it('answers TIMEOUT at the request deadline and tells the handler to cancel', async () => {
     const cancelled = []
-    const { worker, subject } = await startWorker({}, () => new Promise(() => {}), {
-      onCancel: (id, reason) => cancelled.push([id, reason]),
+    const runKeys = []
+    const { worker, subject } = await startWorker({}, (job) => {
+      runKeys.push(job.runKey)
+      return new Promise(() => {})
+    }, {
+      onCancel: (runKey, reason, id) => cancelled.push([runKey, reason, id]),
     })
     const start = Date.now()
     const reply = await request(nats.nc, subject, { id: 't1', type: 'task_request', task: 'slow', timeoutMs: 300 })
@@ -257,7 +262,7 @@ describe('deadlines', () => {
     assert.equal(reply.id, 't1')
     assert.ok(elapsed >= 290 && elapsed < 2000, `elapsed ${elapsed}`)
     await waitFor(() => cancelled.length === 1)
-    assert.deepEqual(cancelled[0], ['t1', 'TIMEOUT'])
+    assert.deepEqual(cancelled[0], [runKeys[0], 'TIMEOUT', 't1'])
     assert.equal(worker.status().stats.timedOut, 1)
     await worker.stop()
   })

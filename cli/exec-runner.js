@@ -5,6 +5,7 @@
 'use strict'
 
 const { spawn } = require('node:child_process')
+const { StringDecoder } = require('node:string_decoder')
 
 // What a job's command gets in its environment. Node refuses a NUL byte in an environment
 // value, so a job carrying one is answered with a one-line INVALID_REQUEST instead.
@@ -39,14 +40,15 @@ function cancelJob(child) {
 
 /**
  * A PierWorker handler that runs `command` per job and resolves to its stdout. `running` maps
- * each job id to its shell while it runs (for cancelJob); `withheldEnv` names the worker's own
+ * each job's run key (never its id: two requesters may choose the same) to its shell while it
+ * runs (for cancelJob); `withheldEnv` names the worker's own
  * variables (its credentials) that a stranger's task must not get.
  * @param {string} command
  * @param {Map<string, import('node:child_process').ChildProcess>} running
  * @param {string[]} withheldEnv
  */
 function execHandler(command, running, withheldEnv) {
-  return (job) => {
+  return (job, context) => {
     const env = Object.fromEntries(Object.entries(process.env).filter(([name]) => !withheldEnv.includes(name)))
     for (const [variable, field, value] of JOB_ENV) {
       const text = value(job)
@@ -63,9 +65,15 @@ function execHandler(command, running, withheldEnv) {
         reject(new Error(`could not run the command (${error.code ?? 'spawn failed'})`))
         return
       }
-      running.set(job.id, child)
+      running.set(job.runKey, child)
       const stdout = []
       let stdoutBytes = 0
+      // A requester that asked for progress gets the output as it comes (protocol v1.1
+      // partials). The result drops one final line break, so a chunk's trailing line break waits
+      // for more output: all the pieces in order are exactly the result.
+      const streaming = job.progress === true && typeof context?.partial === 'function'
+      const decoder = new StringDecoder('utf8')
+      let heldBreak = ''
       let stderr = ''
       child.stdout.on('data', (chunk) => {
         stdoutBytes += chunk.length
@@ -75,6 +83,12 @@ function execHandler(command, running, withheldEnv) {
           signalGroup(child, 'SIGKILL')
         } else {
           stdout.push(chunk)
+          if (streaming) {
+            let text = heldBreak + decoder.write(chunk)
+            heldBreak = /\r?\n$/.exec(text)?.[0] ?? ''
+            text = text.slice(0, text.length - heldBreak.length)
+            if (text) context.partial(text)
+          }
         }
       })
       child.stderr.on('data', (chunk) => {
@@ -85,12 +99,12 @@ function execHandler(command, running, withheldEnv) {
       // The shell is done: what it left in the background (holding our pipes, or not) goes too.
       child.on('exit', () => signalGroup(child, 'SIGKILL'))
       child.on('error', (error) => {
-        running.delete(job.id)
+        running.delete(job.runKey)
         clearTimeout(child.cancelTimer)
         reject(new Error(`could not run the command (${error.code ?? 'spawn failed'})`))
       })
       child.on('close', (code, signal) => {
-        running.delete(job.id)
+        running.delete(job.runKey)
         clearTimeout(child.cancelTimer)
         if (child.tooLarge) {
           reject(new Error(`the command wrote more than ${MAX_RESULT_BYTES} bytes, more than any NATS message holds`))

@@ -26,9 +26,13 @@ const USAGE = `Usage:
       per job, with the task on stdin; stdout is the result, a non-zero exit is EXECUTION_FAILED.
       The server must be named (--nats-url, --servers or the config): the public marketplace
       is joined only when it is named.
-  pier-connector publish TASK [--system-prompt S] [--timeout-ms N] [--meta JSON] [options]
+  pier-connector publish TASK [--system-prompt S] [--timeout-ms N] [--meta JSON] [--progress] [options]
       Send one task_request to publishSubject and print the reply JSON.
       Exit 0 for task_result, 1 for task_error, 2 when no reply came.
+      --progress asks the worker for progress (protocol v1.1): on a terminal the answer's text
+      as it is written and one status line for keep-alives, else each task_progress as a JSON
+      line before the reply. Ctrl-C cancels the job and waits for its CANCELLED (twice: quit).
+      A worker silent for 3 keep-alive intervals makes the job lost (exit 2).
   pier-connector status [options]
       Connect and print the server and subjects this config would use, as JSON.
   pier-connector workers [--wait-ms N] [--json] [options]
@@ -68,6 +72,7 @@ function parse(argv) {
     exec: { type: 'string' },
     'system-prompt': { type: 'string' },
     'timeout-ms': { type: 'string' },
+    progress: { type: 'boolean' },
     'wait-ms': { type: 'string' },
     json: { type: 'boolean' },
     ledger: { type: 'string' },
@@ -168,7 +173,7 @@ async function runWorker(values, config) {
     ? PierWorker.echo(config, log)
     : new PierWorker(config, execHandler(values.exec, running, WORKER_ONLY_ENV), {
         ...log,
-        onCancel: (jobId) => cancelJob(running.get(jobId)),
+        onCancel: (runKey) => cancelJob(running.get(runKey)),
       })
   // Last resort: no job's processes outlive the CLI, however it exits.
   process.on('exit', () => running.forEach((child) => signalGroup(child, 'SIGKILL')))
@@ -199,16 +204,69 @@ async function runPublish(values, positionals, config) {
     }
   }
   const timeoutMs = values['timeout-ms'] === undefined ? undefined : Number(values['timeout-ms'])
+  const watching = values.progress ? watchProgress() : undefined
   await withClient(values, config, async (client) => {
     try {
-      const reply = await client.publish(task, { systemPrompt: values['system-prompt'], timeoutMs, meta })
+      const reply = await client.publish(task, { systemPrompt: values['system-prompt'], timeoutMs, meta, ...watching?.options })
+      watching?.done()
       process.stdout.write(JSON.stringify(reply) + '\n')
       process.exitCode = reply && reply.ok === true ? 0 : 1
     } catch (error) {
+      watching?.done()
       process.stderr.write(`${error.message}${error.code === 'PIER_NO_RESPONDERS' ? noRespondersHint(config) : ''}\n`)
       process.exitCode = 2
+    } finally {
+      watching?.stop()
     }
   })
+}
+
+/**
+ * `publish --progress`: what to pass to PierClient.publish (onProgress, an AbortSignal that
+ * Ctrl-C aborts), and how it shows. On a terminal the answer's text goes to stdout as it is
+ * written and keep-alives are one status line on stderr; otherwise each task_progress is a
+ * JSON line on stdout, before the reply's.
+ */
+function watchProgress() {
+  const tty = Boolean(process.stdout.isTTY)
+  const controller = new AbortController()
+  let streamed = false
+  let status = ''
+  const clearStatus = () => {
+    if (status && process.stderr.isTTY) process.stderr.write('\r\x1b[K')
+    status = ''
+  }
+  const showStatus = (text) => {
+    if (!process.stderr.isTTY) return
+    clearStatus()
+    status = text
+    process.stderr.write(text)
+  }
+  const onProgress = (p) => {
+    if (!tty) return process.stdout.write(JSON.stringify(p) + '\n')
+    if (p.state === 'partial' && typeof p.text === 'string') {
+      clearStatus()
+      process.stdout.write(p.text)
+      streamed = true
+    } else if (!streamed) {
+      showStatus(`${p.state === 'accepted' ? 'accepted' : 'working'} (${p.worker?.id ?? 'worker'}, ${(p.elapsedMs / 1000).toFixed(1)} s)${controller.signal.aborted ? ', cancelling' : ''}`)
+    }
+  }
+  const onSigint = () => {
+    if (controller.signal.aborted) process.exit(130)
+    process.stderr.write(`${status || streamed ? '\n' : ''}cancelling the job (Ctrl-C again to quit without waiting)\n`)
+    status = ''
+    controller.abort()
+  }
+  process.on('SIGINT', onSigint)
+  return {
+    options: { onProgress, signal: controller.signal },
+    done: () => {
+      clearStatus()
+      if (streamed) process.stdout.write('\n')
+    },
+    stop: () => process.off('SIGINT', onSigint),
+  }
 }
 
 /** Why nobody listens on publishSubject, and how to reach a worker directly. */

@@ -6,10 +6,10 @@ import { createAgentTurnHandler } from './agent-turn.mjs'
 import { runningAccounts } from './accounts.mjs'
 import { createSessionPruner, leftoverJobSessions } from './sessions.mjs'
 import { snapshotOf, blockedError } from './status.mjs'
-import { redactSecrets } from './config.mjs'
+import { redactSecrets, resolveAccount } from './config.mjs'
 import { jobToolPolicy, jobWorkspaceDir } from './job-policy.mjs'
 import { accountAddonConfig } from './identity.mjs'
-import { accountConfigKey, configFilePath, onConfigFileChange } from './reload.mjs'
+import { accountConfigKeys, accountConfigKeysOfFile, configFilePath, onConfigFileChange } from './reload.mjs'
 
 const STATUS_INTERVAL_MS = 1000
 
@@ -28,7 +28,8 @@ export function createAccountRun(account, { api, log, deleteSession, cleanupSess
   const clean = (message) => redactSecrets(message, addonConfig)
   const turnLog = { error: (m) => log.error(`[${accountId}] ${clean(m)}`), info: (m) => log.info(`[${accountId}] ${clean(m)}`) }
   // No policy: the account is blocked (host tools) and never builds a worker.
-  const handler = policy && createAgentTurnHandler(api, running, { ...stored, agentId: account.agentId, policy, workspaceDir, log: turnLog, limits: account.limits })
+  let jobAgent = { agentId: account.agentId, policy }
+  const handler = policy && createAgentTurnHandler(api, running, { ...stored, jobAgent: () => jobAgent, workspaceDir, log: turnLog, limits: account.limits })
   let worker = null
   let drained = null
   const run = {
@@ -41,12 +42,19 @@ export function createAccountRun(account, { api, log, deleteSession, cleanupSess
     get worker() {
       return worker
     },
+    get jobAgent() {
+      return jobAgent
+    },
+    /** Jobs from now on run as this agent, with this policy; the ones in flight keep theirs. */
+    setJobAgent(next) {
+      jobAgent = next
+    },
     /** Builds the worker; throws the addon's error (config, unsupported platform) as a redacted one. */
     create() {
       try {
         worker = new PierWorker(accountAddonConfig(api, account), handler, {
           logger: (level, message) => log.addon(level, `[${accountId}] ${clean(message).replace(/^\[pier-connector\] /, '')}`),
-          onCancel: (jobId, reason) => running.get(jobId)?.abort(new Error(reason)),
+          onCancel: (runKey, reason) => running.get(runKey)?.abort(new Error(reason)),
         })
         return worker
       } catch (error) {
@@ -122,27 +130,87 @@ function trackActivity(run, s) {
 }
 
 /**
- * When this account's config in the file changes, stops taking jobs and finishes the ones in
- * flight so the gateway, idle, can apply the change (reload.mjs). `drained` resolves then: the
- * account's run ends there, because OpenClaw retires the plugin's old instance before it
- * restarts the channel and waits for its running calls (this one) first.
+ * Follows this account's config in the file (reload.mjs). Its own settings changed: stops taking
+ * jobs and finishes the ones in flight so the gateway, idle, can apply the change; `drained`
+ * resolves then, and the account's run ends there, because OpenClaw retires the plugin's old
+ * instance before it restarts the channel and waits for its running calls (this one) first. Its
+ * job agent changed: jobs run as the new agent once the gateway has it, the worker running on.
  */
-function drainOnConfigChange(run, ctx, log) {
+function followConfig(run, ctx, { api, log }) {
   const path = configFilePath()
-  const running = accountConfigKey(ctx.accountId, path)
+  // The config this account started with, as the file had it then; read once, before any change.
+  const started = accountConfigKeysOfFile(ctx.accountId, path)
+  let agentKey = null
   let resolveDrained
   const drained = new Promise((resolve) => (resolveDrained = resolve))
   let pending = false
-  const unwatch = onConfigFileChange(() => {
+  let checks = Promise.resolve()
+  const check = async () => {
     if (pending || ctx.abortSignal.aborted) return
-    const now = accountConfigKey(ctx.accountId, path)
-    if (now === undefined || running === undefined || now === running) return
-    pending = true
-    run.reloading = true
-    log.info(`[${ctx.accountId}] config changed: taking no more jobs and finishing the ones in flight, then the account restarts with it`)
-    run.drain().then(resolveDrained, resolveDrained)
+    const [was, now] = await Promise.all([started, accountConfigKeysOfFile(ctx.accountId, path)])
+    if (pending || ctx.abortSignal.aborted || now === undefined || was === undefined) return
+    if (now.own !== was.own) {
+      if (!now.applies) {
+        run.notice = 'config changed in openclaw.json; gateway.reload.mode is "off": openclaw gateway restart applies it'
+        return
+      }
+      run.notice = null
+      pending = true
+      run.reloading = true
+      log.info(`[${ctx.accountId}] config changed: taking no more jobs and finishing the ones in flight, then the account restarts with it`)
+      run.drain().then(() => resolveDrained(), () => resolveDrained())
+      return
+    }
+    agentKey ??= was.agent
+    if (now.agent === agentKey) return
+    agentKey = now.agent
+    const outcome = await followJobAgent(run, ctx, { api, log, wanted: now.agent })
+    if (outcome.error) {
+      pending = true
+      run.drain().then(() => resolveDrained({ error: outcome.error }), () => resolveDrained({ error: outcome.error }))
+    }
+  }
+  // One read at a time, in the order the changes came: a slow read never overtakes a later one.
+  const unwatch = onConfigFileChange(() => {
+    checks = checks.then(check).catch((error) => log.warn(`[${ctx.accountId}] could not read the changed config: ${error?.message ?? error}`))
   }, path)
   return { drained, unwatch }
+}
+
+const AGENT_APPLY_WAIT_MS = 30_000
+
+/**
+ * The job agent in the file changed (`wanted`, accountConfigKeys' `agent`): once the gateway's
+ * own config has it (a turn can run only as an agent the gateway knows), jobs run as that agent
+ * with the policy its config gives. A policy that refuses it (host tools and no sandbox)
+ * blocks the account: `{ error }`.
+ */
+async function followJobAgent(run, ctx, { api, log, wanted }) {
+  const deadline = Date.now() + AGENT_APPLY_WAIT_MS
+  let cfg
+  for (;;) {
+    cfg = api.runtime?.config?.current?.()
+    if (cfg && accountConfigKeys(cfg, ctx.accountId).agent === wanted) break
+    if (Date.now() > deadline || ctx.abortSignal.aborted) {
+      if (!ctx.abortSignal.aborted) {
+        run.notice = `the job agent changed in openclaw.json, and the gateway has not applied it: jobs still run as agent ${run.jobAgent.agentId}`
+        log.warn(`[${ctx.accountId}] ${run.notice}`)
+      }
+      return {}
+    }
+    await new Promise((resolve) => setTimeout(resolve, 250))
+  }
+  const account = resolveAccount(cfg, ctx.accountId, {})
+  try {
+    const policy = jobToolPolicy({ ...run.account, agentId: account.agentId }, { cfg, sandbox: api.runtime?.sandbox })
+    const was = run.jobAgent.agentId
+    run.setJobAgent({ agentId: account.agentId, policy })
+    run.notice = null
+    log.info(`[${ctx.accountId}] the job agent's config changed: jobs now run as agent ${account.agentId}${was === account.agentId ? '' : ` (was ${was})`}, the worker running on`)
+    return {}
+  } catch (error) {
+    return { error }
+  }
 }
 
 /**
@@ -202,9 +270,10 @@ export async function startAccount(ctx, deps) {
       const s = run.status()
       log.info(`[${ctx.accountId}] worker ${s.workerId} taking jobs on ${s.subject} (queue ${s.queueGroup}) via ${s.servers}; results signed by ${s.workerKey}`)
       publish()
-      const reload = drainOnConfigChange(run, ctx, log)
+      const reload = followConfig(run, ctx, deps)
       unwatch = reload.unwatch
-      await Promise.race([aborted, reload.drained])
+      const ended = await Promise.race([aborted, reload.drained])
+      if (ended?.error) throw ended.error
     }
     unwatch()
     await run.drain()

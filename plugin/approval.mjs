@@ -8,37 +8,7 @@
 // own `{ code: "PIER_APPROVAL_UNAVAILABLE", message }`. The tool sends a paid task only when
 // this hook saw that very call approved (allow-once), so a paid task is never sent unapproved.
 import { PUBLISH_TOOL, priceOf, publishAccount } from './tool.mjs'
-
-const APPROVED = Symbol.for('pier-connector.approved-publishes')
-/** How long an approval waits for its call: one that never reaches the tool leaves nothing. */
-const APPROVAL_TTL_MS = 60_000
-/**
- * Paid publishes a person allowed: tool call id -> the parameters shown to them and until when
- * the approval holds. Each is used once, by the call with those very parameters: a call id a
- * model reuses later (some backends number them `call_0`, `call_1`, …) finds none.
- */
-export const approvedCalls = (globalThis[APPROVED] ??= new Map())
-
-/** The parameters as one string, keys sorted at every level (the host may rebuild the object). */
-const fingerprint = (params) =>
-  JSON.stringify(params ?? {}, (_key, value) =>
-    value && typeof value === 'object' && !Array.isArray(value)
-      ? Object.fromEntries(Object.keys(value).sort().map((k) => [k, value[k]]))
-      : value,
-  )
-
-export function recordApproval(id, params, now = Date.now()) {
-  for (const [key, approval] of approvedCalls) if (approval.expires <= now) approvedCalls.delete(key)
-  approvedCalls.set(id, { params: fingerprint(params), expires: now + APPROVAL_TTL_MS })
-}
-
-/** Whether a person allowed this call with these parameters; the approval is used up. */
-export function takeApproval(id, params, now = Date.now()) {
-  const approval = id ? approvedCalls.get(id) : undefined
-  if (!approval) return false
-  approvedCalls.delete(id)
-  return approval.expires > now && approval.params === fingerprint(params)
-}
+import { recordApproval } from './approved-calls.mjs'
 
 /**
  * Whether a person can be asked about this call, by OpenClaw's rules: an interactive run

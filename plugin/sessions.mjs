@@ -28,6 +28,7 @@ export const jobSessionPrefix = (agentId) => `agent:${agentId}:pier:`
 
 const TOKEN_BYTES = 12
 const TOKEN = new RegExp(`:pier:([0-9a-f]{${TOKEN_BYTES * 2}})$`)
+const AGENT = /^agent:([^:]+):/
 
 /** A new job session's id and key: a random token, lower case as OpenClaw stores keys. */
 export function newJobSession(agentId) {
@@ -58,11 +59,13 @@ export async function leftoverJobSessions({ agentId, listSessions = hostListSess
  * Keeps the newest `keep` finished job sessions and deletes the others, one at a time in the
  * order they finished, as soon as they are due.
  */
-export function createSessionPruner({ agentId, keep = 0, log, deleteSession = hostDeleteSessionEntry, cleanupSession = hostCleanupSession }) {
+export function createSessionPruner({ agentId: pruneAgentId, keep = 0, log, deleteSession = hostDeleteSessionEntry, cleanupSession = hostCleanupSession }) {
   const finished = []
   let queue = Promise.resolve()
   let deleted = 0
   const removeOne = async (sessionKey) => {
+    // The session's own agent: the account's job agent may have changed since it ran.
+    const agentId = AGENT.exec(sessionKey)?.[1] ?? pruneAgentId
     const token = TOKEN.exec(sessionKey)?.[1]
     if (token) {
       try {

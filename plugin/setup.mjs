@@ -149,6 +149,7 @@ async function signingStep({ cfg, accountId, prompter }) {
 
 /** A worker id to offer: Enter takes it (anonymous-worker would earn for nobody). */
 const suggestedWorkerId = () => `agent-${randomBytes(3).toString('hex')}`
+let suggestion
 
 /**
  * Esc goes back one step. OpenClaw's channel setup already goes back with ← (its prompt
@@ -239,21 +240,30 @@ export const setupWizard = {
   // The token is asked in finalize (tokenStep): OpenClaw's credential step cannot be left empty.
   credentials: [],
   textInputs: [
+    // The defaults are placeholders, not pre-filled text: what a person types is the whole value
+    // (typed into a pre-filled field it was appended: "wss://pier.gholl.com/nexusnats://…"),
+    // and Enter on the empty field takes the default shown.
     {
       inputKey: 'url',
-      message: 'NATS URL of the Pier server',
-      initialValue: ({ cfg, accountId }) => resolveAccount(cfg, accountId, {}).addonConfig.natsUrl ?? DEFAULT_NATS_URL,
+      message: 'NATS URL of the Pier server (Enter: the public marketplace)',
+      placeholder: DEFAULT_NATS_URL,
+      required: false,
+      applyEmptyValue: true,
       currentValue: ({ cfg, accountId }) => resolveAccount(cfg, accountId, {}).addonConfig.natsUrl,
-      validate: ({ value }) => validateInput({ input: { url: value } }) ?? undefined,
-      applySet: ({ cfg, accountId, value }) => applyAccountConfig({ cfg, accountId, input: { url: value } }),
+      validate: ({ value }) => (value ? validateInput({ input: { url: value } }) ?? undefined : undefined),
+      applySet: ({ cfg, accountId, value }) => applyAccountConfig({ cfg, accountId, input: { url: value || DEFAULT_NATS_URL } }),
     },
     {
       inputKey: 'workerId',
       message: 'Worker id, shown to job publishers',
       required: false,
-      initialValue: ({ cfg, accountId }) => resolveAccount(cfg, accountId, {}).addonConfig.workerId ?? suggestedWorkerId(),
+      applyEmptyValue: true,
+      // One suggestion per process: the one shown is the one Enter takes.
+      get placeholder() {
+        return (suggestion ??= suggestedWorkerId())
+      },
       currentValue: ({ cfg, accountId }) => resolveAccount(cfg, accountId, {}).addonConfig.workerId,
-      applySet: ({ cfg, accountId, value }) => applyAccountConfig({ cfg, accountId, input: { workerId: value } }),
+      applySet: ({ cfg, accountId, value }) => applyAccountConfig({ cfg, accountId, input: { workerId: value || (suggestion ??= suggestedWorkerId()) } }),
     },
     {
       inputKey: 'walletAddress',

@@ -21,7 +21,11 @@ export function snapshotOf(run, s) {
   return {
     accountId: run.accountId,
     running: s.state !== 'stopped' || Boolean(run.worker?.running),
-    ...(run.reloading ? { stateReason: 'config changed: finishing the jobs in flight; the account restarts with the new config' } : {}),
+    ...(run.reloading
+      ? { stateReason: 'config changed: finishing the jobs in flight; the account restarts with the new config' }
+      : run.notice
+        ? { stateReason: run.notice }
+        : {}),
     connected,
     // Until the first connection the account is starting; after it, a lost connection is
     // recovering (the worker reconnects by itself); a stopping worker is draining its jobs.

@@ -2,11 +2,14 @@
 // connection when it runs, else over a client of its own. It can spend money (a task with
 // meta.price), so it is optional (an agent gets it only when allowed in tools.allow), refuses
 // a price above maxPublishPrice before anything is sent, and asks for approval when paid
-// (approval.mjs). Every failure is `{ ok: false, error: { code, message } }`.
+// (approval.mjs). Every failure is `{ ok: false, error: { code, message } }`. It asks the worker
+// for progress (protocol v1.1): keep-alives make a silent worker's job lost after 3 of its
+// intervals instead of only after the fixed timeoutMs, the answer's text as it is written goes
+// to the host's onUpdate, and the host's abort of the tool call cancels the job.
 import { PierClient } from './addon.mjs'
 import { runningAccounts } from './accounts.mjs'
 import { defaultAccountId, resolveAccount, redactSecrets } from './config.mjs'
-import { takeApproval } from './approval.mjs'
+import { takeApproval } from './approved-calls.mjs'
 import { accountAddonConfig } from './identity.mjs'
 
 export const PUBLISH_TOOL = 'pier_publish'
@@ -82,6 +85,29 @@ export function publishAccount(api) {
   return resolveAccount(cfg, defaultAccountId(cfg))
 }
 
+/**
+ * The publish options that ask for progress: the host's AbortSignal cancels the job, and the
+ * answer's text so far goes to `onUpdate` as a partial tool result.
+ */
+export function progressOptions(signal, onUpdate) {
+  let text = ''
+  return {
+    progress: true,
+    ...(signal instanceof AbortSignal ? { signal } : {}),
+    ...(typeof onUpdate === 'function'
+      ? {
+          onProgress: (p) => {
+            if (p?.state !== 'partial' || typeof p.text !== 'string') return
+            text += p.text
+            try {
+              onUpdate({ content: [{ type: 'text', text }], details: { progress: { seq: p.seq, elapsedMs: p.elapsedMs } } })
+            } catch {}
+          },
+        }
+      : {}),
+  }
+}
+
 export function createPublishTool(api, log) {
   let client = null
   let clientConfig = null
@@ -107,7 +133,7 @@ export function createPublishTool(api, log) {
       'Returns the worker reply: { ok: true, result } or { ok: false, error: { code, message } }. ' +
       'Error PRICE_TOO_LOW: the worker asks a higher meta.price than offered (see hint).',
     parameters,
-    async execute(toolCallId, params) {
+    async execute(toolCallId, params, signal, onUpdate) {
       const account = publishAccount(api)
       const refusal = priceRefusal(params, account.maxPublishPrice) ?? approvalRefusal(toolCallId, params)
       if (refusal) {
@@ -116,7 +142,7 @@ export function createPublishTool(api, log) {
       }
       const { task, systemPrompt, timeoutMs, meta } = params ?? {}
       try {
-        const reply = await publisher(account).publish(String(task ?? ''), { systemPrompt, timeoutMs, meta })
+        const reply = await publisher(account).publish(String(task ?? ''), { systemPrompt, timeoutMs, meta, ...progressOptions(signal, onUpdate) })
         const hint = replyHint(reply, { maxPublishPrice: account.maxPublishPrice, price: priceOf(params) })
         return textResult(hint ? { ...reply, hint } : reply)
       } catch (error) {

@@ -48,6 +48,8 @@ pub(crate) struct Message<'a> {
     pub defect: Option<&'a str>,
     /// The `Pier-Sender` header values (more than one is malformed).
     pub sender_headers: Vec<&'a str>,
+    /// The `Pier-Progress-To` header values (protocol v1.1; more than one is malformed).
+    pub progress_headers: Vec<&'a str>,
     /// The payload exactly as received (what a signature covers).
     pub payload: &'a [u8],
     /// The subject the message arrived on.
@@ -65,8 +67,8 @@ pub(crate) trait Current {
     fn draining(&self) -> bool;
     /// Concurrency slots free now (including one the source already holds for this message).
     fn slots_free(&self) -> usize;
-    /// A job with this id is in flight (admitted and not yet stopped).
-    fn running(&self, id: &str) -> bool;
+    /// A job with this claim ([`claim_key`]) is in flight (admitted and not yet stopped).
+    fn running(&self, claim: &str) -> bool;
     /// Whether the replay memory would take this verified nonce now (without taking it):
     /// `Denied::Unauthorized` for a replay, `Denied::MemoryFull` when it is full.
     fn nonce(&self, accepted: &Accepted) -> Result<(), Denied>;
@@ -188,6 +190,11 @@ pub(crate) struct Admitted {
     pub budget: Duration,
     /// What is left of it now: the budget, less the time a JetStream job waited in the stream.
     pub left: Duration,
+    /// What the job's in-flight claim is keyed by ([`claim_key`]); `None`: nothing another job
+    /// could collide with (an unsigned job over core NATS).
+    pub claim: Option<String>,
+    /// Where the job's progress goes (`Pier-Progress-To`), when its requester asked for it.
+    pub progress_to: Option<Subject>,
 }
 
 /// A job answered with a `task_error` and not run.
@@ -270,6 +277,7 @@ pub(crate) fn admit(
         target,
         defect,
         sender_headers,
+        progress_headers,
         payload,
         subject: arrived_on,
         signed_reply,
@@ -385,6 +393,10 @@ pub(crate) fn admit(
             left: Some(left),
         })))
     };
+    let progress_to = match progress_subject(&progress_headers, &config.reply_subject_prefixes) {
+        Ok(to) => to,
+        Err(why) => return refuse(JobError::new(ErrorCode::InvalidRequest, why), id, sender),
+    };
     if let Some(allowed) = &policy.allowed {
         if !allowed.allow(sender.key.as_deref(), job.sender()) {
             let error = JobError::new(
@@ -418,9 +430,10 @@ pub(crate) fn admit(
         );
         return refuse(error, id, sender);
     }
-    // Requester-chosen ids key the handler's running turns (their abort handles and the
-    // channel's answer slots): a second job with the id of one in flight would take them over.
-    if current.running(&job.id) {
+    // A second copy of a job in flight (the same sender and id, or the same stream message)
+    // is refused; jobs of different requesters never collide, whatever ids they chose.
+    let claim = claim_key(sender.key.as_deref(), &job.id, stored);
+    if claim.as_deref().is_some_and(|claim| current.running(claim)) {
         return refuse(duplicate_id(), id, sender);
     }
     // A source whose jobs another worker may take (JetStream) gives this one back instead of
@@ -441,7 +454,50 @@ pub(crate) fn admit(
         signature: accepted,
         budget,
         left,
+        claim,
+        progress_to,
     }))
+}
+
+/// Where a job's progress goes: the `Pier-Progress-To` header's subject, or `None` when the
+/// request has none; the reason to refuse it (INVALID_REQUEST) when it names no subject the
+/// worker may publish progress to (protocol v1.1: a publish subject, no wildcards or spaces,
+/// never under `$`; and, like replies, inside `replySubjectPrefixes` when that is set).
+fn progress_subject(values: &[&str], prefixes: &[String]) -> Result<Option<Subject>, String> {
+    let value = match values {
+        [] => return Ok(None),
+        [value] => value.trim(),
+        _ => return Err("Pier-Progress-To header refused: more than one".into()),
+    };
+    if !subject::is_publish_subject(value) {
+        return Err(
+            "Pier-Progress-To header refused: not a subject one can publish to (no wildcards, no spaces)"
+                .into(),
+        );
+    }
+    if let Some(why) = subject::reply_refusal(value, prefixes) {
+        return Err(format!(
+            "Pier-Progress-To header refused: {}",
+            why.replace("its reply subject", "the subject")
+        ));
+    }
+    Ok(Some(Subject::from(value)))
+}
+
+/// What names a job in flight (protocol.md, "Job identity"): a job's id is its requester's
+/// choice, so it names a job only together with who sent it. The verified key and the id for a
+/// signed job, the stream sequence for an unsigned JetStream job; `None` for an unsigned job
+/// over core NATS, which the worker keys by a fresh token of its own (nothing to collide with).
+pub(crate) fn claim_key(
+    sender_key: Option<&str>,
+    id: &str,
+    stored: Option<(i64, u64)>,
+) -> Option<String> {
+    match (sender_key, stored) {
+        (Some(key), _) => Some(format!("key:{key}\n{id}")),
+        (None, Some((_, seq))) => Some(format!("seq:{seq}")),
+        (None, None) => None,
+    }
 }
 
 /// Verifies the message's `Pier-Sender` header, if it has one (its nonce not yet remembered);
@@ -549,7 +605,8 @@ mod tests {
     struct Fake {
         draining: bool,
         slots: usize,
-        running: Vec<&'static str>,
+        /// Claim keys in flight ([`claim_key`]).
+        running: Vec<String>,
         seen_nonces: Vec<String>,
         memory_full: bool,
         /// What the day's turns used.
@@ -566,8 +623,8 @@ mod tests {
         fn slots_free(&self) -> usize {
             self.slots
         }
-        fn running(&self, id: &str) -> bool {
-            self.running.contains(&id)
+        fn running(&self, claim: &str) -> bool {
+            self.running.iter().any(|c| c == claim)
         }
         fn nonce(&self, accepted: &Accepted) -> Result<(), Denied> {
             if self.seen_nonces.contains(&accepted.nonce) {
@@ -624,6 +681,8 @@ mod tests {
         target: Option<&'static str>,
         defect: Option<&'static str>,
         headers: Vec<String>,
+        /// `Pier-Progress-To` header values.
+        progress: Vec<String>,
         signed_reply: &'static str,
         /// How long ago the stream stored the message (JetStream), ms.
         stored_ago_ms: Option<i64>,
@@ -647,6 +706,7 @@ mod tests {
             target: Some("_INBOX.a"),
             defect: None,
             headers: Vec::new(),
+            progress: Vec::new(),
             signed_reply: "_INBOX.a",
             stored_ago_ms: None,
             current: IDLE,
@@ -687,6 +747,7 @@ mod tests {
             },
             defect: case.defect,
             sender_headers: case.headers.iter().map(String::as_str).collect(),
+            progress_headers: case.progress.iter().map(String::as_str).collect(),
             payload: &case.payload,
             subject: "jobs.worker",
             signed_reply: case.signed_reply,
@@ -1183,14 +1244,114 @@ mod tests {
                 )
             },
             Case {
+                headers: vec![signed(&alice, &ok, "_INBOX.a", now)],
                 current: Fake {
-                    running: vec!["j1"],
+                    running: vec![claim_key(Some(alice.public_key()), "j1", None).unwrap()],
                     ..IDLE
                 },
                 ..base(
-                    "a second job with the id of one in flight",
+                    "a second job of one sender with the id of its job in flight",
                     ok.clone(),
                     Code(InvalidRequest, "already running", Some("j1")),
+                )
+            },
+            Case {
+                headers: vec![signed(&stranger, &ok, "_INBOX.a", now)],
+                current: Fake {
+                    running: vec![claim_key(Some(alice.public_key()), "j1", None).unwrap()],
+                    ..IDLE
+                },
+                ..base(
+                    "another sender's job with the id of one in flight runs",
+                    ok.clone(),
+                    Admit { left_ms: 60_000 },
+                )
+            },
+            Case {
+                current: Fake {
+                    running: vec![
+                        claim_key(Some(alice.public_key()), "j1", None).unwrap(),
+                        "j1".to_string(),
+                    ],
+                    ..IDLE
+                },
+                ..base(
+                    "an unsigned job with the id of one in flight runs (core NATS)",
+                    ok.clone(),
+                    Admit { left_ms: 60_000 },
+                )
+            },
+            Case {
+                stored_ago_ms: Some(0),
+                current: Fake {
+                    running: vec!["seq:7".to_string()],
+                    ..IDLE
+                },
+                ..base(
+                    "a second delivery of a stream message in flight",
+                    ok.clone(),
+                    Code(InvalidRequest, "already running", Some("j1")),
+                )
+            },
+            Case {
+                stored_ago_ms: Some(0),
+                current: Fake {
+                    running: vec!["seq:6".to_string()],
+                    ..IDLE
+                },
+                ..base(
+                    "an unsigned stream message with the id of another in flight runs",
+                    ok.clone(),
+                    Admit { left_ms: 60_000 },
+                )
+            },
+            Case {
+                progress: vec!["_INBOX.progress.1".into()],
+                ..base(
+                    "a job that asks for progress to a subject it may have runs",
+                    ok.clone(),
+                    Admit { left_ms: 60_000 },
+                )
+            },
+            Case {
+                progress: vec!["_INBOX.*".into()],
+                ..base(
+                    "progress to a wildcard is refused",
+                    ok.clone(),
+                    Code(InvalidRequest, "Pier-Progress-To", Some("j1")),
+                )
+            },
+            Case {
+                progress: vec!["two words".into()],
+                ..base(
+                    "progress to a subject with a space is refused",
+                    ok.clone(),
+                    Code(InvalidRequest, "Pier-Progress-To", Some("j1")),
+                )
+            },
+            Case {
+                progress: vec!["$JS.API.STREAM.DELETE.X".into()],
+                ..base(
+                    "progress under $ is refused",
+                    ok.clone(),
+                    Code(InvalidRequest, "under $", Some("j1")),
+                )
+            },
+            Case {
+                progress: vec!["_INBOX.a".into(), "_INBOX.b".into()],
+                ..base(
+                    "two Pier-Progress-To headers are refused",
+                    ok.clone(),
+                    Code(InvalidRequest, "more than one", Some("j1")),
+                )
+            },
+            Case {
+                config: json!({ "replySubjectPrefixes": ["_INBOX."] }),
+                progress: vec!["progress.elsewhere".into()],
+                ..base(
+                    "progress outside replySubjectPrefixes is refused",
+                    ok.clone(),
+                    Code(InvalidRequest, "replySubjectPrefixes", Some("j1")),
                 )
             },
             Case {

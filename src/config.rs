@@ -139,6 +139,13 @@ pub struct Config {
     /// How long stopping waits for in-flight jobs before answering them SHUTTING_DOWN.
     #[cfg_attr(test, schemars(extend("x-advanced" = true)))]
     pub drain_timeout_ms: u64,
+    /// Progress interval (ms)
+    ///
+    /// Jobs whose requester asks for progress (Pier-Progress-To, protocol v1.1) get a working
+    /// keep-alive whenever no other progress message was sent for this long; requesters treat 3
+    /// times it without one as a lost job.
+    #[cfg_attr(test, schemars(range(min = 100, max = 600000), extend("x-advanced" = true)))]
+    pub progress_interval_ms: u64,
     /// Connect timeout (ms)
     ///
     /// Per connection attempt.
@@ -403,6 +410,7 @@ impl Default for Config {
             max_concurrent_jobs: 4,
             max_payload_bytes: 1024 * 1024,
             drain_timeout_ms: 10_000,
+            progress_interval_ms: 5_000,
             connect_timeout_ms: 10_000,
             max_connect_attempts: 0,
             log_format: LogFormat::Text,
@@ -589,6 +597,9 @@ impl Config {
         }
         if self.max_payload_bytes == 0 {
             return bad("maxPayloadBytes: must be at least 1".into());
+        }
+        if !(100..=600_000).contains(&self.progress_interval_ms) {
+            return bad("progressIntervalMs: must be between 100 and 600000".into());
         }
         if self.user.is_some() != self.password.is_some() {
             return bad("user and password: set both or neither".into());

@@ -82,6 +82,9 @@ struct Metadata<'a> {
     wallet: &'a str,
     #[serde(rename = "workerKey", skip_serializing_if = "Option::is_none")]
     worker_key: Option<&'a str>,
+    /// The version of progress and cancellation this worker speaks (protocol v1.1):
+    /// `Pier-Progress-To`, `task_progress`, `task_cancel`.
+    progress: &'static str,
 }
 
 #[derive(Debug, Serialize)]
@@ -120,6 +123,7 @@ impl ServiceIdentity {
                 worker_id: &self.worker_id,
                 wallet: self.wallet.as_deref().unwrap_or_default(),
                 worker_key: self.worker_key.as_deref(),
+                progress: crate::protocol::PROGRESS_VERSION,
             },
             description: None,
             started: None,
@@ -280,6 +284,7 @@ mod tests {
         assert_eq!(v["type"], "io.nats.micro.v1.stats_response");
         assert_eq!(v["name"], "pier-worker");
         assert_eq!(v["metadata"]["workerId"], "w1");
+        assert_eq!(v["metadata"]["progress"], "1.1");
         assert_eq!(v["endpoints"][0]["num_requests"], 2);
         assert_eq!(v["endpoints"][0]["num_errors"], 1);
         assert_eq!(

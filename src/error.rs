@@ -21,10 +21,12 @@ pub enum ErrorCode {
     PriceTooLow,
     RateLimited,
     BudgetExhausted,
+    /// The requester cancelled the job (protocol v1.1, `task_cancel`).
+    Cancelled,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 13] = [
+    pub const ALL: [ErrorCode; 14] = [
         ErrorCode::ParseError,
         ErrorCode::InvalidRequest,
         ErrorCode::RuntimeUnavailable,
@@ -38,6 +40,7 @@ impl ErrorCode {
         ErrorCode::PriceTooLow,
         ErrorCode::RateLimited,
         ErrorCode::BudgetExhausted,
+        ErrorCode::Cancelled,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -55,6 +58,7 @@ impl ErrorCode {
             ErrorCode::PriceTooLow => "PRICE_TOO_LOW",
             ErrorCode::RateLimited => "RATE_LIMITED",
             ErrorCode::BudgetExhausted => "BUDGET_EXHAUSTED",
+            ErrorCode::Cancelled => "CANCELLED",
         }
     }
 
@@ -203,6 +207,12 @@ pub enum PierError {
     NoResponders {
         subject: String,
     },
+    /// The job's worker sent no progress for 3 × its keep-alive interval (protocol v1.1): the
+    /// job is lost. Code `PIER_TIMEOUT`.
+    Lost {
+        subject: String,
+        silent_ms: u64,
+    },
     Request {
         op: RequestOp,
         source: Cause,
@@ -235,7 +245,7 @@ impl PierError {
             PierError::AlreadyRunning => "PIER_ALREADY_RUNNING",
             PierError::NotRunning => "PIER_NOT_RUNNING",
             PierError::Stopped => "PIER_STOPPED",
-            PierError::Timeout { .. } => "PIER_TIMEOUT",
+            PierError::Timeout { .. } | PierError::Lost { .. } => "PIER_TIMEOUT",
             PierError::NoResponders { .. } => "PIER_NO_RESPONDERS",
             PierError::Request { .. } => "PIER_REQUEST",
             PierError::InvalidReply(_) => "PIER_INVALID_REPLY",
@@ -264,6 +274,10 @@ impl fmt::Display for PierError {
                 subject,
                 timeout_ms,
             } => write!(f, "no reply on {subject} within {timeout_ms} ms"),
+            PierError::Lost { subject, silent_ms } => write!(
+                f,
+                "the job sent to {subject} is lost: its worker sent no progress for {silent_ms} ms (3 keep-alive intervals)"
+            ),
             PierError::NoResponders { subject } => {
                 write!(f, "no worker is listening on {subject} (no responders)")
             }

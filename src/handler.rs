@@ -10,7 +10,11 @@ use serde_json::{Map, Value};
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct JobInput {
+    /// The request's `id`: the requester's choice, so two jobs in flight may share it.
     pub id: String,
+    /// The worker's own name for this run of the job: unique among the jobs in flight, chosen
+    /// by no requester. What [`JobHandler::cancel`] names the job by.
+    pub run_key: String,
     pub task: String,
     pub system_prompt: Option<String>,
     /// Time left for this job when the handler is called; the worker answers TIMEOUT after it.
@@ -20,6 +24,10 @@ pub struct JobInput {
     pub sender: Option<String>,
     /// The user public key whose `Pier-Sender` signature on this job verified: who sent it.
     pub sender_key: Option<String>,
+    /// Where pieces of the answer go as the handler produces them, when the requester asked
+    /// for progress (`partials.wanted()`); all pieces in order should be the result.
+    #[serde(skip)]
+    pub partials: crate::progress::Partials,
 }
 
 /// What one job's turn used, as its host measured it. Tokens by kind; `cost` is in the unit
@@ -106,13 +114,16 @@ pub trait JobHandler: Send + Sync + 'static {
         false
     }
 
-    /// Told when the worker gave up on a job (TIMEOUT or SHUTTING_DOWN), so the handler can
-    /// stop the work it started.
-    fn cancel(&self, _job_id: &str, _reason: ErrorCode) {}
+    /// Told when the worker gave up on a job (TIMEOUT, SHUTTING_DOWN, or CANCELLED by its
+    /// requester), so the handler can stop the work it started. `run_key` is the job's
+    /// [`JobInput::run_key`] (a job's id, `job_id`, is the requester's choice and names no job
+    /// alone).
+    fn cancel(&self, _run_key: &str, _job_id: &str, _reason: ErrorCode) {}
 }
 
-/// Codes a handler may choose itself (TIMEOUT for a turn its host cut off at the deadline);
-/// the worker owns the others.
+/// Codes a handler may choose itself (TIMEOUT for a turn its host cut off at the deadline;
+/// SHUTTING_DOWN when its host refused to start the turn because it is stopping, so the job
+/// never reached the model); the worker owns the others.
 pub fn handler_error_code(code: Option<&str>) -> ErrorCode {
     match code.and_then(ErrorCode::parse) {
         Some(
@@ -120,7 +131,8 @@ pub fn handler_error_code(code: Option<&str>) -> ErrorCode {
             | ErrorCode::ExecutionFailed
             | ErrorCode::Unauthorized
             | ErrorCode::InvalidRequest
-            | ErrorCode::Timeout),
+            | ErrorCode::Timeout
+            | ErrorCode::ShuttingDown),
         ) => c,
         _ => ErrorCode::ExecutionFailed,
     }

@@ -2,7 +2,8 @@
 //!
 //! The core is plain Rust: `config`, `protocol` (the wire format), `connection`, `pipeline`
 //! (admits and answers every job), `delivery` (the sources that feed it: core NATS and
-//! JetStream), `worker` (lifecycle), `publisher`, `discovery`, `stats`. `binding` is the only
+//! JetStream), `progress` (v1.1 progress and cancellation), `worker` (lifecycle), `publisher`,
+//! `discovery`, `stats`. `binding` is the only
 //! module that knows about N-API (feature `addon`).
 
 mod admission;
@@ -21,6 +22,7 @@ pub mod log;
 pub mod metrics;
 mod outbox;
 mod pipeline;
+pub mod progress;
 pub mod protocol;
 pub mod publisher;
 mod rate;

@@ -19,6 +19,7 @@ use crate::handler::{HandlerResult, JobHandler, JobInput, Usage};
 use crate::ledger::{Ledger, LedgerEntry, RETRIED, UNDELIVERED};
 use crate::log::{loggable, JobLine, Level, SharedLogger};
 use crate::outbox::{self, Outbox, Reply};
+use crate::progress::{JobProgress, Partials, Progress};
 use crate::protocol::{self, JobRequest};
 use crate::rate::RateLimits;
 use crate::signature::{self, Accepted, Denied, SigningKey};
@@ -185,27 +186,33 @@ pub(crate) struct Pipeline {
     daily: Arc<DailyUse>,
     /// The senders' shares per minute (`senderJobsPerMinute`, `unsignedJobsPerMinute`).
     rates: std::sync::Mutex<RateLimits>,
+    /// Progress for the jobs that ask for it, and the cancel subscription (protocol v1.1).
+    progress: Arc<Progress>,
+    /// Stops the cancel subscription's task, once the jobs are done.
+    cancels: std::sync::Mutex<Option<(CancellationToken, JoinHandle<()>)>>,
 }
 
-/// Ids of the jobs admitted whose handler call has not yet stopped.
+/// The claims ([`admission::claim_key`]) of the jobs admitted whose handler call has not yet
+/// stopped.
 type RunningIds = Arc<std::sync::Mutex<HashSet<String>>>;
 
-/// A job id held from admission until the job is answered and its handler call has stopped;
-/// released on drop.
+/// A job's claim held from admission until the job is answered and its handler call has
+/// stopped; released on drop. Keyed by who sent the job and its id (protocol.md, "Job
+/// identity"), never by the id alone: two requesters that chose one id never collide.
 pub(crate) struct IdClaim {
     ids: RunningIds,
     id: String,
 }
 
 impl IdClaim {
-    /// `None` when a job with this id is already running.
-    fn take(ids: &RunningIds, id: &str) -> Option<IdClaim> {
-        crate::sync::lock(ids)
-            .insert(id.to_string())
-            .then(|| IdClaim {
-                ids: ids.clone(),
-                id: id.to_string(),
-            })
+    /// `None` when a job with this claim is already running; `claim` `None` takes a fresh
+    /// token of the worker's own, which nothing can collide with.
+    fn take(ids: &RunningIds, claim: Option<String>) -> Option<IdClaim> {
+        let id = claim.unwrap_or_else(|| format!("run:{}", protocol::new_id()));
+        crate::sync::lock(ids).insert(id.clone()).then(|| IdClaim {
+            ids: ids.clone(),
+            id,
+        })
     }
 }
 
@@ -232,8 +239,8 @@ impl Current for Occupancy<'_> {
         self.pipeline.slots.available_permits() + usize::from(self.held)
     }
 
-    fn running(&self, id: &str) -> bool {
-        crate::sync::lock(&self.pipeline.running_ids).contains(id)
+    fn running(&self, claim: &str) -> bool {
+        crate::sync::lock(&self.pipeline.running_ids).contains(claim)
     }
 
     fn nonce(&self, accepted: &Accepted) -> Result<(), Denied> {
@@ -280,7 +287,15 @@ impl Pipeline {
             let (stats, logger) = (stats.clone(), logger.clone());
             move |e| reply_failed(&stats, &logger, &e)
         });
+        let progress = Progress::new(
+            client.clone(),
+            Duration::from_millis(config.progress_interval_ms),
+            identity.clone(),
+            stats.clone(),
+        );
         Arc::new(Pipeline {
+            progress,
+            cancels: std::sync::Mutex::new(None),
             slots: Arc::new(Semaphore::new(config.max_concurrent_jobs as usize)),
             policy: Policy::new(config.clone(), signing_key.is_some(), replay_memory_cap),
             ledger: config
@@ -314,6 +329,23 @@ impl Pipeline {
         &self.logger
     }
 
+    /// Subscribes to this worker's cancel subject (protocol v1.1), before jobs arrive. Without
+    /// it (the connection refused the subscription) jobs still run and report progress; they
+    /// cannot be cancelled, which is logged.
+    pub(crate) async fn listen_for_cancels(&self) {
+        let stop = CancellationToken::new();
+        match self.progress.listen(stop.clone()).await {
+            Ok(task) => *crate::sync::lock(&self.cancels) = Some((stop, task)),
+            Err(e) => self.logger.log(
+                Level::Warn,
+                &format!(
+                    "[pier-connector] could not subscribe to the cancel subject {}: {e}; jobs cannot be cancelled",
+                    self.progress.cancel_subject()
+                ),
+            ),
+        }
+    }
+
     /// The concurrency slots, for sources that take one before they fetch a message.
     pub(crate) fn slots(&self) -> &Arc<Semaphore> {
         &self.slots
@@ -332,19 +364,20 @@ impl Pipeline {
             Err(rejection) => rejection.id.as_deref(),
         };
         let target = inbound.reply_target(id);
-        let sender_headers = inbound
-            .headers()
-            .map(|h| {
-                h.get_all(signature::SENDER_HEADER)
-                    .map(|v| v.as_str())
-                    .collect()
-            })
-            .unwrap_or_default();
+        let values = |name: &str| {
+            inbound
+                .headers()
+                .map(|h| h.get_all(name).map(|v| v.as_str()).collect())
+                .unwrap_or_default()
+        };
+        let sender_headers = values(signature::SENDER_HEADER);
+        let progress_headers = values(protocol::PROGRESS_TO_HEADER);
         let message = Message {
             parsed,
             target,
             defect: inbound.defect(),
             sender_headers,
+            progress_headers,
             payload: inbound.payload(),
             subject: inbound.subject(),
             signed_reply: inbound.signed_reply(),
@@ -384,6 +417,8 @@ impl Pipeline {
             signature,
             budget,
             left,
+            claim,
+            progress_to,
         } = *admitted;
         let mut facts = JobFacts::new(received_at, sender);
         facts.left = Some(left);
@@ -399,7 +434,7 @@ impl Pipeline {
             let error = admission::overloaded(self.config.max_concurrent_jobs);
             return self.refuse(inbound, target, id, error, &facts).await;
         };
-        let Some(claim) = IdClaim::take(&self.running_ids, &job.id) else {
+        let Some(claim) = IdClaim::take(&self.running_ids, claim) else {
             let error = admission::duplicate_id();
             return self.refuse(inbound, target, id, error, &facts).await;
         };
@@ -423,6 +458,8 @@ impl Pipeline {
             return self.refuse(inbound, target, id, error, &facts).await;
         }
         self.stats.job_started();
+        // Admitted and holding all it needs: `accepted` goes out now (from its own task).
+        let progress = progress_to.map(|to| self.progress.start_job(&job.id, to, received_at));
         // A JetStream job's deadline counts from when the stream stored it (`left`).
         let deadline = received_at + left;
         // A handler that answers on its first poll runs here, in the receive loop, and its
@@ -434,7 +471,7 @@ impl Pipeline {
             facts,
             (slot, claim),
             (deadline, budget),
-            inline,
+            (inline, progress),
         );
         if !inline {
             self.jobs.spawn(run);
@@ -567,13 +604,18 @@ impl Pipeline {
         mut facts: JobFacts,
         (slot, claim): (OwnedSemaphorePermit, IdClaim),
         (deadline, budget): (Instant, Duration),
-        inline: bool,
+        (inline, progress): (bool, Option<JobProgress>),
     ) {
         let keep_alive = inbound.keep_alive();
         let received_at = facts.received_at;
         let id = job.id.clone();
         let (outcome, still_running) = self
-            .execute(job, facts.sender.key.clone(), (deadline, budget))
+            .execute(
+                job,
+                facts.sender.key.clone(),
+                (deadline, budget),
+                progress.as_ref(),
+            )
             .await;
         // A call that returned frees its slot before the reply goes out, so a requester that
         // sends its next job on receiving this reply never finds the worker still full. One
@@ -592,6 +634,12 @@ impl Pipeline {
             answer: outcome,
             usage,
         } = outcome;
+        // Progress ends before the answer goes out: nothing follows it.
+        if let Some(progress) = progress {
+            progress
+                .finish(outcome.as_ref().ok().map(String::as_str))
+                .await;
+        }
         // Spent whatever the answer: a failed turn used its tokens too.
         if let Some(usage) = &usage {
             self.spent(usage);
@@ -702,11 +750,14 @@ impl Pipeline {
         job: JobRequest,
         sender_key: Option<String>,
         (deadline, budget): (Instant, Duration),
+        progress: Option<&JobProgress>,
     ) -> (HandlerResult, Option<BoxFuture<'static, HandlerResult>>) {
         let id = job.id.clone();
+        let run_key = protocol::new_token();
         let input = JobInput {
             sender: job.sender().map(str::to_string),
             sender_key,
+            run_key: run_key.clone(),
             id: job.id,
             task: job.task,
             system_prompt: job.system_prompt,
@@ -714,7 +765,9 @@ impl Pipeline {
                 .saturating_duration_since(Instant::now())
                 .as_millis() as u64,
             meta: job.meta,
+            partials: progress.map_or_else(Partials::none, JobProgress::partials),
         };
+        let cancelled = progress.map(JobProgress::cancelled);
         if self.logger.enabled(Level::Debug) {
             self.logger.log(
                 Level::Debug,
@@ -739,8 +792,12 @@ impl Pipeline {
                 ErrorCode::ShuttingDown,
                 "the worker shut down before the job finished",
             ),
+            _ = cancelled_or_never(cancelled.as_ref()) => JobError::new(
+                ErrorCode::Cancelled,
+                "the requester cancelled the job",
+            ),
         };
-        self.handler.cancel(&id, cut.code);
+        self.handler.cancel(&run_key, &id, cut.code);
         (HandlerResult::failed(cut), Some(turn))
     }
 
@@ -995,6 +1052,11 @@ impl Pipeline {
         // Handler calls answered at their deadline and still running were told to stop; the
         // worker stops waiting for them.
         self.cancel.cancel();
+        let cancels = crate::sync::lock(&self.cancels).take();
+        if let Some((stop, task)) = cancels {
+            stop.cancel();
+            let _ = tokio::time::timeout(FINAL_FLUSH, task).await;
+        }
         self.outbox.close();
         let task = crate::sync::lock(&self.outbox_task).take();
         if let Some(task) = task {
@@ -1018,6 +1080,14 @@ fn answer_key(sender_key: Option<&str>, id: &str, stored: Option<(i64, u64)>) ->
         ),
         (None, Some((_, seq))) => format!("pier-seq-{seq}"),
         (None, None) => format!("pier-{}", protocol::new_id()),
+    }
+}
+
+/// Resolves when `token` is cancelled; never without one.
+async fn cancelled_or_never(token: Option<&CancellationToken>) {
+    match token {
+        Some(token) => token.cancelled().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -27,6 +27,32 @@ pub struct PublishOptions {
     pub system_prompt: Option<String>,
     pub timeout_ms: Option<u64>,
     pub meta: Option<Value>,
+    /// Ask the worker for progress (protocol v1.1) and watch it: see [`Watch`].
+    pub watch: Option<Arc<Watch>>,
+}
+
+/// How a requester watches its job (protocol v1.1): it asks for progress
+/// (`Pier-Progress-To`, an inbox of the request's own), hands each `task_progress` of its job
+/// to `on_progress`, and sends the job's `task_cancel` once `cancel` is cancelled (as soon as
+/// the worker's `accepted` names where; the answer, `CANCELLED` or whatever came first, is
+/// still awaited). Once the worker said `accepted`, 3 × its `intervalMs` without any message
+/// makes the job lost ([`PierError::Lost`]) before the fixed timeout would.
+#[derive(Default)]
+pub struct Watch {
+    pub on_progress: Option<OnProgress>,
+    pub cancel: tokio_util::sync::CancellationToken,
+}
+
+/// Called with each `task_progress` of a watched job.
+pub type OnProgress = Box<dyn Fn(&Value) + Send + Sync>;
+
+impl std::fmt::Debug for Watch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watch")
+            .field("on_progress", &self.on_progress.is_some())
+            .field("cancelled", &self.cancel.is_cancelled())
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -135,9 +161,16 @@ impl Publisher {
         let wait_ms = timeout_ms.saturating_add(REPLY_GRACE_MS);
         let wait = Duration::from_millis(wait_ms);
         let key = self.signing_key()?;
+        let progress = match &options.watch {
+            Some(watch) => Some(self.progress_inbox(&id, watch.clone()).await?),
+            None => None,
+        };
         let (reply, nonce) = match self.delivery {
-            Delivery::Jetstream => self.publish_to_stream(key, &id, payload, wait).await?,
-            Delivery::Core => self.signed_request(key, payload, wait).await?,
+            Delivery::Jetstream => {
+                self.publish_to_stream(key, &id, payload, wait, progress)
+                    .await?
+            }
+            Delivery::Core => self.signed_request(key, payload, wait, progress).await?,
         };
         self.read_reply(reply, &id, nonce.as_deref())
     }
@@ -149,6 +182,7 @@ impl Publisher {
         key: &SigningKey,
         payload: Vec<u8>,
         wait: Duration,
+        progress: Option<Watching>,
     ) -> Result<(async_nats::Message, Option<String>), PierError> {
         let op = RequestOp::Publish;
         let (inbox, replies) = self.reply_inbox(op).await?;
@@ -156,11 +190,14 @@ impl Publisher {
             signature::sign_request(key, &self.subject, &inbox, &payload, SystemTime::now());
         let mut headers = HeaderMap::new();
         headers.insert(signature::SENDER_HEADER, signed.header.as_str());
+        if let Some(watching) = &progress {
+            headers.insert(protocol::PROGRESS_TO_HEADER, watching.inbox.as_str());
+        }
         self.client
             .publish_with_reply_and_headers(self.subject.clone(), inbox, headers, payload.into())
             .await
             .map_err(|e| PierError::request(op, e))?;
-        let reply = self.first_reply(replies, wait, op).await?;
+        let reply = self.first_reply(replies, wait, op, progress).await?;
         if reply.status == Some(StatusCode::NO_RESPONDERS) {
             return Err(PierError::NoResponders {
                 subject: self.subject.clone(),
@@ -229,12 +266,16 @@ impl Publisher {
         id: &str,
         payload: Vec<u8>,
         wait: Duration,
+        progress: Option<Watching>,
     ) -> Result<(async_nats::Message, Option<String>), PierError> {
         let op = RequestOp::JetStreamPublish;
         let (inbox, replies) = self.reply_inbox(op).await?;
         let mut headers = HeaderMap::new();
         headers.insert("Nats-Msg-Id", id);
         headers.insert(REPLY_HEADER, inbox.as_str());
+        if let Some(watching) = &progress {
+            headers.insert(protocol::PROGRESS_TO_HEADER, watching.inbox.as_str());
+        }
         let signed =
             signature::sign_request(key, &self.subject, &inbox, &payload, SystemTime::now());
         headers.insert(signature::SENDER_HEADER, signed.header.as_str());
@@ -245,7 +286,7 @@ impl Publisher {
             .map_err(|e| PierError::request(op, e))?
             .await
             .map_err(|e| PierError::request(op, e))?;
-        Ok((self.first_reply(replies, wait, op).await?, nonce))
+        Ok((self.first_reply(replies, wait, op, progress).await?, nonce))
     }
 
     /// An inbox of this request's own, subscribed before the request leaves (a signature
@@ -263,17 +304,106 @@ impl Publisher {
         Ok((inbox, replies))
     }
 
-    /// The first message on `replies` within `wait`.
+    /// An inbox for job `id`'s progress, subscribed before the request leaves.
+    async fn progress_inbox(&self, id: &str, watch: Arc<Watch>) -> Result<Watching, PierError> {
+        let inbox = self.client.new_inbox();
+        let messages = self
+            .client
+            .subscribe(inbox.clone())
+            .await
+            .map_err(|e| PierError::request(RequestOp::Publish, e))?;
+        Ok(Watching {
+            inbox,
+            messages,
+            id: id.to_string(),
+            watch,
+        })
+    }
+
+    /// The first message on `replies` within `wait`; while watching progress, each progress
+    /// message is handed on, a cancel is sent when asked for, and a job silent for 3 ×
+    /// `intervalMs` after its `accepted` is lost.
     async fn first_reply(
         &self,
         mut replies: async_nats::Subscriber,
         wait: Duration,
         op: RequestOp,
+        progress: Option<Watching>,
     ) -> Result<async_nats::Message, PierError> {
-        match tokio::time::timeout(wait, replies.next()).await {
-            Ok(Some(reply)) => Ok(reply),
-            Ok(None) => Err(PierError::request(op, "connection closed")),
-            Err(_) => Err(self.timed_out(wait)),
+        let Some(mut watching) = progress else {
+            return match tokio::time::timeout(wait, replies.next()).await {
+                Ok(Some(reply)) => Ok(reply),
+                Ok(None) => Err(PierError::request(op, "connection closed")),
+                Err(_) => Err(self.timed_out(wait)),
+            };
+        };
+        let deadline = tokio::time::Instant::now() + wait;
+        // From the worker's `accepted`: where to cancel, and how long silence may last.
+        let mut cancel_at: Option<(String, String)> = None;
+        let mut silence: Option<Duration> = None;
+        let mut last_heard = tokio::time::Instant::now();
+        let mut cancel_sent = false;
+        let watch = watching.watch.clone();
+        let mut progress_open = true;
+        loop {
+            let lost_at = silence.map(|s| last_heard + s);
+            let want_cancel = !cancel_sent && cancel_at.is_some();
+            // Progress first: the worker sends its last partial before its answer, and the
+            // connection hands both to their subscriptions in that order, so every progress
+            // message of the job is already waiting when its answer is; an unbiased select
+            // could return the answer with some of them still unread.
+            tokio::select! {
+                biased;
+                message = watching.messages.next(), if progress_open => {
+                    let Some(message) = message else {
+                        // Its subscription ended (the connection closing): the reply decides.
+                        progress_open = false;
+                        continue;
+                    };
+                    let Ok(progress) = serde_json::from_slice::<Value>(&message.payload) else {
+                        continue;
+                    };
+                    if progress["type"] != "task_progress" || progress["id"] != watching.id.as_str() {
+                        continue;
+                    }
+                    last_heard = tokio::time::Instant::now();
+                    if progress["state"] == "accepted" {
+                        let cancel = &progress["cancel"];
+                        if let (Some(subject), Some(token)) =
+                            (cancel["subject"].as_str(), cancel["token"].as_str())
+                        {
+                            cancel_at = Some((subject.to_string(), token.to_string()));
+                        }
+                        silence = progress["intervalMs"]
+                            .as_u64()
+                            .filter(|ms| *ms > 0)
+                            .map(|ms| Duration::from_millis(ms.saturating_mul(3)));
+                    }
+                    if let Some(on_progress) = &watch.on_progress {
+                        on_progress(&progress);
+                    }
+                }
+                reply = replies.next() => {
+                    return reply.ok_or_else(|| PierError::request(op, "connection closed"));
+                }
+                _ = watch.cancel.cancelled(), if want_cancel => {
+                    if let Some((subject, token)) = &cancel_at {
+                        let cancel = protocol::encode_cancel(&watching.id, token);
+                        self.client
+                            .publish(subject.clone(), cancel.into())
+                            .await
+                            .map_err(|e| PierError::request(op, e))?;
+                    }
+                    cancel_sent = true;
+                }
+                _ = sleep_until_some(lost_at) => {
+                    return Err(PierError::Lost {
+                        subject: self.subject.clone(),
+                        silent_ms: silence.map_or(0, |s| s.as_millis() as u64),
+                    });
+                }
+                _ = tokio::time::sleep_until(deadline) => return Err(self.timed_out(wait)),
+            }
         }
     }
 
@@ -299,5 +429,20 @@ impl Publisher {
 
     pub async fn close(self) {
         let _ = tokio::time::timeout(Duration::from_secs(2), self.client.drain()).await;
+    }
+}
+
+/// A request's progress being watched: its inbox, the subscription, the job's id.
+struct Watching {
+    inbox: String,
+    messages: async_nats::Subscriber,
+    id: String,
+    watch: Arc<Watch>,
+}
+
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }

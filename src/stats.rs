@@ -24,6 +24,11 @@ pub struct Stats {
     connect_attempts: AtomicU64,
     slow_consumer_events: AtomicU64,
     server_errors: AtomicU64,
+    /// `task_progress` messages handed to the connection (protocol v1.1).
+    progress_sent: AtomicU64,
+    /// `task_cancel` messages that cancelled nothing: a wrong or stale token, an id that is
+    /// not the token's job's, a job already answered, or not a cancel at all.
+    cancels_ignored: AtomicU64,
     processing_nanos: AtomicU64,
     last_error: std::sync::Mutex<Option<String>>,
     /// Receipt to answer of each job that ran, for the metrics' histogram.
@@ -54,6 +59,8 @@ impl Default for Stats {
             connect_attempts: AtomicU64::default(),
             slow_consumer_events: AtomicU64::default(),
             server_errors: AtomicU64::default(),
+            progress_sent: AtomicU64::default(),
+            cancels_ignored: AtomicU64::default(),
             processing_nanos: AtomicU64::default(),
             last_error: std::sync::Mutex::default(),
             durations: DurationHistogram::default(),
@@ -135,6 +142,12 @@ impl Stats {
     }
     pub fn server_error(&self) {
         self.server_errors.fetch_add(1, Relaxed);
+    }
+    pub fn progress_sent(&self) {
+        self.progress_sent.fetch_add(1, Relaxed);
+    }
+    pub fn cancel_ignored(&self) {
+        self.cancels_ignored.fetch_add(1, Relaxed);
     }
 
     /// Time from receipt to reply of one job that ran, for discovery's STATS and the metrics.
@@ -260,6 +273,8 @@ impl Stats {
             connect_attempts: self.connect_attempts.load(Relaxed),
             slow_consumer_events: self.slow_consumer_events.load(Relaxed),
             server_errors: self.server_errors.load(Relaxed),
+            progress_sent: self.progress_sent.load(Relaxed),
+            cancels_ignored: self.cancels_ignored.load(Relaxed),
             earned: f64::from_bits(self.earned_bits.load(Relaxed)),
             tokens_in: self.tokens[0].load(Relaxed),
             tokens_out: self.tokens[1].load(Relaxed),
@@ -364,6 +379,11 @@ pub struct StatsSnapshot {
     pub connect_attempts: u64,
     pub slow_consumer_events: u64,
     pub server_errors: u64,
+    /// `task_progress` messages sent (protocol v1.1).
+    pub progress_sent: u64,
+    /// `task_cancel` messages that cancelled nothing (wrong or stale token, wrong id, a job
+    /// already answered): counted, never answered.
+    pub cancels_ignored: u64,
     /// Sum of `meta.price` of completed jobs.
     pub earned: f64,
     /// Input tokens job turns used (not served from a cache), as their host reported them.

@@ -217,6 +217,7 @@ impl Worker {
             },
             client.clone(),
         );
+        pipeline.listen_for_cancels().await;
         let (stop, stop_rx) = oneshot::channel();
         let jobs = {
             let client = client.clone();

@@ -11,11 +11,12 @@ use futures_util::StreamExt;
 use pier_connector::error::PierError;
 use pier_connector::handler::{HandlerResult, JobHandler, JobInput};
 use pier_connector::log::MemoryLogger;
+use pier_connector::signature::{self, SigningKey};
 use pier_connector::worker::Worker;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Mode {
@@ -118,6 +119,32 @@ impl Rig {
                     .expect("a reply")
             }
         };
+        serde_json::from_slice(&reply.payload).expect("a JSON reply")
+    }
+
+    /// Sends a job signed by `key` (`Pier-Sender`) the way this mode's requesters do, and waits
+    /// for its answer.
+    async fn ask_signed(&self, key: &SigningKey, payload: &'static [u8]) -> Value {
+        let inbox = self.client.new_inbox();
+        let mut replies = self.client.subscribe(inbox.clone()).await.unwrap();
+        let signed = signature::sign_request(key, "jobs.rust", &inbox, payload, SystemTime::now());
+        let mut headers = HeaderMap::new();
+        headers.insert(signature::SENDER_HEADER, signed.header.as_str());
+        match self.mode {
+            Mode::Core => self
+                .client
+                .publish_with_reply_and_headers("jobs.rust", inbox, headers, payload.into())
+                .await
+                .unwrap(),
+            Mode::JetStream => {
+                headers.insert("Pier-Reply-To", inbox.as_str());
+                self.publish_to_stream(headers, payload.into()).await;
+            }
+        }
+        let reply = tokio::time::timeout(Duration::from_secs(10), replies.next())
+            .await
+            .expect("a reply in time")
+            .expect("a reply");
         serde_json::from_slice(&reply.payload).expect("a JSON reply")
     }
 
@@ -470,15 +497,25 @@ async fn reply_subject_prefixes_narrow_where_answers_go() {
     rig.worker.stop().await;
 }
 
-/// Requester-chosen ids key the handler's running turns: a second job with the id of one in
-/// flight is refused, and the id is free again once the first is answered.
+fn key_of(byte: u8) -> SigningKey {
+    let pair = nkeys::KeyPair::new_from_raw(nkeys::KeyPairType::User, [byte; 32]).unwrap();
+    SigningKey::from_seed(&pair.seed().unwrap()).unwrap()
+}
+
+/// protocol.md "Job identity": a job in flight is claimed by who sent it and its id. The same
+/// sender's second copy of a job in flight is refused, and the id is free again once the first
+/// is answered; another sender's job with that id runs beside it.
 #[tokio::test]
-async fn a_second_job_with_the_id_of_one_in_flight_is_refused_in_every_mode() {
+async fn a_second_job_of_one_sender_with_the_id_of_its_job_in_flight_is_refused_in_every_mode() {
+    let (alice, bob) = (key_of(11), key_of(12));
     for mode in MODES {
         let rig = Arc::new(Rig::start(mode, json!({})).await);
         let first = tokio::spawn({
-            let rig = rig.clone();
-            async move { rig.ask(&br#"{"id":"same","task":"sleep:800"}"#[..]).await }
+            let (rig, alice) = (rig.clone(), alice.clone());
+            async move {
+                rig.ask_signed(&alice, br#"{"id":"same","task":"sleep:800"}"#)
+                    .await
+            }
         });
         assert!(
             eventually(Duration::from_secs(5), || rig
@@ -490,20 +527,31 @@ async fn a_second_job_with_the_id_of_one_in_flight_is_refused_in_every_mode() {
             .await,
             "{mode:?}: the first job runs"
         );
-        let second = rig.ask(&br#"{"id":"same","task":"again"}"#[..]).await;
+        let second = rig
+            .ask_signed(&alice, br#"{"id":"same","task":"again"}"#)
+            .await;
         assert_eq!(second["error"]["code"], "INVALID_REQUEST", "{mode:?}");
         assert_eq!(second["id"], "same", "{mode:?}");
+        let others = rig
+            .ask_signed(&bob, br#"{"id":"same","task":"bob's"}"#)
+            .await;
+        assert_eq!(
+            others["result"], "bob's",
+            "{mode:?}: another sender's job runs"
+        );
         assert_eq!(
             first.await.unwrap()["result"],
             "sleep:800",
             "{mode:?}: the first is unharmed"
         );
-        let third = rig.ask(&br#"{"id":"same","task":"again"}"#[..]).await;
+        let third = rig
+            .ask_signed(&alice, br#"{"id":"same","task":"again"}"#)
+            .await;
         assert_eq!(
             third["result"], "again",
             "{mode:?}: the id is free once answered"
         );
-        assert_eq!(rig.handler.runs.load(Ordering::SeqCst), 2, "{mode:?}");
+        assert_eq!(rig.handler.runs.load(Ordering::SeqCst), 3, "{mode:?}");
         rig.worker.stop().await;
     }
 }

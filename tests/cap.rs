@@ -50,7 +50,7 @@ impl JobHandler for Stubborn {
         })
     }
 
-    fn cancel(&self, _job_id: &str, _reason: ErrorCode) {
+    fn cancel(&self, _run_key: &str, _job_id: &str, _reason: ErrorCode) {
         self.cancels.fetch_add(1, Ordering::SeqCst);
     }
 }

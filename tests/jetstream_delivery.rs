@@ -308,11 +308,26 @@ async fn a_refused_copy_of_a_running_job_never_takes_the_place_of_its_answer() {
     .unwrap();
     let worker = worker(&server.url, json!({}));
     worker.start().await.expect("worker starts");
-    // Two stream messages with one job id: the second arrives while the first runs and is
-    // refused as a duplicate.
+    // Two stream messages with one job id from one signed sender: the second arrives while the
+    // first runs and is refused as a duplicate (unsigned, each stream message is a job of its
+    // own: protocol.md, "Job identity").
+    let pair = nkeys::KeyPair::new_from_raw(nkeys::KeyPairType::User, [7; 32]).unwrap();
+    let sender = pier_connector::signature::SigningKey::from_seed(&pair.seed().unwrap()).unwrap();
     for _ in 0..2 {
         let payload = json!({ "id": "twice", "task": "sleep:1500" }).to_string();
-        js.publish("jobs.rust", payload.into())
+        let signed = pier_connector::signature::sign_request(
+            &sender,
+            "jobs.rust",
+            "",
+            payload.as_bytes(),
+            std::time::SystemTime::now(),
+        );
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(
+            pier_connector::signature::SENDER_HEADER,
+            signed.header.as_str(),
+        );
+        js.publish_with_headers("jobs.rust", headers, payload.into())
             .await
             .unwrap()
             .await
@@ -386,7 +401,7 @@ async fn answers_of_jobs_with_the_same_id_from_different_requesters_are_all_stor
             .await
             .unwrap();
         sent.push(who);
-        // One after the other: the same id twice in flight is refused (a claim by id).
+        // One after the other, so the order of the stored answers is known.
         let n = sent.len() as u64;
         let ran = eventually(Duration::from_secs(10), || {
             worker.status().stats.completed >= n

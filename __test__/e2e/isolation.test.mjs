@@ -9,6 +9,7 @@ import { describe, it, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { writeFileSync, mkdirSync, existsSync } from 'node:fs'
 import { join } from 'node:path'
+import { hostname, release } from 'node:os'
 import { headers as natsHeaders } from '@nats-io/transport-node'
 import { startNatsServer } from '../helpers/nats-server.mjs'
 import { startFakeModel, afterMessageFor } from '../helpers/fake-model.mjs'
@@ -22,7 +23,8 @@ async function channelStatus() {
   return waitFor(
     async () => {
       try {
-        const status = JSON.parse(await home.cli(['channels', 'status', '--json']))
+        // The gateway's own answer, as the CLI prints it (one CLI process costs 6-20 s).
+        const status = await home.call('channels.status', {})
         return status.channelAccounts?.pier ? status : null
       } catch {
         return null
@@ -90,6 +92,10 @@ before(async () => {
         sandboxed: { subject: 'iso.sandboxed', workerId: 'iso-sandboxed', agentId: 'pier-sandbox', toolsAllow: ['exec'] },
         // The message tool can reach every channel: a host tool, here with the loud override.
         msg: { subject: 'iso.msg', workerId: 'iso-msg', toolsAllow: ['message'], unsafeHostTools: true, maxConcurrentJobs: 4 },
+        // Tool names as people type them: OpenClaw's rules read ' Message ' as message and BASH
+        // as exec (with the loud override: both reach the host); any '*' is a wildcard, refused.
+        norm: { subject: 'iso.norm', workerId: 'iso-norm', toolsAllow: [' Message ', 'BASH'], unsafeHostTools: true },
+        wild: { subject: 'iso.wild', workerId: 'iso-wild', toolsAllow: ['Web_*'], unsafeHostTools: true },
         js: { subject: 'iso.js', workerId: 'iso-js', delivery: 'jetstream', streamName: 'ISO_JOBS', consumerName: 'iso-workers' },
       },
     },
@@ -115,11 +121,12 @@ describe("a stranger's job cannot reach the operator", () => {
     let last
     const status = await waitFor(async () => {
       const s = (last = await channelStatus())
-      const ids = ['default', 'web', 'shared', 'sandboxed', 'msg', 'js']
-      return ids.every((id) => account(s, id)?.connected) && account(s, 'hostexec')?.lifecycle === 'blocked' ? s : null
+      const ids = ['default', 'web', 'shared', 'sandboxed', 'msg', 'js', 'norm']
+      return ids.every((id) => account(s, id)?.connected) && ['hostexec', 'wild'].every((id) => account(s, id)?.lifecycle === 'blocked') ? s : null
     }, { timeout: 90_000, interval: 1000 }).catch((error) => {
       throw new Error(`${error.message}: ${JSON.stringify(last?.channelAccounts?.pier?.map((a) => [a.accountId, a.lifecycle, a.connected, a.lastError]))}\n${gateway.log().slice(-4000)}`)
     })
+    assert.match(account(status, 'wild').lastError, /^PIER_HOST_TOOLS: toolsAllow lists web_\*, which would offer a stranger's job every tool/)
     const blocked = account(status, 'hostexec')
     assert.equal(blocked.running, false)
     assert.match(blocked.lastError, /^PIER_HOST_TOOLS: toolsAllow gives job turns host tools \(exec, read\), and agent pier-jobs has no sandbox/)
@@ -152,6 +159,14 @@ describe("a stranger's job cannot reach the operator", () => {
       assert.deepEqual(call.tools, [])
     }
     assert.equal(existsSync(marker), false, 'nothing executed')
+    // Nothing about the host: its name, OS, Node version, the state directory's paths (the task
+    // itself names two paths under the test's home, so the check is for the state directory).
+    const word = (text) => new RegExp(`(^|[^\\w.-])${text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}($|[^\\w.-])`)
+    const facts = [word(hostname()), word(release()), /\bnode=v\d/, /\bos=/, /\bhost=/, /\brepo=/, /Runtime:/, new RegExp(join(home.dir, 'state')), /job-workspace/]
+    for (const fact of facts) {
+      assert.doesNotMatch(reply.result, fact, "the job's result names a fact of the host")
+      for (const call of calls) assert.doesNotMatch(call.messages, fact, "a job turn's prompt names a fact of the host")
+    }
     // The turn knows what it is doing: the job id and the requester's name, and that the task is untrusted.
     assert.match(calls[0].messages, /Pier marketplace job iso-d1 from \\"mallory\\"/)
     assert.match(calls[0].messages, /untrusted input/)
@@ -162,6 +177,11 @@ describe("a stranger's job cannot reach the operator", () => {
     obeyed(reply)
     assert.doesNotMatch(reply.result, new RegExp(CANARY))
     for (const call of requestsOf('iso-s1')) assert.doesNotMatch(call.messages, new RegExp(CANARY))
+  })
+
+  it("tool names are read as OpenClaw reads them: ' Message ' and BASH offer message and exec, and the audit says so", async () => {
+    const reply = await firstRequest(nc, 'iso.norm', { id: 'iso-n1', task: 'PIEROBEY iso-n1' })
+    assert.deepEqual([...obeyed(reply).tools].sort(), ['exec', 'message'])
   })
 
   it('group:web offers web tools only', async () => {
@@ -236,6 +256,7 @@ describe("a stranger's job cannot reach the operator", () => {
     const seen = JSON.stringify(pier, null, 1)
     assert.ok(has('channels.pier.jobs.host_tools', 'critical', /hostexec[\s\S]*exec, read/), seen)
     assert.ok(has('channels.pier.jobs.unsafe_host_tools', 'critical', /msg[\s\S]*message/), seen)
+    assert.ok(has('channels.pier.jobs.unsafe_host_tools', 'critical', /norm[\s\S]*exec/), seen)
     assert.ok(has('channels.pier.jobs.shared_agent', 'warn', /shared[\s\S]*agent main/), seen)
     assert.ok(has('channels.pier.senders.self_declared', 'warn', /web/), seen)
     assert.ok(has('channels.pier.jobs.reach', 'info', /default[\s\S]*Tools offered: none/), seen)

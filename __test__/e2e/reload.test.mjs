@@ -4,10 +4,13 @@
 // at each reload: the job in flight is finished by the old worker, a job after the change is
 // answered by the new config's worker within drainTimeoutMs plus a few seconds, one worker per
 // account answers discovery, and the gateway's threads and RSS stay bounded (measured; the
-// numbers go to bench/RESULTS.md).
+// numbers go to bench/RESULTS.md). Every other change is written as JSON5 (a comment, unquoted
+// keys, trailing commas), as people edit openclaw.json: the watcher reads it as OpenClaw does.
 import { describe, it, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { readFileSync, readdirSync, writeFileSync } from 'node:fs'
+import { spawn } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
 import { join } from 'node:path'
 import { startNatsServer } from '../helpers/nats-server.mjs'
 import { startFakeModel, answerFor } from '../helpers/fake-model.mjs'
@@ -15,6 +18,7 @@ import { createOpenClawHome, packPlugin } from '../helpers/openclaw.mjs'
 import { PierClient, rawClient, request, waitFor, sleep } from '../helpers/addon.mjs'
 
 const SUBJECT = 'jobs.reload'
+const CLI = fileURLToPath(new URL('../../cli/pier-connector.js', import.meta.url))
 const DRAIN_MS = 5000
 const RELOADS = 20
 let nats, nc, model, home, gateway, discovery
@@ -119,10 +123,30 @@ async function liveWorkers() {
   return (await discovery.workers(700)).map((w) => w.metadata?.workerId)
 }
 
-function setWorkerId(id) {
-  const config = home.readConfig()
+/**
+ * `config` as a person edits OpenClaw's JSON5 file: a comment, unquoted keys, trailing commas.
+ * The watcher must read it as OpenClaw does (JSON.parse cannot).
+ */
+function json5Text(config, note) {
+  const text = JSON.stringify(config, null, 2)
+    .replace(/^(\s*)"([A-Za-z_$][\w$]*)":/gm, '$1$2:')
+    .replace(/([^,{[\s])(?=\n\s*[}\]])/g, '$1,')
+  return `// ${note}\n${text}\n`
+}
+
+let lastConfig
+/** Every other change is written as JSON5. */
+function setWorkerId(id, i) {
+  let config
+  try {
+    config = home.readConfig()
+  } catch {
+    config = structuredClone(lastConfig) // the file is JSON5 now: the test's own copy
+  }
   config.channels.pier.workerId = id
-  home.writeConfig(config)
+  lastConfig = config
+  if (i % 2) writeFileSync(home.configPath, json5Text(config, `reload ${i}: worker ${id}`))
+  else home.writeConfig(config)
 }
 
 before(async () => {
@@ -161,7 +185,7 @@ describe('reloads and restarts under load', () => {
         // A slow job (2 s in the model) is in flight when the config changes.
         const slow = (await slowJobInFlight(`slow${i}`)).answer
         const changed = Date.now()
-        setWorkerId(`rl-${i}`)
+        setWorkerId(`rl-${i}`, i)
         const ms = await answeredBy(`rl-${i}`, changed)
         applied.push(ms)
         const inFlight = await slow
@@ -200,33 +224,102 @@ describe('reloads and restarts under load', () => {
     assert.ok(lastTen < 20, `RSS bounded: +${lastTen.toFixed(1)} MB a reload over the last 10 (${rss.join(' ')})`)
   })
 
-  it('an in-process gateway restart under load: the worker is back, alone, and the old copy left nothing running', async () => {
-    const pid = gatewayPid(gateway.child.pid)
-    const before = { threads: threadsOf(pid), rssMb: rssMbOf(pid) }
+  it('adding the job agent (openclaw agents add pier-jobs) while jobs arrive never stops the worker', async () => {
     const load = startLoad()
-    const slow = (await slowJobInFlight('slowrestart')).answer
-    const restarted = Date.now()
+    const added = Date.now()
+    let out
     try {
-      await home.cli(['gateway', 'restart'], { timeout: 120_000 })
-    } catch (error) {
-      // No service manager here: the running gateway restarts itself on SIGUSR2.
-      process.kill(pid, 'SIGUSR2')
-    }
-    let ms
-    try {
-      ms = await answeredBy(`rl-${RELOADS}`, restarted)
+      out = await home.cli(['agents', 'add', 'pier-jobs', '--workspace', join(home.dir, 'state', 'pier', 'job-workspace'), '--non-interactive'])
+      // Jobs after the change run as pier-jobs, on the worker that never stopped.
+      await waitFor(() => /jobs now run as agent pier-jobs \(was main\), the worker running on/.test(gateway.log()), { timeout: 30_000, interval: 200 })
     } finally {
       await load.stop()
     }
-    const inFlight = await slow
+    const after = await request(nc, SUBJECT, { type: 'task_request', id: 'after-agent', task: 'PIERQ:after-agent', timeoutMs: 20_000 }, 25_000)
+    assert.equal(after.result, answerFor('after-agent'), JSON.stringify(after))
+    assert.equal(after.worker.id, `rl-${RELOADS}`)
+    const ms = Date.now() - added
+    console.log(`# agents add pier-jobs: jobs run as pier-jobs ${ms} ms after the command began`)
+    assert.match(out, /Agent: pier-jobs/)
+    // The worker never stopped: every job sent meanwhile was answered by it.
+    const notAnswered = load.outcomes.filter((o) => o.type !== 'task_result' && o.code !== 'OVERLOADED')
+    assert.deepEqual(notAnswered, [], 'no job went unanswered or failed while the agent was added')
+    const status = await home.call('channels.status', {})
+    const account = status.channelAccounts.pier.find((a) => a.accountId === 'default')
+    assert.equal(account.lifecycle, 'ready', JSON.stringify(account))
+    // (lastError may name the load's last OVERLOADED refusal; never a stop.)
+    assert.doesNotMatch(account.lastError ?? '', /config change|PIER_|stopped/)
+
+  })
+
+  it('an in-process gateway restart under load: running jobs finish or are answered SHUTTING_DOWN, the worker is back, alone, and the old copy left nothing running', async () => {
+    const pid = gatewayPid(gateway.child.pid)
+    const before = { threads: threadsOf(pid), rssMb: rssMbOf(pid) }
+    const { outcomes, inFlight, ms } = await restartUnderLoad(pid, 'slowrestart')
     assert.equal(inFlight.type, 'task_result', `the job in flight at the restart finished: ${JSON.stringify(inFlight)}`)
     assert.equal(gatewayPid(gateway.child.pid), pid, 'restarted in-process')
     assert.match(gateway.log(), /restart/i)
     assert.deepEqual(await liveWorkers(), [`rl-${RELOADS}`])
+    // A job the restart caught was finished, or refused with a code that says "send it again".
+    const failed = outcomes.filter((o) => o.type === 'task_error' && o.code !== 'SHUTTING_DOWN' && o.code !== 'OVERLOADED')
+    assert.deepEqual(failed, [], 'no job failed because of the restart')
+    const gap = noWorkerGap(outcomes)
+    console.log(`# in-process restart: worker back in ${ms} ms; no worker on the subject for ${gap.ms} ms (${gap.jobs} jobs found no responders)`)
     await sleep(3000)
     const after = { threads: threadsOf(pid), rssMb: rssMbOf(pid) }
-    console.log(`# in-process restart: worker back in ${ms} ms; threads ${before.threads} -> ${after.threads}, rss ${before.rssMb} -> ${after.rssMb} MB`)
+    console.log(`# in-process restart: threads ${before.threads} -> ${after.threads}, rss ${before.rssMb} -> ${after.rssMb} MB`)
     assert.ok(after.threads <= before.threads + 4, `threads ${before.threads} -> ${after.threads}`)
     assert.doesNotMatch(gateway.log(), /Plugin replacement failed|cannot allocate memory in static TLS|still has active retained work/)
   })
+
+  it('a second worker in the same queue group covers a restart: every job sent meanwhile is answered', async () => {
+    const pid = gatewayPid(gateway.child.pid)
+    const backup = spawn(process.execPath, [CLI, 'worker', '--echo', '--nats-url', nats.url, '--subject', SUBJECT, '--worker-id', 'backup'], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+      env: { ...process.env, XDG_CONFIG_HOME: home.dir },
+    })
+    let log = ''
+    backup.stderr.on('data', (c) => (log += c))
+    try {
+      await waitFor(() => log.includes('subscribed to'), { timeout: 20_000 })
+      const { outcomes } = await restartUnderLoad(pid, 'slowbackup')
+      const missed = outcomes.filter((o) => !o.type)
+      assert.deepEqual(missed, [], 'no job found no responders')
+      const failed = outcomes.filter((o) => o.type === 'task_error' && o.code !== 'SHUTTING_DOWN' && o.code !== 'OVERLOADED')
+      assert.deepEqual(failed, [])
+      const byBackup = outcomes.filter((o) => o.worker === 'backup' && o.type === 'task_result').length
+      console.log(`# restart with a second worker: ${outcomes.length} jobs, ${byBackup} answered by it, none lost`)
+      assert.ok(byBackup > 0)
+    } finally {
+      backup.kill('SIGKILL')
+    }
+  })
 })
+
+/** Restarts the gateway in-process while jobs arrive; what became of them and of a slow one. */
+async function restartUnderLoad(pid, word) {
+  const load = startLoad()
+  const slow = (await slowJobInFlight(word)).answer
+  const restarted = Date.now()
+  try {
+    await home.cli(['gateway', 'restart'], { timeout: 120_000 })
+  } catch (error) {
+    // No service manager here: the running gateway restarts itself on SIGUSR2.
+    process.kill(pid, 'SIGUSR2')
+  }
+  let ms
+  try {
+    ms = await answeredBy(`rl-${RELOADS}`, restarted)
+  } finally {
+    await load.stop()
+  }
+  return { outcomes: load.outcomes, inFlight: await slow, ms }
+}
+
+/** How long no worker listened: from the first job that found no responders to the last. */
+function noWorkerGap(outcomes) {
+  const missed = outcomes.filter((o) => o.failed === 'no responders')
+  if (!missed.length) return { ms: 0, jobs: 0 }
+  const sent = missed.map((o) => o.sent)
+  return { ms: Math.max(...sent) - Math.min(...sent) + 150, jobs: missed.length }
+}

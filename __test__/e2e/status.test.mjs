@@ -22,9 +22,12 @@ const CLI = fileURLToPath(new URL('../../cli/pier-connector.js', import.meta.url
 const run = promisify(execFile)
 let nats, natsPort, nc, model, home, gateway
 
-/** `openclaw channels status --json` (from the running gateway). */
+/**
+ * The gateway's channels.status, what `openclaw channels status --json` prints (one CLI process
+ * costs 6-20 s; the first test reads the CLI's own output once).
+ */
 async function channelStatus() {
-  return JSON.parse(await home.cli(['channels', 'status', '--json']))
+  return home.call('channels.status', {})
 }
 
 const account = (status, id) => status.channelAccounts.pier.find((a) => a.accountId === id)
@@ -90,6 +93,9 @@ describe('channels status, logs and audit tell the truth', () => {
     assert.equal(identity.length, 1, JSON.stringify(status.statusIssues))
     assert.match(identity[0].message, /^paid jobs with nobody to pay: worker anonymous-worker has no workerId and no walletAddress/)
     assert.match(identity[0].fix, /openclaw config set channels\.pier\.walletAddress '"0x…"'/)
+    // The CLI prints the same issue.
+    const cli = JSON.parse(await home.cli(['channels', 'status', '--json']))
+    assert.deepEqual(issuesOf(cli, 'default').map((i) => i.message), identity.map((i) => i.message))
 
     let audit
     try {

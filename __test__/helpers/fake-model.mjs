@@ -1,6 +1,7 @@
 // A local OpenAI-compatible model server for end-to-end tests. It answers each prompt that
 // carries a marker `PIERQ:<word>` with `answer-<word>` (streamed as SSE chunks), hangs on
-// `PIERQ:hang...`, and is slow on `PIERQ:slow...`. A prompt with `PIERMSG:<jobId>` makes the
+// `PIERQ:hang...`, and is slow on `PIERQ:slow...`. `PIERQ:drip...` streams a longer answer
+// (`dripFor(word)`) in DRIP_PIECES chunks 150 ms apart. A prompt with `PIERMSG:<jobId>` makes the
 // turn's first call a `message` tool call sending `answer-<jobId>` to channel `pier`, target
 // the job's reply handle from its context; once the tool result is back it answers
 // `after-message-<jobId>` instead.
@@ -38,6 +39,13 @@ function markerOf(body) {
 
 export function answerFor(word) {
   return `answer-${word}`
+}
+
+export const DRIP_PIECES = 8
+
+/** The answer to `PIERQ:drip...`, streamed in DRIP_PIECES chunks. */
+export function dripFor(word) {
+  return Array.from({ length: DRIP_PIECES }, (_, i) => `part ${i} of answer-${word}.`).join(' ')
 }
 
 /** The plain text a PIERMSG turn ends with after its message tool call came back. */
@@ -124,6 +132,18 @@ export async function startFakeModel() {
     }
     res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' })
     res.write(chunk({ role: 'assistant', content: '' }))
+    if (word?.startsWith('drip') && !obey && !messageJob && !messageTo) {
+      const full = dripFor(word)
+      const size = Math.ceil(full.length / DRIP_PIECES)
+      for (let at = 0; at < full.length; at += size) {
+        res.write(chunk({ content: full.slice(at, at + size) }))
+        await new Promise((r) => setTimeout(r, 150))
+      }
+      res.write(chunk({}, 'stop'))
+      res.write(usageChunk())
+      res.end('data: [DONE]\n\n')
+      return
+    }
     res.write(chunk({ content: text }))
     res.write(chunk({}, 'stop'))
     res.write(usageChunk())

@@ -74,9 +74,11 @@ export async function startNatsServer(options = {}) {
     })
   })
   const { port, wsPort } = await ready
+  const route = /Listening for route connections on 127\.0\.0\.1:(\d+)/.exec(log)
   return {
     port,
     wsPort,
+    routePort: route ? Number(route[1]) : undefined,
     url: `nats://127.0.0.1:${port}`,
     wsUrl: wsPort ? `ws://127.0.0.1:${wsPort}` : undefined,
     monitorUrl: options.monitorPort ? `http://127.0.0.1:${options.monitorPort}` : undefined,
@@ -92,19 +94,16 @@ export async function startNatsServer(options = {}) {
   }
 }
 
-/** Starts `size` clustered servers (each with websocket), routed to one another. */
+/**
+ * Starts `size` clustered servers (each with websocket): the first on a route port of its own
+ * choosing, the others routed to it (the cluster's gossip meshes them). No port is picked in
+ * advance, so none can be taken by another process between picking and listening.
+ */
 export async function startNatsCluster(size = 3) {
-  const clusterPorts = []
-  for (let i = 0; i < size; i++) clusterPorts.push(await freePort())
-  const nodes = await Promise.all(
-    clusterPorts.map((port, i) =>
-      startNatsServer({
-        name: `n${i + 1}`,
-        websocket: true,
-        cluster: { port, routes: clusterPorts.filter((p) => p !== port) },
-      }),
-    ),
-  )
+  const node = (i, routes) => startNatsServer({ name: `n${i + 1}`, websocket: true, cluster: { port: -1, routes } })
+  const first = await node(0, [])
+  const rest = await Promise.all(Array.from({ length: size - 1 }, (_, i) => node(i + 1, [first.routePort])))
+  const nodes = [first, ...rest]
   return { nodes, stop: () => Promise.all(nodes.map((n) => n.stop())) }
 }
 

@@ -5,8 +5,9 @@
 // 1 = a returned { error: { code a, message b }, usage }; 2 = any other value; 3 = a throw or
 // rejection with message a. `usage` is the turn's { input, output, cacheRead, cacheWrite, cost }
 // as JSON, or null. What a handler returned or threw is reduced to strings here, in JS, so that
-// no getter or toString of the host's runs inside native code.
-(function pierDriver(handler, report) {
+// no getter or toString of the host's runs inside native code. The handler's second argument is
+// `{ partial(text) }`: the next piece of the answer, to `partial(seq, text)` (protocol v1.1).
+(function pierDriver(handler, report, partial) {
   const text = (v) => {
     try {
       return typeof v === 'string' ? v : v === undefined || v === null ? null : String(v)
@@ -60,9 +61,18 @@
     const jobs = JSON.parse(batch)
     for (let i = 0; i < jobs.length; i += 2) {
       const seq = jobs[i]
+      const job = jobs[i + 1]
+      const context = {
+        partial: job.progress
+          ? (piece) => {
+              const value = text(piece)
+              if (value) partial(seq, value)
+            }
+          : () => {},
+      }
       let result
       try {
-        result = handler(jobs[i + 1])
+        result = handler(job, context)
       } catch (error) {
         rejected(seq, error)
         continue

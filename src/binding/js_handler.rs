@@ -7,6 +7,7 @@
 use super::Job;
 use crate::error::{one_line, ErrorCode, JobError};
 use crate::handler::{handler_error_code, HandlerResult, JobHandler, JobInput, Usage};
+use crate::progress::Partials;
 use crate::sync::lock;
 use futures_util::future::BoxFuture;
 use napi::bindgen_prelude::{FnArgs, Function, FunctionCallContext, Unknown};
@@ -73,8 +74,13 @@ fn parse_usage(json: &str) -> Option<Usage> {
 type Batch = String;
 type ReportFn<'a> =
     Function<'a, FnArgs<(u32, u32, Option<String>, Option<String>, Option<String>)>, ()>;
-type DriverFn<'a> =
-    Function<'a, FnArgs<(Unknown<'a>, ReportFn<'a>)>, Function<'a, Batch, UnknownReturnValue>>;
+/// `partial(seq, text)`: the next piece of a job's answer (protocol v1.1 progress).
+type PartialFn<'a> = Function<'a, FnArgs<(u32, String)>, ()>;
+type DriverFn<'a> = Function<
+    'a,
+    FnArgs<(Unknown<'a>, ReportFn<'a>, PartialFn<'a>)>,
+    Function<'a, Batch, UnknownReturnValue>,
+>;
 type DispatchFn = ThreadsafeFunction<(), UnknownReturnValue, Batch, napi::Status, false, true>;
 use super::CancelFn;
 
@@ -102,6 +108,8 @@ impl BatchBuffer {
 struct BatchState {
     queue: Mutex<BatchBuffer>,
     pending: Mutex<HashMap<u32, oneshot::Sender<HandlerResult>>>,
+    /// Where each job's partial text goes, for the jobs whose requester asked for progress.
+    partials: Mutex<HashMap<u32, Partials>>,
     next_seq: AtomicU32,
 }
 
@@ -144,8 +152,20 @@ impl JsHandler {
                 Ok(())
             },
         )?;
+        let for_partial = shared.clone();
+        let partial = env.create_function_from_closure(
+            "pierPartial",
+            move |ctx: FunctionCallContext| -> napi::Result<()> {
+                let seq: u32 = ctx.get(0)?;
+                let text: String = ctx.get(1)?;
+                if let Some(partials) = lock(&for_partial.partials).get(&seq) {
+                    partials.send(text);
+                }
+                Ok(())
+            },
+        )?;
         let driver: DriverFn = env.run_script(DRIVER)?;
-        let dispatch = driver.call((handler, report).into())?;
+        let dispatch = driver.call((handler, report, partial).into())?;
         let queue = shared.clone();
         let dispatch = dispatch
             .build_threadsafe_function::<()>()
@@ -173,6 +193,9 @@ impl JobHandler for JsHandler {
             let seq = shared.next_seq.fetch_add(1, Ordering::Relaxed);
             let (sender, receiver) = oneshot::channel();
             lock(&shared.pending).insert(seq, sender);
+            if job.partials.wanted() {
+                lock(&shared.partials).insert(seq, job.partials.clone());
+            }
             // Forget the job if the worker gives up on it, whatever JS does later.
             let _forget = ForgetOnDrop {
                 shared: &shared,
@@ -207,10 +230,15 @@ impl JobHandler for JsHandler {
         })
     }
 
-    fn cancel(&self, job_id: &str, reason: ErrorCode) {
+    fn cancel(&self, run_key: &str, job_id: &str, reason: ErrorCode) {
         if let Some(on_cancel) = &self.on_cancel {
             on_cancel.call(
-                (job_id.to_string(), reason.as_str().to_string()).into(),
+                (
+                    run_key.to_string(),
+                    reason.as_str().to_string(),
+                    job_id.to_string(),
+                )
+                    .into(),
                 ThreadsafeFunctionCallMode::NonBlocking,
             );
         }
@@ -225,12 +253,15 @@ struct ForgetOnDrop<'a> {
 impl Drop for ForgetOnDrop<'_> {
     fn drop(&mut self) {
         lock(&self.shared.pending).remove(&self.seq);
+        lock(&self.shared.partials).remove(&self.seq);
     }
 }
 
 fn to_js_job(job: JobInput) -> Job {
     Job {
+        progress: job.partials.wanted().then_some(true),
         id: job.id,
+        run_key: job.run_key,
         task: job.task,
         system_prompt: job.system_prompt,
         timeout_ms: job.timeout_ms as f64,

@@ -9,11 +9,13 @@ use crate::config::{Config, LogFormat};
 use crate::error::PierError;
 use crate::handler::EchoHandler;
 use crate::log::{JsonLines, Level, LevelFilter, Logger, SharedLogger};
-use crate::publisher::{PublishOptions, Publisher};
+use crate::publisher::{OnProgress, PublishOptions, Publisher, Watch};
 use crate::sync::lock;
 use crate::worker::{Worker, WorkerStatus};
 use js_handler::JsHandler;
-use napi::bindgen_prelude::{AsyncTask, FnArgs, PromiseRaw, ToNapiValue, Unknown};
+use napi::bindgen_prelude::{
+    AsyncTask, FnArgs, Function, JsObjectValue, Object, PromiseRaw, ToNapiValue, Unknown,
+};
 use napi::threadsafe_function::{
     ThreadsafeFunction, ThreadsafeFunctionCallMode, UnknownReturnValue,
 };
@@ -31,7 +33,12 @@ use std::sync::{Arc, Mutex};
 #[derive(serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Job {
+    /// The request's `id`, as its requester chose it: two jobs in flight may share it (from
+    /// different requesters, or unsigned). Name a running job by `runKey`.
     pub id: String,
+    /// The worker's own name for this run of the job: unique among the jobs in flight, chosen
+    /// by no requester. What `onCancel` names the job by.
+    pub run_key: String,
     pub task: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub system_prompt: Option<String>,
@@ -45,6 +52,10 @@ pub struct Job {
     /// really sent it. Absent for an unsigned job.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sender_key: Option<String>,
+    /// `true` when the requester asked for progress (protocol v1.1): pieces of the answer the
+    /// handler passes to `context.partial(text)` reach it as they come. Absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub progress: Option<bool>,
 }
 
 #[napi(object, object_to_js = false)]
@@ -52,9 +63,10 @@ pub struct WorkerOptions {
     /// `(level, message)`; level is `debug`, `info`, `warn` or `error`.
     #[napi(ts_type = "(level: string, message: string) => void")]
     pub logger: Option<LogFn>,
-    /// Called with `(jobId, reason)` when the worker gives up on a job (`TIMEOUT` or
-    /// `SHUTTING_DOWN`), so the handler can abort its work.
-    #[napi(ts_type = "(jobId: string, reason: string) => void")]
+    /// Called with `(runKey, reason, jobId)` when the worker gives up on a job (`TIMEOUT`,
+    /// `SHUTTING_DOWN`, or `CANCELLED` by its requester), so the handler can abort its work.
+    /// `runKey` is the job's `runKey`: key running work by it, never by the requester-chosen id.
+    #[napi(ts_type = "(runKey: string, reason: string, jobId: string) => void")]
     pub on_cancel: Option<CancelFn>,
     /// Lowest level passed to `logger`: `debug`, `info` (default), `warn` or `error`.
     /// Every finished job is one line: `info` when completed, `warn`/`error` for a task_error.
@@ -68,11 +80,54 @@ pub struct ClientOptions {
     pub log_level: Option<String>,
 }
 
-#[napi(object)]
-pub struct PublishRequestOptions {
+#[napi(object, object_to_js = false)]
+pub struct PublishRequestOptions<'a> {
     pub system_prompt: Option<String>,
     pub timeout_ms: Option<f64>,
     pub meta: Option<Value>,
+    /// Ask the worker for progress (protocol v1.1, `Pier-Progress-To`): set by `onProgress` or
+    /// `signal` too. Once the worker said `accepted`, 3 × its `intervalMs` without any message
+    /// rejects with `PIER_TIMEOUT` (the job is lost) before `timeoutMs` would.
+    pub progress: Option<bool>,
+    /// Each `task_progress` of the job, as it arrives: `accepted`, `working`, `partial` (with
+    /// `text`, the next piece of the answer).
+    #[napi(ts_type = "(progress: TaskProgress) => void")]
+    pub on_progress: Option<Function<'a, Value, UnknownReturnValue>>,
+    /// Aborting it cancels the job (`task_cancel`, sent once the worker's `accepted` says
+    /// where); the promise still resolves to the answer: `CANCELLED`, or whatever came first.
+    #[napi(ts_type = "AbortSignal")]
+    pub signal: Option<Object<'a>>,
+}
+
+/// A `task_progress` message (protocol v1.1) as a requester receives it.
+#[napi(object)]
+#[allow(dead_code)] // declared for index.d.ts; the worker's JSON is passed on as is
+pub struct TaskProgress {
+    /// `"1.1"`.
+    pub version: String,
+    /// `"task_progress"`.
+    #[napi(js_name = "type")]
+    pub kind: String,
+    pub id: String,
+    /// 0 for the first message of the job, then one more with each.
+    pub seq: f64,
+    /// `accepted` (first, once: with `intervalMs` and `cancel`), `working` (a keep-alive) or
+    /// `partial` (with `text`).
+    pub state: String,
+    pub elapsed_ms: f64,
+    pub interval_ms: Option<f64>,
+    pub cancel: Option<TaskProgressCancel>,
+    pub text: Option<String>,
+    pub worker: ReplyWorker,
+}
+
+/// Where and how to cancel a job: publish `{"version":"1.1","type":"task_cancel","id","token"}`
+/// to `subject`.
+#[napi(object)]
+#[allow(dead_code)] // declared for index.d.ts
+pub struct TaskProgressCancel {
+    pub subject: String,
+    pub token: String,
 }
 
 #[napi(object, js_name = "WorkerStats")]
@@ -99,6 +154,11 @@ pub struct JsStats {
     pub connect_attempts: f64,
     pub slow_consumer_events: f64,
     pub server_errors: f64,
+    /// `task_progress` messages sent to requesters that asked for progress (protocol v1.1).
+    pub progress_sent: f64,
+    /// `task_cancel` messages that cancelled nothing (a wrong or stale token, an id that is not
+    /// the token's job's, a job already answered): counted, never answered.
+    pub cancels_ignored: f64,
     /// Sum of `meta.price` of completed jobs, in the unit requesters price in.
     pub earned: f64,
     /// Input tokens job turns used (not served from a prompt cache), as the handler reported.
@@ -186,6 +246,17 @@ pub struct JsWorkerStatus {
 pub struct HandlerError {
     pub error: ReplyError,
     pub usage: Option<TurnUsage>,
+}
+
+/// What a handler gets besides its job: `partial(text)` sends the next piece of the answer to
+/// a requester that asked for progress (`job.progress`; a no-op otherwise). Pieces are batched
+/// (100 characters or 500 ms); all of them in order should be the final result (what they
+/// lack of it is sent last).
+#[napi(object)]
+#[allow(dead_code)] // declared for index.d.ts; the JS driver builds it
+pub struct JobContext {
+    #[napi(ts_type = "(text: string) => void")]
+    pub partial: Unknown<'static>,
 }
 
 /// A result with what its turn used: counted in the stats and metrics, written in the log line
@@ -311,8 +382,9 @@ pub fn ledger_days(file: String, since_ms: Option<f64>) -> AsyncTask<ReadLedger>
 /// worker's `minJobPrice`, or missing while that is above 0: offer more, or try another worker),
 /// `RATE_LIMITED` (this sender's share of the worker, `senderJobsPerMinute` or
 /// `unsignedJobsPerMinute`, is used up: retry later or elsewhere) or `BUDGET_EXHAUSTED` (the
-/// worker's `maxDailySpend` / `maxDailyTokens` for the UTC day is reached: retry elsewhere).
-/// A job refused with either of these two never reached the model.
+/// worker's `maxDailySpend` / `maxDailyTokens` for the UTC day is reached: retry elsewhere),
+/// and `CANCELLED` (the requester cancelled the job: protocol v1.1 `task_cancel`). A job
+/// refused with `RATE_LIMITED` or `BUDGET_EXHAUSTED` never reached the model.
 #[napi(object)]
 #[allow(dead_code)] // declared for index.d.ts; JS builds and reads these shapes
 pub struct ReplyError {
@@ -489,12 +561,12 @@ type LogFn = ThreadsafeFunction<
     true,
 >;
 
-/// `(jobId, reason)`: asks the handler to abort a job the worker gave up on (`TIMEOUT`,
-/// `SHUTTING_DOWN`). The same shape as a logger's function, but a different contract.
+/// `(runKey, reason, jobId)`: asks the handler to abort a job the worker gave up on
+/// (`TIMEOUT`, `SHUTTING_DOWN`, `CANCELLED`).
 pub(crate) type CancelFn = ThreadsafeFunction<
-    FnArgs<(String, String)>,
+    FnArgs<(String, String, String)>,
     UnknownReturnValue,
-    FnArgs<(String, String)>,
+    FnArgs<(String, String, String)>,
     napi::Status,
     false,
     true,
@@ -568,7 +640,7 @@ impl PierWorker {
         env: Env,
         #[napi(ts_arg_type = "PierConfig")] config: Value,
         #[napi(
-            ts_arg_type = "(job: Job) => Promise<string | HandlerAnswer | HandlerError> | string | HandlerAnswer | HandlerError"
+            ts_arg_type = "(job: Job, context: JobContext) => Promise<string | HandlerAnswer | HandlerError> | string | HandlerAnswer | HandlerError"
         )]
         handler: Unknown<'_>,
         options: Option<WorkerOptions>,
@@ -668,13 +740,14 @@ impl PierWorker {
         task: String,
         options: Option<PublishRequestOptions>,
     ) -> napi::Result<PromiseRaw<'env, Value>> {
+        let options = publish_options(env, options)?;
         let publisher = self.worker.client().map(|client| {
             Publisher::with_client(client, self.worker.config(), self.worker.signing_key())
         });
         promise(env, async move {
             publisher
                 .ok_or(PierError::NotRunning)?
-                .publish(&task, publish_options(options))
+                .publish(&task, options)
                 .await
         })
     }
@@ -736,10 +809,11 @@ impl PierClient {
         task: String,
         options: Option<PublishRequestOptions>,
     ) -> napi::Result<PromiseRaw<'env, Value>> {
+        let options = publish_options(env, options)?;
         let shared = self.shared.clone();
         promise(env, async move {
             let publisher = shared.publisher().await?;
-            publisher.publish(&task, publish_options(options)).await
+            publisher.publish(&task, options).await
         })
     }
 
@@ -814,17 +888,67 @@ impl ClientState {
     }
 }
 
-fn publish_options(options: Option<PublishRequestOptions>) -> PublishOptions {
-    options
-        .map(|o| PublishOptions {
-            system_prompt: o.system_prompt,
-            timeout_ms: o
-                .timeout_ms
-                .filter(|t| t.is_finite() && *t >= 1.0)
-                .map(|t| t as u64),
-            meta: o.meta,
-        })
-        .unwrap_or_default()
+/// An `AbortSignal`'s `addEventListener(type, listener)`.
+type AddEventListener<'a> =
+    Function<'a, FnArgs<(String, Function<'a, (), ()>)>, UnknownReturnValue>;
+
+/// `(progress)`: a requester's progress callback.
+type ProgressFn = ThreadsafeFunction<Value, UnknownReturnValue, Value, napi::Status, false, true>;
+
+/// The core's options from JS ones; on the JS thread, so an `AbortSignal` can be listened to.
+fn publish_options(
+    env: &Env,
+    options: Option<PublishRequestOptions>,
+) -> napi::Result<PublishOptions> {
+    let Some(o) = options else {
+        return Ok(PublishOptions::default());
+    };
+    let watched = o.progress == Some(true) || o.on_progress.is_some() || o.signal.is_some();
+    let watch = if watched {
+        let on_progress: Option<OnProgress> = match o.on_progress {
+            Some(f) => {
+                let f: ProgressFn = f
+                    .build_threadsafe_function()
+                    .callee_handled::<false>()
+                    .weak::<true>()
+                    .build()?;
+                Some(Box::new(move |progress: &Value| {
+                    f.call(progress.clone(), ThreadsafeFunctionCallMode::NonBlocking);
+                }))
+            }
+            None => None,
+        };
+        let cancel = tokio_util::sync::CancellationToken::new();
+        if let Some(signal) = o.signal {
+            if signal.get::<bool>("aborted")?.unwrap_or(false) {
+                cancel.cancel();
+            } else {
+                let token = cancel.clone();
+                let on_abort =
+                    env.create_function_from_closure::<(), (), _>("pierCancelJob", move |_| {
+                        token.cancel();
+                        Ok(())
+                    })?;
+                let add: AddEventListener = signal.get_named_property("addEventListener")?;
+                add.apply(signal, ("abort".to_string(), on_abort).into())?;
+            }
+        }
+        Some(Arc::new(Watch {
+            on_progress,
+            cancel,
+        }))
+    } else {
+        None
+    };
+    Ok(PublishOptions {
+        system_prompt: o.system_prompt,
+        timeout_ms: o
+            .timeout_ms
+            .filter(|t| t.is_finite() && *t >= 1.0)
+            .map(|t| t as u64),
+        meta: o.meta,
+        watch,
+    })
 }
 
 /// The one place where core errors become JS errors: an `Error` whose `code` property is the

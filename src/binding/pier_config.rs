@@ -44,6 +44,9 @@ pub struct PierConfig {
     /// Drain timeout (ms): How long stopping waits for in-flight jobs before answering them SHUTTING_DOWN.
     /// Default: `10000`.
     pub drain_timeout_ms: Option<f64>,
+    /// Progress interval (ms): Jobs whose requester asks for progress (Pier-Progress-To, protocol v1.1) get a working keep-alive whenever no other progress message was sent for this long; requesters treat 3 times it without one as a lost job.
+    /// Default: `5000`.
+    pub progress_interval_ms: Option<f64>,
     /// Connect timeout (ms): Per connection attempt.
     /// Default: `10000`.
     pub connect_timeout_ms: Option<f64>,

@@ -21,6 +21,13 @@ pub fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
+/// A fresh random token of 22 URL-safe characters (122 random bits): a job's run key, a cancel
+/// token. Nobody can choose or guess one.
+pub fn new_token() -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(uuid::Uuid::new_v4().as_bytes())
+}
+
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct TaskRequest<'a> {
@@ -63,6 +70,124 @@ struct TaskError<'a> {
     ok: bool,
     error: ErrorBody<'a>,
     worker: &'a WorkerIdentity,
+}
+
+/// The protocol version of `task_progress` and `task_cancel` (v1.1); the final answer stays
+/// v1.0.
+pub const PROGRESS_VERSION: &str = "1.1";
+
+/// The request header that asks for progress (protocol v1.1): where `task_progress` goes.
+pub const PROGRESS_TO_HEADER: &str = "Pier-Progress-To";
+
+/// What a `task_progress` message says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProgressState<'a> {
+    /// First, once, at admission: how to cancel, and the keep-alive interval.
+    Accepted {
+        interval_ms: u64,
+        cancel_subject: &'a str,
+        token: &'a str,
+    },
+    /// Nothing else was sent for the interval; the job runs.
+    Working,
+    /// The next piece of the answer.
+    Partial(&'a str),
+}
+
+#[derive(Serialize)]
+struct CancelHow<'a> {
+    subject: &'a str,
+    token: &'a str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TaskProgress<'a> {
+    version: &'static str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    id: &'a str,
+    seq: u64,
+    state: &'static str,
+    elapsed_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    interval_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cancel: Option<CancelHow<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    text: Option<&'a str>,
+    worker: &'a WorkerIdentity,
+}
+
+/// A `task_progress` message (protocol v1.1).
+pub fn encode_progress(
+    id: &str,
+    seq: u64,
+    state: ProgressState<'_>,
+    elapsed_ms: u64,
+    worker: &WorkerIdentity,
+) -> Vec<u8> {
+    let (name, interval_ms, cancel, text) = match state {
+        ProgressState::Accepted {
+            interval_ms,
+            cancel_subject,
+            token,
+        } => (
+            "accepted",
+            Some(interval_ms),
+            Some(CancelHow {
+                subject: cancel_subject,
+                token,
+            }),
+            None,
+        ),
+        ProgressState::Working => ("working", None, None, None),
+        ProgressState::Partial(text) => ("partial", None, None, Some(text)),
+    };
+    to_bytes(&TaskProgress {
+        version: PROGRESS_VERSION,
+        kind: "task_progress",
+        id,
+        seq,
+        state: name,
+        elapsed_ms,
+        interval_ms,
+        cancel,
+        text,
+        worker,
+    })
+}
+
+/// A `task_cancel` as read: the job id and the token, when the payload is one (any version
+/// that names the type; unknown fields ignored). `None` for anything else.
+pub fn parse_cancel(payload: &[u8]) -> Option<(String, String)> {
+    #[derive(serde::Deserialize)]
+    struct TaskCancel {
+        #[serde(rename = "type")]
+        kind: String,
+        id: String,
+        token: String,
+    }
+    let cancel: TaskCancel = serde_json::from_slice(payload).ok()?;
+    (cancel.kind == "task_cancel").then_some((cancel.id, cancel.token))
+}
+
+/// A `task_cancel` for job `id` with `token` (protocol v1.1).
+pub fn encode_cancel(id: &str, token: &str) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct TaskCancel<'a> {
+        version: &'static str,
+        #[serde(rename = "type")]
+        kind: &'static str,
+        id: &'a str,
+        token: &'a str,
+    }
+    to_bytes(&TaskCancel {
+        version: PROGRESS_VERSION,
+        kind: "task_cancel",
+        id,
+        token,
+    })
 }
 
 fn to_bytes<T: Serialize>(value: &T) -> Vec<u8> {
@@ -130,6 +255,8 @@ pub fn error_headers(code: ErrorCode, message: &str) -> HeaderMap {
         | ErrorCode::ShuttingDown
         | ErrorCode::BudgetExhausted => 503,
         ErrorCode::Timeout => 504,
+        // What HTTP servers answer a request its client closed.
+        ErrorCode::Cancelled => 499,
     };
     let mut headers = HeaderMap::new();
     headers.insert("Nats-Service-Error", format!("{code}: {message}").as_str());
@@ -139,6 +266,47 @@ pub fn error_headers(code: ErrorCode, message: &str) -> HeaderMap {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn task_progress_bytes_are_the_contracts() {
+        let worker = WorkerIdentity {
+            id: "agent-001".into(),
+            wallet: Some("0xABC123".into()),
+        };
+        let accepted = ProgressState::Accepted {
+            interval_ms: 5000,
+            cancel_subject: "_INBOX.c",
+            token: "tok",
+        };
+        assert_eq!(
+            String::from_utf8(encode_progress("j", 0, accepted, 3, &worker)).unwrap(),
+            r#"{"version":"1.1","type":"task_progress","id":"j","seq":0,"state":"accepted","elapsedMs":3,"intervalMs":5000,"cancel":{"subject":"_INBOX.c","token":"tok"},"worker":{"id":"agent-001","wallet":"0xABC123"}}"#
+        );
+        assert_eq!(
+            String::from_utf8(encode_progress("j", 1, ProgressState::Working, 9, &worker)).unwrap(),
+            r#"{"version":"1.1","type":"task_progress","id":"j","seq":1,"state":"working","elapsedMs":9,"worker":{"id":"agent-001","wallet":"0xABC123"}}"#
+        );
+        let partial = encode_progress("j", 2, ProgressState::Partial("a\"b"), 9, &worker);
+        let v: Value = serde_json::from_slice(&partial).unwrap();
+        assert_eq!(
+            (v["state"].as_str(), v["text"].as_str()),
+            (Some("partial"), Some("a\"b"))
+        );
+        assert_eq!(
+            parse_cancel(&encode_cancel("j", "tok")),
+            Some(("j".to_string(), "tok".to_string()))
+        );
+        for not_a_cancel in [
+            &br#"{"type":"task_progress","id":"j","token":"t"}"#[..],
+            br#"{"type":"task_cancel","id":"j"}"#,
+            br#"{"type":"task_cancel","id":1,"token":"t"}"#,
+            b"null",
+            b"\xff",
+        ] {
+            assert_eq!(parse_cancel(not_a_cancel), None);
+        }
+    }
+
     use super::*;
 
     #[test]
