@@ -80,6 +80,7 @@ it("a handler's usage is counted, logged and written in the ledger; a job withou
   assert.equal(lines[0].tokensIn, 1200)
   assert.equal(lines[0].cost, 0.0042)
   assert.equal(lines[0].sender, 'alice')
+  assert.equal(lines[0].job, undefined, 'an unsigned core job cannot run twice: nothing names it across runs')
   assert.equal(lines[2].code, 'EXECUTION_FAILED')
   assert.equal(lines[3].tokensIn, undefined, 'no usage measured: no token fields, cost 0')
   assert.equal(lines[3].cost, 0)
