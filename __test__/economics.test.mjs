@@ -80,6 +80,7 @@ it("a handler's usage is counted, logged and written in the ledger; a job withou
   assert.equal(lines[0].tokensIn, 1200)
   assert.equal(lines[0].cost, 0.0042)
   assert.equal(lines[0].sender, 'alice')
+  assert.equal(lines[0].job, undefined, 'an unsigned core job cannot run twice: nothing names it across runs')
   assert.equal(lines[2].code, 'EXECUTION_FAILED')
   assert.equal(lines[3].tokensIn, undefined, 'no usage measured: no token fields, cost 0')
   assert.equal(lines[3].cost, 0)
@@ -227,7 +228,7 @@ it('reading a ledger never blocks the event loop; a line cut short is skipped, c
   const day = new Date().toISOString().slice(0, 10)
   const line = (i, outcome, earned, rerun) =>
     JSON.stringify({ time: `${day}T00:00:00.000Z`, worker: 'w', id: `j${i}`, job: `pier-seq-${i}`, price: 1, earned, outcome, ...(rerun ? { rerun: true } : {}), code: null, cost: 0.5, durationMs: 1 })
-  // 60,000 jobs (a few tens of MB), one of them undelivered and run again, and a line a crash
+  // 60,000 jobs (about 10 MB), one of them undelivered and run again, and a line a crash
   // cut short, followed by a whole one.
   const lines = [line(0, 'undelivered', 0, false), line(0, 'completed', 1, true)]
   for (let i = 1; i < 60_000; i++) lines.push(line(i, 'completed', 1, false))

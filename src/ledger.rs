@@ -52,7 +52,9 @@ pub struct LedgerEntry {
     pub time: String,
     pub worker: String,
     pub id: String,
-    /// What names the job across its runs (its answer key); absent in lines of older versions.
+    /// What names the job across its runs (its answer key), where it can run again: a
+    /// JetStream job, or a signed one. Absent for an unsigned job over core NATS (a run of its
+    /// own), and in lines of older versions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

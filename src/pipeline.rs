@@ -142,6 +142,10 @@ struct JobFacts {
     answer_key: Option<String>,
     /// What was left of its deadline when it was admitted or refused (once its payload read).
     left: Option<Duration>,
+    /// What names the job across its runs in the ledger (`job`): its answer key, where it can
+    /// run again (a JetStream job; a signed one, named by its sender and id). An unsigned job
+    /// over core NATS is a run of its own, and nothing need remember it.
+    job: Option<String>,
 }
 
 /// A ledger line's outcome and code, and whether its answer was delivered.
@@ -157,6 +161,7 @@ impl JobFacts {
             ledger_later: None,
             answer_key: None,
             left: None,
+            job: None,
         }
     }
 }
@@ -427,6 +432,9 @@ impl Pipeline {
             &job.id,
             inbound.stored(),
         ));
+        if facts.sender.key.is_some() || inbound.stored().is_some() {
+            facts.job.clone_from(&facts.answer_key);
+        }
         let id = Some(job.id.as_str());
         // Admission saw them free; each is taken here, atomically, and a race lost is answered
         // like the rule it lost to.
@@ -934,7 +942,7 @@ impl Pipeline {
         };
         let now = SystemTime::now();
         let (counted, earned) = self.daily.ended(
-            facts.answer_key.as_deref(),
+            facts.job.as_deref(),
             outcome,
             facts.sender.price,
             signature::unix_ms(now),
@@ -949,7 +957,7 @@ impl Pipeline {
             time: crate::timestamp::rfc3339(now),
             worker: self.identity.id.clone(),
             id: loggable(id),
-            job: facts.answer_key.clone(),
+            job: facts.job.clone(),
             sender: facts.sender.name.clone(),
             sender_key: facts.sender.key.clone(),
             price: facts.sender.price,
