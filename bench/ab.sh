@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # A/B benchmark: this checkout's addon against the addon built from REV (default: HEAD~1),
 # native-echo and JS-handler cells at N = 1, 16, 256, interleaved (PIER_BENCH_ROUNDS rounds,
-# default 5; medians; PIER_BENCH_N=256 runs only that N). Prints a Markdown table. Not part of
-# the tests.
+# default 5; medians; PIER_BENCH_N=256 runs only that N; PIER_BENCH_CHECKS=1 adds this build with
+# a daily budget and senders' shares set, never reached, and CPU per job). Prints a Markdown
+# table. Not part of the tests.
 #   bash bench/ab.sh ba28932
 set -euo pipefail
 cd "$(dirname "$0")/.."

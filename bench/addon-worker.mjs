@@ -11,6 +11,8 @@ const config = {
   maxConcurrentJobs: options.maxConcurrent,
   jobTimeoutMs: 60_000,
   ...(options.signingSeed ? { signingSeed: options.signingSeed } : {}),
+  // Checked for every job, never reached (the handlers report no usage; 4e9 a minute).
+  ...(options.admissionChecks ? { maxDailySpend: 1e9, maxDailyTokens: 4e9, senderJobsPerMinute: 4e9, unsignedJobsPerMinute: 4e9 } : {}),
 }
 // --native: the worker's own Rust echo handler, to separate the worker's cost from the JS call.
 const worker = options.native

@@ -27,10 +27,16 @@ const CONTENDERS = {
 const BARE = { label: 'bare Node process', cmd: () => [process.execPath, [`${ROOT}bench/bare-node.mjs`]] }
 
 // A/B mode (PIER_BENCH_AB=<baseline .node>): this build against a baseline build, interleaved.
+// PIER_BENCH_CHECKS=1 adds this build with a daily budget and senders' shares set (never reached).
 const BASELINE = process.env.PIER_BENCH_AB
+const CHECKS = process.env.PIER_BENCH_CHECKS === '1'
 if (BASELINE) {
   CONTENDERS['addon-native@base'] = { label: 'addon, native echo handler (baseline)', cmd: (o) => nodeWorker('addon-worker.mjs', { ...o, native: true, addon: BASELINE }) }
   CONTENDERS['addon@base'] = { label: 'addon, JS handler (baseline)', cmd: (o) => nodeWorker('addon-worker.mjs', { ...o, addon: BASELINE }) }
+}
+if (CHECKS) {
+  CONTENDERS['addon-native+checks'] = { label: 'addon, native echo handler, budget and shares set', cmd: (o) => nodeWorker('addon-worker.mjs', { ...o, native: true, admissionChecks: true }) }
+  CONTENDERS['addon+checks'] = { label: 'addon, JS handler, budget and shares set', cmd: (o) => nodeWorker('addon-worker.mjs', { ...o, admissionChecks: true }) }
 }
 
 function nodeWorker(file, o) {
@@ -41,6 +47,7 @@ function nodeWorker(file, o) {
   if (o.native) args.push('--native')
   if (o.addon) args.push('--addon', o.addon)
   if (o.signingSeed) args.push('--signing-seed', o.signingSeed)
+  if (o.admissionChecks) args.push('--admission-checks')
   return [process.execPath, args]
 }
 
@@ -252,26 +259,51 @@ async function abRun() {
   // PIER_BENCH_N=256: only those concurrencies, for more rounds of one cell.
   const chosen = process.env.PIER_BENCH_N?.split(',').map(Number).filter((n) => Number.isInteger(n) && n > 0)
   const concurrencies = chosen?.length ? chosen : [1, 16, 256]
-  const pairs = [['addon-native', 'addon-native@base'], ['addon', 'addon@base']]
+  // Each group: this build, (with the checks set,) the baseline; the order rotates each round.
+  const groups = CHECKS
+    ? [['addon-native', 'addon-native+checks', 'addon-native@base'], ['addon', 'addon+checks', 'addon@base']]
+    : [['addon-native', 'addon-native@base'], ['addon', 'addon@base']]
   const runs = {}
+  const cpus = {}
   for (let round = 0; round < rounds; round++) {
     for (const n of concurrencies) {
-      for (const pair of pairs) {
-        for (const name of round % 2 ? [...pair].reverse() : pair) {
+      for (const group of groups) {
+        const order = group.map((_, i) => group[(i + round) % group.length])
+        for (const name of order) {
           const r = await measure(name, {}, { concurrency: n })
           ;(runs[`${name}@${n}`] ??= []).push(r.throughput)
-          console.error(`A/B N=${n} ${name} (round ${round + 1}): ${fmt(r.throughput)} req/s`)
+          // The worker's CPU per job: less swayed than req/s by what else the machine runs.
+          const cpuUs = (1e6 * (r.cpu.main + r.cpu.tokio + r.cpu.other)) / r.throughput
+          ;(cpus[`${name}@${n}`] ??= []).push(cpuUs)
+          console.error(`A/B N=${n} ${name} (round ${round + 1}): ${fmt(r.throughput)} req/s, ${fmt(cpuUs, 1)} µs CPU a job`)
         }
       }
     }
   }
   await server.stop()
-  const lines = ['| cell | N | this build req/s | baseline req/s | ratio |', '| --- | ---: | ---: | ---: | ---: |']
+  const all = (name, n) => runs[`${name}@${n}`].map((t) => fmt(t)).join(' / ')
+  const cpuOf = (name, n) => median(cpus[`${name}@${n}`])
+  const lines = CHECKS
+    ? ['| cell | N | req/s (median) | checks set / not set | / baseline | worker CPU µs a job | checks set / not set | / baseline | runs (req/s) |', '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |']
+    : ['| cell | N | this build req/s | baseline req/s | ratio |', '| --- | ---: | ---: | ---: | ---: |']
   for (const n of concurrencies) {
-    for (const [now, base] of pairs) {
-      const a = median(runs[`${now}@${n}`])
+    for (const group of groups) {
+      const [now, base] = [group[0], group[group.length - 1]]
       const b = median(runs[`${base}@${n}`])
-      lines.push(`| ${CONTENDERS[now].label} | ${n} | ${fmt(a)} | ${fmt(b)} | ${fmt(a / b, 3)} |`)
+      if (!CHECKS) {
+        const a = median(runs[`${now}@${n}`])
+        lines.push(`| ${CONTENDERS[now].label} | ${n} | ${fmt(a)} | ${fmt(b)} | ${fmt(a / b, 3)} |`)
+        continue
+      }
+      const plain = median(runs[`${now}@${n}`])
+      for (const name of group) {
+        const m = median(runs[`${name}@${n}`])
+        const checks = name.endsWith('+checks')
+        const c = cpuOf(name, n)
+        lines.push(
+          `| ${CONTENDERS[name].label} | ${n} | ${fmt(m)} | ${checks ? fmt(m / plain, 3) : ''} | ${fmt(m / b, 3)} | ${fmt(c, 1)} | ${checks ? fmt(c / cpuOf(now, n), 3) : ''} | ${fmt(c / cpuOf(base, n), 3)} | ${all(name, n)} |`,
+        )
+      }
     }
   }
   console.log(lines.join('\n'))

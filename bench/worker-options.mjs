@@ -13,6 +13,7 @@ export function workerOptions() {
       native: { type: 'boolean', default: false },
       addon: { type: 'string' },
       'signing-seed': { type: 'string' },
+      'admission-checks': { type: 'boolean', default: false },
     },
   })
   const delayMs = Number(values['delay-ms'])
@@ -27,6 +28,9 @@ export function workerOptions() {
     addon: values.addon,
     /** The worker's signing key (a user seed): replies carry Pier-Worker. */
     signingSeed: values['signing-seed'],
+    /** A daily budget and senders' shares set, high enough never to refuse a job: what the
+     * admission checks cost a job that passes them. */
+    admissionChecks: values['admission-checks'],
     /** The stand-in for an agent turn: the task back, at once or after `delayMs`. */
     handler: delayMs > 0 ? (task) => new Promise((r) => setTimeout(() => r(task), delayMs)) : async (task) => task,
   }
