@@ -22,7 +22,7 @@ import { priceRefusal, createPublishTool } from '../plugin/tool.mjs'
 import { createPublishApprovalHook, approvalRoute } from '../plugin/approval.mjs'
 import { approvedCalls, recordApproval, takeApproval } from '../plugin/approved-calls.mjs'
 import { formatUptime, formatStatus } from '../plugin/command.mjs'
-import { collectStatusIssues, blockedError } from '../plugin/status.mjs'
+import { collectStatusIssues, blockedError, snapshotOf } from '../plugin/status.mjs'
 import { runningAccounts } from '../plugin/accounts.mjs'
 import { accountConfigKeys } from '../plugin/reload.mjs'
 import { gatewayAccountConfig } from '../plugin/cli.mjs'
@@ -899,6 +899,17 @@ describe('sessions, publishing, status text', () => {
     assert.doesNotMatch(auth, /channels start/)
     assert.match(auth, /^PIER_CONNECT: authorization violation; fix: .*openclaw config set channels\.pier/)
     assert.match(blockedError('PIER_HOST_TOOLS: toolsAllow gives job turns host tools (exec)'), /remove the host tools from channels\.pier toolsAllow, or sandbox the job agent/)
+  })
+
+  it('an account whose start is asked for and not yet under way is connecting, not stopped', () => {
+    const stats = { inFlight: 0, received: 0, completed: 0, failed: 0, rejected: 0, timedOut: 0, connectAttempts: 0 }
+    const run = { accountId: 'a', account: { addonConfig: {} }, activity: {}, startPending: true }
+    const idle = { state: 'stopped', servers: 'nats://h:4222', workerId: 'w', stats }
+    assert.equal(snapshotOf(run, idle).pier.state, 'connecting')
+    assert.equal(snapshotOf(run, idle).lifecycle, 'starting')
+    // Once start() has settled (it failed, or the worker was stopped), stopped is the truth.
+    assert.equal(snapshotOf({ ...run, startPending: false }, idle).pier.state, 'stopped')
+    assert.equal(snapshotOf(run, { ...idle, state: 'connected' }).pier.state, 'connected')
   })
 
   it('status issues: a daily budget reached says until when jobs are refused', () => {

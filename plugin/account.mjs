@@ -249,6 +249,7 @@ export async function startAccount(ctx, deps) {
       throw Object.assign(new Error(`PIER_CONFIG: ${account.unresolvedSecrets.join(', ')} is a SecretRef OpenClaw did not resolve; check the secrets provider`), { code: 'PIER_CONFIG' })
     }
     run.create()
+    run.startPending = true
     sweepLeftovers(run, deps)
     // Nothing of a previous run's end (a config-change stop) carries over.
     ctx.setStatus({ ...snapshotOf(run, run.status()), running: true, lastStartAt: Date.now(), lifecycle: 'starting', terminalDisconnect: false, stateReason: undefined })
@@ -263,6 +264,7 @@ export async function startAccount(ctx, deps) {
       () => ({ ok: true }),
       (error) => ({ error }),
     )
+    started.then(() => (run.startPending = false))
     run.starting = started
     const first = await Promise.race([started, aborted.then(() => ({ aborted: true }))])
     if (first.error && first.error.code !== 'PIER_STOPPED') throw cleanError(first.error, (m) => m)

@@ -17,6 +17,11 @@ export function snapshotOf(run, s) {
   // Drained for a config change the gateway is about to apply: not a stopped account.
   if (run.reloading) {
     s = { ...s, state: 'reloading' }
+  } else if (run.startPending && s.state === 'stopped') {
+    // start() asked for and not yet under way in the addon (it reads the identity first): the
+    // account is connecting, not stopped. A probe shows the connect error from the first
+    // attempt, before the next publish.
+    s = { ...s, state: 'connecting' }
   }
   return {
     accountId: run.accountId,

@@ -220,7 +220,7 @@ describe('Pier as an OpenClaw channel', () => {
     const waiting = account(before, 'late')
     assert.equal(waiting.running, true)
     assert.equal(waiting.connected, false)
-    assert.equal(waiting.pier.state, 'connecting')
+    assert.equal(waiting.pier.state, 'connecting', JSON.stringify(waiting))
     assert.match(waiting.lastError, /^PIER_CONNECT: /)
     assert.ok(before.statusIssues.some((i) => i.accountId === 'late' && i.kind === 'runtime'), JSON.stringify(before.statusIssues))
     late = await startNatsServer({ name: 'pier-late', port: latePort })

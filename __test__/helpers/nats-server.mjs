@@ -63,9 +63,11 @@ export async function startNatsServer(options = {}) {
       log += chunk
       const client = /Listening for client connections on 127\.0\.0\.1:(\d+)/.exec(log)
       const ws = /Listening for websocket clients on ws:\/\/127\.0\.0\.1:(\d+)/.exec(log)
-      if (client && (!options.websocket || ws) && /Server is ready/.test(log)) {
+      // The route listener is logged after "Server is ready": a cluster node is ready with it.
+      const route = /Listening for route connections on 127\.0\.0\.1:(\d+)/.exec(log)
+      if (client && (!options.websocket || ws) && (!options.cluster || route) && /Server is ready/.test(log)) {
         clearTimeout(timer)
-        resolve({ port: Number(client[1]), wsPort: ws ? Number(ws[1]) : undefined })
+        resolve({ port: Number(client[1]), wsPort: ws ? Number(ws[1]) : undefined, routePort: route ? Number(route[1]) : undefined })
       }
     })
     child.once('exit', (code) => {
@@ -73,12 +75,16 @@ export async function startNatsServer(options = {}) {
       reject(new Error(`nats-server exited with ${code}:\n${log}`))
     })
   })
-  const { port, wsPort } = await ready
-  const route = /Listening for route connections on 127\.0\.0\.1:(\d+)/.exec(log)
+  // A server that never got ready is not left running: it would keep the test process alive.
+  const { port, wsPort, routePort } = await ready.catch((error) => {
+    child.kill('SIGKILL')
+    rmSync(dir, { recursive: true, force: true })
+    throw error
+  })
   return {
     port,
     wsPort,
-    routePort: route ? Number(route[1]) : undefined,
+    routePort,
     url: `nats://127.0.0.1:${port}`,
     wsUrl: wsPort ? `ws://127.0.0.1:${wsPort}` : undefined,
     monitorUrl: options.monitorPort ? `http://127.0.0.1:${options.monitorPort}` : undefined,
@@ -102,9 +108,15 @@ export async function startNatsServer(options = {}) {
 export async function startNatsCluster(size = 3) {
   const node = (i, routes) => startNatsServer({ name: `n${i + 1}`, websocket: true, cluster: { port: -1, routes } })
   const first = await node(0, [])
-  const rest = await Promise.all(Array.from({ length: size - 1 }, (_, i) => node(i + 1, [first.routePort])))
-  const nodes = [first, ...rest]
-  return { nodes, stop: () => Promise.all(nodes.map((n) => n.stop())) }
+  const started = await Promise.allSettled(Array.from({ length: size - 1 }, (_, i) => node(i + 1, [first.routePort])))
+  const nodes = [first, ...started.filter((s) => s.status === 'fulfilled').map((s) => s.value)]
+  const stop = () => Promise.all(nodes.map((n) => n.stop()))
+  const failed = started.find((s) => s.status === 'rejected')
+  if (failed) {
+    await stop()
+    throw failed.reason
+  }
+  return { nodes, stop }
 }
 
 /**
