@@ -1,7 +1,7 @@
 // The worker (the CLI worker process, or PierWorker) as other people's clients see it: driven by
 // clients nobody on this project wrote (nats.js, @nats-io/services' client, nats-py) and by raw
 // NATS protocol frames. Malformed header blocks are in conformance-headers.test.mjs. Some cases
-// repeat tests/admission.rs on purpose: there the Rust worker meets async-nats, here the CLI
+// repeat tests/nats/admission.rs on purpose: there the Rust worker meets async-nats, here the CLI
 // worker process meets other people's clients.
 import { describe, it, after } from 'node:test'
 import assert from 'node:assert/strict'

@@ -106,7 +106,7 @@ pub(crate) trait Inbound: Send + Sync + 'static {
 
     /// Work that keeps a long job's message alive while it runs (JetStream in-progress acks);
     /// aborted when the job ends.
-    fn keep_alive(&self) -> Option<JoinHandle<()>> {
+    fn hold_in_progress(&self) -> Option<JoinHandle<()>> {
         None
     }
 
@@ -614,7 +614,7 @@ impl Pipeline {
         (deadline, budget): (Instant, Duration),
         (inline, progress): (bool, Option<JobProgress>),
     ) {
-        let keep_alive = inbound.keep_alive();
+        let in_progress = inbound.hold_in_progress();
         let received_at = facts.received_at;
         let id = job.id.clone();
         let (outcome, still_running) = self
@@ -686,7 +686,7 @@ impl Pipeline {
         };
         // The job stays in progress until its answer is confirmed (a JetStream publish may
         // wait out an election): the ack wait must not give it to another worker meanwhile.
-        if let Some(task) = keep_alive {
+        if let Some(task) = in_progress {
             task.abort();
         }
         let Some((turn, slot)) = still_running else {

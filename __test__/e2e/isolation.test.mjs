@@ -243,6 +243,21 @@ describe("a stranger's job cannot reach the operator", () => {
     for await (const m of inbox) assert.equal(m.json().result, 'answer-js-ok')
   })
 
+  it('/pier answers in a gateway with several agents (pier-jobs, pier-sandbox, main): the command, never the model', async () => {
+    const key = 'agent:main:main'
+    const asked = model.requests.length
+    await home.call('chat.send', { sessionKey: key, message: '/pier', idempotencyKey: `iso-pier-${Date.now()}` })
+    const text = await waitFor(
+      async () => {
+        const history = JSON.stringify(await home.call('chat.history', { sessionKey: key, limit: 6 }), null, 2)
+        return /Pier connector[\s\S]*account web/.test(history) ? history : null
+      },
+      { timeout: 30_000, interval: 500 },
+    )
+    assert.match(text.replace(/\\n/g, '\n'), /account default\n {2}connection: connected/)
+    assert.ok(!model.requests.slice(asked).some((r) => r.messages.includes('/pier')), 'the model was never asked /pier')
+  })
+
   it('openclaw security audit --json carries the pier findings', async () => {
     let audit
     try {

@@ -586,11 +586,11 @@ pub(crate) type CancelFn = ThreadsafeFunction<
 pub struct PierWorker {
     worker: Arc<Worker>,
     logger: SharedLogger,
-    keep_alive: Arc<Mutex<Option<(KeepAlive, RuntimeHold)>>>,
+    loop_hold: Arc<Mutex<Option<(LoopHold, RuntimeHold)>>>,
 }
 
 /// A non-weak thread-safe function that is never called: holding it keeps the event loop alive.
-type KeepAlive = ThreadsafeFunction<(), (), (), napi::Status, false, false>;
+type LoopHold = ThreadsafeFunction<(), (), (), napi::Status, false, false>;
 
 /// Running workers and open clients of this copy of the addon. A host that reloads a plugin
 /// loads the addon again from a new path while the old copy stays mapped (NODELETE), each copy
@@ -662,7 +662,7 @@ impl PierWorker {
         Ok(PierWorker {
             worker: Arc::new(Worker::new(config, handler, logger.clone())),
             logger,
-            keep_alive: Arc::default(),
+            loop_hold: Arc::default(),
         })
     }
 
@@ -681,7 +681,7 @@ impl PierWorker {
         Ok(PierWorker {
             worker: Arc::new(Worker::new(config, Arc::new(EchoHandler), logger.clone())),
             logger,
-            keep_alive: Arc::default(),
+            loop_hold: Arc::default(),
         })
     }
 
@@ -692,12 +692,12 @@ impl PierWorker {
     /// it keeps the Node process alive, like a listening server does.
     #[napi(ts_return_type = "Promise<void>")]
     pub fn start<'env>(&self, env: &'env Env) -> napi::Result<PromiseRaw<'env, ()>> {
-        let keep_alive = self.keep_alive.clone();
+        let loop_hold = self.loop_hold.clone();
         {
-            let mut slot = lock(&keep_alive);
+            let mut slot = lock(&loop_hold);
             if slot.is_none() {
                 let noop =
-                    env.create_function_from_closure::<(), (), _>("pierKeepAlive", |_| Ok(()))?;
+                    env.create_function_from_closure::<(), (), _>("pierLoopHold", |_| Ok(()))?;
                 *slot = Some((
                     noop.build_threadsafe_function::<()>().build()?,
                     RuntimeHold::new(),
@@ -708,7 +708,7 @@ impl PierWorker {
         promise(env, async move {
             let started = worker.start().await;
             if started.is_err() && worker.client().is_none() {
-                lock(&keep_alive).take();
+                lock(&loop_hold).take();
             }
             started
         })
@@ -718,11 +718,11 @@ impl PierWorker {
     #[napi(ts_return_type = "Promise<void>")]
     pub fn stop<'env>(&self, env: &'env Env) -> napi::Result<PromiseRaw<'env, ()>> {
         let worker = self.worker.clone();
-        let keep_alive = self.keep_alive.clone();
+        let loop_hold = self.loop_hold.clone();
         promise(env, async move {
             worker.stop().await;
-            // Releasing the keep-alive handle lets the process exit once nothing else holds it.
-            lock(&keep_alive).take();
+            // Releasing the loop hold lets the process exit once nothing else holds it.
+            lock(&loop_hold).take();
             Ok(())
         })
     }

@@ -794,7 +794,7 @@ impl Inbound for StreamMessage {
         Some(Settle::Retry { delay: Some(delay) })
     }
 
-    fn keep_alive(&self) -> Option<JoinHandle<()>> {
+    fn hold_in_progress(&self) -> Option<JoinHandle<()>> {
         let message = self.message.clone();
         let every = Duration::from_millis((self.stream.config.ack_wait_ms / 2).max(100));
         Some(tokio::spawn(async move {

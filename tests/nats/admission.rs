@@ -2,29 +2,19 @@
 //! what only one mode has: reply-target fallback, consumer drift, results too large, URL
 //! credentials, and a worker started before its server. Real nats-server, no Node.
 
-mod common;
-
+use crate::common::{config, eventually, free_port, NatsServer};
+use crate::rig::{self, key_of, Mode, RigHandler, MODES};
 use async_nats::HeaderMap;
-use common::{config, eventually, free_port, NatsServer};
 use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
 use pier_connector::error::PierError;
 use pier_connector::handler::{HandlerResult, JobHandler, JobInput};
 use pier_connector::log::MemoryLogger;
-use pier_connector::signature::{self, SigningKey};
 use pier_connector::worker::Worker;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
-
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Mode {
-    Core,
-    JetStream,
-}
-
-const MODES: [Mode; 2] = [Mode::Core, Mode::JetStream];
+use std::time::Duration;
 
 /// Echoes the task after sleeping `sleep:<ms>` when the task says so, and records how many
 /// jobs ran at once.
@@ -60,125 +50,16 @@ fn tracked_worker(url: &str, extra: Value) -> Worker {
     )
 }
 
-struct Rig {
-    _server: NatsServer,
-    client: async_nats::Client,
-    worker: Worker,
-    handler: Arc<Tracking>,
-    mode: Mode,
-}
+impl RigHandler for Tracking {}
 
-impl Rig {
-    async fn start(mode: Mode, extra: Value) -> Rig {
-        let server = match mode {
-            Mode::Core => NatsServer::start().await,
-            Mode::JetStream => NatsServer::jetstream().await,
-        };
-        Rig::on(server, mode, extra).await
-    }
-
-    async fn on(server: NatsServer, mode: Mode, extra: Value) -> Rig {
-        let mut settings = json!({ "ackWaitMs": 1000 });
-        if mode == Mode::JetStream {
-            settings["delivery"] = json!("jetstream");
-        }
-        if let (Some(s), Some(e)) = (settings.as_object_mut(), extra.as_object()) {
-            s.extend(e.clone());
-        }
-        let handler = Arc::new(Tracking::default());
-        let worker = Worker::new(
-            config(&server.url, settings),
-            handler.clone(),
-            Arc::new(MemoryLogger::default()),
-        );
-        worker.start().await.expect("worker starts");
-        let client = async_nats::connect(&server.url).await.unwrap();
-        Rig {
-            _server: server,
-            client,
-            worker,
-            handler,
-            mode,
-        }
-    }
-
-    /// Sends a job the way this mode's requesters do and waits for its answer.
-    async fn ask(&self, payload: impl Into<bytes::Bytes>) -> Value {
-        let payload = payload.into();
-        let reply = match self.mode {
-            Mode::Core => self.client.request("jobs.rust", payload).await.unwrap(),
-            Mode::JetStream => {
-                let inbox = self.client.new_inbox();
-                let mut replies = self.client.subscribe(inbox.clone()).await.unwrap();
-                let mut headers = HeaderMap::new();
-                headers.insert("Pier-Reply-To", inbox.as_str());
-                self.publish_to_stream(headers, payload).await;
-                tokio::time::timeout(Duration::from_secs(10), replies.next())
-                    .await
-                    .expect("a reply in time")
-                    .expect("a reply")
-            }
-        };
-        serde_json::from_slice(&reply.payload).expect("a JSON reply")
-    }
-
-    /// Sends a job signed by `key` (`Pier-Sender`) the way this mode's requesters do, and waits
-    /// for its answer.
-    async fn ask_signed(&self, key: &SigningKey, payload: &'static [u8]) -> Value {
-        let inbox = self.client.new_inbox();
-        let mut replies = self.client.subscribe(inbox.clone()).await.unwrap();
-        let signed = signature::sign_request(key, "jobs.rust", &inbox, payload, SystemTime::now());
-        let mut headers = HeaderMap::new();
-        headers.insert(signature::SENDER_HEADER, signed.header.as_str());
-        match self.mode {
-            Mode::Core => self
-                .client
-                .publish_with_reply_and_headers("jobs.rust", inbox, headers, payload.into())
-                .await
-                .unwrap(),
-            Mode::JetStream => {
-                headers.insert("Pier-Reply-To", inbox.as_str());
-                self.publish_to_stream(headers, payload.into()).await;
-            }
-        }
-        let reply = tokio::time::timeout(Duration::from_secs(10), replies.next())
-            .await
-            .expect("a reply in time")
-            .expect("a reply");
-        serde_json::from_slice(&reply.payload).expect("a JSON reply")
-    }
-
-    /// Sends a job that names nowhere to answer.
-    async fn send_without_reply(&self, payload: &'static [u8]) {
-        match self.mode {
-            Mode::Core => self
-                .client
-                .publish("jobs.rust", payload.into())
-                .await
-                .unwrap(),
-            Mode::JetStream => {
-                self.publish_to_stream(HeaderMap::new(), payload.into())
-                    .await
-            }
-        }
-        self.client.flush().await.unwrap();
-    }
-
-    async fn publish_to_stream(&self, headers: HeaderMap, payload: bytes::Bytes) {
-        async_nats::jetstream::new(self.client.clone())
-            .publish_with_headers("jobs.rust", headers, payload)
-            .await
-            .unwrap()
-            .await
-            .unwrap();
-    }
-}
+type Rig = rig::Rig<Tracking>;
 
 #[tokio::test]
 async fn a_job_nobody_could_be_answered_on_is_never_run() {
     for mode in MODES {
         let rig = Rig::start(mode, json!({})).await;
-        rig.send_without_reply(br#"{"id":"n1","task":"x"}"#).await;
+        rig.publish(None, HeaderMap::new(), &br#"{"id":"n1","task":"x"}"#[..])
+            .await;
         let counted = eventually(Duration::from_secs(5), || {
             rig.worker.status().stats.no_reply == 1
         })
@@ -299,7 +180,7 @@ async fn jetstream_falls_back_to_the_result_subject_for_unusable_reply_headers()
         let expected = if header == "ok.x" { "ok.x" } else { subject };
         let mut direct = rig.client.subscribe(expected.to_string()).await.unwrap();
         rig.client.flush().await.unwrap();
-        rig.publish_to_stream(headers, payload.into()).await;
+        rig.publish(None, headers, payload).await;
         let reply = tokio::time::timeout(Duration::from_secs(5), direct.next())
             .await
             .unwrap_or_else(|_| panic!("answer for {id:?} on {expected}"))
@@ -450,7 +331,7 @@ async fn a_reply_subject_under_dollar_is_refused_in_every_mode() {
             Mode::JetStream => {
                 let mut headers = HeaderMap::new();
                 headers.insert("Pier-Reply-To", deleter);
-                rig.publish_to_stream(headers, job[..].into()).await;
+                rig.publish(None, headers, job.to_vec()).await;
             }
         }
         rig.client.flush().await.unwrap();
@@ -495,11 +376,6 @@ async fn reply_subject_prefixes_narrow_where_answers_go() {
     );
     assert_eq!(rig.handler.runs.load(Ordering::SeqCst), 1);
     rig.worker.stop().await;
-}
-
-fn key_of(byte: u8) -> SigningKey {
-    let pair = nkeys::KeyPair::new_from_raw(nkeys::KeyPairType::User, [byte; 32]).unwrap();
-    SigningKey::from_seed(&pair.seed().unwrap()).unwrap()
 }
 
 /// protocol.md "Job identity": a job in flight is claimed by who sent it and its id. The same
@@ -674,26 +550,14 @@ impl JobHandler for Metered {
 
 #[tokio::test]
 async fn a_retried_attempt_counts_what_it_spent_and_the_job_once() {
-    let server = NatsServer::jetstream().await;
     let ledger = std::env::temp_dir().join(format!("pier-retry-{}/ledger.jsonl", free_port()));
-    let handler = Arc::new(Metered::default());
-    let worker = Worker::new(
-        config(
-            &server.url,
-            json!({ "delivery": "jetstream", "ackWaitMs": 1000, "ledgerFile": ledger }),
-        ),
-        handler.clone(),
-        Arc::new(MemoryLogger::default()),
-    );
-    worker.start().await.expect("worker starts");
-    let client = async_nats::connect(&server.url).await.unwrap();
-    let rig = Rig {
-        _server: server,
-        client,
-        worker,
-        handler: Arc::new(Tracking::default()),
-        mode: Mode::JetStream,
-    };
+    let rig = rig::Rig::start_with(
+        Mode::JetStream,
+        json!({ "ledgerFile": ledger }),
+        Metered::default(),
+    )
+    .await;
+    let handler = rig.handler.clone();
     let reply = rig
         .ask(json!({ "id": "r1", "task": "fail-once", "meta": { "price": 3 } }).to_string())
         .await;

@@ -4,29 +4,19 @@
 //! counted; the right one stops the handler and is answered CANCELLED within a second; a
 //! cancelled JetStream job is not delivered again).
 
-mod common;
-
+use crate::common::{config, eventually, NatsServer};
+use crate::rig::{self, Mode, RigHandler, MODES};
 use async_nats::HeaderMap;
-use common::{config, eventually, NatsServer};
 use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
 use pier_connector::error::ErrorCode;
 use pier_connector::handler::{HandlerResult, JobHandler, JobInput};
 use pier_connector::log::MemoryLogger;
 use pier_connector::protocol;
-use pier_connector::worker::Worker;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Mode {
-    Core,
-    JetStream,
-}
-
-const MODES: [Mode; 2] = [Mode::Core, Mode::JetStream];
 
 /// Runs tasks as scripts: `stream:<n>:<ms>` sends n pieces `piece-<i>;` <ms> apart as partials
 /// and answers with all of them; `wait:<ms>` sleeps, then answers `waited`; `hold` waits until
@@ -89,47 +79,19 @@ impl JobHandler for Scripted {
     }
 }
 
-struct Rig {
-    _server: NatsServer,
-    client: async_nats::Client,
-    worker: Worker,
-    handler: Arc<Scripted>,
-    mode: Mode,
+impl RigHandler for Scripted {
+    /// Keep-alives every 300 ms: several within a test's few seconds.
+    fn settings() -> Value {
+        json!({ "progressIntervalMs": 300 })
+    }
 }
 
-impl Rig {
-    async fn start(mode: Mode, extra: Value) -> Rig {
-        let server = match mode {
-            Mode::Core => NatsServer::start().await,
-            Mode::JetStream => NatsServer::jetstream().await,
-        };
-        let mut settings = json!({ "progressIntervalMs": 300, "ackWaitMs": 1000 });
-        if mode == Mode::JetStream {
-            settings["delivery"] = json!("jetstream");
-        }
-        if let (Some(s), Some(e)) = (settings.as_object_mut(), extra.as_object()) {
-            s.extend(e.clone());
-        }
-        let handler = Arc::new(Scripted::default());
-        let worker = Worker::new(
-            config(&server.url, settings),
-            handler.clone(),
-            Arc::new(MemoryLogger::default()),
-        );
-        worker.start().await.expect("worker starts");
-        let client = async_nats::connect(&server.url).await.unwrap();
-        Rig {
-            _server: server,
-            client,
-            worker,
-            handler,
-            mode,
-        }
-    }
+type Rig = rig::Rig<Scripted>;
 
+impl Rig {
     /// Sends `payload` (with `Pier-Progress-To` when `progress`); returns the answer and the
     /// progress subscriptions, both subscribed before the job is sent.
-    async fn send(
+    async fn send_watched(
         &self,
         payload: Value,
         progress: Option<&str>,
@@ -144,23 +106,8 @@ impl Rig {
         if progress.is_some() {
             headers.insert(protocol::PROGRESS_TO_HEADER, progress_to.as_str());
         }
-        let payload = payload.to_string();
-        match self.mode {
-            Mode::Core => self
-                .client
-                .publish_with_reply_and_headers("jobs.rust", inbox, headers, payload.into())
-                .await
-                .unwrap(),
-            Mode::JetStream => {
-                headers.insert("Pier-Reply-To", inbox.as_str());
-                async_nats::jetstream::new(self.client.clone())
-                    .publish_with_headers("jobs.rust", headers, payload.into())
-                    .await
-                    .unwrap()
-                    .await
-                    .unwrap();
-            }
-        }
+        self.publish(Some(&inbox), headers, payload.to_string())
+            .await;
         (answers, progress_sub)
     }
 }
@@ -202,7 +149,7 @@ async fn progress_is_accepted_then_keep_alives_and_partials_in_order_that_are_th
         // 30 pieces of 8 chars, 40 ms apart: ~1.2 s, batched by 100 characters or 500 ms.
         let started = Instant::now();
         let (mut answers, mut progress) = rig
-            .send(
+            .send_watched(
                 json!({ "id": "p1", "task": "stream:30:40" }),
                 Some("progress.p1"),
             )
@@ -270,7 +217,7 @@ async fn progress_is_accepted_then_keep_alives_and_partials_in_order_that_are_th
 async fn a_silent_job_gets_a_working_keep_alive_every_interval() {
     let rig = Rig::start(Mode::Core, json!({})).await;
     let (mut answers, mut progress) = rig
-        .send(
+        .send_watched(
             json!({ "id": "k1", "task": "wait:1400" }),
             Some("progress.k1"),
         )
@@ -297,7 +244,7 @@ async fn a_silent_job_gets_a_working_keep_alive_every_interval() {
 async fn a_requester_without_the_header_receives_exactly_one_message() {
     let rig = Rig::start(Mode::Core, json!({})).await;
     let (mut answers, mut progress) = rig
-        .send(json!({ "id": "v10", "task": "stream:5:10" }), None)
+        .send_watched(json!({ "id": "v10", "task": "stream:5:10" }), None)
         .await;
     let answer = next_json(&mut answers, Duration::from_secs(10))
         .await
@@ -318,7 +265,7 @@ async fn a_job_refused_before_it_runs_gets_no_progress_only_its_task_error() {
     for mode in MODES {
         let rig = Rig::start(mode, json!({ "minJobPrice": 5 })).await;
         let (mut answers, mut progress) = rig
-            .send(
+            .send_watched(
                 json!({ "id": "cheap", "task": "wait:10" }),
                 Some("progress.cheap"),
             )
@@ -335,7 +282,7 @@ async fn a_job_refused_before_it_runs_gets_no_progress_only_its_task_error() {
         );
         // An unusable progress subject is refused INVALID_REQUEST, not run.
         let (mut answers, _progress) = rig
-            .send(
+            .send_watched(
                 json!({ "id": "bad", "task": "wait:10", "meta": { "price": 9 } }),
                 Some("$JS.API.STREAM.DELETE.X"),
             )
@@ -363,7 +310,7 @@ async fn a_cancel_with_the_right_token_stops_the_handler_and_is_answered_cancell
         let _ = std::fs::remove_file(&ledger);
         let rig = Rig::start(mode, json!({ "ledgerFile": ledger })).await;
         let (mut answers, mut progress) = rig
-            .send(
+            .send_watched(
                 json!({ "id": "c1", "task": "hold", "timeoutMs": 30000 }),
                 Some("progress.c1"),
             )
@@ -519,7 +466,7 @@ async fn a_watching_publisher_sees_progress_and_cancels_its_job() {
             extra["delivery"] = json!("jetstream");
         }
         let publisher = Publisher::connect(
-            &publisher_config(&rig._server.url, extra),
+            &publisher_config(&rig.server.url, extra),
             Arc::new(MemoryLogger::default()),
         )
         .await

@@ -3,11 +3,9 @@
 //! queue for another worker, and is answered with the refusal only on its last delivery or near
 //! its deadline; and a worker whose NATS user lacks a permission it needs does not start.
 
-mod common;
-
+use crate::common::{config, eventually, free_port, NatsServer, TempDir};
 use async_nats::jetstream::{self, stream};
 use async_nats::HeaderMap;
-use common::{config, eventually, free_port, NatsServer, TempDir};
 use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
 use pier_connector::handler::{HandlerResult, JobHandler, JobInput};

@@ -2,9 +2,7 @@
 //! valid jobs: the worker stays connected, answers every valid job, and answers each bad one
 //! INVALID_REQUEST (vendor/async-nats/PIER.md explains the patched parser behind it).
 
-mod common;
-
-use common::{config, NatsServer};
+use crate::common::{config, NatsServer};
 use pier_connector::handler::EchoHandler;
 use pier_connector::log::MemoryLogger;
 use pier_connector::worker::Worker;

@@ -5,9 +5,7 @@
 //! collects may verify as a Pier message under the Pier key the worker (or requester) really
 //! signs with, which the test learns from a real job against a real nats-server first.
 
-mod common;
-
-use common::{config, NatsServer};
+use crate::common::{config, NatsServer};
 use pier_connector::handler::EchoHandler;
 use pier_connector::log::MemoryLogger;
 use pier_connector::publisher::{PublishOptions, Publisher};
@@ -78,7 +76,7 @@ fn verifies(public_key: &str, bytes: &[u8], sig: &[u8]) -> bool {
 }
 
 /// A nats-server whose only user is the nkey `login`.
-async fn nkey_server(login: &str) -> (NatsServer, common::TempDir) {
+async fn nkey_server(login: &str) -> (NatsServer, crate::common::TempDir) {
     let dir = std::env::temp_dir().join(format!(
         "pier-hostile-{}-{}",
         std::process::id(),
@@ -92,7 +90,7 @@ async fn nkey_server(login: &str) -> (NatsServer, common::TempDir) {
     )
     .unwrap();
     let server = NatsServer::with_args(&["-c", &conf.to_string_lossy()]).await;
-    (server, common::TempDir(dir))
+    (server, crate::common::TempDir(dir))
 }
 
 #[tokio::test]

@@ -2,28 +2,15 @@
 //! shares (`senderJobsPerMinute`, `unsignedJobsPerMinute`: RATE_LIMITED) in both delivery
 //! modes, against a real nats-server: refused jobs never reach the handler.
 
-mod common;
-
-use async_nats::HeaderMap;
-use common::{config, free_port, NatsServer};
+use crate::common::free_port;
+use crate::rig::{self, key_of, Mode, MODES};
 use futures_util::future::BoxFuture;
-use futures_util::StreamExt;
 use pier_connector::handler::{HandlerResult, JobHandler, JobInput, Usage};
-use pier_connector::log::MemoryLogger;
-use pier_connector::signature::{self, SigningKey};
-use pier_connector::worker::Worker;
+use pier_connector::signature::SigningKey;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
-
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Mode {
-    Core,
-    JetStream,
-}
-
-const MODES: [Mode; 2] = [Mode::Core, Mode::JetStream];
 
 /// Echoes the task (after sleeping `sleep:<ms>` when the task says so), reports `usage` for
 /// each turn, and records each call's job id.
@@ -57,91 +44,22 @@ impl JobHandler for Metered {
     }
 }
 
-struct Rig {
-    _server: NatsServer,
-    client: async_nats::Client,
-    worker: Worker,
-    handler: Arc<Metered>,
-    mode: Mode,
+type Rig = rig::Rig<Metered>;
+
+/// A worker whose every turn reports `usage`.
+async fn metered(mode: Mode, extra: Value, usage: Option<Usage>) -> Rig {
+    Rig::start_with(mode, extra, Metered::new(usage)).await
 }
 
 impl Rig {
-    async fn start(mode: Mode, extra: Value, usage: Option<Usage>) -> Rig {
-        let server = match mode {
-            Mode::Core => NatsServer::start().await,
-            Mode::JetStream => NatsServer::jetstream().await,
-        };
-        let mut settings = json!({ "ackWaitMs": 1000 });
-        if mode == Mode::JetStream {
-            settings["delivery"] = json!("jetstream");
-        }
-        if let (Some(s), Some(e)) = (settings.as_object_mut(), extra.as_object()) {
-            s.extend(e.clone());
-        }
-        let handler = Arc::new(Metered::new(usage));
-        let worker = Worker::new(
-            config(&server.url, settings),
-            handler.clone(),
-            Arc::new(MemoryLogger::default()),
-        );
-        worker.start().await.expect("worker starts");
-        let client = async_nats::connect(&server.url).await.unwrap();
-        Rig {
-            _server: server,
-            client,
-            worker,
-            handler,
-            mode,
-        }
-    }
-
-    /// Sends `payload` the way this mode's requesters do (core: the inbox as NATS reply;
-    /// JetStream: into the stream with `Pier-Reply-To`), signed by `key` when given, and waits
-    /// for its answer.
-    async fn ask(&self, key: Option<&SigningKey>, payload: &Value) -> Value {
-        let payload = payload.to_string().into_bytes();
-        let inbox = self.client.new_inbox();
-        let mut replies = self.client.subscribe(inbox.clone()).await.unwrap();
-        let mut headers = HeaderMap::new();
-        if let Some(key) = key {
-            let signed =
-                signature::sign_request(key, "jobs.rust", &inbox, &payload, SystemTime::now());
-            headers.insert(signature::SENDER_HEADER, signed.header.as_str());
-        }
-        match self.mode {
-            Mode::Core => self
-                .client
-                .publish_with_reply_and_headers("jobs.rust", inbox, headers, payload.into())
-                .await
-                .unwrap(),
-            Mode::JetStream => {
-                headers.insert("Pier-Reply-To", inbox.as_str());
-                async_nats::jetstream::new(self.client.clone())
-                    .publish_with_headers("jobs.rust", headers, payload.into())
-                    .await
-                    .unwrap()
-                    .await
-                    .unwrap();
-            }
-        }
-        let reply = tokio::time::timeout(Duration::from_secs(10), replies.next())
-            .await
-            .expect("a reply in time")
-            .expect("a reply");
-        serde_json::from_slice(&reply.payload).expect("a JSON reply")
+    /// Sends `payload`, signed by `key` when given, and returns its answer.
+    async fn ask_value(&self, key: Option<&SigningKey>, payload: &Value) -> Value {
+        self.ask_as(key, payload.to_string()).await
     }
 
     fn calls(&self) -> usize {
         self.handler.calls.load(Ordering::SeqCst)
     }
-}
-
-fn key_of(byte: u8) -> SigningKey {
-    let seed = nkeys::KeyPair::new_from_raw(nkeys::KeyPairType::User, [byte; 32])
-        .unwrap()
-        .seed()
-        .unwrap();
-    SigningKey::from_seed(&seed).unwrap()
 }
 
 fn job(id: &str) -> Value {
@@ -173,10 +91,10 @@ async fn once_the_day_has_spent_its_budget_jobs_are_refused_without_reaching_the
             let ledger = temp_ledger(&format!("{name}-{mode:?}"));
             let mut extra = cap.clone();
             extra["ledgerFile"] = json!(ledger);
-            let rig = Rig::start(mode, extra, Some(turn)).await;
+            let rig = metered(mode, extra, Some(turn)).await;
             // Each turn costs 0.5 and 500 tokens: two reach the cap (1.0, 1000 tokens).
             for id in ["b1", "b2"] {
-                let reply = rig.ask(None, &job(id)).await;
+                let reply = rig.ask_value(None, &job(id)).await;
                 assert_eq!(
                     reply["result"],
                     format!("task {id}"),
@@ -186,7 +104,7 @@ async fn once_the_day_has_spent_its_budget_jobs_are_refused_without_reaching_the
             let today = rig.worker.status().today.expect("today's use");
             assert_eq!((today.spent, today.tokens), (1.0, 1000), "{mode:?} {name}");
             for id in ["b3", "b4"] {
-                let refused = rig.ask(None, &job(id)).await;
+                let refused = rig.ask_value(None, &job(id)).await;
                 assert_eq!(
                     code(&refused),
                     "BUDGET_EXHAUSTED",
@@ -265,7 +183,7 @@ async fn the_budget_is_read_back_from_the_ledger_when_the_worker_starts() {
         cost: 0.25,
         ..Usage::default()
     };
-    let rig = Rig::start(
+    let rig = metered(
         Mode::Core,
         json!({ "maxDailySpend": 1.0, "ledgerFile": ledger }),
         Some(turn),
@@ -283,31 +201,31 @@ async fn the_budget_is_read_back_from_the_ledger_when_the_worker_starts() {
     );
     assert_eq!(start.day, today[..10]);
     // 0.75 of 1.0: one more job runs (and costs 0.25), the next is refused.
-    let ran = rig.ask(None, &job("r1")).await;
+    let ran = rig.ask_value(None, &job("r1")).await;
     assert_eq!(ran["result"], "task r1", "{ran}");
-    let refused = rig.ask(None, &job("r2")).await;
+    let refused = rig.ask_value(None, &job("r2")).await;
     assert_eq!(code(&refused), "BUDGET_EXHAUSTED", "{refused}");
     assert_eq!(rig.calls(), 1);
     rig.worker.stop().await;
 
     // Started again on the same ledger: the day is spent, nothing runs.
-    let again = Rig::start(
+    let again = metered(
         Mode::Core,
         json!({ "maxDailySpend": 1.0, "ledgerFile": ledger }),
         Some(turn),
     )
     .await;
     assert_eq!(again.worker.status().today.unwrap().spent, 1.0);
-    let refused = again.ask(None, &job("r3")).await;
+    let refused = again.ask_value(None, &job("r3")).await;
     assert_eq!(code(&refused), "BUDGET_EXHAUSTED", "{refused}");
     assert_eq!(again.calls(), 0, "the restart did not reset the day");
     again.worker.stop().await;
 
     // Without a ledger file, the day counts from the worker's start.
-    let fresh = Rig::start(Mode::Core, json!({ "maxDailySpend": 1.0 }), Some(turn)).await;
+    let fresh = metered(Mode::Core, json!({ "maxDailySpend": 1.0 }), Some(turn)).await;
     let status = fresh.worker.status().today.unwrap();
     assert_eq!((status.spent, status.counted_from), (0.0, "start"));
-    assert_eq!(fresh.ask(None, &job("f1")).await["result"], "task f1");
+    assert_eq!(fresh.ask_value(None, &job("f1")).await["result"], "task f1");
     fresh.worker.stop().await;
     let _ = std::fs::remove_dir_all(ledger.parent().unwrap());
 }
@@ -316,7 +234,7 @@ async fn the_budget_is_read_back_from_the_ledger_when_the_worker_starts() {
 async fn each_sender_runs_its_share_per_minute_and_the_rest_is_rate_limited() {
     let (alice, bob) = (key_of(11), key_of(12));
     for mode in MODES {
-        let rig = Rig::start(
+        let rig = metered(
             mode,
             json!({ "senderJobsPerMinute": 2, "unsignedJobsPerMinute": 3, "minJobPrice": 1 }),
             None,
@@ -325,7 +243,7 @@ async fn each_sender_runs_its_share_per_minute_and_the_rest_is_rate_limited() {
         let paid = |id: &str, sender: &str| json!({ "id": id, "task": "t", "meta": { "price": 1, "sender": sender } });
         // A job refused for another reason (no price) does not use alice's share.
         let unpaid = rig
-            .ask(
+            .ask_value(
                 Some(&alice),
                 &json!({ "id": "a0", "task": "t", "meta": { "sender": "alice" } }),
             )
@@ -348,7 +266,7 @@ async fn each_sender_runs_its_share_per_minute_and_the_rest_is_rate_limited() {
             ("u5", None, "carol"),
         ];
         for (id, key, name) in sends {
-            let reply = rig.ask(key, &paid(id, name)).await;
+            let reply = rig.ask_value(key, &paid(id, name)).await;
             let got = if reply["ok"] == true {
                 "ran".to_string()
             } else {
@@ -410,24 +328,24 @@ async fn each_sender_runs_its_share_per_minute_and_the_rest_is_rate_limited() {
 async fn a_job_refused_for_a_full_worker_does_not_use_the_share() {
     // One slot, a share of 2 unsigned jobs a minute: while the first runs, a second is refused
     // OVERLOADED; that refusal used no share, so a third still runs once the slot is free.
-    let rig = Rig::start(
+    let rig = metered(
         Mode::Core,
         json!({ "maxConcurrentJobs": 1, "unsignedJobsPerMinute": 2 }),
         None,
     )
     .await;
     let first = json!({ "id": "o1", "task": "sleep:800" });
-    let long = rig.ask(None, &first);
+    let long = rig.ask_value(None, &first);
     let busy = async {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        rig.ask(None, &job("o2")).await
+        rig.ask_value(None, &job("o2")).await
     };
     let (long, busy) = tokio::join!(long, busy);
     assert_eq!(long["result"], "sleep:800");
     assert_eq!(code(&busy), "OVERLOADED", "{busy}");
-    let third = rig.ask(None, &job("o3")).await;
+    let third = rig.ask_value(None, &job("o3")).await;
     assert_eq!(third["result"], "task o3", "{third}");
-    let fourth = rig.ask(None, &job("o4")).await;
+    let fourth = rig.ask_value(None, &job("o4")).await;
     assert_eq!(code(&fourth), "RATE_LIMITED", "{fourth}");
     assert_eq!(rig.calls(), 2);
     rig.worker.stop().await;

@@ -3,10 +3,8 @@
 //! `Nats-Msg-Id`), JetStream's unavailability is waited out at start and while running, and a
 //! refusal no wait can cure fails the start with its reason.
 
-mod common;
-
+use crate::common::{config, eventually, free_port, NatsServer, TempDir};
 use async_nats::jetstream::{self, stream};
-use common::{config, eventually, free_port, NatsServer, TempDir};
 use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
 use pier_connector::handler::{HandlerResult, JobHandler, JobInput};

@@ -2,10 +2,9 @@
 //! nats-server: which signed jobs run, each reason one is refused, the worker's `Pier-Worker`
 //! on its replies, and the publisher's checks of it.
 
-mod common;
-
+use crate::common::{config, NatsServer};
+use crate::rig::{self, key_of, seed_of, sender_headers, Mode, RigHandler, MODES, SUBJECT};
 use async_nats::HeaderMap;
-use common::{config, NatsServer};
 use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
 use pier_connector::error::{ErrorCode, JobError, PierError};
@@ -18,14 +17,6 @@ use serde_json::{json, Value};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Mode {
-    Core,
-    JetStream,
-}
-
-const MODES: [Mode; 2] = [Mode::Core, Mode::JetStream];
-
 /// The requester's and the worker's keys (fixed, so failures are reproducible).
 fn requester() -> SigningKey {
     key_of(1)
@@ -33,21 +24,6 @@ fn requester() -> SigningKey {
 
 fn worker_key() -> SigningKey {
     key_of(2)
-}
-
-fn key_of(byte: u8) -> SigningKey {
-    let seed = nkeys::KeyPair::new_from_raw(nkeys::KeyPairType::User, [byte; 32])
-        .unwrap()
-        .seed()
-        .unwrap();
-    SigningKey::from_seed(&seed).unwrap()
-}
-
-fn seed_of(byte: u8) -> String {
-    nkeys::KeyPair::new_from_raw(nkeys::KeyPairType::User, [byte; 32])
-        .unwrap()
-        .seed()
-        .unwrap()
 }
 
 /// Echoes the task and records each job's verified sender key. A task `fail-once` fails its
@@ -77,94 +53,25 @@ impl JobHandler for Recording {
     }
 }
 
-struct Rig {
-    _server: NatsServer,
-    url: String,
-    client: async_nats::Client,
-    worker: Worker,
-    handler: Arc<Recording>,
-    mode: Mode,
+impl RigHandler for Recording {
+    /// The worker signs its results with [`worker_key`].
+    fn settings() -> Value {
+        json!({ "signingSeed": seed_of(2) })
+    }
 }
 
+type Rig = rig::Rig<Recording>;
+
 impl Rig {
-    async fn start(mode: Mode, extra: Value) -> Rig {
-        let server = match mode {
-            Mode::Core => NatsServer::start().await,
-            Mode::JetStream => NatsServer::jetstream().await,
-        };
-        let mut settings = json!({ "ackWaitMs": 1000, "signingSeed": seed_of(2) });
-        if mode == Mode::JetStream {
-            settings["delivery"] = json!("jetstream");
-        }
-        if let (Some(s), Some(e)) = (settings.as_object_mut(), extra.as_object()) {
-            s.extend(e.clone());
-        }
-        let handler = Arc::new(Recording::default());
-        let worker = Worker::new(
-            config(&server.url, settings),
-            handler.clone(),
-            Arc::new(MemoryLogger::default()),
-        );
-        worker.start().await.expect("worker starts");
-        let client = async_nats::connect(&server.url).await.unwrap();
-        Rig {
-            url: server.url.clone(),
-            _server: server,
-            client,
-            worker,
-            handler,
-            mode,
-        }
-    }
-
-    /// Sends `payload` to the job subject with the headers `sign` makes for the reply line
-    /// (the inbox, as NATS reply in core mode and as `Pier-Reply-To` in JetStream mode);
-    /// returns the reply.
-    async fn send(
+    /// A job signed by `key`: its answer's JSON and the whole reply (its headers).
+    async fn ask_signed_reply(
         &self,
+        key: &SigningKey,
         payload: &[u8],
-        sign: impl FnOnce(&str) -> HeaderMap,
-    ) -> async_nats::Message {
-        let inbox = self.client.new_inbox();
-        let mut replies = self.client.subscribe(inbox.clone()).await.unwrap();
-        self.publish(&inbox, sign(&inbox), payload).await;
-        tokio::time::timeout(Duration::from_secs(10), replies.next())
-            .await
-            .expect("a reply in time")
-            .expect("a reply")
-    }
-
-    /// A job signed by `key` over subject `jobs.rust` and the reply line, now.
-    /// Publishes a job the way this mode's requesters do: with `inbox` as its NATS reply
-    /// (core), or into the stream with `Pier-Reply-To: inbox` (JetStream).
-    async fn publish(&self, inbox: &str, mut headers: HeaderMap, payload: &[u8]) {
-        match self.mode {
-            Mode::Core => self
-                .client
-                .publish_with_reply_and_headers(
-                    "jobs.rust",
-                    inbox.to_string(),
-                    headers,
-                    payload.to_vec().into(),
-                )
-                .await
-                .unwrap(),
-            Mode::JetStream => {
-                headers.insert("Pier-Reply-To", inbox);
-                async_nats::jetstream::new(self.client.clone())
-                    .publish_with_headers("jobs.rust", headers, payload.to_vec().into())
-                    .await
-                    .unwrap()
-                    .await
-                    .unwrap();
-            }
-        }
-    }
-
-    async fn ask_signed(&self, key: &SigningKey, payload: &[u8]) -> (Value, async_nats::Message) {
+    ) -> (Value, async_nats::Message) {
         let reply = self
             .send(payload, |reply| {
-                sender_headers(key, "jobs.rust", reply, payload, SystemTime::now())
+                sender_headers(key, SUBJECT, reply, payload, SystemTime::now())
             })
             .await;
         (body(&reply), reply)
@@ -173,19 +80,6 @@ impl Rig {
     fn runs(&self) -> usize {
         self.handler.keys.lock().unwrap().len()
     }
-}
-
-fn sender_headers(
-    key: &SigningKey,
-    subject: &str,
-    reply: &str,
-    payload: &[u8],
-    at: SystemTime,
-) -> HeaderMap {
-    let signed = signature::sign_request(key, subject, reply, payload, at);
-    let mut headers = HeaderMap::new();
-    headers.insert(signature::SENDER_HEADER, signed.header.as_str());
-    headers
 }
 
 fn body(reply: &async_nats::Message) -> Value {
@@ -273,7 +167,7 @@ async fn a_key_not_in_allowed_senders_is_unauthorized() {
             json!({ "allowedSenders": [listed, "alice"], "senderTrust": "signed" }),
         )
         .await;
-        let (refused, _) = rig.ask_signed(&key_of(3), &job("k1")).await;
+        let (refused, _) = rig.ask_signed_reply(&key_of(3), &job("k1")).await;
         assert_eq!(refused["error"]["code"], "UNAUTHORIZED", "{mode:?}");
         assert!(
             refused["error"]["message"]
@@ -282,7 +176,7 @@ async fn a_key_not_in_allowed_senders_is_unauthorized() {
                 .contains("does not take jobs from this sender"),
             "{mode:?}: {refused}: meta.sender alice is a name, and names do not count under signed"
         );
-        let (allowed, _) = rig.ask_signed(&requester(), &job("k2")).await;
+        let (allowed, _) = rig.ask_signed_reply(&requester(), &job("k2")).await;
         assert_eq!(allowed["result"], "hi", "{mode:?}");
         assert_eq!(rig.runs(), 1, "{mode:?}");
         rig.worker.stop().await;
@@ -362,7 +256,7 @@ async fn a_replayed_job_is_unauthorized() {
         );
         let mut replies = rig.client.subscribe(inbox.clone()).await.unwrap();
         for _ in 0..2 {
-            rig.publish(&inbox, headers.clone(), &payload).await;
+            rig.publish(Some(&inbox), headers.clone(), &payload).await;
         }
         let mut answers = Vec::new();
         for _ in 0..2 {
@@ -443,7 +337,7 @@ async fn jetstream_redelivery_of_the_same_message_is_not_a_replay() {
     let payload = json!({ "id": "again", "task": "fail-once" })
         .to_string()
         .into_bytes();
-    let (reply, _) = rig.ask_signed(&requester(), &payload).await;
+    let (reply, _) = rig.ask_signed_reply(&requester(), &payload).await;
     assert_eq!(reply["result"], "fail-once", "{reply}");
     let keys = rig.handler.keys.lock().unwrap().clone();
     assert_eq!(keys.len(), 2, "failed once, then ran again: {keys:?}");
@@ -471,9 +365,10 @@ async fn the_publisher_signs_and_checks_the_worker_in_every_mode() {
             settings["delivery"] = json!("jetstream");
         }
         let logger = Arc::new(MemoryLogger::default());
-        let publisher = Publisher::connect(&config(&rig.url, settings.clone()), logger.clone())
-            .await
-            .unwrap();
+        let publisher =
+            Publisher::connect(&config(&rig.server.url, settings.clone()), logger.clone())
+                .await
+                .unwrap();
         let reply = publisher
             .publish("signed both ways", PublishOptions::default())
             .await
@@ -483,7 +378,7 @@ async fn the_publisher_signs_and_checks_the_worker_in_every_mode() {
         publisher.close().await;
 
         settings["trustedWorkers"] = json!([key_of(4).public_key()]);
-        let picky = Publisher::connect(&config(&rig.url, settings), logger)
+        let picky = Publisher::connect(&config(&rig.server.url, settings), logger)
             .await
             .unwrap();
         let error = picky
@@ -734,7 +629,7 @@ async fn signed_jobs_refused_for_lack_of_slots_never_fill_the_replay_memory() {
                 .unwrap()
         }
     });
-    let full = common::eventually(Duration::from_secs(5), || {
+    let full = crate::common::eventually(Duration::from_secs(5), || {
         worker.status().stats.in_flight == 1
     })
     .await;
@@ -764,7 +659,7 @@ async fn signed_jobs_refused_for_lack_of_slots_never_fill_the_replay_memory() {
         .expect("the held job ends")
         .unwrap();
     assert_eq!(body(&released)["result"], "hold");
-    common::eventually(Duration::from_secs(5), || {
+    crate::common::eventually(Duration::from_secs(5), || {
         worker.status().stats.in_flight == 0
     })
     .await;

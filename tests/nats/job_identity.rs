@@ -3,10 +3,8 @@
 //! (unsigned). Two requesters that choose one id never collide; one requester's second copy of
 //! a job in flight is still refused. Against a real nats-server.
 
-mod common;
-
+use crate::common::{config, eventually, NatsServer};
 use async_nats::HeaderMap;
-use common::{config, eventually, NatsServer};
 use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
 use pier_connector::handler::{HandlerResult, JobHandler, JobInput};

@@ -3,10 +3,8 @@
 //! a job that ran before is marked `rerun`, and each job and its earnings count once, in the
 //! ledger, the worker's day and its stats alike.
 
-mod common;
-
+use crate::common::{config, eventually, free_port, NatsServer};
 use async_nats::jetstream::{self, stream};
-use common::{config, eventually, free_port, NatsServer};
 use futures_util::future::BoxFuture;
 use pier_connector::handler::{HandlerResult, JobHandler, JobInput, Usage};
 use pier_connector::ledger;

@@ -4,10 +4,8 @@
 //! JetStream job whose deadline passed while it waited in the stream is answered TIMEOUT
 //! without running. Real nats-server, no Node.
 
-mod common;
-
+use crate::common::{config, NatsServer};
 use async_nats::HeaderMap;
-use common::{config, NatsServer};
 use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
 use pier_connector::error::ErrorCode;
@@ -162,7 +160,7 @@ async fn timeout_is_answered_at_the_deadline_and_the_slot_held_until_the_call_re
     );
 
     // Once it has returned, the slot is free.
-    let freed = common::eventually(Duration::from_secs(3), || {
+    let freed = crate::common::eventually(Duration::from_secs(3), || {
         worker.status().stats.in_flight == 0
     })
     .await;

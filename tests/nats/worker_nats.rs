@@ -1,8 +1,6 @@
 //! The Rust worker against a real nats-server on a random loopback port, without Node.
 
-mod common;
-
-use common::{config, NatsServer};
+use crate::common::{config, NatsServer};
 use futures_util::future::BoxFuture;
 use pier_connector::error::ErrorCode;
 use pier_connector::handler::{EchoHandler, HandlerResult, JobHandler, JobInput};
