@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { useNats, request, waitFor, sleep } from './helpers/addon.mjs'
 import { startNatsServer, freePort } from './helpers/nats-server.mjs'
-import { registerPier, createPierRuntime } from '../plugin/register.mjs'
+import { registerPier, registerPierCommand, createPierRuntime } from '../plugin/register.mjs'
 import { createAgentTurnHandler, partialForwarder, replyText } from '../plugin/agent-turn.mjs'
 import { jobToolPolicy, expandTools } from '../plugin/job-policy.mjs'
 import { openJobTurn, closeJobTurn } from '../plugin/jobs.mjs'
@@ -73,6 +73,7 @@ function accountCtx(cfg, accountId = 'default') {
 function setup({ config, runEmbeddedAgent, deleteSession, cleanupSession, listSessions = async () => [] } = {}) {
   const stub = stubApi({ config, runEmbeddedAgent })
   const runtime = registerPier(stub.api, createPierRuntime())
+  registerPierCommand(stub.api)
   // No host session store here: the leftover sweep lists a stub (empty unless a test says).
   runtime.setDeps({ ...runtime.getDeps(), listSessions, ...(deleteSession ? { deleteSession } : {}), ...(cleanupSession ? { cleanupSession } : {}) })
   const channel = createPierChannel(sdk, runtime)

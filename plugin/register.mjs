@@ -1,5 +1,6 @@
-// Registers the service, tool, approval hook and command on an OpenClaw plugin API object, and
-// hands the channel lifecycle what it needs to run accounts.
+// Registers the service, tool and approval hook on an OpenClaw plugin API object (registerPier,
+// full mode) and the /pier command (registerPierCommand, every mode that registers
+// capabilities), and hands the channel lifecycle what it needs to run accounts.
 import { pierLogger, legacySection, channelSection } from './config.mjs'
 import { createPierService } from './service.mjs'
 import { createPublishTool } from './tool.mjs'
@@ -51,6 +52,18 @@ export function registerPier(api, runtime = createPierRuntime(), { logger } = {}
   // The approval hook needs the call's context: whether a person can be asked depends on the run
   // (an interactive chat, a cron job, /tools/invoke).
   api.on?.('before_tool_call', (event, ctx) => guard(event, ctx) ?? approval(event, ctx))
-  api.registerCommand(createStatusCommand(api))
   return runtime
+}
+
+/**
+ * The /pier command, registered from the entry's registerCapabilities: in every registry
+ * OpenClaw builds, its "discovery" ones included. A chat turn matches commands against the
+ * registry of its agent's prepared runtime, and once the config differs from the one the
+ * gateway's plugins were loaded with (`openclaw agents add`: a hot reload that reloads no
+ * plugin) that registry is loaded apart, in discovery mode, where registerFull does not run.
+ * With the command in registerFull only, /pier went to the model. The handler reads the
+ * workers from runningAccounts (globalThis), so any registry's copy shows the running ones.
+ */
+export function registerPierCommand(api) {
+  api.registerCommand(createStatusCommand(api))
 }

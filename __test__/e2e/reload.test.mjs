@@ -252,6 +252,28 @@ describe('reloads and restarts under load', () => {
 
   })
 
+  it('/pier after the job agent was added: the command answers, never the model (#34 item 2)', async () => {
+    // The test before added pier-jobs: a hot reload that reloads no plugin. A chat turn then
+    // matches commands against its agent's own registry, loaded in discovery mode for the new
+    // config, where registerFull does not run; /pier is registered from registerCapabilities.
+    assert.match(gateway.log(), /jobs now run as agent pier-jobs/, 'pier-jobs was added in this gateway')
+    const key = 'agent:main:main'
+    const asked = model.requests.length
+    const seen = (await home.call('chat.history', { sessionKey: key, limit: 50 })).messages?.length ?? 0
+    await home.call('chat.send', { sessionKey: key, message: '/pier', idempotencyKey: `rl-pier-${Date.now()}` })
+    const reply = await waitFor(
+      async () => {
+        const messages = (await home.call('chat.history', { sessionKey: key, limit: 50 })).messages ?? []
+        return messages.slice(seen).find((m) => m.role === 'assistant') ?? null
+      },
+      { timeout: 30_000, interval: 500 },
+    )
+    const text = typeof reply.content === 'string' ? reply.content : (reply.content ?? []).map((part) => part.text ?? '').join('')
+    assert.match(text, /^Pier connector/, `the command's text, not a model's answer: ${text}`)
+    assert.match(text, new RegExp(`account default\\n {2}connection: connected[^\\n]*\\n {2}worker: rl-${RELOADS}`), text)
+    assert.ok(!model.requests.slice(asked).some((r) => r.messages.includes('/pier')), 'the model was never asked /pier')
+  })
+
   it('an in-process gateway restart under load: running jobs finish or are answered SHUTTING_DOWN, the worker is back, alone, and the old copy left nothing running', async () => {
     const pid = gatewayPid(gateway.child.pid)
     const before = { threads: threadsOf(pid), rssMb: rssMbOf(pid) }
