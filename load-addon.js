@@ -1,6 +1,10 @@
-// The package entry: loads the native addon through the generated loader (index.js) and turns
-// napi's load failure (a 56-line "Cannot find native binding" trace) into one line that names
-// this platform, the supported ones and how to build from source. Used by the CLI and the plugin.
+// The package entry and the one loader over napi's generated index.js, for the CLI and the
+// plugin alike. It loads the native addon on first use of an export, not when required: OpenClaw
+// evaluates the plugin again for every plugin instance (each config or plugin reload makes
+// several) and keeps every copy of the addon it loaded mapped, so only an instance that runs a
+// worker or a client loads one. napi's load failure (a 56-line "Cannot find native binding"
+// trace) becomes one line that names this platform, the supported ones and how to build from
+// source; where the addon cannot load the plugin still loads, and each use throws that line.
 'use strict'
 
 const pkg = require('./package.json')
@@ -54,7 +58,7 @@ function describeLoadFailure(error, platform = currentPlatform()) {
   return `PIER_ADDON_MISSING: the pier-connector binary for ${platform} is not installed (package ${pkg.napi.packageName}-${platform}, an optional dependency: do not install with --omit=optional or --no-optional); reinstall, or ${FROM_SOURCE}`
 }
 
-/** Loads the addon (index.js); on failure throws an Error whose message is one line. */
+/** index.js, or an Error whose message is one line. */
 function loadAddon() {
   try {
     return require('./index.js')
@@ -69,4 +73,36 @@ function loadAddon() {
   }
 }
 
-module.exports = loadAddon()
+let addon = null
+let loadError = null
+
+function load() {
+  if (!addon && !loadError) {
+    try {
+      addon = loadAddon()
+      // napi starts an async runtime (threads) for every copy it loads: a copy runs threads only
+      // while one of its workers runs or clients is open (the first use starts them again).
+      addon.releaseRuntime()
+    } catch (error) {
+      loadError = error
+    }
+  }
+  if (loadError) throw loadError
+  return addon
+}
+
+const EXPORTS = ['PierWorker', 'PierClient', 'generateUserKey', 'identity', 'ledgerDays', 'rotateIdentity']
+for (const name of EXPORTS) {
+  Object.defineProperty(module.exports, name, { enumerable: true, get: () => load()[name] })
+}
+/** Ends this copy's runtime threads once none of its workers or clients runs; true when none was loaded. */
+module.exports.releaseRuntime = () => (addon ? addon.releaseRuntime() : true)
+/** Why the addon cannot load here (an Error with a one-line message), or null; loads it. */
+module.exports.addonLoadError = () => {
+  try {
+    load()
+    return null
+  } catch (error) {
+    return error
+  }
+}

@@ -1,7 +1,7 @@
 // One Pier account through OpenClaw's channel account lifecycle (gateway.startAccount): a
 // worker of its own, started when the account starts, its status published with ctx.setStatus
 // while it runs, drained once when the account is stopped (reload, stop, gateway shutdown).
-import { PierWorker, releaseRuntime } from './addon.mjs'
+import addon from '../load-addon.js'
 import { createAgentTurnHandler } from './agent-turn.mjs'
 import { runningAccounts } from './accounts.mjs'
 import { createSessionPruner, leftoverJobSessions } from './sessions.mjs'
@@ -52,7 +52,7 @@ export function createAccountRun(account, { api, log, deleteSession, cleanupSess
     /** Builds the worker; throws the addon's error (config, unsupported platform) as a redacted one. */
     create() {
       try {
-        worker = new PierWorker(accountAddonConfig(api, account), handler, {
+        worker = new addon.PierWorker(accountAddonConfig(api, account), handler, {
           logger: (level, message) => log.addon(level, `[${accountId}] ${clean(message).replace(/^\[pier-connector\] /, '')}`),
           onCancel: (runKey, reason) => running.get(runKey)?.abort(new Error(reason)),
         })
@@ -88,7 +88,7 @@ export function createAccountRun(account, { api, log, deleteSession, cleanupSess
           log.info(`[${accountId}] stopped; ${stats.received} jobs received, ${stats.completed} completed, ${stats.failed} failed`)
         }
         // This copy of the addon keeps its threads only while one of its workers runs.
-        releaseRuntime()
+        addon.releaseRuntime()
         await sessions.idle()
       })()
       return drained

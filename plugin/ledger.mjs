@@ -3,7 +3,7 @@
 // names one; `/pier` shows today's line (the running worker's own count, else read from the file
 // off the event loop).
 import { join } from 'node:path'
-import { ledgerDays } from './addon.mjs'
+import addon from '../load-addon.js'
 
 /** OpenClaw's state dir, or null when the host does not say. */
 export function stateDirOf(api, env = process.env) {
@@ -35,7 +35,7 @@ export function withLedger(api, account) {
 export async function ledgerToday(file, now = Date.now()) {
   const day = new Date(now).toISOString().slice(0, 10)
   try {
-    const { days, unreadableLines } = await ledgerDays(file, now - 86_400_000)
+    const { days, unreadableLines } = await addon.ledgerDays(file, now - 86_400_000)
     const found = days.find((d) => d.day === day)
     return { ...(found ?? { day, jobs: 0, completed: 0, undelivered: 0, reruns: 0, earned: 0, spent: 0, margin: 0, tokensIn: 0, tokensOut: 0, tokens: 0 }), unreadableLines }
   } catch (error) {

@@ -7,7 +7,7 @@ import { createPublishTool } from './tool.mjs'
 import { createPublishApprovalHook } from './approval.mjs'
 import { createJobToolGuard } from './job-guard.mjs'
 import { createStatusCommand } from './command.mjs'
-import { releaseRuntime } from './addon.mjs'
+import addon from '../load-addon.js'
 
 /** What the channel's startAccount needs from registerFull: `{ api, log }`. */
 export function createPierRuntime() {
@@ -44,7 +44,7 @@ export function registerPier(api, runtime = createPierRuntime(), { logger } = {}
   // runs a worker keeps them (releaseRuntime refuses).
   api.lifecycle?.onDispose?.(async () => {
     await tool.close().catch(() => {})
-    releaseRuntime()
+    addon.releaseRuntime()
   })
   // The job guard first: a job turn never gets pier_publish, approved or not.
   const guard = createJobToolGuard()

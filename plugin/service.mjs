@@ -5,7 +5,7 @@
 // channel stop gives an account a few seconds; a drain may need drainTimeoutMs), closes
 // pier_publish's connection, and ends the addon's runtime threads: an old copy leaves nothing
 // running.
-import { addonLoadError, releaseRuntime } from './addon.mjs'
+import addon from '../load-addon.js'
 import { drainAll } from './accounts.mjs'
 
 /**
@@ -16,7 +16,7 @@ export function createPierService(log, closeClients = async () => {}) {
   return {
     id: 'pier-connector',
     async start(ctx) {
-      const error = addonLoadError()
+      const error = addon.addonLoadError()
       if (error) {
         log.error(`worker failed to start: ${error.message}`)
         ctx?.serviceHealth?.reportFailure?.(error)
@@ -27,7 +27,7 @@ export function createPierService(log, closeClients = async () => {}) {
     async stop() {
       await drainAll()
       await closeClients().catch((error) => log.warn(`closing the publish connection failed: ${error?.message ?? error}`))
-      if (!releaseRuntime()) log.warn('the addon runtime stays up: a worker or client of this copy is still open')
+      if (!addon.releaseRuntime()) log.warn('the addon runtime stays up: a worker or client of this copy is still open')
     },
   }
 }

@@ -2,7 +2,7 @@
 // `openclaw status` and the health monitor read for each Pier account. The account lifecycle
 // publishes `snapshotOf` with ctx.setStatus; these hooks shape it for the CLI.
 import { runningAccounts } from './accounts.mjs'
-import { PierClient } from './addon.mjs'
+import addon from '../load-addon.js'
 import { redactSecrets } from './config.mjs'
 
 const ANONYMOUS_WORKER = 'anonymous-worker'
@@ -119,7 +119,7 @@ export async function probeAccount({ account, timeoutMs }) {
   const started = Date.now()
   let client
   try {
-    client = new PierClient({ ...account.addonConfig, connectTimeoutMs: Math.min(timeoutMs ?? 5000, 5000), maxConnectAttempts: 1 })
+    client = new addon.PierClient({ ...account.addonConfig, connectTimeoutMs: Math.min(timeoutMs ?? 5000, 5000), maxConnectAttempts: 1 })
     const st = await client.serverStatus()
     return { ok: true, state: st.state, server: redactSecrets(st.servers, account.addonConfig), serverName: st.serverName, rttMs: st.rttMs, elapsedMs: Date.now() - started }
   } catch (error) {

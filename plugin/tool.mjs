@@ -6,7 +6,7 @@
 // for progress (protocol v1.1): keep-alives make a silent worker's job lost after 3 of its
 // intervals instead of only after the fixed timeoutMs, the answer's text as it is written goes
 // to the host's onUpdate, and the host's abort of the tool call cancels the job.
-import { PierClient } from './addon.mjs'
+import addon from '../load-addon.js'
 import { runningAccounts } from './accounts.mjs'
 import { defaultAccountId, resolveAccount, redactSecrets } from './config.mjs'
 import { takeApproval } from './approved-calls.mjs'
@@ -123,7 +123,7 @@ export function createPublishTool(api, log) {
       client = null
     }
     clientConfig = key
-    return (client ??= new PierClient(config, { logger: (level, m) => log.addon(level, redactSecrets(m, account.addonConfig)) }))
+    return (client ??= new addon.PierClient(config, { logger: (level, m) => log.addon(level, redactSecrets(m, account.addonConfig)) }))
   }
   return {
     name: PUBLISH_TOOL,
