@@ -3,7 +3,7 @@
 // resolved, set up, run, reported and drained.
 import { describe, it } from 'node:test'
 import assert from 'node:assert/strict'
-import { existsSync, mkdtempSync, statSync } from 'node:fs'
+import { existsSync, mkdirSync, mkdtempSync, statSync, utimesSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { useNats, request, waitFor, sleep } from './helpers/addon.mjs'
@@ -14,6 +14,7 @@ import { jobToolPolicy, expandTools, jobToolSurface, confinementQuery, confineme
 import { openJobTurn, closeJobTurn } from '../plugin/jobs.mjs'
 import { createJobToolGuard } from '../plugin/job-guard.mjs'
 import { createSecurityAdapter } from '../plugin/security.mjs'
+import { sandboxesIdle, sweepJobSandboxes } from '../plugin/job-sandbox.mjs'
 import { sendJobReply, createPierChannel } from '../plugin/channel.mjs'
 import { resolveAccount, listAccountIds, redactSecrets, pierLogger } from '../plugin/config.mjs'
 import { applyAccountConfig, validateInput, setupWizard } from '../plugin/setup.mjs'
@@ -609,6 +610,23 @@ describe('job tool policy', () => {
     assert.throws(() => policy(['exec']), /has no sandbox.*Fix: remove them from toolsAllow .*or run agent pier-jobs in OpenClaw's sandbox \(agents\.entries\.pier-jobs\.sandbox: \{ mode: "all", scope: "session", backend: "docker", workspaceAccess: "rw" \}\)/)
   })
 
+  it('job workspaces an earlier gateway process left are removed at start, once; those of this process stay', async () => {
+    const root = join(mkdtempSync(join(tmpdir(), 'pier-sweep-')), 'pier', 'jobs')
+    const old = join(root, 'a'.repeat(24))
+    const fresh = join(root, 'b'.repeat(24))
+    mkdirSync(old, { recursive: true })
+    mkdirSync(fresh)
+    const before = (Date.now() - process.uptime() * 1000 - 60_000) / 1000
+    utimesSync(old, before, before)
+    const swept = await sweepJobSandboxes({ agentId: 'sweep-unit', root })
+    assert.equal(swept.dirs, 1)
+    assert.equal(existsSync(old), false)
+    assert.equal(existsSync(fresh), true, 'made by this process: a job in flight')
+    utimesSync(fresh, before, before)
+    assert.deepEqual(await sweepJobSandboxes({ agentId: 'sweep-unit', root }), { containers: 0, dirs: 0 }, 'once per process')
+    assert.equal(existsSync(fresh), true)
+  })
+
   it("group:runtime holds tools no sandbox confines (code_execution, secrets in 2026.9.6)", () => {
     assert.throws(() => policy(['group:runtime'], {}, sandboxed), /host tools \(group:runtime\), and group:runtime cannot be confined/)
     assert.deepEqual([...expandTools(['group:runtime'])], ['exec', 'process', 'code_execution', 'secrets'])
@@ -637,6 +655,7 @@ describe('job tool policy', () => {
     assert.equal(a.uid, process.getuid() === 0 ? 65534 : process.getuid(), 'root gateways give the job nobody')
     assert.equal(prepared.at(-2).sessionKey, a.sessionKey, "the sandbox is checked for the key the turn runs under")
     assert.deepEqual(prepared.at(-2).config.agents.entries['pier-jobs'].tools.sandbox.tools.allow, ['exec', 'write'])
+    await sandboxesIdle()
     assert.equal(existsSync(a.workspaceDir) || existsSync(b.workspaceDir), false, 'removed when the job ended')
   })
 })

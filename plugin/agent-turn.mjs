@@ -191,14 +191,18 @@ export function createAgentTurnHandler(api, running, { agentId: fixedAgentId, po
     running.set(runKey, abort)
     const started = Date.now()
     let box = null
+    let turnRun = null
+    let turnEnded = false
     try {
       if (policy.sandboxed) {
         box = await openJobSandbox(api, { cfg, agentId, sessionKey: ids.sessionKey, offered, root: jobSandboxRoot(workspaceDir) })
         if (box.refusal) return sandboxRefused(job, box.refusal, log)
       }
-      const turnRun = agent.runEmbeddedAgent(
+      turnRun = agent.runEmbeddedAgent(
         jobTurnParams({ job, agentId, ids, runId, workspaceDir: box?.workspaceDir ?? workspaceDir, offered, handle: turn.handle, abortSignal: abort.signal, durable: Boolean(onTurnSettled), limits, onPartialReply: partialForwarder(job, context, offered) }),
       )
+      const ended = () => (turnEnded = true)
+      Promise.resolve(turnRun).then(ended, ended)
       if (onTurnSettled) {
         log?.info?.(`job ${oneLine(job.id)} runs in stored session ${ids.sessionKey} (keepSessions)`)
         const settled = () => onTurnSettled(ids.sessionKey)
@@ -239,7 +243,16 @@ export function createAgentTurnHandler(api, running, { agentId: fixedAgentId, po
     } finally {
       if (running.get(runKey) === abort) running.delete(runKey)
       closeJobTurn(turn)
-      await box?.close().catch((error) => log?.error(`job ${oneLine(job.id)}: could not remove its sandbox: ${oneLine(error?.message ?? error, 300)}`))
+      if (box) {
+        // The answer goes out first; the job's sandbox is removed right after it, and again once
+        // its turn has really ended (a turn cut off may still be in a tool call that makes one).
+        const remove = () => box.close().catch((error) => log?.error(`job ${oneLine(job.id)}: could not remove its sandbox: ${oneLine(error?.message ?? error, 300)}`))
+        remove()
+        if (turnRun && !turnEnded) {
+          abort.abort(new Error('the job has ended'))
+          Promise.resolve(turnRun).then(remove, remove)
+        }
+      }
     }
   }
 }

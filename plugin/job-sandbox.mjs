@@ -1,10 +1,19 @@
 // One throwaway sandbox per job. A sandboxed job turn runs in OpenClaw's docker sandbox with a
 // workspace of its own, `<state dir>/pier/jobs/<session token>`, made empty for the job and
-// mounted at /workspace, so nothing one job writes is visible to another; the workspace is
-// removed when the job ends.
-import { mkdir, chown, rm } from 'node:fs/promises'
-import { dirname, join } from 'node:path'
+// mounted at /workspace, so nothing one job writes is visible to another. When the job ends
+// (answered, failed, timed out, cancelled, or drained at a stop) its container, its workspace
+// and OpenClaw's per-session skills copy are removed; what a gateway killed mid-job left is
+// removed when it next starts. OpenClaw would keep session containers for a day (prune.idleHours)
+// and has no plugin API to remove one, so this asks docker directly, by the labels OpenClaw
+// puts on its containers.
+import { execFile } from 'node:child_process'
+import { mkdir, chown, readdir, rm, stat } from 'node:fs/promises'
+import { dirname, join, relative, sep } from 'node:path'
+import { promisify } from 'node:util'
 import { confinementQuery, ownWorkspaceError } from './job-policy.mjs'
+
+const run = promisify(execFile)
+const docker = async (args) => (await run('docker', args, { timeout: 30_000, maxBuffer: 8 * 1024 * 1024 })).stdout
 
 /**
  * The owner of a job's workspace when the gateway runs as root: nobody (65534). OpenClaw runs a
@@ -33,7 +42,10 @@ export function jobSandboxRoot(jobWorkspaceDir) {
 export async function openJobSandbox(api, { cfg, agentId, sessionKey, offered, root }) {
   const workspaceDir = join(root, sessionKey.split(':').pop())
   const box = { workspaceDir }
-  box.close = () => rm(workspaceDir, { recursive: true, force: true })
+  // The container's scope key is the session key, and `:workspace:<hash>` after it when the
+  // workspace is not the agent's own (always, here).
+  const own = (key) => key === sessionKey || key.startsWith(`${sessionKey}:`)
+  box.close = () => track(removeSandboxes({ own, stateDir: dirname(dirname(root)), dirs: [workspaceDir] }))
   const sandbox = api.runtime?.sandbox
   if (typeof sandbox?.resolveWorkspaceAuthority !== 'function') return { ...box, refusal: 'this OpenClaw has no sandbox runtime' }
   try {
@@ -55,4 +67,84 @@ export function sandboxUnavailable(error) {
     if (e.name === 'SandboxProvisioningError' || e.code === 'sandbox_provisioning') return e
   }
   return null
+}
+
+const pending = new Set()
+function track(promise) {
+  pending.add(promise)
+  const done = () => pending.delete(promise)
+  promise.then(done, done)
+  return promise
+}
+
+/** Resolves once every removal under way has ended (a drain waits for it). */
+export async function sandboxesIdle() {
+  while (pending.size) await Promise.allSettled([...pending])
+}
+
+/** OpenClaw's sandbox containers as `{ id, key, createdAtMs }` (its labels). */
+async function sandboxContainers() {
+  const out = await docker(['ps', '-a', '--filter', 'label=openclaw.sandbox=1', '--format', '{{.ID}}\t{{.Label "openclaw.sessionKey"}}\t{{.Label "openclaw.createdAtMs"}}'])
+  return out
+    .split('\n')
+    .filter(Boolean)
+    .map((line) => {
+      const [id, key, created] = line.split('\t')
+      return { id, key: key ?? '', createdAtMs: Number(created) || 0 }
+    })
+}
+
+const inside = (root, path) => {
+  const rel = relative(root, path)
+  return rel !== '' && !rel.startsWith('..') && !rel.startsWith(sep)
+}
+
+/**
+ * Removes the sandbox containers whose scope key `own(key)` accepts (and `mounts(sources)`,
+ * when given), OpenClaw's skills copy each one mounted from under the state dir, and `dirs`.
+ */
+async function removeSandboxes({ own, mounts = () => true, stateDir, dirs = [] }) {
+  const skillsRoot = join(stateDir, 'sandbox', 'skills-workspaces')
+  const copies = new Set()
+  try {
+    const candidates = (await sandboxContainers()).filter((c) => own(c.key))
+    if (!candidates.length) return { containers: 0, dirs: dirs.length }
+    const inspected = JSON.parse(await docker(['inspect', ...candidates.map((c) => c.id)]))
+    const doomed = inspected.filter((c) => mounts((c.Mounts ?? []).map((m) => m.Source)))
+    for (const c of doomed) {
+      for (const m of c.Mounts ?? []) if (inside(skillsRoot, m.Source)) copies.add(join(skillsRoot, relative(skillsRoot, m.Source).split(sep)[0]))
+    }
+    // A removal racing this one (the job's end, its turn's end) may have taken one already.
+    if (doomed.length) await docker(['rm', '-f', ...doomed.map((c) => c.Id)]).catch((error) => {
+      if (!/No such container/i.test(String(error?.stderr ?? error?.message))) throw error
+    })
+    return { containers: doomed.length, dirs: dirs.length }
+  } finally {
+    // The files go whether or not docker answered.
+    for (const dir of [...dirs, ...copies]) await rm(dir, { recursive: true, force: true })
+  }
+}
+
+const swept = new Set()
+
+/**
+ * Removes what an earlier gateway process left of its jobs' sandboxes (killed mid-job): the
+ * containers of this agent's job sessions that mount a workspace under `root`, and the
+ * workspaces there, made before this process started, so no job in flight here is touched,
+ * nor another gateway's (its workspaces are elsewhere). Once per root and process.
+ */
+export async function sweepJobSandboxes({ agentId, root, since = Date.now() - process.uptime() * 1000 }) {
+  if (swept.has(root)) return { containers: 0, dirs: 0 }
+  swept.add(root)
+  const prefix = `agent:${agentId}:pier:`.toLowerCase()
+  const dirs = []
+  for (const name of await readdir(root).catch(() => [])) {
+    const dir = join(root, name)
+    if ((await stat(dir)).mtimeMs < since) dirs.push(dir)
+  }
+  // The files go even when docker does not answer (then it has no container to remove either).
+  const listed = await sandboxContainers().catch(() => [])
+  const old = new Set(listed.filter((c) => c.key.startsWith(prefix) && c.createdAtMs < since).map((c) => c.key))
+  if (!old.size) return track(Promise.all(dirs.map((dir) => rm(dir, { recursive: true, force: true }))).then(() => ({ containers: 0, dirs: dirs.length })))
+  return track(removeSandboxes({ own: (key) => old.has(key), mounts: (sources) => sources.some((s) => inside(root, s)), stateDir: dirname(dirname(root)), dirs }))
 }

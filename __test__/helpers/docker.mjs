@@ -72,7 +72,7 @@ export async function bridgeGateway() {
 
 /**
  * Records docker's container events from now on (`docker events`): `events` holds `{ action,
- * id, name, labels }` in order; `stop()` ends the watch.
+ * id, name, labels, at }` in order (`at`: when, in ms since the epoch); `stop()` ends the watch.
  */
 export async function watchContainers() {
   const child = spawn('docker', ['events', '--filter', 'type=container', '--format', '{{json .}}'], { stdio: ['ignore', 'pipe', 'pipe'] })
@@ -86,7 +86,7 @@ export async function watchContainers() {
       try {
         const e = JSON.parse(line)
         const { name, ...labels } = e.Actor?.Attributes ?? {}
-        events.push({ action: e.Action ?? e.status, id: e.Actor?.ID ?? e.id, name, labels })
+        events.push({ action: e.Action ?? e.status, id: e.Actor?.ID ?? e.id, name, labels, at: Number(e.timeNano) / 1e6 })
       } catch {}
     }
   })
