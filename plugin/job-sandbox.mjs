@@ -107,7 +107,9 @@ async function removeSandboxes({ own, mounts = () => true, stateDir, dirs = [] }
   const skillsRoot = join(stateDir, 'sandbox', 'skills-workspaces')
   const copies = new Set()
   try {
-    const candidates = (await sandboxContainers()).filter((c) => own(c.key))
+    // No docker answering: it has no container of the job's to remove (a later start's sweep
+    // takes any it had), and the job was already answered RUNTIME_UNAVAILABLE if it needed one.
+    const candidates = (await sandboxContainers().catch(() => [])).filter((c) => own(c.key))
     if (!candidates.length) return { containers: 0, dirs: dirs.length }
     const inspected = JSON.parse(await docker(['inspect', ...candidates.map((c) => c.id)]))
     const doomed = inspected.filter((c) => mounts((c.Mounts ?? []).map((m) => m.Source)))
@@ -142,7 +144,6 @@ export async function sweepJobSandboxes({ agentId, root, since = Date.now() - pr
     const dir = join(root, name)
     if ((await stat(dir)).mtimeMs < since) dirs.push(dir)
   }
-  // The files go even when docker does not answer (then it has no container to remove either).
   const listed = await sandboxContainers().catch(() => [])
   const old = new Set(listed.filter((c) => c.key.startsWith(prefix) && c.createdAtMs < since).map((c) => c.key))
   if (!old.size) return track(Promise.all(dirs.map((dir) => rm(dir, { recursive: true, force: true }))).then(() => ({ containers: 0, dirs: dirs.length })))

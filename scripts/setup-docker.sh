@@ -135,7 +135,6 @@ fi
 
 # A container really starts: the kernel, cgroups and the runtime work, not only the API.
 step "checking that a container runs ($SANDBOX_IMAGE, no network)"
-out=$(docker run --rm --network none "$SANDBOX_IMAGE" id -un 2>&1) || unavailable "a container does not start: $out"
-[ "$out" = sandbox ] || unavailable "the sandbox image's user is '$out', not sandbox"
+out=$(docker run --rm --network none "$SANDBOX_IMAGE" true 2>&1) || unavailable "a container does not start: $out"
 done_step
 echo "setup-docker: ready ($(docker version --format 'dockerd {{.Server.Version}}'), $SANDBOX_IMAGE)"
