@@ -3,17 +3,18 @@
 // resolved, set up, run, reported and drained.
 import { describe, it } from 'node:test'
 import assert from 'node:assert/strict'
-import { mkdtempSync, statSync } from 'node:fs'
+import { existsSync, mkdirSync, mkdtempSync, statSync, utimesSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { useNats, request, waitFor, sleep } from './helpers/addon.mjs'
 import { startNatsServer, freePort } from './helpers/nats-server.mjs'
 import { registerPier, registerPierCommand, createPierRuntime } from '../plugin/register.mjs'
 import { createAgentTurnHandler, partialForwarder, replyText } from '../plugin/agent-turn.mjs'
-import { jobToolPolicy, expandTools } from '../plugin/job-policy.mjs'
+import { jobToolPolicy, expandTools, jobToolSurface, confinementQuery, confinementFix } from '../plugin/job-policy.mjs'
 import { openJobTurn, closeJobTurn } from '../plugin/jobs.mjs'
 import { createJobToolGuard } from '../plugin/job-guard.mjs'
 import { createSecurityAdapter } from '../plugin/security.mjs'
+import { sandboxesIdle, sweepJobSandboxes } from '../plugin/job-sandbox.mjs'
 import { sendJobReply, createPierChannel } from '../plugin/channel.mjs'
 import { resolveAccount, listAccountIds, redactSecrets, pierLogger } from '../plugin/config.mjs'
 import { applyAccountConfig, validateInput, setupWizard } from '../plugin/setup.mjs'
@@ -433,7 +434,7 @@ describe('security audit findings', () => {
 })
 
 describe('job tool policy', () => {
-  const sandboxed = { resolveWorkspaceAuthority: () => ({ sandboxed: true, workspaceAccess: 'none' }) }
+  const sandboxed = { resolveWorkspaceAuthority: () => ({ sandboxed: true, workspaceAccess: 'rw' }) }
   const unconfined = { resolveWorkspaceAuthority: () => ({ sandboxed: true, workspaceAccess: 'rw', confinementError: 'target sandbox is not exclusive to this worker session.' }) }
   const policy = (toolsAllow, extra = {}, sandbox) => jobToolPolicy({ agentId: 'pier-jobs', toolsAllow, ...extra }, { cfg: {}, sandbox })
 
@@ -520,20 +521,143 @@ describe('job tool policy', () => {
     assert.deepEqual(unsafe.tools.offered, ['exec'])
   })
 
-  it("a sandboxed job whose sandbox cannot be prepared (no docker) is answered RUNTIME_UNAVAILABLE and never runs", async () => {
-    let ran = false
-    const { api } = stubApi({ runEmbeddedAgent: async () => ((ran = true), { payloads: [{ text: 'ran on the host' }] }) })
-    api.runtime.sandbox = {
-      ...sandboxed,
-      prepareWorkspaceAuthority: async () => {
-        throw new Error('Sandbox mode requires Docker, but the Docker daemon is not available.')
+  it("a sandboxed job whose sandbox cannot be made (no docker) is answered RUNTIME_UNAVAILABLE, and one its sandbox does not confine never runs", async () => {
+    // OpenClaw makes the container as the turn starts, before the model is called, and throws
+    // a SandboxProvisioningError when it cannot (its own error, as 2026.9.6 names it).
+    const noDocker = Object.assign(new Error('Sandbox mode requires Docker, but the Docker daemon is not available.'), { name: 'SandboxProvisioningError', code: 'sandbox_provisioning' })
+    const { api } = stubApi({
+      runEmbeddedAgent: async () => {
+        throw new Error('the agent turn failed', { cause: noDocker })
       },
-    }
+    })
+    api.runtime.sandbox = sandboxed
     const logged = []
     const handler = turnHandler(api, { toolsAllow: ['exec'], sandbox: api.runtime.sandbox, log: { error: (m) => logged.push(m) } })
     assert.deepEqual(await handler(job()), { error: { code: 'RUNTIME_UNAVAILABLE', message: "the worker's job sandbox is not available; the job was not run" } })
+    assert.match(logged[0], /not run: the job agent's sandbox is not available \(Sandbox mode requires Docker, but the Docker daemon is not available\.\)/)
+    // The sandbox changed since the account started (scope "agent" now): checked again per job.
+    let ran = false
+    const { api: api2 } = stubApi({ runEmbeddedAgent: async () => ((ran = true), { payloads: [{ text: 'ran' }] }) })
+    let confined = true
+    api2.runtime.sandbox = { resolveWorkspaceAuthority: () => ({ sandboxed: true, workspaceAccess: 'rw', ...(confined ? {} : { confinementError: 'target sandbox is not exclusive to this worker session.' }) }) }
+    const handler2 = turnHandler(api2, { toolsAllow: ['exec'], sandbox: api2.runtime.sandbox })
+    confined = false
+    assert.equal((await handler2(job())).error.code, 'RUNTIME_UNAVAILABLE')
     assert.equal(ran, false)
-    assert.match(logged[0], /Docker daemon is not available/)
+  })
+
+  it('a job turn offered tools is offered exactly those: no Tool Search, no Code Mode, no apply_patch that write would bring', async () => {
+    assert.deepEqual(jobToolSurface(['exec', 'read', 'write']), { disableToolSearch: true, codeModeOverride: false, conversationToolPolicy: { deny: ['apply_patch'] } })
+    assert.deepEqual(jobToolSurface(['write', 'Apply-Patch']), { disableToolSearch: true, codeModeOverride: false }, 'listed apply_patch is offered')
+    assert.deepEqual(jobToolSurface(['group:fs']), { disableToolSearch: true, codeModeOverride: false }, 'group:fs holds apply_patch')
+    assert.deepEqual(jobToolSurface([]), {}, 'a turn without tools needs none of it')
+    const calls = []
+    const { api } = stubApi({ runEmbeddedAgent: async (params) => (calls.push(params), { payloads: [{ text: 'ok' }] }) })
+    await turnHandler(api, { toolsAllow: ['group:web'] })(job())
+    await turnHandler(api)(job({ id: 'bare' }))
+    assert.equal(calls[0].disableToolSearch, true)
+    assert.equal(calls[0].codeModeOverride, false)
+    assert.deepEqual(calls[0].conversationToolPolicy, { deny: ['apply_patch'] })
+    assert.equal(calls[1].disableToolSearch, undefined)
+    assert.equal(calls[1].config, undefined, 'a run config would be replaced by the gateway\'s: none is passed')
+  })
+
+  it("OpenClaw's confinement check is asked about the tools a job is offered, not every tool of its agent", () => {
+    const cfg = { tools: { sandbox: { tools: { alsoAllow: ['sessions_send'] } } }, agents: { entries: { 'pier-jobs': { sandbox: { mode: 'all', scope: 'session' }, tools: { sandbox: { tools: { deny: ['exec_extra'] } } } } } } }
+    const q = confinementQuery(cfg, 'pier-jobs', ['exec', 'group:fs'], 'agent:pier-jobs:pier:abc')
+    assert.deepEqual(q.config.agents.entries['pier-jobs'].tools.sandbox.tools, { deny: ['exec_extra'], allow: ['exec', 'group:fs'], alsoAllow: [] }, "the sandbox's denies stay; its allow is what the job is offered")
+    assert.deepEqual(q.requiredToolNames, ['exec', 'ls', 'read', 'write', 'edit', 'apply_patch'])
+    assert.equal(q.sessionKey, 'agent:pier-jobs:pier:abc')
+    assert.equal(q.config.agents.entries['pier-jobs'].sandbox.scope, 'session')
+    assert.deepEqual(cfg.agents.entries['pier-jobs'].tools.sandbox.tools, { deny: ['exec_extra'] }, "the gateway's config is not changed")
+    // What jobToolPolicy asks, with a stand-in for OpenClaw that refuses any allowed tool outside
+    // its confined set (its rule), as the agent's default sandbox list would.
+    const confined = new Set(['exec', 'read', 'write', 'edit', 'apply_patch', 'process'])
+    const openclaw = {
+      resolveWorkspaceAuthority: ({ config, agentId }) => {
+        const allow = config.agents?.entries?.[agentId]?.tools?.sandbox?.tools?.allow ?? ['exec', 'read', 'ls', 'sessions_send']
+        const unsafe = allow.find((t) => !confined.has(t))
+        return { sandboxed: true, workspaceAccess: 'rw', ...(unsafe ? { confinementError: `target sandbox allows unclassified tool surface ${unsafe}.` } : {}) }
+      },
+    }
+    assert.equal(jobToolPolicy({ agentId: 'pier-jobs', toolsAllow: ['exec', 'read', 'write'] }, { cfg: {}, sandbox: openclaw }).sandboxed, true)
+    assert.throws(
+      () => jobToolPolicy({ agentId: 'pier-jobs', toolsAllow: ['exec', 'ls'] }, { cfg: {}, sandbox: openclaw }),
+      /agent pier-jobs's sandbox does not confine a job: target sandbox allows unclassified tool surface ls\. Fix: remove ls from toolsAllow/,
+    )
+  })
+
+  it('a sandbox that does not confine a job is refused with the fix for what is missing, never the setup already there', () => {
+    const fixes = {
+      'target sandbox backend does not provide local workspace confinement.': /sandbox\.backend to "docker"/,
+      'target sandbox is not exclusive to this worker session.': /agents\.entries\.pier-jobs\.sandbox\.scope to "session"/,
+      'target sandbox enables dangerous Docker isolation overrides.': /dangerouslyAllow/,
+      'target agent can request host-level elevated execution.': /tools\.elevated\.enabled to false/,
+      'target sandbox routes shell execution outside the sandbox.': /tools\.exec\.host/,
+      'target sandbox allows host browser control.': /browser\.allowHostControl to false/,
+      'target sandbox allows access to host-wide sessions.': /sessionToolsVisibility to "spawned"/,
+      'target tool policy blocks required tool exec.': /allow exec .*or remove it from toolsAllow/,
+      'target sandbox allows unclassified tool surface ls.': /^remove ls from toolsAllow/,
+      'something new in a later OpenClaw.': /openclaw sandbox explain --agent pier-jobs/,
+    }
+    for (const [error, fix] of Object.entries(fixes)) {
+      assert.match(confinementFix(error, 'pier-jobs'), fix, error)
+      const sandbox = { resolveWorkspaceAuthority: () => ({ sandboxed: true, confinementError: error }) }
+      assert.throws(() => policy(['exec'], {}, sandbox), (e) => e.message.includes(error) && !/mode "all", scope "session"/.test(e.message))
+    }
+    // A sandbox that keeps jobs' files in OpenClaw's own copy: named, with the one setting.
+    const copy = { resolveWorkspaceAuthority: () => ({ sandboxed: true, workspaceAccess: 'none' }) }
+    assert.throws(() => policy(['exec'], {}, copy), /workspaceAccess "none"\), which outlives the job .*Fix: set agents\.entries\.pier-jobs\.sandbox\.workspaceAccess to "rw"/)
+    assert.throws(() => policy(['exec']), /has no sandbox.*Fix: remove them from toolsAllow .*or run agent pier-jobs in OpenClaw's sandbox \(agents\.entries\.pier-jobs\.sandbox: \{ mode: "all", scope: "session", backend: "docker", workspaceAccess: "rw" \}\)/)
+  })
+
+  it('job workspaces an earlier gateway process left are removed at start, once; those of this process stay', async () => {
+    const root = join(mkdtempSync(join(tmpdir(), 'pier-sweep-')), 'pier', 'jobs')
+    const old = join(root, 'a'.repeat(24))
+    const fresh = join(root, 'b'.repeat(24))
+    mkdirSync(old, { recursive: true })
+    mkdirSync(fresh)
+    const before = (Date.now() - process.uptime() * 1000 - 60_000) / 1000
+    utimesSync(old, before, before)
+    const swept = await sweepJobSandboxes({ agentId: 'sweep-unit', root })
+    assert.equal(swept.dirs, 1)
+    assert.equal(existsSync(old), false)
+    assert.equal(existsSync(fresh), true, 'made by this process: a job in flight')
+    utimesSync(fresh, before, before)
+    assert.deepEqual(await sweepJobSandboxes({ agentId: 'sweep-unit', root }), { containers: 0, dirs: 0 }, 'once per process')
+    assert.equal(existsSync(fresh), true)
+  })
+
+  it("group:runtime holds tools no sandbox confines (code_execution, secrets in 2026.9.6)", () => {
+    assert.throws(() => policy(['group:runtime'], {}, sandboxed), /host tools \(group:runtime\), and group:runtime cannot be confined/)
+    assert.deepEqual([...expandTools(['group:runtime'])], ['exec', 'process', 'code_execution', 'secrets'])
+  })
+
+  it("a sandboxed job runs in a workspace of its own, prepared under its own session key and removed when it ends", async () => {
+    const calls = []
+    const prepared = []
+    const state = mkdtempSync(join(tmpdir(), 'pier-sandbox-unit-'))
+    const { api } = stubApi({
+      runEmbeddedAgent: async (params) => {
+        calls.push({ ...params, existed: existsSync(params.workspaceDir), mode: statSync(params.workspaceDir).mode & 0o777, uid: statSync(params.workspaceDir).uid })
+        return { payloads: [{ text: 'done' }] }
+      },
+    })
+    api.runtime.sandbox = { resolveWorkspaceAuthority: (q) => (prepared.push(q), { sandboxed: true, workspaceAccess: 'rw' }) }
+    const policyOf = jobToolPolicy({ agentId: 'pier-jobs', toolsAllow: ['exec', 'write'] }, { cfg: {}, sandbox: api.runtime.sandbox })
+    const handler = createAgentTurnHandler(api, new Map(), { agentId: 'pier-jobs', policy: policyOf, workspaceDir: join(state, 'pier', 'job-workspace') })
+    assert.equal(await handler(job({ id: 'Box-1' })), 'done')
+    assert.equal(await handler(job({ id: 'Box-1' })), 'done')
+    const [a, b] = calls
+    assert.notEqual(a.workspaceDir, b.workspaceDir, 'a workspace per job')
+    assert.equal(a.workspaceDir, join(state, 'pier', 'jobs', a.sessionKey.split(':').pop()))
+    assert.equal(a.existed, true)
+    assert.equal(a.mode, 0o700)
+    assert.equal(a.uid, process.getuid() === 0 ? 65534 : process.getuid(), 'root gateways give the job nobody')
+    assert.equal(prepared.at(-2).sessionKey, a.sessionKey, "the sandbox is checked for the key the turn runs under")
+    assert.deepEqual(prepared.at(-2).config.agents.entries['pier-jobs'].tools.sandbox.tools.allow, ['exec', 'write'])
+    await sandboxesIdle()
+    assert.equal(existsSync(a.workspaceDir) || existsSync(b.workspaceDir), false, 'removed when the job ended')
   })
 })
 

@@ -8,6 +8,7 @@ import { createSessionPruner, leftoverJobSessions } from './sessions.mjs'
 import { snapshotOf, blockedError } from './status.mjs'
 import { redactSecrets, resolveAccount } from './config.mjs'
 import { jobToolPolicy, jobWorkspaceDir } from './job-policy.mjs'
+import { jobSandboxRoot, sandboxesIdle, sweepJobSandboxes } from './job-sandbox.mjs'
 import { accountAddonConfig } from './identity.mjs'
 import { accountConfigKeys, accountConfigKeysOfFile, configFilePath, onConfigFileChange } from './reload.mjs'
 
@@ -90,6 +91,8 @@ export function createAccountRun(account, { api, log, deleteSession, cleanupSess
         // This copy of the addon keeps its threads only while one of its workers runs.
         addon.releaseRuntime()
         await sessions.idle()
+        // The drained jobs' sandboxes are being removed: a stop leaves none behind.
+        await sandboxesIdle()
       })()
       return drained
     },
@@ -112,6 +115,17 @@ function sweepLeftovers(run, { log, listSessions }) {
       run.sessions.adopt(keys)
     },
     (error) => log.warn(`[${run.accountId}] could not list leftover job sessions: ${error?.message ?? error}`),
+  )
+}
+
+/** Removes the job sandboxes an earlier gateway process left behind (killed mid-job). */
+function sweepSandboxes(run, { log }, workspaceDir) {
+  const { agentId } = run.jobAgent
+  sweepJobSandboxes({ agentId, root: jobSandboxRoot(workspaceDir) }).then(
+    ({ containers, dirs }) => {
+      if (containers || dirs) log.info(`[${run.accountId}] removed ${containers} job sandbox containers and ${dirs} job workspaces an earlier gateway run left behind`)
+    },
+    (error) => log.warn(`[${run.accountId}] could not look for job sandboxes an earlier gateway run left behind: ${error?.message ?? error}`),
   )
 }
 
@@ -251,6 +265,7 @@ export async function startAccount(ctx, deps) {
     run.create()
     run.startPending = true
     sweepLeftovers(run, deps)
+    if (policy.sandboxed) sweepSandboxes(run, deps, workspaceDir)
     // Nothing of a previous run's end (a config-change stop) carries over.
     ctx.setStatus({ ...snapshotOf(run, run.status()), running: true, lastStartAt: Date.now(), lifecycle: 'starting', terminalDisconnect: false, stateReason: undefined })
     timer = setInterval(publish, STATUS_INTERVAL_MS)

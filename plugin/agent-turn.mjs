@@ -4,7 +4,8 @@
 // tools the account's policy allows (job-policy.mjs; none by default).
 import { randomUUID } from 'node:crypto'
 import { openJobTurn, closeJobTurn } from './jobs.mjs'
-import { expandTools, MESSAGE_TOOL } from './job-policy.mjs'
+import { expandTools, jobToolSurface, MESSAGE_TOOL } from './job-policy.mjs'
+import { jobSandboxRoot, openJobSandbox, sandboxUnavailable } from './job-sandbox.mjs'
 import { CHANNEL_ID } from './config.mjs'
 import { newJobSession } from './sessions.mjs'
 
@@ -135,6 +136,7 @@ export function jobTurnParams({ job, agentId, ids, runId, workspaceDir, offered,
     sessionPersistence: durable ? 'durable' : 'detached',
     toolsAllow: offered,
     disableMessageTool: !messageTool,
+    ...jobToolSurface(offered),
     ...(onPartialReply ? { onPartialReply } : {}),
     ...jobModelParams(limits),
   }
@@ -158,7 +160,8 @@ export function jobTurnParams({ job, agentId, ids, runId, workspaceDir, offered,
  *
  * @param {object} options `agentId`, `policy` (jobToolPolicy's answer) or `jobAgent()` returning
  *   both as of now, `workspaceDir` (the
- *   job workspace), `log` (pierLogger), `onTurnSettled`, `limits` (the account's
+ *   job workspace; sandboxed jobs get workspaces of their own beside it, job-sandbox.mjs),
+ *   `log` (pierLogger), `onTurnSettled`, `limits` (the account's
  *   `maxOutputTokens` and `jobModel`)
  */
 export function createAgentTurnHandler(api, running, { agentId: fixedAgentId, policy: fixedPolicy, jobAgent, workspaceDir, log, onTurnSettled, limits }) {
@@ -187,17 +190,19 @@ export function createAgentTurnHandler(api, running, { agentId: fixedAgentId, po
     const abort = new AbortController()
     running.set(runKey, abort)
     const started = Date.now()
+    let box = null
+    let turnRun = null
+    let turnEnded = false
     try {
       if (policy.sandboxed) {
-        const refusal = await sandboxRefusal(api, { cfg, agentId, sessionKey: ids.sessionKey, workspaceDir })
-        if (refusal) {
-          log?.error(`job ${oneLine(job.id)} not run: the job agent's sandbox is not available (${oneLine(refusal, 300)})`)
-          return fail('RUNTIME_UNAVAILABLE', "the worker's job sandbox is not available; the job was not run")
-        }
+        box = await openJobSandbox(api, { cfg, agentId, sessionKey: ids.sessionKey, offered, root: jobSandboxRoot(workspaceDir) })
+        if (box.refusal) return sandboxRefused(job, box.refusal, log)
       }
-      const turnRun = agent.runEmbeddedAgent(
-        jobTurnParams({ job, agentId, ids, runId, workspaceDir, offered, handle: turn.handle, abortSignal: abort.signal, durable: Boolean(onTurnSettled), limits, onPartialReply: partialForwarder(job, context, offered) }),
+      turnRun = agent.runEmbeddedAgent(
+        jobTurnParams({ job, agentId, ids, runId, workspaceDir: box?.workspaceDir ?? workspaceDir, offered, handle: turn.handle, abortSignal: abort.signal, durable: Boolean(onTurnSettled), limits, onPartialReply: partialForwarder(job, context, offered) }),
       )
+      const ended = () => (turnEnded = true)
+      Promise.resolve(turnRun).then(ended, ended)
       if (onTurnSettled) {
         log?.info?.(`job ${oneLine(job.id)} runs in stored session ${ids.sessionKey} (keepSessions)`)
         const settled = () => onTurnSettled(ids.sessionKey)
@@ -229,25 +234,30 @@ export function createAgentTurnHandler(api, running, { agentId: fixedAgentId, po
       // OpenClaw refuses new turns once a restart or stop has begun: the job never reached the
       // model, and another worker can take it.
       if (error?.name === 'GatewayDrainingError') return fail('SHUTTING_DOWN', 'the gateway is restarting; the job was not run: send it again')
+      // No docker, no image: the turn fails before the model is called, and never runs on the host.
+      const unavailable = box && sandboxUnavailable(error)
+      if (unavailable) return sandboxRefused(job, unavailable.message, log)
       // The host's words (paths, config, provider errors) are the operator's, not the requester's.
       log?.error(`job ${oneLine(job.id)}: the agent turn failed: ${oneLine(error?.message ?? error, 500)}`)
       return fail('EXECUTION_FAILED', 'the agent turn failed')
     } finally {
       if (running.get(runKey) === abort) running.delete(runKey)
       closeJobTurn(turn)
+      if (box) {
+        // The answer goes out first; the job's sandbox is removed right after it, and again once
+        // its turn has really ended (a turn cut off may still be in a tool call that makes one).
+        const remove = () => box.close().catch((error) => log?.error(`job ${oneLine(job.id)}: could not remove its sandbox: ${oneLine(error?.message ?? error, 300)}`))
+        remove()
+        if (turnRun && !turnEnded) {
+          abort.abort(new Error('the job has ended'))
+          Promise.resolve(turnRun).then(remove, remove)
+        }
+      }
     }
   }
 }
 
-/** Why a sandboxed job turn must not run now (OpenClaw could not prepare its sandbox), or null. */
-async function sandboxRefusal(api, { cfg, agentId, sessionKey, workspaceDir }) {
-  const sandbox = api.runtime?.sandbox
-  if (typeof sandbox?.prepareWorkspaceAuthority !== 'function') return 'this OpenClaw has no sandbox runtime'
-  try {
-    const authority = await sandbox.prepareWorkspaceAuthority({ config: cfg ?? {}, agentId, sessionKey, workspaceDir })
-    if (!authority?.sandboxed) return 'the job agent is no longer sandboxed'
-    return authority.confinementError ?? null
-  } catch (error) {
-    return String(error?.message ?? error)
-  }
+function sandboxRefused(job, why, log) {
+  log?.error(`job ${oneLine(job.id)} not run: the job agent's sandbox is not available (${oneLine(why, 300)})`)
+  return fail('RUNTIME_UNAVAILABLE', "the worker's job sandbox is not available; the job was not run")
 }

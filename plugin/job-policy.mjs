@@ -19,12 +19,15 @@ const SAFE_GROUPS = new Map([['group:web', ['web_search', 'web_fetch', 'x_search
  */
 export const MESSAGE_TOOL = 'message'
 
-/** Host tools OpenClaw's sandbox confines (docs/gateway/sandboxing/): only these move into it. */
+/**
+ * Host tools that move into OpenClaw's sandbox (docs/gateway/sandboxing/). Whether a sandbox
+ * really confines them is OpenClaw's call (jobToolPolicy asks it): `ls` moves into the sandbox
+ * but is no tool OpenClaw counts as confined to the workspace, so an account listing it is refused.
+ */
 const SANDBOXED_TOOLS = new Set(['exec', 'process', 'read', 'write', 'edit', 'apply_patch', 'ls'])
-const SANDBOXED_GROUPS = new Map([
-  ['group:fs', ['ls', 'read', 'write', 'edit', 'apply_patch']],
-  ['group:runtime', ['exec', 'process']],
-])
+const SANDBOXED_GROUPS = new Map([['group:fs', ['ls', 'read', 'write', 'edit', 'apply_patch']]])
+/** group:runtime in 2026.9.6 also holds code_execution and secrets, which no sandbox confines. */
+const HOST_GROUPS = new Map([['group:runtime', ['exec', 'process', 'code_execution', 'secrets']]])
 
 /** Entries that would offer every tool, pier_publish included: never accepted (and any glob). */
 const WILDCARDS = new Set(['group:plugins', 'group:openclaw', 'pier-connector'])
@@ -75,7 +78,7 @@ export function expandTools(names) {
   const out = new Set()
   for (const raw of names) {
     const name = normalizeToolName(raw)
-    for (const n of SAFE_GROUPS.get(name) ?? SANDBOXED_GROUPS.get(name) ?? [name]) out.add(n)
+    for (const n of SAFE_GROUPS.get(name) ?? SANDBOXED_GROUPS.get(name) ?? HOST_GROUPS.get(name) ?? [name]) out.add(n)
   }
   return out
 }
@@ -90,7 +93,48 @@ export function jobWorkspaceDir(api, env = process.env) {
 }
 
 /** A session key of the job agent's own, as the sandbox resolves policy for a job turn. */
-const probeSessionKey = (agentId) => `agent:${agentId}:pier:policy-check`
+const probeSessionKey = (agentId) => `agent:${agentId}:pier:policy-check`.toLowerCase()
+
+/**
+ * The runEmbeddedAgent options that keep a job turn offered tools to exactly toolsAllow.
+ * OpenClaw 2026.9.6 widens a run's toolsAllow: Tool Search (on unless tools.toolSearch is
+ * false) adds tool_search, tool_describe and tool_call, Code Mode its own controls, and an
+ * allowed `write` brings `apply_patch` along. A run's own `config` cannot change that (the
+ * gateway's published config replaces it), so the turn turns Tool Search and Code Mode off,
+ * and its conversation policy denies apply_patch unless toolsAllow lists it.
+ */
+export function jobToolSurface(offered) {
+  if (!offered.length) return {}
+  const deny = expandTools(offered).has('apply_patch') ? [] : ['apply_patch']
+  return { disableToolSearch: true, codeModeOverride: false, ...(deny.length ? { conversationToolPolicy: { deny } } : {}) }
+}
+
+/**
+ * The config OpenClaw's confinement check (resolve/prepareWorkspaceAuthority) judges a job turn
+ * by. OpenClaw judges a session by every tool its agent's policies allow, and the sandbox's
+ * default tool list holds tools it does not count as confined (ls, sessions_send,
+ * sessions_spawn, subagents), so the documented setup failed on tools no job is offered. A job
+ * turn gets only toolsAllow (runEmbeddedAgent's toolsAllow narrows, never widens): the check
+ * runs as if the agent's sandbox allowed exactly those. Every other rule still applies: the
+ * agent's own tool policy and the sandbox's denies, backend, scope, docker overrides, elevated
+ * exec, exec host, host browser control, session visibility.
+ */
+export function confinementConfig(cfg, agentId, offered) {
+  const entries = cfg?.agents?.entries ?? {}
+  const agent = entries[agentId] ?? {}
+  const sandbox = agent.tools?.sandbox ?? {}
+  const tools = { ...agent.tools, sandbox: { ...sandbox, tools: { ...sandbox.tools, allow: [...offered], alsoAllow: [] } } }
+  return { ...cfg, agents: { ...cfg?.agents, entries: { ...entries, [agentId]: { ...agent, tools } } } }
+}
+
+/**
+ * What OpenClaw's confinement check is asked about a job turn: its config, its session, and the
+ * host tools it must have (a tool the agent's own policy blocks is named, not silently missing).
+ */
+export function confinementQuery(cfg, agentId, offered, sessionKey = probeSessionKey(agentId)) {
+  const required = [...expandTools(offered)].filter((name) => SANDBOXED_TOOLS.has(name))
+  return { config: confinementConfig(cfg ?? {}, agentId, offered), agentId, sessionKey, requiredToolNames: required }
+}
 
 /**
  * Decides whether an account may take jobs with its toolsAllow. Returns `{ tools, sandboxed,
@@ -116,25 +160,67 @@ export function jobToolPolicy(account, { cfg, sandbox } = {}) {
   const hostTools = tools.reachesHost
   if (!hostTools.length) return { tools, sandboxed: false, unsafe: false }
   if (account.unsafeHostTools) return { tools, sandboxed: false, unsafe: true }
-  const authority = sandboxAuthority(sandbox, cfg, agentId)
-  if (!tools.host.length && authority.sandboxed && !authority.confinementError) return { tools, sandboxed: true, unsafe: false }
-  const why = tools.host.length
-    ? `${tools.host.join(', ')} cannot be confined by OpenClaw's sandbox`
-    : authority.sandboxed
-      ? `agent ${agentId}'s sandbox does not confine a job: ${authority.confinementError}`
-      : `agent ${agentId} has no sandbox`
-  throw hostToolsError(
-    `toolsAllow gives job turns host tools (${hostTools.join(', ')}), and ${why}: a stranger's job would run them on this host. ` +
-      `Fix: remove them from toolsAllow (group:web is the safe opt-in)${tools.host.length ? '' : `, or run agent ${agentId} in OpenClaw's sandbox (agents.entries.${agentId}.sandbox: mode "all", scope "session")`}, or set unsafeHostTools: true`,
-  )
+  const given = `toolsAllow gives job turns host tools (${hostTools.join(', ')})`
+  const override = 'or set unsafeHostTools: true'
+  if (tools.host.length) {
+    throw hostToolsError(`${given}, and ${tools.host.join(', ')} cannot be confined by OpenClaw's sandbox: a stranger's job would run them on this host. Fix: remove ${tools.host.join(', ')} from toolsAllow (group:web is the safe opt-in), ${override}`)
+  }
+  const authority = sandboxAuthority(sandbox, cfg, agentId, tools.offered)
+  if (authority.sandboxed && !authority.confinementError) {
+    const own = ownWorkspaceError(authority, agentId)
+    if (own) throw hostToolsError(`${given}, and ${own}`)
+    return { tools, sandboxed: true, unsafe: false }
+  }
+  if (!authority.sandboxed) {
+    throw hostToolsError(
+      `${given}, and agent ${agentId} has no sandbox: a stranger's job would run them on this host. ` +
+        `Fix: remove them from toolsAllow (group:web is the safe opt-in), or run agent ${agentId} in OpenClaw's sandbox (agents.entries.${agentId}.sandbox: { mode: "all", scope: "session", backend: "docker", workspaceAccess: "rw" }), ${override}`,
+    )
+  }
+  throw hostToolsError(`${given}, and agent ${agentId}'s sandbox does not confine a job: ${authority.confinementError} Fix: ${confinementFix(authority.confinementError, agentId)}, ${override}`)
 }
 
-function sandboxAuthority(sandbox, cfg, agentId) {
+/**
+ * A job's sandbox must mount the job's own workspace (workspaceAccess "rw"), which the plugin
+ * makes empty for the job, gives an unprivileged owner and removes after it (job-sandbox.mjs).
+ * With "none" or "ro" OpenClaw keeps a copy per session that outlives the job and belongs to
+ * the gateway's user: root, on a gateway run as root, and the job root in its container.
+ */
+export function ownWorkspaceError(authority, agentId) {
+  if (authority.workspaceAccess === 'rw') return null
+  return `agent ${agentId}'s sandbox gives a job OpenClaw's own workspace copy (workspaceAccess "${authority.workspaceAccess ?? 'none'}"), which outlives the job and belongs to the gateway's user. Fix: set agents.entries.${agentId}.sandbox.workspaceAccess to "rw" (each job's sandbox then mounts an empty workspace of its own, removed when the job ends)`
+}
+
+/**
+ * The one change that answers each of OpenClaw's confinement errors (2026.9.6's wording), so
+ * the operator reads what is missing rather than the setup they already have.
+ */
+const CONFINEMENT_FIXES = [
+  [/unclassified tool surface (\S+?)\.?$/, (a, m) => `remove ${m[1]} from toolsAllow (OpenClaw's sandbox does not count it as confined to the job's workspace)`],
+  [/blocks required tool (\S+?)\.?$/, (a, m) => `let agent ${a}'s tool policy allow ${m[1]} (agents.entries.${a}.tools and tools.sandbox.tools), or remove it from toolsAllow`],
+  [/backend does not provide local workspace confinement/, (a) => `set agents.entries.${a}.sandbox.backend to "docker"`],
+  [/not exclusive to this worker session/, (a) => `set agents.entries.${a}.sandbox.scope to "session" (one sandbox per job)`],
+  [/dangerous Docker isolation overrides/, (a) => `remove the dangerouslyAllow… settings from agents.entries.${a}.sandbox.docker and agents.defaults.sandbox.docker`],
+  [/host-level elevated execution/, (a) => `set agents.entries.${a}.tools.elevated.enabled to false`],
+  [/routes shell execution outside the sandbox|invalid shell execution override/, (a) => `remove tools.exec.host (or set it to "sandbox") in agents.entries.${a} and the global tools`],
+  [/host browser control/, (a) => `set agents.entries.${a}.sandbox.browser.allowHostControl to false`],
+  [/host-wide sessions/, () => 'set agents.defaults.sandbox.sessionToolsVisibility to "spawned"'],
+]
+
+export function confinementFix(error, agentId) {
+  for (const [pattern, fix] of CONFINEMENT_FIXES) {
+    const m = pattern.exec(String(error))
+    if (m) return fix(agentId, m)
+  }
+  return `make agent ${agentId}'s sandbox confine it (openclaw sandbox explain --agent ${agentId}), or remove the host tools from toolsAllow`
+}
+
+function sandboxAuthority(sandbox, cfg, agentId, offered) {
   if (typeof sandbox?.resolveWorkspaceAuthority !== 'function') return { sandboxed: false }
   try {
-    return sandbox.resolveWorkspaceAuthority({ config: cfg ?? {}, agentId, sessionKey: probeSessionKey(agentId) })
+    return sandbox.resolveWorkspaceAuthority(confinementQuery(cfg, agentId, offered))
   } catch (error) {
-    return { sandboxed: false, confinementError: String(error?.message ?? error) }
+    return { sandboxed: true, confinementError: String(error?.message ?? error) }
   }
 }
 

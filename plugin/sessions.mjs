@@ -30,10 +30,13 @@ const TOKEN_BYTES = 12
 const TOKEN = new RegExp(`:pier:([0-9a-f]{${TOKEN_BYTES * 2}})$`)
 const AGENT = /^agent:([^:]+):/
 
-/** A new job session's id and key: a random token, lower case as OpenClaw stores keys. */
+/**
+ * A new job session's id and key: a random token, the key lower case as OpenClaw keeps keys
+ * (a key as written would make the sandbox prepared for it another than the turn's).
+ */
 export function newJobSession(agentId) {
   const token = randomBytes(TOKEN_BYTES).toString('hex')
-  return { sessionId: `pier-${token}`, sessionKey: `${jobSessionPrefix(agentId)}${token}` }
+  return { sessionId: `pier-${token}`, sessionKey: `${jobSessionPrefix(agentId)}${token}`.toLowerCase() }
 }
 
 // A gateway that stopped without draining (a crash, a kill) leaves up to keep + in-flight job

@@ -50,7 +50,9 @@ function runFile(file) {
     child.once('exit', (code, signal) => {
       const count = (key) => Number(new RegExp(`^# ${key} (\\d+)$`, 'm').exec(out)?.[1] ?? 0)
       const seconds = (Date.now() - started) / 1000
-      resolve({ file, out, code, signal, pass: count('pass'), fail: count('fail'), seconds })
+      // A skipped test is no pass: counted apart, with the reason it gave (`# SKIP <reason>`).
+      const skipReasons = [...new Set([...out.matchAll(/^\s*ok \d+ - .* # SKIP (.+)$/gm)].map((m) => m[1].trim()))]
+      resolve({ file, out, code, signal, pass: count('pass'), fail: count('fail'), skipped: count('skipped'), skipReasons, seconds })
     })
   })
 }
@@ -64,7 +66,8 @@ async function lane(first) {
     const r = await runFile(file)
     results.push(r)
     process.stdout.write(`${r.out}\n`)
-    console.log(`== ${relative(ROOT, file)}: ${r.pass} passed, ${r.fail} failed in ${r.seconds.toFixed(1)} s${r.code ? ` (exit ${r.code ?? r.signal})` : ''}`)
+    const skipped = r.skipped ? `, ${r.skipped} skipped (${r.skipReasons.join('; ')})` : ''
+    console.log(`== ${relative(ROOT, file)}: ${r.pass} passed, ${r.fail} failed${skipped} in ${r.seconds.toFixed(1)} s${r.code ? ` (exit ${r.code ?? r.signal})` : ''}`)
   }
 }
 
@@ -76,5 +79,6 @@ for (const r of [...results].sort((a, b) => b.seconds - a.seconds)) {
   console.log(`   ${r.seconds.toFixed(1).padStart(6)} s  ${relative(ROOT, r.file)}${r.code !== 0 || r.fail ? '  FAILED' : ''}`)
 }
 const sum = (key) => results.reduce((n, r) => n + r[key], 0)
-console.log(`node: ${sum('pass')} passed, ${sum('fail') + failedFiles.filter((r) => r.fail === 0).length} failed`)
+for (const r of results.filter((f) => f.skipped)) console.log(`   skipped: ${r.skipped} in ${relative(ROOT, r.file)}: ${r.skipReasons.join('; ')}`)
+console.log(`node: ${sum('pass')} passed, ${sum('fail') + failedFiles.filter((r) => r.fail === 0).length} failed${sum('skipped') ? `, ${sum('skipped')} skipped` : ''}`)
 process.exit(failedFiles.length ? 1 : 0)

@@ -59,7 +59,9 @@ before(async () => {
   jsm = await jetstreamManager(nc)
   await jsm.streams.add({ name: 'ISO_VICTIM', subjects: ['victim.>'] })
   model = await startFakeModel()
-  home = await createOpenClawHome({ modelBaseUrl: model.baseUrl, registryUrl: 'http://127.0.0.1:9/' })
+  // No docker for this gateway, whatever the machine has (sandbox.test.mjs runs the real one):
+  // the docker CLI OpenClaw runs talks to a socket that does not exist.
+  home = await createOpenClawHome({ modelBaseUrl: model.baseUrl, registryUrl: 'http://127.0.0.1:9/', env: { DOCKER_HOST: 'unix:///nonexistent/pier-no-docker.sock' } })
   await home.cli(['plugins', 'install', '--link', packPlugin().dir, '--force', '--accept-capabilities'])
 
   // The operator's own agent, with private notes in its workspace's bootstrap files.
@@ -76,8 +78,8 @@ before(async () => {
   config.agents.entries = {
     main: { default: true, workspace: mainWorkspace },
     'pier-jobs': { workspace: join(home.dir, 'state', 'pier', 'job-workspace') },
-    // A job agent with host tools in OpenClaw's sandbox; this machine has no docker.
-    'pier-sandbox': { sandbox: { mode: 'all', scope: 'session' }, tools: { allow: ['exec'] } },
+    // A job agent with host tools in OpenClaw's sandbox; this gateway has no docker.
+    'pier-sandbox': { sandbox: { mode: 'all', scope: 'session', workspaceAccess: 'rw' } },
   }
   config.tools = { toolSearch: false }
   config.channels = {

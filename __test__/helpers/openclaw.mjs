@@ -20,8 +20,9 @@ export const OPENCLAW = join(E2E_CACHE, 'openclaw', 'node_modules', '.bin', 'ope
  * @param {object} options
  * @param {string} options.modelBaseUrl the fake model's `/v1` URL
  * @param {string} options.registryUrl where the binary package's scope resolves
+ * @param {object} [options.env] more environment for every openclaw process of this home
  */
-export async function createOpenClawHome({ modelBaseUrl, registryUrl }) {
+export async function createOpenClawHome({ modelBaseUrl, registryUrl, env: moreEnv = {} }) {
   const dir = mkdtempSync(join(tmpdir(), 'pier-openclaw-'))
   const stateDir = join(dir, 'state')
   mkdirSync(stateDir)
@@ -36,6 +37,7 @@ export async function createOpenClawHome({ modelBaseUrl, registryUrl }) {
     OPENCLAW_CONFIG_PATH: configPath,
     NPM_CONFIG_USERCONFIG: npmrc,
     NO_COLOR: '1',
+    ...moreEnv,
   }
   const config = {
     gateway: { mode: 'local', port, bind: 'loopback', auth: { mode: 'none' } },
