@@ -9,7 +9,7 @@ import {
 import { createSimpleChannelSecretContract } from 'openclaw/plugin-sdk/channel-secret-basic-runtime'
 import { createSubsystemLogger } from 'openclaw/plugin-sdk/logging-core'
 import { createPierChannel } from './channel.mjs'
-import { registerPier, createPierRuntime } from './register.mjs'
+import { registerPier, registerPierHooks, createPierRuntime } from './register.mjs'
 import { PLUGIN_ID } from './config.mjs'
 import { registerPierCli } from './cli.mjs'
 
@@ -25,4 +25,7 @@ export default defineChannelPluginEntry({
   // Pier's lines go to the subsystem `openclaw channels logs --channel pier` reads (the
   // account context's own logger files them under channels/pier, which it does not match).
   registerFull: (api) => registerPier(api, runtime, { logger: createSubsystemLogger('gateway/channels/pier') }),
+  // The tool-call hook (job guard, paid-publish approval) in every mode whose registry an agent
+  // turn may take its hooks from: discovery, full and tool-discovery (register.mjs).
+  registerCapabilities: (api) => registerPierHooks(api),
 })
