@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { useNats, request, waitFor, sleep } from './helpers/addon.mjs'
 import { startNatsServer, freePort } from './helpers/nats-server.mjs'
-import { registerPier, registerPierCommand, createPierRuntime } from '../plugin/register.mjs'
+import { registerPier, registerPierCommand, registerPierHooks, createPierRuntime } from '../plugin/register.mjs'
 import { createAgentTurnHandler, partialForwarder, replyText } from '../plugin/agent-turn.mjs'
 import { jobToolPolicy, expandTools, jobToolSurface, confinementQuery, confinementFix } from '../plugin/job-policy.mjs'
 import { openJobTurn, closeJobTurn } from '../plugin/jobs.mjs'
@@ -73,8 +73,10 @@ function accountCtx(cfg, accountId = 'default') {
 
 function setup({ config, runEmbeddedAgent, deleteSession, cleanupSession, listSessions = async () => [] } = {}) {
   const stub = stubApi({ config, runEmbeddedAgent })
+  // What the channel entry does (plugin/index.mjs): registerFull, then registerCapabilities.
   const runtime = registerPier(stub.api, createPierRuntime())
   registerPierCommand(stub.api)
+  registerPierHooks(stub.api)
   // No host session store here: the leftover sweep lists a stub (empty unless a test says).
   runtime.setDeps({ ...runtime.getDeps(), listSessions, ...(deleteSession ? { deleteSession } : {}), ...(cleanupSession ? { cleanupSession } : {}) })
   const channel = createPierChannel(sdk, runtime)
@@ -978,15 +980,21 @@ describe('sessions, publishing, status text', () => {
   })
 
   it('the approval hook, called as registered, asks a person about a paid publish from an interactive chat', () => {
-    // Through the before_tool_call hook registerPier puts on the API, with the context the host
-    // passes it (an interactive chat run), not through createPublishApprovalHook directly.
+    // Through the before_tool_call hook the channel entry's registerCapabilities puts on the API
+    // (registerPierHooks; registerFull adds none), with the context the host passes it (an
+    // interactive chat run), not through createPublishApprovalHook directly. In a real gateway
+    // chat turn: e2e/economics.test.mjs.
     const { api, registered } = stubApi({ config: { channels: { pier: { maxPublishPrice: 10 } } } })
     registerPier(api, createPierRuntime())
+    assert.equal(registered.hooks.length, 0, 'registerFull registers no hook: a chat turn may take its hooks from a discovery registry')
+    registerPierHooks(api)
     const hooks = registered.hooks.filter((h) => h.name === 'before_tool_call')
     assert.equal(hooks.length, 1)
     const call = (event, ctx) => hooks[0].fn(event, ctx)
     const event = { toolName: 'pier_publish', toolCallId: 'reg-1', params: { task: 't', meta: { price: 5 } } }
-    const chat = { trigger: 'user', turnSourceChannel: 'telegram', sessionKey: 'agent:main:telegram:direct:42', runId: 'run-chat-1' }
+    // The context OpenClaw 2026.9.6 hands a plugin's hook for a chat turn (measured in a real
+    // gateway): no trigger and no turnSourceChannel, the run's requester instead.
+    const chat = { toolName: 'pier_publish', agentId: 'main', sessionKey: 'agent:main:main', sessionId: 's-1', runId: 'run-chat-1', toolCallId: 'reg-1', channelId: 'agent:main:main', requester: { channel: 'webchat', senderIsOwner: true } }
     const asked = call(event, chat)
     assert.ok(asked?.requireApproval, `an approval is requested: ${JSON.stringify(asked)}`)
     assert.deepEqual(asked.requireApproval.allowedDecisions, ['allow-once', 'deny'])
@@ -994,6 +1002,8 @@ describe('sessions, publishing, status text', () => {
     // The same call without a person to ask (cron, /tools/invoke) goes on to the tool, which
     // answers PIER_APPROVAL_UNAVAILABLE; an unpaid one needs no approval.
     assert.equal(call(event, { trigger: 'cron', sessionKey: 'agent:main:cron:x' }), undefined)
+    assert.equal(call(event, { trigger: 'cron', requester: { channel: 'telegram' } }), undefined, 'a trigger, when the host gives one, decides')
+    assert.ok(call(event, { trigger: 'user', turnSourceChannel: 'telegram' })?.requireApproval)
     assert.equal(call(event, { sessionKey: 'agent:main:main' }), undefined)
     assert.equal(call({ ...event, params: { task: 't' } }, chat), undefined)
   })

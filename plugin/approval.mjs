@@ -14,12 +14,20 @@ import { recordApproval } from './approved-calls.mjs'
  * Whether a person can be asked about this call, by OpenClaw's rules: an interactive run
  * (trigger "user") with a surface that shows approvals, or plugin approvals forwarded to chat
  * targets (approvals.plugin). Runs of other triggers (cron, heartbeat) have none.
+ *
+ * The context a plugin's before_tool_call hook gets in 2026.9.6 carries neither the run's
+ * trigger nor its turnSourceChannel (agent-tools.before-tool-call: buildToolContext passes
+ * toolName, agentId, sessionKey, sessionId, runId, trace, toolCallId, channelId, requester):
+ * the run's requester says where it came from (`requester.channel`, the turn's source channel:
+ * `webchat` for a chat in the Control UI or the terminal UI). A call with none of these (POST
+ * /tools/invoke) has no route. OpenClaw decides the rest (a connected approval surface, a
+ * cron run): a request it cannot route is blocked with its own reason, never sent.
  */
 export function approvalRoute(ctx, cfg) {
   if (cfg?.approvals?.plugin?.enabled === true) return true
   const trigger = ctx?.trigger?.trim?.()
   if (trigger) return trigger === 'user'
-  return Boolean(ctx?.turnSourceChannel?.trim?.() || ctx?.approvalReviewerDeviceId?.trim?.())
+  return Boolean(ctx?.turnSourceChannel?.trim?.() || ctx?.approvalReviewerDeviceId?.trim?.() || ctx?.requester?.channel?.trim?.())
 }
 
 export function createPublishApprovalHook(api) {

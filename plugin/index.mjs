@@ -9,7 +9,7 @@ import {
 import { createSimpleChannelSecretContract } from 'openclaw/plugin-sdk/channel-secret-basic-runtime'
 import { createSubsystemLogger } from 'openclaw/plugin-sdk/logging-core'
 import { createPierChannel } from './channel.mjs'
-import { registerPier, registerPierCommand, createPierRuntime } from './register.mjs'
+import { registerPier, registerPierCommand, registerPierHooks, createPierRuntime } from './register.mjs'
 import { PLUGIN_ID } from './config.mjs'
 import { registerPierCli } from './cli.mjs'
 
@@ -25,7 +25,11 @@ export default defineChannelPluginEntry({
   // Pier's lines go to the subsystem `openclaw channels logs --channel pier` reads (the
   // account context's own logger files them under channels/pier, which it does not match).
   registerFull: (api) => registerPier(api, runtime, { logger: createSubsystemLogger('gateway/channels/pier') }),
-  // /pier: also in the discovery-mode registries a chat turn may match commands against
-  // (register.mjs, registerPierCommand), where registerFull does not run.
-  registerCapabilities: (api) => registerPierCommand(api),
+  // What must be in every registry an agent turn may match commands or take hooks from
+  // (discovery, full, tool-discovery; register.mjs): /pier, the job guard and the paid-publish
+  // approval. registerFull runs in full and tool-discovery mode only.
+  registerCapabilities: (api) => {
+    registerPierCommand(api)
+    registerPierHooks(api)
+  },
 })

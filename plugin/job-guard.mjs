@@ -1,8 +1,8 @@
 // A before_tool_call hook that keeps job turns to what they were offered, and the pier channel
 // to job turns. The turn's toolsAllow already decides what the model sees, and a job's reply
-// handle decides who can answer it (jobs.mjs); this checks calls again wherever OpenClaw runs
-// plugin hooks for them (2026.9.6 does for /tools/invoke, and was not seen to for the message
-// tool inside an embedded turn):
+// handle decides who can answer it (jobs.mjs); this checks every call again (register.mjs
+// registers the hook in every registration mode, so OpenClaw runs it for chat turns too, as
+// e2e/economics.test.mjs shows, not only for /tools/invoke):
 // - a job turn may call only the tools it was offered, never pier_publish (it spends the
 //   operator's money), and `message` only to send on channel pier to its own job;
 // - no other session (another job's turn, the operator's chat) may send on channel pier.

@@ -1,6 +1,7 @@
-// Registers the service, tool and approval hook on an OpenClaw plugin API object (registerPier,
-// full mode) and the /pier command (registerPierCommand, every mode that registers
-// capabilities), and hands the channel lifecycle what it needs to run accounts.
+// Registers the service and tool on an OpenClaw plugin API object (registerPier, the channel
+// entry's registerFull), the /pier command and the tool-call hook (registerPierCommand,
+// registerPierHooks: its registerCapabilities), and hands the channel lifecycle what it needs to
+// run accounts.
 import { pierLogger, legacySection, channelSection } from './config.mjs'
 import { createPierService } from './service.mjs'
 import { createPublishTool } from './tool.mjs'
@@ -46,12 +47,6 @@ export function registerPier(api, runtime = createPierRuntime(), { logger } = {}
     await tool.close().catch(() => {})
     addon.releaseRuntime()
   })
-  // The job guard first: a job turn never gets pier_publish, approved or not.
-  const guard = createJobToolGuard()
-  const approval = createPublishApprovalHook(api)
-  // The approval hook needs the call's context: whether a person can be asked depends on the run
-  // (an interactive chat, a cron job, /tools/invoke).
-  api.on?.('before_tool_call', (event, ctx) => guard(event, ctx) ?? approval(event, ctx))
   return runtime
 }
 
@@ -66,4 +61,22 @@ export function registerPier(api, runtime = createPierRuntime(), { logger } = {}
  */
 export function registerPierCommand(api) {
   api.registerCommand(createStatusCommand(api))
+}
+
+/**
+ * The before_tool_call hook: the job guard first (a job turn never gets pier_publish, approved or
+ * not), then the approval a paid pier_publish needs, which takes the call's context (whether a
+ * person can be asked depends on the run: an interactive chat, a cron job, /tools/invoke).
+ *
+ * Registered from the channel entry's registerCapabilities, which runs in every registration
+ * mode that builds a registry an agent turn may take its hooks from ("discovery", "full",
+ * "tool-discovery"), not from registerFull ("full" and "tool-discovery" only): OpenClaw
+ * 2026.9.6 runs a chat turn's tool calls against a registry it loaded in "discovery" mode, and
+ * a hook registered only in registerFull was never called there (measured: a paid pier_publish
+ * from a chat then never asked anyone).
+ */
+export function registerPierHooks(api) {
+  const guard = createJobToolGuard()
+  const approval = createPublishApprovalHook(api)
+  api.on?.('before_tool_call', (event, ctx) => guard(event, ctx) ?? approval(event, ctx))
 }

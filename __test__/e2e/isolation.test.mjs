@@ -211,7 +211,9 @@ describe("a stranger's job cannot reach the operator", () => {
     // A's send to B was refused: A's turn went on to its final text.
     assert.equal(a.type, 'task_result', JSON.stringify(a))
     assert.equal(a.result, afterMessageFor('iso-b'))
-    const refused = /only a job's own turn can answer it|only send its answer on channel pier to its own job/
+    // Refused by the job guard (the before_tool_call hook: another job's turn, the operator's
+    // chat), or by the channel itself (a target that is no open job's reply handle).
+    const refused = /only a job's own turn can answer it|only send its answer on channel pier to its own job|channel pier carries only a Pier job's answer, sent by that job's own turn/
     const attempted = (marker) => requestsOf(marker).some((r) => /"role":"tool"/.test(r.messages) && refused.test(r.messages))
     assert.ok(attempted('another job: PIERMSGTO:iso-b'), 'the message call was made, and refused')
     // The operator's own chat tries the same.

@@ -1,14 +1,24 @@
 // A local OpenAI-compatible model server for end-to-end tests. It answers each prompt that
 // carries a marker `PIERQ:<word>` with `answer-<word>` (streamed as SSE chunks), hangs on
-// `PIERQ:hang...`, and is slow on `PIERQ:slow...`. `PIERQ:drip...` streams a longer answer
-// (`dripFor(word)`) in DRIP_PIECES chunks 150 ms apart. A prompt with `PIERMSG:<jobId>` makes the
-// turn's first call a `message` tool call sending `answer-<jobId>` to channel `pier`, target
-// the job's reply handle from its context; once the tool result is back it answers
-// `after-message-<jobId>` instead.
+// `PIERQ:hang...`, and is slow on `PIERQ:slow...`: it answers after `slowMs` (2 s unless
+// startFakeModel is given another), or not at all when its client hangs up first.
+// `PIERQ:drip...` streams a longer answer (`dripFor(word)`) in DRIP_PIECES chunks 150 ms apart.
+// A prompt with `PIERMSG:<jobId>` makes the turn's first call a `message` tool call sending
+// `answer-<jobId>` to channel `pier`, target the job's reply handle from its context; once the
+// tool result is back it answers `after-message-<jobId>` instead. A chat message with
+// `PIERPUB:<word>:<price>` makes the model call `pier_publish` (directly when offered, else
+// through Tool Search's `tool_call`) with task `PIERQ:<word>` and meta.price <price>; once that
+// call's result is back it answers `after-publish-<word>` instead.
 //
 // Every answer reports its usage as OpenAI does (a streamed answer: in a last chunk with no
 // choices): USAGE.prompt prompt tokens and USAGE.completion completion tokens per request. Each
 // recorded request keeps the `model` and `max_tokens` it was sent.
+//
+// The server counts the chat requests it has open (`inFlight`: from the request's arrival until
+// its answer ended or its client hung up) and the most it ever had open at once (`maxInFlight`,
+// `resetMaxInFlight()` starts the count again from the requests open now): what a provider sees
+// of a worker's concurrency. Each recorded request says how it ended (`ended`: 'answered' or
+// 'client-closed', once it has).
 import { createServer } from 'node:http'
 
 /** The usage every model request reports. */
@@ -27,6 +37,7 @@ const HANDLE = /to target (pier-reply-[A-Za-z0-9_-]+)/
 // offered; then (or when neither is offered) it answers with its whole context: every message
 // it was sent, system prompt included, and the tools it was offered.
 const OBEY_MARKER = /PIEROBEY/
+const PUBLISH_MARKER = /PIERPUB:([A-Za-z0-9_-]+):(\d+)/g
 const EXEC_MARKER = /PIEREXEC:([^;"\\]+)/
 const READ_MARKER = /PIERREAD:([^;"\\\s]+)/
 
@@ -48,20 +59,48 @@ export function dripFor(word) {
   return Array.from({ length: DRIP_PIECES }, (_, i) => `part ${i} of answer-${word}.`).join(' ')
 }
 
+/** The plain text a PIERPUB turn ends with after its pier_publish call came back. */
+export function afterPublishFor(word) {
+  return `after-publish-${word}`
+}
+
+/**
+ * The `PIERPUB` marker of the newest message that has one, and whether a tool result followed
+ * it: a chat's history keeps its earlier turns.
+ */
+function publishOf(messages) {
+  let at = -1
+  messages.forEach((m, i) => {
+    if (m.role !== 'tool' && JSON.stringify(m.content ?? '').includes('PIERPUB:')) at = i
+  })
+  if (at < 0) return null
+  const [, word, price] = [...JSON.stringify(messages[at].content).matchAll(PUBLISH_MARKER)].at(-1) ?? []
+  if (!word) return null
+  return { word, price: Number(price), answered: messages.slice(at + 1).some((m) => m.role === 'tool') }
+}
+
 /** The plain text a PIERMSG turn ends with after its message tool call came back. */
 export function afterMessageFor(jobId) {
   return `after-message-${jobId}`
 }
 
-export async function startFakeModel() {
+export async function startFakeModel({ slowMs = 2000 } = {}) {
   const requests = []
   const hung = new Set()
+  const open = { now: 0, max: 0 }
   const server = createServer(async (req, res) => {
     if (req.method === 'GET' && req.url?.endsWith('/models')) {
       res.writeHead(200, { 'content-type': 'application/json' })
       res.end(JSON.stringify({ object: 'list', data: [{ id: 'fake-model', object: 'model' }] }))
       return
     }
+    open.now++
+    open.max = Math.max(open.max, open.now)
+    let record = null
+    res.once('close', () => {
+      open.now--
+      if (record) record.ended = res.writableFinished ? 'answered' : 'client-closed'
+    })
     let raw = ''
     for await (const chunk of req) raw += chunk
     let body = {}
@@ -77,13 +116,22 @@ export async function startFakeModel() {
       tools: (body.tools ?? []).map((t) => t.function?.name ?? t.name),
       model: body.model,
       maxTokens: body.max_tokens ?? body.max_completion_tokens,
+      ended: null,
     })
+    record = requests.at(-1)
     if (word?.startsWith('hang')) {
       hung.add(res)
       req.on('close', () => hung.delete(res))
       return
     }
-    if (word?.startsWith('slow')) await new Promise((r) => setTimeout(r, 2000))
+    if (word?.startsWith('slow')) {
+      // Until the answer is due, or until the client hangs up (an aborted turn): then no answer.
+      await new Promise((resolve) => {
+        const timer = setTimeout(resolve, slowMs)
+        res.once('close', () => (clearTimeout(timer), resolve()))
+      })
+      if (res.destroyed) return
+    }
     const id = `chatcmpl-${Date.now()}`
     const chunk = (delta, finish = null) =>
       `data: ${JSON.stringify({
@@ -111,6 +159,12 @@ export async function startFakeModel() {
     if (obey && firstCall && offered.includes('read') && READ_MARKER.test(all)) {
       return toolCall('read', { path: READ_MARKER.exec(all)[1] })
     }
+    const publish = publishOf(body.messages ?? [])
+    if (publish && !publish.answered && body.stream !== false) {
+      const args = { task: `PIERQ:${publish.word}`, meta: { price: publish.price }, timeoutMs: 20_000 }
+      // With OpenClaw's Tool Search (its default) the tool is called through `tool_call`.
+      return offered.includes('pier_publish') ? toolCall('pier_publish', args) : toolCall('tool_call', { id: 'pier_publish', args })
+    }
     // The turn's first call (no tool result yet): one streamed `message` tool call, to the
     // job's own reply handle (or the PIERMSGTO target).
     const messageTo = MESSAGE_TO_MARKER.exec(all)?.[1]
@@ -120,7 +174,9 @@ export async function startFakeModel() {
     }
     const text = obey
       ? `obeyed: ${JSON.stringify({ tools: offered, messages: body.messages ?? [] })}`
-      : messageJob || messageTo ? afterMessageFor(messageTo ?? messageJob) : word ? answerFor(word) : 'no marker'
+      : publish
+        ? afterPublishFor(publish.word)
+        : messageJob || messageTo ? afterMessageFor(messageTo ?? messageJob) : word ? answerFor(word) : 'no marker'
     if (body.stream === false) {
       res.writeHead(200, { 'content-type': 'application/json' })
       res.end(JSON.stringify({
@@ -153,6 +209,15 @@ export async function startFakeModel() {
   return {
     baseUrl: `http://127.0.0.1:${server.address().port}/v1`,
     requests,
+    /** Chat requests open now. */
+    get inFlight() {
+      return open.now
+    },
+    /** The most chat requests open at once since the start (or the last reset). */
+    get maxInFlight() {
+      return open.max
+    },
+    resetMaxInFlight: () => (open.max = open.now),
     close: () => {
       for (const res of hung) res.destroy()
       server.closeAllConnections?.()

@@ -6,6 +6,7 @@ import { mkdtempSync, writeFileSync, readFileSync, rmSync, mkdirSync } from 'nod
 import { tmpdir, homedir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { randomUUID } from 'node:crypto'
 import { freePort } from './nats-server.mjs'
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url))
@@ -112,6 +113,20 @@ export async function createOpenClawHome({ modelBaseUrl, registryUrl, env: moreE
     call(method, params = {}, { timeout = 60_000 } = {}) {
       rpc ??= startRpcClient(env)
       return rpc.call(method, params, timeout)
+    },
+    /**
+     * A person at OpenClaw's terminal chat (`openclaw tui`): one gateway connection held open with
+     * the TUI's identity, scopes and capabilities, plugin approvals among them, so the gateway
+     * shows it plugin approval requests as it shows them to a person there
+     * (helpers/gateway-rpc-client.mjs). `open()` first; `send` is chat.send from that chat;
+     * `events(prefix)` the gateway events it has received.
+     */
+    tui: {
+      open: () => home.call('$tui.open'),
+      send: (sessionKey, message, idempotencyKey = randomUUID()) =>
+        home.call('$tui.request', { method: 'chat.send', params: { sessionKey, message, idempotencyKey } }),
+      events: (prefix = '') => home.call('$tui.events', { prefix }),
+      close: () => home.call('$tui.close'),
     },
     cleanup: () => {
       rpc?.close()
