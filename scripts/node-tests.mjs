@@ -3,8 +3,7 @@
 // its longer half instead of its sum. The real-gateway files (__test__/e2e/) spend their time
 // starting and driving OpenClaw (CPU); the others mostly wait on nats-server, worker processes
 // and timers. One lane starts on the gateway files, the other on the rest; a lane that runs out
-// takes the gateway files left, from the other end, so the two end close together and two
-// gateways run at once only near the end. Each file's report is printed when it ends; the last
+// takes the gateway files left, the longest first, so the two end close together. Each file's report is printed when it ends; the last
 // line sums them all.
 //
 //   node scripts/node-tests.mjs [file ...]     (default: every __test__/**/*.test.mjs)
@@ -23,7 +22,12 @@ const testFiles = (dir) =>
     .sort()
     .map((f) => join(dir, f))
 
-const gateway = testFiles(join(TESTS, 'e2e'))
+// Seconds each real-gateway file took in a full run on 2 cores (run of 2026-12-07): the longest
+// go first, each lane taking the longest one left when it is free, so the two lanes end close
+// together (in name order the suite ended ~70 s later). A file not listed counts as 60 s.
+const GATEWAY_SECONDS = { 'openclaw.test.mjs': 230, 'reload.test.mjs': 210, 'channel.test.mjs': 200, 'sandbox.test.mjs': 200, 'status.test.mjs': 155, 'wizard.test.mjs': 80, 'isolation.test.mjs': 70, 'economics.test.mjs': 90, 'progress.test.mjs': 30 }
+const weight = (file) => GATEWAY_SECONDS[file.split('/').pop()] ?? 60
+const gateway = testFiles(join(TESTS, 'e2e')).sort((a, b) => weight(b) - weight(a))
 const others = testFiles(TESTS)
 const chosen = process.argv.slice(2)
 const pick = (files) => (chosen.length ? files.filter((f) => chosen.some((c) => f.endsWith(c))) : files)
@@ -60,8 +64,8 @@ function runFile(file) {
 const results = []
 async function lane(first) {
   for (;;) {
-    // Own queue first; then the gateway files left, the last ones first.
-    const file = first === 'gateway' ? queue.gateway.shift() : queue.others.shift() ?? queue.gateway.pop()
+    // Own queue first; then the longest gateway file left.
+    const file = first === 'gateway' ? queue.gateway.shift() : queue.others.shift() ?? queue.gateway.shift()
     if (!file) return
     const r = await runFile(file)
     results.push(r)
