@@ -7,10 +7,10 @@
 // and has no plugin API to remove one, so this asks docker directly, by the labels OpenClaw
 // puts on its containers.
 import { execFile } from 'node:child_process'
-import { mkdir, chown, readdir, rm, stat } from 'node:fs/promises'
+import { mkdir, chown, lstat, readdir, rm, stat } from 'node:fs/promises'
 import { dirname, join, relative, sep } from 'node:path'
 import { promisify } from 'node:util'
-import { confinementQuery, ownWorkspaceError } from './job-policy.mjs'
+import { confinementQuery, ownWorkspaceError, sandboxLimitsError } from './job-policy.mjs'
 
 const run = promisify(execFile)
 const docker = async (args) => (await run('docker', args, { timeout: 30_000, maxBuffer: 8 * 1024 * 1024 })).stdout
@@ -54,10 +54,75 @@ export async function openJobSandbox(api, { cfg, agentId, sessionKey, offered, r
     if (process.getuid?.() === 0) await chown(workspaceDir, JOB_UID, JOB_UID)
     const authority = sandbox.resolveWorkspaceAuthority(confinementQuery(cfg, agentId, offered, sessionKey))
     if (!authority?.sandboxed) return { ...box, refusal: 'the job agent is no longer sandboxed' }
-    const refusal = authority.confinementError ?? ownWorkspaceError(authority, agentId)
+    const refusal = authority.confinementError ?? ownWorkspaceError(authority, agentId) ?? sandboxLimitsError(cfg, agentId)
     return refusal ? { ...box, refusal } : box
   } catch (error) {
     return { ...box, refusal: String(error?.message ?? error) }
+  }
+}
+
+/**
+ * The most a job's workspace may hold. It is a directory of this host mounted into the container
+ * (the rest of the container is a read-only root and tmpfs mounts, which count against its memory
+ * limit), and docker has no size limit for a bind mount, so the plugin measures it while the job
+ * runs and ends the job when it holds more: PIER_JOB_DISK_MB in the gateway's environment, else
+ * 1024 MiB, and at most 100 000 files and directories (a filler of empty files takes inodes).
+ */
+export function jobDiskLimit(env = process.env) {
+  const mb = Number(env.PIER_JOB_DISK_MB)
+  return { bytes: (Number.isFinite(mb) && mb > 0 ? mb : 1024) * 1024 * 1024, entries: 100_000 }
+}
+
+/**
+ * What `dir` holds: allocated bytes (a sparse file counts what it really takes) and entries,
+ * stopping once past `limit` (either figure).
+ */
+export async function diskUsage(dir, limit = { bytes: Infinity, entries: Infinity }) {
+  let bytes = 0
+  let entries = 0
+  const stack = [dir]
+  while (stack.length) {
+    const names = await readdir(stack.pop(), { withFileTypes: true }).then(
+      (list) => list,
+      () => [],
+    )
+    for (const entry of names) {
+      entries++
+      const path = join(entry.parentPath ?? entry.path, entry.name)
+      bytes += await lstat(path).then(
+        (st) => st.blocks * 512,
+        () => 0,
+      )
+      if (entry.isDirectory()) stack.push(path)
+      if (bytes > limit.bytes || entries > limit.entries) return { bytes, entries, over: true }
+    }
+  }
+  return { bytes, entries, over: false }
+}
+
+/**
+ * Measures a job's workspace every `interval` ms (each walk after the last one ended) and calls
+ * `onOver(usage)` once it holds more than `limit`; returns stop(). What a job can write between
+ * two walks is the overshoot (sandbox.test.mjs measures it).
+ */
+export function watchJobDisk(dir, { limit = jobDiskLimit(), interval = 250, onOver }) {
+  let stopped = false
+  let timer = null
+  const tick = async () => {
+    if (stopped) return
+    const usage = await diskUsage(dir, limit).catch(() => ({ over: false }))
+    if (stopped) return
+    if (usage.over) {
+      stopped = true
+      onOver(usage)
+      return
+    }
+    timer = setTimeout(tick, interval)
+  }
+  timer = setTimeout(tick, interval)
+  return () => {
+    stopped = true
+    clearTimeout(timer)
   }
 }
 
