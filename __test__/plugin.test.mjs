@@ -3,7 +3,7 @@
 // resolved, set up, run, reported and drained.
 import { describe, it } from 'node:test'
 import assert from 'node:assert/strict'
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, statSync, utimesSync, writeFileSync } from 'node:fs'
+import { appendFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, statSync, utimesSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { useNats, request, waitFor, sleep } from './helpers/addon.mjs'
@@ -672,9 +672,18 @@ describe('job tool policy', () => {
     process.env.PIER_JOB_DISK_MB = '1'
     try {
       let aborted = false
+      let mounted = null
+      let full = false
       const { api } = stubApi({
         runEmbeddedAgent: async (params) => {
-          writeFileSync(join(params.workspaceDir, 'fill'), Buffer.alloc(3 * 1024 * 1024, 1))
+          // A gateway run as root gives the workspace a tmpfs of the limit's size: full at 1 MiB.
+          mounted = readFileSync('/proc/mounts', 'utf8').includes(` ${params.workspaceDir} tmpfs `)
+          try {
+            for (let i = 0; i < 12; i++) appendFileSync(join(params.workspaceDir, 'fill'), Buffer.alloc(256 * 1024, 1))
+          } catch (error) {
+            if (error.code !== 'ENOSPC') throw error
+            full = true
+          }
           await new Promise((resolve) => params.abortSignal.addEventListener('abort', resolve))
           aborted = true
           return { payloads: [], meta: { aborted: true } }
@@ -684,7 +693,11 @@ describe('job tool policy', () => {
       const logged = []
       const handler = createAgentTurnHandler(api, new Map(), { agentId: 'pier-jobs', policy: jobToolPolicy({ agentId: 'pier-jobs', toolsAllow: ['exec'] }, { cfg: LIMITED, sandbox: sandboxed }), workspaceDir: join(STATE_DIR, 'pier', 'job-workspace'), log: { error: (m) => logged.push(m) } })
       assert.deepEqual(await handler(job({ id: 'fill-1', timeoutMs: 30_000 })), { error: { code: 'EXECUTION_FAILED', message: 'the job wrote more than its workspace may hold (1 MiB, 100000 files)' } })
-      assert.match(logged[0], /^job fill-1 ended: its workspace held 3 MiB in 1 entries when measured, over the limit of 1 MiB/)
+      assert.match(logged[0], /^job fill-1 ended: its workspace held [13] MiB in \d+ entries when measured, at the limit of 1 MiB/)
+      if (process.platform === 'linux' && process.getuid() === 0) {
+        assert.equal(mounted, true, 'a tmpfs of its own')
+        assert.equal(full, true, 'which refused what went past the limit')
+      }
       await waitFor(() => aborted, { timeout: 5000 })
       await sandboxesIdle()
       assert.deepEqual(readdirSync(join(STATE_DIR, 'pier', 'jobs')), [], 'its workspace removed')

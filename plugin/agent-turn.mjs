@@ -223,9 +223,9 @@ export function createAgentTurnHandler(api, running, { agentId: fixedAgentId, po
       ])
       if (answered.disk) {
         const { bytes, entries, limit } = answered.disk
-        abort.abort(new Error('the job wrote past its disk limit'))
+        abort.abort(new Error('the job filled its workspace'))
         const mb = (n) => Math.round(n / 1024 / 1024)
-        log?.error(`job ${oneLine(job.id)} ended: its workspace held ${mb(bytes)} MiB in ${entries} entries when measured, over the limit of ${mb(limit.bytes)} MiB and ${limit.entries} entries`)
+        log?.error(`job ${oneLine(job.id)} ended: its workspace held ${mb(bytes)} MiB in ${entries} entries when measured, at the limit of ${mb(limit.bytes)} MiB and ${limit.entries} entries`)
         return fail('EXECUTION_FAILED', `the job wrote more than its workspace may hold (${mb(limit.bytes)} MiB, ${limit.entries} files)`)
       }
       if (answered.text !== undefined) {

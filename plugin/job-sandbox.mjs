@@ -45,13 +45,16 @@ export async function openJobSandbox(api, { cfg, agentId, sessionKey, offered, r
   // The container's scope key is the session key, and `:workspace:<hash>` after it when the
   // workspace is not the agent's own (always, here).
   const own = (key) => key === sessionKey || key.startsWith(`${sessionKey}:`)
-  box.close = () => track(removeSandboxes({ own, stateDir: dirname(dirname(root)), dirs: [workspaceDir] }))
+  box.close = () => track(removeSandboxes({ own, stateDir: dirname(dirname(root)), dirs: [workspaceDir], unmount: box.mounted }))
   const sandbox = api.runtime?.sandbox
   if (typeof sandbox?.resolveWorkspaceAuthority !== 'function') return { ...box, refusal: 'this OpenClaw has no sandbox runtime' }
   try {
     await mkdir(root, { recursive: true, mode: 0o700 })
     await mkdir(workspaceDir, { mode: 0o700 })
-    if (process.getuid?.() === 0) await chown(workspaceDir, JOB_UID, JOB_UID)
+    if (process.getuid?.() === 0) {
+      await chown(workspaceDir, JOB_UID, JOB_UID)
+      box.mounted = await mountJobDisk(workspaceDir)
+    }
     const authority = sandbox.resolveWorkspaceAuthority(confinementQuery(cfg, agentId, offered, sessionKey))
     if (!authority?.sandboxed) return { ...box, refusal: 'the job agent is no longer sandboxed' }
     const refusal = authority.confinementError ?? ownWorkspaceError(authority, agentId) ?? sandboxLimitsError(cfg, agentId)
@@ -74,8 +77,27 @@ export function jobDiskLimit(env = process.env) {
 }
 
 /**
+ * On Linux, a gateway run as root gives each job's workspace a filesystem of its own: a tmpfs of
+ * the disk limit's size and file count (owned by the job's user), so a filler gets "No space left
+ * on device" at the limit instead of taking this host's disk. Its pages count against the
+ * writer's memory (the container's limit). Resolves true when mounted; false where mount is not
+ * possible (not root, no CAP_SYS_ADMIN, not Linux): the measuring below is then the bound.
+ */
+export async function mountJobDisk(dir, limit = jobDiskLimit()) {
+  if (process.platform !== 'linux' || process.getuid?.() !== 0) return false
+  const options = `size=${limit.bytes},nr_inodes=${limit.entries + 1},mode=0700,uid=${JOB_UID},gid=${JOB_UID},nosuid,nodev`
+  return run('mount', ['-t', 'tmpfs', '-o', options, 'pier-job', dir], { timeout: 10_000 }).then(
+    () => true,
+    () => false,
+  )
+}
+
+/** Unmounts a job workspace's tmpfs (lazily: a process still in it cannot keep it). */
+const unmountJobDisk = (dir) => run('umount', ['-l', dir], { timeout: 10_000 }).catch(() => {})
+
+/**
  * What `dir` holds: allocated bytes (a sparse file counts what it really takes) and entries,
- * stopping once past `limit` (either figure).
+ * stopping once at `limit` (either figure: a full workspace tmpfs holds exactly its size).
  */
 export async function diskUsage(dir, limit = { bytes: Infinity, entries: Infinity }) {
   let bytes = 0
@@ -94,7 +116,7 @@ export async function diskUsage(dir, limit = { bytes: Infinity, entries: Infinit
         () => 0,
       )
       if (entry.isDirectory()) stack.push(path)
-      if (bytes > limit.bytes || entries > limit.entries) return { bytes, entries, over: true }
+      if (bytes >= limit.bytes || entries >= limit.entries) return { bytes, entries, over: true }
     }
   }
   return { bytes, entries, over: false }
@@ -102,7 +124,7 @@ export async function diskUsage(dir, limit = { bytes: Infinity, entries: Infinit
 
 /**
  * Measures a job's workspace every `interval` ms (each walk after the last one ended) and calls
- * `onOver(usage)` once it holds more than `limit`; returns stop(). What a job can write between
+ * `onOver(usage)` once it holds `limit` or more; returns stop(). What a job can write between
  * two walks is the overshoot (sandbox.test.mjs measures it).
  */
 export function watchJobDisk(dir, { limit = jobDiskLimit(), interval = 250, onOver }) {
@@ -168,7 +190,7 @@ const inside = (root, path) => {
  * Removes the sandbox containers whose scope key `own(key)` accepts (and `mounts(sources)`,
  * when given), OpenClaw's skills copy each one mounted from under the state dir, and `dirs`.
  */
-async function removeSandboxes({ own, mounts = () => true, stateDir, dirs = [] }) {
+async function removeSandboxes({ own, mounts = () => true, stateDir, dirs = [], unmount = false }) {
   const skillsRoot = join(stateDir, 'sandbox', 'skills-workspaces')
   const copies = new Set()
   try {
@@ -187,7 +209,8 @@ async function removeSandboxes({ own, mounts = () => true, stateDir, dirs = [] }
     })
     return { containers: doomed.length, dirs: dirs.length }
   } finally {
-    // The files go whether or not docker answered.
+    // The files go whether or not docker answered (a workspace's tmpfs with them).
+    if (unmount) for (const dir of dirs) await unmountJobDisk(dir)
     for (const dir of [...dirs, ...copies]) await rm(dir, { recursive: true, force: true })
   }
 }
@@ -211,6 +234,7 @@ export async function sweepJobSandboxes({ agentId, root, since = Date.now() - pr
   }
   const listed = await sandboxContainers().catch(() => [])
   const old = new Set(listed.filter((c) => c.key.startsWith(prefix) && c.createdAtMs < since).map((c) => c.key))
-  if (!old.size) return track(Promise.all(dirs.map((dir) => rm(dir, { recursive: true, force: true }))).then(() => ({ containers: 0, dirs: dirs.length })))
-  return track(removeSandboxes({ own: (key) => old.has(key), mounts: (sources) => sources.some((s) => inside(root, s)), stateDir: dirname(dirname(root)), dirs }))
+  const unmount = process.getuid?.() === 0
+  if (!old.size) return track(Promise.all(dirs.map(async (dir) => (unmount && (await unmountJobDisk(dir)), rm(dir, { recursive: true, force: true })))).then(() => ({ containers: 0, dirs: dirs.length })))
+  return track(removeSandboxes({ own: (key) => old.has(key), mounts: (sources) => sources.some((s) => inside(root, s)), stateDir: dirname(dirname(root)), dirs, unmount }))
 }
