@@ -611,7 +611,7 @@ describe('job tool policy', () => {
     // A sandbox that keeps jobs' files in OpenClaw's own copy: named, with the one setting.
     const copy = { resolveWorkspaceAuthority: () => ({ sandboxed: true, workspaceAccess: 'none' }) }
     assert.throws(() => policy(['exec'], {}, copy), /workspaceAccess "none"\), which outlives the job .*Fix: set agents\.entries\.pier-jobs\.sandbox\.workspaceAccess to "rw"/)
-    assert.throws(() => policy(['exec']), /has no sandbox.*Fix: remove them from toolsAllow .*or run agent pier-jobs in OpenClaw's sandbox \(agents\.entries\.pier-jobs\.sandbox: \{ mode: "all", scope: "session", backend: "docker", workspaceAccess: "rw" \}\)/)
+    assert.throws(() => policy(['exec']), /has no sandbox.*Fix: remove them from toolsAllow .*or run agent pier-jobs in OpenClaw's sandbox \(agents\.entries\.pier-jobs\.sandbox: \{ mode: "all", scope: "session", backend: "docker", workspaceAccess: "rw", docker: \{ memory: "1g", memorySwap: "1g", pidsLimit: 256, cpus: 1 \} \}\)/)
   })
 
   it("a job agent's sandbox without memory, swap, process and CPU limits is refused with the one config set that adds the missing ones", async () => {

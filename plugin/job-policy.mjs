@@ -174,7 +174,7 @@ export function jobToolPolicy(account, { cfg, sandbox } = {}) {
   if (!authority.sandboxed) {
     throw hostToolsError(
       `${given}, and agent ${agentId} has no sandbox: a stranger's job would run them on this host. ` +
-        `Fix: remove them from toolsAllow (group:web is the safe opt-in), or run agent ${agentId} in OpenClaw's sandbox (agents.entries.${agentId}.sandbox: { mode: "all", scope: "session", backend: "docker", workspaceAccess: "rw" }), ${override}`,
+        `Fix: remove them from toolsAllow (group:web is the safe opt-in), or run agent ${agentId} in OpenClaw's sandbox (agents.entries.${agentId}.sandbox: { mode: "all", scope: "session", backend: "docker", workspaceAccess: "rw", docker: { memory: "1g", memorySwap: "1g", pidsLimit: 256, cpus: 1 } }), ${override}`,
     )
   }
   throw hostToolsError(`${given}, and agent ${agentId}'s sandbox does not confine a job: ${authority.confinementError} Fix: ${confinementFix(authority.confinementError, agentId)}, ${override}`)
