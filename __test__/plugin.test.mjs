@@ -3,18 +3,18 @@
 // resolved, set up, run, reported and drained.
 import { describe, it } from 'node:test'
 import assert from 'node:assert/strict'
-import { existsSync, mkdirSync, mkdtempSync, statSync, utimesSync } from 'node:fs'
+import { appendFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, statSync, utimesSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { useNats, request, waitFor, sleep } from './helpers/addon.mjs'
 import { startNatsServer, freePort } from './helpers/nats-server.mjs'
 import { registerPier, registerPierCommand, registerPierHooks, createPierRuntime } from '../plugin/register.mjs'
 import { createAgentTurnHandler, partialForwarder, replyText } from '../plugin/agent-turn.mjs'
-import { jobToolPolicy, expandTools, jobToolSurface, confinementQuery, confinementFix } from '../plugin/job-policy.mjs'
+import { jobToolPolicy, expandTools, jobToolSurface, confinementQuery, confinementFix, sandboxLimits } from '../plugin/job-policy.mjs'
 import { openJobTurn, closeJobTurn } from '../plugin/jobs.mjs'
 import { createJobToolGuard } from '../plugin/job-guard.mjs'
 import { createSecurityAdapter } from '../plugin/security.mjs'
-import { sandboxesIdle, sweepJobSandboxes } from '../plugin/job-sandbox.mjs'
+import { diskUsage, jobDiskLimit, sandboxesIdle, sweepJobSandboxes, watchJobDisk } from '../plugin/job-sandbox.mjs'
 import { sendJobReply, createPierChannel } from '../plugin/channel.mjs'
 import { resolveAccount, listAccountIds, redactSecrets, pierLogger } from '../plugin/config.mjs'
 import { applyAccountConfig, validateInput, setupWizard } from '../plugin/setup.mjs'
@@ -30,7 +30,10 @@ import { gatewayAccountConfig } from '../plugin/cli.mjs'
 
 const STATE_DIR = mkdtempSync(join(tmpdir(), 'pier-plugin-state-'))
 
-function stubApi({ config = {}, runEmbeddedAgent } = {}) {
+/** A config whose job sandboxes have the limits the plugin requires (memory, swap, processes, CPU). */
+const LIMITED = Object.freeze({ agents: { defaults: { sandbox: { docker: { memory: '1g', memorySwap: '1g', pidsLimit: 256, cpus: 1 } } } } })
+
+function stubApi({ config = LIMITED, runEmbeddedAgent } = {}) {
   const registered = { services: [], tools: [], toolOptions: [], commands: [], hooks: [] }
   const lines = []
   const api = {
@@ -89,7 +92,7 @@ const WORKSPACE = '/tmp/pier-job-workspace'
 
 /** A job handler as an account builds it: the policy its toolsAllow gets, the job workspace. */
 function turnHandler(api, { agentId = 'pier-jobs', toolsAllow = [], unsafeHostTools = false, sandbox, log, onTurnSettled, running = new Map() } = {}) {
-  const policy = jobToolPolicy({ agentId, toolsAllow, unsafeHostTools }, { cfg: {}, sandbox })
+  const policy = jobToolPolicy({ agentId, toolsAllow, unsafeHostTools }, { cfg: LIMITED, sandbox })
   return createAgentTurnHandler(api, running, { agentId, policy, workspaceDir: WORKSPACE, log, onTurnSettled })
 }
 
@@ -208,10 +211,10 @@ describe('agent turn', () => {
   it('jobAgent(): each job runs as the agent and policy of the moment it starts', async () => {
     const calls = []
     const { api } = stubApi({ runEmbeddedAgent: async (p) => (calls.push(p), { payloads: [{ text: 'ok' }] }) })
-    let current = { agentId: 'main', policy: jobToolPolicy({ agentId: 'main', toolsAllow: [] }, { cfg: {} }) }
+    let current = { agentId: 'main', policy: jobToolPolicy({ agentId: 'main', toolsAllow: [] }, { cfg: LIMITED }) }
     const handler = createAgentTurnHandler(api, new Map(), { jobAgent: () => current, workspaceDir: WORKSPACE })
     await handler(job({ id: 'a' }))
-    current = { agentId: 'pier-jobs', policy: jobToolPolicy({ agentId: 'pier-jobs', toolsAllow: ['group:web'] }, { cfg: {} }) }
+    current = { agentId: 'pier-jobs', policy: jobToolPolicy({ agentId: 'pier-jobs', toolsAllow: ['group:web'] }, { cfg: LIMITED }) }
     await handler(job({ id: 'b' }))
     assert.deepEqual(calls.map((c) => c.agentId), ['main', 'pier-jobs'])
     assert.deepEqual(calls[0].toolsAllow, [])
@@ -438,7 +441,7 @@ describe('security audit findings', () => {
 describe('job tool policy', () => {
   const sandboxed = { resolveWorkspaceAuthority: () => ({ sandboxed: true, workspaceAccess: 'rw' }) }
   const unconfined = { resolveWorkspaceAuthority: () => ({ sandboxed: true, workspaceAccess: 'rw', confinementError: 'target sandbox is not exclusive to this worker session.' }) }
-  const policy = (toolsAllow, extra = {}, sandbox) => jobToolPolicy({ agentId: 'pier-jobs', toolsAllow, ...extra }, { cfg: {}, sandbox })
+  const policy = (toolsAllow, extra = {}, sandbox) => jobToolPolicy({ agentId: 'pier-jobs', toolsAllow, ...extra }, { cfg: LIMITED, sandbox })
 
   it('toolsAllow is read as OpenClaw reads tool names: case, whitespace and aliases never slip past the refusals', () => {
     // unsafeHostTools on: only the wildcard and pier_publish rules stand between a job and a tool.
@@ -582,9 +585,9 @@ describe('job tool policy', () => {
         return { sandboxed: true, workspaceAccess: 'rw', ...(unsafe ? { confinementError: `target sandbox allows unclassified tool surface ${unsafe}.` } : {}) }
       },
     }
-    assert.equal(jobToolPolicy({ agentId: 'pier-jobs', toolsAllow: ['exec', 'read', 'write'] }, { cfg: {}, sandbox: openclaw }).sandboxed, true)
+    assert.equal(jobToolPolicy({ agentId: 'pier-jobs', toolsAllow: ['exec', 'read', 'write'] }, { cfg: LIMITED, sandbox: openclaw }).sandboxed, true)
     assert.throws(
-      () => jobToolPolicy({ agentId: 'pier-jobs', toolsAllow: ['exec', 'ls'] }, { cfg: {}, sandbox: openclaw }),
+      () => jobToolPolicy({ agentId: 'pier-jobs', toolsAllow: ['exec', 'ls'] }, { cfg: LIMITED, sandbox: openclaw }),
       /agent pier-jobs's sandbox does not confine a job: target sandbox allows unclassified tool surface ls\. Fix: remove ls from toolsAllow/,
     )
   })
@@ -610,7 +613,100 @@ describe('job tool policy', () => {
     // A sandbox that keeps jobs' files in OpenClaw's own copy: named, with the one setting.
     const copy = { resolveWorkspaceAuthority: () => ({ sandboxed: true, workspaceAccess: 'none' }) }
     assert.throws(() => policy(['exec'], {}, copy), /workspaceAccess "none"\), which outlives the job .*Fix: set agents\.entries\.pier-jobs\.sandbox\.workspaceAccess to "rw"/)
-    assert.throws(() => policy(['exec']), /has no sandbox.*Fix: remove them from toolsAllow .*or run agent pier-jobs in OpenClaw's sandbox \(agents\.entries\.pier-jobs\.sandbox: \{ mode: "all", scope: "session", backend: "docker", workspaceAccess: "rw" \}\)/)
+    assert.throws(() => policy(['exec']), /has no sandbox.*Fix: remove them from toolsAllow .*or run agent pier-jobs in OpenClaw's sandbox \(agents\.entries\.pier-jobs\.sandbox: \{ mode: "all", scope: "session", backend: "docker", workspaceAccess: "rw", docker: \{ memory: "1g", memorySwap: "1g", pidsLimit: 256, cpus: 1 \} \}\)/)
+  })
+
+  it("a job agent's sandbox without memory, swap, process and CPU limits is refused with the one config set that adds the missing ones", async () => {
+    const limited = (entry, defaults) => ({ agents: { ...(defaults ? { defaults: { sandbox: { docker: defaults } } } : {}), entries: { 'pier-jobs': { sandbox: { mode: 'all', scope: 'session', ...(entry ? { docker: entry } : {}) } } } } })
+    const take = (cfg) => jobToolPolicy({ agentId: 'pier-jobs', toolsAllow: ['exec'] }, { cfg, sandbox: sandboxed })
+    assert.throws(
+      () => take(limited()),
+      (e) =>
+        e.code === 'PIER_HOST_TOOLS' &&
+        e.message ===
+          "PIER_HOST_TOOLS: toolsAllow gives job turns host tools (exec), and agent pier-jobs's sandbox sets no memory, memorySwap, pidsLimit, cpus limit: a stranger's job could take this host's memory, processes or every core. " +
+            `Fix: openclaw config set agents.entries.pier-jobs.sandbox.docker '{"memory":"1g","memorySwap":"1g","pidsLimit":256,"cpus":1}' --strict-json --merge`,
+    )
+    // Only what is missing is named; agents.defaults counts, as OpenClaw merges it (agent first).
+    assert.throws(() => take(limited({ memory: '512m', cpus: 2 }, { pidsLimit: 64 })), /sets no memorySwap limit: .* '\{"memorySwap":"1g"\}' --strict-json --merge$/)
+    assert.equal(take(limited({ memory: '512m', memorySwap: '512m', cpus: 0.5 }, { pidsLimit: 64 })).sandboxed, true)
+    assert.deepEqual(sandboxLimits(limited({ memory: '512m' }, { memory: '2g', cpus: 4 }), 'pier-jobs'), { memory: '512m', memorySwap: undefined, pidsLimit: undefined, cpus: 4 })
+    // No limit is no limit: 0, -1 (unlimited swap), garbage.
+    for (const bad of [{ pidsLimit: 0 }, { memorySwap: -1 }, { memorySwap: '-1' }, { memory: 'lots' }, { cpus: 'all' }]) {
+      assert.throws(() => take(limited({ memory: '1g', memorySwap: '1g', pidsLimit: 8, cpus: 1, ...bad })), /sets no (pidsLimit|memorySwap|memory|cpus) limit/, JSON.stringify(bad))
+    }
+    // Tools that need no sandbox need no limits.
+    assert.equal(jobToolPolicy({ agentId: 'pier-jobs', toolsAllow: ['group:web'] }, { cfg: limited() }).sandboxed, false)
+    // Checked again per job: limits removed since the account started refuse the next job.
+    let ran = false
+    const { api } = stubApi({ config: limited({ memory: '1g', memorySwap: '1g', pidsLimit: 8, cpus: 1 }), runEmbeddedAgent: async () => ((ran = true), { payloads: [{ text: 'ran' }] }) })
+    api.runtime.sandbox = sandboxed
+    const logged = []
+    const handler = createAgentTurnHandler(api, new Map(), { agentId: 'pier-jobs', policy: take(api.config), workspaceDir: join(STATE_DIR, 'pier', 'job-workspace'), log: { error: (m) => logged.push(m) } })
+    api.config = limited({ memory: '1g' })
+    assert.equal((await handler(job())).error.code, 'RUNTIME_UNAVAILABLE')
+    assert.equal(ran, false)
+    assert.match(logged[0], /sets no memorySwap, pidsLimit, cpus limit/)
+    await sandboxesIdle()
+  })
+
+  it("a sandboxed job's workspace (a host directory) is measured while it runs, and the job ends EXECUTION_FAILED past its limit", async () => {
+    assert.deepEqual(jobDiskLimit({}), { bytes: 1024 * 1024 * 1024, entries: 100_000 }, '1 GiB by default')
+    assert.equal(jobDiskLimit({ PIER_JOB_DISK_MB: '64' }).bytes, 64 * 1024 * 1024)
+    assert.equal(jobDiskLimit({ PIER_JOB_DISK_MB: 'lots' }).bytes, 1024 * 1024 * 1024)
+    const dir = mkdtempSync(join(tmpdir(), 'pier-disk-'))
+    mkdirSync(join(dir, 'sub'))
+    writeFileSync(join(dir, 'sub', 'a'), Buffer.alloc(300 * 1024, 1))
+    const used = await diskUsage(dir)
+    assert.ok(used.bytes >= 300 * 1024 && used.entries === 2 && !used.over, JSON.stringify(used))
+    assert.equal((await diskUsage(dir, { bytes: Infinity, entries: 1 })).over, true, 'too many entries')
+    // The watch: over once, and nothing after stop().
+    const over = []
+    const stop = watchJobDisk(dir, { limit: { bytes: 1024 * 1024, entries: 100 }, interval: 20, onOver: (u) => over.push(u) })
+    await new Promise((resolve) => setTimeout(resolve, 100))
+    assert.equal(over.length, 0)
+    writeFileSync(join(dir, 'b'), Buffer.alloc(2 * 1024 * 1024, 1))
+    await waitFor(() => over.length === 1, { timeout: 5000, interval: 20 })
+    assert.ok(over[0].bytes > 1024 * 1024)
+    stop()
+    // In a job: the turn fills its workspace and would run on; the job is answered and its turn aborted.
+    const previous = process.env.PIER_JOB_DISK_MB
+    process.env.PIER_JOB_DISK_MB = '1'
+    try {
+      let aborted = false
+      let mounted = null
+      let full = false
+      const { api } = stubApi({
+        runEmbeddedAgent: async (params) => {
+          // A gateway run as root gives the workspace a tmpfs of the limit's size: full at 1 MiB.
+          mounted = readFileSync('/proc/mounts', 'utf8').includes(` ${params.workspaceDir} tmpfs `)
+          try {
+            for (let i = 0; i < 12; i++) appendFileSync(join(params.workspaceDir, 'fill'), Buffer.alloc(256 * 1024, 1))
+          } catch (error) {
+            if (error.code !== 'ENOSPC') throw error
+            full = true
+          }
+          await new Promise((resolve) => params.abortSignal.addEventListener('abort', resolve))
+          aborted = true
+          return { payloads: [], meta: { aborted: true } }
+        },
+      })
+      api.runtime.sandbox = sandboxed
+      const logged = []
+      const handler = createAgentTurnHandler(api, new Map(), { agentId: 'pier-jobs', policy: jobToolPolicy({ agentId: 'pier-jobs', toolsAllow: ['exec'] }, { cfg: LIMITED, sandbox: sandboxed }), workspaceDir: join(STATE_DIR, 'pier', 'job-workspace'), log: { error: (m) => logged.push(m) } })
+      assert.deepEqual(await handler(job({ id: 'fill-1', timeoutMs: 30_000 })), { error: { code: 'EXECUTION_FAILED', message: 'the job wrote more than its workspace may hold (1 MiB, 100000 files)' } })
+      assert.match(logged[0], /^job fill-1 ended: its workspace held [13] MiB in \d+ entries when measured, at the limit of 1 MiB/)
+      if (process.platform === 'linux' && process.getuid() === 0) {
+        assert.equal(mounted, true, 'a tmpfs of its own')
+        assert.equal(full, true, 'which refused what went past the limit')
+      }
+      await waitFor(() => aborted, { timeout: 5000 })
+      await sandboxesIdle()
+      assert.deepEqual(readdirSync(join(STATE_DIR, 'pier', 'jobs')), [], 'its workspace removed')
+    } finally {
+      if (previous === undefined) delete process.env.PIER_JOB_DISK_MB
+      else process.env.PIER_JOB_DISK_MB = previous
+    }
   })
 
   it('job workspaces an earlier gateway process left are removed at start, once; those of this process stay', async () => {
@@ -646,7 +742,7 @@ describe('job tool policy', () => {
       },
     })
     api.runtime.sandbox = { resolveWorkspaceAuthority: (q) => (prepared.push(q), { sandboxed: true, workspaceAccess: 'rw' }) }
-    const policyOf = jobToolPolicy({ agentId: 'pier-jobs', toolsAllow: ['exec', 'write'] }, { cfg: {}, sandbox: api.runtime.sandbox })
+    const policyOf = jobToolPolicy({ agentId: 'pier-jobs', toolsAllow: ['exec', 'write'] }, { cfg: LIMITED, sandbox: api.runtime.sandbox })
     const handler = createAgentTurnHandler(api, new Map(), { agentId: 'pier-jobs', policy: policyOf, workspaceDir: join(state, 'pier', 'job-workspace') })
     assert.equal(await handler(job({ id: 'Box-1' })), 'done')
     assert.equal(await handler(job({ id: 'Box-1' })), 'done')
@@ -777,11 +873,11 @@ describe('setup', () => {
     assert.equal(url.placeholder, 'wss://pier.gholl.com/nexus')
     assert.match(workerId.placeholder, /^agent-[0-9a-f]{6}$/)
     assert.equal([url, workerId].every((i) => i.required === false && i.applyEmptyValue === true), true)
-    assert.equal((await url.applySet({ cfg: {}, accountId: 'default', value: '' })).channels.pier.natsUrl, 'wss://pier.gholl.com/nexus')
-    assert.equal((await workerId.applySet({ cfg: {}, accountId: 'default', value: '' })).channels.pier.workerId, workerId.placeholder)
+    assert.equal((await url.applySet({ cfg: LIMITED, accountId: 'default', value: '' })).channels.pier.natsUrl, 'wss://pier.gholl.com/nexus')
+    assert.equal((await workerId.applySet({ cfg: LIMITED, accountId: 'default', value: '' })).channels.pier.workerId, workerId.placeholder)
     assert.equal(url.validate({ value: '' }), undefined)
     assert.match(url.validate({ value: 'wss://pier.gholl.com/nexusnats://my-server:4222' }), /./)
-    let cfg = await url.applySet({ cfg: {}, accountId: 'default', value: 'wss://pier.example/nexus' })
+    let cfg = await url.applySet({ cfg: LIMITED, accountId: 'default', value: 'wss://pier.example/nexus' })
     cfg = await workerId.applySet({ cfg, accountId: 'default', value: 'agent-7' })
     // A prompter that picks the given select answer and records the options it was shown.
     const shown = []

@@ -5,7 +5,7 @@
 import { randomUUID } from 'node:crypto'
 import { openJobTurn, closeJobTurn } from './jobs.mjs'
 import { expandTools, jobToolSurface, MESSAGE_TOOL } from './job-policy.mjs'
-import { jobSandboxRoot, openJobSandbox, sandboxUnavailable } from './job-sandbox.mjs'
+import { jobDiskLimit, jobSandboxRoot, openJobSandbox, sandboxUnavailable, watchJobDisk } from './job-sandbox.mjs'
 import { CHANNEL_ID } from './config.mjs'
 import { newJobSession } from './sessions.mjs'
 
@@ -193,10 +193,16 @@ export function createAgentTurnHandler(api, running, { agentId: fixedAgentId, po
     let box = null
     let turnRun = null
     let turnEnded = false
+    let stopDisk = () => {}
     try {
+      // A sandboxed job's workspace is a host directory: past its limit the job ends (its
+      // container and files are removed below, the writer with them).
+      let diskOver = new Promise(() => {})
       if (policy.sandboxed) {
         box = await openJobSandbox(api, { cfg, agentId, sessionKey: ids.sessionKey, offered, root: jobSandboxRoot(workspaceDir) })
         if (box.refusal) return sandboxRefused(job, box.refusal, log)
+        const limit = jobDiskLimit()
+        diskOver = new Promise((resolve) => (stopDisk = watchJobDisk(box.workspaceDir, { limit, onOver: (usage) => resolve({ disk: { ...usage, limit } }) })))
       }
       turnRun = agent.runEmbeddedAgent(
         jobTurnParams({ job, agentId, ids, runId, workspaceDir: box?.workspaceDir ?? workspaceDir, offered, handle: turn.handle, abortSignal: abort.signal, durable: Boolean(onTurnSettled), limits, onPartialReply: partialForwarder(job, context, offered) }),
@@ -213,7 +219,15 @@ export function createAgentTurnHandler(api, running, { agentId: fixedAgentId, po
       const answered = await Promise.race([
         Promise.resolve(turnRun).then((result) => ({ result }), (error) => ({ error })),
         channelAnswer.then((text) => ({ text })),
+        diskOver,
       ])
+      if (answered.disk) {
+        const { bytes, entries, limit } = answered.disk
+        abort.abort(new Error('the job filled its workspace'))
+        const mb = (n) => Math.round(n / 1024 / 1024)
+        log?.error(`job ${oneLine(job.id)} ended: its workspace held ${mb(bytes)} MiB in ${entries} entries when measured, at the limit of ${mb(limit.bytes)} MiB and ${limit.entries} entries`)
+        return fail('EXECUTION_FAILED', `the job wrote more than its workspace may hold (${mb(limit.bytes)} MiB, ${limit.entries} files)`)
+      }
       if (answered.text !== undefined) {
         // The turn is cut off here, before OpenClaw reports what it used: not measured.
         abort.abort(new Error('answered on the pier channel'))
@@ -241,6 +255,7 @@ export function createAgentTurnHandler(api, running, { agentId: fixedAgentId, po
       log?.error(`job ${oneLine(job.id)}: the agent turn failed: ${oneLine(error?.message ?? error, 500)}`)
       return fail('EXECUTION_FAILED', 'the agent turn failed')
     } finally {
+      stopDisk()
       if (running.get(runKey) === abort) running.delete(runKey)
       closeJobTurn(turn)
       if (box) {

@@ -167,14 +167,14 @@ export function jobToolPolicy(account, { cfg, sandbox } = {}) {
   }
   const authority = sandboxAuthority(sandbox, cfg, agentId, tools.offered)
   if (authority.sandboxed && !authority.confinementError) {
-    const own = ownWorkspaceError(authority, agentId)
+    const own = ownWorkspaceError(authority, agentId) ?? sandboxLimitsError(cfg, agentId)
     if (own) throw hostToolsError(`${given}, and ${own}`)
     return { tools, sandboxed: true, unsafe: false }
   }
   if (!authority.sandboxed) {
     throw hostToolsError(
       `${given}, and agent ${agentId} has no sandbox: a stranger's job would run them on this host. ` +
-        `Fix: remove them from toolsAllow (group:web is the safe opt-in), or run agent ${agentId} in OpenClaw's sandbox (agents.entries.${agentId}.sandbox: { mode: "all", scope: "session", backend: "docker", workspaceAccess: "rw" }), ${override}`,
+        `Fix: remove them from toolsAllow (group:web is the safe opt-in), or run agent ${agentId} in OpenClaw's sandbox (agents.entries.${agentId}.sandbox: { mode: "all", scope: "session", backend: "docker", workspaceAccess: "rw", docker: { memory: "1g", memorySwap: "1g", pidsLimit: 256, cpus: 1 } }), ${override}`,
     )
   }
   throw hostToolsError(`${given}, and agent ${agentId}'s sandbox does not confine a job: ${authority.confinementError} Fix: ${confinementFix(authority.confinementError, agentId)}, ${override}`)
@@ -189,6 +189,57 @@ export function jobToolPolicy(account, { cfg, sandbox } = {}) {
 export function ownWorkspaceError(authority, agentId) {
   if (authority.workspaceAccess === 'rw') return null
   return `agent ${agentId}'s sandbox gives a job OpenClaw's own workspace copy (workspaceAccess "${authority.workspaceAccess ?? 'none'}"), which outlives the job and belongs to the gateway's user. Fix: set agents.entries.${agentId}.sandbox.workspaceAccess to "rw" (each job's sandbox then mounts an empty workspace of its own, removed when the job ends)`
+}
+
+/**
+ * The limits a job's container must have, as OpenClaw's `sandbox.docker` keys (docker's
+ * --memory, --memory-swap, --pids-limit, --cpus), and the values the fix proposes. OpenClaw sets
+ * none by default, and a run cannot set them (its sandbox comes from the gateway's config), so
+ * an account whose job agent lacks one takes no jobs: a stranger's memory hog would take the
+ * host's memory, a fork bomb its process table, a busy loop every core. memorySwap equal to
+ * memory means no swap on top; without it docker allows as much swap again.
+ */
+export const SANDBOX_LIMITS = [
+  ['memory', '1g'],
+  ['memorySwap', '1g'],
+  ['pidsLimit', 256],
+  ['cpus', 1],
+]
+
+const positive = (key, value) => {
+  if (key === 'memory' || key === 'memorySwap') {
+    // docker's sizes ("512m", "1g", bytes); -1 (unlimited swap) is no limit.
+    if (typeof value === 'number') return Number.isFinite(value) && value > 0
+    return typeof value === 'string' && /^\s*\d+(\.\d+)?\s*[bkmgt]?b?\s*$/i.test(value) && parseFloat(value) > 0
+  }
+  const n = typeof value === 'string' ? Number(value) : value
+  return typeof n === 'number' && Number.isFinite(n) && n > 0
+}
+
+/**
+ * The job agent's docker limits as OpenClaw resolves them (resolveSandboxDockerConfig in
+ * 2026.9.6: the agent's `sandbox.docker` key, else `agents.defaults.sandbox.docker`'s; a
+ * scope "shared" sandbox ignores the agent's, and is refused before this anyway).
+ */
+export function sandboxLimits(cfg, agentId) {
+  const agentDocker = cfg?.agents?.entries?.[agentId]?.sandbox?.docker ?? {}
+  const globalDocker = cfg?.agents?.defaults?.sandbox?.docker ?? {}
+  return Object.fromEntries(SANDBOX_LIMITS.map(([key]) => [key, agentDocker[key] ?? globalDocker[key]]))
+}
+
+/**
+ * Why the job agent's sandbox does not bound a stranger's job (memory, swap, processes, CPU), with
+ * the one `openclaw config set` that fixes it, or null when it does.
+ */
+export function sandboxLimitsError(cfg, agentId) {
+  const limits = sandboxLimits(cfg, agentId)
+  const missing = SANDBOX_LIMITS.filter(([key]) => !positive(key, limits[key]))
+  if (!missing.length) return null
+  const fix = JSON.stringify(Object.fromEntries(missing))
+  return (
+    `agent ${agentId}'s sandbox sets no ${missing.map(([key]) => key).join(', ')} limit: a stranger's job could take this host's memory, processes or every core. ` +
+    `Fix: openclaw config set agents.entries.${agentId}.sandbox.docker '${fix}' --strict-json --merge`
+  )
 }
 
 /**

@@ -7,10 +7,10 @@
 // and has no plugin API to remove one, so this asks docker directly, by the labels OpenClaw
 // puts on its containers.
 import { execFile } from 'node:child_process'
-import { mkdir, chown, readdir, rm, stat } from 'node:fs/promises'
+import { mkdir, chown, lstat, readdir, rm, stat } from 'node:fs/promises'
 import { dirname, join, relative, sep } from 'node:path'
 import { promisify } from 'node:util'
-import { confinementQuery, ownWorkspaceError } from './job-policy.mjs'
+import { confinementQuery, ownWorkspaceError, sandboxLimitsError } from './job-policy.mjs'
 
 const run = promisify(execFile)
 const docker = async (args) => (await run('docker', args, { timeout: 30_000, maxBuffer: 8 * 1024 * 1024 })).stdout
@@ -45,19 +45,106 @@ export async function openJobSandbox(api, { cfg, agentId, sessionKey, offered, r
   // The container's scope key is the session key, and `:workspace:<hash>` after it when the
   // workspace is not the agent's own (always, here).
   const own = (key) => key === sessionKey || key.startsWith(`${sessionKey}:`)
-  box.close = () => track(removeSandboxes({ own, stateDir: dirname(dirname(root)), dirs: [workspaceDir] }))
+  box.close = () => track(removeSandboxes({ own, stateDir: dirname(dirname(root)), dirs: [workspaceDir], unmount: box.mounted }))
   const sandbox = api.runtime?.sandbox
   if (typeof sandbox?.resolveWorkspaceAuthority !== 'function') return { ...box, refusal: 'this OpenClaw has no sandbox runtime' }
   try {
     await mkdir(root, { recursive: true, mode: 0o700 })
     await mkdir(workspaceDir, { mode: 0o700 })
-    if (process.getuid?.() === 0) await chown(workspaceDir, JOB_UID, JOB_UID)
+    if (process.getuid?.() === 0) {
+      await chown(workspaceDir, JOB_UID, JOB_UID)
+      box.mounted = await mountJobDisk(workspaceDir)
+    }
     const authority = sandbox.resolveWorkspaceAuthority(confinementQuery(cfg, agentId, offered, sessionKey))
     if (!authority?.sandboxed) return { ...box, refusal: 'the job agent is no longer sandboxed' }
-    const refusal = authority.confinementError ?? ownWorkspaceError(authority, agentId)
+    const refusal = authority.confinementError ?? ownWorkspaceError(authority, agentId) ?? sandboxLimitsError(cfg, agentId)
     return refusal ? { ...box, refusal } : box
   } catch (error) {
     return { ...box, refusal: String(error?.message ?? error) }
+  }
+}
+
+/**
+ * The most a job's workspace may hold. It is a directory of this host mounted into the container
+ * (the rest of the container is a read-only root and tmpfs mounts, which count against its memory
+ * limit), and docker has no size limit for a bind mount, so the plugin measures it while the job
+ * runs and ends the job when it holds more: PIER_JOB_DISK_MB in the gateway's environment, else
+ * 1024 MiB, and at most 100 000 files and directories (a filler of empty files takes inodes).
+ */
+export function jobDiskLimit(env = process.env) {
+  const mb = Number(env.PIER_JOB_DISK_MB)
+  return { bytes: (Number.isFinite(mb) && mb > 0 ? mb : 1024) * 1024 * 1024, entries: 100_000 }
+}
+
+/**
+ * On Linux, a gateway run as root gives each job's workspace a filesystem of its own: a tmpfs of
+ * the disk limit's size and file count (owned by the job's user), so a filler gets "No space left
+ * on device" at the limit instead of taking this host's disk. Its pages count against the
+ * writer's memory (the container's limit). Resolves true when mounted; false where mount is not
+ * possible (not root, no CAP_SYS_ADMIN, not Linux): the measuring below is then the bound.
+ */
+export async function mountJobDisk(dir, limit = jobDiskLimit()) {
+  if (process.platform !== 'linux' || process.getuid?.() !== 0) return false
+  const options = `size=${limit.bytes},nr_inodes=${limit.entries + 1},mode=0700,uid=${JOB_UID},gid=${JOB_UID},nosuid,nodev`
+  return run('mount', ['-t', 'tmpfs', '-o', options, 'pier-job', dir], { timeout: 10_000 }).then(
+    () => true,
+    () => false,
+  )
+}
+
+/** Unmounts a job workspace's tmpfs (lazily: a process still in it cannot keep it). */
+const unmountJobDisk = (dir) => run('umount', ['-l', dir], { timeout: 10_000 }).catch(() => {})
+
+/**
+ * What `dir` holds: allocated bytes (a sparse file counts what it really takes) and entries,
+ * stopping once at `limit` (either figure: a full workspace tmpfs holds exactly its size).
+ */
+export async function diskUsage(dir, limit = { bytes: Infinity, entries: Infinity }) {
+  let bytes = 0
+  let entries = 0
+  const stack = [dir]
+  while (stack.length) {
+    const names = await readdir(stack.pop(), { withFileTypes: true }).then(
+      (list) => list,
+      () => [],
+    )
+    for (const entry of names) {
+      entries++
+      const path = join(entry.parentPath ?? entry.path, entry.name)
+      bytes += await lstat(path).then(
+        (st) => st.blocks * 512,
+        () => 0,
+      )
+      if (entry.isDirectory()) stack.push(path)
+      if (bytes >= limit.bytes || entries >= limit.entries) return { bytes, entries, over: true }
+    }
+  }
+  return { bytes, entries, over: false }
+}
+
+/**
+ * Measures a job's workspace every `interval` ms (each walk after the last one ended) and calls
+ * `onOver(usage)` once it holds `limit` or more; returns stop(). What a job can write between
+ * two walks is the overshoot (sandbox.test.mjs measures it).
+ */
+export function watchJobDisk(dir, { limit = jobDiskLimit(), interval = 250, onOver }) {
+  let stopped = false
+  let timer = null
+  const tick = async () => {
+    if (stopped) return
+    const usage = await diskUsage(dir, limit).catch(() => ({ over: false }))
+    if (stopped) return
+    if (usage.over) {
+      stopped = true
+      onOver(usage)
+      return
+    }
+    timer = setTimeout(tick, interval)
+  }
+  timer = setTimeout(tick, interval)
+  return () => {
+    stopped = true
+    clearTimeout(timer)
   }
 }
 
@@ -103,7 +190,7 @@ const inside = (root, path) => {
  * Removes the sandbox containers whose scope key `own(key)` accepts (and `mounts(sources)`,
  * when given), OpenClaw's skills copy each one mounted from under the state dir, and `dirs`.
  */
-async function removeSandboxes({ own, mounts = () => true, stateDir, dirs = [] }) {
+async function removeSandboxes({ own, mounts = () => true, stateDir, dirs = [], unmount = false }) {
   const skillsRoot = join(stateDir, 'sandbox', 'skills-workspaces')
   const copies = new Set()
   try {
@@ -122,7 +209,8 @@ async function removeSandboxes({ own, mounts = () => true, stateDir, dirs = [] }
     })
     return { containers: doomed.length, dirs: dirs.length }
   } finally {
-    // The files go whether or not docker answered.
+    // The files go whether or not docker answered (a workspace's tmpfs with them).
+    if (unmount) for (const dir of dirs) await unmountJobDisk(dir)
     for (const dir of [...dirs, ...copies]) await rm(dir, { recursive: true, force: true })
   }
 }
@@ -146,6 +234,7 @@ export async function sweepJobSandboxes({ agentId, root, since = Date.now() - pr
   }
   const listed = await sandboxContainers().catch(() => [])
   const old = new Set(listed.filter((c) => c.key.startsWith(prefix) && c.createdAtMs < since).map((c) => c.key))
-  if (!old.size) return track(Promise.all(dirs.map((dir) => rm(dir, { recursive: true, force: true }))).then(() => ({ containers: 0, dirs: dirs.length })))
-  return track(removeSandboxes({ own: (key) => old.has(key), mounts: (sources) => sources.some((s) => inside(root, s)), stateDir: dirname(dirname(root)), dirs }))
+  const unmount = process.getuid?.() === 0
+  if (!old.size) return track(Promise.all(dirs.map(async (dir) => (unmount && (await unmountJobDisk(dir)), rm(dir, { recursive: true, force: true })))).then(() => ({ containers: 0, dirs: dirs.length })))
+  return track(removeSandboxes({ own: (key) => old.has(key), mounts: (sources) => sources.some((s) => inside(root, s)), stateDir: dirname(dirname(root)), dirs, unmount }))
 }

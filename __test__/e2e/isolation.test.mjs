@@ -79,7 +79,7 @@ before(async () => {
     main: { default: true, workspace: mainWorkspace },
     'pier-jobs': { workspace: join(home.dir, 'state', 'pier', 'job-workspace') },
     // A job agent with host tools in OpenClaw's sandbox; this gateway has no docker.
-    'pier-sandbox': { sandbox: { mode: 'all', scope: 'session', workspaceAccess: 'rw' } },
+    'pier-sandbox': { sandbox: { mode: 'all', scope: 'session', workspaceAccess: 'rw', docker: { memory: '1g', memorySwap: '1g', pidsLimit: 256, cpus: 1 } } },
   }
   config.tools = { toolSearch: false }
   config.channels = {

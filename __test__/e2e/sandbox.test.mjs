@@ -3,14 +3,15 @@
 // OpenClaw's default sandbox image) and the fake model in its obedient mode, which runs the
 // `exec` a task asks for and then answers with everything it was sent, the command's output
 // included. The job agent is set up as the README says (sandbox mode "all", scope "session",
-// backend "docker", nothing else), and the account offers exec, read and write.
+// backend "docker", workspaceAccess "rw", and the memory, swap, process and CPU limits the plugin
+// requires), and the account offers exec, read and write.
 //
 // Where docker cannot run, the tests are reported skipped with the reason (never passed);
 // PIER_REQUIRE_DOCKER=1 makes that a failure. PIER_E2E_KEEP=1 leaves the containers for a look.
 import { describe, it, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { createServer } from 'node:http'
-import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { hostname } from 'node:os'
 import { createInbox, headers as natsHeaders } from '@nats-io/transport-node'
@@ -24,6 +25,39 @@ const unavailable = dockerUnavailable()
 const skip = unavailable && process.env.PIER_REQUIRE_DOCKER !== '1' ? `docker cannot run here: ${unavailable}` : false
 
 let nats, nc, model, home, gateway, containers, listener, listenerHits, bridge
+
+/** The job agent's limits (OpenClaw's sandbox.docker keys) and the job workspaces' (PIER_JOB_DISK_MB). */
+const LIMITS = { memory: '256m', memorySwap: '256m', pidsLimit: 64, cpus: 1 }
+const DISK_MB = 64
+const MiB = 1024 * 1024
+
+/** A container's cgroup figure (v1 or v2 layout), or null when it is gone. */
+function cgroupValue(id, v1, v2) {
+  for (const path of [`/sys/fs/cgroup/${v1}/docker/${id}/${v2 ?? v1}`, `/sys/fs/cgroup/system.slice/docker-${id}.scope/${v2}`]) {
+    try {
+      return Number(readFileSync(path, 'utf8').trim())
+    } catch {}
+  }
+  return null
+}
+
+/** Bytes allocated under `dir` (what du counts), 0 once it is gone. */
+function allocated(dir) {
+  let total = 0
+  let entries = []
+  try {
+    entries = readdirSync(dir, { withFileTypes: true })
+  } catch {
+    return 0
+  }
+  for (const e of entries) {
+    const path = join(dir, e.name)
+    try {
+      total += e.isDirectory() ? allocated(path) : statSync(path).blocks * 512
+    } catch {}
+  }
+  return total
+}
 
 /** The accounts' status rows, once every account has one. */
 async function pierAccounts(ids) {
@@ -125,14 +159,17 @@ describe('jobs with tools run in a throwaway docker sandbox', () => {
     nats = await startNatsServer({ name: 'pier-sandbox-e2e' })
     nc = await rawClient(nats.url)
     model = await startFakeModel()
-    home = await createOpenClawHome({ modelBaseUrl: model.baseUrl, registryUrl: 'http://127.0.0.1:9/', env: sandboxGatewayEnv() })
+    // A small disk limit for the job workspaces (the default is 1024 MiB): the disk filler's.
+    home = await createOpenClawHome({ modelBaseUrl: model.baseUrl, registryUrl: 'http://127.0.0.1:9/', env: { ...sandboxGatewayEnv(), PIER_JOB_DISK_MB: String(DISK_MB) } })
     await home.cli(['plugins', 'install', '--link', packPlugin().dir, '--force', '--accept-capabilities'])
     const config = home.readConfig()
     const jobWorkspace = join(home.dir, 'state', 'pier', 'job-workspace')
     config.agents.entries = {
       main: { default: true },
       // The README's setup: the job agent in OpenClaw's sandbox, its tool list as OpenClaw makes it.
-      'pier-jobs': { workspace: jobWorkspace, sandbox: { mode: 'all', scope: 'session', backend: 'docker', workspaceAccess: 'rw' } },
+      'pier-jobs': { workspace: jobWorkspace, sandbox: { mode: 'all', scope: 'session', backend: 'docker', workspaceAccess: 'rw', docker: LIMITS } },
+      // The same without limits: a stranger's job could take the host's memory, processes, cores.
+      'pier-bare': { workspace: jobWorkspace, sandbox: { mode: 'all', scope: 'session', backend: 'docker', workspaceAccess: 'rw' } },
       // One container for all of an agent's sessions: jobs would share it.
       'pier-shared': { workspace: jobWorkspace, sandbox: { mode: 'all', scope: 'agent', backend: 'docker', workspaceAccess: 'rw' } },
       // OpenClaw's own copy of the workspace per session (its default): outlives the job.
@@ -148,6 +185,7 @@ describe('jobs with tools run in a throwaway docker sandbox', () => {
           ls: { subject: 'sb.ls', workerId: 'sb-ls', toolsAllow: ['exec', 'ls'] },
           shared: { subject: 'sb.shared', workerId: 'sb-shared', agentId: 'pier-shared', toolsAllow: ['exec'] },
           copy: { subject: 'sb.copy', workerId: 'sb-copy', agentId: 'pier-copy', toolsAllow: ['exec'] },
+          bare: { subject: 'sb.bare', workerId: 'sb-bare', agentId: 'pier-bare', toolsAllow: ['exec'] },
         },
       },
     }
@@ -172,7 +210,7 @@ describe('jobs with tools run in a throwaway docker sandbox', () => {
   })
 
   it('the documented setup takes jobs; a sandbox that does not confine a job is refused with the one fix it needs', { skip }, async () => {
-    const accounts = await pierAccounts(['box', 'ls', 'shared', 'copy'])
+    const accounts = await pierAccounts(['box', 'ls', 'shared', 'copy', 'bare'])
     const row = (id) => accounts.find((a) => a.accountId === id)
     assert.equal(row('box').connected, true, JSON.stringify(row('box')))
     assert.equal(row('box').lastError ?? null, null)
@@ -182,6 +220,12 @@ describe('jobs with tools run in a throwaway docker sandbox', () => {
     assert.match(row('shared').lastError, /sandbox does not confine a job: target sandbox is not exclusive to this worker session\. Fix: set agents\.entries\.pier-shared\.sandbox\.scope to "session"/)
     assert.equal(row('copy').lifecycle, 'blocked')
     assert.match(row('copy').lastError, /workspaceAccess "none"\), which outlives the job and belongs to the gateway's user\. Fix: set agents\.entries\.pier-copy\.sandbox\.workspaceAccess to "rw"/)
+    assert.equal(row('bare').lifecycle, 'blocked')
+    assert.equal(
+      row('bare').lastError.split('; then ')[0],
+      "PIER_HOST_TOOLS: toolsAllow gives job turns host tools (exec), and agent pier-bare's sandbox sets no memory, memorySwap, pidsLimit, cpus limit: a stranger's job could take this host's memory, processes or every core. " +
+        `Fix: openclaw config set agents.entries.pier-bare.sandbox.docker '{"memory":"1g","memorySwap":"1g","pidsLimit":256,"cpus":1}' --strict-json --merge`,
+    )
     for (const id of ['ls', 'shared', 'copy']) assert.doesNotMatch(row(id).lastError, /mode "all", scope "session", backend "docker"/, 'no fix that names the setup already there')
   })
 
@@ -252,6 +296,76 @@ describe('jobs with tools run in a throwaway docker sandbox', () => {
     assert.ok(containers.events.some((e) => e.id === made.id && e.action === 'start'), 'the command had started in it')
   })
 
+  it('a fork bomb, a memory hog and a disk filler each end with their job answered; the limits held, the gateway and the next job are unharmed', { skip }, async (t) => {
+    // The three at once (`sleep 1000`, a job that outlives its wall time, is the TIMEOUT test above).
+    const from = containers.created().length
+    const peak = { pids: 0, memory: 0, disk: 0 }
+    const limits = new Map()
+    let sampling = true
+    const sampler = (async () => {
+      while (sampling) {
+        for (const c of jobContainers(from)) {
+          const pids = cgroupValue(c.id, 'pids', 'pids.current')
+          const memory = cgroupValue(c.id, 'memory', 'memory.max_usage_in_bytes') ?? cgroupValue(c.id, 'memory', 'memory.peak')
+          if (pids !== null) peak.pids = Math.max(peak.pids, pids)
+          if (memory !== null) peak.memory = Math.max(peak.memory, memory)
+          if (!limits.has(c.id) && pids !== null) limits.set(c.id, await docker(['inspect', '-f', '{{.HostConfig.PidsLimit}} {{.HostConfig.Memory}} {{.HostConfig.MemorySwap}} {{.HostConfig.NanoCpus}}', c.id]).catch(() => null))
+        }
+        peak.disk = Math.max(peak.disk, allocated(join(stateDir(), 'pier', 'jobs')))
+        await new Promise((resolve) => setTimeout(resolve, 100))
+      }
+    })()
+    const timed = async (id, command) => {
+      const sent = Date.now()
+      const reply = await request(nc, 'sb.box', { id, task: `PIEROBEY ${id} PIEREXEC:${command};`, timeoutMs: 20_000 }, 60_000)
+      return { reply, ms: Date.now() - sent }
+    }
+    const [bomb, hog, filler] = await Promise.all([
+      timed('sb-forkbomb', "bash -c 'bomb() { bomb | bomb & } && bomb'"),
+      // tail keeps a line without newlines whole in memory: 2000 MiB of it.
+      timed('sb-memhog', 'head -c 2000m /dev/zero | tail && echo survived=yes'),
+      // 2000 MiB into the workspace, a host directory (a tmpfs of 64 MiB here: the gateway runs as root).
+      timed('sb-diskfill', 'dd if=/dev/zero of=/workspace/fill bs=1M count=2000 && echo filled=yes'),
+    ]).finally(() => (sampling = false))
+    await sampler
+    const code = (r) => (r.type === 'task_result' ? 'task_result' : r.error?.code)
+    t.diagnostic(`fork bomb: ${code(bomb.reply)} in ${bomb.ms} ms; memory hog: ${code(hog.reply)} in ${hog.ms} ms; disk filler: ${code(filler.reply)} in ${filler.ms} ms`)
+    for (const [name, r] of [['fork bomb', bomb], ['memory hog', hog], ['disk filler', filler]]) t.diagnostic(`${name} answered: ${JSON.stringify(r.reply.result ? obeyed(r.reply).output : r.reply.error).slice(0, 300)}`)
+    t.diagnostic(`peaks: ${peak.pids} processes in a job container, ${Math.round(peak.memory / MiB)} MiB of memory, ${Math.round(peak.disk / MiB)} MiB in the job workspaces`)
+    // Every job container had the agent's limits.
+    assert.equal(limits.size, 3, JSON.stringify([...limits]))
+    for (const l of limits.values()) assert.equal(l?.trim(), `64 ${256 * MiB} ${256 * MiB} 1000000000`)
+    // The fork bomb filled its process table and no more; the job ended at its deadline (the
+    // shell waits for children that never end) or answered with the shell's complaint.
+    assert.ok(['TIMEOUT', 'task_result', 'EXECUTION_FAILED'].includes(code(bomb.reply)), JSON.stringify(bomb.reply).slice(0, 500))
+    assert.ok(peak.pids <= 64, `at most pidsLimit processes: ${peak.pids}`)
+    assert.equal(peak.pids, 64, `the bomb filled the process table: ${peak.pids}`)
+    // The memory hog was killed at the memory limit (docker's oom event), and its job answered.
+    const hogKilled = containers.events.some((e) => e.action === 'oom' && jobContainers(from).some((c) => c.id === e.id))
+    assert.ok(hogKilled, 'an oom kill in a job container')
+    assert.ok(peak.memory <= 256 * MiB, `memory within the limit: ${peak.memory}`)
+    if (code(hog.reply) === 'task_result') assert.equal(field(obeyed(hog.reply).output, 'survived'), undefined, 'the hog did not survive')
+    else assert.ok(['EXECUTION_FAILED', 'TIMEOUT'].includes(code(hog.reply)), JSON.stringify(hog.reply))
+    // The disk filler got no further than the workspace limit: ended at it (the plugin measures the
+    // workspace), or refused past it (its tmpfs, on a gateway run as root) and answered.
+    if (code(filler.reply) === 'EXECUTION_FAILED') {
+      assert.equal(filler.reply.error.message, `the job wrote more than its workspace may hold (${DISK_MB} MiB, 100000 files)`)
+      assert.match(gateway.log(), /job sb-diskfill ended: its workspace held \d+ MiB in \d+ entries when measured, at the limit of 64 MiB/)
+    } else {
+      assert.equal(code(filler.reply), 'task_result', JSON.stringify(filler.reply))
+      assert.match(obeyed(filler.reply).output, /No space left on device/)
+    }
+    if (filler.reply.result) assert.equal(field(obeyed(filler.reply).output, 'filled'), undefined, 'dd did not finish')
+    if (process.getuid() === 0) assert.ok(peak.disk <= DISK_MB * MiB, `at most the limit on disk: ${peak.disk}`)
+    else assert.ok(peak.disk < 2000 * MiB, `stopped before the end: ${peak.disk}`)
+    // Nothing of the three is left; the gateway still answers, and so does the next job.
+    await sandboxesGone(from, { timeout: 60_000 })
+    assert.equal(gateway.child.exitCode, null, 'the gateway runs')
+    await pierAccounts(['box'])
+    const next = obeyed(await request(nc, 'sb.box', { id: 'sb-next', task: 'PIEROBEY sb-next PIEREXEC:echo next=ok procs=$(ls /proc | grep -c [0-9]);' }, 60_000))
+    assert.equal(field(next.output, 'next'), 'ok', next.output)
+  })
+
   it('a job its requester cancels is answered CANCELLED, and its container (the command still running in it) is removed', { skip }, async () => {
     const from = containers.created().length
     const reply = createInbox()
@@ -311,7 +425,7 @@ describe('jobs with tools run in a throwaway docker sandbox', () => {
     assert.ok(['TIMEOUT', 'SHUTTING_DOWN'].includes(reply.error?.code), JSON.stringify(reply))
     await exit
     const made = jobContainers(from)
-    assert.equal(made.length, 1)
+    assert.equal(made.length, 1, JSON.stringify(made.map((c) => [c.name, c.labels['openclaw.sessionKey'], Math.round(c.at - Date.now())])))
     assert.deepEqual(await stillThere(made), [], 'removed before the gateway exited')
     assert.deepEqual(leftOnDisk(), [])
   })
