@@ -6,11 +6,10 @@ import { describe, it, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { createInbox, headers as natsHeaders } from '@nats-io/transport-node'
 import { startNatsServer } from '../helpers/nats-server.mjs'
 import { startFakeModel, dripFor } from '../helpers/fake-model.mjs'
 import { createOpenClawHome, packPlugin } from '../helpers/openclaw.mjs'
-import { firstRequest, rawClient, waitFor } from '../helpers/addon.mjs'
+import { askWithProgress, firstRequest, rawClient, waitFor } from '../helpers/addon.mjs'
 
 let nats, nc, model, home, gateway, ledgerFile
 
@@ -40,23 +39,7 @@ after(async () => {
 })
 
 /** Sends `job` with Pier-Progress-To; returns the answer promise and the progress seen so far. */
-function ask(job) {
-  const reply = createInbox()
-  const progressTo = createInbox()
-  const seen = []
-  const progress = nc.subscribe(progressTo)
-  ;(async () => {
-    for await (const m of progress) seen.push(m.json())
-  })()
-  const answers = nc.subscribe(reply, { max: 1 })
-  const answer = (async () => {
-    for await (const m of answers) return m.json()
-  })()
-  const headers = natsHeaders()
-  headers.set('Pier-Progress-To', progressTo)
-  nc.publish('progress.jobs', JSON.stringify(job), { reply, headers })
-  return { seen, answer, stop: () => progress.unsubscribe() }
-}
+const ask = (job) => askWithProgress(nc, 'progress.jobs', job)
 
 describe('progress and cancellation in a real gateway', () => {
   it("a tool-less job turn's streamed text arrives as partials that are its result", async () => {

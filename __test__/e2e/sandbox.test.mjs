@@ -14,11 +14,10 @@ import { createServer } from 'node:http'
 import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { hostname } from 'node:os'
-import { createInbox, headers as natsHeaders } from '@nats-io/transport-node'
 import { startNatsServer } from '../helpers/nats-server.mjs'
 import { startFakeModel } from '../helpers/fake-model.mjs'
 import { createOpenClawHome, packPlugin } from '../helpers/openclaw.mjs'
-import { firstRequest, rawClient, request, waitFor } from '../helpers/addon.mjs'
+import { askWithProgress, firstRequest, rawClient, request, waitFor } from '../helpers/addon.mjs'
 import { SANDBOX_IMAGE, bridgeGateway, docker, dockerUnavailable, sandboxGatewayEnv, watchContainers } from '../helpers/docker.mjs'
 
 const unavailable = dockerUnavailable()
@@ -368,25 +367,12 @@ describe('jobs with tools run in a throwaway docker sandbox', () => {
 
   it('a job its requester cancels is answered CANCELLED, and its container (the command still running in it) is removed', { skip }, async () => {
     const from = containers.created().length
-    const reply = createInbox()
-    const progressTo = createInbox()
-    const seen = []
-    const progress = nc.subscribe(progressTo)
-    ;(async () => {
-      for await (const m of progress) seen.push(m.json())
-    })()
-    const answers = nc.subscribe(reply, { max: 1 })
-    const answer = (async () => {
-      for await (const m of answers) return m.json()
-    })()
-    const headers = natsHeaders()
-    headers.set('Pier-Progress-To', progressTo)
-    nc.publish('sb.box', JSON.stringify({ type: 'task_request', id: 'sb-cancel', task: 'PIEROBEY sb-cancel PIEREXEC:sleep 1000;', timeoutMs: 60_000 }), { reply, headers })
+    const { seen, answer, stop } = askWithProgress(nc, 'sb.box', { type: 'task_request', id: 'sb-cancel', task: 'PIEROBEY sb-cancel PIEREXEC:sleep 1000;', timeoutMs: 60_000 })
     await jobContainerStarted(from)
     const accepted = await waitFor(() => seen.find((p) => p.state === 'accepted'), { timeout: 10_000 })
     nc.publish(accepted.cancel.subject, JSON.stringify({ version: '1.1', type: 'task_cancel', id: 'sb-cancel', token: accepted.cancel.token }))
     const answered = await answer
-    progress.unsubscribe()
+    stop()
     assert.equal(answered.error?.code, 'CANCELLED', JSON.stringify(answered))
     await sandboxesGone(from)
   })

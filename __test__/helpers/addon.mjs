@@ -1,7 +1,7 @@
 // The addon under test, a raw NATS client for sending arbitrary bytes, and small waits.
 import { createRequire } from 'node:module'
 import { before, after } from 'node:test'
-import { connect } from '@nats-io/transport-node'
+import { connect, createInbox, headers as natsHeaders } from '@nats-io/transport-node'
 import { startNatsServer } from './nats-server.mjs'
 import { waitFor } from './wait.mjs'
 
@@ -88,4 +88,26 @@ export function gatedHandler() {
   handler.waiting = waiting
   handler.releaseAll = () => waiting.splice(0).forEach((release) => release())
   return handler
+}
+
+/**
+ * Sends `job` on `subject` with Pier-Progress-To (protocol v1.1): its answer (a promise), the
+ * progress messages seen so far (filled as they come), and stop() for the progress subscription.
+ */
+export function askWithProgress(nc, subject, job) {
+  const reply = createInbox()
+  const progressTo = createInbox()
+  const seen = []
+  const progress = nc.subscribe(progressTo)
+  ;(async () => {
+    for await (const m of progress) seen.push(m.json())
+  })()
+  const answers = nc.subscribe(reply, { max: 1 })
+  const answer = (async () => {
+    for await (const m of answers) return m.json()
+  })()
+  const headers = natsHeaders()
+  headers.set('Pier-Progress-To', progressTo)
+  nc.publish(subject, JSON.stringify(job), { reply, headers })
+  return { seen, answer, stop: () => progress.unsubscribe() }
 }
