@@ -40,7 +40,12 @@ it('serves counts, a duration histogram, state and earnings after known jobs', a
   const response = await fetch(url)
   assert.equal(response.status, 200)
   assert.match(response.headers.get('content-type'), /openmetrics-text|text\/plain/)
-  const text = await response.text()
+  // The job cut off at 400 ms keeps its slot until its command has exited (it is killed at the
+  // deadline, a moment after the TIMEOUT answer): read the counts once it has.
+  const text = await waitFor(async () => {
+    const t = await (await fetch(url)).text()
+    return samples(t).get('pier_jobs_in_flight') === 0 ? t : null
+  }, { timeout: 5000 })
   const m = samples(text)
   assert.equal(m.get('pier_jobs_total{outcome="completed",code=""}'), 3)
   assert.equal(m.get('pier_jobs_total{outcome="timed_out",code="TIMEOUT"}'), 1)
