@@ -31,6 +31,7 @@ pub mod stats;
 pub mod subject;
 mod sync;
 mod timestamp;
+pub mod usage;
 pub mod worker;
 
 // Only in the addon build: a binary without Node (tests, bench examples) cannot link N-API.

@@ -2,7 +2,7 @@
 //! connection's event callback.
 
 use crate::error::ErrorCode;
-use crate::handler::Usage;
+use crate::usage::Usage;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
