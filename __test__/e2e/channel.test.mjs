@@ -7,12 +7,12 @@
 // message tool on channel pier, /pier, and one drain per account on stop.
 import { describe, it, before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { spawn } from 'node:child_process'
 import { writeFileSync, chmodSync } from 'node:fs'
 import { join } from 'node:path'
 import { startNatsServer, freePort } from '../helpers/nats-server.mjs'
 import { startFakeModel, answerFor } from '../helpers/fake-model.mjs'
-import { createOpenClawHome, OPENCLAW, packPlugin } from '../helpers/openclaw.mjs'
+import { createOpenClawHome, packPlugin } from '../helpers/openclaw.mjs'
+import { runWizard } from '../helpers/wizard.mjs'
 import { firstRequest, rawClient, request, sleep, waitFor } from '../helpers/addon.mjs'
 
 const TOKEN = 'e2e-secret-token-7f3a'
@@ -85,41 +85,6 @@ async function invokeTool(args) {
   return { status: response.status, body: await response.text() }
 }
 
-/**
- * Runs `openclaw channels add --channel pier` in a pseudo-terminal (util-linux `script`), as a
- * person would: waits for each prompt and types the answer; Enter takes a prompt's default.
- */
-async function runSetupWizard(steps) {
-  const child = spawn('script', ['-qfec', `${OPENCLAW} channels add --channel pier`, '/dev/null'], {
-    env: { ...home.env, TERM: 'xterm' },
-    stdio: ['pipe', 'pipe', 'pipe'],
-  })
-  let screen = ''
-  let lastOutput = Date.now()
-  const onData = (chunk) => {
-    // The prompt text without escape sequences, box drawing or white space.
-    screen += chunk.toString().replace(/\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07/g, '').replace(/[\s│]/g, '')
-    lastOutput = Date.now()
-  }
-  child.stdout.on('data', onData)
-  child.stderr.on('data', onData)
-  const exited = new Promise((resolve) => child.once('exit', resolve))
-  const answered = []
-  const deadline = Date.now() + 120_000
-  while (child.exitCode === null && Date.now() < deadline) {
-    await sleep(200)
-    if (Date.now() - lastOutput < 800) continue
-    const tail = screen.slice(-500)
-    const step = steps.find((s) => !answered.includes(s) && s.prompt.test(tail))
-    if (step) answered.push(step)
-    child.stdin.write(step ? step.keys : '\r')
-    lastOutput = Date.now()
-  }
-  child.kill()
-  await exited
-  return { answered: answered.map((s) => String(s.prompt)), screen }
-}
-
 before(async () => {
   nats = await startNatsServer({ name: 'pier-channel-e2e', extra: `authorization { token: "${TOKEN}" }` })
   nc = await rawClient(nats.url, { token: TOKEN })
@@ -144,15 +109,16 @@ after(async () => {
 
 describe('Pier as an OpenClaw channel', () => {
   it('openclaw channels add --channel pier (interactive) runs the setup wizard and stores a SecretRef', async () => {
-    home.env.PIER_TOKEN = 'wizard-token-not-to-be-stored'
-    const { answered, screen } = await runSetupWizard([
-      { prompt: /NATSURLofthePierserver/, keys: `\x15${nats.url}\r` },
-      { prompt: /Workerid,showntojobpublishers/, keys: '\x15wizard-worker\r' },
-      { prompt: /Walletaddressforrewards/, keys: '\x150xW1Z\r' },
-      { prompt: /NATStoken.*UsePIER_TOKEN/, keys: '\r' }, // stored as a reference to PIER_TOKEN
-    ])
-    delete home.env.PIER_TOKEN
-    assert.equal(answered.length, 4, `${answered.join(', ')}\n${screen.slice(-1500)}`)
+    const screen = await runWizard(
+      home,
+      [
+        { prompt: /NATSURLofthePierserver/, keys: `\x15${nats.url}\r` },
+        { prompt: /Workerid,showntojobpublishers/, keys: '\x15wizard-worker\r' },
+        { prompt: /Walletaddressforrewards/, keys: '\x150xW1Z\r' },
+        { prompt: /NATStoken.*UsePIER_TOKEN/, keys: '\r' }, // stored as a reference to PIER_TOKEN
+      ],
+      { PIER_TOKEN: 'wizard-token-not-to-be-stored' },
+    )
     const pier = home.readConfig().channels?.pier
     assert.equal(pier?.natsUrl, nats.url, screen.slice(-1500))
     assert.equal(pier.workerId, 'wizard-worker')

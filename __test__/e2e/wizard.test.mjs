@@ -5,71 +5,14 @@
 // stored (the token too), and the token can be left out.
 import { describe, it, before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { spawn } from 'node:child_process'
 import { startFakeModel } from '../helpers/fake-model.mjs'
-import { createOpenClawHome, OPENCLAW, packPlugin } from '../helpers/openclaw.mjs'
-import { sleep } from '../helpers/addon.mjs'
+import { createOpenClawHome, packPlugin } from '../helpers/openclaw.mjs'
+import { runWizard } from '../helpers/wizard.mjs'
 
 const ENV_REF = { source: 'env', provider: 'default', id: 'PIER_TOKEN' }
 let model, home
 
-/**
- * Runs the wizard and answers `steps` in order: each waits for its prompt (screen text without
- * escape sequences, box drawing or white space) among what appeared since the step before, then
- * types its keys. OpenClaw's own prompts before the first step and after the last take Enter.
- * Fails on a prompt that does not come.
- */
-async function wizard(steps, env = {}) {
-  const child = spawn('script', ['-qfec', `${OPENCLAW} channels add --channel pier`, '/dev/null'], {
-    env: { ...home.env, TERM: 'xterm', ...env },
-    stdio: ['pipe', 'pipe', 'pipe'],
-  })
-  let screen = ''
-  let lastOutput = Date.now()
-  const onData = (chunk) => {
-    screen += chunk.toString().replace(/\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07/g, '').replace(/[\s│◆◇●○■□└┌─]/g, '')
-    lastOutput = Date.now()
-  }
-  child.stdout.on('data', onData)
-  child.stderr.on('data', onData)
-  // An Enter typed as the wizard exits meets a closed pipe (EPIPE): the exit decides, not that.
-  child.stdin.on('error', () => {})
-  const exited = new Promise((resolve) => child.once('exit', resolve))
-  let from = 0
-  let step = 0
-  const deadline = Date.now() + 120_000
-  try {
-    while (child.exitCode === null && Date.now() < deadline) {
-      await sleep(150)
-      // Let the prompt finish drawing (Esc needs readline's escape timeout too).
-      if (Date.now() - lastOutput < 700) continue
-      const fresh = screen.slice(from)
-      if (step < steps.length) {
-        if (!steps[step].prompt.test(fresh)) {
-          // Before Pier's first prompt OpenClaw asks its own (which account): Enter.
-          if (step === 0 && Date.now() - lastOutput > 1500) {
-            from = screen.length
-            child.stdin.write('\r')
-            lastOutput = Date.now()
-          }
-          if (Date.now() - lastOutput > 15_000) throw new Error(`step ${step}: no prompt ${steps[step].prompt}; screen since the step before:\n${fresh.slice(-1500)}`)
-          continue
-        }
-        from = screen.length
-        child.stdin.write(steps[step].keys)
-        step++
-      } else {
-        child.stdin.write('\r')
-      }
-      lastOutput = Date.now()
-    }
-    assert.equal(step, steps.length, `answered ${step} of ${steps.length} prompts:\n${screen.slice(-1500)}`)
-    return screen
-  } finally {
-    child.kill()
-    await exited
-  }
-}
+const wizard = (steps, env) => runWizard(home, steps, env)
 
 const pier = () => home.readConfig().channels?.pier
 
