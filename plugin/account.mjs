@@ -7,7 +7,7 @@ import { runningAccounts } from './accounts.mjs'
 import { createSessionPruner, leftoverJobSessions } from './sessions.mjs'
 import { snapshotOf, blockedError } from './status.mjs'
 import { redactSecrets, resolveAccount } from './config.mjs'
-import { jobToolPolicy, jobWorkspaceDir } from './job-policy.mjs'
+import { jobToolPolicy, jobWorkspaceDir, sandboxSettings } from './job-policy.mjs'
 import { jobSandboxRoot, sandboxesIdle, sweepJobSandboxes } from './job-sandbox.mjs'
 import { accountAddonConfig } from './identity.mjs'
 import { accountConfigKeys, accountConfigKeysOfFile, configFilePath, onConfigFileChange } from './reload.mjs'
@@ -18,7 +18,7 @@ const STATUS_INTERVAL_MS = 1000
  * @param {object} deps `api` (OpenClaw plugin API), `log` (pierLogger), `deleteSession`,
  *   `cleanupSession` and `listSessions` (optional overrides of the session store's calls, for tests)
  */
-export function createAccountRun(account, { api, log, deleteSession, cleanupSession, policy, workspaceDir }) {
+export function createAccountRun(account, { api, log, deleteSession, cleanupSession, policy, sandbox, workspaceDir }) {
   const { addonConfig, accountId } = account
   const running = new Map()
   // Job turns are detached (nothing stored) unless keepSessions asks to keep some for
@@ -28,8 +28,9 @@ export function createAccountRun(account, { api, log, deleteSession, cleanupSess
   const stored = account.keepSessions > 0 ? { onTurnSettled: sessions.finished } : {}
   const clean = (message) => redactSecrets(message, addonConfig)
   const turnLog = { error: (m) => log.error(`[${accountId}] ${clean(m)}`), info: (m) => log.info(`[${accountId}] ${clean(m)}`) }
-  // No policy: the account is blocked (host tools) and never builds a worker.
-  let jobAgent = { agentId: account.agentId, policy }
+  // No policy: the account is blocked (host tools) and never builds a worker. `sandbox`: the job
+  // agent's sandbox settings, for status (where its jobs' tools run).
+  let jobAgent = { agentId: account.agentId, policy, sandbox }
   const handler = policy && createAgentTurnHandler(api, running, { ...stored, jobAgent: () => jobAgent, workspaceDir, log: turnLog, limits: account.limits })
   let worker = null
   let drained = null
@@ -218,7 +219,7 @@ async function followJobAgent(run, ctx, { api, log, wanted }) {
   try {
     const policy = jobToolPolicy({ ...run.account, agentId: account.agentId }, { cfg, sandbox: api.runtime?.sandbox })
     const was = run.jobAgent.agentId
-    run.setJobAgent({ agentId: account.agentId, policy })
+    run.setJobAgent({ agentId: account.agentId, policy, sandbox: sandboxSettings(cfg, account.agentId) })
     run.notice = null
     log.info(`[${ctx.accountId}] the job agent's config changed: jobs now run as agent ${account.agentId}${was === account.agentId ? '' : ` (was ${was})`}, the worker running on`)
     return {}
@@ -241,13 +242,14 @@ export async function startAccount(ctx, deps) {
   let policy = null
   let workspaceDir = null
   let policyError = null
+  const cfg = ctx.cfg ?? deps.api.runtime?.config?.current?.()
   try {
-    policy = jobToolPolicy(account, { cfg: ctx.cfg ?? deps.api.runtime?.config?.current?.(), sandbox: deps.api.runtime?.sandbox })
+    policy = jobToolPolicy(account, { cfg, sandbox: deps.api.runtime?.sandbox })
     workspaceDir = jobWorkspaceDir(deps.api)
   } catch (error) {
     policyError = error
   }
-  const run = createAccountRun(account, { ...deps, policy, workspaceDir })
+  const run = createAccountRun(account, { ...deps, policy, sandbox: sandboxSettings(cfg, account.agentId), workspaceDir })
   runningAccounts.set(ctx.accountId, run)
   const publish = () => {
     const s = run.status()

@@ -7,6 +7,7 @@ import fleet from '../lib/fleet-table.js'
 import { runningAccounts } from './accounts.mjs'
 import { listAccountIds, resolveAccount } from './config.mjs'
 import { ledgerFileOf, ledgerToday } from './ledger.mjs'
+import { describeJobTools } from './job-policy.mjs'
 
 export function formatUptime(ms) {
   if (typeof ms !== 'number' || !Number.isFinite(ms) || ms < 0) return 'not running'
@@ -64,7 +65,7 @@ const budgetOf = (status, config = {}) => ({
 })
 
 /** One account's block from its worker status (null when it does not run here). */
-export function formatAccount(accountId, status, { lastError, reason, today, config } = {}) {
+export function formatAccount(accountId, status, { lastError, reason, today, config, jobTools } = {}) {
   const head = `account ${accountId}`
   const budget = formatBudget(status?.today ?? today, budgetOf(status, config))
   if (!status) {
@@ -79,6 +80,7 @@ export function formatAccount(accountId, status, { lastError, reason, today, con
     `  signs with key ${status.workerKey ?? '(known once it starts)'}`,
     ...(status.identityFile ? [`  key file: ${status.identityFile}`] : status.workerKey ? ['  key file: none (signingSeed)'] : []),
     `  takes jobs on ${status.subject} (queue ${status.queueGroup}), publishes to ${status.publishSubject}`,
+    ...(jobTools ? [`  job tools: ${jobTools}`] : []),
     `  uptime: ${formatUptime(status.uptimeMs)}; the counts below start again with the worker`,
     `  jobs: ${s.received} received, ${s.completed} completed, ${s.failed} failed, ${s.timedOut} timed out, ${s.inFlight} running`,
     `  refused unrun: ${s.rejected} (busy, stopping, price, sender's share, budget)`,
@@ -116,7 +118,8 @@ export async function formatStatus(cfg, api) {
       const file = api && account.configured ? ledgerFileOf(api, run?.account ?? account) : undefined
       const config = (run?.account ?? account).addonConfig
       const status = run?.status() ?? null
-      return { id, status, lastError: run?.lastError, reason, config, today: await todayOf(file, status) }
+      const jobTools = run?.jobAgent && describeJobTools(run.jobAgent.policy, run.jobAgent.sandbox)
+      return { id, status, lastError: run?.lastError, reason, config, jobTools, today: await todayOf(file, status) }
     }),
   )
   const live = accounts.filter((a) => a.status)

@@ -227,6 +227,48 @@ export function sandboxLimits(cfg, agentId) {
   return Object.fromEntries(SANDBOX_LIMITS.map(([key]) => [key, agentDocker[key] ?? globalDocker[key]]))
 }
 
+/** The image OpenClaw runs a docker sandbox from unless sandbox.docker.image names another. */
+export const DEFAULT_SANDBOX_IMAGE = 'openclaw-sandbox:bookworm-slim'
+
+/**
+ * The job agent's sandbox settings as OpenClaw resolves them (resolveSandboxConfigForAgent in
+ * 2026.9.6: the agent's `sandbox` key, else `agents.defaults.sandbox`'s, else OpenClaw's
+ * default; a scope "shared" sandbox ignores the agent's docker keys), and `imageKey`, the config
+ * key that names its image (null: OpenClaw's default image).
+ */
+export function sandboxSettings(cfg, agentId) {
+  const own = cfg?.agents?.entries?.[agentId]?.sandbox ?? {}
+  const all = cfg?.agents?.defaults?.sandbox ?? {}
+  const perSession = own.perSession ?? all.perSession
+  const scope = own.scope ?? all.scope ?? (typeof perSession === 'boolean' ? (perSession ? 'session' : 'shared') : 'agent')
+  const ownImage = scope === 'shared' ? undefined : own.docker?.image
+  const imageKey = ownImage ? `agents.entries.${agentId}.sandbox.docker.image` : all.docker?.image ? 'agents.defaults.sandbox.docker.image' : null
+  return {
+    agentId,
+    mode: own.mode ?? all.mode ?? 'off',
+    backend: String(own.backend ?? '').trim() || String(all.backend ?? '').trim() || 'docker',
+    scope,
+    workspaceAccess: own.workspaceAccess ?? all.workspaceAccess ?? 'none',
+    image: ownImage ?? all.docker?.image ?? DEFAULT_SANDBOX_IMAGE,
+    imageKey,
+  }
+}
+
+/**
+ * What a job turn is offered and where it runs, in one line, for status and the audit:
+ * `none`, `group:web`, `exec, read, write in a docker sandbox (agent pier-jobs, image …)`,
+ * `exec ON THE HOST (unsafeHostTools)`. `policy` is jobToolPolicy's answer (null: the account
+ * is blocked), `sandbox` sandboxSettings' for the job agent.
+ */
+export function describeJobTools(policy, sandbox) {
+  if (!policy) return 'none: the account is blocked (host tools)'
+  const offered = policy.tools.offered
+  if (!offered.length) return 'none'
+  if (policy.unsafe) return `${offered.join(', ')} ON THE HOST (unsafeHostTools)`
+  if (policy.sandboxed) return `${offered.join(', ')} in a ${sandbox?.backend ?? 'docker'} sandbox (agent ${sandbox?.agentId ?? '?'}, image ${sandbox?.image ?? DEFAULT_SANDBOX_IMAGE})`
+  return offered.join(', ')
+}
+
 /**
  * Why the job agent's sandbox does not bound a stranger's job (memory, swap, processes, CPU), with
  * the one `openclaw config set` that fixes it, or null when it does.

@@ -1,31 +1,32 @@
 // The channel's security adapter: what `openclaw security audit` (and doctor) say about Pier.
 // A Pier account runs strangers' tasks, so the findings are about what such a task can reach.
-// collectWarnings feeds doctor and the audit; collectAuditFindings only the full audit.
+// collectWarnings feeds doctor and the audit; collectAuditFindings only the full audit. An account
+// whose jobs have tools in a docker sandbox gets one warning per thing missing here (docker, its
+// daemon, the image), each with the command that fixes it.
 import { JOB_AGENT_ID, CHANNEL_ID, resolveAccount } from './config.mjs'
-import { jobToolPolicy } from './job-policy.mjs'
+import { describeJobTools } from './job-policy.mjs'
+import { checkJobSandbox, configSandbox, problemLine } from './sandbox-doctor.mjs'
 import { IDENTITY_FIX } from './status.mjs'
 
 const USER_KEY = /^U[A-Z2-7]{55}$/
 
 const finding = (checkId, severity, title, detail, remediation) => ({ checkId: `channels.${CHANNEL_ID}.${checkId}`, severity, title, detail, ...(remediation ? { remediation } : {}) })
 
-/** `{ policy }` when the account may take jobs with its tools, else `{ error }`. */
-function policyOf(account, cfg, sandbox) {
-  try {
-    return { policy: jobToolPolicy(account, { cfg, sandbox }) }
-  } catch (error) {
-    return { error }
-  }
-}
-
-export function createSecurityAdapter(getSandbox = () => undefined) {
+/**
+ * `getSandbox()` is OpenClaw's sandbox runtime in the gateway; the doctor and the audit run in
+ * the CLI, which has none, and judge the job agent's sandbox by its config (configSandbox).
+ * `probe` asks docker (sandbox-doctor.mjs; a stub in tests).
+ */
+export function createSecurityAdapter(getSandbox = () => undefined, { probe } = {}) {
+  const check = (cfg, account, options) => checkJobSandbox(cfg, account, { sandbox: getSandbox() ?? configSandbox, ...options })
   return {
     // The audit hands over the inspected account (inspectAccount: no config); resolve it whole.
     collectWarnings({ cfg, accountId, account: inspected }) {
       const account = resolveAccount(cfg, accountId ?? inspected?.accountId)
       const out = []
       const id = account.accountId
-      const { policy, error } = policyOf(account, cfg, getSandbox())
+      // In `openclaw doctor` too: what jobs with tools still need here (docker, the image).
+      const { policy, error, sandbox, problems } = check(cfg, account, { probe })
       const host = policy?.tools.reachesHost ?? []
       if (error?.code === 'PIER_CONFIG') {
         out.push(finding('jobs.agent_missing', 'warn', `Pier account ${id}: its job agent is not configured`, error.message.replace(/^PIER_CONFIG: /, ''), 'Add the job agent to agents.entries (the account takes no jobs until then)'))
@@ -36,6 +37,7 @@ export function createSecurityAdapter(getSandbox = () => undefined) {
       } else if (policy.sandboxed) {
         out.push(finding('jobs.sandboxed_tools', 'warn', `Pier account ${id}: job turns get sandboxed host tools`, `toolsAllow gives job turns ${host.join(', ')}, confined to agent ${account.agentId}'s sandbox.`, 'Keep the sandbox without network and workspace access unless a job needs them'))
       }
+      for (const p of problems) out.push(finding(`jobs.${p.checkId}`, 'warn', `Pier account ${id}: jobs with tools cannot run here (image ${sandbox.image})`, problemLine(p)))
       if (account.agentId !== JOB_AGENT_ID) {
         out.push(finding('jobs.shared_agent', 'warn', `Pier account ${id}: jobs run as agent ${account.agentId}`, `Strangers' jobs run as agent ${account.agentId}, which may also serve your own chats. Job turns still get an empty workspace of their own, no bootstrap files, no owner rights and only the tools toolsAllow lists, but the agent's tool policy, model credentials and memory index are shared with it.`, `Give jobs an agent of their own: openclaw agents add ${JOB_AGENT_ID} --workspace <state dir>/pier/job-workspace --non-interactive, and leave channels.${CHANNEL_ID}.agentId unset (with a second agent, unscoped gateway calls name their agent)`))
       }
@@ -51,9 +53,7 @@ export function createSecurityAdapter(getSandbox = () => undefined) {
     },
     collectAuditFindings({ cfg, accountId, account: inspected }) {
       const account = resolveAccount(cfg, accountId ?? inspected?.accountId)
-      const { policy } = policyOf(account, cfg, getSandbox())
-      const offered = policy?.tools.offered ?? []
-      const tools = !policy ? 'none: the account is blocked (host tools)' : offered.length ? offered.join(', ') : 'none'
+      const { policy, sandbox } = check(cfg, account, { probe: false })
       const out = []
       const { workerId, walletAddress } = account.addonConfig
       if (account.configured && account.enabled && !workerId && !walletAddress) {
@@ -65,7 +65,7 @@ export function createSecurityAdapter(getSandbox = () => undefined) {
           'jobs.reach',
           'info',
           `Pier account ${account.accountId}: what a stranger's job can reach`,
-          `Jobs run as agent ${account.agentId} in the job workspace (<state dir>/pier/job-workspace), without bootstrap files, as a non-owner, file access kept to that workspace, marked as external input. Tools offered: ${tools}${policy?.sandboxed ? ' (sandboxed)' : ''}. pier_publish: never. Channel ${CHANNEL_ID}: only the job's own answer.`,
+          `Jobs run as agent ${account.agentId} ${policy?.sandboxed ? 'each in a workspace of its own (<state dir>/pier/jobs/<job>, /workspace in its container; removed when the job ends)' : 'in the job workspace (<state dir>/pier/job-workspace)'}, without bootstrap files, as a non-owner, file access kept to that workspace, marked as external input. Tools offered: ${describeJobTools(policy, sandbox)}. pier_publish: never. Channel ${CHANNEL_ID}: only the job's own answer.`,
         ),
       ]
     },

@@ -3,6 +3,8 @@
 // under channels.pier (or channels.pier.accounts.<id>).
 import { randomBytes } from 'node:crypto'
 import { CHANNEL_ID, DEFAULT_ACCOUNT_ID, channelSection, legacySection, resolveAccount, isSecretRef } from './config.mjs'
+import { classifyTools, describeJobTools } from './job-policy.mjs'
+import { checkJobSandbox, problemLine } from './sandbox-doctor.mjs'
 
 /** The public Pier server (the config's natsUrl default). */
 const DEFAULT_NATS_URL = 'wss://pier.gholl.com/nexus'
@@ -209,10 +211,24 @@ async function tokenStep({ cfg, accountId, prompter }) {
 }
 
 /**
+ * An account whose jobs have host tools (toolsAllow): the doctor's lines (sandbox-doctor.mjs),
+ * what docker and the job agent's sandbox still need here, each with its fix, or where the jobs'
+ * tools run when nothing is missing. Nothing for an account without them.
+ */
+export async function jobToolsNote({ cfg, accountId, prompter }, probe) {
+  const account = resolveAccount(cfg, accountId, {})
+  if (!classifyTools(account.toolsAllow).reachesHost.length) return
+  const { policy, error, sandbox, problems } = checkJobSandbox(cfg, account, { probe })
+  const lines = error ? [error.message] : problems.length ? problems.map(problemLine) : [`Job tools: ${describeJobTools(policy, sandbox)}${policy.sandboxed ? '; docker and the image are ready' : ''}`]
+  await prompter.note?.(lines.join('\n'), 'Pier: jobs with tools')
+}
+
+/**
  * The interactive wizard (`openclaw channels add --channel pier` in a terminal): NATS URL
  * (Enter takes the public server), worker id (Enter takes a fresh one), wallet (optional),
  * then the token (optional; PIER_TOKEN offered when set; a re-run keeps the stored one), then
- * the signing key (a key of its own by default; a signingSeed only as a SecretRef).
+ * the signing key (a key of its own by default; a signingSeed only as a SecretRef); for an account
+ * whose jobs have host tools, what their docker sandbox still needs (jobToolsNote).
  */
 export const setupWizard = {
   channel: CHANNEL_ID,
@@ -228,7 +244,7 @@ export const setupWizard = {
     lines: [
       'Pier hands out jobs over NATS; this agent answers them and earns the rewards.',
       'You need the NATS URL of your Pier server and, if it requires one, a token.',
-      "Jobs are strangers' tasks: they run in an empty workspace of their own, with no tools, and never see your agent's files, notes or chats. channels.pier.toolsAllow adds tools (group:web is the safe opt-in).",
+      "Jobs are strangers' tasks: they run in an empty workspace of their own, with no tools, and never see your agent's files, notes or chats. channels.pier.toolsAllow adds tools (group:web is the safe opt-in; exec and file tools need a docker sandbox, which openclaw doctor checks).",
       'For a job agent of its own (its own memory, model and tool policy): openclaw agents add pier-jobs --workspace <state dir>/pier/job-workspace --non-interactive.',
       'Enter takes the value shown; Esc goes back one step.',
     ],
@@ -276,6 +292,7 @@ export const setupWizard = {
   finalize: async ({ cfg, accountId, prompter }) => {
     const next = await signingStep({ cfg: await tokenStep({ cfg, accountId, prompter }), accountId, prompter })
     escGoesBack(false)
+    await jobToolsNote({ cfg: next, accountId, prompter })
     return { cfg: next }
   },
   completionNote: {

@@ -4,6 +4,7 @@
 import { runningAccounts } from './accounts.mjs'
 import addon from '../load-addon.js'
 import { redactSecrets } from './config.mjs'
+import { describeJobTools } from './job-policy.mjs'
 
 const ANONYMOUS_WORKER = 'anonymous-worker'
 
@@ -56,6 +57,9 @@ export function snapshotOf(run, s) {
       // The key its results are signed with: what requesters pin (trustedWorkers).
       workerKey: s.workerKey ?? null,
       identityFile: s.identityFile ?? null,
+      // What a job turn is offered and where it runs: `none`, `exec, read, write in a docker
+      // sandbox (agent pier-jobs, image …)`, `… ON THE HOST (unsafeHostTools)`.
+      ...(run.jobAgent ? { jobTools: describeJobTools(run.jobAgent.policy, run.jobAgent.sandbox) } : {}),
       subject: s.subject,
       queueGroup: s.queueGroup,
       uptimeMs: s.uptimeMs ?? null,

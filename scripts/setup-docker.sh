@@ -12,10 +12,10 @@
 #    was running before;
 # 3. debian:bookworm-slim, when missing: `debootstrap --variant=minbase bookworm` and `docker
 #    import` (the base image OpenClaw's Dockerfile starts FROM, without Docker Hub);
-# 4. openclaw-sandbox:bookworm-slim (OpenClaw's default sandbox image), when missing or built by
-#    this script from another Dockerfile: the inline `docker build` that OpenClaw documents for
-#    npm installs, read from the installed package (docs/gateway/sandboxing/images-and-setup.md),
-#    so the image follows the OpenClaw version the tests run.
+# 4. openclaw-sandbox:bookworm-slim (OpenClaw's default sandbox image), when missing or built from
+#    another Dockerfile: scripts/sandbox-image.sh, the operator's setup (OpenClaw's documented
+#    `docker build` for npm installs, read from the installed package), so the image follows the
+#    OpenClaw version the tests run.
 #
 # Docker that cannot run here (no root, no kernel support, no registry for the packages) is not
 # an error: the script says why, writes the reason to $STATE/unavailable, and exits 0; the
@@ -114,24 +114,13 @@ if ! docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
   done_step
 fi
 
-# 4. OpenClaw's sandbox image, from the Dockerfile its docs give for npm installs.
+# 4. OpenClaw's sandbox image: the operator's script (scripts/sandbox-image.sh), with the OpenClaw
+#    package the tests run.
 [ -f "$OPENCLAW_DOCS" ] || unavailable "OpenClaw's sandbox docs are missing ($OPENCLAW_DOCS): run scripts/setup-e2e.sh first"
-dockerfile=$(awk '
-  /docker build -t openclaw-sandbox:bookworm-slim - <<.DOCKERFILE./ { inside = 1; next }
-  inside && /^[[:space:]]*DOCKERFILE[[:space:]]*$/ { exit }
-  inside { sub(/^    /, ""); print }
-' "$OPENCLAW_DOCS")
-[ -n "$dockerfile" ] || unavailable "no inline sandbox Dockerfile found in $OPENCLAW_DOCS"
-sha=$(printf '%s\n' "$dockerfile" | sha256sum | cut -c1-16)
-built=$(docker image inspect -f '{{ index .Config.Labels "pier.dockerfile" }}' "$SANDBOX_IMAGE" 2>/dev/null || echo missing)
-# Rebuilt when missing or made by this script from another Dockerfile; an image of the same name
-# that this script did not make (no label) is the operator's: left alone.
-if [ "$built" = missing ] || { [ -n "$built" ] && [ "$built" != "<no value>" ] && [ "$built" != "$sha" ]; }; then
-  step "building $SANDBOX_IMAGE (OpenClaw's documented Dockerfile, sha256 $sha…)"
-  printf '%s\n' "$dockerfile" | nice -n 10 docker build --label "pier.dockerfile=$sha" -t "$SANDBOX_IMAGE" - >"$STATE/build.log" 2>&1 ||
-    unavailable "docker build of $SANDBOX_IMAGE failed: $(tail -n 3 "$STATE/build.log" | tr '\n' ' ')"
-  done_step
-fi
+step "OpenClaw's sandbox image (scripts/sandbox-image.sh)"
+out=$(nice -n 10 bash scripts/sandbox-image.sh "$CACHE/openclaw/node_modules/openclaw" 2>&1) || unavailable "${out##*$'\n'}"
+echo "$out"
+done_step
 
 # A container really starts: the kernel, cgroups and the runtime work, not only the API.
 step "checking that a container runs ($SANDBOX_IMAGE, no network)"

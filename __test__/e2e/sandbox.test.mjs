@@ -4,26 +4,29 @@
 // `exec` a task asks for and then answers with everything it was sent, the command's output
 // included. The job agent is set up as the README says (sandbox mode "all", scope "session",
 // backend "docker", workspaceAccess "rw", and the memory, swap, process and CPU limits the plugin
-// requires), and the account offers exec, read and write.
+// requires), and the account offers exec, read and write. `openclaw doctor` and the security
+// audit, run on the same home, check docker, the image and the job agents' sandboxes.
 //
 // Where docker cannot run, the tests are reported skipped with the reason (never passed);
 // PIER_REQUIRE_DOCKER=1 makes that a failure. PIER_E2E_KEEP=1 leaves the containers for a look.
 import { describe, it, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { createServer } from 'node:http'
+import { execFile } from 'node:child_process'
+import { promisify } from 'node:util'
 import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { hostname } from 'node:os'
 import { startNatsServer } from '../helpers/nats-server.mjs'
 import { startFakeModel } from '../helpers/fake-model.mjs'
-import { createOpenClawHome, packPlugin } from '../helpers/openclaw.mjs'
+import { E2E_CACHE, OPENCLAW, createOpenClawHome, packPlugin } from '../helpers/openclaw.mjs'
 import { askWithProgress, firstRequest, rawClient, request, waitFor } from '../helpers/addon.mjs'
 import { SANDBOX_IMAGE, bridgeGateway, docker, dockerUnavailable, sandboxGatewayEnv, watchContainers } from '../helpers/docker.mjs'
 
 const unavailable = dockerUnavailable()
 const skip = unavailable && process.env.PIER_REQUIRE_DOCKER !== '1' ? `docker cannot run here: ${unavailable}` : false
 
-let nats, nc, model, home, gateway, containers, listener, listenerHits, bridge
+let nats, nc, model, home, gateway, containers, listener, listenerHits, bridge, pluginDir
 
 /** The job agent's limits (OpenClaw's sandbox.docker keys) and the job workspaces' (PIER_JOB_DISK_MB). */
 const LIMITS = { memory: '256m', memorySwap: '256m', pidsLimit: 64, cpus: 1 }
@@ -74,6 +77,16 @@ async function pierAccounts(ids) {
   ).catch((error) => {
     throw new Error(`${error.message}: ${JSON.stringify(last?.map((a) => [a.accountId, a.lifecycle, a.connected, a.lastError]))}\n${gateway.log().slice(-4000)}`)
   })
+}
+
+/** `openclaw doctor --lint --json` (read-only) in this file's home: its Pier findings, `{ id, message }`. */
+async function doctor() {
+  const { stdout } = await promisify(execFile)(OPENCLAW, ['doctor', '--lint', '--json'], { env: home.env, timeout: 180_000, maxBuffer: 64 * 1024 * 1024 }).catch((error) => {
+    // Exit 1: findings at the threshold; the report is on stdout all the same.
+    if (!error.stdout) throw error
+    return error
+  })
+  return JSON.parse(stdout).findings.filter((f) => f.requirement?.startsWith('channels.pier.')).map((f) => ({ id: f.requirement.slice('channels.pier.'.length), message: f.message }))
 }
 
 /** What the obedient model was sent in a job's last request: the tools offered and the exec output. */
@@ -160,7 +173,8 @@ describe('jobs with tools run in a throwaway docker sandbox', () => {
     model = await startFakeModel()
     // A small disk limit for the job workspaces (the default is 1024 MiB): the disk filler's.
     home = await createOpenClawHome({ modelBaseUrl: model.baseUrl, registryUrl: 'http://127.0.0.1:9/', env: { ...sandboxGatewayEnv(), PIER_JOB_DISK_MB: String(DISK_MB) } })
-    await home.cli(['plugins', 'install', '--link', packPlugin().dir, '--force', '--accept-capabilities'])
+    pluginDir = packPlugin().dir
+    await home.cli(['plugins', 'install', '--link', pluginDir, '--force', '--accept-capabilities'])
     const config = home.readConfig()
     const jobWorkspace = join(home.dir, 'state', 'pier', 'job-workspace')
     config.agents.entries = {
@@ -226,6 +240,62 @@ describe('jobs with tools run in a throwaway docker sandbox', () => {
         `Fix: openclaw config set agents.entries.pier-bare.sandbox.docker '{"memory":"1g","memorySwap":"1g","pidsLimit":256,"cpus":1}' --strict-json --merge`,
     )
     for (const id of ['ls', 'shared', 'copy']) assert.doesNotMatch(row(id).lastError, /mode "all", scope "session", backend "docker"/, 'no fix that names the setup already there')
+  })
+
+  it("openclaw doctor and the audit, run on this home, say what jobs with tools lack here in one line with its fix (nothing, with docker and the image here; the image, when the config names one docker lacks), the gateway's fix for each refused sandbox, and where the tools run; status and /pier say it too", { skip }, async (t) => {
+    const accounts = await pierAccounts(['box', 'ls', 'shared', 'copy', 'bare'])
+    const image = 'openclaw-sandbox:bookworm-slim'
+    const where = `exec, read, write in a docker sandbox (agent pier-jobs, image ${image})`
+    assert.equal(accounts.find((a) => a.accountId === 'box').pier?.jobTools, where)
+    // The doctor: docker and the image are here, so nothing about them; each refused sandbox is
+    // named with the fix the gateway gave (the doctor runs in the CLI, which judges the sandbox by
+    // its config, OpenClaw giving a plugin no sandbox runtime there).
+    let started = Date.now()
+    const ready = await doctor()
+    t.diagnostic(`openclaw doctor --lint --json: ${Date.now() - started} ms`)
+    const seen = (list) => JSON.stringify(list, null, 1)
+    const docker = (list) => list.filter((f) => /^jobs\.(docker_|image_)/.test(f.id))
+    assert.deepEqual(docker(ready), [], seen(ready))
+    assert.ok(ready.some((f) => f.id === 'jobs.sandboxed_tools' && /^Pier account box: /.test(f.message)), seen(ready))
+    for (const id of ['ls', 'shared', 'copy', 'bare']) {
+      const fix = accounts.find((a) => a.accountId === id).lastError.split('; then ')[0].replace(/^PIER_HOST_TOOLS: /, '')
+      assert.ok(ready.some((f) => f.id === 'jobs.host_tools' && f.message.startsWith(`Pier account ${id}: `) && f.message.endsWith(fix)), `${id}: ${fix}\n${seen(ready)}`)
+    }
+    // The audit (the doctor's warnings and its own summaries), with a copy of the config whose job
+    // agent names an image docker lacks: that one thing, for the one account it stops, and where
+    // that account's tools would run.
+    const absent = `pier-absent:doctor-${process.pid}`
+    const copy = join(home.dir, 'openclaw.absent-image.json')
+    const config = home.readConfig()
+    config.agents.entries['pier-jobs'].sandbox.docker.image = absent
+    writeFileSync(copy, JSON.stringify(config, null, 2))
+    started = Date.now()
+    const audit = await promisify(execFile)(OPENCLAW, ['security', 'audit', '--json'], { env: { ...home.env, OPENCLAW_CONFIG_PATH: copy }, timeout: 180_000, maxBuffer: 64 * 1024 * 1024 }).catch((error) => error)
+    t.diagnostic(`openclaw security audit --json: ${Date.now() - started} ms`)
+    const findings = JSON.parse(audit.stdout).findings.filter((f) => f.checkId.startsWith('channels.pier.'))
+    assert.deepEqual(
+      findings.filter((f) => /^channels\.pier\.jobs\.(docker_|image_)/.test(f.checkId)).map((f) => ({ checkId: f.checkId, title: f.title, detail: f.detail })),
+      [
+        {
+          checkId: 'channels.pier.jobs.image_missing',
+          title: `Pier account box: jobs with tools cannot run here (image ${absent})`,
+          detail: `the image ${absent} (agents.entries.pier-jobs.sandbox.docker.image) is missing. Fix: docker pull ${absent} (or build it), or use OpenClaw's default image: openclaw config unset agents.entries.pier-jobs.sandbox.docker.image`,
+        },
+      ],
+      seen(findings),
+    )
+    const reach = findings.find((f) => f.checkId === 'channels.pier.jobs.reach' && /account box:/.test(f.title))
+    assert.ok(reach?.detail.includes(`Tools offered: ${where.replace(image, absent)}.`), seen(findings))
+    // /pier in a chat says where they run as well.
+    await home.call('chat.send', { sessionKey: 'agent:main:main', message: '/pier', idempotencyKey: `sb-pier-${Date.now()}` })
+    await waitFor(async () => JSON.stringify(await home.call('chat.history', { sessionKey: 'agent:main:main', limit: 6 })).includes(`job tools: ${where}`), { timeout: 30_000, interval: 500 })
+    // The fix for OpenClaw's default image, as the plugin ships it: with the image there, it
+    // does nothing, at once.
+    const script = join(pluginDir, 'scripts', 'sandbox-image.sh')
+    started = Date.now()
+    const { stdout } = await promisify(execFile)('bash', [script], { env: { ...process.env, OPENCLAW_PACKAGE: join(E2E_CACHE, 'openclaw', 'node_modules', 'openclaw') } })
+    assert.match(stdout, new RegExp(`${image} is up to date .*; nothing to do`))
+    assert.ok(Date.now() - started < 5000, `${Date.now() - started} ms`)
   })
 
   it("a job's command runs in a container of its own, as an unprivileged user, without network, offered exactly its tools; its output is the result", { skip }, async (t) => {

@@ -65,9 +65,17 @@ export function sandboxGatewayEnv(env = process.env) {
   return { NODE_OPTIONS: [env.NODE_OPTIONS, preload].filter(Boolean).join(' ') }
 }
 
-/** The gateway address of docker's default bridge network: where a container with network reaches this host. */
+/**
+ * The gateway address of docker's default bridge network: where a container with network reaches
+ * this host. Some daemons (dockerd 20.10 here, started fresh) leave it out of the network's IPAM
+ * config; then it is the address of the bridge's interface on this host (docker0, from `ip`).
+ */
 export async function bridgeGateway() {
-  return (await docker(['network', 'inspect', 'bridge', '--format', '{{(index .IPAM.Config 0).Gateway}}'])).trim()
+  const [gateway, name] = (await docker(['network', 'inspect', 'bridge', '--format', '{{range .IPAM.Config}}{{.Gateway}}{{end}}|{{index .Options "com.docker.network.bridge.name"}}'])).trim().split('|')
+  // Node's networkInterfaces() leaves out a bridge no container uses yet (not running): ask ip.
+  const address = gateway || /\binet (\d+\.\d+\.\d+\.\d+)\//.exec((await run('ip', ['-4', '-o', 'addr', 'show', 'dev', name]).catch(() => ({}))).stdout ?? '')?.[1]
+  if (!address) throw new Error(`docker's bridge network has no gateway address (interface ${name})`)
+  return address
 }
 
 /**
