@@ -71,7 +71,9 @@ export function sandboxGatewayEnv(env = process.env) {
  * config; then it is the address of the bridge's interface on this host (docker0, from `ip`).
  */
 export async function bridgeGateway() {
-  const [gateway, name] = (await docker(['network', 'inspect', 'bridge', '--format', '{{range .IPAM.Config}}{{.Gateway}}{{end}}|{{index .Options "com.docker.network.bridge.name"}}'])).trim().split('|')
+  const [gateway, option] = (await docker(['network', 'inspect', 'bridge', '--format', '{{range .IPAM.Config}}{{.Gateway}}{{end}}|{{index .Options "com.docker.network.bridge.name"}}'])).trim().split('|')
+  // The same fresh daemon had no options either (`<no value>`): docker0, its default name.
+  const name = /^[\w.-]+$/.test(option) ? option : 'docker0'
   // Node's networkInterfaces() leaves out a bridge no container uses yet (not running): ask ip.
   const address = gateway || /\binet (\d+\.\d+\.\d+\.\d+)\//.exec((await run('ip', ['-4', '-o', 'addr', 'show', 'dev', name]).catch(() => ({}))).stdout ?? '')?.[1]
   if (!address) throw new Error(`docker's bridge network has no gateway address (interface ${name})`)
