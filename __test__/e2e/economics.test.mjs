@@ -10,6 +10,11 @@
 // a daily budget, and per-sender shares (signed senders each, unsigned ones together). And the
 // other side of the money: a paid pier_publish from a chat turn asks the person at that chat
 // (OpenClaw's plugin approval, answered with /approve), and is published only when allowed.
+//
+// And progress and cancellation (protocol v1.1), on an account of their own in the same gateway:
+// a job turn's streamed text reaches a requester that asked for progress as partials that are its
+// result; a cancelled turn is answered CANCELLED within a second, makes no further model request,
+// and its ledger line is written.
 import { describe, it, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { execFile } from 'node:child_process'
@@ -18,9 +23,9 @@ import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { fileURLToPath } from 'node:url'
 import { startNatsServer, freePort } from '../helpers/nats-server.mjs'
-import { startFakeModel, answerFor, afterPublishFor, USAGE } from '../helpers/fake-model.mjs'
+import { startFakeModel, answerFor, afterPublishFor, dripFor, USAGE } from '../helpers/fake-model.mjs'
 import { createOpenClawHome, packPlugin } from '../helpers/openclaw.mjs'
-import { firstRequest, rawClient, request, waitFor, sleep, PierClient } from '../helpers/addon.mjs'
+import { askWithProgress, firstRequest, rawClient, request, waitFor, sleep, PierClient } from '../helpers/addon.mjs'
 import { createUser } from '@nats-io/nkeys'
 import { samples } from '../helpers/metrics-text.mjs'
 
@@ -66,6 +71,7 @@ before(async () => {
         flood: { subject: 'eco.flood', workerId: 'eco-flood', maxConcurrentJobs: FLOOD_CAP },
         budget: { subject: 'eco.budget', workerId: 'eco-budget', maxDailySpend: DAILY_SPEND },
         rates: { subject: 'eco.rates', workerId: 'eco-rates', senderJobsPerMinute: SHARE.signed, unsignedJobsPerMinute: SHARE.unsigned, maxConcurrentJobs: 8 },
+        progress: { subject: 'eco.progress', workerId: 'eco-progress', jobTimeoutMs: 60_000, progressIntervalMs: 500 },
       },
     },
   }
@@ -313,6 +319,49 @@ describe('spending only what the operator offered, measured at the model', () =>
     } finally {
       await Promise.all(Object.values(clients).map((c) => c.close?.()))
     }
+  })
+})
+
+describe('progress and cancellation in a real gateway', () => {
+  const progressLedger = () => join(home.dir, 'state', 'pier', 'ledger', 'progress.jsonl')
+  /** Sends `job` with Pier-Progress-To; returns the answer promise and the progress seen so far. */
+  const ask = (job) => askWithProgress(nc, 'eco.progress', job)
+
+  it("a tool-less job turn's streamed text arrives as partials that are its result", async () => {
+    const asked = ask({ type: 'task_request', id: 'drip1', task: 'PIERQ:dripone' })
+    const answer = await asked.answer
+    await nc.flush()
+    assert.equal(answer.type, 'task_result', JSON.stringify(answer))
+    assert.equal(answer.result, dripFor('dripone'))
+    const seen = [...asked.seen]
+    assert.equal(seen[0]?.state, 'accepted', JSON.stringify(seen))
+    seen.forEach((p, n) => assert.equal(p.seq, n))
+    const partials = seen.filter((p) => p.state === 'partial')
+    assert.equal(partials.map((p) => p.text).join(''), answer.result)
+    // Streamed while the model wrote (8 chunks, 150 ms apart), not only completed at the end.
+    assert.ok(partials.length >= 2, `${partials.length} partials: ${JSON.stringify(seen)}`)
+    asked.stop()
+  })
+
+  it('a cancelled turn is answered CANCELLED within a second, asks the model nothing more, and is in the ledger', async () => {
+    const asked = ask({ type: 'task_request', id: 'cancel1', task: 'PIERQ:hangcancel', meta: { price: 3 } })
+    await waitFor(() => asked.seen.some((p) => p.state === 'accepted') && model.requests.some((r) => r.word === 'hangcancel'), { timeout: 30_000 })
+    const accepted = asked.seen.find((p) => p.state === 'accepted')
+    const requestsBefore = model.requests.filter((r) => r.word === 'hangcancel').length
+    const sent = performance.now()
+    nc.publish(accepted.cancel.subject, JSON.stringify({ version: '1.1', type: 'task_cancel', id: 'cancel1', token: accepted.cancel.token }))
+    const answer = await asked.answer
+    const latency = performance.now() - sent
+    assert.equal(answer.error?.code, 'CANCELLED', JSON.stringify(answer))
+    assert.ok(latency < 1000, `${latency} ms`)
+    console.log(`# task_cancel to CANCELLED in a real gateway: ${latency.toFixed(0)} ms`)
+    await waitFor(() => existsSync(progressLedger()) && readFileSync(progressLedger(), 'utf8').includes('"cancel1"'), { timeout: 20_000 })
+    const line = readFileSync(progressLedger(), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).find((l) => l.id === 'cancel1')
+    assert.equal(line.code, 'CANCELLED', JSON.stringify(line))
+    assert.equal(line.earned, 0)
+    await sleep(1500)
+    assert.equal(model.requests.filter((r) => r.word === 'hangcancel').length, requestsBefore, 'no model request after the cancel')
+    asked.stop()
   })
 })
 

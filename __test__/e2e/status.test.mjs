@@ -166,7 +166,10 @@ describe('channels status, logs and audit tell the truth', () => {
     assert.ok(lines.some((l) => /\[default\] worker anonymous-worker taking jobs on jobs\.st\.default/.test(l)), 'the worker lines are in the channel log')
   })
 
-  it('openclaw pier workers|status|publish|keygen run with the gateway config (SecretRef resolved)', async () => {
+  // Each subcommand goes through the same wrapper (plugin/cli.mjs): the gateway's config, its
+  // SecretRefs resolved, for the account --account names. What each subcommand does is the CLI's
+  // own (cli.test.mjs, discovery.test.mjs); one `openclaw pier` process costs 6-10 s here.
+  it('openclaw pier lists every CLI command and runs them with the gateway config (SecretRef resolved, --account)', async () => {
     const pier = async (args) => {
       try {
         return { code: 0, ...(await run(OPENCLAW, ['pier', ...args], { env: home.env, timeout: 120_000 })) }
@@ -175,30 +178,15 @@ describe('channels status, logs and audit tell the truth', () => {
       }
     }
     const help = await pier(['--help'])
-    for (const name of ['workers', 'status', 'publish', 'keygen']) assert.match(help.stdout, new RegExp(`\\b${name}\\b`), help.stdout)
+    for (const name of ['workers', 'status', 'publish', 'keygen', 'ledger', 'identity']) assert.match(help.stdout, new RegExp(`\\b${name}\\b`), help.stdout)
 
     const status = await pier(['status'])
     assert.equal(status.code, 0, status.stderr)
     assert.equal(JSON.parse(status.stdout).servers, nats.url, 'connected with the file SecretRef token')
 
-    const workers = await pier(['workers', '--json', '--wait-ms', '1500'])
-    assert.equal(workers.code, 0, workers.stderr)
-    assert.deepEqual(JSON.parse(workers.stdout).map((w) => w.metadata?.workerId), ['anonymous-worker'])
-
-    // The defaults publish to jobs.submit, where the marketplace (not a worker) takes tasks.
-    const nobody = await pier(['publish', 'PIERQ:cli0', '--timeout-ms', '5000'])
-    assert.equal(nobody.code, 2)
-    assert.match(nobody.stderr, /^PIER_NO_RESPONDERS: /m)
-    assert.match(nobody.stderr, /publishSubject \(default jobs\.submit\) is where the Pier marketplace takes tasks; workers listen on their subject \(default jobs\.worker/)
-    assert.match(nobody.stderr, /To reach a worker directly, publish to its subject: --publish-subject jobs\.worker/)
-
     const direct = await pier(['publish', 'PIERQ:cli1', '--publish-subject', 'jobs.st.default', '--timeout-ms', '30000'])
     assert.equal(direct.code, 0, direct.stderr)
     assert.equal(JSON.parse(direct.stdout).result, answerFor('cli1'))
-
-    const keygen = await pier(['keygen', '--json'])
-    assert.equal(keygen.code, 0, keygen.stderr)
-    assert.match(JSON.parse(keygen.stdout).publicKey, /^U[A-Z2-7]{55}$/)
 
     const blocked = await pier(['status', '--account', 'blocked'])
     assert.equal(blocked.code, 0, blocked.stderr)
