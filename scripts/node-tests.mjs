@@ -22,10 +22,10 @@ const testFiles = (dir) =>
     .sort()
     .map((f) => join(dir, f))
 
-// Seconds each real-gateway file took in a full run on 2 cores (run of 2026-12-07): the longest
-// go first, each lane taking the longest one left when it is free, so the two lanes end close
-// together (in name order the suite ended ~70 s later). A file not listed counts as 60 s.
-const GATEWAY_SECONDS = { 'openclaw.test.mjs': 230, 'reload.test.mjs': 210, 'channel.test.mjs': 200, 'sandbox.test.mjs': 200, 'status.test.mjs': 155, 'wizard.test.mjs': 80, 'isolation.test.mjs': 70, 'economics.test.mjs': 90, 'progress.test.mjs': 30 }
+// Seconds each real-gateway file took in a full run on 2 cores (fresh machine, 2026-12-07): the
+// longest go first, each lane taking the longest one left when it is free, so the two lanes end
+// close together (in name order the suite ended ~70 s later). A file not listed counts as 60 s.
+const GATEWAY_SECONDS = { 'reload.test.mjs': 200, 'channel.test.mjs': 160, 'openclaw.test.mjs': 150, 'sandbox.test.mjs': 130, 'economics.test.mjs': 100, 'status.test.mjs': 95, 'wizard.test.mjs': 60, 'isolation.test.mjs': 55 }
 const weight = (file) => GATEWAY_SECONDS[file.split('/').pop()] ?? 60
 const gateway = testFiles(join(TESTS, 'e2e')).sort((a, b) => weight(b) - weight(a))
 const others = testFiles(TESTS)
