@@ -129,24 +129,28 @@ it('JetStream on a 3-node cluster: leader, worker and node killed under load, no
   const missing = ids.filter((id) => !kept.has(id))
   assert.deepEqual(missing, [], `every job answered, in the results stream (${events.join(', ')})`)
   const keptTwice = [...kept.values()].filter((n) => n > 1).length
-  const reruns = [...seen.values()].reduce((a, n) => a + n - 1, 0)
-  // A rerun is a job whose answer was confirmed and whose ack never reached the stream (the
-  // worker retries it through an election for up to 15 s): with its worker killed, or past
-  // ackWaitMs on a machine too busy to ack in time. A tenth of the jobs is far above what a
-  // quiet run shows (0 to 9).
-  // What a failure needs to tell: when the jobs answered twice were published (second of the run:
-  // count, beside the kills at 3, 8 and 13 s), and how many of them ran twice (a worker's handler
-  // started them twice: a redelivery) rather than had one answer published twice (a publish
-  // retried after its PubAck was lost).
+  // Two different things a requester may see twice:
+  // - a job run twice (its handler started twice, by one worker or two): what costs the operator.
+  //   It is redelivered when its worker was killed holding it, or when its ack never reached the
+  //   stream (the worker retries the ack through an election for up to 15 s). A tenth of the jobs
+  //   is far above what a run shows (2 to 9, with the killed worker's);
+  // - one answer published more than once: the worker publishes into the requester's results
+  //   stream until a PubAck confirms it, and while that stream has no leader (the node killed led
+  //   it too, one run in three) every attempt reaches the core subscribers and none is
+  //   confirmed. The stream keeps one (Nats-Msg-Id); a core subscriber sees each attempt. A run
+  //   where the killed node led both streams saw 382 such copies and 1 job run twice.
   const runs = new Map()
   for (const w of [...workers, restarted]) for (const id of w.got()) runs.set(id, (runs.get(id) ?? 0) + 1)
   const ranTwice = [...runs.values()].reduce((a, n) => a + n - 1, 0)
+  const copies = [...seen.values()].reduce((a, n) => a + n - 1, 0)
+  // When the jobs answered more than once were published (second of the run: count), beside
+  // the kills at 3, 8 and 13 s.
   const bySecond = {}
   for (const [id, n] of seen) if (n > 1 && /^c\d+$/.test(id)) bySecond[Math.floor(Number(id.slice(1)) / 40)] = (bySecond[Math.floor(Number(id.slice(1)) / 40)] ?? 0) + n - 1
-  const why = `${reruns} answers seen twice, ${ranTwice} jobs run twice; by second published: ${JSON.stringify(bySecond)}; ${events.join(', ')}`
+  const why = `${ranTwice} jobs run twice, ${copies} answers seen again; by second published: ${JSON.stringify(bySecond)}; ${events.join(', ')}`
   console.log(`# ${why}`)
-  assert.ok(reruns <= total / 10, `reruns bounded: ${why}\n${workers.map((w) => w.err().split('\n').slice(-5).join('\n')).join('\n')}`)
-  assert.equal(keptTwice, 0, `the stream deduplicated every rerun's answer (${reruns} reruns)`)
+  assert.ok(ranTwice <= total / 10, `jobs run twice bounded: ${why}`)
+  assert.equal(keptTwice, 0, `the stream kept each job's answer once (${why})`)
   const left = await waitFor(async () => {
     const info = await streamLeader(jsm, 'CHAOS_JOBS')
     return info.state.messages === 0 ? info : null
@@ -160,7 +164,7 @@ it('JetStream on a 3-node cluster: leader, worker and node killed under load, no
   }
   await waitFor(() => more.every((id) => seen.has(id)), { timeout: 30_000, interval: 100 }).catch(() => {})
   assert.deepEqual(more.filter((id) => !restarted.got().includes(id)), [], `the restarted worker serves again:\n${restarted.err()}`)
-  console.log(`chaos: ${total} jobs, ${reruns} reruns, ${keptTwice} kept twice; ${events.join(', ')}; ${Date.now() - started} ms`)
+  console.log(`chaos: ${total} jobs, ${ranTwice} run twice, ${copies} answers seen again, ${keptTwice} kept twice; ${events.join(', ')}; ${Date.now() - started} ms`)
 })
 
 it('core mode on the same kind of cluster: a worker killed mid-job loses only the jobs it held', async () => {
