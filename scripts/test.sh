@@ -24,7 +24,7 @@ summary() {
 }
 # dockerd is stopped at the end only if scripts/setup-docker.sh started it; a fuzz run still
 # going when a stage failed is stopped.
-trap '[ -n "${fuzz:-}" ] && { pkill -P "$fuzz"; kill "$fuzz"; } 2>/dev/null; bash scripts/setup-docker.sh --stop >/dev/null 2>&1 || true; summary' EXIT
+trap '{ [ -n "${fuzz:-}" ] && { pkill -P "$fuzz"; kill "$fuzz"; }; } 2>/dev/null || true; bash scripts/setup-docker.sh --stop >/dev/null 2>&1 || true; summary' EXIT
 
 stage "setup (scripts/setup.sh, scripts/setup-e2e.sh)"
 bash scripts/setup.sh
