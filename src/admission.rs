@@ -221,6 +221,25 @@ pub(crate) enum NotRun {
     },
 }
 
+impl NotRun {
+    /// A refusal of the job `id` (when its payload gave one), answered on `target`.
+    fn refuse<T>(
+        error: JobError,
+        id: Option<String>,
+        target: &Subject,
+        sender: SenderFacts,
+        left: Option<Duration>,
+    ) -> Result<T, NotRun> {
+        Err(NotRun::Refuse(Box::new(Refusal {
+            error,
+            id,
+            target: target.clone(),
+            sender,
+            left,
+        })))
+    }
+}
+
 /// The refusals the pipeline may also meet when it takes what a verdict said (a slot, an id,
 /// a nonce), so they read the same wherever they are decided.
 pub(crate) fn overloaded(max_concurrent_jobs: u32) -> JobError {
@@ -303,13 +322,7 @@ pub(crate) fn admit(
         ReplyTarget::Nowhere { why } => return Err(NotRun::Unanswerable { id, why }),
     };
     let refuse = |error: JobError, id: Option<String>, sender: SenderFacts| {
-        Err(NotRun::Refuse(Box::new(Refusal {
-            error,
-            id,
-            target: target.clone(),
-            sender,
-            left: None,
-        })))
+        NotRun::refuse(error, id, &target, sender, None)
     };
     // A refusal is signed for the request it refuses, when its nonce reads.
     let refusal_nonce = || {
@@ -366,13 +379,7 @@ pub(crate) fn admit(
         _ => target,
     };
     let refuse = |error: JobError, id: Option<String>, sender: SenderFacts| {
-        Err(NotRun::Refuse(Box::new(Refusal {
-            error,
-            id,
-            target: target.clone(),
-            sender,
-            left: None,
-        })))
+        NotRun::refuse(error, id, &target, sender, None)
     };
     let job = match parsed {
         Ok(job) => job,
@@ -384,14 +391,9 @@ pub(crate) fn admit(
     let waited_ms = stored.map_or(0, |(at, _)| now_ms.saturating_sub(at).max(0));
     let left_ms = budget_ms.saturating_sub(waited_ms);
     let left = Duration::from_millis(u64::try_from(left_ms).unwrap_or(0));
+    // From here on a refusal carries what was left of the deadline.
     let refuse = |error: JobError, id: Option<String>, sender: SenderFacts| {
-        Err(NotRun::Refuse(Box::new(Refusal {
-            error,
-            id,
-            target: target.clone(),
-            sender,
-            left: Some(left),
-        })))
+        NotRun::refuse(error, id, &target, sender, Some(left))
     };
     let progress_to = match progress_subject(&progress_headers, &config.reply_subject_prefixes) {
         Ok(to) => to,

@@ -139,24 +139,13 @@ impl DailyUse {
         } else {
             0.0
         };
-        let today = day_of(now_ms);
-        let mut day = crate::sync::lock(&self.day);
-        if day.0 != today {
-            *day = (
-                today,
-                DayUse::default(),
-                DaySum {
-                    day: day_name(now_ms),
-                    ..DaySum::default()
-                },
-            );
-        }
+        let mut day = self.counts_on(now_ms);
         day.2.count(outcome, counted, earned);
         (counted, earned)
     }
 
-    /// Adds what one turn used, on the UTC day of `now_ms`.
-    pub(crate) fn add(&self, usage: &Usage, now_ms: i64) {
+    /// The counts of the UTC day of `now_ms`, locked: begun afresh when that day is a new one.
+    fn counts_on(&self, now_ms: i64) -> std::sync::MutexGuard<'_, (i64, DayUse, DaySum)> {
         let today = day_of(now_ms);
         let mut day = crate::sync::lock(&self.day);
         if day.0 != today {
@@ -169,6 +158,12 @@ impl DailyUse {
                 },
             );
         }
+        day
+    }
+
+    /// Adds what one turn used, on the UTC day of `now_ms`.
+    pub(crate) fn add(&self, usage: &Usage, now_ms: i64) {
+        let mut day = self.counts_on(now_ms);
         if usage.cost.is_finite() && usage.cost > 0.0 {
             day.1.spent += usage.cost;
         }

@@ -529,19 +529,17 @@ impl Config {
             ));
         }
         if let Some(seed) = &self.signing_seed {
-            match SigningKey::from_seed(seed.expose()) {
-                Err(why) => return bad(format!("signingSeed: {why}")),
-                // The credsFile seed is compared when the worker starts (the file is read then).
-                Ok(key) if self.nkey_seed.is_some() => {
-                    crate::identity::refuse_login_key(
-                        self,
-                        &crate::identity::Identity {
-                            key,
-                            source: crate::identity::IdentitySource::SigningSeed,
-                        },
-                    )?;
+            let key = SigningKey::from_seed(seed.expose())
+                .map_err(|why| PierError::Config(format!("signingSeed: {why}")))?;
+            // The credsFile seed is compared when the identity is resolved (the file is read then).
+            let login = self
+                .nkey_seed
+                .as_ref()
+                .map(|s| SigningKey::from_seed(s.expose()));
+            if let Some(Ok(login)) = login {
+                if login.public_key() == key.public_key() {
+                    return Err(login_key_refused("signingSeed", "nkeySeed"));
                 }
-                Ok(_) => {}
             }
         }
         if !(1..=3_600_000).contains(&self.signature_max_age_ms) {
@@ -662,13 +660,6 @@ impl Config {
         Duration::from_millis(ms)
     }
 
-    /// The identity that signs replies and requests: `signingSeed`, else the key kept in the
-    /// identity file (made there on first use). Never the connection's login key
-    /// (`nkeySeed`, the `credsFile` seed): a signing key equal to it is a config error.
-    pub fn identity(&self) -> Result<crate::identity::Identity, PierError> {
-        crate::identity::resolve(self)
-    }
-
     /// The `allowedSenders` entries that are names, not keys: they match the self-declared
     /// `meta.sender` only.
     pub fn allowed_names(&self) -> Vec<&str> {
@@ -751,6 +742,14 @@ pub(crate) fn creds_seed(path: &std::path::Path) -> Option<Secret> {
         .by_ref()
         .find(|l| l.contains("BEGIN USER NKEY SEED"))?;
     lines.find(|l| !l.is_empty()).map(Secret::new)
+}
+
+/// The refusal of a signing key that is the NATS login key (protocol.md, "Keys are for Pier
+/// signatures only"): `what` signs, `login` names where the login key comes from.
+pub(crate) fn login_key_refused(what: &str, login: &str) -> PierError {
+    PierError::Config(format!(
+        "{what} is the NATS login key ({login}): a key that logs in to NATS must never sign Pier requests or results (a server could have it sign them as its nonce); give Pier a key of its own (unset signingSeed to use a generated one, or pier-connector keygen)"
+    ))
 }
 
 /// Removes credentials embedded in a URL (`nats://user:pass@host`).
@@ -864,7 +863,6 @@ mod tests {
         let key = "UDVEU3DD4KOFECV66VIHWEZOYX4ZKR3WV27L464SIIPOU2IUI3JCYSJF";
         let c = Config::from_value(json!({ "signingSeed": seed })).unwrap();
         assert!(!format!("{c:?}").contains(seed));
-        assert_eq!(c.identity().unwrap().public_key(), key);
         // The login key never signs: as signingSeed beside it, it is refused at once.
         let err = Config::from_value(json!({ "nkeySeed": seed, "signingSeed": seed })).unwrap_err();
         assert_eq!(err.code(), "PIER_CONFIG");
@@ -891,35 +889,6 @@ mod tests {
         assert_eq!(c.allowed_names(), vec!["alice"]);
         assert_eq!(c.sender_trust, SenderTrust::Signed);
         assert!(Config::from_value(json!({ "senderTrust": "maybe" })).is_err());
-    }
-
-    #[test]
-    fn a_creds_file_seed_never_signs() {
-        let dir = std::env::temp_dir().join(format!("pier-sign-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("user.creds");
-        std::fs::write(
-            &path,
-            "-----BEGIN NATS USER JWT-----\neyJ0\n------END NATS USER JWT------\n\n\
-             -----BEGIN USER NKEY SEED-----\nSUAAOBYHA4DQOBYHA4DQOBYHA4DQOBYHA4DQOBYHA4DQOBYHA4DQOBZ5FE\n\
-             ------END USER NKEY SEED------\n",
-        )
-        .unwrap();
-        let login = "UDVEU3DD4KOFECV66VIHWEZOYX4ZKR3WV27L464SIIPOU2IUI3JCYSJF";
-        let c = Config::from_value(json!({ "credsFile": path, "identityFile": dir.join("id") }))
-            .unwrap();
-        assert_ne!(c.identity().unwrap().public_key(), login);
-        let c = Config::from_value(json!({
-            "credsFile": path,
-            "signingSeed": "SUAAOBYHA4DQOBYHA4DQOBYHA4DQOBYHA4DQOBYHA4DQOBYHA4DQOBZ5FE"
-        }))
-        .unwrap();
-        let err = c.identity().unwrap_err().to_string();
-        assert!(
-            err.contains("signingSeed is the NATS login key (the credsFile seed)"),
-            "{err}"
-        );
-        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]

@@ -194,7 +194,7 @@ pub fn login_public_key(config: &Config) -> Option<String> {
         .map(|k| k.public_key().to_string())
 }
 
-pub(crate) fn refuse_login_key(config: &Config, identity: &Identity) -> Result<(), PierError> {
+fn refuse_login_key(config: &Config, identity: &Identity) -> Result<(), PierError> {
     if login_public_key(config).as_deref() != Some(identity.public_key()) {
         return Ok(());
     }
@@ -207,9 +207,7 @@ pub(crate) fn refuse_login_key(config: &Config, identity: &Identity) -> Result<(
     } else {
         "the credsFile seed"
     };
-    Err(PierError::Config(format!(
-        "{what} is the NATS login key ({login}): a key that logs in to NATS must never sign Pier requests or results (a server could have it sign them as its nonce); give Pier a key of its own (unset signingSeed to use a generated one, or pier-connector keygen)"
-    )))
+    Err(crate::config::login_key_refused(&what, login))
 }
 
 /// The key in an identity file.
@@ -489,6 +487,44 @@ mod tests {
             .to_string();
         assert!(err.contains("not a user nkey seed"), "{err}");
         assert!(!err.contains("secret-but-broken"), "{err}");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_creds_file_seed_never_signs() {
+        let dir = std::env::temp_dir().join(format!("pier-sign-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("user.creds");
+        std::fs::write(
+            &path,
+            "-----BEGIN NATS USER JWT-----\neyJ0\n------END NATS USER JWT------\n\n\
+             -----BEGIN USER NKEY SEED-----\nSUAAOBYHA4DQOBYHA4DQOBYHA4DQOBYHA4DQOBYHA4DQOBYHA4DQOBZ5FE\n\
+             ------END USER NKEY SEED------\n",
+        )
+        .unwrap();
+        let login = "UDVEU3DD4KOFECV66VIHWEZOYX4ZKR3WV27L464SIIPOU2IUI3JCYSJF";
+        let c = Config::from_value(
+            json!({ "signingSeed": "SUAAOBYHA4DQOBYHA4DQOBYHA4DQOBYHA4DQOBYHA4DQOBYHA4DQOBZ5FE" }),
+        )
+        .unwrap();
+        assert_eq!(
+            resolve(&c).unwrap().public_key(),
+            login,
+            "signingSeed signs"
+        );
+        let c = Config::from_value(json!({ "credsFile": path, "identityFile": dir.join("id") }))
+            .unwrap();
+        assert_ne!(resolve(&c).unwrap().public_key(), login);
+        let c = Config::from_value(json!({
+            "credsFile": path,
+            "signingSeed": "SUAAOBYHA4DQOBYHA4DQOBYHA4DQOBYHA4DQOBYHA4DQOBYHA4DQOBZ5FE"
+        }))
+        .unwrap();
+        let err = resolve(&c).unwrap_err().to_string();
+        assert!(
+            err.contains("signingSeed is the NATS login key (the credsFile seed)"),
+            "{err}"
+        );
         let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -125,7 +125,7 @@ impl Publisher {
             .identity_config
             .as_ref()
             .ok_or_else(|| PierError::Config("no signing key".into()))?;
-        let identity = config.identity()?;
+        let identity = crate::identity::resolve(config)?;
         Ok(self.signing_key.get_or_init(|| identity.key))
     }
 

@@ -136,7 +136,7 @@ impl Worker {
         }
         // Read at each start: the identity may have been rotated, and a credsFile's seed (which
         // must differ from it) replaced, since the last one. Made on the first start.
-        let identity = self.config.identity().inspect_err(|error| {
+        let identity = crate::identity::resolve(&self.config).inspect_err(|error| {
             self.stats
                 .set_last_error(&format!("{}: {error}", error.code()));
         })?;

@@ -506,7 +506,7 @@ pub fn identity(
     let config = Config::from_value(config).map_err(|e| js_error(&env, e))?;
     let found = std::panic::catch_unwind(|| {
         if create == Some(true) {
-            config.identity().map(Some)
+            crate::identity::resolve(&config).map(Some)
         } else {
             crate::identity::peek(&config)
         }

@@ -3,7 +3,7 @@
 //! `Nats-Msg-Id`), JetStream's unavailability is waited out at start and while running, and a
 //! refusal no wait can cure fails the start with its reason.
 
-use crate::common::{config, eventually, free_port, NatsServer, TempDir};
+use crate::common::{config, eventually, free_port, jetstream_with_results, NatsServer, TempDir};
 use async_nats::jetstream::{self, stream};
 use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
@@ -107,19 +107,13 @@ async fn every_answer_reaches_the_server_before_its_job_is_acked() {
 
 #[tokio::test]
 async fn an_answer_the_results_stream_refuses_leaves_the_job_in_its_stream_until_it_is_stored() {
-    let server = NatsServer::jetstream().await;
-    let client = async_nats::connect(&server.url).await.unwrap();
-    let js = jetstream::new(client.clone());
     // The requester keeps results in a stream of its own, here with room for one answer.
-    js.create_stream(stream::Config {
-        name: "RESULTS".into(),
-        subjects: vec!["results.>".into()],
+    let (server, _, js) = jetstream_with_results(stream::Config {
         max_messages: 1,
         discard: stream::DiscardPolicy::New,
         ..Default::default()
     })
-    .await
-    .unwrap();
+    .await;
     let worker = worker(&server.url, json!({}));
     worker.start().await.expect("worker starts");
     publish_job(&js, "kept-1").await;
@@ -294,36 +288,21 @@ async fn jetstream_api_refused_by_permission_fails_the_start() {
 
 #[tokio::test]
 async fn a_refused_copy_of_a_running_job_never_takes_the_place_of_its_answer() {
-    let server = NatsServer::jetstream().await;
-    let client = async_nats::connect(&server.url).await.unwrap();
-    let js = jetstream::new(client.clone());
-    js.create_stream(stream::Config {
-        name: "RESULTS".into(),
-        subjects: vec!["results.>".into()],
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let (server, _, js) = jetstream_with_results(Default::default()).await;
     let worker = worker(&server.url, json!({}));
     worker.start().await.expect("worker starts");
     // Two stream messages with one job id from one signed sender: the second arrives while the
     // first runs and is refused as a duplicate (unsigned, each stream message is a job of its
     // own: protocol.md, "Job identity").
-    let pair = nkeys::KeyPair::new_from_raw(nkeys::KeyPairType::User, [7; 32]).unwrap();
-    let sender = pier_connector::signature::SigningKey::from_seed(&pair.seed().unwrap()).unwrap();
+    let sender = crate::rig::key_of(7);
     for _ in 0..2 {
         let payload = json!({ "id": "twice", "task": "sleep:1500" }).to_string();
-        let signed = pier_connector::signature::sign_request(
+        let headers = crate::rig::sender_headers(
             &sender,
             "jobs.rust",
             "",
             payload.as_bytes(),
             std::time::SystemTime::now(),
-        );
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert(
-            pier_connector::signature::SENDER_HEADER,
-            signed.header.as_str(),
         );
         js.publish_with_headers("jobs.rust", headers, payload.into())
             .await
@@ -358,16 +337,7 @@ async fn a_refused_copy_of_a_running_job_never_takes_the_place_of_its_answer() {
 #[tokio::test]
 async fn answers_of_jobs_with_the_same_id_from_different_requesters_are_all_stored() {
     use pier_connector::signature::{self, SigningKey};
-    let server = NatsServer::jetstream().await;
-    let client = async_nats::connect(&server.url).await.unwrap();
-    let js = jetstream::new(client.clone());
-    js.create_stream(stream::Config {
-        name: "RESULTS".into(),
-        subjects: vec!["results.>".into()],
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let (server, _, js) = jetstream_with_results(Default::default()).await;
     let worker = worker(&server.url, json!({}));
     worker.start().await.expect("worker starts");
     let key = |byte: u8| {

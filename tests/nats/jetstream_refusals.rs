@@ -3,14 +3,14 @@
 //! queue for another worker, and is answered with the refusal only on its last delivery or near
 //! its deadline; and a worker whose NATS user lacks a permission it needs does not start.
 
-use crate::common::{config, eventually, free_port, NatsServer, TempDir};
+use crate::common::{config, eventually, free_port, jetstream_with_results, NatsServer, TempDir};
+use crate::rig::{key_of, sender_headers};
 use async_nats::jetstream::{self, stream};
 use async_nats::HeaderMap;
 use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
 use pier_connector::handler::{HandlerResult, JobHandler, JobInput};
 use pier_connector::log::MemoryLogger;
-use pier_connector::signature::{self, SigningKey};
 use pier_connector::worker::Worker;
 use serde_json::{json, Value};
 use std::sync::{Arc, Mutex};
@@ -230,14 +230,6 @@ async fn a_worker_over_a_senders_share_gives_the_job_back_and_another_runs_it_on
     b.worker.stop().await;
 }
 
-fn key_of(byte: u8) -> SigningKey {
-    let seed = nkeys::KeyPair::new_from_raw(nkeys::KeyPairType::User, [byte; 32])
-        .unwrap()
-        .seed()
-        .unwrap();
-    SigningKey::from_seed(&seed).unwrap()
-}
-
 #[tokio::test]
 async fn one_full_worker_answers_overloaded_on_the_jobs_last_delivery() {
     let server = NatsServer::jetstream().await;
@@ -253,9 +245,7 @@ async fn one_full_worker_answers_overloaded_on_the_jobs_last_delivery() {
     client.flush().await.unwrap();
     let payload = job("full-1", "task");
     let bytes = payload.to_string().into_bytes();
-    let signed = signature::sign_request(&key_of(7), "jobs.rust", "", &bytes, SystemTime::now());
-    let mut headers = HeaderMap::new();
-    headers.insert(signature::SENDER_HEADER, signed.header.as_str());
+    let headers = sender_headers(&key_of(7), "jobs.rust", "", &bytes, SystemTime::now());
     let sent = Instant::now();
     publish(&js, headers, &payload).await;
     let answer = next_answer(&mut answers, Duration::from_secs(20)).await;
@@ -408,17 +398,8 @@ async fn a_user_without_a_permission_the_worker_needs_cannot_start_and_no_job_ru
 
 #[tokio::test]
 async fn answers_do_not_ask_which_stream_keeps_their_subject_each_time() {
-    let server = NatsServer::jetstream().await;
-    let client = async_nats::connect(&server.url).await.unwrap();
-    let js = jetstream::new(client.clone());
     // The requester keeps its results in a stream: answers are published the JetStream way.
-    js.create_stream(stream::Config {
-        name: "RESULTS".into(),
-        subjects: vec!["results.>".into()],
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let (server, client, js) = jetstream_with_results(Default::default()).await;
     let mut lookups = client.subscribe("$JS.API.STREAM.NAMES").await.unwrap();
     client.flush().await.unwrap();
     let calls = Calls::default();

@@ -4,6 +4,7 @@
 //! a job in flight is still refused. Against a real nats-server.
 
 use crate::common::{config, eventually, NatsServer};
+use crate::rig::key_of;
 use async_nats::HeaderMap;
 use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
@@ -95,14 +96,6 @@ impl Rig {
         })
         .await
     }
-}
-
-fn key_of(byte: u8) -> SigningKey {
-    let seed = nkeys::KeyPair::new_from_raw(nkeys::KeyPairType::User, [byte; 32])
-        .unwrap()
-        .seed()
-        .unwrap();
-    SigningKey::from_seed(&seed).unwrap()
 }
 
 async fn answer(replies: &mut async_nats::Subscriber) -> Value {

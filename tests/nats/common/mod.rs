@@ -2,6 +2,7 @@
 //! config pointing at it.
 #![allow(dead_code)] // each test file uses a part of it
 
+use async_nats::jetstream::{self, stream};
 use pier_connector::config::Config;
 use serde_json::{json, Value};
 use std::process::{Child, Command, Stdio};
@@ -22,6 +23,24 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// A JetStream server, a client of it, and the requester's results stream (`RESULTS`, subjects
+/// `results.>`) made with `results`'s other settings (its limits, say).
+pub async fn jetstream_with_results(
+    results: stream::Config,
+) -> (NatsServer, async_nats::Client, jetstream::Context) {
+    let server = NatsServer::jetstream().await;
+    let client = async_nats::connect(&server.url).await.unwrap();
+    let js = jetstream::new(client.clone());
+    js.create_stream(stream::Config {
+        name: "RESULTS".into(),
+        subjects: vec!["results.>".into()],
+        ..results
+    })
+    .await
+    .unwrap();
+    (server, client, js)
 }
 
 pub fn free_port() -> u16 {
