@@ -415,6 +415,11 @@ export interface PierConfig {
    * Default: `false`.
    */
   unsafeHostTools?: boolean
+  /**
+   * Job disk (MiB): OpenClaw only: The most a sandboxed job's workspace may hold (and at most 100000 files): past it the job ends EXECUTION_FAILED and its files are removed. Where the gateway runs as root on Linux the workspace is a tmpfs of this size; elsewhere it is measured while the job runs.
+   * Default: `1024`.
+   */
+  jobDiskMb?: number
   /** Reply subject prefixes: When set, a job's reply subject must start with one of these (e.g. _INBOX.); others are not run. Reply subjects under $ ($JS., $KV., $SYS., ...) are always refused. */
   replySubjectPrefixes?: Array<string>
   /**

@@ -651,9 +651,11 @@ describe('job tool policy', () => {
   })
 
   it("a sandboxed job's workspace (a host directory) is measured while it runs, and the job ends EXECUTION_FAILED past its limit", async () => {
-    assert.deepEqual(jobDiskLimit({}), { bytes: 1024 * 1024 * 1024, entries: 100_000 }, '1 GiB by default')
-    assert.equal(jobDiskLimit({ PIER_JOB_DISK_MB: '64' }).bytes, 64 * 1024 * 1024)
-    assert.equal(jobDiskLimit({ PIER_JOB_DISK_MB: 'lots' }).bytes, 1024 * 1024 * 1024)
+    assert.deepEqual(jobDiskLimit(), { bytes: 1024 * 1024 * 1024, entries: 100_000 }, '1 GiB by default')
+    assert.equal(jobDiskLimit(64).bytes, 64 * 1024 * 1024)
+    assert.equal(jobDiskLimit('lots').bytes, 1024 * 1024 * 1024)
+    assert.equal(resolveAccount({ channels: { pier: { jobDiskMb: 64 } } }, undefined, {}).limits.jobDiskMb, 64, 'channels.pier jobDiskMb')
+    assert.equal(resolveAccount({ channels: { pier: {} } }, undefined, {}).limits.jobDiskMb, 1024)
     const dir = mkdtempSync(join(tmpdir(), 'pier-disk-'))
     mkdirSync(join(dir, 'sub'))
     writeFileSync(join(dir, 'sub', 'a'), Buffer.alloc(300 * 1024, 1))
@@ -669,10 +671,9 @@ describe('job tool policy', () => {
     await waitFor(() => over.length === 1, { timeout: 5000, interval: 20 })
     assert.ok(over[0].bytes > 1024 * 1024)
     stop()
-    // In a job: the turn fills its workspace and would run on; the job is answered and its turn aborted.
-    const previous = process.env.PIER_JOB_DISK_MB
-    process.env.PIER_JOB_DISK_MB = '1'
-    try {
+    // In a job of an account with jobDiskMb 1: the turn fills its workspace and would run on; the
+    // job is answered and its turn aborted.
+    {
       let aborted = false
       let mounted = null
       let full = false
@@ -693,7 +694,7 @@ describe('job tool policy', () => {
       })
       api.runtime.sandbox = sandboxed
       const logged = []
-      const handler = createAgentTurnHandler(api, new Map(), { agentId: 'pier-jobs', policy: jobToolPolicy({ agentId: 'pier-jobs', toolsAllow: ['exec'] }, { cfg: LIMITED, sandbox: sandboxed }), workspaceDir: join(STATE_DIR, 'pier', 'job-workspace'), log: { error: (m) => logged.push(m) } })
+      const handler = createAgentTurnHandler(api, new Map(), { agentId: 'pier-jobs', policy: jobToolPolicy({ agentId: 'pier-jobs', toolsAllow: ['exec'] }, { cfg: LIMITED, sandbox: sandboxed }), workspaceDir: join(STATE_DIR, 'pier', 'job-workspace'), log: { error: (m) => logged.push(m) }, limits: { jobDiskMb: 1 } })
       assert.deepEqual(await handler(job({ id: 'fill-1', timeoutMs: 30_000 })), { error: { code: 'EXECUTION_FAILED', message: 'the job wrote more than its workspace may hold (1 MiB, 100000 files)' } })
       assert.match(logged[0], /^job fill-1 ended: its workspace held [13] MiB in \d+ entries when measured, at the limit of 1 MiB/)
       if (process.platform === 'linux' && process.getuid() === 0) {
@@ -703,9 +704,6 @@ describe('job tool policy', () => {
       await waitFor(() => aborted, { timeout: 5000 })
       await sandboxesIdle()
       assert.deepEqual(readdirSync(join(STATE_DIR, 'pier', 'jobs')), [], 'its workspace removed')
-    } finally {
-      if (previous === undefined) delete process.env.PIER_JOB_DISK_MB
-      else process.env.PIER_JOB_DISK_MB = previous
     }
   })
 

@@ -199,9 +199,9 @@ export function createAgentTurnHandler(api, running, { agentId: fixedAgentId, po
       // container and files are removed below, the writer with them).
       let diskOver = new Promise(() => {})
       if (policy.sandboxed) {
-        box = await openJobSandbox(api, { cfg, agentId, sessionKey: ids.sessionKey, offered, root: jobSandboxRoot(workspaceDir) })
+        const limit = jobDiskLimit(limits?.jobDiskMb)
+        box = await openJobSandbox(api, { cfg, agentId, sessionKey: ids.sessionKey, offered, root: jobSandboxRoot(workspaceDir), disk: limit })
         if (box.refusal) return sandboxRefused(job, box.refusal, log)
-        const limit = jobDiskLimit()
         diskOver = new Promise((resolve) => (stopDisk = watchJobDisk(box.workspaceDir, { limit, onOver: (usage) => resolve({ disk: { ...usage, limit } }) })))
       }
       turnRun = agent.runEmbeddedAgent(

@@ -105,6 +105,8 @@ export function resolveAccount(cfg, accountId, env = process.env) {
     limits: {
       maxOutputTokens: Number.isInteger(merged.maxOutputTokens) && merged.maxOutputTokens > 0 ? merged.maxOutputTokens : 0,
       jobModel: typeof merged.jobModel === 'string' ? merged.jobModel : '',
+      // What a sandboxed job's workspace may hold (job-sandbox.mjs).
+      jobDiskMb: Number.isInteger(merged.jobDiskMb) && merged.jobDiskMb > 0 ? merged.jobDiskMb : 1024,
     },
     credentialSource: envKeys.length ? `env:${envKeys.join(',')}` : unresolved.length ? 'secretref (unresolved)' : hasLogin(configured) ? 'config' : 'none',
     unresolvedSecrets: unresolved,

@@ -39,7 +39,7 @@ export function jobSandboxRoot(jobWorkspaceDir) {
  * mounts changed"). A sandbox the turn cannot make fails the turn before the model is called
  * (sandboxUnavailable).
  */
-export async function openJobSandbox(api, { cfg, agentId, sessionKey, offered, root }) {
+export async function openJobSandbox(api, { cfg, agentId, sessionKey, offered, root, disk = jobDiskLimit() }) {
   const workspaceDir = join(root, sessionKey.split(':').pop())
   const box = { workspaceDir }
   // The container's scope key is the session key, and `:workspace:<hash>` after it when the
@@ -53,7 +53,7 @@ export async function openJobSandbox(api, { cfg, agentId, sessionKey, offered, r
     await mkdir(workspaceDir, { mode: 0o700 })
     if (process.getuid?.() === 0) {
       await chown(workspaceDir, JOB_UID, JOB_UID)
-      box.mounted = await mountJobDisk(workspaceDir)
+      box.mounted = await mountJobDisk(workspaceDir, disk)
     }
     const authority = sandbox.resolveWorkspaceAuthority(confinementQuery(cfg, agentId, offered, sessionKey))
     if (!authority?.sandboxed) return { ...box, refusal: 'the job agent is no longer sandboxed' }
@@ -68,12 +68,11 @@ export async function openJobSandbox(api, { cfg, agentId, sessionKey, offered, r
  * The most a job's workspace may hold. It is a directory of this host mounted into the container
  * (the rest of the container is a read-only root and tmpfs mounts, which count against its memory
  * limit), and docker has no size limit for a bind mount, so the plugin measures it while the job
- * runs and ends the job when it holds more: PIER_JOB_DISK_MB in the gateway's environment, else
- * 1024 MiB, and at most 100 000 files and directories (a filler of empty files takes inodes).
+ * runs and ends the job when it holds more: the account's jobDiskMb (1024 MiB by default), and at
+ * most 100 000 files and directories (a filler of empty files takes inodes).
  */
-export function jobDiskLimit(env = process.env) {
-  const mb = Number(env.PIER_JOB_DISK_MB)
-  return { bytes: (Number.isFinite(mb) && mb > 0 ? mb : 1024) * 1024 * 1024, entries: 100_000 }
+export function jobDiskLimit(mb = 1024) {
+  return { bytes: (Number.isInteger(mb) && mb > 0 ? mb : 1024) * 1024 * 1024, entries: 100_000 }
 }
 
 /**

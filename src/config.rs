@@ -322,6 +322,13 @@ pub struct Config {
     /// openclaw security audit.
     #[cfg_attr(test, schemars(extend("x-host" = true, "x-advanced" = true)))]
     pub unsafe_host_tools: bool,
+    /// Job disk (MiB)
+    ///
+    /// The most a sandboxed job's workspace may hold (and at most 100000 files): past it the job
+    /// ends EXECUTION_FAILED and its files are removed. Where the gateway runs as root on Linux
+    /// the workspace is a tmpfs of this size; elsewhere it is measured while the job runs.
+    #[cfg_attr(test, schemars(range(min = 1), extend("x-host" = true, "x-advanced" = true)))]
+    pub job_disk_mb: u32,
     /// Reply subject prefixes
     ///
     /// When set, a job's reply subject must start with one of these (e.g. _INBOX.); others are
@@ -441,6 +448,7 @@ impl Default for Config {
             keep_sessions: 0,
             tools_allow: Vec::new(),
             unsafe_host_tools: false,
+            job_disk_mb: 1024,
             reply_subject_prefixes: Vec::new(),
             discovery_earnings: false,
             token: None,
@@ -583,6 +591,9 @@ impl Config {
                 "jobModel: {:?} must be provider/model (e.g. openai/gpt-5-mini)",
                 crate::error::one_line(&self.job_model)
             ));
+        }
+        if self.job_disk_mb == 0 {
+            return bad("jobDiskMb: must be at least 1 (MiB)".into());
         }
         if !(self.max_publish_price.is_finite() && self.max_publish_price >= 0.0) {
             return bad("maxPublishPrice: must be a number of at least 0".into());
@@ -901,6 +912,8 @@ mod tests {
         assert_eq!(c.min_job_price, 5.0);
         assert_eq!(c.max_output_tokens, 300);
         assert!(Config::from_value(json!({ "minJobPrice": -1 })).is_err());
+        assert_eq!(Config::from_value(json!({})).unwrap().job_disk_mb, 1024);
+        assert!(Config::from_value(json!({ "jobDiskMb": 0 })).is_err());
         assert!(Config::from_value(json!({ "maxOutputTokens": -1 })).is_err());
         assert!(Config::from_value(json!({ "ledgerMaxBytes": 100 })).is_err());
         for bad in ["cheap", "/cheap", "vllm/", "vllm/a b"] {

@@ -28,7 +28,7 @@ const skip = unavailable && process.env.PIER_REQUIRE_DOCKER !== '1' ? `docker ca
 
 let nats, nc, model, home, gateway, containers, listener, listenerHits, bridge, pluginDir
 
-/** The job agent's limits (OpenClaw's sandbox.docker keys) and the job workspaces' (PIER_JOB_DISK_MB). */
+/** The job agent's limits (OpenClaw's sandbox.docker keys) and the job workspaces' (jobDiskMb). */
 const LIMITS = { memory: '256m', memorySwap: '256m', pidsLimit: 64, cpus: 1 }
 const DISK_MB = 64
 const MiB = 1024 * 1024
@@ -171,8 +171,7 @@ describe('jobs with tools run in a throwaway docker sandbox', () => {
     nats = await startNatsServer({ name: 'pier-sandbox-e2e' })
     nc = await rawClient(nats.url)
     model = await startFakeModel()
-    // A small disk limit for the job workspaces (the default is 1024 MiB): the disk filler's.
-    home = await createOpenClawHome({ modelBaseUrl: model.baseUrl, registryUrl: 'http://127.0.0.1:9/', env: { ...sandboxGatewayEnv(), PIER_JOB_DISK_MB: String(DISK_MB) } })
+    home = await createOpenClawHome({ modelBaseUrl: model.baseUrl, registryUrl: 'http://127.0.0.1:9/', env: sandboxGatewayEnv() })
     pluginDir = packPlugin().dir
     await home.cli(['plugins', 'install', '--link', pluginDir, '--force', '--accept-capabilities'])
     const config = home.readConfig()
@@ -193,7 +192,8 @@ describe('jobs with tools run in a throwaway docker sandbox', () => {
         natsUrl: nats.url,
         jobTimeoutMs: 90_000,
         accounts: {
-          box: { subject: 'sb.box', workerId: 'sb-box', toolsAllow: ['exec', 'read', 'write'], drainTimeoutMs: 3000 },
+          // A small disk limit for its job workspaces (the default is 1024 MiB): the disk filler's.
+          box: { subject: 'sb.box', workerId: 'sb-box', toolsAllow: ['exec', 'read', 'write'], drainTimeoutMs: 3000, jobDiskMb: DISK_MB },
           // ls moves into the sandbox, but OpenClaw does not count it as confined.
           ls: { subject: 'sb.ls', workerId: 'sb-ls', toolsAllow: ['exec', 'ls'] },
           shared: { subject: 'sb.shared', workerId: 'sb-shared', agentId: 'pier-shared', toolsAllow: ['exec'] },

@@ -134,6 +134,9 @@ pub struct PierConfig {
     /// Unsafe: host tools without a sandbox: OpenClaw only: Lets toolsAllow give job turns host tools although the job agent has no sandbox, so a stranger's task can run commands and touch files on this host. Reported as critical by openclaw security audit.
     /// Default: `false`.
     pub unsafe_host_tools: Option<bool>,
+    /// Job disk (MiB): OpenClaw only: The most a sandboxed job's workspace may hold (and at most 100000 files): past it the job ends EXECUTION_FAILED and its files are removed. Where the gateway runs as root on Linux the workspace is a tmpfs of this size; elsewhere it is measured while the job runs.
+    /// Default: `1024`.
+    pub job_disk_mb: Option<f64>,
     /// Reply subject prefixes: When set, a job's reply subject must start with one of these (e.g. _INBOX.); others are not run. Reply subjects under $ ($JS., $KV., $SYS., ...) are always refused.
     pub reply_subject_prefixes: Option<Vec<String>>,
     /// Earnings in discovery: Report this worker's earnings to anyone who asks $SRV.STATS (the fleet view's EARNED column). Off: discovery carries no earnings.
