@@ -23,6 +23,18 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+/// A `stop()` ends every `start()` called before it, wherever that start is: still waiting for a
+/// server, making the identity, or not yet begun (the two run as separate tasks, and a stop may
+/// be polled first; it then found no start to end and the start retried until stopped again,
+/// which nothing did: a gateway account stopped while connecting hung on its stop).
+#[derive(Default)]
+struct StartGate {
+    /// How many `stop()` calls there have been: a start ends when this moved since it was called.
+    stops: u64,
+    /// Cancelled by `stop()` to end the `start()` waiting for a server.
+    abort: Option<CancellationToken>,
+}
+
 pub struct Worker {
     config: Arc<Config>,
     handler: Arc<dyn JobHandler>,
@@ -33,8 +45,8 @@ pub struct Worker {
     lifecycle: tokio::sync::Mutex<Option<Running>>,
     /// What `status()` (and the metrics endpoint) read without waiting for a lifecycle change.
     phase: Arc<Mutex<Phase>>,
-    /// Cancelled by `stop()` to end a `start()` still waiting for a server.
-    abort_start: Mutex<Option<CancellationToken>>,
+    /// How `stop()` ends a `start()` still under way (see [`StartGate`]).
+    start_gate: Mutex<StartGate>,
     /// Whether the delivery source can take jobs (JetStream may be re-electing a leader).
     health: Arc<Health>,
     /// The key replies are signed with, from the last start (the identity file is read then).
@@ -112,7 +124,7 @@ impl Worker {
             stats,
             lifecycle: tokio::sync::Mutex::new(None),
             phase: Arc::new(Mutex::new(Phase::Stopped)),
-            abort_start: Mutex::new(None),
+            start_gate: Mutex::new(StartGate::default()),
             replay_memory_cap: crate::signature::REPLAY_MEMORY_CAP,
             daily: Mutex::new(None),
         }
@@ -129,7 +141,15 @@ impl Worker {
     /// Connects, opens the delivery source and starts taking jobs; resolves once jobs can
     /// arrive. While no server answers it keeps trying with backoff (state `connecting`), up
     /// to `maxConnectAttempts` (0: until `stop()`).
-    pub async fn start(&self) -> Result<(), PierError> {
+    ///
+    /// A `stop()` called after this call ends it with `PIER_STOPPED`, even one that runs before
+    /// it has begun.
+    pub fn start(&self) -> impl std::future::Future<Output = Result<(), PierError>> + '_ {
+        let stops = lock(&self.start_gate).stops;
+        self.start_unless_stopped(stops)
+    }
+
+    async fn start_unless_stopped(&self, stops: u64) -> Result<(), PierError> {
         let mut lifecycle = self.lifecycle.lock().await;
         if lifecycle.is_some() {
             return Err(PierError::AlreadyRunning);
@@ -157,7 +177,13 @@ impl Worker {
         let signing_key = Some(identity.key.clone());
         *lock(&self.signing) = Some(identity);
         let abort = CancellationToken::new();
-        *lock(&self.abort_start) = Some(abort.clone());
+        {
+            let mut gate = lock(&self.start_gate);
+            if gate.stops != stops {
+                abort.cancel();
+            }
+            gate.abort = Some(abort.clone());
+        }
         *lock(&self.phase) = Phase::Connecting;
         // Up before the connection, so an operator sees a worker waiting for its server.
         let metrics = match self.serve_metrics().await {
@@ -171,7 +197,7 @@ impl Worker {
             opened = self.open() => opened,
             _ = abort.cancelled() => Err(PierError::Stopped),
         };
-        lock(&self.abort_start).take();
+        lock(&self.start_gate).abort.take();
         let (client, source) = match opened {
             Ok(opened) => opened,
             Err(error) => {
@@ -367,8 +393,12 @@ impl Worker {
     /// SHUTTING_DOWN and closes the connection. Resolves when all of that is done; ends a
     /// `start()` still waiting for a server; a no-op when not running.
     pub async fn stop(&self) {
-        if let Some(abort) = lock(&self.abort_start).take() {
-            abort.cancel();
+        {
+            let mut gate = lock(&self.start_gate);
+            gate.stops += 1;
+            if let Some(abort) = gate.abort.take() {
+                abort.cancel();
+            }
         }
         let mut lifecycle = self.lifecycle.lock().await;
         let Some(running) = lifecycle.take() else {

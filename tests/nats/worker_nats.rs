@@ -198,3 +198,39 @@ async fn an_inline_handler_that_waits_does_not_hold_up_other_jobs_or_its_deadlin
     assert_eq!(late["error"]["code"], "TIMEOUT");
     worker.stop().await;
 }
+
+/// A stop ends every start called before it, even one that has not begun when the stop runs
+/// (the binding runs each as a task of its own, and either may be polled first). That start
+/// once found the stop over, retried its server until stopped again, and an OpenClaw account
+/// stopped while connecting waited for it for ever.
+#[tokio::test]
+async fn a_stop_ends_a_start_called_before_it_even_one_not_begun() {
+    // Nothing listens there: a start keeps trying (maxConnectAttempts 0) until stopped.
+    let url = format!("nats://127.0.0.1:{}", crate::common::free_port());
+    let worker = Arc::new(Worker::new(
+        config(&url, json!({ "connectTimeoutMs": 200 })),
+        Arc::new(EchoHandler),
+        Arc::new(MemoryLogger::default()),
+    ));
+    let start = worker.start();
+    worker.stop().await;
+    let ended = tokio::time::timeout(Duration::from_secs(10), start)
+        .await
+        .expect("the start ends with the stop, not after its server comes");
+    assert_eq!(ended.unwrap_err().code(), "PIER_STOPPED");
+    assert_eq!(worker.status().state, "stopped");
+    // A start called after that stop is not ended by it: it keeps trying until the next one.
+    let again = {
+        let worker = worker.clone();
+        tokio::spawn(async move { worker.start().await })
+    };
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(!again.is_finished(), "still connecting");
+    assert_eq!(worker.status().state, "connecting");
+    worker.stop().await;
+    let ended = tokio::time::timeout(Duration::from_secs(10), again)
+        .await
+        .expect("ended by the second stop")
+        .unwrap();
+    assert_eq!(ended.unwrap_err().code(), "PIER_STOPPED");
+}
