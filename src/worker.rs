@@ -154,6 +154,10 @@ impl Worker {
         if lifecycle.is_some() {
             return Err(PierError::AlreadyRunning);
         }
+        // Stopped before it began: no identity file made, no metrics port opened for nothing.
+        if lock(&self.start_gate).stops != stops {
+            return Err(PierError::Stopped);
+        }
         // Read at each start: the identity may have been rotated, and a credsFile's seed (which
         // must differ from it) replaced, since the last one. Made on the first start.
         let identity = crate::identity::resolve(&self.config).inspect_err(|error| {
@@ -390,8 +394,8 @@ impl Worker {
     }
 
     /// Stops taking jobs, lets in-flight jobs finish within `drainTimeoutMs`, answers the rest
-    /// SHUTTING_DOWN and closes the connection. Resolves when all of that is done; ends a
-    /// `start()` still waiting for a server; a no-op when not running.
+    /// SHUTTING_DOWN and closes the connection. Resolves when all of that is done; ends every
+    /// `start()` called before it (see [`StartGate`]); a no-op when not running.
     pub async fn stop(&self) {
         {
             let mut gate = lock(&self.start_gate);
