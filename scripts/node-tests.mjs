@@ -6,13 +6,9 @@
 // takes the gateway files left, the longest first, so the two end close together. Each file's
 // report is printed when it ends; the last line sums them all.
 //
-// PIER_GATEWAY_GATE=<path>: no gateway file starts before <path> exists. scripts/test.sh starts
-// this right after the addon build, so the other files (mostly waiting) run beside clippy and
-// cargo test, and creates <path> once those are done: never more than two files at once.
-//
 //   node scripts/node-tests.mjs [file ...]     (default: every __test__/**/*.test.mjs)
 import { spawn } from 'node:child_process'
-import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs'
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, relative } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -65,16 +61,10 @@ function runFile(file) {
   })
 }
 
-const gate = process.env.PIER_GATEWAY_GATE
-async function gateOpen() {
-  while (gate && !existsSync(gate)) await new Promise((r) => setTimeout(r, 250))
-}
-
 const results = []
 async function lane(first) {
   for (;;) {
     // Own queue first; then the longest gateway file left.
-    if (first === 'gateway' || !queue.others.length) await gateOpen()
     const file = first === 'gateway' ? queue.gateway.shift() : queue.others.shift() ?? queue.gateway.shift()
     if (!file) return
     const r = await runFile(file)

@@ -22,9 +22,9 @@ summary() {
   echo "== stage times (total $((SECONDS - started)) s)"
   printf '%s\n' "${timings[@]}"
 }
-# dockerd is stopped at the end only if scripts/setup-docker.sh started it; a fuzz run or node
-# tests still going when a stage failed are stopped.
-trap '{ [ -n "${fuzz:-}" ] && { pkill -P "$fuzz"; kill "$fuzz"; }; [ -n "${node_tests:-}" ] && kill -- -"$node_tests"; } 2>/dev/null || true; bash scripts/setup-docker.sh --stop >/dev/null 2>&1 || true; summary' EXIT
+# dockerd is stopped at the end only if scripts/setup-docker.sh started it; a fuzz run still
+# going when a stage failed is stopped.
+trap '{ [ -n "${fuzz:-}" ] && { pkill -P "$fuzz"; kill "$fuzz"; }; } 2>/dev/null || true; bash scripts/setup-docker.sh --stop >/dev/null 2>&1 || true; summary' EXIT
 
 stage "setup (scripts/setup.sh, scripts/setup-e2e.sh)"
 bash scripts/setup.sh
@@ -60,31 +60,11 @@ stage "vendor/async-nats is the published crate plus patches/ (scripts/check-ven
 bash scripts/check-vendor.sh
 stage "supply chain: cargo deny, npm audit (scripts/supply-chain.sh)"
 bash scripts/supply-chain.sh
-# The host triple named explicitly, as cargo test names it below: the tests' build then reuses
-# every dependency the addon's build compiled (Cargo.toml keeps one feature set for both).
-HOST=$(rustc -vV | sed -n 's/^host: //p')
-stage "build the addon (the tests' debug build, stripped; scripts/build.sh makes the release one)"
-# Stripped after the build, not with napi's --strip: that flag adds RUSTFLAGS (-C link-arg=-s),
-# which changes every crate's fingerprint, and cargo test would build every dependency again.
-# Unstripped the debug addon is ~51 MB (line tables only), which the tests load many times.
-npx napi build --platform --target "$HOST" --features addon --js index.js --dts index.d.ts
-strip --strip-unneeded pier-connector.*.node
-git diff --exit-code --quiet -- index.d.ts index.js 2>/dev/null || {
-  echo "index.js / index.d.ts differ from the generated ones: commit the regenerated files" >&2
-  git --no-pager diff --stat -- index.d.ts index.js >&2
-  exit 1
-}
-# The node tests begin here, in the background: the files that do not start a gateway mostly
-# wait on nats-server processes and timers, so they run beside clippy and cargo test; the
-# real-gateway files (CPU) wait for the gate, opened once the Rust stages are done
-# (PIER_GATEWAY_GATE in scripts/node-tests.mjs). Its own process group, so that a failing stage
-# stops it and everything it started.
-node_log=$(mktemp)
-gate=$(mktemp -u)
-PIER_GATEWAY_GATE="$gate" setsid node scripts/node-tests.mjs >"$node_log" 2>&1 &
-node_tests=$!
 stage "cargo clippy --all-targets --features addon -- -D warnings"
 cargo clippy --quiet --all-targets --features addon -- -D warnings
+# The host triple named explicitly, as napi build names it below: the addon's build then reuses
+# every dependency the tests compiled (Cargo.toml keeps one feature set for both).
+HOST=$(rustc -vV | sed -n 's/^host: //p')
 stage "cargo test"
 # Six tests at once: the integration tests (tests/nats/) spend their time waiting on nats-server
 # processes and timers (~10 s of CPU in ~58 s on two threads); six at once take ~20 s, ~22 s with
@@ -96,18 +76,22 @@ wait "$fuzz" || fuzz_ok=$?
 tail -n 1 "$fuzz_log"
 [ "$fuzz_ok" = 0 ] || { cat "$fuzz_log" >&2; exit "$fuzz_ok"; }
 rm -f "$fuzz_log"
+stage "build the addon (the tests' debug build, stripped; scripts/build.sh makes the release one)"
+# Stripped after the build, not with napi's --strip: that flag adds RUSTFLAGS (-C link-arg=-s),
+# which changes every crate's fingerprint and rebuilt all the dependencies cargo test had just
+# built. Unstripped the debug addon is ~51 MB (line tables only), which the tests load many times.
+npx napi build --platform --target "$HOST" --features addon --js index.js --dts index.d.ts
+strip --strip-unneeded pier-connector.*.node
+git diff --exit-code --quiet -- index.d.ts index.js 2>/dev/null || {
+  echo "index.js / index.d.ts differ from the generated ones: commit the regenerated files" >&2
+  git --no-pager diff --stat -- index.d.ts index.js >&2
+  exit 1
+}
 stage "docker for the sandbox tests (scripts/setup-docker.sh, begun with the Rust stages)"
 docker_ok=0
 wait "$docker_setup" || docker_ok=$?
 cat "$docker_log"
 rm -f "$docker_log"
 [ "$docker_ok" = 0 ] || exit "$docker_ok"
-stage "node --test __test__/ (two lanes, begun after the addon build; the real-gateway files from here)"
-touch "$gate"
-node_ok=0
-tail -n +1 -f --pid="$node_tests" "$node_log" &
-wait "$node_tests" || node_ok=$?
-node_tests=
-wait
-rm -f "$node_log" "$gate"
-exit "$node_ok"
+stage "node --test __test__/ (two lanes: scripts/node-tests.mjs)"
+node scripts/node-tests.mjs
