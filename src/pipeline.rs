@@ -176,6 +176,10 @@ pub(crate) struct Pipeline {
     client: Client,
     slots: Arc<Semaphore>,
     jobs: TaskTracker,
+    /// Handler calls of answered jobs (TIMEOUT, SHUTTING_DOWN, CANCELLED) that have not
+    /// returned: `finish` waits for them once it has told them to stop, so that when a stop
+    /// resolves no job is counted in flight and every ledger line is written.
+    outliving: TaskTracker,
     cancel: CancellationToken,
     outbox: Arc<Outbox>,
     outbox_task: std::sync::Mutex<Option<JoinHandle<()>>>,
@@ -315,6 +319,7 @@ impl Pipeline {
             identity,
             client,
             jobs: TaskTracker::new(),
+            outliving: TaskTracker::new(),
             cancel: CancellationToken::new(),
             outbox,
             outbox_task: std::sync::Mutex::new(Some(outbox_task)),
@@ -705,7 +710,8 @@ impl Pipeline {
         inbound.settle(settle).await;
         // Answered: stopping the worker need not wait for it (it was told to stop; `finish`
         // ends this wait once the answered jobs are done).
-        tokio::spawn(async move {
+        let outliving = self.outliving.clone();
+        outliving.spawn(async move {
             self.outlive(&id, turn, &mut facts).await;
             drop(slot);
             drop(claim);
@@ -1058,8 +1064,10 @@ impl Pipeline {
             let _ = tokio::time::timeout(FINAL_FLUSH, self.jobs.wait()).await;
         }
         // Handler calls answered at their deadline and still running were told to stop; the
-        // worker stops waiting for them.
+        // worker stops waiting for them, and counts them out.
         self.cancel.cancel();
+        self.outliving.close();
+        let _ = tokio::time::timeout(FINAL_FLUSH, self.outliving.wait()).await;
         let cancels = crate::sync::lock(&self.cancels).take();
         if let Some((stop, task)) = cancels {
             stop.cancel();
