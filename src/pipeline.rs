@@ -708,8 +708,9 @@ impl Pipeline {
         // has. A cap that freed them now would let a flood of short deadlines run any number of
         // turns at once.
         inbound.settle(settle).await;
-        // Answered: stopping the worker need not wait for it (it was told to stop; `finish`
-        // ends this wait once the answered jobs are done).
+        // Answered: stopping the worker need not wait for the call itself (it was told to
+        // stop). `finish` ends this wait once the answered jobs are done, then waits for this
+        // task, so the job is counted out and its ledger line written before a stop resolves.
         let outliving = self.outliving.clone();
         outliving.spawn(async move {
             self.outlive(&id, turn, &mut facts).await;
