@@ -2,8 +2,8 @@
 //! the project's protocol module and answers the v1.0 `task_result`, with no JS at all.
 
 use futures_util::StreamExt;
-use pier_connector::config::WorkerIdentity;
 use pier_connector::protocol;
+use pier_connector::protocol::WorkerIdentity;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

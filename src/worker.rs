@@ -2,7 +2,7 @@
 //! source, feed its jobs to the pipeline, answer service discovery, and stop once, draining.
 
 use crate::budget::{DailyUse, TodayStatus};
-use crate::config::{Config, WorkerIdentity};
+use crate::config::Config;
 use crate::connection::{self, Attempts};
 use crate::delivery::{Health, Source};
 use crate::discovery;
@@ -13,6 +13,7 @@ use crate::log::{Level, SharedLogger};
 use crate::metrics::MetricsServer;
 use crate::pipeline::{Pipeline, PipelineParts, FINAL_FLUSH};
 use crate::protocol;
+use crate::protocol::WorkerIdentity;
 use crate::stats::{Stats, StatsSnapshot};
 use crate::sync::lock;
 use async_nats::Client;

@@ -2,7 +2,7 @@
 // scripts/setup-e2e.sh puts Node 24 and OpenClaw in the cache directory used here.
 import { spawn, execFile, execFileSync } from 'node:child_process'
 import { promisify } from 'node:util'
-import { mkdtempSync, writeFileSync, readFileSync, rmSync, mkdirSync } from 'node:fs'
+import { mkdtempSync, writeFileSync, readFileSync, readdirSync, rmSync, mkdirSync } from 'node:fs'
 import { tmpdir, homedir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -183,20 +183,26 @@ function startRpcClient(env) {
 /**
  * scripts/pack.sh: a plain `npm pack` of the checkout and the same files unpacked. Link installs
  * use the unpacked directory, not the checkout: OpenClaw reads the whole linked directory, and a
- * built checkout's target/ holds gigabytes. `dist`: where to pack (default: a directory of this
- * process's own, removed when it exits).
+ * built checkout's target/ holds gigabytes. `dist`: where to pack (default: the run's pack, or a
+ * directory of this process's own, removed when it exits).
  */
 export function packPlugin(dist) {
-  if (!dist) {
-    // A directory of this process's own, removed when it exits: test files run side by side,
-    // and a gateway keeps loading from the directory it was installed from (--link).
-    dist = mkdtempSync(join(tmpdir(), 'pier-pack-'))
-    process.once('exit', () => rmSync(dist, { recursive: true, force: true }))
+  let tgz
+  if (!dist && process.env.PIER_TEST_PACK) {
+    // Packed once for the whole run by scripts/node-tests.mjs: every file reads the same pack,
+    // and none writes to it.
+    dist = process.env.PIER_TEST_PACK
+    tgz = join(dist, readdirSync(dist).find((f) => f.endsWith('.tgz')))
+  } else {
+    if (!dist) {
+      // A directory of this process's own, removed when it exits: a gateway keeps loading from
+      // the directory it was installed from (--link).
+      dist = mkdtempSync(join(tmpdir(), 'pier-pack-'))
+      process.once('exit', () => rmSync(dist, { recursive: true, force: true }))
+    }
+    const out = execFileSync('bash', [join(ROOT, 'scripts/pack.sh')], { encoding: 'utf8', env: { ...process.env, PIER_PACK_DIR: dist } })
+    tgz = out.trim().split('\n').find((l) => l.endsWith('.tgz'))
   }
-  const out = execFileSync('bash', [join(ROOT, 'scripts/pack.sh')], { encoding: 'utf8', env: { ...process.env, PIER_PACK_DIR: dist } })
-    .trim()
-    .split('\n')
-  const tgz = out.find((l) => l.endsWith('.tgz'))
   const files = execFileSync('tar', ['-tzf', tgz], { encoding: 'utf8' }).split('\n').filter(Boolean)
   return {
     tgz,

@@ -6,13 +6,18 @@ mod scan;
 
 pub use inbound::{parse_job, JobRequest, Rejection, MAX_NESTING_DEPTH};
 
-use crate::config::WorkerIdentity;
 use crate::error::{ErrorCode, JobError};
-use async_nats::HeaderMap;
 use serde::Serialize;
 use serde_json::Value;
 
 pub const PROTOCOL_VERSION: &str = "1.0";
+
+/// `worker` in every reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WorkerIdentity {
+    pub id: String,
+    pub wallet: Option<String>,
+}
 
 /// JetStream mode: the header a request names its reply subject in.
 pub const REPLY_HEADER: &str = "Pier-Reply-To";
@@ -240,10 +245,11 @@ pub fn encode_error(id: Option<&str>, error: &JobError, worker: &WorkerIdentity)
     })
 }
 
-/// The headers of every `task_error` reply: the NATS service (micro) protocol's error headers,
-/// so discovery clients count the error and can read its code without parsing the body.
-pub fn error_headers(code: ErrorCode, message: &str) -> HeaderMap {
-    let status = match code {
+/// The headers of every `task_error` reply, as (name, value): the NATS service (micro)
+/// protocol's error headers, so discovery clients count the error and can read its code without
+/// parsing the body.
+pub fn error_headers(code: ErrorCode, message: &str) -> [(&'static str, String); 2] {
+    let status: u16 = match code {
         ErrorCode::ParseError | ErrorCode::InvalidRequest => 400,
         ErrorCode::PriceTooLow => 402,
         ErrorCode::Unauthorized => 403,
@@ -258,10 +264,10 @@ pub fn error_headers(code: ErrorCode, message: &str) -> HeaderMap {
         // What HTTP servers answer a request its client closed.
         ErrorCode::Cancelled => 499,
     };
-    let mut headers = HeaderMap::new();
-    headers.insert("Nats-Service-Error", format!("{code}: {message}").as_str());
-    headers.insert("Nats-Service-Error-Code", status.to_string().as_str());
-    headers
+    [
+        ("Nats-Service-Error", format!("{code}: {message}")),
+        ("Nats-Service-Error-Code", status.to_string()),
+    ]
 }
 
 #[cfg(test)]
@@ -311,14 +317,12 @@ mod tests {
 
     #[test]
     fn error_headers_carry_code_and_status() {
-        let h = error_headers(ErrorCode::Overloaded, "full");
         assert_eq!(
-            h.get("Nats-Service-Error").map(|v| v.as_str()),
-            Some("OVERLOADED: full")
-        );
-        assert_eq!(
-            h.get("Nats-Service-Error-Code").map(|v| v.as_str()),
-            Some("503")
+            error_headers(ErrorCode::Overloaded, "full"),
+            [
+                ("Nats-Service-Error", "OVERLOADED: full".to_string()),
+                ("Nats-Service-Error-Code", "503".to_string())
+            ]
         );
     }
     use serde_json::json;
