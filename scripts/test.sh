@@ -111,5 +111,5 @@ wait "$docker_setup" || docker_ok=$?
 cat "$docker_log"
 rm -f "$docker_log"
 [ "$docker_ok" = 0 ] || exit "$docker_ok"
-stage "node --test __test__/ (three lanes: scripts/node-tests.mjs)"
+stage "node --test __test__/ (two lanes: scripts/node-tests.mjs)"
 node scripts/node-tests.mjs

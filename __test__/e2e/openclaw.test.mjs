@@ -18,7 +18,7 @@ import { firstRequest, rawClient, request, sleep, waitFor } from '../helpers/add
 const ROOT = fileURLToPath(new URL('../..', import.meta.url))
 const JOBS = 'jobs.e2e'
 
-let nats, nc, registry, model, home, gateway, packed
+let nats, nc, registry, model, home, gateway, packed, installed
 
 /** An npm registry that answers nothing and counts what asked: proof that an install was offline. */
 async function startTripwireRegistry() {
@@ -101,12 +101,13 @@ describe('pier-connector in a real OpenClaw gateway', () => {
     assert.equal(packed.manifest.optionalDependencies, undefined)
     assert.ok(packed.files.includes('LICENSE') && packed.files.includes('load-addon.js'))
     assert.deepEqual(registry.requests, [], 'the install asked a registry')
-    const inspect = await inspectPlugin()
-    assert.ok(existsSync(join(pluginRoot(inspect), binary[0])), 'the installed plugin has its binary')
+    installed = await inspectPlugin()
+    assert.ok(existsSync(join(pluginRoot(installed), binary[0])), 'the installed plugin has its binary')
   })
 
   it('plugins inspect lists the channel, service, tool and command', async () => {
-    const inspect = JSON.parse(await home.cli(['plugins', 'inspect', 'pier-connector', '--runtime', '--json']))
+    // What the test above read (one CLI process costs 6-20 s), of the same install.
+    const inspect = installed ?? (await inspectPlugin())
     assert.equal(inspect.plugin.status, 'loaded')
     assert.deepEqual(inspect.plugin.channelIds, ['pier'])
     assert.deepEqual(inspect.plugin.toolNames, ['pier_publish'])
