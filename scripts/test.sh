@@ -37,12 +37,13 @@ bash scripts/setup.sh
 export PATH="$PATH:$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')"
 # The fuzz run of the inbound parser, begun here and awaited after cargo test: its build (~25 s
 # on 2 cores, its own target directory; the target compiles the parser's source files, not the
-# whole crate) fills the CPU that setup-e2e.sh's downloads leave idle. cargo fuzz needs nightly compiler flags (coverage
-# instrumentation); this machine has the stable toolchain only, and RUSTC_BOOTSTRAP=1 lets stable
-# accept them for this build. The parser has no unsafe code, so AddressSanitizer would find
-# nothing the panics and asserts do not: without it and unoptimised (--dev -s none) the build
-# takes half as long. A fixed number of runs, not seconds, so a busy machine fuzzes as much as a
-# quiet one (~80,000 runs take ~20 s alone); PIER_FUZZ_RUNS=5000000 for a longer session.
+# whole crate) fills the CPU that setup-e2e.sh's downloads leave idle. cargo fuzz needs nightly
+# compiler flags (coverage instrumentation); this machine has the stable toolchain only, and
+# RUSTC_BOOTSTRAP=1 lets stable accept them for this build. The parser has no unsafe code, so
+# AddressSanitizer would find nothing the panics and asserts do not: without it and unoptimised
+# (--dev -s none) the build takes half as long. A fixed number of runs, not seconds, so a busy
+# machine fuzzes as much as a quiet one (~80,000 runs take ~30 s alone); PIER_FUZZ_RUNS=5000000
+# for a longer session.
 fuzz_log=$(mktemp)
 RUSTC_BOOTSTRAP=1 cargo fuzz run --dev -s none parse_job -- -runs="${PIER_FUZZ_RUNS:-80000}" -max_len=4096 >"$fuzz_log" 2>&1 &
 fuzz=$!

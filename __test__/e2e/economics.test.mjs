@@ -368,12 +368,24 @@ describe('progress and cancellation in a real gateway', () => {
 describe('a paid pier_publish from a chat asks the person at that chat', () => {
   const key = 'agent:main:main'
   const messages = async () => (await home.call('chat.history', { sessionKey: key, limit: 40 })).messages ?? []
-  /** The chat's messages once the model has answered after its PIERPUB call of `word`. */
-  const turnEnded = (word) =>
-    waitFor(async () => {
-      const m = await messages()
-      return JSON.stringify(m).includes(afterPublishFor(word)) ? m : null
-    }, { timeout: 120_000, interval: 500 })
+  /**
+   * The chat's messages once the model has answered after its PIERPUB call of `word`; if it
+   * never does, what the chat, the model and the gateway's log show of the turn.
+   */
+  const turnEnded = async (word) => {
+    try {
+      return await waitFor(async () => {
+        const m = await messages()
+        return JSON.stringify(m).includes(afterPublishFor(word)) ? m : null
+      }, { timeout: 120_000, interval: 500 })
+    } catch (error) {
+      const chat = (await messages()).slice(-8).map((m) => `${m.role}: ${JSON.stringify(m.content).slice(0, 300)}`)
+      const asked = requestsOf(`PIERPUB:${word}`).map((r) => `${r.word ?? '-'} ${r.ended ?? 'open'}`)
+      const logged = gateway.log().split('\n').filter((l) => /approv|pier_publish|deny|denied|queue|error|fail/i.test(l)).slice(-40)
+      error.message += `\nchat:\n${chat.join('\n')}\nmodel requests with PIERPUB:${word}: ${asked.join(', ')}\ngateway log:\n${logged.join('\n')}`
+      throw error
+    }
+  }
   /** The text of the tool results in the transcript (Tool Search's tool_call wraps pier_publish's). */
   const toolResults = (m) => m.filter((x) => x.role === 'toolResult').map((x) => JSON.stringify(x.content))
   /** The plugin approval OpenClaw shows the chat for the turn `runId`. */
