@@ -150,6 +150,17 @@ impl Worker {
         self.start_unless_stopped(stops)
     }
 
+    /// [`Worker::start`] as a future that owns its worker: what the binding spawns as a task of
+    /// its own. Which stops end it is fixed here, at the call, not when the task first runs: a
+    /// stop called after it may run first.
+    pub fn start_shared(
+        self: &Arc<Self>,
+    ) -> impl std::future::Future<Output = Result<(), PierError>> + Send + 'static {
+        let stops = lock(&self.start_gate).stops;
+        let worker = self.clone();
+        async move { worker.start_unless_stopped(stops).await }
+    }
+
     async fn start_unless_stopped(&self, stops: u64) -> Result<(), PierError> {
         let mut lifecycle = self.lifecycle.lock().await;
         if lifecycle.is_some() {

@@ -705,8 +705,11 @@ impl PierWorker {
             }
         }
         let worker = self.worker.clone();
+        // Begun here, at the call: a stop() called after this one ends it even if its task runs
+        // first (an OpenClaw account stopped as it started hung on a start that never ended).
+        let start = worker.start_shared();
         promise(env, async move {
-            let started = worker.start().await;
+            let started = start.await;
             if started.is_err() && worker.client().is_none() {
                 lock(&loop_hold).take();
             }
