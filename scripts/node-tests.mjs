@@ -7,11 +7,12 @@
 // report is printed when it ends; the last line sums them all.
 //
 //   node scripts/node-tests.mjs [file ...]     (default: every __test__/**/*.test.mjs)
-import { execFileSync, spawn } from 'node:child_process'
+import { spawn } from 'node:child_process'
 import { mkdtempSync, readdirSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, relative } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { packPlugin } from '../__test__/helpers/openclaw.mjs'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 const TESTS = join(ROOT, '__test__')
@@ -42,7 +43,7 @@ const packed = {}
 if (queue.gateway.length) {
   const pack = mkdtempSync(join(tmpdir(), 'pier-tests-pack-'))
   process.once('exit', () => rmSync(pack, { recursive: true, force: true }))
-  execFileSync('bash', [join(ROOT, 'scripts/pack.sh')], { env: { ...process.env, PIER_PACK_DIR: pack }, stdio: ['ignore', 'ignore', 'inherit'] })
+  packPlugin(pack)
   packed.PIER_TEST_PACK = pack
 }
 

@@ -14,8 +14,7 @@
 //! and id are those of a job in flight cancels it; anything else is counted
 //! (`cancelsIgnored`) and never answered.
 
-use crate::protocol::WorkerIdentity;
-use crate::protocol::{self, ProgressState};
+use crate::protocol::{self, ProgressState, WorkerIdentity};
 use crate::stats::Stats;
 use crate::sync::lock;
 use async_nats::{Client, Subject};
