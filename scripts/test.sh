@@ -30,6 +30,17 @@ stop_job() {
   kill "$1" 2>/dev/null || true
 }
 trap 'stop_job "${fuzz:-}"; stop_job "${rust_tests:-}"; bash scripts/setup-docker.sh --stop >/dev/null 2>&1 || true; summary' EXIT
+# Waits for the background job whose pid the variable named $1 holds, logging to $2: prints the
+# log's lines that match $3, or, if the job failed, its whole log and ends the run. The variable
+# is emptied once the job is reaped, so the EXIT trap never signals a pid reused since.
+await_job() {
+  local ok=0
+  wait "${!1}" || ok=$?
+  printf -v "$1" ''
+  if [ "$ok" = 0 ]; then grep -E "$3" "$2" || true; else cat "$2" >&2; fi
+  rm -f "$2"
+  [ "$ok" = 0 ] || exit "$ok"
+}
 
 stage "setup (scripts/setup.sh, scripts/setup-e2e.sh)"
 bash scripts/setup.sh
@@ -95,22 +106,10 @@ git diff --exit-code --quiet -- index.d.ts index.js 2>/dev/null || {
   git --no-pager diff --stat -- index.d.ts index.js >&2
   exit 1
 }
-rust_ok=0
-wait "$rust_tests" || rust_ok=$?
-grep -E '^(test result|running)|FAILED|panicked' "$rust_tests_log" || true
-[ "$rust_ok" = 0 ] || { cat "$rust_tests_log" >&2; exit "$rust_ok"; }
-rm -f "$rust_tests_log"
+await_job rust_tests "$rust_tests_log" '^(test result|running)|FAILED|panicked'
 stage "fuzz the inbound parser (cargo fuzz, ${PIER_FUZZ_RUNS:-80000} runs; begun after setup.sh)"
-fuzz_ok=0
-wait "$fuzz" || fuzz_ok=$?
-tail -n 1 "$fuzz_log"
-[ "$fuzz_ok" = 0 ] || { cat "$fuzz_log" >&2; exit "$fuzz_ok"; }
-rm -f "$fuzz_log"
+await_job fuzz "$fuzz_log" '^Done [0-9]+ runs'
 stage "docker for the sandbox tests (scripts/setup-docker.sh, begun with the Rust stages)"
-docker_ok=0
-wait "$docker_setup" || docker_ok=$?
-cat "$docker_log"
-rm -f "$docker_log"
-[ "$docker_ok" = 0 ] || exit "$docker_ok"
+await_job docker_setup "$docker_log" ''
 stage "node --test __test__/ (two lanes: scripts/node-tests.mjs)"
 node scripts/node-tests.mjs
