@@ -219,7 +219,7 @@ it("/pier's account block fits a chat 80 columns wide and says the counts restar
   assert.match(text, /money: earned 1500 \(meta\.price\), spent 0\.8123 \(model cost\)/)
   assert.match(text, /today \(UTC\): 12 jobs, earned 150, spent 0\.08, margin 149\.9/)
   assert.match(text, /the counts below start again with the worker/)
-  assert.match(text, /jobs: 120 received, 100 completed, 10 failed, 2 timed out, 0 running\n  refused unrun: 8 /)
+  assert.match(text, /jobs: 120 received, 100 completed, 10 failed, 2 timed out, 0 running\n  refused: 8 /)
 })
 
 it('reading a ledger never blocks the event loop; a line cut short is skipped, counted, and swallows nothing', async () => {

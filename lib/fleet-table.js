@@ -95,4 +95,4 @@ function fleetTable(rows) {
   ].join('\n')
 }
 
-module.exports = { humanDuration, fleetTable, amount, serverLabel, WIDTH }
+module.exports = { humanDuration, fleetTable, amount, serverLabel }

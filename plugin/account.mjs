@@ -1,6 +1,7 @@
 // One Pier account through OpenClaw's channel account lifecycle (gateway.startAccount): a
 // worker of its own, started when the account starts, its status published with ctx.setStatus
-// while it runs, drained once when the account is stopped (reload, stop, gateway shutdown).
+// while it runs, stopped once (its jobs in flight finished) when the account is stopped (reload,
+// stop, gateway shutdown).
 import addon from '../load-addon.js'
 import { createAgentTurnHandler } from './agent-turn.mjs'
 import { runningAccounts } from './accounts.mjs'
@@ -33,7 +34,7 @@ export function createAccountRun(account, { api, log, deleteSession, cleanupSess
   let jobAgent = { agentId: account.agentId, policy, sandbox }
   const handler = policy && createAgentTurnHandler(api, running, { ...stored, jobAgent: () => jobAgent, workspaceDir, log: turnLog, limits: account.limits })
   let worker = null
-  let drained = null
+  let stopping = null
   const run = {
     accountId,
     account,
@@ -70,9 +71,12 @@ export function createAccountRun(account, { api, log, deleteSession, cleanupSess
       s.servers = clean(s.servers)
       return s
     },
-    /** Stops the worker at most once, however many of stop/abort/service-stop ask. */
-    drain() {
-      drained ??= (async () => {
+    /**
+     * Stops the worker at most once, however many of stop/abort/service-stop ask: no more jobs,
+     * the ones in flight finished (up to drainTimeoutMs), then its sessions and sandboxes.
+     */
+    stop() {
+      stopping ??= (async () => {
         if (!worker) return
         const starting = run.starting
         if (starting || worker.running || run.status()?.state === 'connecting') {
@@ -95,7 +99,7 @@ export function createAccountRun(account, { api, log, deleteSession, cleanupSess
         // The drained jobs' sandboxes are being removed: a stop leaves none behind.
         await sandboxesIdle()
       })()
-      return drained
+      return stopping
     },
   }
   return run
@@ -146,7 +150,7 @@ function trackActivity(run, s) {
 
 /**
  * Follows this account's config in the file (reload.mjs). Its own settings changed: stops taking
- * jobs and finishes the ones in flight so the gateway, idle, can apply the change; `drained`
+ * jobs and finishes the ones in flight so the gateway, idle, can apply the change; `stopped`
  * resolves then, and the account's run ends there, because OpenClaw retires the plugin's old
  * instance before it restarts the channel and waits for its running calls (this one) first. Its
  * job agent changed: jobs run as the new agent once the gateway has it, the worker running on.
@@ -156,8 +160,8 @@ function followConfig(run, ctx, { api, log }) {
   // The config this account started with, as the file had it then; read once, before any change.
   const started = accountConfigKeysOfFile(ctx.accountId, path)
   let agentKey = null
-  let resolveDrained
-  const drained = new Promise((resolve) => (resolveDrained = resolve))
+  let resolveStopped
+  const stopped = new Promise((resolve) => (resolveStopped = resolve))
   let pending = false
   let checks = Promise.resolve()
   const check = async () => {
@@ -173,7 +177,7 @@ function followConfig(run, ctx, { api, log }) {
       pending = true
       run.reloading = true
       log.info(`[${ctx.accountId}] config changed: taking no more jobs and finishing the ones in flight, then the account restarts with it`)
-      run.drain().then(() => resolveDrained(), () => resolveDrained())
+      run.stop().then(() => resolveStopped(), () => resolveStopped())
       return
     }
     agentKey ??= was.agent
@@ -182,14 +186,14 @@ function followConfig(run, ctx, { api, log }) {
     const outcome = await followJobAgent(run, ctx, { api, log, wanted: now.agent })
     if (outcome.error) {
       pending = true
-      run.drain().then(() => resolveDrained({ error: outcome.error }), () => resolveDrained({ error: outcome.error }))
+      run.stop().then(() => resolveStopped({ error: outcome.error }), () => resolveStopped({ error: outcome.error }))
     }
   }
   // One read at a time, in the order the changes came: a slow read never overtakes a later one.
   const unwatch = onConfigFileChange(() => {
     checks = checks.then(check).catch((error) => log.warn(`[${ctx.accountId}] could not read the changed config: ${error?.message ?? error}`))
   }, path)
-  return { drained, unwatch }
+  return { stopped, unwatch }
 }
 
 const AGENT_APPLY_WAIT_MS = 30_000
@@ -230,13 +234,13 @@ async function followJobAgent(run, ctx, { api, log, wanted }) {
 
 /**
  * The channel's `gateway.startAccount`: stays pending while the account runs (as OpenClaw
- * expects of an account monitor) and returns once it is stopped and drained.
+ * expects of an account monitor) and returns once it is stopped, its jobs in flight finished.
  */
 export async function startAccount(ctx, deps) {
   const { log } = deps
   const account = ctx.account
   const previous = runningAccounts.get(ctx.accountId)
-  if (previous) await previous.drain()
+  if (previous) await previous.stop()
   // Which tools a stranger's job may have (none by default); host tools without a sandbox
   // block the account (PIER_HOST_TOOLS) before it takes a job.
   let policy = null
@@ -291,11 +295,11 @@ export async function startAccount(ctx, deps) {
       publish()
       const reload = followConfig(run, ctx, deps)
       unwatch = reload.unwatch
-      const ended = await Promise.race([aborted, reload.drained])
+      const ended = await Promise.race([aborted, reload.stopped])
       if (ended?.error) throw ended.error
     }
     unwatch()
-    await run.drain()
+    await run.stop()
     clearInterval(timer)
     // Ended for a config change: the gateway restarts the account with it as soon as nothing
     // runs. No auto-restart with the old config meanwhile (OpenClaw's channel task would stay
@@ -319,7 +323,7 @@ export async function startAccount(ctx, deps) {
   } catch (error) {
     unwatch()
     clearInterval(timer)
-    await run.drain()
+    await run.stop()
     // A refused login or a bad config will not heal by restarting: report it as terminal so
     // the channel manager does not restart it in a loop, and keep the reason visible.
     run.lastError = error.message

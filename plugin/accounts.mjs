@@ -6,7 +6,7 @@ const KEY = Symbol.for('pier-connector.accounts')
 /** @type {Map<string, ReturnType<typeof import('./account.mjs').createAccountRun>>} */
 export const runningAccounts = (globalThis[KEY] ??= new Map())
 
-/** Drains every running account once; what a gateway stop or plugin reload waits for. */
-export async function drainAll() {
-  await Promise.all([...runningAccounts.values()].map((run) => run.drain()))
+/** Stops every running account once (account.mjs stop()); what a gateway stop or plugin reload waits for. */
+export async function stopAll() {
+  await Promise.all([...runningAccounts.values()].map((run) => run.stop()))
 }

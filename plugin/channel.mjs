@@ -94,7 +94,7 @@ export function createPierChannel(sdk, runtime = {}) {
       return startAccount(ctx, deps)
     },
     stopAccount: async (ctx) => {
-      await runningAccounts.get(ctx.accountId)?.drain()
+      await runningAccounts.get(ctx.accountId)?.stop()
     },
   }
   return plugin

@@ -8,7 +8,7 @@ import { accountAddonConfig } from './identity.mjs'
 
 const require = createRequire(import.meta.url)
 
-export const CLI_DESCRIPTOR = {
+const CLI_DESCRIPTOR = {
   name: 'pier',
   description: 'Pier marketplace: live workers, server status, publish a task, keys (pier-connector CLI)',
   hasSubcommands: true,

@@ -28,7 +28,7 @@ function serverAbout(status) {
 }
 
 /** Today's ledger line (and a line of its reruns and undelivered answers, when any), or why there is none. */
-export function formatToday(today) {
+function formatToday(today) {
   if (!today) return '  today: no ledger (OpenClaw did not say where its state dir is)'
   if (today.error) return `  today: ledger unreadable: ${today.error}`
   const margin = today.margin ?? (today.earned ?? 0) - (today.spent ?? 0)
@@ -46,7 +46,7 @@ export function formatToday(today) {
  * for it; none without a budget. `used`: `{ spent, tokens }` (the running worker's own count,
  * `status.today`, else the ledger's day); `budget`: `{ maxDailySpend, maxDailyTokens }`.
  */
-export function formatBudget(used, budget = {}) {
+function formatBudget(used, budget = {}) {
   const spend = budget.maxDailySpend > 0 ? budget.maxDailySpend : 0
   const tokens = budget.maxDailyTokens > 0 ? budget.maxDailyTokens : 0
   if (!spend && !tokens) return []
@@ -83,7 +83,7 @@ export function formatAccount(accountId, status, { lastError, reason, today, con
     ...(jobTools ? [`  job tools: ${jobTools}`] : []),
     `  uptime: ${formatUptime(status.uptimeMs)}; the counts below start again with the worker`,
     `  jobs: ${s.received} received, ${s.completed} completed, ${s.failed} failed, ${s.timedOut} timed out, ${s.inFlight} running`,
-    `  refused unrun: ${s.rejected} (busy, stopping, price, sender's share, budget)`,
+    `  refused: ${s.rejected} (busy, stopping, price, sender's share, budget)`,
     `  money: earned ${amount(s.earned)} (meta.price), spent ${amount(s.spent)} (model cost)`,
     `  tokens: ${s.tokensIn} in, ${s.tokensOut} out${s.cacheReadTokens || s.cacheWriteTokens ? `, ${s.cacheReadTokens} cache read, ${s.cacheWriteTokens} cache write` : ''}`,
     ...(today !== undefined ? [formatToday(today)] : []),

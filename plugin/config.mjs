@@ -48,7 +48,7 @@ export function defaultAccountId(cfg) {
  * for configured agents, and the plugin does not add one itself: a second agent makes the
  * config a multi-agent one, whose unscoped gateway calls must then name their agent.
  */
-export function jobAgentOf(cfg) {
+function jobAgentOf(cfg) {
   const entries = isObject(cfg?.agents?.entries) ? cfg.agents.entries : {}
   if (Object.hasOwn(entries, JOB_AGENT_ID)) return JOB_AGENT_ID
   const ids = Object.keys(entries)
@@ -114,7 +114,7 @@ export function resolveAccount(cfg, accountId, env = process.env) {
 }
 
 /** Removes user-info from server URLs so a status line never carries a credential. */
-export function redactUrls(text) {
+function redactUrls(text) {
   return String(text ?? '').replace(/([a-z][a-z0-9+.-]*:\/\/)[^/@\s,]+@/gi, '$1[redacted]@')
 }
 

@@ -7,7 +7,7 @@ import { join } from 'node:path'
 import { withLedger, stateDirOf } from './ledger.mjs'
 
 /** The account's identity file: its identityFile, else `<stateDir>/pier/identity/<account>.seed`. */
-export function identityFileOf(api, account) {
+function identityFileOf(api, account) {
   const named = account?.addonConfig?.identityFile
   if (typeof named === 'string' && named) return named
   const stateDir = stateDirOf(api)

@@ -119,7 +119,7 @@ export function jobToolSurface(offered) {
  * agent's own tool policy and the sandbox's denies, backend, scope, docker overrides, elevated
  * exec, exec host, host browser control, session visibility.
  */
-export function confinementConfig(cfg, agentId, offered) {
+function confinementConfig(cfg, agentId, offered) {
   const entries = cfg?.agents?.entries ?? {}
   const agent = entries[agentId] ?? {}
   const sandbox = agent.tools?.sandbox ?? {}
@@ -199,7 +199,7 @@ export function ownWorkspaceError(authority, agentId) {
  * host's memory, a fork bomb its process table, a busy loop every core. memorySwap equal to
  * memory means no swap on top; without it docker allows as much swap again.
  */
-export const SANDBOX_LIMITS = [
+const SANDBOX_LIMITS = [
   ['memory', '1g'],
   ['memorySwap', '1g'],
   ['pidsLimit', 256],

@@ -21,7 +21,7 @@ const docker = async (args) => (await run('docker', args, { timeout: 30_000, max
  * commands root in their container. A gateway of an ordinary user gives its own uid, already
  * unprivileged.
  */
-export const JOB_UID = 65534
+const JOB_UID = 65534
 
 /** Where sandboxed jobs' workspaces live: `jobs` beside the job agent's workspace. */
 export function jobSandboxRoot(jobWorkspaceDir) {
@@ -82,7 +82,7 @@ export function jobDiskLimit(mb = 1024) {
  * writer's memory (the container's limit). Resolves true when mounted; false where mount is not
  * possible (not root, no CAP_SYS_ADMIN, not Linux): the measuring below is then the bound.
  */
-export async function mountJobDisk(dir, limit = jobDiskLimit()) {
+async function mountJobDisk(dir, limit = jobDiskLimit()) {
   if (process.platform !== 'linux' || process.getuid?.() !== 0) return false
   const options = `size=${limit.bytes},nr_inodes=${limit.entries + 1},mode=0700,uid=${JOB_UID},gid=${JOB_UID},nosuid,nodev`
   return run('mount', ['-t', 'tmpfs', '-o', options, 'pier-job', dir], { timeout: 10_000 }).then(

@@ -1,12 +1,12 @@
 // The plugin service. Workers run through the channel account lifecycle (account.mjs); this
 // service reports a binary that cannot load here to the gateway's service health at start, and
 // when the gateway stops or retires this copy of the plugin (a reload or an in-process restart
-// loads a new copy and keeps the old one mapped), it waits for every account's drain (the
-// channel stop gives an account a few seconds; a drain may need drainTimeoutMs), closes
+// loads a new copy and keeps the old one mapped), it waits for every account's stop (the
+// channel stop gives an account a few seconds; finishing its jobs may need drainTimeoutMs), closes
 // pier_publish's connection, and ends the addon's runtime threads: an old copy leaves nothing
 // running.
 import addon from '../load-addon.js'
-import { drainAll } from './accounts.mjs'
+import { stopAll } from './accounts.mjs'
 
 /**
  * @param {object} log pierLogger
@@ -25,7 +25,7 @@ export function createPierService(log, closeClients = async () => {}) {
       ctx?.serviceHealth?.clearFailure?.()
     },
     async stop() {
-      await drainAll()
+      await stopAll()
       await closeClients().catch((error) => log.warn(`closing the publish connection failed: ${error?.message ?? error}`))
       if (!addon.releaseRuntime()) log.warn('the addon runtime stays up: a worker or client of this copy is still open')
     },

@@ -24,7 +24,7 @@ const hostCleanupSession = async (params) => (await hostStore()).cleanupSessionL
 const hostListSessionEntries = async (params) => (await hostStore()).listSessionEntries(params)
 
 /** Every job session's key starts with this. */
-export const jobSessionPrefix = (agentId) => `agent:${agentId}:pier:`
+const jobSessionPrefix = (agentId) => `agent:${agentId}:pier:`
 
 const TOKEN_BYTES = 12
 const TOKEN = new RegExp(`:pier:([0-9a-f]{${TOKEN_BYTES * 2}})$`)

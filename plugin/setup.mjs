@@ -10,13 +10,13 @@ import { checkJobSandbox, problemLine } from './sandbox-doctor.mjs'
 const DEFAULT_NATS_URL = 'wss://pier.gholl.com/nexus'
 
 /** The env SecretRef `--use-env` writes: the token stays in the gateway's environment. */
-export const ENV_TOKEN_REF = { source: 'env', provider: 'default', id: 'PIER_TOKEN' }
+const ENV_TOKEN_REF = { source: 'env', provider: 'default', id: 'PIER_TOKEN' }
 
 /** The variable a signingSeed reference names unless the operator picks another. */
-export const SIGNING_SEED_VAR = 'PIER_SIGNING_SEED'
+const SIGNING_SEED_VAR = 'PIER_SIGNING_SEED'
 
 /** Setup input (generic flags / wizard keys) → Pier config keys. */
-export function accountPatch(input = {}) {
+function accountPatch(input = {}) {
   const patch = {}
   if (input.url || input.httpUrl) patch.natsUrl = String(input.url || input.httpUrl).trim()
   if (input.useEnv) patch.token = { ...ENV_TOKEN_REF }
@@ -50,7 +50,7 @@ const NATS_SCHEMES = new Set(['nats:', 'tls:', 'ws:', 'wss:'])
  * another typed after it (`wss://…/nexusnats://my-server:4222`) is two URLs run together. The
  * URLs are never echoed: they may carry a login.
  */
-export function natsUrlProblem(list) {
+function natsUrlProblem(list) {
   for (const text of String(list).split(',').map((u) => u.trim())) {
     let url
     try {

@@ -151,7 +151,7 @@ function blockedFix(lastError) {
 }
 
 /** A worker that can be paid but names nobody to pay: jobs earn for an anonymous worker. */
-export function anonymousEarner(pier) {
+function anonymousEarner(pier) {
   return Boolean(pier) && (!pier.workerId || pier.workerId === ANONYMOUS_WORKER) && !pier.wallet
 }
 

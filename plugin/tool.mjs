@@ -89,7 +89,7 @@ export function publishAccount(api) {
  * The publish options that ask for progress: the host's AbortSignal cancels the job, and the
  * answer's text so far goes to `onUpdate` as a partial tool result.
  */
-export function progressOptions(signal, onUpdate) {
+function progressOptions(signal, onUpdate) {
   let text = ''
   return {
     progress: true,

@@ -5,13 +5,15 @@
 //! worker's [`Policy`] (its config), the wall clock, and the current occupancy ([`Current`]:
 //! free slots, ids in flight, the replay memory, draining, the day's use, the senders' shares),
 //! and answers: run it ([`Admitted`]), or not ([`NotRun`]): refuse it with a code
-//! ([`Refusal`]), give it back to its source, or leave it unanswered. It sends nothing, takes nothing and logs nothing; the pipeline does that with what
-//! the verdict says. The same rules hold whatever delivered the job.
+//! ([`Refusal`]), give it back to its source, or leave it unanswered. It sends nothing, takes
+//! nothing and logs nothing; the pipeline does that with what the verdict says. The same rules
+//! hold whatever delivered the job.
 //!
 //! The order: the reply target (nobody to answer: not run), draining (SHUTTING_DOWN), malformed
 //! headers, the signature (UNAUTHORIZED, before the payload's own errors: a message signed in
 //! someone else's name is refused as that), the signed reply line, the payload (PARSE_ERROR,
-//! INVALID_REQUEST, PAYLOAD_TOO_LARGE), `allowedSenders`, `minJobPrice`, the day's budget
+//! INVALID_REQUEST, PAYLOAD_TOO_LARGE), the progress subject (`Pier-Progress-To`:
+//! INVALID_REQUEST), `allowedSenders`, `minJobPrice`, the day's budget
 //! (`maxDailySpend`, `maxDailyTokens`: BUDGET_EXHAUSTED), the sender's share per minute
 //! (`senderJobsPerMinute`, `unsignedJobsPerMinute`: RATE_LIMITED), the deadline (a
 //! JetStream job that waited past it in the stream), a duplicate id, a free slot, and room in

@@ -65,8 +65,9 @@ pub struct LedgerEntry {
     pub price: Option<f64>,
     #[serde(default)]
     pub earned: f64,
-    /// `completed`, `failed`, `timed_out`, `rejected` (SHUTTING_DOWN), `retried` (given back
-    /// to JetStream for another attempt: its spending counts, the job does not yet) or
+    /// `completed`, `failed`, `timed_out`, `rejected` (SHUTTING_DOWN: the stop cut it off; of
+    /// stats' `rejected` codes, the one a job that ran can end with), `retried` (given back to
+    /// JetStream for another attempt: its spending counts, the job does not yet) or
     /// `undelivered` (its answer could not be sent: its spending counts, the job does not, and
     /// JetStream runs it again; `code` is the error it answered, if it was one).
     pub outcome: String,

@@ -85,7 +85,9 @@ pub enum Outcome {
 pub enum ErrorBucket {
     /// `TIMEOUT`: the job ran past its deadline.
     TimedOut,
-    /// `OVERLOADED`, `SHUTTING_DOWN`: refused without running.
+    /// The codes that say "not now, not here: send it again or elsewhere" (`OVERLOADED`,
+    /// `SHUTTING_DOWN`, `PRICE_TOO_LOW`, `RATE_LIMITED`, `BUDGET_EXHAUSTED`): refused before it
+    /// ran, or, for `SHUTTING_DOWN`, a job the stop cut off.
     Rejected,
     /// Every other code.
     Failed,
@@ -357,10 +359,11 @@ impl DurationHistogram {
 pub struct StatsSnapshot {
     pub received: u64,
     pub completed: u64,
-    /// task_errors other than TIMEOUT, OVERLOADED and SHUTTING_DOWN.
+    /// task_errors with a code that is neither TIMEOUT nor one of `rejected`'s.
     pub failed: u64,
-    /// OVERLOADED, SHUTTING_DOWN, PRICE_TOO_LOW, RATE_LIMITED and BUDGET_EXHAUSTED: refused
-    /// without running.
+    /// task_errors that say "send it again or elsewhere" (OVERLOADED, SHUTTING_DOWN,
+    /// PRICE_TOO_LOW, RATE_LIMITED, BUDGET_EXHAUSTED): refused before running, or, for
+    /// SHUTTING_DOWN, a job the stop cut off.
     pub rejected: u64,
     pub timed_out: u64,
     pub in_flight: u64,

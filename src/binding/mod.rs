@@ -239,8 +239,9 @@ pub struct JsWorkerStatus {
 }
 
 /// What a handler may resolve to instead of a string, to answer with a chosen error code
-/// (`RUNTIME_UNAVAILABLE`, `EXECUTION_FAILED`, `UNAUTHORIZED`, `INVALID_REQUEST` or `TIMEOUT`),
-/// with what the failed turn used, if it used anything.
+/// (`RUNTIME_UNAVAILABLE`, `EXECUTION_FAILED`, `UNAUTHORIZED`, `INVALID_REQUEST`, `TIMEOUT`, or
+/// `SHUTTING_DOWN` when its host is stopping and never started the turn), with what the failed
+/// turn used, if it used anything.
 #[napi(object)]
 #[allow(dead_code)] // declared for index.d.ts; JS builds and reads these shapes
 pub struct HandlerError {
