@@ -10,7 +10,7 @@
 // the job agent (`openclaw agents add pier-jobs`, its sandbox) needs no restart of the channel
 // and gets none from OpenClaw: the running worker follows it (account.mjs).
 import { watch, readFileSync } from 'node:fs'
-import { basename, dirname, join } from 'node:path'
+import { dirname, join, resolve } from 'node:path'
 import { homedir } from 'node:os'
 import { resolveAccount } from './config.mjs'
 
@@ -21,12 +21,14 @@ export function configFilePath(env = process.env) {
 
 /**
  * The config file as OpenClaw reads it: JSON5 (comments, trailing commas), `$include`, `${VAR}`,
- * with OpenClaw's own reader (the snapshot its config writers start from), so a change is seen
- * exactly as the gateway will see it. Undefined when the file is missing or invalid: the gateway
- * applies no such change either. Outside a gateway (the host SDK cannot be imported) the file
- * is read as plain JSON.
+ * with OpenClaw's own reader (the snapshot its config writers start from, of the gateway's own
+ * config file: `path` is that file), so a change is seen exactly as the gateway will see it.
+ * `{ config, files, reader }`: `files` are the ones it was read from, the main file and every
+ * included one (the set OpenClaw's own watcher watches); `reader` is "openclaw", or "json" where
+ * the host SDK cannot be imported (outside a gateway), which reads the file as plain JSON.
+ * Undefined when the file is missing or invalid: the gateway applies no such change either.
  */
-export async function readConfigFile(path = configFilePath()) {
+async function readConfigFile(path = configFilePath()) {
   let host
   try {
     host = await import('openclaw/plugin-sdk/config-mutation')
@@ -36,13 +38,14 @@ export async function readConfigFile(path = configFilePath()) {
   if (host?.readConfigFileSnapshotForWrite) {
     try {
       const { snapshot } = await host.readConfigFileSnapshotForWrite()
-      return snapshot?.exists && snapshot.valid ? snapshot.config : undefined
+      if (!snapshot?.exists || !snapshot.valid) return undefined
+      return { config: snapshot.config, files: [path, ...(snapshot.includedPaths ?? []).map((p) => resolve(dirname(path), p))], reader: 'openclaw' }
     } catch {
       return undefined
     }
   }
   try {
-    return JSON.parse(readFileSync(path, 'utf8'))
+    return { config: JSON.parse(readFileSync(path, 'utf8')), files: [path], reader: 'json' }
   } catch {
     return undefined
   }
@@ -66,41 +69,67 @@ export function accountConfigKeys(cfg, accountId) {
   }
 }
 
-/** accountConfigKeys of the file as it is now (undefined when it cannot be read or is invalid). */
+/**
+ * accountConfigKeys of the file as it is now, with readConfigFile's `files` and `reader`
+ * (undefined when it cannot be read or is invalid).
+ */
 export async function accountConfigKeysOfFile(accountId, path = configFilePath(), read = readConfigFile) {
-  const cfg = await read(path)
-  return cfg === undefined ? undefined : accountConfigKeys(cfg, accountId)
+  const got = await read(path)
+  return got === undefined ? undefined : { ...accountConfigKeys(got.config, accountId), files: got.files, reader: got.reader }
 }
 
 const WATCH = Symbol.for('pier-connector.config-watch')
 
 /**
- * Calls `listener()` (debounced) whenever the config file changes; one directory watcher per
- * process while anyone listens (editors and OpenClaw replace the file, so the file itself
- * cannot be watched). Returns the unsubscribe.
+ * Calls `listener()` (debounced) whenever the config file, or a file it includes, changes: one
+ * watcher per directory of those files, per process, while anyone listens (editors and OpenClaw
+ * replace a file, so the file itself cannot be watched). The included files are learnt from
+ * each read (watchConfigFiles). Returns the unsubscribe.
  */
 export function onConfigFileChange(listener, path = configFilePath()) {
-  const state = (globalThis[WATCH] ??= { listeners: new Set(), watcher: null, timer: null })
+  const state = (globalThis[WATCH] ??= { listeners: new Set(), files: new Set(), watchers: new Map(), timer: null })
   state.listeners.add(listener)
-  if (!state.watcher) {
-    try {
-      state.watcher = watch(dirname(path), { persistent: false }, (_event, name) => {
-        if (name && name !== basename(path)) return
-        clearTimeout(state.timer)
-        state.timer = setTimeout(() => state.listeners.forEach((l) => l()), 100)
-        state.timer.unref?.()
-      })
-      state.watcher.on('error', () => {})
-    } catch {
-      state.watcher = null
-    }
-  }
+  if (state.files.size === 0) state.files.add(resolve(path))
+  syncWatchers(state)
   return () => {
     state.listeners.delete(listener)
     if (state.listeners.size === 0) {
       clearTimeout(state.timer)
-      state.watcher?.close()
-      state.watcher = null
+      state.files.clear()
+      syncWatchers(state)
+    }
+  }
+}
+
+/** The files the config was last read from (readConfigFile's `files`): what is watched now. */
+export function watchConfigFiles(files) {
+  const state = globalThis[WATCH]
+  if (!state || state.listeners.size === 0) return
+  state.files = new Set(files.map((f) => resolve(f)))
+  syncWatchers(state)
+}
+
+/** One directory watcher for each directory of a watched file, none for any other. */
+function syncWatchers(state) {
+  const dirs = new Set([...state.files].map((f) => dirname(f)))
+  for (const [dir, watcher] of state.watchers) {
+    if (dirs.has(dir)) continue
+    watcher.close()
+    state.watchers.delete(dir)
+  }
+  for (const dir of dirs) {
+    if (state.watchers.has(dir)) continue
+    try {
+      const watcher = watch(dir, { persistent: false }, (_event, name) => {
+        if (name && !state.files.has(join(dir, name))) return
+        clearTimeout(state.timer)
+        state.timer = setTimeout(() => state.listeners.forEach((l) => l()), 100)
+        state.timer.unref?.()
+      })
+      watcher.on('error', () => {})
+      state.watchers.set(dir, watcher)
+    } catch {
+      // A directory that cannot be watched (gone): the others still are.
     }
   }
 }

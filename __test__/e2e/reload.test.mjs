@@ -5,7 +5,8 @@
 // answered by the new config's worker within drainTimeoutMs plus a few seconds, one worker per
 // account answers discovery, and the gateway's threads and RSS stay bounded (measured; the
 // numbers go to bench/RESULTS.md). Every other change is written as JSON5 (a comment, unquoted
-// keys, trailing commas), as people edit openclaw.json: the watcher reads it as OpenClaw does.
+// keys, trailing commas), as people edit openclaw.json: the watcher reads it as OpenClaw does;
+// the last test splits the config with $include and ${VAR}.
 import { describe, it, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { readFileSync, readdirSync, writeFileSync } from 'node:fs'
@@ -154,7 +155,8 @@ before(async () => {
   nc = await rawClient(nats.url)
   discovery = new PierClient({ natsUrl: nats.url })
   model = await startFakeModel()
-  home = await createOpenClawHome({ modelBaseUrl: model.baseUrl, registryUrl: 'http://127.0.0.1:9/' })
+  // PIER_RELOAD_LAST: what the last test's included file substitutes (`${PIER_RELOAD_LAST}`).
+  home = await createOpenClawHome({ modelBaseUrl: model.baseUrl, registryUrl: 'http://127.0.0.1:9/', env: { PIER_RELOAD_LAST: String(RELOADS) } })
   await home.cli(['plugins', 'install', '--link', packPlugin().dir, '--force', '--accept-capabilities'])
   const config = home.readConfig()
   config.channels = { pier: { natsUrl: nats.url, subject: SUBJECT, workerId: 'rl-0', walletAddress: '0xRL', drainTimeoutMs: DRAIN_MS, jobTimeoutMs: 20_000 } }
@@ -318,8 +320,55 @@ describe('reloads and restarts under load', () => {
       console.log(`# restart with a second worker: ${outcomes.length} jobs, ${byBackup} answered by it, none lost`)
       assert.ok(byBackup > 0)
     } finally {
-      backup.kill('SIGKILL')
+      // Stopped, not killed: a killed worker's subscription lives on in the server until it
+      // notices the closed socket, and a job routed to it meanwhile (the next test's first) is
+      // lost. A stopped one unsubscribes before it exits.
+      const exited = new Promise((resolve) => backup.once('exit', resolve))
+      backup.kill('SIGTERM')
+      const stuck = setTimeout(() => backup.kill('SIGKILL'), 20_000)
+      await exited
+      clearTimeout(stuck)
     }
+  })
+
+  it('a config split with $include and ${VAR}: moving the account into an included file unchanged stops nothing, and an edit of that file alone applies', async () => {
+    const included = join(home.dir, 'pier-channel.json5')
+    const config = home.readConfig()
+    const pier = config.channels.pier
+    assert.equal(pier.workerId, `rl-${RELOADS}`)
+    const load = startLoad()
+    const logAt = gateway.log().length
+    let ms
+    try {
+      // The same settings, now in an included JSON5 file, the workerId from the gateway's
+      // environment: the config OpenClaw reads is the same, so the worker must run on (read as
+      // plain JSON, the account's settings would be `{ $include }` and it would stop for a
+      // change the gateway never applies). ui.seamColor changes too, so the gateway says when it
+      // has read the file: it names the paths that changed.
+      writeFileSync(included, json5Text({ ...pier, workerId: 'rl-${PIER_RELOAD_LAST}' }, 'the pier channel, included'))
+      writeFileSync(home.configPath, JSON.stringify({ ...config, channels: { ...config.channels, pier: { $include: './pier-channel.json5' } }, ui: { ...config.ui, seamColor: '#FF4500' } }, null, 2))
+      const read = await waitFor(() => /config change detected; evaluating reload \(([^)]*)\)/.exec(gateway.log().slice(logAt)), { timeout: 30_000, interval: 100 })
+      assert.equal(read[1], 'ui', 'for the gateway only ui changed')
+      // An edit of the included file alone, a slow job in flight: OpenClaw watches the files a
+      // config includes, and so must the worker, or the change waits until the gateway happens
+      // to find no turn running (13.6 s in a run without it; for ever under steady load).
+      const slow = (await slowJobInFlight('slowinclude')).answer
+      const changed = Date.now()
+      writeFileSync(included, json5Text({ ...pier, workerId: 'rl-${PIER_RELOAD_LAST}-inc' }, 'the pier channel, edited'))
+      ms = await answeredBy(`rl-${RELOADS}-inc`, changed)
+      const inFlight = await slow
+      assert.equal(inFlight.type, 'task_result', `the job in flight at the edit finished: ${JSON.stringify(inFlight)}`)
+    } finally {
+      await load.stop()
+    }
+    console.log(`# an edit of an included file applied in ${ms} ms`)
+    assert.deepEqual(await liveWorkers(), [`rl-${RELOADS}-inc`])
+    // The worker stopped for the edit itself, once; never for the move (the line each stop for
+    // a config change logs).
+    const stops = gateway.log().slice(logAt).split('\n').filter((l) => /config changed: taking no more jobs/.test(l))
+    assert.equal(stops.length, 1, `stops for a config change: ${stops.join('\n') || 'none'}`)
+    const lost = load.outcomes.filter((o) => !o.type && o.failed !== 'no responders')
+    assert.deepEqual(lost, [], 'every job was answered or refused')
   })
 })
 
