@@ -274,3 +274,89 @@ async fn jetstream_a_job_whose_deadline_passed_in_the_stream_is_answered_timeout
     assert_eq!(info.state.messages, 0, "both jobs left the work queue");
     second.stop().await;
 }
+
+/// A turn that reports what it used when it returns, `task` ms after it began: like a model
+/// call that has spent its tokens by the time it notices it was told to stop.
+struct Spender;
+
+const LATE_USAGE: pier_connector::usage::Usage = pier_connector::usage::Usage {
+    input: 100,
+    output: 20,
+    cache_read: 0,
+    cache_write: 0,
+    cost: 0.25,
+};
+
+impl JobHandler for Spender {
+    fn run(&self, job: JobInput) -> BoxFuture<'static, HandlerResult> {
+        let ms = job.task.parse().unwrap_or(300);
+        Box::pin(async move {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            HandlerResult {
+                answer: Ok(job.task),
+                usage: Some(LATE_USAGE),
+            }
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_turn_answered_timeout_counts_what_it_spent_once_it_returns_in_stats_and_its_one_ledger_line(
+) {
+    let server = NatsServer::start().await;
+    let dir = std::env::temp_dir().join(format!("pier-cap-late-{}", crate::common::free_port()));
+    let ledger = dir.join("ledger.jsonl");
+    let worker = Worker::new(
+        config(
+            &server.url,
+            json!({ "ledgerFile": ledger, "maxConcurrentJobs": 1 }),
+        ),
+        Arc::new(Spender),
+        Arc::new(MemoryLogger::default()),
+    );
+    worker.start().await.expect("worker starts");
+    let client = async_nats::connect(&server.url).await.unwrap();
+
+    let late = ask(
+        &client,
+        json!({ "id": "late", "type": "task_request", "task": "800", "timeoutMs": 200 }),
+    )
+    .await;
+    assert_eq!(code(&late), "TIMEOUT", "{late}");
+    // Answered, its call still running: nothing spent yet, and its ledger line waits for what
+    // the call will have spent.
+    let lines = |path: &std::path::Path| -> Vec<Value> {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a ledger line"))
+            .collect()
+    };
+    assert_eq!(worker.status().stats.spent, 0.0);
+    assert!(lines(&ledger).is_empty(), "{:?}", lines(&ledger));
+
+    let written =
+        crate::common::eventually(Duration::from_secs(5), || !lines(&ledger).is_empty()).await;
+    assert!(written, "the line is written once the call has returned");
+    let stats = worker.status().stats;
+    assert_eq!(
+        (stats.spent, stats.tokens_in, stats.tokens_out),
+        (0.25, 100, 20)
+    );
+    assert_eq!((stats.timed_out, stats.in_flight), (1, 0));
+    worker.stop().await;
+    let written = lines(&ledger);
+    assert_eq!(written.len(), 1, "one line for the one run: {written:?}");
+    let line = &written[0];
+    assert_eq!(line["id"], "late");
+    assert_eq!(line["outcome"], "timed_out", "{line}");
+    assert_eq!(line["code"], "TIMEOUT", "{line}");
+    assert_eq!(line["earned"], 0.0, "{line}");
+    assert_eq!(
+        (line["tokensIn"].as_u64(), line["tokensOut"].as_u64()),
+        (Some(100), Some(20)),
+        "{line}"
+    );
+    assert_eq!(line["cost"], 0.25, "{line}");
+    let _ = std::fs::remove_dir_all(dir);
+}
