@@ -136,10 +136,6 @@ struct JobFacts {
     ran: bool,
     /// What its turn used, when the handler measured it.
     usage: Option<Usage>,
-    /// Set while its handler call runs on after its answer (past its deadline): its ledger
-    /// line waits until the call has returned, to hold what it spent; here the line's outcome
-    /// and code wait for then.
-    ledger_later: Option<std::sync::Mutex<Option<LedgerLine>>>,
     /// What names the job's answer where a stream keeps it (`Nats-Msg-Id`): see [`answer_key`].
     answer_key: Option<String>,
     /// What was left of its deadline when it was admitted or refused (once its payload read).
@@ -150,8 +146,27 @@ struct JobFacts {
     job: Option<String>,
 }
 
-/// A ledger line's outcome and code, and whether its answer was delivered.
-type LedgerLine = (String, Option<ErrorCode>, bool);
+/// How a job's answer went: its outcome (`completed`, or the code's bucket), its code, and
+/// whether it was handed to the connection. A job that ran writes it in the ledger.
+#[derive(Clone, Copy)]
+struct Answered {
+    outcome: &'static str,
+    code: Option<ErrorCode>,
+    sent: bool,
+}
+
+impl Answered {
+    /// What the source is told: answered (`ok` for a result), or undelivered.
+    fn settle(self) -> Settle {
+        if self.sent {
+            Settle::Answered {
+                ok: self.code.is_none(),
+            }
+        } else {
+            Settle::Undelivered
+        }
+    }
+}
 
 impl JobFacts {
     fn new(received_at: Instant, sender: SenderFacts) -> JobFacts {
@@ -160,7 +175,6 @@ impl JobFacts {
             sender,
             ran: false,
             usage: None,
-            ledger_later: None,
             answer_key: None,
             left: None,
             job: None,
@@ -600,16 +614,10 @@ impl Pipeline {
             }
             return inbound.settle(settle).await;
         }
-        let delivered = self
+        let answered = self
             .answer_error(&inbound, target, id, error, true, facts)
             .await;
-        inbound
-            .settle(if delivered {
-                Settle::Answered { ok: false }
-            } else {
-                Settle::Undelivered
-            })
-            .await;
+        inbound.settle(answered.settle()).await;
     }
 
     async fn run<I: Inbound>(
@@ -640,10 +648,7 @@ impl Pipeline {
                 drop(slot);
                 None
             }
-            Some(turn) => {
-                facts.ledger_later = Some(std::sync::Mutex::new(None));
-                Some((turn, slot))
-            }
+            Some(turn) => Some((turn, slot)),
         };
         let HandlerResult {
             answer: outcome,
@@ -664,33 +669,34 @@ impl Pipeline {
         // Every run counts, timed out or failed too (ADR-32 processing_time).
         self.stats.processed(received_at.elapsed());
         let retry = outcome.as_ref().err().and_then(|e| inbound.retry(e));
-        let settle = match (retry, outcome) {
+        let (settle, line) = match (retry, outcome) {
             (Some(retry), Err(error)) => {
                 self.stats.record_error(error.code, &error.message);
-                self.write_ledger(&id, &facts, RETRIED, Some(error.code), false);
-                retry
+                let line = Answered {
+                    outcome: RETRIED,
+                    code: Some(error.code),
+                    sent: false,
+                };
+                (retry, line)
             }
             (_, Ok(result)) => {
-                let delivered = self
+                let answered = self
                     .answer_result(&inbound, target, &id, &facts, &result, inline)
                     .await;
-                match delivered {
-                    Some(true) => Settle::Answered { ok: true },
-                    Some(false) => Settle::Answered { ok: false },
-                    None => Settle::Undelivered,
-                }
+                (answered.settle(), answered)
             }
             (None, Err(error)) => {
-                if self
+                let answered = self
                     .answer_error(&inbound, target, Some(&id), error, inline, &facts)
-                    .await
-                {
-                    Settle::Answered { ok: false }
-                } else {
-                    Settle::Undelivered
-                }
+                    .await;
+                (answered.settle(), answered)
             }
         };
+        // A call that has returned is written down now; one still running, once it has, with
+        // what it spent meanwhile (`outlive`).
+        if still_running.is_none() {
+            self.write_ledger(&id, &facts, line);
+        }
         // The job stays in progress until its answer is confirmed (a JetStream publish may
         // wait out an election): the ack wait must not give it to another worker meanwhile.
         if let Some(task) = in_progress {
@@ -715,7 +721,7 @@ impl Pipeline {
         // task, so the job is counted out and its ledger line written before a stop resolves.
         let outliving = self.outliving.clone();
         outliving.spawn(async move {
-            self.outlive(&id, turn, &mut facts).await;
+            self.outlive(&id, turn, &mut facts, line).await;
             drop(slot);
             drop(claim);
             self.stats.job_finished();
@@ -729,6 +735,7 @@ impl Pipeline {
         id: &str,
         turn: BoxFuture<'static, HandlerResult>,
         facts: &mut JobFacts,
+        line: Answered,
     ) {
         let late = tokio::select! {
             biased;
@@ -750,13 +757,7 @@ impl Pipeline {
                 ),
             );
         }
-        let line = facts
-            .ledger_later
-            .take()
-            .and_then(|later| later.into_inner().ok().flatten());
-        if let Some((outcome, code, delivered)) = line {
-            self.write_ledger(id, facts, &outcome, code, delivered);
-        }
+        self.write_ledger(id, facts, line);
     }
 
     /// Calls the handler under the job's deadline. The answer, and the call itself when the
@@ -818,9 +819,8 @@ impl Pipeline {
         (HandlerResult::failed(cut), Some(turn))
     }
 
-    /// Sends a `task_result` and counts it. A result too large for the server becomes a
-    /// RESULT_TOO_LARGE `task_error` instead of silence. `Some(ok)` when an answer went to the
-    /// connection (`ok` false for that error), `None` when nothing could be sent.
+    /// Sends a `task_result`, counts and logs it. A result too large for the server becomes a
+    /// RESULT_TOO_LARGE `task_error` instead of silence.
     async fn answer_result<I: Inbound>(
         &self,
         inbound: &I,
@@ -829,7 +829,7 @@ impl Pipeline {
         facts: &JobFacts,
         result: &str,
         at_once: bool,
-    ) -> Option<bool> {
+    ) -> Answered {
         let latency_ms = facts.received_at.elapsed().as_millis() as u64;
         let bytes = protocol::encode_result(id, result, latency_ms, &self.identity);
         // The client refuses a message over the server's max_payload; answer that instead.
@@ -845,8 +845,7 @@ impl Pipeline {
             );
             return self
                 .answer_error(inbound, target, Some(id), error, at_once, facts)
-                .await
-                .then_some(false);
+                .await;
         }
         let headers = self.reply_headers(None, Some(id), facts, &bytes);
         let sent = self
@@ -860,25 +859,16 @@ impl Pipeline {
             )
             .await;
         self.stats.record(Outcome::Completed);
-        if self.logger.enabled(Level::Info) {
-            let line = JobLine {
-                job_id: Some(loggable(id)),
-                sender: facts.sender.name.clone(),
-                sender_key: facts.sender.key.clone(),
-                duration_ms: latency_ms,
-                outcome: "completed",
-                code: None,
-                message: None,
-                price: facts.sender.price,
-                usage: facts.usage,
-            };
-            self.logger.job(Level::Info, &line);
-        }
-        self.write_ledger(id, facts, "completed", None, sent);
-        sent.then_some(true)
+        let answered = Answered {
+            outcome: "completed",
+            code: None,
+            sent,
+        };
+        self.log_end(Level::Info, Some(id), facts, (answered, latency_ms), None);
+        answered
     }
 
-    /// Sends a `task_error` and counts it; true when it went to the connection.
+    /// Sends a `task_error`, counts and logs it.
     async fn answer_error<I: Inbound>(
         &self,
         inbound: &I,
@@ -887,7 +877,7 @@ impl Pipeline {
         error: JobError,
         at_once: bool,
         facts: &JobFacts,
-    ) -> bool {
+    ) -> Answered {
         let bytes = protocol::encode_error(id, &error, &self.identity);
         let mut headers = HeaderMap::new();
         for (name, value) in protocol::error_headers(error.code, &error.message) {
@@ -905,49 +895,61 @@ impl Pipeline {
             ErrorCode::ExecutionFailed | ErrorCode::RuntimeUnavailable => Level::Error,
             _ => Level::Warn,
         };
+        let answered = Answered {
+            outcome: crate::stats::Stats::bucket_of(error.code),
+            code: Some(error.code),
+            sent,
+        };
+        let duration_ms = facts.received_at.elapsed().as_millis() as u64;
+        self.log_end(
+            level,
+            id,
+            facts,
+            (answered, duration_ms),
+            Some(error.message),
+        );
+        answered
+    }
+
+    /// The one line every answered job logs (never its task); a result's duration is the
+    /// latency its `task_result` reports.
+    fn log_end(
+        &self,
+        level: Level,
+        id: Option<&str>,
+        facts: &JobFacts,
+        (answered, duration_ms): (Answered, u64),
+        message: Option<String>,
+    ) {
+        if !self.logger.enabled(level) {
+            return;
+        }
         let line = JobLine {
             job_id: id.map(loggable),
             sender: facts.sender.name.clone(),
             sender_key: facts.sender.key.clone(),
-            duration_ms: facts.received_at.elapsed().as_millis() as u64,
-            outcome: crate::stats::Stats::bucket_of(error.code),
-            code: Some(error.code),
-            message: Some(error.message),
+            duration_ms,
+            outcome: answered.outcome,
+            code: answered.code,
+            message,
             price: facts.sender.price,
             usage: facts.usage,
         };
         self.logger.job(level, &line);
-        self.write_ledger(
-            id.unwrap_or_default(),
-            facts,
-            line.outcome,
-            Some(error.code),
-            sent,
-        );
-        sent
     }
 
     /// The end of a run of a job (refusals earn and spend nothing and are not counted or
-    /// written): counted in the day's jobs and earnings, and its ledger line. `delivered`: its
-    /// answer was handed to the connection (confirmed, where the source confirms): one that
-    /// was not is `undelivered`, and a job earns once, at its first delivered result (stats
-    /// and ledger alike). A rerun (the job ran before) is marked.
-    fn write_ledger(
-        &self,
-        id: &str,
-        facts: &JobFacts,
-        outcome: &str,
-        code: Option<ErrorCode>,
-        delivered: bool,
-    ) {
-        if !facts.ran {
-            return;
-        }
-        if let Some(later) = &facts.ledger_later {
-            *crate::sync::lock(later) = Some((outcome.to_string(), code, delivered));
-            return;
-        }
-        let outcome = if delivered || outcome == RETRIED {
+    /// written): counted in the day's jobs and earnings, and its ledger line. An answer not
+    /// handed to the connection (confirmed, where the source confirms) is `undelivered`, and a
+    /// job earns once, at its first delivered result (stats and ledger alike). A rerun (the job
+    /// ran before) is marked.
+    fn write_ledger(&self, id: &str, facts: &JobFacts, line: Answered) {
+        let Answered {
+            outcome,
+            code,
+            sent,
+        } = line;
+        let outcome = if sent || outcome == RETRIED {
             outcome
         } else {
             UNDELIVERED
