@@ -91,7 +91,9 @@ function load() {
   return addon
 }
 
-const EXPORTS = ['PierWorker', 'PierClient', 'generateUserKey', 'identity', 'ledgerDays', 'rotateIdentity']
+// index.js's values, as index.d.ts declares them (load-addon.d.ts re-exports its declarations;
+// contract.test.mjs checks the two agree).
+const EXPORTS = ['PierWorker', 'PierClient', 'generateUserKey', 'identity', 'ledgerDays', 'rotateIdentity', '__napiBindingTarget']
 for (const name of EXPORTS) {
   Object.defineProperty(module.exports, name, { enumerable: true, get: () => load()[name] })
 }

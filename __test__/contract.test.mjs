@@ -5,6 +5,7 @@
 import { it } from 'node:test'
 import assert from 'node:assert/strict'
 import { readFileSync } from 'node:fs'
+import { createRequire } from 'node:module'
 import { PierWorker } from './helpers/addon.mjs'
 
 const manifest = JSON.parse(readFileSync(new URL('../openclaw.plugin.json', import.meta.url), 'utf8'))
@@ -26,6 +27,15 @@ it('errors are Error objects whose code property is the stable code (message kee
   assert.ok(rejected instanceof Error)
   assert.equal(rejected.code, 'PIER_NOT_RUNNING')
   assert.match(rejected.message, /^PIER_NOT_RUNNING: /)
+})
+
+it('the package entry exports at run time exactly the values its types declare (load-addon.d.ts, index.d.ts)', () => {
+  const declared = ['../index.d.ts', '../load-addon.d.ts']
+    .flatMap((file) => [...readFileSync(new URL(file, import.meta.url), 'utf8').matchAll(/^export declare (?:const|function|class) (\w+)/gm)])
+    .map((m) => m[1])
+  const entry = createRequire(import.meta.url)('../load-addon.js')
+  assert.deepEqual(Object.keys(entry).sort(), declared.sort())
+  for (const name of declared) assert.notEqual(entry[name], undefined, name)
 })
 
 it('the Rust config accepts every key the manifest declares, with its schema type', () => {
