@@ -11,7 +11,7 @@ import { redactSecrets, resolveAccount } from './config.mjs'
 import { jobToolPolicy, jobWorkspaceDir, sandboxSettings } from './job-policy.mjs'
 import { jobSandboxRoot, sandboxesIdle, sweepJobSandboxes } from './job-sandbox.mjs'
 import { accountAddonConfig } from './identity.mjs'
-import { accountConfigKeys, accountConfigKeysOfFile, configFilePath, onConfigFileChange, watchConfigFiles } from './reload.mjs'
+import { accountConfigKeys, accountConfigKeysOfFile, configFilePath, onConfigFileChange } from './reload.mjs'
 
 const STATUS_INTERVAL_MS = 1000
 
@@ -158,9 +158,7 @@ function trackActivity(run, s) {
 function followConfig(run, ctx, { api, log }) {
   const path = configFilePath()
   // The config this account started with, as the file had it then; read once, before any change.
-  // Each read says which files the config comes from (the included ones too): those are watched.
   const started = accountConfigKeysOfFile(ctx.accountId, path).then((keys) => {
-    if (keys) watchConfigFiles(keys.files)
     // Inside a gateway OpenClaw's reader is always there; without it a JSON5 or $include config
     // would look unreadable and its changes deferred again, so say so once.
     if (keys?.reader === 'json') log.warn(`[${ctx.accountId}] OpenClaw's config reader could not be loaded: the config file is read as plain JSON, and a JSON5 or $include change is not followed`)
@@ -174,7 +172,6 @@ function followConfig(run, ctx, { api, log }) {
   const check = async () => {
     if (pending || ctx.abortSignal.aborted) return
     const [was, now] = await Promise.all([started, accountConfigKeysOfFile(ctx.accountId, path)])
-    if (now) watchConfigFiles(now.files)
     if (pending || ctx.abortSignal.aborted || now === undefined || was === undefined) return
     if (now.own !== was.own) {
       if (!now.applies) {

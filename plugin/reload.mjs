@@ -70,12 +70,15 @@ export function accountConfigKeys(cfg, accountId) {
 }
 
 /**
- * accountConfigKeys of the file as it is now, with readConfigFile's `files` and `reader`
- * (undefined when it cannot be read or is invalid).
+ * accountConfigKeys of the file as it is now, with readConfigFile's `reader` (undefined when it
+ * cannot be read or is invalid). Each read also says which files the config comes from, the
+ * included ones too: those are what the watcher watches from then on.
  */
 export async function accountConfigKeysOfFile(accountId, path = configFilePath(), read = readConfigFile) {
   const got = await read(path)
-  return got === undefined ? undefined : { ...accountConfigKeys(got.config, accountId), files: got.files, reader: got.reader }
+  if (got === undefined) return undefined
+  watchConfigFiles(got.files)
+  return { ...accountConfigKeys(got.config, accountId), reader: got.reader }
 }
 
 const WATCH = Symbol.for('pier-connector.config-watch')
@@ -84,7 +87,7 @@ const WATCH = Symbol.for('pier-connector.config-watch')
  * Calls `listener()` (debounced) whenever the config file, or a file it includes, changes: one
  * watcher per directory of those files, per process, while anyone listens (editors and OpenClaw
  * replace a file, so the file itself cannot be watched). The included files are learnt from
- * each read (watchConfigFiles). Returns the unsubscribe.
+ * each read (accountConfigKeysOfFile). Returns the unsubscribe.
  */
 export function onConfigFileChange(listener, path = configFilePath()) {
   const state = (globalThis[WATCH] ??= { listeners: new Set(), files: new Set(), watchers: new Map(), timer: null })
@@ -102,7 +105,7 @@ export function onConfigFileChange(listener, path = configFilePath()) {
 }
 
 /** The files the config was last read from (readConfigFile's `files`): what is watched now. */
-export function watchConfigFiles(files) {
+function watchConfigFiles(files) {
   const state = globalThis[WATCH]
   if (!state || state.listeners.size === 0) return
   state.files = new Set(files.map((f) => resolve(f)))

@@ -4,9 +4,8 @@
 //! consumer) hands each message to [`Pipeline::admit`] as an [`Inbound`]. What becomes of it is
 //! decided in one place, as a pure step ([`admission::admit`]); the pipeline only does what
 //! the verdict says: takes the slot, the id, the nonce and the sender's share it names, runs the
-//! job under its
-//! deadline, and answers it exactly once; the source is then told how it ended ([`Settle`]),
-//! which is where JetStream acks.
+//! job under its deadline, and answers it exactly once; the source is then told how it ended
+//! ([`Settle`]), which is where JetStream acks.
 //!
 //! A handler call holds its concurrency slot and its id until it has really returned: a turn
 //! past its deadline is answered TIMEOUT at once and told to stop, and keeps both until it has.
